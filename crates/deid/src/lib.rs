@@ -1,1 +1,1168 @@
-pub fn x(){}
+//! The PS3.15 Annex E de-identification engine.
+//!
+//! [`Deidentifier::deidentify`] takes the bytes of a DICOM Part 10 file and returns the bytes
+//! of its de-identified form, with the identity (pseudonyms and new UIDs) the caller needs to
+//! name the output, and counts of what was done, free of PHI.
+//!
+//! What the engine guarantees:
+//! - every attribute of Table E.1-1 gets its Basic Profile action, or the action of the options
+//!   chosen; combined codes (X/Z, X/D, X/Z/D, Z/D, X/Z/U*) resolve by the attribute's Type in
+//!   the object's IOD at that place in the tree, so required attributes stay present;
+//! - names and IDs become keyed pseudonyms, UIDs keyed `2.25.` UIDs (everywhere they occur),
+//!   dates a dummy or, with Modified Dates, a per-patient keyed shift;
+//! - every sequence is walked, private ones included; private attributes are removed unless
+//!   the Retain Safe Private option keeps what the TCIA knowledge base marks safe;
+//! - text that is kept is searched for identifying values found elsewhere in the object;
+//! - pixel data is never decoded: it is copied as encoded;
+//! - objects that may show identifying text in their pixels are held back, not passed.
+
+#![forbid(unsafe_code)]
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use radveil_part10::{self as part10, DataSet, Element, Encoding, Value};
+use radveil_standard::{
+    self as standard, AttributeType, BasicAction, IodRequirements, OptionAction,
+    PrivateDisposition, ProfileOption, Vr,
+};
+
+pub mod clean;
+pub mod dates;
+pub mod keyed;
+pub mod profile;
+
+pub use keyed::{Key, KeyTooShort, MIN_KEY_LEN};
+pub use profile::{Override, Profile, ProfileError};
+
+use clean::PhiTokens;
+
+/// The version recorded in De-identification Method.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Implementation Class UID written in the file meta of every output (radveil's own, a
+/// UUID-derived UID).
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.180939398471032768542105324128493460049";
+/// Implementation Version Name written in the file meta of every output.
+pub const IMPLEMENTATION_VERSION_NAME: &str = "RADVEIL_0_1";
+
+mod tags {
+    pub const SOP_CLASS_UID: u32 = 0x0008_0016;
+    pub const SOP_INSTANCE_UID: u32 = 0x0008_0018;
+    pub const MODALITY: u32 = 0x0008_0060;
+    pub const PATIENT_NAME: u32 = 0x0010_0010;
+    pub const PATIENT_ID: u32 = 0x0010_0020;
+    pub const PATIENT_BIRTH_DATE: u32 = 0x0010_0030;
+    pub const PATIENT_IDENTITY_REMOVED: u32 = 0x0012_0062;
+    pub const DEIDENTIFICATION_METHOD: u32 = 0x0012_0063;
+    pub const DEIDENTIFICATION_METHOD_CODE_SEQUENCE: u32 = 0x0012_0064;
+    pub const STUDY_INSTANCE_UID: u32 = 0x0020_000D;
+    pub const SERIES_INSTANCE_UID: u32 = 0x0020_000E;
+    pub const BURNED_IN_ANNOTATION: u32 = 0x0028_0301;
+    pub const LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED: u32 = 0x0028_0303;
+    pub const CODE_VALUE: u32 = 0x0008_0100;
+    pub const CODING_SCHEME_DESIGNATOR: u32 = 0x0008_0102;
+    pub const CODE_MEANING: u32 = 0x0008_0104;
+    pub const MEDIA_STORAGE_SOP_CLASS_UID: u32 = 0x0002_0002;
+    pub const MEDIA_STORAGE_SOP_INSTANCE_UID: u32 = 0x0002_0003;
+    pub const TRANSFER_SYNTAX_UID: u32 = 0x0002_0010;
+    pub const DIRECTORY_RECORD_SEQUENCE: u32 = 0x0004_1220;
+}
+
+/// SOP Class UID of a Media Storage Directory (DICOMDIR).
+pub const MEDIA_STORAGE_DIRECTORY: &str = "1.2.840.10008.1.3.10";
+
+/// How to treat objects whose Burned In Annotation (0028,0301) is absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BurnedInPolicy {
+    /// Only objects that say YES are held back.
+    #[default]
+    OnlyWhenYes,
+    /// Also hold back objects of modalities that often burn text in (US, SC, OT, XC, ES, GM,
+    /// SM, DOC, and Secondary Capture SOP classes) unless they say NO.
+    UnlessNo,
+}
+
+/// Everything a run needs besides the key.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Options, UID root and site rules.
+    pub profile: Profile,
+    /// The burned-in text policy.
+    pub burned_in: BurnedInPolicy,
+    /// Whether to return original-to-pseudonym pairs (PHI) for a crosswalk.
+    pub crosswalk: bool,
+}
+
+/// Why an object was not de-identified.
+#[derive(Debug, thiserror::Error)]
+pub enum DeidError {
+    /// The bytes are not a readable DICOM file.
+    #[error("{0}")]
+    Read(#[from] part10::Error),
+    /// A DICOMDIR: it holds PHI of every object it lists and is never copied.
+    #[error("DICOMDIR left out: it lists patient identities; its referenced files are de-identified on their own")]
+    Dicomdir,
+    /// The object may carry identifying text in its pixels and pixel cleaning is not available.
+    #[error("held back: {0}")]
+    HeldBack(String),
+    /// A required attribute is missing, so the object cannot be named or remapped.
+    #[error("missing {0}")]
+    Missing(&'static str),
+}
+
+/// Counts of what was done to one object (no PHI).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ActionCounts {
+    /// Attributes removed (X).
+    pub removed: u32,
+    /// Attributes emptied (Z).
+    pub emptied: u32,
+    /// Attributes replaced with a dummy value (D).
+    pub dummied: u32,
+    /// Names and IDs replaced with keyed pseudonyms.
+    pub pseudonymized: u32,
+    /// UID values remapped (U).
+    pub uids_remapped: u32,
+    /// Date and date-time values shifted.
+    pub dates_shifted: u32,
+    /// Text values cleaned (C, or identifying values found in kept text).
+    pub cleaned: u32,
+    /// Private attributes removed.
+    pub private_removed: u32,
+    /// Private attributes kept by the Retain Safe Private option.
+    pub private_kept: u32,
+    /// Site rules applied.
+    pub overridden: u32,
+}
+
+/// The de-identified identity of an object: what the caller names its output after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The patient's pseudonym (the new Patient ID).
+    pub patient: String,
+    /// New Study Instance UID.
+    pub study_uid: String,
+    /// New Series Instance UID.
+    pub series_uid: String,
+    /// New SOP Instance UID.
+    pub sop_instance_uid: String,
+}
+
+/// One original-to-pseudonym pair, for the crosswalk (PHI: only returned when asked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrosswalkEntry {
+    /// `patient_id` or `uid`.
+    pub kind: &'static str,
+    /// The original value.
+    pub old: String,
+    /// Its replacement.
+    pub new: String,
+}
+
+/// A de-identified object.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The complete output file.
+    pub bytes: Vec<u8>,
+    /// Pseudonyms and new UIDs.
+    pub identity: Identity,
+    /// Counts of actions.
+    pub counts: ActionCounts,
+    /// Original-to-new pairs, when [`Config::crosswalk`] is set.
+    pub crosswalk: Vec<CrosswalkEntry>,
+}
+
+/// The resolved action for one attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Act {
+    Keep,
+    Remove,
+    Empty,
+    Dummy,
+    Clean,
+    Uid,
+    /// Dates under Modified Dates.
+    Shift,
+}
+
+/// What kind of content a sequence holds, which decides what happens to text nobody listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    /// The top level, or a sequence kept as it is.
+    Plain,
+    /// A sequence whose content is replaced (D): unlisted free text becomes a dummy.
+    Dummy,
+    /// A sequence being cleaned (C): unlisted free text is cleaned.
+    Clean,
+}
+
+/// A configured de-identifier; cheap to share across threads.
+#[derive(Debug, Clone)]
+pub struct Deidentifier {
+    key: Key,
+    config: Arc<Config>,
+}
+
+impl Deidentifier {
+    /// Builds a de-identifier, refusing contradictory options.
+    pub fn new(key: Key, config: Config) -> Result<Deidentifier, ProfileError> {
+        config.profile.check()?;
+        Ok(Deidentifier {
+            key,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn has(&self, o: ProfileOption) -> bool {
+        self.config.profile.options.contains(&o)
+    }
+
+    /// The text recorded in De-identification Method (0012,0063), one value per line of
+    /// what was applied.
+    pub fn method_description(&self) -> Vec<String> {
+        let mut v = vec![format!(
+            "radveil {VERSION} PS3.15 E.1-1 {} Basic Profile",
+            standard::ANNEX_E_REVISION
+        )];
+        for o in &self.config.profile.options {
+            v.push(format!("option {}", o.name()));
+        }
+        if !self.config.profile.overrides.is_empty() {
+            v.push(format!(
+                "site rules {}",
+                self.config.profile.overrides.len()
+            ));
+        }
+        v
+    }
+
+    /// De-identifies one Part 10 file.
+    pub fn deidentify(&self, file: &[u8]) -> Result<Outcome, DeidError> {
+        let meta = part10::read_file_meta(file)?;
+        let ts = part10::TransferSyntax::from_uid(&meta.transfer_syntax);
+        let limits = part10::Limits::default();
+        let inflated;
+        let body: &[u8] = if ts.deflated {
+            inflated = part10::inflate(meta.body, limits.max_inflated)?;
+            &inflated
+        } else {
+            meta.body
+        };
+        let encoding = part10::effective_encoding(body, ts.encoding);
+        let mut ds = part10::read_dataset(body, encoding, limits)?;
+        // The output keeps the declared transfer syntax; a body that was really implicit VR
+        // (a known writer bug) is written in the encoding the syntax declares.
+        let transfer_syntax = meta.transfer_syntax.clone();
+        let sop_class = ds
+            .string(tags::SOP_CLASS_UID)
+            .or_else(|| meta.elements.string(tags::MEDIA_STORAGE_SOP_CLASS_UID))
+            .filter(|s| !s.is_empty());
+        if sop_class.as_deref() == Some(MEDIA_STORAGE_DIRECTORY)
+            || meta
+                .elements
+                .string(tags::MEDIA_STORAGE_SOP_CLASS_UID)
+                .as_deref()
+                == Some(MEDIA_STORAGE_DIRECTORY)
+            || ds.get(tags::DIRECTORY_RECORD_SEQUENCE).is_some()
+        {
+            return Err(DeidError::Dicomdir);
+        }
+        let sop_class = sop_class.ok_or(DeidError::Missing("SOP Class UID (0008,0016)"))?;
+        if ds
+            .string(tags::SOP_INSTANCE_UID)
+            .filter(|s| !s.is_empty())
+            .is_none()
+        {
+            return Err(DeidError::Missing("SOP Instance UID (0008,0018)"));
+        }
+        self.check_burned_in(&ds, &sop_class)?;
+
+        let mut run = Run::new(self, &ds, &sop_class);
+        let mut path = Vec::with_capacity(8);
+        run.dataset(&mut ds, &mut path, Context::Plain);
+        self.record(&mut ds);
+
+        let identity = Identity {
+            patient: ds.string(tags::PATIENT_ID).unwrap_or_default(),
+            study_uid: ds.string(tags::STUDY_INSTANCE_UID).unwrap_or_default(),
+            series_uid: ds.string(tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+            sop_instance_uid: ds.string(tags::SOP_INSTANCE_UID).unwrap_or_default(),
+        };
+
+        let mut out_meta = DataSet::default();
+        out_meta.put(Element {
+            tag: 0x0002_0001,
+            vr: Vr::OB,
+            value: Value::Bytes(Cow::Borrowed(&[0, 1])),
+        });
+        out_meta.put(Element::text(
+            tags::MEDIA_STORAGE_SOP_CLASS_UID,
+            Vr::UI,
+            &sop_class,
+        ));
+        out_meta.put(Element::text(
+            tags::MEDIA_STORAGE_SOP_INSTANCE_UID,
+            Vr::UI,
+            &identity.sop_instance_uid,
+        ));
+        out_meta.put(Element::text(
+            tags::TRANSFER_SYNTAX_UID,
+            Vr::UI,
+            &transfer_syntax,
+        ));
+        out_meta.put(Element::text(0x0002_0012, Vr::UI, IMPLEMENTATION_CLASS_UID));
+        out_meta.put(Element::text(
+            0x0002_0013,
+            Vr::SH,
+            IMPLEMENTATION_VERSION_NAME,
+        ));
+
+        let mut bytes = Vec::with_capacity(file.len() + 1024);
+        part10::write_file(&out_meta, &ds, &transfer_syntax, &mut bytes);
+        let mut crosswalk = run.crosswalk;
+        crosswalk.sort_by(|a, b| (a.kind, &a.old).cmp(&(b.kind, &b.old)));
+        crosswalk.dedup();
+        Ok(Outcome {
+            bytes,
+            identity,
+            counts: run.counts,
+            crosswalk,
+        })
+    }
+
+    fn check_burned_in(&self, ds: &DataSet<'_>, sop_class: &str) -> Result<(), DeidError> {
+        let flag = ds
+            .string(tags::BURNED_IN_ANNOTATION)
+            .map(|s| s.to_ascii_uppercase());
+        match flag.as_deref() {
+            Some("YES") => {
+                return Err(DeidError::HeldBack(
+                    "Burned In Annotation is YES and pixel cleaning is not enabled".into(),
+                ))
+            }
+            Some("NO") => return Ok(()),
+            _ => {}
+        }
+        if self.config.burned_in == BurnedInPolicy::UnlessNo {
+            let modality = ds
+                .string(tags::MODALITY)
+                .unwrap_or_default()
+                .to_ascii_uppercase();
+            let risky_modality = matches!(
+                modality.as_str(),
+                "US" | "SC" | "OT" | "XC" | "ES" | "GM" | "SM" | "DOC" | "IVUS" | "OP"
+            );
+            let secondary_capture = sop_class.starts_with("1.2.840.10008.5.1.4.1.1.7");
+            if risky_modality || secondary_capture {
+                return Err(DeidError::HeldBack(format!(
+                    "modality {} often burns text into pixels and Burned In Annotation is not NO",
+                    if modality.is_empty() {
+                        "(none)"
+                    } else {
+                        &modality
+                    }
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the attributes that record what was done (PS3.15 E.1.1, CID 7050).
+    fn record(&self, ds: &mut DataSet<'_>) {
+        ds.put(Element::text(tags::PATIENT_IDENTITY_REMOVED, Vr::CS, "YES"));
+        ds.put(Element::text(
+            tags::DEIDENTIFICATION_METHOD,
+            Vr::LO,
+            &self.method_description().join("\\"),
+        ));
+        let mut items = Vec::new();
+        let mut codes = vec![standard::BASIC_PROFILE_CODE];
+        codes.extend(self.config.profile.options.iter().map(|o| o.code()));
+        for (value, meaning) in codes {
+            let mut item = DataSet::default();
+            item.put(Element::text(tags::CODE_VALUE, Vr::SH, value));
+            item.put(Element::text(tags::CODING_SCHEME_DESIGNATOR, Vr::SH, "DCM"));
+            item.put(Element::text(tags::CODE_MEANING, Vr::LO, meaning));
+            items.push(item);
+        }
+        ds.put(Element {
+            tag: tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE,
+            vr: Vr::SQ,
+            value: Value::Sequence(items),
+        });
+        let temporal = if self.has(ProfileOption::RetainLongFullDates) {
+            "UNMODIFIED"
+        } else if self.has(ProfileOption::RetainLongModifiedDates) {
+            "MODIFIED"
+        } else {
+            "REMOVED"
+        };
+        ds.put(Element::text(
+            tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
+            Vr::CS,
+            temporal,
+        ));
+    }
+}
+
+/// Attributes of code sequences: controlled vocabulary, never replaced with dummies.
+fn is_code_attribute(tag: u32) -> bool {
+    matches!(
+        tag,
+        0x0008_0100
+            | 0x0008_0102
+            | 0x0008_0103
+            | 0x0008_0105
+            | 0x0008_0106
+            | 0x0008_0107
+            | 0x0008_010B
+            | 0x0008_010D
+            | 0x0008_010F
+            | 0x0008_0117
+            | 0x0008_0118
+            | 0x0008_0119
+            | 0x0008_0120
+            | 0x0008_0121
+            | 0x0008_0122
+            | 0x0008_0123
+            | 0x0008_0124
+    )
+}
+
+/// Per-object state of one de-identification.
+struct Run<'d> {
+    d: &'d Deidentifier,
+    requirements: Option<Arc<IodRequirements>>,
+    tokens: PhiTokens,
+    date_offset: i64,
+    patient_pseudonym: String,
+    counts: ActionCounts,
+    crosswalk: Vec<CrosswalkEntry>,
+    uid_cache: HashMap<String, String>,
+}
+
+impl<'d> Run<'d> {
+    fn new(d: &'d Deidentifier, ds: &DataSet<'_>, sop_class: &str) -> Run<'d> {
+        let patient_id = ds
+            .get(tags::PATIENT_ID)
+            .and_then(|e| e.trimmed())
+            .unwrap_or(b"");
+        // The patient's identity for pseudonyms and the date offset: the Patient ID, or the
+        // name and birth date when there is none.
+        let identity: Vec<u8> = if !patient_id.is_empty() {
+            patient_id.to_vec()
+        } else {
+            let mut v = b"name:".to_vec();
+            v.extend_from_slice(
+                ds.get(tags::PATIENT_NAME)
+                    .and_then(|e| e.trimmed())
+                    .unwrap_or(b""),
+            );
+            v.push(b'|');
+            v.extend_from_slice(
+                ds.get(tags::PATIENT_BIRTH_DATE)
+                    .and_then(|e| e.trimmed())
+                    .unwrap_or(b""),
+            );
+            v
+        };
+        let patient_pseudonym = format!("RV{}", d.key.token("patient-id", &identity, 12));
+        let mut run = Run {
+            d,
+            requirements: standard::iod_requirements(sop_class),
+            tokens: PhiTokens::default(),
+            date_offset: d.key.date_offset_days(&identity),
+            patient_pseudonym,
+            counts: ActionCounts::default(),
+            crosswalk: Vec::new(),
+            uid_cache: HashMap::new(),
+        };
+        if d.config.crosswalk {
+            run.crosswalk.push(CrosswalkEntry {
+                kind: "patient_id",
+                old: String::from_utf8_lossy(patient_id).into_owned(),
+                new: run.patient_pseudonym.clone(),
+            });
+        }
+        run.collect_tokens(ds);
+        run
+    }
+
+    /// Gathers the identifying values of the object (anything the profile does not keep, of
+    /// a VR that names, identifies or dates someone) to clean them out of kept text.
+    fn collect_tokens(&mut self, ds: &DataSet<'_>) {
+        for el in &ds.elements {
+            match &el.value {
+                Value::Sequence(items) => {
+                    for item in items {
+                        self.collect_tokens(item);
+                    }
+                }
+                Value::Bytes(b) => {
+                    if el.is_private() || is_code_attribute(el.tag) {
+                        continue;
+                    }
+                    let vr = self.semantic_vr(el);
+                    let kept = standard::profile_row(el.tag).is_some_and(|row| {
+                        let (act, _) = self.table_action(row);
+                        act == TableAct::Basic(BasicAction::K)
+                            || act == TableAct::Option(OptionAction::K)
+                    });
+                    let listed = standard::profile_row(el.tag).is_some();
+                    if kept || (!listed && vr != Vr::PN) {
+                        continue;
+                    }
+                    match vr {
+                        Vr::PN => {
+                            for v in b.split(|&c| c == b'\\') {
+                                self.tokens.add_person_name(v);
+                            }
+                        }
+                        Vr::DA | Vr::DT => {
+                            for v in b.split(|&c| c == b'\\') {
+                                self.tokens.add_date(v);
+                            }
+                        }
+                        Vr::LO | Vr::SH | Vr::LT | Vr::ST | Vr::UT | Vr::UC | Vr::AE => {
+                            // Identifiers and addresses (not descriptions, which are cleaned
+                            // themselves and would otherwise blank ordinary words).
+                            let row = standard::profile_row(el.tag);
+                            let descriptive = row.is_some_and(|r| r.options[7].is_some());
+                            if !descriptive {
+                                for v in b.split(|&c| c == b'\\') {
+                                    self.tokens.add(v, false);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Value::Fragments(_) => {}
+            }
+        }
+    }
+
+    /// The VR that says what a value means: the dictionary's where the element was read as UN.
+    fn semantic_vr(&self, el: &Element<'_>) -> Vr {
+        if el.vr == Vr::UN && !el.is_private() {
+            standard::dictionary_entry(el.tag).map_or(Vr::UN, |e| e.vr)
+        } else {
+            el.vr
+        }
+    }
+
+    /// The table's action for a row under the chosen options: an option column wins over the
+    /// basic profile; among option columns, K (retain) wins over C (clean).
+    fn table_action(&self, row: &standard::ProfileRow) -> (TableAct, Option<ProfileOption>) {
+        let mut chosen: Option<(OptionAction, ProfileOption)> = None;
+        for (i, o) in ProfileOption::ALL.iter().enumerate() {
+            if !self.d.has(*o) {
+                continue;
+            }
+            if let Some(a) = row.options[i] {
+                match (chosen, a) {
+                    (None, _) | (Some((OptionAction::C, _)), OptionAction::K) => {
+                        chosen = Some((a, *o))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        match chosen {
+            Some((a, o)) => (TableAct::Option(a), Some(o)),
+            None => (TableAct::Basic(row.basic), None),
+        }
+    }
+
+    fn attribute_type(&self, path: &[u32]) -> Option<AttributeType> {
+        self.requirements
+            .as_ref()
+            .and_then(|r| r.attribute_type(path))
+    }
+
+    /// Resolves an action to one the IOD allows: an attribute required at this place is never
+    /// removed (emptied if Type 2, given a dummy if Type 1).
+    fn floor(&self, act: Act, path: &[u32]) -> Act {
+        match (act, self.attribute_type(path)) {
+            (Act::Remove, Some(t)) if t.needs_value() => Act::Dummy,
+            (Act::Remove, Some(_)) => Act::Empty,
+            (Act::Empty, Some(t)) if t.needs_value() => Act::Dummy,
+            (a, _) => a,
+        }
+    }
+
+    fn resolve(&self, el: &Element<'_>, path: &[u32], ctx: Context) -> Act {
+        let vr = self.semantic_vr(el);
+        let Some(row) = standard::profile_row(el.tag) else {
+            return self.unlisted(el, vr, path, ctx);
+        };
+        let ty = self.attribute_type(path);
+        let act = match self.table_action(row).0 {
+            TableAct::Option(OptionAction::K) => Act::Keep,
+            TableAct::Option(OptionAction::C) => {
+                if matches!(vr, Vr::DA | Vr::DT | Vr::TM)
+                    && self.d.has(ProfileOption::RetainLongModifiedDates)
+                {
+                    Act::Shift
+                } else {
+                    Act::Clean
+                }
+            }
+            TableAct::Basic(b) => match b {
+                BasicAction::D => Act::Dummy,
+                BasicAction::Z => Act::Empty,
+                BasicAction::X => Act::Remove,
+                BasicAction::K => Act::Keep,
+                BasicAction::C => Act::Clean,
+                BasicAction::U => Act::Uid,
+                BasicAction::XD => match ty {
+                    Some(_) => Act::Dummy,
+                    None => Act::Remove,
+                },
+                BasicAction::XZ => match ty {
+                    Some(t) if t.needs_value() => Act::Dummy,
+                    Some(_) => Act::Empty,
+                    None => Act::Remove,
+                },
+                BasicAction::XZD => match ty {
+                    Some(t) if t.needs_value() => Act::Dummy,
+                    Some(_) => Act::Empty,
+                    None => Act::Remove,
+                },
+                BasicAction::ZD => match ty {
+                    Some(t) if t.needs_value() => Act::Dummy,
+                    _ => Act::Empty,
+                },
+                BasicAction::XZU => match ty {
+                    Some(t) if t.needs_value() => Act::Uid,
+                    Some(_) => Act::Empty,
+                    None => Act::Remove,
+                },
+            },
+        };
+        self.floor(act, path)
+    }
+
+    /// Attributes Table E.1-1 does not list: kept, except that the long tail of names and
+    /// dates is treated like the listed ones, and free text inside replaced or cleaned
+    /// sequences follows its sequence.
+    fn unlisted(&self, el: &Element<'_>, vr: Vr, path: &[u32], ctx: Context) -> Act {
+        let act = match vr {
+            Vr::PN => Act::Dummy,
+            Vr::DA | Vr::DT => {
+                if self.d.has(ProfileOption::RetainLongFullDates) {
+                    Act::Keep
+                } else if self.d.has(ProfileOption::RetainLongModifiedDates) {
+                    Act::Shift
+                } else {
+                    let ty = self.attribute_type(path);
+                    match ty {
+                        Some(t) if t.needs_value() => Act::Dummy,
+                        Some(_) => Act::Empty,
+                        None => Act::Remove,
+                    }
+                }
+            }
+            Vr::LO | Vr::SH | Vr::LT | Vr::ST | Vr::UT | Vr::UC if !is_code_attribute(el.tag) => {
+                match ctx {
+                    Context::Plain => Act::Keep,
+                    Context::Dummy => {
+                        if el.tag == tags::CODE_MEANING {
+                            Act::Clean
+                        } else {
+                            Act::Dummy
+                        }
+                    }
+                    Context::Clean => Act::Clean,
+                }
+            }
+            _ => Act::Keep,
+        };
+        self.floor(act, path)
+    }
+
+    fn dataset(&mut self, ds: &mut DataSet<'_>, path: &mut Vec<u32>, ctx: Context) {
+        // Private creators of this data set, by (group, block).
+        let mut creators: HashMap<(u16, u8), String> = HashMap::new();
+        for el in &ds.elements {
+            let e = el.tag & 0xFFFF;
+            if el.is_private() && (0x10..=0xFF).contains(&e) {
+                if let Some(s) = el.to_str() {
+                    creators.insert((el.group(), e as u8), s.trim().to_string());
+                }
+            }
+        }
+        let mut kept_blocks: BTreeSet<(u16, u8)> = BTreeSet::new();
+        let mut elements = std::mem::take(&mut ds.elements);
+        let mut out = Vec::with_capacity(elements.len());
+        for mut el in elements.drain(..) {
+            if el.tag & 0xFFFF == 0 {
+                continue; // group lengths would be stale
+            }
+            if el.is_private() {
+                let e = el.tag & 0xFFFF;
+                if (0x10..=0xFF).contains(&e) {
+                    out.push(el); // creators: decided after their blocks
+                    continue;
+                }
+                if self.private(&mut el, &creators, path, ctx) {
+                    kept_blocks.insert((el.group(), (e >> 8) as u8));
+                    out.push(el);
+                }
+                continue;
+            }
+            path.push(el.tag);
+            let keep = self.element(&mut el, path, ctx);
+            path.pop();
+            if keep {
+                out.push(el);
+            }
+        }
+        out.retain(|el| {
+            let e = el.tag & 0xFFFF;
+            !(el.is_private() && (0x10..=0xFF).contains(&e))
+                || kept_blocks.contains(&(el.group(), e as u8))
+        });
+        ds.elements = out;
+    }
+
+    /// Applies the Retain Safe Private option to one private data element; returns whether
+    /// it stays.
+    fn private(
+        &mut self,
+        el: &mut Element<'_>,
+        creators: &HashMap<(u16, u8), String>,
+        path: &mut Vec<u32>,
+        ctx: Context,
+    ) -> bool {
+        let e = el.tag & 0xFFFF;
+        let block = (e >> 8) as u8;
+        let disposition = if self.d.has(ProfileOption::RetainSafePrivate) && e >= 0x1000 {
+            creators.get(&(el.group(), block)).and_then(|creator| {
+                let rows = standard::private_tags(el.group(), creator, e as u8);
+                let matching: Vec<_> = rows
+                    .iter()
+                    .filter(|r| {
+                        r.vr == el.vr || el.vr == Vr::UN || (el.vr == Vr::SQ && r.vr == Vr::SQ)
+                    })
+                    .collect();
+                if matching.is_empty() {
+                    return None;
+                }
+                // The most conservative of the matching rows.
+                let d = if matching
+                    .iter()
+                    .any(|r| r.disposition == PrivateDisposition::Remove)
+                {
+                    PrivateDisposition::Remove
+                } else if matching
+                    .iter()
+                    .any(|r| r.disposition == PrivateDisposition::Transform)
+                {
+                    PrivateDisposition::Transform
+                } else {
+                    PrivateDisposition::Keep
+                };
+                Some((d, matching[0].vr))
+            })
+        } else {
+            None
+        };
+        let Some((disposition, kb_vr)) = disposition else {
+            self.counts.private_removed += 1;
+            return false;
+        };
+        if el.vr == Vr::UN && kb_vr != Vr::UN {
+            el.vr = kb_vr;
+        }
+        let keep = match disposition {
+            PrivateDisposition::Remove => false,
+            PrivateDisposition::Keep => {
+                if kb_vr == Vr::SQ {
+                    path.push(el.tag);
+                    let ok = self.sequence(el, path, ctx);
+                    path.pop();
+                    ok
+                } else {
+                    if el.vr.is_text() {
+                        self.scrub_kept(el);
+                    }
+                    true
+                }
+            }
+            PrivateDisposition::Transform => match kb_vr {
+                Vr::DA | Vr::DT if self.d.has(ProfileOption::RetainLongModifiedDates) => {
+                    self.shift(el, kb_vr)
+                }
+                Vr::DA | Vr::DT | Vr::TM if self.d.has(ProfileOption::RetainLongFullDates) => true,
+                Vr::TM if self.d.has(ProfileOption::RetainLongModifiedDates) => true,
+                Vr::UI => {
+                    self.remap_uids(el);
+                    true
+                }
+                _ => false,
+            },
+        };
+        if keep {
+            self.counts.private_kept += 1;
+        } else {
+            self.counts.private_removed += 1;
+        }
+        keep
+    }
+
+    /// Applies the profile to one standard element; returns whether it stays.
+    fn element(&mut self, el: &mut Element<'_>, path: &mut Vec<u32>, ctx: Context) -> bool {
+        if let Some(o) = self.d.config.profile.overrides.get(&el.tag) {
+            self.counts.overridden += 1;
+            let act = match o {
+                Override::Keep => return true,
+                Override::Remove => self.floor(Act::Remove, path),
+                Override::Empty => self.floor(Act::Empty, path),
+                Override::Replace(v) => {
+                    let vr = self.semantic_vr(el);
+                    *el = Element::text(el.tag, vr, v);
+                    return true;
+                }
+            };
+            return self.apply(el, act, path, ctx);
+        }
+        let act = self.resolve(el, path, ctx);
+        self.apply(el, act, path, ctx)
+    }
+
+    fn apply(&mut self, el: &mut Element<'_>, act: Act, path: &mut Vec<u32>, ctx: Context) -> bool {
+        let vr = self.semantic_vr(el);
+        // Sequences (and UN values the dictionary says are sequences).
+        if vr == Vr::SQ || matches!(el.value, Value::Sequence(_)) {
+            return match act {
+                Act::Remove => {
+                    self.counts.removed += 1;
+                    false
+                }
+                Act::Empty => {
+                    self.counts.emptied += 1;
+                    el.vr = Vr::SQ;
+                    el.value = Value::Sequence(Vec::new());
+                    true
+                }
+                Act::Keep | Act::Uid | Act::Shift => self.sequence(el, path, ctx),
+                Act::Dummy => {
+                    let inner = if ctx == Context::Clean {
+                        Context::Clean
+                    } else {
+                        Context::Dummy
+                    };
+                    self.sequence(el, path, inner)
+                }
+                Act::Clean => self.sequence(el, path, Context::Clean),
+            };
+        }
+        if matches!(el.value, Value::Fragments(_)) {
+            // Encapsulated pixel data (or another encapsulated value): copied as encoded.
+            return act != Act::Remove;
+        }
+        match act {
+            Act::Keep => {
+                if vr.is_text() && vr != Vr::UI {
+                    self.scrub_kept(el);
+                }
+                true
+            }
+            Act::Remove => {
+                self.counts.removed += 1;
+                false
+            }
+            Act::Empty => {
+                if el.tag == tags::PATIENT_NAME || el.tag == tags::PATIENT_ID {
+                    self.set_pseudonym(el);
+                } else if vr == Vr::PN
+                    && !el.bytes().is_some_and(|b| part10::trim_text(b).is_empty())
+                {
+                    self.pseudonymize_names(el);
+                } else {
+                    self.counts.emptied += 1;
+                    el.value = Value::Bytes(Cow::Borrowed(&[]));
+                }
+                true
+            }
+            Act::Dummy => {
+                self.dummy(el, vr);
+                true
+            }
+            Act::Uid => {
+                self.remap_uids(el);
+                true
+            }
+            Act::Shift => self.shift(el, vr),
+            Act::Clean => {
+                match vr {
+                    Vr::DA | Vr::DT | Vr::TM => {
+                        // Clean of a date outside Modified Dates: no meaning survives; dummy.
+                        self.dummy(el, vr);
+                    }
+                    Vr::PN => self.pseudonymize_names(el),
+                    Vr::UI => self.remap_uids(el),
+                    _ if vr.is_text() => self.clean_text(el),
+                    _ => {
+                        // Binary values asked to be cleaned (overlay bitmaps, curve data under
+                        // Clean Graphics): their content cannot be checked for burned-in text
+                        // without pixel analysis, so they are removed.
+                        self.counts.removed += 1;
+                        return false;
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    fn sequence(&mut self, el: &mut Element<'_>, path: &mut Vec<u32>, ctx: Context) -> bool {
+        if let Value::Bytes(b) = &el.value {
+            // A sequence kept as opaque bytes (UN, or implicit VR with defined length).
+            match read_items(b) {
+                Some(items) => el.value = Value::Sequence(items),
+                None => {
+                    self.counts.removed += 1;
+                    return false;
+                }
+            }
+        }
+        el.vr = Vr::SQ;
+        if let Value::Sequence(items) = &mut el.value {
+            for item in items.iter_mut() {
+                self.dataset(item, path, ctx);
+            }
+        }
+        true
+    }
+
+    fn set_pseudonym(&mut self, el: &mut Element<'_>) {
+        self.counts.pseudonymized += 1;
+        let vr = if el.tag == tags::PATIENT_NAME {
+            Vr::PN
+        } else {
+            Vr::LO
+        };
+        *el = Element::text(el.tag, vr, &self.patient_pseudonym.clone());
+    }
+
+    /// Replaces each name with a keyed pseudonym of it, so one physician or operator keeps
+    /// one pseudonym across objects.
+    fn pseudonymize_names(&mut self, el: &mut Element<'_>) {
+        let Some(b) = el.trimmed() else { return };
+        let names: Vec<String> = b
+            .split(|&c| c == b'\\')
+            .map(|n| {
+                let n = part10::trim_text(n);
+                if n.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "ANON^{}",
+                        self.d.key.token("person-name", &n.to_ascii_uppercase(), 10)
+                    )
+                }
+            })
+            .collect();
+        self.counts.pseudonymized += 1;
+        *el = Element::text(el.tag, Vr::PN, &names.join("\\"));
+    }
+
+    fn dummy(&mut self, el: &mut Element<'_>, vr: Vr) {
+        if el.tag == tags::PATIENT_NAME || el.tag == tags::PATIENT_ID {
+            self.set_pseudonym(el);
+            return;
+        }
+        let text: Option<&str> = match vr {
+            Vr::PN => {
+                self.pseudonymize_names(el);
+                if el.trimmed().is_some_and(|b| !b.is_empty()) {
+                    return;
+                }
+                Some("ANONYMOUS")
+            }
+            Vr::UI => {
+                self.remap_uids(el);
+                return;
+            }
+            Vr::DA => Some("19000101"),
+            Vr::DT => Some("19000101000000"),
+            Vr::TM => Some("000000"),
+            Vr::DS | Vr::IS => Some("0"),
+            Vr::AS => Some("000Y"),
+            Vr::CS | Vr::AE => Some("ANONYMIZED"),
+            Vr::UR => Some("urn:radveil:anonymized"),
+            Vr::LO | Vr::SH | Vr::LT | Vr::ST | Vr::UT | Vr::UC => Some("ANONYMIZED"),
+            _ => None,
+        };
+        self.counts.dummied += 1;
+        match text {
+            Some(t) => *el = Element::text(el.tag, vr, t),
+            None => {
+                // Binary: zeros of one value's size.
+                let n = vr.swap_unit().max(2);
+                el.vr = if vr == Vr::UN { Vr::OB } else { vr };
+                el.value = Value::Bytes(Cow::Owned(vec![0; n]));
+            }
+        }
+    }
+
+    fn remap_uids(&mut self, el: &mut Element<'_>) {
+        if self.d.has(ProfileOption::RetainUids) {
+            return;
+        }
+        let Some(b) = el.trimmed() else { return };
+        let text = String::from_utf8_lossy(b).into_owned();
+        let mut out = Vec::new();
+        for uid in text.split('\\') {
+            let uid = uid.trim_matches(|c: char| c == ' ' || c == '\0');
+            if uid.is_empty() || uid.starts_with("1.2.840.10008.") {
+                out.push(uid.to_string());
+                continue;
+            }
+            let new = match self.uid_cache.get(uid) {
+                Some(n) => n.clone(),
+                None => {
+                    let n = self
+                        .d
+                        .key
+                        .uid(uid, self.d.config.profile.uid_root.as_deref());
+                    self.uid_cache.insert(uid.to_string(), n.clone());
+                    if self.d.config.crosswalk {
+                        self.crosswalk.push(CrosswalkEntry {
+                            kind: "uid",
+                            old: uid.to_string(),
+                            new: n.clone(),
+                        });
+                    }
+                    n
+                }
+            };
+            self.counts.uids_remapped += 1;
+            out.push(new);
+        }
+        *el = Element::text(el.tag, Vr::UI, &out.join("\\"));
+    }
+
+    /// Shifts every date in a DA or DT value by the patient's offset; a value that is not a
+    /// valid date is emptied (or replaced with a dummy where the IOD needs a value).
+    fn shift(&mut self, el: &mut Element<'_>, vr: Vr) -> bool {
+        if vr == Vr::TM {
+            return true; // whole-day shifts keep times
+        }
+        let Some(b) = el.trimmed() else { return true };
+        let text = String::from_utf8_lossy(b).into_owned();
+        let mut out = Vec::new();
+        for v in text.split('\\') {
+            let v = v.trim();
+            if v.is_empty() {
+                out.push(String::new());
+                continue;
+            }
+            // Ranges (in query-like attributes) shift each end.
+            let shifted: Option<Vec<String>> = v
+                .split('-')
+                .map(|part| {
+                    if part.is_empty() {
+                        Some(String::new())
+                    } else if vr == Vr::DA {
+                        dates::shift_da(part, self.date_offset)
+                    } else {
+                        dates::shift_dt(part, self.date_offset)
+                    }
+                })
+                .collect();
+            match shifted {
+                Some(parts) if vr == Vr::DA || !v.contains('-') => out.push(parts.join("-")),
+                Some(_) | None => {
+                    // DT with a negative UTC offset, or an invalid date.
+                    match (vr == Vr::DT)
+                        .then(|| dates::shift_dt(v, self.date_offset))
+                        .flatten()
+                    {
+                        Some(s) => out.push(s),
+                        None => {
+                            self.counts.emptied += 1;
+                            el.value = Value::Bytes(Cow::Borrowed(&[]));
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        self.counts.dates_shifted += 1;
+        *el = Element::text(el.tag, vr, &out.join("\\"));
+        true
+    }
+
+    /// Cleans free text: identifying values of this object and identifying patterns blanked.
+    fn clean_text(&mut self, el: &mut Element<'_>) {
+        let Some(b) = el.bytes() else { return };
+        let mut v = b.to_vec();
+        let a = self.tokens.scrub(&mut v);
+        let p = clean::scrub_patterns(&mut v);
+        self.counts.cleaned += 1;
+        if a || p {
+            el.value = Value::Bytes(Cow::Owned(v));
+        }
+    }
+
+    /// Kept text still loses identifying values found elsewhere in the object.
+    fn scrub_kept(&mut self, el: &mut Element<'_>) {
+        if self.tokens.is_empty() {
+            return;
+        }
+        let Some(b) = el.bytes() else { return };
+        let mut v = b.to_vec();
+        if self.tokens.scrub(&mut v) {
+            self.counts.cleaned += 1;
+            el.value = Value::Bytes(Cow::Owned(v));
+        }
+    }
+}
+
+/// Reads the items of a sequence value stored as bytes (implicit VR little endian).
+fn read_items(b: &[u8]) -> Option<Vec<DataSet<'static>>> {
+    part10::read_items(b, Encoding::ImplicitLittle, part10::Limits::default())
+        .ok()
+        .map(|items| items.into_iter().map(into_owned).collect())
+}
+
+fn into_owned(ds: DataSet<'_>) -> DataSet<'static> {
+    DataSet {
+        elements: ds
+            .elements
+            .into_iter()
+            .map(|e| Element {
+                tag: e.tag,
+                vr: e.vr,
+                value: match e.value {
+                    Value::Bytes(b) => Value::Bytes(Cow::Owned(b.into_owned())),
+                    Value::Sequence(items) => {
+                        Value::Sequence(items.into_iter().map(into_owned).collect())
+                    }
+                    Value::Fragments(f) => Value::Fragments(
+                        f.into_iter().map(|x| Cow::Owned(x.into_owned())).collect(),
+                    ),
+                },
+            })
+            .collect(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TableAct {
+    Basic(BasicAction),
+    Option(OptionAction),
+}
+
+#[cfg(test)]
+mod tests;

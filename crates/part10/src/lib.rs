@@ -230,7 +230,9 @@ impl<'a> DataSet<'a> {
 
     /// The trimmed text of the element with this tag, lossily as UTF-8.
     pub fn string(&self, tag: u32) -> Option<String> {
-        self.get(tag).and_then(|e| e.to_str()).map(|s| s.into_owned())
+        self.get(tag)
+            .and_then(|e| e.to_str())
+            .map(|s| s.into_owned())
     }
 
     /// Inserts or replaces an element, keeping tags in ascending order.
@@ -332,7 +334,9 @@ pub fn deflate(body: &[u8]) -> Vec<u8> {
 /// detected from its first element and read as implicit VR.
 pub fn read_dataset(buf: &[u8], encoding: Encoding, limits: Limits) -> Result<DataSet<'_>> {
     let mut enc = encoding;
-    if enc == Encoding::ExplicitLittle && buf.len() >= 6 && Vr::from_bytes([buf[4], buf[5]]).is_none()
+    if enc == Encoding::ExplicitLittle
+        && buf.len() >= 6
+        && Vr::from_bytes([buf[4], buf[5]]).is_none()
     {
         enc = Encoding::ImplicitLittle;
     }
@@ -343,6 +347,18 @@ pub fn read_dataset(buf: &[u8], encoding: Encoding, limits: Limits) -> Result<Da
         limits,
     };
     r.dataset_until(buf.len(), 0, false)
+}
+
+/// Parses the items of a sequence whose value was kept as bytes (a UN or private sequence
+/// with defined length): items are read until the bytes end.
+pub fn read_items(buf: &[u8], encoding: Encoding, limits: Limits) -> Result<Vec<DataSet<'_>>> {
+    let mut r = Reader {
+        buf,
+        pos: 0,
+        enc: encoding,
+        limits,
+    };
+    r.items(buf.len(), 1)
 }
 
 /// Reads the encoding that [`read_dataset`] actually used for a body (implicit VR detected in
@@ -423,7 +439,9 @@ impl<'a> Reader<'a> {
                 break;
             }
             // Trailing padding of fewer than 8 bytes after the last element is tolerated.
-            if !in_item && self.buf.len() - self.pos < 8 && self.buf[self.pos..].iter().all(|&b| b == 0)
+            if !in_item
+                && self.buf.len() - self.pos < 8
+                && self.buf[self.pos..].iter().all(|&b| b == 0)
             {
                 self.pos = self.buf.len();
                 break;
@@ -495,7 +513,10 @@ impl<'a> Reader<'a> {
             if depth >= self.limits.max_depth {
                 return Err(Error::TooDeep(self.limits.max_depth));
             }
-            if vr != Vr::SQ && (tag == PIXEL_DATA || (group == 0x7FE0 && matches!(tag & 0xFFFF, 0x0008 | 0x0009))) {
+            if vr != Vr::SQ
+                && (tag == PIXEL_DATA
+                    || (group == 0x7FE0 && matches!(tag & 0xFFFF, 0x0008 | 0x0009)))
+            {
                 let frags = self.fragments()?;
                 return Ok(Element {
                     tag,
@@ -739,7 +760,12 @@ fn write_element(el: &Element<'_>, enc: Encoding, out: &mut Vec<u8>) {
 
 /// Writes a complete Part 10 file: a zero preamble, `DICM`, the meta group (with a fresh
 /// group length) and the data set encoded per the transfer syntax.
-pub fn write_file(meta: &DataSet<'_>, dataset: &DataSet<'_>, transfer_syntax: &str, out: &mut Vec<u8>) {
+pub fn write_file(
+    meta: &DataSet<'_>,
+    dataset: &DataSet<'_>,
+    transfer_syntax: &str,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(&[0u8; 128]);
     out.extend_from_slice(b"DICM");
     let mut group = Vec::with_capacity(256);
@@ -790,9 +816,16 @@ mod tests {
         ds.put(Element {
             tag: PIXEL_DATA,
             vr: Vr::OB,
-            value: Value::Fragments(vec![Cow::Borrowed(&[][..]), Cow::Borrowed(&[1, 2, 3, 4][..])]),
+            value: Value::Fragments(vec![
+                Cow::Borrowed(&[][..]),
+                Cow::Borrowed(&[1, 2, 3, 4][..]),
+            ]),
         });
-        for enc in [Encoding::ImplicitLittle, Encoding::ExplicitLittle, Encoding::ExplicitBig] {
+        for enc in [
+            Encoding::ImplicitLittle,
+            Encoding::ExplicitLittle,
+            Encoding::ExplicitBig,
+        ] {
             let mut out = Vec::new();
             write_dataset(&ds, enc, &mut out);
             let back = read_dataset(&out, enc, Limits::default()).unwrap();
@@ -812,7 +845,9 @@ mod tests {
     #[test]
     fn hostile_length_is_an_error_not_an_allocation() {
         let mut buf = explicit(0x0010_0010, b"PN", b"AB");
-        buf.extend_from_slice(&[0x10, 0x00, 0x20, 0x00, b'U', b'T', 0, 0, 0xF0, 0xFF, 0xFF, 0xFF]);
+        buf.extend_from_slice(&[
+            0x10, 0x00, 0x20, 0x00, b'U', b'T', 0, 0, 0xF0, 0xFF, 0xFF, 0xFF,
+        ]);
         let err = read_dataset(&buf, Encoding::ExplicitLittle, Limits::default()).unwrap_err();
         assert!(matches!(err, Error::Truncated { .. }), "{err}");
     }
@@ -821,7 +856,9 @@ mod tests {
     fn deep_nesting_is_refused() {
         let mut buf = Vec::new();
         for _ in 0..200 {
-            buf.extend_from_slice(&[0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+            buf.extend_from_slice(&[
+                0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+            ]);
             buf.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
         }
         let err = read_dataset(&buf, Encoding::ExplicitLittle, Limits::default()).unwrap_err();
@@ -831,7 +868,9 @@ mod tests {
     #[test]
     fn un_with_undefined_length_is_read_as_implicit_sequence() {
         let mut buf = Vec::new();
-        buf.extend_from_slice(&[0x09, 0x00, 0x10, 0x10, b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        buf.extend_from_slice(&[
+            0x09, 0x00, 0x10, 0x10, b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
         buf.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
         // implicit VR inside: (0010,0010) length 4
         buf.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, 4, 0, 0, 0]);
@@ -848,7 +887,10 @@ mod tests {
     #[test]
     fn implicit_body_declared_explicit_is_detected() {
         let buf = [0x08, 0x00, 0x18, 0x00, 2, 0, 0, 0, b'1', 0];
-        assert_eq!(effective_encoding(&buf, Encoding::ExplicitLittle), Encoding::ImplicitLittle);
+        assert_eq!(
+            effective_encoding(&buf, Encoding::ExplicitLittle),
+            Encoding::ImplicitLittle
+        );
         let ds = read_dataset(&buf, Encoding::ExplicitLittle, Limits::default()).unwrap();
         assert_eq!(ds.elements[0].vr, Vr::UI);
     }
@@ -856,7 +898,11 @@ mod tests {
     #[test]
     fn file_meta_round_trip() {
         let mut meta = DataSet::default();
-        meta.put(Element::text(0x0002_0010, Vr::UI, EXPLICIT_VR_LITTLE_ENDIAN));
+        meta.put(Element::text(
+            0x0002_0010,
+            Vr::UI,
+            EXPLICIT_VR_LITTLE_ENDIAN,
+        ));
         let mut ds = DataSet::default();
         ds.put(Element::text(0x0010_0020, Vr::LO, "ID"));
         let mut out = Vec::new();

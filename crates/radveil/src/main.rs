@@ -1,1 +1,144 @@
-fn main(){}
+//! `radveil`: protects patients' medical images. This binary only wires the libraries to the
+//! command line; see `docs/ARCHITECTURE.md`.
+
+#![forbid(unsafe_code)]
+
+mod batch;
+mod key;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "radveil", version, about = "Protects patients' medical images", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// De-identify DICOM files to PS3.15 Annex E (Basic Profile plus the options chosen).
+    Deid(DeidArgs),
+    /// Write a new random de-identification key to FILE (mode 0600; never overwrites).
+    Keygen {
+        /// Where to write the key.
+        file: PathBuf,
+    },
+}
+
+/// Which objects are held back for possible burned-in text.
+#[derive(Clone, Copy, ValueEnum)]
+enum BurnedIn {
+    /// Only objects whose Burned In Annotation is YES.
+    Never,
+    /// Also objects of modalities that often burn text in (US, SC, OT, XC, ES...) unless
+    /// their Burned In Annotation is NO.
+    UnlessNo,
+}
+
+#[derive(clap::Args)]
+struct DeidArgs {
+    /// Files or directories to de-identify (directories are walked; a DICOMDIR given here is
+    /// followed to the files it references).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output directory; files are written as PATIENT/STUDY/SERIES/INSTANCE.dcm, named after
+    /// the pseudonyms, and never overwritten.
+    #[arg(long)]
+    out: PathBuf,
+    /// File holding the secret key (at least 32 bytes; make one with `radveil keygen`).
+    /// Without it, the RADVEIL_KEY environment variable is used.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// An Annex E option (repeatable): retain-safe-private, retain-uids,
+    /// retain-device-identity, retain-institution-identity, retain-patient-characteristics,
+    /// retain-long-full-dates, retain-long-modified-dates, clean-descriptors,
+    /// clean-structured-content, clean-graphics.
+    #[arg(long = "option", value_name = "NAME")]
+    options: Vec<String>,
+    /// A TOML profile with options, a UID root and per-attribute site rules.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Write one JSON line per input (no PHI) to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write original-to-new ID and UID pairs (PHI!) as CSV files, mode 0600, into this
+    /// directory.
+    #[arg(long)]
+    crosswalk: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Which objects to hold back for possible burned-in text.
+    #[arg(long, value_enum, default_value = "never")]
+    assume_burned_in: BurnedIn,
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RADVEIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen { file } => key::keygen(&file).map(|()| ExitCode::SUCCESS),
+        Command::Deid(args) => deid(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("radveil: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn deid(args: DeidArgs) -> Result<ExitCode> {
+    let key = key::load(args.key_file.as_deref())?;
+    let mut profile = match &args.profile {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading profile {}", p.display()))?;
+            radveil_deid::Profile::from_toml(&text)
+                .with_context(|| format!("profile {}", p.display()))?
+        }
+        None => radveil_deid::Profile::default(),
+    };
+    for name in &args.options {
+        profile
+            .options
+            .insert(radveil_deid::profile::parse_option(name)?);
+    }
+    let config = radveil_deid::Config {
+        profile,
+        burned_in: match args.assume_burned_in {
+            BurnedIn::Never => radveil_deid::BurnedInPolicy::OnlyWhenYes,
+            BurnedIn::UnlessNo => radveil_deid::BurnedInPolicy::UnlessNo,
+        },
+        crosswalk: args.crosswalk.is_some(),
+    };
+    let deidentifier = radveil_deid::Deidentifier::new(key, config)?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let summary = batch::run(&batch::Batch {
+        deidentifier: &deidentifier,
+        inputs: &args.inputs,
+        out: &args.out,
+        report: args.report.as_deref(),
+        crosswalk: args.crosswalk.as_deref(),
+        jobs,
+    })?;
+    Ok(if summary.all_written() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

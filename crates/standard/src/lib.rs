@@ -112,7 +112,10 @@ impl Vr {
     /// (PS3.5 §7.1.2), rather than a 2-byte length.
     pub fn has_long_length(self) -> bool {
         use Vr::*;
-        matches!(self, OB | OD | OF | OL | OV | OW | SQ | UC | UN | UR | UT | SV | UV)
+        matches!(
+            self,
+            OB | OD | OF | OL | OV | OW | SQ | UC | UN | UR | UT | SV | UV
+        )
     }
 
     /// Whether values of this VR are character strings (padded with a space, or NUL for UI).
@@ -322,7 +325,8 @@ impl ProfileOption {
 }
 
 /// The CID 7050 code of the Basic Application Confidentiality Profile itself.
-pub const BASIC_PROFILE_CODE: (&str, &str) = ("113100", "Basic Application Confidentiality Profile");
+pub const BASIC_PROFILE_CODE: (&str, &str) =
+    ("113100", "Basic Application Confidentiality Profile");
 
 /// One row of PS3.15 Table E.1-1.
 #[derive(Debug, Clone, Copy)]
@@ -421,7 +425,9 @@ pub fn private_tags(group: u16, creator: &str, element: u8) -> &'static [Private
 /// The IOD key (e.g. `ct-image`) of a SOP Class UID, if the standard defines one.
 pub fn iod_for_sop_class(uid: &str) -> Option<&'static str> {
     let t = generated::SOP_CLASS_IODS;
-    t.binary_search_by_key(&uid, |(u, _)| u).ok().map(|i| t[i].1)
+    t.binary_search_by_key(&uid, |(u, _)| u)
+        .ok()
+        .map(|i| t[i].1)
 }
 
 /// Which attributes an IOD requires, by path of tags from the top level (PS3.3).

@@ -1,0 +1,446 @@
+//! A de-identification batch: inputs walked, files processed on all cores, outputs written
+//! atomically and never over an existing file, one report line per input. One bad file never
+//! stops the batch; memory is bounded by the number of workers, not by the batch.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use radveil_deid::{ActionCounts, DeidError, Deidentifier};
+use serde::Serialize;
+
+/// What one batch run is asked to do.
+pub struct Batch<'a> {
+    pub deidentifier: &'a Deidentifier,
+    pub inputs: &'a [PathBuf],
+    pub out: &'a Path,
+    pub report: Option<&'a Path>,
+    pub crosswalk: Option<&'a Path>,
+    pub jobs: usize,
+}
+
+/// The fate of one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// De-identified and written.
+    Written,
+    /// Readable DICOM, deliberately not written (possible burned-in text).
+    Held,
+    /// Not readable, not DICOM, or not writable.
+    Failed,
+    /// Another input in this run has the same SOP instance.
+    Duplicate,
+    /// Left out by design (a DICOMDIR).
+    Skipped,
+}
+
+/// One report line. Holds no PHI: paths as the operator gave them, reasons from the reader
+/// (offsets and tags, never values), and counts.
+#[derive(Debug, Serialize)]
+struct Record {
+    input: String,
+    status: Status,
+    output: Option<String>,
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actions: Option<ActionCounts>,
+}
+
+/// Totals of a run.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub written: usize,
+    pub held: usize,
+    pub failed: usize,
+    pub duplicate: usize,
+    pub skipped: usize,
+}
+
+impl Summary {
+    /// Whether nothing was held back or lost.
+    pub fn all_written(&self) -> bool {
+        self.held == 0 && self.failed == 0 && self.duplicate == 0
+    }
+}
+
+/// Runs the batch and prints a summary on standard error.
+pub fn run(batch: &Batch<'_>) -> Result<Summary> {
+    let started = Instant::now();
+    // Refuse to clobber earlier reports and crosswalks before doing any work.
+    let report_file = match batch.report {
+        Some(p) => Some(create_new(p, false).with_context(|| format!("report {}", p.display()))?),
+        None => None,
+    };
+    if let Some(dir) = batch.crosswalk {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("crosswalk directory {}", dir.display()))?;
+        for name in CROSSWALK_FILES {
+            if dir.join(name).exists() {
+                bail!(
+                    "{} exists; crosswalks are never overwritten",
+                    dir.join(name).display()
+                );
+            }
+        }
+    }
+    std::fs::create_dir_all(batch.out)
+        .with_context(|| format!("creating output directory {}", batch.out.display()))?;
+
+    let mut records: Vec<Option<Record>> = Vec::new();
+    let files = collect_inputs(batch.inputs, &mut records);
+    let total = files.len();
+    let progress = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(total as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} files ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        )
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+
+    let next = AtomicUsize::new(0);
+    let claimed: Mutex<HashMap<String, usize>> = Mutex::new(HashMap::new());
+    let results: Mutex<Vec<(usize, Record)>> = Mutex::new(Vec::with_capacity(total));
+    let crosswalk: Mutex<BTreeSet<(&'static str, String, String)>> = Mutex::new(BTreeSet::new());
+    std::thread::scope(|s| {
+        for _ in 0..batch.jobs.min(total.max(1)) {
+            let worker = std::thread::Builder::new().stack_size(16 << 20);
+            let spawned = worker.spawn_scoped(s, || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(path) = files.get(i) else { break };
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    process(batch, path, &claimed, &crosswalk, i)
+                }));
+                let record = outcome.unwrap_or_else(|_| Record {
+                    input: path.display().to_string(),
+                    status: Status::Failed,
+                    output: None,
+                    reason: Some("internal error (a bug in radveil; please report it)".into()),
+                    actions: None,
+                });
+                if let Ok(mut r) = results.lock() {
+                    r.push((i, record));
+                }
+                progress.inc(1);
+            });
+            if let Err(e) = spawned {
+                tracing::error!("could not start a worker thread: {e}");
+            }
+        }
+    });
+    progress.finish_and_clear();
+
+    let offset = records.len();
+    let mut results = results.into_inner().unwrap_or_default();
+    results.sort_by_key(|(i, _)| *i);
+    records.extend(results.into_iter().map(|(_, r)| Some(r)));
+    let mut summary = Summary::default();
+    let mut report = report_file.map(std::io::BufWriter::new);
+    for r in records.iter().flatten() {
+        match r.status {
+            Status::Written => summary.written += 1,
+            Status::Held => summary.held += 1,
+            Status::Failed => summary.failed += 1,
+            Status::Duplicate => summary.duplicate += 1,
+            Status::Skipped => summary.skipped += 1,
+        }
+        if let Some(w) = report.as_mut() {
+            serde_json::to_writer(&mut *w, r)?;
+            w.write_all(b"\n")?;
+        }
+    }
+    if let Some(mut w) = report {
+        w.flush()?;
+    }
+    if records.len() != offset + total {
+        bail!(
+            "internal error: {} inputs without a result",
+            offset + total - records.len()
+        );
+    }
+    if let Some(dir) = batch.crosswalk {
+        write_crosswalk(dir, &crosswalk.into_inner().unwrap_or_default())?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "radveil deid: {} written, {} held back, {} failed, {} duplicate, {} skipped in {:.1} s ({:.0} files/s)",
+        summary.written,
+        summary.held,
+        summary.failed,
+        summary.duplicate,
+        summary.skipped,
+        secs,
+        total as f64 / secs.max(1e-9)
+    );
+    Ok(summary)
+}
+
+const CROSSWALK_FILES: [&str; 2] = ["patient_ids.csv", "uids.csv"];
+
+fn process(
+    batch: &Batch<'_>,
+    path: &Path,
+    claimed: &Mutex<HashMap<String, usize>>,
+    crosswalk: &Mutex<BTreeSet<(&'static str, String, String)>>,
+    index: usize,
+) -> Record {
+    let input = path.display().to_string();
+    let fail = |status: Status, reason: String| Record {
+        input: input.clone(),
+        status,
+        output: None,
+        reason: Some(reason),
+        actions: None,
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return fail(Status::Failed, format!("cannot read: {e}")),
+    };
+    if bytes.is_empty() {
+        return fail(Status::Failed, "empty file".into());
+    }
+    let outcome = match batch.deidentifier.deidentify(&bytes) {
+        Ok(o) => o,
+        Err(e @ DeidError::HeldBack(_)) => return fail(Status::Held, e.to_string()),
+        Err(e @ DeidError::Dicomdir) => return fail(Status::Skipped, e.to_string()),
+        Err(e) => return fail(Status::Failed, e.to_string()),
+    };
+    drop(bytes);
+    let id = &outcome.identity;
+    {
+        let Ok(mut c) = claimed.lock() else {
+            return fail(Status::Failed, "internal error: lock poisoned".into());
+        };
+        if let Some(&other) = c.get(&id.sop_instance_uid) {
+            let _ = other;
+            return fail(
+                Status::Duplicate,
+                "same SOP instance as another input of this run; not written".into(),
+            );
+        }
+        c.insert(id.sop_instance_uid.clone(), index);
+    }
+    let dir = batch
+        .out
+        .join(safe_component(&id.patient))
+        .join(safe_component(&id.study_uid))
+        .join(safe_component(&id.series_uid));
+    let target = dir.join(format!("{}.dcm", safe_component(&id.sop_instance_uid)));
+    if let Err(e) = write_atomically(&dir, &target, &outcome.bytes) {
+        return fail(Status::Failed, e);
+    }
+    if !outcome.crosswalk.is_empty() {
+        if let Ok(mut c) = crosswalk.lock() {
+            for e in &outcome.crosswalk {
+                c.insert((e.kind, e.old.clone(), e.new.clone()));
+            }
+        }
+    }
+    Record {
+        input,
+        status: Status::Written,
+        output: Some(target.display().to_string()),
+        reason: None,
+        actions: Some(outcome.counts),
+    }
+}
+
+/// Writes to a temporary file beside the target, then links it into place only if the target
+/// does not exist: readers never see a partial file, and no earlier output is overwritten.
+fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> std::result::Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create output directory: {e}"))?;
+    if target.exists() {
+        return Err(format!(
+            "output {} exists; not overwritten",
+            target.display()
+        ));
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".radveil-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(|e| format!("cannot create temporary file: {e}"))?;
+    tmp.write_all(bytes)
+        .map_err(|e| format!("cannot write output: {e}"))?;
+    tmp.persist_noclobber(target).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            format!("output {} exists; not overwritten", target.display())
+        } else {
+            format!("cannot move output into place: {}", e.error)
+        }
+    })?;
+    Ok(())
+}
+
+/// A path component made only of characters that are safe in every file system.
+fn safe_component(s: &str) -> String {
+    let c: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if c.is_empty() || c.chars().all(|c| c == '.') {
+        "_".into()
+    } else {
+        c
+    }
+}
+
+/// Expands the inputs into a sorted, de-duplicated list of files. Directories are walked
+/// (symbolic links to directories are not followed); a file named DICOMDIR given directly is
+/// replaced by the files it references. Unreadable directories become report records.
+fn collect_inputs(inputs: &[PathBuf], records: &mut Vec<Option<Record>>) -> Vec<PathBuf> {
+    let mut files = BTreeSet::new();
+    for input in inputs {
+        let meta = match std::fs::metadata(input) {
+            Ok(m) => m,
+            Err(e) => {
+                records.push(Some(Record {
+                    input: input.display().to_string(),
+                    status: Status::Failed,
+                    output: None,
+                    reason: Some(format!("cannot read: {e}")),
+                    actions: None,
+                }));
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            walk(input, &mut files, records);
+        } else if is_dicomdir_name(input) {
+            match dicomdir_references(input) {
+                Ok(refs) => files.extend(refs),
+                Err(e) => records.push(Some(Record {
+                    input: input.display().to_string(),
+                    status: Status::Failed,
+                    output: None,
+                    reason: Some(format!("DICOMDIR unreadable: {e}")),
+                    actions: None,
+                })),
+            }
+        } else {
+            files.insert(input.clone());
+        }
+    }
+    files.into_iter().collect()
+}
+
+fn is_dicomdir_name(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"))
+}
+
+fn walk(dir: &Path, files: &mut BTreeSet<PathBuf>, records: &mut Vec<Option<Record>>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            records.push(Some(Record {
+                input: dir.display().to_string(),
+                status: Status::Failed,
+                output: None,
+                reason: Some(format!("cannot read directory: {e}")),
+                actions: None,
+            }));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => walk(&path, files, records),
+            Ok(t) if t.is_file() => {
+                files.insert(path);
+            }
+            Ok(t) if t.is_symlink() => {
+                if path.is_file() {
+                    files.insert(path);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The files a DICOMDIR references (Referenced File ID of every directory record).
+fn dicomdir_references(path: &Path) -> Result<Vec<PathBuf>> {
+    use radveil_part10 as p10;
+    let bytes = std::fs::read(path)?;
+    let meta = p10::read_file_meta(&bytes)?;
+    let ts = p10::TransferSyntax::from_uid(&meta.transfer_syntax);
+    let ds = p10::read_dataset(
+        meta.body,
+        p10::effective_encoding(meta.body, ts.encoding),
+        p10::Limits::default(),
+    )?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    if let Some(p10::Value::Sequence(records)) = ds.get(0x0004_1220).map(|e| &e.value) {
+        for rec in records {
+            if let Some(id) = rec.string(0x0004_1500) {
+                let mut p = base.to_path_buf();
+                for comp in id.split('\\').map(str::trim).filter(|c| !c.is_empty()) {
+                    if comp == ".." || comp.contains('/') {
+                        bail!("Referenced File ID leaves the DICOMDIR's directory");
+                    }
+                    p.push(comp);
+                }
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn write_crosswalk(dir: &Path, entries: &BTreeSet<(&'static str, String, String)>) -> Result<()> {
+    for (name, kind) in CROSSWALK_FILES.iter().zip(["patient_id", "uid"]) {
+        let path = dir.join(name);
+        let mut w = std::io::BufWriter::new(create_new(&path, true)?);
+        writeln!(w, "id_old,id_new")?;
+        for (_, old, new) in entries.iter().filter(|(k, _, _)| *k == kind) {
+            writeln!(w, "{},{}", csv_field(old), csv_field(new))?;
+        }
+        w.flush()?;
+    }
+    Ok(())
+}
+
+/// Creates a file that must not exist yet; `private` makes it mode 0600.
+fn create_new(path: &Path, private: bool) -> Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        if private {
+            opts.mode(0o600);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    opts.open(path).with_context(|| {
+        format!(
+            "creating {} (existing files are never overwritten)",
+            path.display()
+        )
+    })
+}
