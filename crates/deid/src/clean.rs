@@ -126,7 +126,7 @@ pub fn scrub_patterns(text: &mut [u8]) -> bool {
                 j += 1;
             }
             let date_like = groups.len() == 3
-                && groups.iter().any(|&g| g == 4)
+                && groups.contains(&4)
                 && groups.iter().all(|&g| (1..=4).contains(&g));
             let long_number = groups.iter().any(|&g| g >= 5);
             if (date_like || long_number) && ndigits >= 5 {

@@ -412,6 +412,15 @@ impl Deidentifier {
     }
 }
 
+/// VRs whose values are free text that may mention a person (codes, numbers and UIDs are
+/// left alone by text cleaning).
+fn is_free_text(vr: Vr) -> bool {
+    matches!(
+        vr,
+        Vr::LO | Vr::SH | Vr::ST | Vr::LT | Vr::UT | Vr::UC | Vr::PN
+    )
+}
+
 /// Attributes of code sequences: controlled vocabulary, never replaced with dummies.
 fn is_code_attribute(tag: u32) -> bool {
     matches!(
@@ -791,7 +800,7 @@ impl<'d> Run<'d> {
                     path.pop();
                     ok
                 } else {
-                    if el.vr.is_text() {
+                    if is_free_text(el.vr) {
                         self.scrub_kept(el);
                     }
                     true
@@ -871,7 +880,7 @@ impl<'d> Run<'d> {
         }
         match act {
             Act::Keep => {
-                if vr.is_text() && vr != Vr::UI {
+                if is_free_text(vr) {
                     self.scrub_kept(el);
                 }
                 true

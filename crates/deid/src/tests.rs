@@ -528,11 +528,13 @@ fn burned_in_annotation_is_held_back() {
 
 #[test]
 fn site_rules_override_the_table() {
-    let mut config = Config::default();
-    config.profile = Profile::from_toml(
-        "[attributes]\nPatientSex = \"keep\"\nInstitutionName = { replace = \"SITE 7\" }\nModality = \"remove\"\n",
-    )
-    .unwrap();
+    let config = Config {
+        profile: Profile::from_toml(
+            "[attributes]\nPatientSex = \"keep\"\nInstitutionName = { replace = \"SITE 7\" }\nModality = \"remove\"\n",
+        )
+        .unwrap(),
+        ..Config::default()
+    };
     let d = Deidentifier::new(key(7), config).unwrap();
     let mut ds = ct();
     ds.put(text(0x0008_0080, "ST ELSEWHERE"));

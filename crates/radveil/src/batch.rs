@@ -363,10 +363,8 @@ fn walk(dir: &Path, files: &mut BTreeSet<PathBuf>, records: &mut Vec<Option<Reco
             Ok(t) if t.is_file() => {
                 files.insert(path);
             }
-            Ok(t) if t.is_symlink() => {
-                if path.is_file() {
-                    files.insert(path);
-                }
+            Ok(t) if t.is_symlink() && path.is_file() => {
+                files.insert(path);
             }
             _ => {}
         }
@@ -426,6 +424,10 @@ fn write_crosswalk(dir: &Path, entries: &BTreeSet<(&'static str, String, String)
 
 /// Creates a file that must not exist yet; `private` makes it mode 0600.
 fn create_new(path: &Path, private: bool) -> Result<std::fs::File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating directory {}", parent.display()))?;
+    }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
