@@ -183,6 +183,11 @@ class _Planter:
         self._rec(path, t, "text")
         return t
 
+    def ref(self, path: str, tok: str) -> str:
+        """Record an already planted token reused in ``path`` (free text)."""
+        self._rec(path, tok, "text")
+        return tok
+
     def pn(self, path: str) -> str:
         if path in self.fixed:
             v = self.fixed[path]
@@ -204,8 +209,16 @@ class _Planter:
 
 
 def _plant_into(ds: Dataset, p: _Planter) -> None:
+    # Free-text descriptors (StudyDescription, SeriesDescription, ImageComments,
+    # PatientComments, ...) carry an identifier that is also planted in an
+    # identifying attribute of the same object (the patient's name, ID, ...),
+    # the way real descriptors leak PHI.  A unique random word in a description
+    # could not be recognised by any cleaner short of dropping the text, so
+    # that would test nothing useful for the clean-descriptors option.
+
     # --- Patient ---
     ds.PatientName = p.pn("PatientName")
+    pat_family, pat_given = str(ds.PatientName).split("^")
     ds.PatientID = p.text("PatientID")
     ds.PatientBirthDate = p.date("PatientBirthDate")
     other = Dataset()
@@ -215,29 +228,31 @@ def _plant_into(ds: Dataset, p: _Planter) -> None:
     ds.OtherPatientIDsSequence = Sequence([other])
     ds.PatientAddress = f"{p.text('PatientAddress')} STREET 12"
     ds.PatientTelephoneNumbers = p.text("PatientTelephoneNumbers")
-    ds.PatientComments = f"lives with {p.text('PatientComments')}"
+    ds.PatientComments = f"lives with {p.ref('PatientComments', pat_given)}"
 
     # --- Study ---
     ds.StudyID = p.text("StudyID")
     ds.AccessionNumber = p.text("AccessionNumber")
-    ds.StudyDescription = f"CT HEAD {p.text('StudyDescription')}"
     ds.ReferringPhysicianName = p.pn("ReferringPhysicianName")
+    ds.StudyDescription = f"CT HEAD {p.ref('StudyDescription', pat_family)}"
     ref = Dataset()
     ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Mgmt (retired), just a class UID
     ref.ReferencedSOPInstanceUID = generate_uid(entropy_srcs=[repr(p.rng.random())])
     ref.PhysiciansOfRecord = p.pn("ReferencedStudySequence[0].PhysiciansOfRecord")
-    ref.StudyComments = p.text("ReferencedStudySequence[0].StudyComments")
+    ref.StudyComments = "ordered by " + p.ref("ReferencedStudySequence[0].StudyComments",
+                                              str(ds.ReferringPhysicianName).split("^")[0])
     ds.ReferencedStudySequence = Sequence([ref])
     req = Dataset()
     req.RequestedProcedureID = p.text("RequestAttributesSequence[0].RequestedProcedureID")
     req.ScheduledProcedureStepID = p.text("RequestAttributesSequence[0].ScheduledProcedureStepID")
-    req.RequestedProcedureDescription = p.text("RequestAttributesSequence[0].RequestedProcedureDescription")
+    req.RequestedProcedureDescription = "HEAD " + p.ref(
+        "RequestAttributesSequence[0].RequestedProcedureDescription", str(ds.AccessionNumber))
     req.ScheduledPerformingPhysicianName = p.pn("RequestAttributesSequence[0].ScheduledPerformingPhysicianName")
     ds.RequestAttributesSequence = Sequence([req])
 
     # --- Series / equipment ---
-    ds.SeriesDescription = f"AXIAL {p.text('SeriesDescription')}"
     ds.OperatorsName = p.pn("OperatorsName")
+    ds.SeriesDescription = f"AXIAL {p.ref('SeriesDescription', str(ds.OperatorsName).split('^')[0])}"
     ds.PerformingPhysicianName = p.pn("PerformingPhysicianName")
     ds.InstitutionName = p.text("InstitutionName")
     ds.InstitutionAddress = f"{p.text('InstitutionAddress')} AVENUE 5"
@@ -256,8 +271,8 @@ def _plant_into(ds: Dataset, p: _Planter) -> None:
     ds.ContributingEquipmentSequence = Sequence([contrib])
 
     # --- Instance ---
-    ds.ImageComments = f"seen by {p.text('ImageComments')}"
     ds.ContentCreatorName = p.pn("ContentCreatorName")
+    ds.ImageComments = f"seen for {p.ref('ImageComments', str(ds.PatientID))}"
     ds.InstanceCreationDate = p.date("InstanceCreationDate")
     obs = Dataset()
     obs.VerifyingObserverName = p.pn("VerifyingObserverSequence[0].VerifyingObserverName")
@@ -367,13 +382,13 @@ def _level_fixed(rng: random.Random, keys_pn: list[str], keys_text: list[str], k
 _PATIENT_LEVEL = (["PatientName"],
                   ["PatientID", "OtherPatientIDsSequence[0].PatientID",
                    "OtherPatientIDsSequence[0].IssuerOfPatientID", "PatientAddress",
-                   "PatientTelephoneNumbers", "PatientComments"],
+                   "PatientTelephoneNumbers"],
                   ["PatientBirthDate"])
 _STUDY_LEVEL = (["ReferringPhysicianName"],
-                ["StudyID", "AccessionNumber", "StudyDescription"],
+                ["StudyID", "AccessionNumber"],
                 [])
 _SERIES_LEVEL = (["OperatorsName", "PerformingPhysicianName"],
-                 ["SeriesDescription", "InstitutionName", "InstitutionAddress", "StationName",
+                 ["InstitutionName", "InstitutionAddress", "StationName",
                   "DeviceSerialNumber"],
                  [])
 

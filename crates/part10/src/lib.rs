@@ -466,6 +466,15 @@ impl<'a> Reader<'a> {
                 self.pos += 8;
                 continue;
             }
+            if tag >> 16 == 0xFFFE {
+                return Err(Error::Malformed {
+                    offset: self.pos,
+                    what: format!(
+                        "unexpected delimiter (FFFE,{:04X}) in a data set",
+                        tag & 0xFFFF
+                    ),
+                });
+            }
             let el = self.element(depth)?;
             if end != usize::MAX && self.pos > end {
                 return Err(Error::Malformed {

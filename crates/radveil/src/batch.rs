@@ -2,7 +2,7 @@
 //! atomically and never over an existing file, one report line per input. One bad file never
 //! stops the batch; memory is bounded by the number of workers, not by the batch.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashSet};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -91,8 +91,19 @@ pub fn run(batch: &Batch<'_>) -> Result<Summary> {
     std::fs::create_dir_all(batch.out)
         .with_context(|| format!("creating output directory {}", batch.out.display()))?;
 
-    let mut records: Vec<Option<Record>> = Vec::new();
-    let files = collect_inputs(batch.inputs, &mut records);
+    // Report lines are streamed as inputs finish, so memory does not grow with the batch.
+    let sink = Mutex::new(Sink {
+        report: report_file.map(std::io::BufWriter::new),
+        summary: Summary::default(),
+        error: None,
+    });
+    let mut walk_errors = Vec::new();
+    let files = collect_inputs(batch.inputs, &mut walk_errors);
+    if let Ok(mut s) = sink.lock() {
+        for r in walk_errors {
+            s.record(&r);
+        }
+    }
     let total = files.len();
     let progress = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(total as u64).with_style(
@@ -106,8 +117,8 @@ pub fn run(batch: &Batch<'_>) -> Result<Summary> {
     };
 
     let next = AtomicUsize::new(0);
-    let claimed: Mutex<HashMap<String, usize>> = Mutex::new(HashMap::new());
-    let results: Mutex<Vec<(usize, Record)>> = Mutex::new(Vec::with_capacity(total));
+    let done = AtomicUsize::new(0);
+    let claimed: Mutex<HashSet<u128>> = Mutex::new(HashSet::new());
     let crosswalk: Mutex<BTreeSet<(&'static str, String, String)>> = Mutex::new(BTreeSet::new());
     std::thread::scope(|s| {
         for _ in 0..batch.jobs.min(total.max(1)) {
@@ -116,7 +127,7 @@ pub fn run(batch: &Batch<'_>) -> Result<Summary> {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = files.get(i) else { break };
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    process(batch, path, &claimed, &crosswalk, i)
+                    process(batch, path, &claimed, &crosswalk)
                 }));
                 let record = outcome.unwrap_or_else(|_| Record {
                     input: path.display().to_string(),
@@ -125,9 +136,10 @@ pub fn run(batch: &Batch<'_>) -> Result<Summary> {
                     reason: Some("internal error (a bug in radveil; please report it)".into()),
                     actions: None,
                 });
-                if let Ok(mut r) = results.lock() {
-                    r.push((i, record));
+                if let Ok(mut s) = sink.lock() {
+                    s.record(&record);
                 }
+                done.fetch_add(1, Ordering::Relaxed);
                 progress.inc(1);
             });
             if let Err(e) = spawned {
@@ -137,32 +149,24 @@ pub fn run(batch: &Batch<'_>) -> Result<Summary> {
     });
     progress.finish_and_clear();
 
-    let offset = records.len();
-    let mut results = results.into_inner().unwrap_or_default();
-    results.sort_by_key(|(i, _)| *i);
-    records.extend(results.into_iter().map(|(_, r)| Some(r)));
-    let mut summary = Summary::default();
-    let mut report = report_file.map(std::io::BufWriter::new);
-    for r in records.iter().flatten() {
-        match r.status {
-            Status::Written => summary.written += 1,
-            Status::Held => summary.held += 1,
-            Status::Failed => summary.failed += 1,
-            Status::Duplicate => summary.duplicate += 1,
-            Status::Skipped => summary.skipped += 1,
-        }
-        if let Some(w) = report.as_mut() {
-            serde_json::to_writer(&mut *w, r)?;
-            w.write_all(b"\n")?;
-        }
+    let Sink {
+        report,
+        summary,
+        error,
+    } = sink
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("internal error: report lock poisoned"))?;
+    if let Some(e) = error {
+        return Err(e).context("writing the report");
     }
     if let Some(mut w) = report {
-        w.flush()?;
+        w.flush().context("writing the report")?;
     }
-    if records.len() != offset + total {
+    let finished = done.into_inner();
+    if finished != total {
         bail!(
-            "internal error: {} inputs without a result",
-            offset + total - records.len()
+            "internal error: {} inputs without a result (could not start workers?)",
+            total - finished
         );
     }
     if let Some(dir) = batch.crosswalk {
@@ -182,14 +186,53 @@ pub fn run(batch: &Batch<'_>) -> Result<Summary> {
     Ok(summary)
 }
 
+/// Where finished inputs go: the report file and the running totals.
+struct Sink {
+    report: Option<std::io::BufWriter<std::fs::File>>,
+    summary: Summary,
+    error: Option<std::io::Error>,
+}
+
+impl Sink {
+    fn record(&mut self, r: &Record) {
+        match r.status {
+            Status::Written => self.summary.written += 1,
+            Status::Held => self.summary.held += 1,
+            Status::Failed => self.summary.failed += 1,
+            Status::Duplicate => self.summary.duplicate += 1,
+            Status::Skipped => self.summary.skipped += 1,
+        }
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(w) = self.report.as_mut() {
+            let line = serde_json::to_writer(&mut *w, r)
+                .map_err(std::io::Error::from)
+                .and_then(|()| w.write_all(b"\n"));
+            if let Err(e) = line {
+                self.error = Some(e);
+            }
+        }
+    }
+}
+
+/// A 128-bit fingerprint of a UID, to detect a second input with the same SOP instance
+/// without keeping every UID of a large batch in memory.
+fn fingerprint(uid: &str) -> u128 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    type H = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+    let a = H::default().hash_one(("radveil-sop-a", uid));
+    let b = H::default().hash_one(("radveil-sop-b", uid));
+    ((a as u128) << 64) | b as u128
+}
+
 const CROSSWALK_FILES: [&str; 2] = ["patient_ids.csv", "uids.csv"];
 
 fn process(
     batch: &Batch<'_>,
     path: &Path,
-    claimed: &Mutex<HashMap<String, usize>>,
+    claimed: &Mutex<HashSet<u128>>,
     crosswalk: &Mutex<BTreeSet<(&'static str, String, String)>>,
-    index: usize,
 ) -> Record {
     let input = path.display().to_string();
     let fail = |status: Status, reason: String| Record {
@@ -218,14 +261,12 @@ fn process(
         let Ok(mut c) = claimed.lock() else {
             return fail(Status::Failed, "internal error: lock poisoned".into());
         };
-        if let Some(&other) = c.get(&id.sop_instance_uid) {
-            let _ = other;
+        if !c.insert(fingerprint(&id.sop_instance_uid)) {
             return fail(
                 Status::Duplicate,
                 "same SOP instance as another input of this run; not written".into(),
             );
         }
-        c.insert(id.sop_instance_uid.clone(), index);
     }
     let dir = batch
         .out
@@ -301,19 +342,19 @@ fn safe_component(s: &str) -> String {
 /// Expands the inputs into a sorted, de-duplicated list of files. Directories are walked
 /// (symbolic links to directories are not followed); a file named DICOMDIR given directly is
 /// replaced by the files it references. Unreadable directories become report records.
-fn collect_inputs(inputs: &[PathBuf], records: &mut Vec<Option<Record>>) -> Vec<PathBuf> {
+fn collect_inputs(inputs: &[PathBuf], records: &mut Vec<Record>) -> Vec<PathBuf> {
     let mut files = BTreeSet::new();
     for input in inputs {
         let meta = match std::fs::metadata(input) {
             Ok(m) => m,
             Err(e) => {
-                records.push(Some(Record {
+                records.push(Record {
                     input: input.display().to_string(),
                     status: Status::Failed,
                     output: None,
                     reason: Some(format!("cannot read: {e}")),
                     actions: None,
-                }));
+                });
                 continue;
             }
         };
@@ -322,13 +363,13 @@ fn collect_inputs(inputs: &[PathBuf], records: &mut Vec<Option<Record>>) -> Vec<
         } else if is_dicomdir_name(input) {
             match dicomdir_references(input) {
                 Ok(refs) => files.extend(refs),
-                Err(e) => records.push(Some(Record {
+                Err(e) => records.push(Record {
                     input: input.display().to_string(),
                     status: Status::Failed,
                     output: None,
                     reason: Some(format!("DICOMDIR unreadable: {e}")),
                     actions: None,
-                })),
+                }),
             }
         } else {
             files.insert(input.clone());
@@ -342,17 +383,17 @@ fn is_dicomdir_name(p: &Path) -> bool {
         .is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"))
 }
 
-fn walk(dir: &Path, files: &mut BTreeSet<PathBuf>, records: &mut Vec<Option<Record>>) {
+fn walk(dir: &Path, files: &mut BTreeSet<PathBuf>, records: &mut Vec<Record>) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            records.push(Some(Record {
+            records.push(Record {
                 input: dir.display().to_string(),
                 status: Status::Failed,
                 output: None,
                 reason: Some(format!("cannot read directory: {e}")),
                 actions: None,
-            }));
+            });
             return;
         }
     };
