@@ -106,6 +106,32 @@ def _read_ok(path: Path) -> Dataset | None:
     return ds
 
 
+def _truncated_ds(ds: Dataset) -> bool:
+    from pydicom.dataelem import RawDataElement
+
+    for raw in list(ds._dict.values()):
+        if isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF and raw.value is not None \
+                and len(raw.value) < raw.length:
+            return True
+    for el in ds:
+        if el.VR == "SQ" and el.value:
+            if any(_truncated_ds(item) for item in el.value):
+                return True
+    return False
+
+
+def is_truncated(path) -> bool:
+    """Whether the file ends inside an element value.  pydicom reads such
+    files without complaint (e.g. MR_truncated.dcm, rtplan_truncated.dcm),
+    so they are in :func:`real_files`; a de-identifier should refuse them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return _truncated_ds(pydicom.dcmread(path))
+        except Exception:
+            return True
+
+
 _real_cache: list[Path] | None = None
 
 
@@ -215,6 +241,12 @@ def _plant_into(ds: Dataset, p: _Planter) -> None:
     # the way real descriptors leak PHI.  A unique random word in a description
     # could not be recognised by any cleaner short of dropping the text, so
     # that would test nothing useful for the clean-descriptors option.
+
+    # A planted copy is identified again: drop any "already de-identified"
+    # marks (gdcmanon, for one, refuses objects that carry them).
+    for kw in ("PatientIdentityRemoved", "DeidentificationMethod", "DeidentificationMethodCodeSequence"):
+        if kw in ds:
+            delattr(ds, kw)
 
     # --- Patient ---
     ds.PatientName = p.pn("PatientName")

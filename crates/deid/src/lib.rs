@@ -25,7 +25,7 @@ use std::sync::Arc;
 use radveil_part10::{self as part10, DataSet, Element, Encoding, Value};
 use radveil_standard::{
     self as standard, AttributeType, BasicAction, IodRequirements, OptionAction,
-    PrivateDisposition, ProfileOption, Vr,
+    PrivateDisposition, Vr,
 };
 
 pub mod clean;
@@ -35,6 +35,7 @@ pub mod profile;
 
 pub use keyed::{Key, KeyTooShort, MIN_KEY_LEN};
 pub use profile::{Override, Profile, ProfileError};
+pub use radveil_standard::ProfileOption;
 
 use clean::PhiTokens;
 
@@ -649,9 +650,11 @@ impl<'d> Run<'d> {
                     Some(t) if t.needs_value() => Act::Dummy,
                     _ => Act::Empty,
                 },
+                // Where the IOD has the sequence at all, U* (keep the items, remap their
+                // UIDs) rather than Z: an emptied reference breaks the cross-references
+                // other modules make to the same instances.
                 BasicAction::XZU => match ty {
-                    Some(t) if t.needs_value() => Act::Uid,
-                    Some(_) => Act::Empty,
+                    Some(_) => Act::Uid,
                     None => Act::Remove,
                 },
             },
@@ -709,6 +712,12 @@ impl<'d> Run<'d> {
             }
         }
         let mut kept_blocks: BTreeSet<(u16, u8)> = BTreeSet::new();
+        let overlays: Vec<u32> = ds
+            .elements
+            .iter()
+            .filter(|el| el.tag & 0xFF01_FFFF == 0x6000_3000)
+            .map(|el| el.tag >> 16)
+            .collect();
         let mut elements = std::mem::take(&mut ds.elements);
         let mut out = Vec::with_capacity(elements.len());
         for mut el in elements.drain(..) {
@@ -739,6 +748,13 @@ impl<'d> Run<'d> {
             !(el.is_private() && (0x10..=0xFF).contains(&e))
                 || kept_blocks.contains(&(el.group(), e as u8))
         });
+        // An overlay whose Overlay Data (60xx,3000) went loses its whole group: the rest of
+        // the Overlay Plane module is not valid without it.
+        for group in overlays {
+            if !out.iter().any(|el| el.tag == (group << 16) | 0x3000) {
+                out.retain(|el| el.tag >> 16 != group);
+            }
+        }
         ds.elements = out;
     }
 

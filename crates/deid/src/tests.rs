@@ -680,3 +680,53 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_overlay_without_its_data_goes_whole() {
+    let mut ds = ct();
+    ds.put(Element::text(0x6002_0010, Vr::US, "\u{2c}\u{1}"));
+    ds.put(Element::text(0x6002_0022, Vr::LO, "DOE JANE overlay"));
+    ds.put(Element {
+        tag: 0x6002_3000,
+        vr: Vr::OW,
+        value: Value::Bytes(Cow::Owned(vec![0xFF; 8])),
+    });
+    let (_, out) = run(&deid_with(&[]), &ds);
+    assert!(
+        out.elements.iter().all(|e| e.tag >> 16 != 0x6002),
+        "overlay group left behind"
+    );
+}
+
+#[test]
+fn referencing_sequences_keep_their_items_where_the_iod_has_them() {
+    // Source Image Sequence (X/Z/U*) inside the Derivation Image Sequence of a segmentation's
+    // functional groups: kept with remapped UIDs, so cross-references stay intact.
+    let mut ds = ct();
+    ds.put(text(0x0008_0016, "1.2.840.10008.5.1.4.1.1.66.4"));
+    let mut source = DataSet::default();
+    source.put(text(0x0008_1150, CT));
+    source.put(text(0x0008_1155, "1.2.3.4.5.6.7.1"));
+    let mut derivation = DataSet::default();
+    derivation.put(seq(0x0008_2112, vec![source]));
+    let mut frame = DataSet::default();
+    frame.put(seq(0x0008_9124, vec![derivation]));
+    ds.put(seq(0x5200_9230, vec![frame]));
+    let (_, out) = run(&deid_with(&[]), &ds);
+    let sop = out.string(0x0008_0018).unwrap();
+    let Some(Value::Sequence(frames)) = out.get(0x5200_9230).map(|e| &e.value) else {
+        panic!("frames")
+    };
+    let Some(Value::Sequence(der)) = frames[0].get(0x0008_9124).map(|e| &e.value) else {
+        panic!("derivation")
+    };
+    let Some(Value::Sequence(src)) = der[0].get(0x0008_2112).map(|e| &e.value) else {
+        panic!("source")
+    };
+    assert_eq!(src.len(), 1);
+    assert_eq!(
+        src[0].string(0x0008_1155).unwrap(),
+        sop,
+        "same UID, same remapping"
+    );
+}

@@ -15,7 +15,8 @@ const HOW: &str = "make one with `radveil keygen KEYFILE` and pass `--key-file K
 pub fn load(file: Option<&Path>) -> Result<Key> {
     let bytes = match file {
         Some(f) => Zeroizing::new(
-            std::fs::read(f).with_context(|| format!("reading key file {}", f.display()))?,
+            std::fs::read(f)
+                .with_context(|| format!("reading key file {} ({HOW})", f.display()))?,
         ),
         None => match std::env::var_os("RADVEIL_KEY") {
             Some(v) => Zeroizing::new(v.into_encoded_bytes()),
