@@ -141,8 +141,8 @@ def main() -> int:
                           a.runs, bool(shutil.which("gdcmanon")), "3 tags only, no profile"),
         "dicognito": (lambda o: [py, "-m", "dicognito", "--quiet", "-o", str(o), str(src)],
                       1, have_dicognito, "slow; run once"),
-        "dcmanon": (lambda o: ["dcmanon", str(src), "-o", str(o)], a.runs, bool(shutil.which("dcmanon")),
-                    "dicom-anonymization (check its CLI if this fails)"),
+        "dcmanon": (lambda o: ["dcmanon", "anonymize", "-r", "--continue", "-i", str(src), "-o", str(o)],
+                    a.runs, bool(shutil.which("dcmanon")), "dicom-anonymization 0.3 (Rust), default config"),
     }
     only = {t for t in a.only.split(",") if t}
     results = []

@@ -606,3 +606,31 @@ def test_crosswalk(radveil, key_file, tmp_path, planted):
         if (sop_old, sop_new) not in pairs:
             missing.append(f"SOPInstanceUID {sop_old} -> {sop_new}")
     assert not missing, fmt_problems(sorted(set(missing)))
+
+
+def test_dicomdir_is_followed_never_copied(radveil, key_file, tmp_path):
+    """A DICOMDIR named on the command line is followed to the files it references (counted
+    by pydicom's FileSet, the oracle); the DICOMDIR itself is never written, and one met while
+    walking a directory is reported as skipped."""
+    from pydicom.fileset import FileSet
+
+    ddir = corpus.pydicom_test_dir() / "dicomdirtests"
+    dicomdir = ddir / "DICOMDIR"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        referenced = {real(inst.path) for inst in FileSet(dcmread(dicomdir))}
+    assert referenced, "pydicom found no referenced files"
+    out = tmp_path / "out"
+    r, recs = radveil.deid([dicomdir], out, key_file)
+    assert_no_panic(r, "DICOMDIR")
+    inputs = {real(rec["input"]) for rec in recs}
+    assert inputs == referenced, f"radveil followed {len(inputs)} files, pydicom lists {len(referenced)}"
+    assert all(rec["status"] == "written" for rec in recs), [rec for rec in recs if rec["status"] != "written"]
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert dcmread(f).file_meta.MediaStorageSOPClassUID != "1.2.840.10008.1.3.10", "a DICOMDIR was written"
+    out2 = tmp_path / "walked"
+    r2, recs2 = radveil.deid([ddir], out2, key_file)
+    assert_no_panic(r2, "directory with DICOMDIRs")
+    skipped = {Path(rec["input"]).name for rec in recs2 if rec["status"] == "skipped"}
+    assert "DICOMDIR" in skipped, f"DICOMDIR not reported as skipped: {skipped}"
