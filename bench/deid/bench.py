@@ -158,8 +158,8 @@ def main() -> int:
         for i in range(runs):
             if out.exists():
                 shutil.rmtree(out)
-            if name.startswith("gdcmanon"):
-                out.mkdir()  # gdcmanon wants an existing output folder for -r
+            if name.startswith("gdcmanon") or name == "dcmanon":
+                out.mkdir()  # gdcmanon and dcmanon want an existing output folder
             dt, rss, p = timed(argv(out))
             last = p
             times.append(dt)

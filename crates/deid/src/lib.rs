@@ -162,11 +162,31 @@ pub struct CrosswalkEntry {
     pub new: String,
 }
 
+/// A de-identified data set with its new file meta, before encoding.
+struct Transformed<'b> {
+    meta: DataSet<'static>,
+    dataset: DataSet<'b>,
+    identity: Identity,
+    counts: ActionCounts,
+    crosswalk: Vec<CrosswalkEntry>,
+}
+
+impl Transformed<'_> {
+    fn into_outcome<'a>(self, file: part10::Encoded<'a>) -> Outcome<'a> {
+        Outcome {
+            file,
+            identity: self.identity,
+            counts: self.counts,
+            crosswalk: self.crosswalk,
+        }
+    }
+}
+
 /// A de-identified object.
 #[derive(Debug)]
-pub struct Outcome {
-    /// The complete output file.
-    pub bytes: Vec<u8>,
+pub struct Outcome<'a> {
+    /// The complete output file, in pieces that may borrow large values from the input.
+    pub file: part10::Encoded<'a>,
     /// Pseudonyms and new UIDs.
     pub identity: Identity,
     /// Counts of actions.
@@ -245,22 +265,42 @@ impl Deidentifier {
     }
 
     /// De-identifies one Part 10 file.
-    pub fn deidentify(&self, file: &[u8]) -> Result<Outcome, DeidError> {
+    pub fn deidentify<'a>(&self, file: &'a [u8]) -> Result<Outcome<'a>, DeidError> {
         let meta = part10::read_file_meta(file)?;
         let ts = part10::TransferSyntax::from_uid(&meta.transfer_syntax);
-        let limits = part10::Limits::default();
-        let inflated;
-        let body: &[u8] = if ts.deflated {
-            inflated = part10::inflate(meta.body, limits.max_inflated)?;
-            &inflated
+        if ts.deflated {
+            // The data set lives in a buffer of ours: the output is encoded (and deflated)
+            // into one owned buffer.
+            let inflated = part10::inflate(meta.body, part10::Limits::default().max_inflated)?;
+            let done = self.transform(&meta, &inflated, ts)?;
+            let mut bytes = Vec::with_capacity(inflated.len() / 2);
+            part10::write_file(&done.meta, &done.dataset, &meta.transfer_syntax, &mut bytes);
+            Ok(done.into_outcome(part10::Encoded::from_vec(bytes)))
         } else {
-            meta.body
-        };
+            // Large values (pixel data) are referenced from the input, not copied.
+            let done = self.transform(&meta, meta.body, ts)?;
+            let mut encoded = part10::Encoded::default();
+            part10::write_file(
+                &done.meta,
+                &done.dataset,
+                &meta.transfer_syntax,
+                &mut encoded,
+            );
+            Ok(done.into_outcome(encoded))
+        }
+    }
+
+    /// Reads the data set from `body` and de-identifies it, with the new file meta.
+    fn transform<'b>(
+        &self,
+        meta: &part10::FileMeta<'_>,
+        body: &'b [u8],
+        ts: part10::TransferSyntax,
+    ) -> Result<Transformed<'b>, DeidError> {
         let encoding = part10::effective_encoding(body, ts.encoding);
-        let mut ds = part10::read_dataset(body, encoding, limits)?;
         // The output keeps the declared transfer syntax; a body that was really implicit VR
         // (a known writer bug) is written in the encoding the syntax declares.
-        let transfer_syntax = meta.transfer_syntax.clone();
+        let mut ds = part10::read_dataset(body, encoding, part10::Limits::default())?;
         let sop_class = ds
             .string(tags::SOP_CLASS_UID)
             .or_else(|| meta.elements.string(tags::MEDIA_STORAGE_SOP_CLASS_UID))
@@ -316,7 +356,7 @@ impl Deidentifier {
         out_meta.put(Element::text(
             tags::TRANSFER_SYNTAX_UID,
             Vr::UI,
-            &transfer_syntax,
+            &meta.transfer_syntax,
         ));
         out_meta.put(Element::text(0x0002_0012, Vr::UI, IMPLEMENTATION_CLASS_UID));
         out_meta.put(Element::text(
@@ -324,14 +364,12 @@ impl Deidentifier {
             Vr::SH,
             IMPLEMENTATION_VERSION_NAME,
         ));
-
-        let mut bytes = Vec::with_capacity(file.len() + 1024);
-        part10::write_file(&out_meta, &ds, &transfer_syntax, &mut bytes);
         let mut crosswalk = run.crosswalk;
         crosswalk.sort_by(|a, b| (a.kind, &a.old).cmp(&(b.kind, &b.old)));
         crosswalk.dedup();
-        Ok(Outcome {
-            bytes,
+        Ok(Transformed {
+            meta: out_meta,
+            dataset: ds,
             identity,
             counts: run.counts,
             crosswalk,

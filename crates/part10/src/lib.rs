@@ -361,6 +361,44 @@ pub fn read_items(buf: &[u8], encoding: Encoding, limits: Limits) -> Result<Vec<
     r.items(buf.len(), 1)
 }
 
+/// Finds where the top-level Pixel Data element starts in a Part 10 file of which only
+/// `prefix` has been read, when that element has a defined length and ends exactly at
+/// `file_len`, the end of the file.
+///
+/// Returns the file offset of the element's header. Everything before it is the de-identified
+/// part; the element itself can then be copied from file to file without passing through
+/// memory. `None` (deflated syntax, encapsulated or non-final pixel data, a prefix too short,
+/// malformed input) means: read the whole file.
+pub fn trailing_pixel_data(prefix: &[u8], file_len: u64) -> Option<usize> {
+    let meta = read_file_meta(prefix).ok()?;
+    let ts = TransferSyntax::from_uid(&meta.transfer_syntax);
+    if ts.deflated {
+        return None;
+    }
+    let body_start = prefix.len() - meta.body.len();
+    let mut r = Reader {
+        buf: meta.body,
+        pos: 0,
+        enc: effective_encoding(meta.body, ts.encoding),
+        limits: Limits::default(),
+    };
+    loop {
+        let (tag, _vr, len, header) = r.header().ok()?;
+        if tag == PIXEL_DATA {
+            if len == UNDEFINED_LENGTH {
+                return None;
+            }
+            let start = body_start + r.pos;
+            let end = start as u64 + header as u64 + len as u64;
+            return (end == file_len).then_some(start);
+        }
+        if tag > PIXEL_DATA || tag >> 16 == 0xFFFE {
+            return None;
+        }
+        r.element(0).ok()?;
+    }
+}
+
 /// Reads the encoding that [`read_dataset`] actually used for a body (implicit VR detected in
 /// a body declared explicit), so that a writer can keep it.
 pub fn effective_encoding(buf: &[u8], declared: Encoding) -> Encoding {
@@ -487,7 +525,8 @@ impl<'a> Reader<'a> {
         Ok(ds)
     }
 
-    fn element(&mut self, depth: usize) -> Result<Element<'a>> {
+    /// Reads the header at the current position: tag, VR, value length, header length.
+    fn header(&self) -> Result<(u32, Vr, u32, usize)> {
         let start = self.pos;
         self.need(8, "element header")?;
         let tag = self.tag_at(self.pos);
@@ -517,6 +556,12 @@ impl<'a> Reader<'a> {
                 (vr, self.u16_at(self.pos + 6) as u32, 8)
             }
         };
+        Ok((tag, vr, len, header))
+    }
+
+    fn element(&mut self, depth: usize) -> Result<Element<'a>> {
+        let (tag, vr, len, header) = self.header()?;
+        let group = (tag >> 16) as u16;
         self.pos += header;
         if len == UNDEFINED_LENGTH {
             if depth >= self.limits.max_depth {
@@ -665,12 +710,113 @@ pub fn implicit_vr(tag: u32) -> Vr {
     radveil_standard::dictionary_entry(tag).map_or(Vr::UN, |e| e.vr)
 }
 
+/// Where encoded bytes go: a plain buffer, or an [`Encoded`] file that borrows large values
+/// from the input instead of copying them.
+pub trait Sink<'a> {
+    /// Appends encoded bytes.
+    fn put(&mut self, bytes: &[u8]);
+    /// Appends a value as read; a sink may keep a reference instead of a copy.
+    fn put_value(&mut self, value: &Cow<'a, [u8]>) {
+        self.put(value)
+    }
+}
+
+impl<'a> Sink<'a> for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Values at least this large are referenced rather than copied by [`Encoded`].
+const BORROW_THRESHOLD: usize = 16 * 1024;
+
+/// An encoded file as pieces: encoded headers and small values, and large values (pixel
+/// data, above all) borrowed from the input, so they are copied once, to the output file.
+#[derive(Debug, Default)]
+pub struct Encoded<'a> {
+    pieces: Vec<Piece<'a>>,
+    len: usize,
+}
+
+#[derive(Debug)]
+enum Piece<'a> {
+    Owned(Vec<u8>),
+    Borrowed(&'a [u8]),
+}
+
+impl<'a> Encoded<'a> {
+    /// Total length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was encoded.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Wraps a complete buffer.
+    pub fn from_vec(bytes: Vec<u8>) -> Encoded<'a> {
+        Encoded {
+            len: bytes.len(),
+            pieces: vec![Piece::Owned(bytes)],
+        }
+    }
+
+    /// Writes every piece in order.
+    pub fn write_to(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        for p in &self.pieces {
+            match p {
+                Piece::Owned(v) => w.write_all(v)?,
+                Piece::Borrowed(b) => w.write_all(b)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole file in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        for p in &self.pieces {
+            match p {
+                Piece::Owned(o) => v.extend_from_slice(o),
+                Piece::Borrowed(b) => v.extend_from_slice(b),
+            }
+        }
+        v
+    }
+}
+
+impl<'a> Sink<'a> for Encoded<'a> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.len += bytes.len();
+        match self.pieces.last_mut() {
+            Some(Piece::Owned(v)) => v.extend_from_slice(bytes),
+            _ => {
+                let mut v = Vec::with_capacity(bytes.len().max(4096));
+                v.extend_from_slice(bytes);
+                self.pieces.push(Piece::Owned(v));
+            }
+        }
+    }
+
+    fn put_value(&mut self, value: &Cow<'a, [u8]>) {
+        match value {
+            Cow::Borrowed(b) if b.len() >= BORROW_THRESHOLD => {
+                self.len += b.len();
+                self.pieces.push(Piece::Borrowed(b));
+            }
+            _ => self.put(value),
+        }
+    }
+}
+
 /// Appends the encoding of a data set to `out`.
 ///
 /// Sequences and items are written with undefined length (valid in every syntax and robust
 /// to the changes a de-identifier makes); group length elements other than the meta group's
 /// are left out, since they would be stale.
-pub fn write_dataset(ds: &DataSet<'_>, enc: Encoding, out: &mut Vec<u8>) {
+pub fn write_dataset<'a>(ds: &DataSet<'a>, enc: Encoding, out: &mut impl Sink<'a>) {
     for el in &ds.elements {
         if el.tag & 0xFFFF == 0 && el.tag >> 16 != 0x0002 {
             continue;
@@ -679,28 +825,28 @@ pub fn write_dataset(ds: &DataSet<'_>, enc: Encoding, out: &mut Vec<u8>) {
     }
 }
 
-fn put_u16(out: &mut Vec<u8>, v: u16, enc: Encoding) {
+fn put_u16<'a>(out: &mut impl Sink<'a>, v: u16, enc: Encoding) {
     if enc.big() {
-        out.extend_from_slice(&v.to_be_bytes())
+        out.put(&v.to_be_bytes())
     } else {
-        out.extend_from_slice(&v.to_le_bytes())
+        out.put(&v.to_le_bytes())
     }
 }
 
-fn put_u32(out: &mut Vec<u8>, v: u32, enc: Encoding) {
+fn put_u32<'a>(out: &mut impl Sink<'a>, v: u32, enc: Encoding) {
     if enc.big() {
-        out.extend_from_slice(&v.to_be_bytes())
+        out.put(&v.to_be_bytes())
     } else {
-        out.extend_from_slice(&v.to_le_bytes())
+        out.put(&v.to_le_bytes())
     }
 }
 
-fn put_tag(out: &mut Vec<u8>, tag: u32, enc: Encoding) {
+fn put_tag<'a>(out: &mut impl Sink<'a>, tag: u32, enc: Encoding) {
     put_u16(out, (tag >> 16) as u16, enc);
     put_u16(out, tag as u16, enc);
 }
 
-fn put_header(out: &mut Vec<u8>, tag: u32, vr: Vr, len: u32, enc: Encoding) {
+fn put_header<'a>(out: &mut impl Sink<'a>, tag: u32, vr: Vr, len: u32, enc: Encoding) {
     put_tag(out, tag, enc);
     if enc == Encoding::ImplicitLittle {
         put_u32(out, len, enc);
@@ -712,28 +858,28 @@ fn put_header(out: &mut Vec<u8>, tag: u32, vr: Vr, len: u32, enc: Encoding) {
     } else {
         vr
     };
-    out.extend_from_slice(&vr.code());
+    out.put(&vr.code());
     if vr.has_long_length() {
-        out.extend_from_slice(&[0, 0]);
+        out.put(&[0, 0]);
         put_u32(out, len, enc);
     } else {
         put_u16(out, len as u16, enc);
     }
 }
 
-fn write_element(el: &Element<'_>, enc: Encoding, out: &mut Vec<u8>) {
+fn write_element<'a>(el: &Element<'a>, enc: Encoding, out: &mut impl Sink<'a>) {
     match &el.value {
         Value::Bytes(b) => {
             let odd = b.len() % 2 == 1;
             let len = (b.len() + odd as usize) as u32;
             put_header(out, el.tag, el.vr, len, enc);
-            out.extend_from_slice(b);
+            out.put_value(b);
             if odd {
-                out.push(if el.vr.is_text() && el.vr != Vr::UI {
+                out.put(&[if el.vr.is_text() && el.vr != Vr::UI {
                     b' '
                 } else {
                     0
-                });
+                }]);
             }
         }
         Value::Sequence(items) => {
@@ -756,9 +902,9 @@ fn write_element(el: &Element<'_>, enc: Encoding, out: &mut Vec<u8>) {
                 put_tag(out, ITEM, enc);
                 let odd = f.len() % 2 == 1;
                 put_u32(out, (f.len() + odd as usize) as u32, enc);
-                out.extend_from_slice(f);
+                out.put_value(f);
                 if odd {
-                    out.push(0);
+                    out.put(&[0]);
                 }
             }
             put_tag(out, SEQUENCE_DELIMITATION, enc);
@@ -769,14 +915,14 @@ fn write_element(el: &Element<'_>, enc: Encoding, out: &mut Vec<u8>) {
 
 /// Writes a complete Part 10 file: a zero preamble, `DICM`, the meta group (with a fresh
 /// group length) and the data set encoded per the transfer syntax.
-pub fn write_file(
+pub fn write_file<'a>(
     meta: &DataSet<'_>,
-    dataset: &DataSet<'_>,
+    dataset: &DataSet<'a>,
     transfer_syntax: &str,
-    out: &mut Vec<u8>,
+    out: &mut impl Sink<'a>,
 ) {
-    out.extend_from_slice(&[0u8; 128]);
-    out.extend_from_slice(b"DICM");
+    out.put(&[0u8; 128]);
+    out.put(b"DICM");
     let mut group = Vec::with_capacity(256);
     for el in &meta.elements {
         if el.tag == 0x0002_0000 || el.tag >> 16 != 0x0002 {
@@ -785,13 +931,13 @@ pub fn write_file(
         write_element(el, Encoding::ExplicitLittle, &mut group);
     }
     put_header(out, 0x0002_0000, Vr::UL, 4, Encoding::ExplicitLittle);
-    out.extend_from_slice(&(group.len() as u32).to_le_bytes());
-    out.extend_from_slice(&group);
+    out.put(&(group.len() as u32).to_le_bytes());
+    out.put(&group);
     let ts = TransferSyntax::from_uid(transfer_syntax);
     if ts.deflated {
         let mut body = Vec::with_capacity(1 << 16);
         write_dataset(dataset, ts.encoding, &mut body);
-        out.extend_from_slice(&deflate(&body));
+        out.put(&deflate(&body));
     } else {
         write_dataset(dataset, ts.encoding, out);
     }
@@ -921,6 +1067,32 @@ mod tests {
         let back = read_dataset(m.body, Encoding::ExplicitLittle, Limits::default()).unwrap();
         assert_eq!(back, ds);
         assert!(matches!(read_file_meta(b"hello"), Err(Error::NotPart10)));
+    }
+
+    #[test]
+    fn finds_trailing_pixel_data_only_when_it_ends_the_file() {
+        let mut meta = DataSet::default();
+        meta.put(Element::text(
+            0x0002_0010,
+            Vr::UI,
+            EXPLICIT_VR_LITTLE_ENDIAN,
+        ));
+        let mut ds = DataSet::default();
+        ds.put(Element::text(0x0010_0020, Vr::LO, "ID"));
+        ds.put(Element {
+            tag: PIXEL_DATA,
+            vr: Vr::OW,
+            value: Value::Bytes(Cow::Owned(vec![7; 1000])),
+        });
+        let mut out = Vec::new();
+        write_file(&meta, &ds, EXPLICIT_VR_LITTLE_ENDIAN, &mut out);
+        let at = trailing_pixel_data(&out[..out.len() - 900], out.len() as u64).unwrap();
+        assert_eq!(&out[at..at + 4], &[0xE0, 0x7F, 0x10, 0x00]);
+        assert_eq!(out.len() - at, 12 + 1000);
+        // Something after the pixel data, or a wrong total length: read it all.
+        assert!(trailing_pixel_data(&out, out.len() as u64 + 2).is_none());
+        // A prefix that stops before the pixel data header.
+        assert!(trailing_pixel_data(&out[..at], out.len() as u64).is_none());
     }
 
     #[test]

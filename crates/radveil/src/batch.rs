@@ -123,24 +123,31 @@ pub fn run(batch: &Batch<'_>) -> Result<Summary> {
     std::thread::scope(|s| {
         for _ in 0..batch.jobs.min(total.max(1)) {
             let worker = std::thread::Builder::new().stack_size(16 << 20);
-            let spawned = worker.spawn_scoped(s, || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(path) = files.get(i) else { break };
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    process(batch, path, &claimed, &crosswalk)
-                }));
-                let record = outcome.unwrap_or_else(|_| Record {
-                    input: path.display().to_string(),
-                    status: Status::Failed,
-                    output: None,
-                    reason: Some("internal error (a bug in radveil; please report it)".into()),
-                    actions: None,
-                });
-                if let Ok(mut s) = sink.lock() {
-                    s.record(&record);
+            let spawned = worker.spawn_scoped(s, || {
+                // One input buffer per worker, reused: memory is bounded by the workers.
+                let mut buf = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = files.get(i) else { break };
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        process(batch, path, &claimed, &crosswalk, &mut buf)
+                    }));
+                    let record = outcome.unwrap_or_else(|_| Record {
+                        input: path.display().to_string(),
+                        status: Status::Failed,
+                        output: None,
+                        reason: Some("internal error (a bug in radveil; please report it)".into()),
+                        actions: None,
+                    });
+                    if let Ok(mut s) = sink.lock() {
+                        s.record(&record);
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    progress.inc(1);
+                    if buf.capacity() > 64 << 20 {
+                        buf = Vec::new(); // do not hold on to a very large file's buffer
+                    }
                 }
-                done.fetch_add(1, Ordering::Relaxed);
-                progress.inc(1);
             });
             if let Err(e) = spawned {
                 tracing::error!("could not start a worker thread: {e}");
@@ -233,6 +240,7 @@ fn process(
     path: &Path,
     claimed: &Mutex<HashSet<u128>>,
     crosswalk: &Mutex<BTreeSet<(&'static str, String, String)>>,
+    buf: &mut Vec<u8>,
 ) -> Record {
     let input = path.display().to_string();
     let fail = |status: Status, reason: String| Record {
@@ -242,20 +250,19 @@ fn process(
         reason: Some(reason),
         actions: None,
     };
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let source = match read_input(path, buf) {
+        Ok(s) => s,
         Err(e) => return fail(Status::Failed, format!("cannot read: {e}")),
     };
-    if bytes.is_empty() {
+    if buf.is_empty() {
         return fail(Status::Failed, "empty file".into());
     }
-    let outcome = match batch.deidentifier.deidentify(&bytes) {
+    let outcome = match batch.deidentifier.deidentify(buf) {
         Ok(o) => o,
         Err(e @ DeidError::HeldBack(_)) => return fail(Status::Held, e.to_string()),
         Err(e @ DeidError::Dicomdir) => return fail(Status::Skipped, e.to_string()),
         Err(e) => return fail(Status::Failed, e.to_string()),
     };
-    drop(bytes);
     let id = &outcome.identity;
     {
         let Ok(mut c) = claimed.lock() else {
@@ -274,7 +281,7 @@ fn process(
         .join(safe_component(&id.study_uid))
         .join(safe_component(&id.series_uid));
     let target = dir.join(format!("{}.dcm", safe_component(&id.sop_instance_uid)));
-    if let Err(e) = write_atomically(&dir, &target, &outcome.bytes) {
+    if let Err(e) = write_atomically(&dir, &target, &outcome.file, &source) {
         return fail(Status::Failed, e);
     }
     if !outcome.crosswalk.is_empty() {
@@ -295,7 +302,12 @@ fn process(
 
 /// Writes to a temporary file beside the target, then links it into place only if the target
 /// does not exist: readers never see a partial file, and no earlier output is overwritten.
-fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> std::result::Result<(), String> {
+fn write_atomically(
+    dir: &Path,
+    target: &Path,
+    file: &radveil_part10::Encoded<'_>,
+    source: &Source,
+) -> std::result::Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create output directory: {e}"))?;
     if target.exists() {
         return Err(format!(
@@ -308,8 +320,15 @@ fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> std::result::Res
         .suffix(".part")
         .tempfile_in(dir)
         .map_err(|e| format!("cannot create temporary file: {e}"))?;
-    tmp.write_all(bytes)
-        .map_err(|e| format!("cannot write output: {e}"))?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, tmp.as_file_mut());
+        file.write_to(&mut w)
+            .and_then(|()| w.flush())
+            .map_err(|e| format!("cannot write output: {e}"))?;
+    }
+    if let Some(tail) = &source.tail {
+        copy_tail(tail, tmp.as_file_mut()).map_err(|e| format!("cannot write output: {e}"))?;
+    }
     tmp.persist_noclobber(target).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
             format!("output {} exists; not overwritten", target.display())
@@ -317,6 +336,72 @@ fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> std::result::Res
             format!("cannot move output into place: {}", e.error)
         }
     })?;
+    Ok(())
+}
+
+/// Files at least this large are read in two steps: the part before the pixel data, then
+/// (when the pixel data ends the file) the pixel data copied file to file by the kernel.
+const SPLIT_READ_MIN: u64 = 512 * 1024;
+/// How much of a large file is read to find its pixel data: a little first (most headers
+/// are a few kilobytes), then more.
+const PREFIX_LENS: [usize; 2] = [16 * 1024, 256 * 1024];
+
+/// The input as read: `buf` holds the file, or the part before a trailing Pixel Data element
+/// that is still to be copied from `tail`.
+pub struct Source {
+    tail: Option<Tail>,
+}
+
+/// A byte range of the input file to copy verbatim after the de-identified part.
+struct Tail {
+    file: std::fs::File,
+    offset: u64,
+    len: u64,
+}
+
+/// Reads an input into `buf`, reusing its allocation. A large file whose pixel data ends it
+/// is read only up to the pixel data: the element is copied to the output later without
+/// passing through memory (pixel data is never changed by de-identification).
+fn read_input(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<Source> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    buf.clear();
+    if len >= SPLIT_READ_MIN {
+        for prefix in PREFIX_LENS {
+            buf.reserve(prefix.saturating_sub(buf.len()));
+            (&mut f)
+                .take((prefix - buf.len().min(prefix)) as u64)
+                .read_to_end(buf)?;
+            if let Some(at) = radveil_part10::trailing_pixel_data(buf, len) {
+                buf.truncate(at);
+                return Ok(Source {
+                    tail: Some(Tail {
+                        file: f,
+                        offset: at as u64,
+                        len: len - at as u64,
+                    }),
+                });
+            }
+        }
+    }
+    buf.reserve((len as usize).saturating_sub(buf.len()).saturating_add(1));
+    f.read_to_end(buf)?;
+    Ok(Source { tail: None })
+}
+
+/// Copies the tail of the input into the output (`copy_file_range` where the kernel has it).
+fn copy_tail(tail: &Tail, out: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::{Read, Seek};
+    let mut f = &tail.file;
+    f.seek(std::io::SeekFrom::Start(tail.offset))?;
+    let copied = std::io::copy(&mut f.take(tail.len), out)?;
+    if copied != tail.len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the input shrank while it was being de-identified",
+        ));
+    }
     Ok(())
 }
 
