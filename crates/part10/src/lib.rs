@@ -715,7 +715,9 @@ pub fn implicit_vr(tag: u32) -> Vr {
 pub trait Sink<'a> {
     /// Appends encoded bytes.
     fn put(&mut self, bytes: &[u8]);
-    /// Appends a value as read; a sink may keep a reference instead of a copy.
+    /// Appends a value as read; a sink may keep a reference instead of a copy (which is why
+    /// it takes the `Cow`: only borrowed values can be referenced).
+    #[allow(clippy::ptr_arg)]
     fn put_value(&mut self, value: &Cow<'a, [u8]>) {
         self.put(value)
     }
@@ -800,6 +802,7 @@ impl<'a> Sink<'a> for Encoded<'a> {
         }
     }
 
+    #[allow(clippy::ptr_arg)]
     fn put_value(&mut self, value: &Cow<'a, [u8]>) {
         match value {
             Cow::Borrowed(b) if b.len() >= BORROW_THRESHOLD => {
