@@ -634,3 +634,58 @@ def test_dicomdir_is_followed_never_copied(radveil, key_file, tmp_path):
     assert_no_panic(r2, "directory with DICOMDIRs")
     skipped = {Path(rec["input"]).name for rec in recs2 if rec["status"] == "skipped"}
     assert "DICOMDIR" in skipped, f"DICOMDIR not reported as skipped: {skipped}"
+
+
+def test_profile_file_rules_options_and_uid_root(radveil, key_file, tmp_path):
+    """A TOML profile's options, UID root and per-attribute rules reach the output (pydicom
+    reads it back)."""
+    src = corpus.pydicom_test_dir() / "CT_small.dcm"
+    before = dcmread(src)
+    root = "1.2.826.0.1.3680043.10.543"
+    profile = tmp_path / "site.toml"
+    profile.write_text(
+        'options = ["retain-long-full-dates"]\n'
+        f'uid_root = "{root}"\n'
+        "[attributes]\n"
+        'PatientSex = "keep"\n'
+        'InstitutionName = { replace = "SITE 7" }\n'
+    )
+    out = tmp_path / "out"
+    r, recs = radveil.deid([src], out, key_file, "--profile", profile)
+    assert_no_panic(r, "profile")
+    assert r.returncode == 0 and recs[0]["status"] == "written", recs
+    ds = dcmread(recs[0]["output"])
+    assert ds.SOPInstanceUID.startswith(root + ".") and len(ds.SOPInstanceUID) <= 64
+    assert ds.StudyInstanceUID.startswith(root + ".")
+    assert ds.InstitutionName == "SITE 7"
+    assert ds.PatientSex == before.PatientSex
+    assert ds.StudyDate == before.StudyDate, "retain-long-full-dates keeps dates"
+    assert ds.LongitudinalTemporalInformationModified == "UNMODIFIED"
+    codes = [item.CodeValue for item in ds.DeidentificationMethodCodeSequence]
+    assert codes == ["113100", "113106"], codes
+    bad = tmp_path / "bad.toml"
+    bad.write_text('options = ["retain-everything"]\n')
+    r2, _ = radveil.deid([src], tmp_path / "out2", key_file, "--profile", bad, report=tmp_path / "r2.jsonl")
+    assert r2.returncode == 2 and "retain-everything" in r2.stderr
+
+
+def test_assume_burned_in_unless_no_holds_back_secondary_capture(radveil, key_file, tmp_path):
+    """Secondary Capture without Burned In Annotation is written by default and held back
+    with --assume-burned-in unless-no; one that says NO is written either way."""
+    src = corpus.pydicom_test_dir() / "SC_rgb_gdcm_KY.dcm"
+    ds = dcmread(src)
+    assert "BurnedInAnnotation" not in ds
+    no = tmp_path / "in" / "no.dcm"
+    no.parent.mkdir()
+    ds.BurnedInAnnotation = "NO"
+    ds.SOPInstanceUID = ds.SOPInstanceUID + ".1"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(no, enforce_file_format=True)
+    r, recs = radveil.deid([src, no], tmp_path / "a", key_file)
+    assert r.returncode == 0, recs
+    r, recs = radveil.deid([src, no], tmp_path / "b", key_file, "--assume-burned-in", "unless-no",
+                           report=tmp_path / "b.jsonl")
+    status = {Path(x["input"]).name: x for x in recs}
+    assert r.returncode == 1
+    assert status[src.name]["status"] == "held" and "burn" in status[src.name]["reason"]
+    assert status["no.dcm"]["status"] == "written"
