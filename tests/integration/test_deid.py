@@ -371,6 +371,24 @@ def test_planted_tokens_detectable_in_inputs(planted):
     assert not problems, fmt_problems(problems)
 
 
+def value_paths(ds, needle: str, prefix: str = "") -> set[str]:
+    """Paths (tags and item indexes) of every element whose value contains ``needle``."""
+    found = set()
+    for el in ds:
+        path = f"{prefix}{el.tag}"
+        if el.VR == "SQ":
+            for i, item in enumerate(el.value or []):
+                found |= value_paths(item, needle, f"{path}[{i}].")
+        elif needle in str(el.value):
+            found.add(path)
+    return found
+
+
+def date_survived(src: str, out, date: str) -> bool:
+    """Whether ``date`` sits in the output at a place where the input had it too."""
+    return bool(value_paths(dcmread(out), date) & value_paths(dcmread(src), date))
+
+
 @pytest.mark.parametrize("options", [[], ["clean-descriptors"], ["retain-long-modified-dates"]],
                          ids=["default", "clean-descriptors", "retain-long-modified-dates"])
 def test_no_planted_phi_in_output(planted, radveil, key_file, tmp_path, options):
@@ -391,6 +409,7 @@ def test_no_planted_phi_in_output(planted, radveil, key_file, tmp_path, options)
     assert len(written) >= 0.9 * len(manifest), f"too few outputs to check: {not_written}"
 
     leaks = []
+    shifted = "retain-long-modified-dates" in options
     man_by_real = {real(f): ents for f, ents in manifest.items()}
     for p in sorted(out.rglob("*")):
         rel = str(p.relative_to(out))
@@ -402,6 +421,10 @@ def test_no_planted_phi_in_output(planted, radveil, key_file, tmp_path, options)
         ents = man_by_real.get(src, []) if src else []
         for hit in corpus.scan_for_tokens(corpus.scannable_bytes(p), ents, planted["all_text"]):
             where = next((e["path"] for e in ents if e["token"].lower() in hit.lower()), "?")
+            if shifted and hit.startswith("date ") and src and not date_survived(src, p, hit.split()[1]):
+                # Another date of the object, shifted, happens to equal a planted date: the
+                # planted value itself did not survive where it was.
+                continue
             leaks.append(f"{Path(src).name if src else rel}: {hit} [planted in {where}]")
     for hit in corpus.scan_for_tokens(report.read_bytes(), [], planted["all_text"]):
         leaks.append(f"report: {hit}")
