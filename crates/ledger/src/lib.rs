@@ -1,0 +1,510 @@
+//! radveil's transparency ledger: an append-only RFC 9162 Merkle log of image ingest records,
+//! kept in a directory, with signed checkpoints (C2SP tlog-checkpoint in a signed note,
+//! Ed25519) and inclusion and consistency proofs.
+//!
+//! Layout of a ledger directory:
+//! - `origin`: the log's origin line (its unique name);
+//! - `entries.jsonl`: one record per line, in order; the leaf data of entry *i* is line *i*
+//!   without its newline;
+//! - `checkpoint`: the latest signed checkpoint; `checkpoints/<size>`: every one issued;
+//! - `verifier.pub`: the checkpoint verifier key (public).
+//!
+//! Records hold no PHI: instance identity is a keyed hash, images are identified by hashes.
+//! Appends take an exclusive lock on the directory and are durable (fsync) before they
+//! return. An entry is never rewritten: a deletion is a tombstone record.
+
+#![forbid(unsafe_code)]
+
+pub mod merkle;
+pub mod note;
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use merkle::Hash;
+use note::{Checkpoint, NoteError, Signer, Verifier};
+use serde::{Deserialize, Serialize};
+
+/// Why a ledger operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// File system trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The directory is not a ledger, or is one already.
+    #[error("{0}")]
+    Layout(String),
+    /// A record line that does not parse.
+    #[error("entry {index}: {what}")]
+    Record {
+        /// The entry's index.
+        index: u64,
+        /// What is wrong.
+        what: String,
+    },
+    /// Checkpoint or key trouble.
+    #[error(transparent)]
+    Note(#[from] NoteError),
+    /// The ledger contradicts a checkpoint: an entry was rewritten, removed or reordered.
+    #[error("ledger inconsistent with the checkpoint of size {size}: {what}")]
+    Inconsistent {
+        /// The checkpoint's tree size.
+        size: u64,
+        /// What differs.
+        what: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, LedgerError>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
+    move |source| LedgerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a record says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordKind {
+    /// An image was ingested.
+    Ingest,
+    /// An image was deleted; the earlier ingest stays in the log.
+    Tombstone,
+}
+
+/// One ledger record. Hashes are lowercase hexadecimal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Ingest or tombstone.
+    pub kind: RecordKind,
+    /// Keyed hash (HMAC-SHA-256 under the site key) of the SOP Instance UID: lets the site
+    /// find an image's entries without the log revealing UIDs.
+    pub instance: String,
+    /// SHA-256 of the file's bytes.
+    pub sha256: String,
+    /// Transfer-syntax-independent binding hash (pixels, geometry, identity), when computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
+    /// SHA-256 fingerprint of the signer's certificate, when the image was signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// Outcome of signature verification at ingest (`unsigned`, `valid`, ...).
+    pub verification: String,
+    /// Time of the record, RFC 3339 UTC.
+    pub time: String,
+}
+
+/// Hex encoding of a hash.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An open ledger: its entries' leaf hashes in memory (32 bytes an entry).
+#[derive(Debug)]
+pub struct Ledger {
+    dir: PathBuf,
+    origin: String,
+    leaves: Vec<Hash>,
+    records: Vec<Record>,
+}
+
+/// An inclusion proof of one entry against a tree size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionProof {
+    /// The entry's index.
+    pub index: u64,
+    /// The tree size the proof is for.
+    pub size: u64,
+    /// The entry's leaf hash (hex).
+    pub leaf: String,
+    /// The audit path (hex hashes).
+    pub proof: Vec<String>,
+    /// The tree's root (hex).
+    pub root: String,
+}
+
+const ENTRIES: &str = "entries.jsonl";
+const ORIGIN: &str = "origin";
+const CHECKPOINT: &str = "checkpoint";
+const VERIFIER: &str = "verifier.pub";
+const LOCK: &str = ".lock";
+
+impl Ledger {
+    /// Creates a new ledger in `dir` (which must not hold one) with this origin and
+    /// checkpoint signer; writes the empty tree's checkpoint.
+    pub fn init(dir: &Path, origin: &str, signer: &Signer) -> Result<Ledger> {
+        if origin.is_empty() || origin.contains('\n') {
+            return Err(LedgerError::Layout(
+                "the origin must be one non-empty line".into(),
+            ));
+        }
+        std::fs::create_dir_all(dir.join("checkpoints")).map_err(io(dir))?;
+        let origin_path = dir.join(ORIGIN);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&origin_path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => {
+                    LedgerError::Layout(format!("{} already holds a ledger", dir.display()))
+                }
+                _ => LedgerError::Io {
+                    path: origin_path.clone(),
+                    source: e,
+                },
+            })?;
+        writeln!(f, "{origin}").map_err(io(&origin_path))?;
+        f.sync_all().map_err(io(&origin_path))?;
+        write_new(&dir.join(ENTRIES), b"")?;
+        std::fs::write(dir.join(VERIFIER), format!("{}\n", signer.verifier()))
+            .map_err(io(&dir.join(VERIFIER)))?;
+        let mut ledger = Ledger {
+            dir: dir.to_path_buf(),
+            origin: origin.to_string(),
+            leaves: Vec::new(),
+            records: Vec::new(),
+        };
+        ledger.checkpoint(signer)?;
+        Ok(ledger)
+    }
+
+    /// Opens a ledger, reading every entry. A torn last line (a crash during an append that
+    /// never returned) is ignored, and cut off by the next append.
+    pub fn open(dir: &Path) -> Result<Ledger> {
+        let origin_path = dir.join(ORIGIN);
+        let origin = std::fs::read_to_string(&origin_path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => LedgerError::Layout(format!(
+                    "{} is not a ledger (no origin file; create one with `radveil ledger init`)",
+                    dir.display()
+                )),
+                _ => LedgerError::Io {
+                    path: origin_path.clone(),
+                    source: e,
+                },
+            })?
+            .trim_end_matches('\n')
+            .to_string();
+        let path = dir.join(ENTRIES);
+        let f = File::open(&path).map_err(io(&path))?;
+        let mut reader = BufReader::new(f);
+        let mut leaves = Vec::new();
+        let mut records = Vec::new();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line).map_err(io(&path))?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break; // end, or a torn final line
+            }
+            let data = &line[..line.len() - 1];
+            let index = leaves.len() as u64;
+            let record: Record = serde_json::from_slice(data).map_err(|e| LedgerError::Record {
+                index,
+                what: e.to_string(),
+            })?;
+            leaves.push(merkle::leaf_hash(data));
+            records.push(record);
+        }
+        Ok(Ledger {
+            dir: dir.to_path_buf(),
+            origin,
+            leaves,
+            records,
+        })
+    }
+
+    /// The log's origin line.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Number of entries.
+    pub fn size(&self) -> u64 {
+        self.leaves.len() as u64
+    }
+
+    /// The records, in log order.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// The root hash of the first `size` entries.
+    pub fn root_at(&self, size: u64) -> Option<Hash> {
+        (size <= self.size()).then(|| merkle::root(&self.leaves[..size as usize]))
+    }
+
+    /// Appends records durably, under an exclusive lock of the ledger directory. Records
+    /// appended by another process since this ledger was opened are read first, so indexes
+    /// stay right.
+    pub fn append(&mut self, new: &[Record]) -> Result<std::ops::Range<u64>> {
+        let lock_path = self.dir.join(LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        lock.lock().map_err(io(&lock_path))?;
+        let fresh = Ledger::open(&self.dir)?;
+        *self = fresh;
+        let path = self.dir.join(ENTRIES);
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        // Cut off a torn final line left by a crash.
+        let committed: u64 = {
+            let data = std::fs::read(&path).map_err(io(&path))?;
+            data.iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p as u64 + 1)
+        };
+        f.set_len(committed).map_err(io(&path))?;
+        f.seek(SeekFrom::Start(committed)).map_err(io(&path))?;
+        let start = self.size();
+        let mut buf = Vec::new();
+        for r in new {
+            let line = serde_json::to_vec(r).map_err(|e| LedgerError::Record {
+                index: self.size(),
+                what: e.to_string(),
+            })?;
+            self.leaves.push(merkle::leaf_hash(&line));
+            self.records.push(r.clone());
+            buf.extend_from_slice(&line);
+            buf.push(b'\n');
+        }
+        f.write_all(&buf).map_err(io(&path))?;
+        f.sync_all().map_err(io(&path))?;
+        drop(lock);
+        Ok(start..self.size())
+    }
+
+    /// Signs and writes a checkpoint of the whole ledger as `checkpoint` and
+    /// `checkpoints/<size>`; returns the signed note.
+    pub fn checkpoint(&mut self, signer: &Signer) -> Result<String> {
+        let cp = Checkpoint {
+            origin: self.origin.clone(),
+            size: self.size(),
+            root: merkle::root(&self.leaves),
+        };
+        let note = signer.sign(&cp.text())?;
+        let numbered = self.dir.join("checkpoints").join(cp.size.to_string());
+        if !numbered.exists() {
+            write_new(&numbered, note.as_bytes())?;
+        }
+        replace_atomically(&self.dir.join(CHECKPOINT), note.as_bytes())?;
+        Ok(note)
+    }
+
+    /// The latest checkpoint note as written.
+    pub fn latest_checkpoint(&self) -> Result<String> {
+        let p = self.dir.join(CHECKPOINT);
+        std::fs::read_to_string(&p).map_err(io(&p))
+    }
+
+    /// The verifier key stored beside the ledger (convenient, but a verifier should hold its
+    /// own copy: whoever can rewrite the ledger can rewrite this file too).
+    pub fn stored_verifier(&self) -> Result<Verifier> {
+        let p = self.dir.join(VERIFIER);
+        Ok(Verifier::parse(
+            &std::fs::read_to_string(&p).map_err(io(&p))?,
+        )?)
+    }
+
+    /// Index of the last entry whose record matches `instance` (keyed UID hash).
+    pub fn find_instance(&self, instance: &str) -> Option<(u64, &Record)> {
+        self.records
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, r)| r.instance == instance)
+            .map(|(i, r)| (i as u64, r))
+    }
+
+    /// Inclusion proof of entry `index` in the tree of the first `size` entries.
+    pub fn prove_inclusion(&self, index: u64, size: u64) -> Option<InclusionProof> {
+        if size > self.size() {
+            return None;
+        }
+        let leaves = &self.leaves[..size as usize];
+        let proof = merkle::inclusion_proof(index as usize, leaves)?;
+        Some(InclusionProof {
+            index,
+            size,
+            leaf: hex(&leaves[index as usize]),
+            proof: proof.iter().map(|h| hex(h)).collect(),
+            root: hex(&merkle::root(leaves)),
+        })
+    }
+
+    /// Consistency proof from the tree of `old` entries to the tree of `new` entries.
+    pub fn prove_consistency(&self, old: u64, new: u64) -> Option<Vec<Hash>> {
+        if new > self.size() {
+            return None;
+        }
+        merkle::consistency_proof(old as usize, &self.leaves[..new as usize])
+    }
+
+    /// Checks the ledger against a checkpoint the caller trusts (held outside the ledger):
+    /// its signature, origin, and that the ledger's first `size` entries still hash to its
+    /// root and the current tree extends it (consistency proof generated and verified).
+    /// Returns the checked checkpoint.
+    pub fn verify_against(&self, note: &str, verifier: &Verifier) -> Result<Checkpoint> {
+        let cp = Checkpoint::open(note, verifier)?;
+        if cp.origin != self.origin {
+            return Err(LedgerError::Inconsistent {
+                size: cp.size,
+                what: format!("checkpoint is for another log ({:?})", cp.origin),
+            });
+        }
+        if cp.size > self.size() {
+            return Err(LedgerError::Inconsistent {
+                size: cp.size,
+                what: format!(
+                    "the ledger has only {} entries: entries were removed",
+                    self.size()
+                ),
+            });
+        }
+        if cp.size == 0 {
+            // Every tree extends the empty one; only the root can be wrong.
+            return if cp.root == merkle::empty_root() {
+                Ok(cp)
+            } else {
+                Err(LedgerError::Inconsistent {
+                    size: 0,
+                    what: "not the empty tree's root".into(),
+                })
+            };
+        }
+        let proof = self
+            .prove_consistency(cp.size, self.size())
+            .unwrap_or_default();
+        let current = merkle::root(&self.leaves);
+        merkle::verify_consistency(cp.size, self.size(), &proof, &cp.root, &current).map_err(
+            |_| LedgerError::Inconsistent {
+                size: cp.size,
+                what: "entries before it were rewritten or reordered".into(),
+            },
+        )?;
+        Ok(cp)
+    }
+}
+
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: u32) -> Record {
+        Record {
+            kind: RecordKind::Ingest,
+            instance: format!("{i:064x}"),
+            sha256: format!("{:064x}", i + 1000),
+            binding: None,
+            signer: None,
+            verification: "unsigned".into(),
+            time: "2026-11-23T12:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn append_checkpoint_prove_and_detect_rewrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("radveil.test/ledger", &[3; 32]).unwrap();
+        let mut l = Ledger::init(dir.path(), "radveil.test/ledger", &signer).unwrap();
+        l.append(&(0..5).map(record).collect::<Vec<_>>()).unwrap();
+        let trusted = l.checkpoint(&signer).unwrap();
+        l.append(&(5..9).map(record).collect::<Vec<_>>()).unwrap();
+        l.checkpoint(&signer).unwrap();
+
+        let l = Ledger::open(dir.path()).unwrap();
+        assert_eq!(l.size(), 9);
+        let v = signer.verifier();
+        assert_eq!(l.verify_against(&trusted, &v).unwrap().size, 5);
+        let p = l.prove_inclusion(3, 9).unwrap();
+        let unhex = |s: &str| -> Hash {
+            let v: Vec<u8> = (0..32)
+                .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            v.try_into().unwrap()
+        };
+        let proof: Vec<Hash> = p.proof.iter().map(|h| unhex(h)).collect();
+        merkle::verify_inclusion(3, 9, &unhex(&p.leaf), &proof, &unhex(&p.root)).unwrap();
+
+        // Rewrite entry 2 (as an attacker with write access would): the trusted checkpoint
+        // no longer matches.
+        let path = dir.path().join(ENTRIES);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let forged = text.replacen(&format!("{:064x}", 1002), &format!("{:064x}", 6666), 1);
+        std::fs::write(&path, forged).unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        assert!(matches!(
+            l.verify_against(&trusted, &v),
+            Err(LedgerError::Inconsistent { .. })
+        ));
+
+        // Removing entries is caught too.
+        let lines: Vec<&str> = text.lines().take(3).collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        assert!(matches!(
+            l.verify_against(&trusted, &v),
+            Err(LedgerError::Inconsistent { .. })
+        ));
+    }
+
+    #[test]
+    fn a_torn_append_is_ignored_then_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        let mut l = Ledger::init(dir.path(), "o", &signer).unwrap();
+        l.append(&[record(1)]).unwrap();
+        let path = dir.path().join(ENTRIES);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"kind\":\"ing").unwrap();
+        let mut l = Ledger::open(dir.path()).unwrap();
+        assert_eq!(l.size(), 1);
+        l.append(&[record(2)]).unwrap();
+        assert_eq!(Ledger::open(dir.path()).unwrap().size(), 2);
+    }
+
+    #[test]
+    fn init_refuses_an_existing_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        Ledger::init(dir.path(), "o", &signer).unwrap();
+        assert!(matches!(
+            Ledger::init(dir.path(), "o", &signer),
+            Err(LedgerError::Layout(_))
+        ));
+    }
+}
