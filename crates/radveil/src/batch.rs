@@ -97,11 +97,16 @@ pub fn run(batch: &Batch<'_>) -> Result<Summary> {
         summary: Summary::default(),
         error: None,
     });
-    let mut walk_errors = Vec::new();
-    let files = collect_inputs(batch.inputs, &mut walk_errors);
+    let (files, walk_errors) = crate::inputs::collect(batch.inputs);
     if let Ok(mut s) = sink.lock() {
-        for r in walk_errors {
-            s.record(&r);
+        for (path, reason) in walk_errors {
+            s.record(&Record {
+                input: path.display().to_string(),
+                status: Status::Failed,
+                output: None,
+                reason: Some(reason),
+                actions: None,
+            });
         }
     }
     let total = files.len();
@@ -422,109 +427,6 @@ fn safe_component(s: &str) -> String {
     } else {
         c
     }
-}
-
-/// Expands the inputs into a sorted, de-duplicated list of files. Directories are walked
-/// (symbolic links to directories are not followed); a file named DICOMDIR given directly is
-/// replaced by the files it references. Unreadable directories become report records.
-fn collect_inputs(inputs: &[PathBuf], records: &mut Vec<Record>) -> Vec<PathBuf> {
-    let mut files = BTreeSet::new();
-    for input in inputs {
-        let meta = match std::fs::metadata(input) {
-            Ok(m) => m,
-            Err(e) => {
-                records.push(Record {
-                    input: input.display().to_string(),
-                    status: Status::Failed,
-                    output: None,
-                    reason: Some(format!("cannot read: {e}")),
-                    actions: None,
-                });
-                continue;
-            }
-        };
-        if meta.is_dir() {
-            walk(input, &mut files, records);
-        } else if is_dicomdir_name(input) {
-            match dicomdir_references(input) {
-                Ok(refs) => files.extend(refs),
-                Err(e) => records.push(Record {
-                    input: input.display().to_string(),
-                    status: Status::Failed,
-                    output: None,
-                    reason: Some(format!("DICOMDIR unreadable: {e}")),
-                    actions: None,
-                }),
-            }
-        } else {
-            files.insert(input.clone());
-        }
-    }
-    files.into_iter().collect()
-}
-
-fn is_dicomdir_name(p: &Path) -> bool {
-    p.file_name()
-        .is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"))
-}
-
-fn walk(dir: &Path, files: &mut BTreeSet<PathBuf>, records: &mut Vec<Record>) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            records.push(Record {
-                input: dir.display().to_string(),
-                status: Status::Failed,
-                output: None,
-                reason: Some(format!("cannot read directory: {e}")),
-                actions: None,
-            });
-            return;
-        }
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        match entry.file_type() {
-            Ok(t) if t.is_dir() => walk(&path, files, records),
-            Ok(t) if t.is_file() => {
-                files.insert(path);
-            }
-            Ok(t) if t.is_symlink() && path.is_file() => {
-                files.insert(path);
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The files a DICOMDIR references (Referenced File ID of every directory record).
-fn dicomdir_references(path: &Path) -> Result<Vec<PathBuf>> {
-    use radveil_part10 as p10;
-    let bytes = std::fs::read(path)?;
-    let meta = p10::read_file_meta(&bytes)?;
-    let ts = p10::TransferSyntax::from_uid(&meta.transfer_syntax);
-    let ds = p10::read_dataset(
-        meta.body,
-        p10::effective_encoding(meta.body, ts.encoding),
-        p10::Limits::default(),
-    )?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let mut out = Vec::new();
-    if let Some(p10::Value::Sequence(records)) = ds.get(0x0004_1220).map(|e| &e.value) {
-        for rec in records {
-            if let Some(id) = rec.string(0x0004_1500) {
-                let mut p = base.to_path_buf();
-                for comp in id.split('\\').map(str::trim).filter(|c| !c.is_empty()) {
-                    if comp == ".." || comp.contains('/') {
-                        bail!("Referenced File ID leaves the DICOMDIR's directory");
-                    }
-                    p.push(comp);
-                }
-                out.push(p);
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn csv_field(s: &str) -> String {

@@ -36,6 +36,15 @@ pub fn keygen(file: &Path) -> Result<()> {
         hex.push_str(&format!("{b:02x}"));
     }
     hex.push('\n');
+    let mut f = create_private(file)?;
+    f.write_all(hex.as_bytes())?;
+    f.sync_all()?;
+    eprintln!("radveil: wrote a new key to {} (mode 0600); keep it secret and backed up: the same key gives the same pseudonyms", file.display());
+    Ok(())
+}
+
+/// Creates a new file of mode 0600 for a secret; never replaces an existing one.
+pub fn create_private(path: &Path) -> Result<std::fs::File> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -43,14 +52,10 @@ pub fn keygen(file: &Path) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(file).with_context(|| {
+    opts.open(path).with_context(|| {
         format!(
-            "creating key file {} (an existing key is never overwritten)",
-            file.display()
+            "creating {} (an existing key is never overwritten)",
+            path.display()
         )
-    })?;
-    f.write_all(hex.as_bytes())?;
-    f.sync_all()?;
-    eprintln!("radveil: wrote a new key to {} (mode 0600); keep it secret and backed up: the same key gives the same pseudonyms", file.display());
-    Ok(())
+    })
 }

@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod inputs;
 mod key;
+mod ledger;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +25,11 @@ struct Cli {
 enum Command {
     /// De-identify DICOM files to PS3.15 Annex E (Basic Profile plus the options chosen).
     Deid(DeidArgs),
+    /// The transparency ledger of image hashes: init, append, checkpoint, prove, verify.
+    Ledger {
+        #[command(subcommand)]
+        command: ledger::LedgerCommand,
+    },
     /// Write a new random de-identification key to FILE (mode 0600; never overwrites).
     Keygen {
         /// Where to write the key.
@@ -89,6 +96,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen { file } => key::keygen(&file).map(|()| ExitCode::SUCCESS),
         Command::Deid(args) => deid(args),
+        Command::Ledger { command } => ledger::run(command),
     };
     match result {
         Ok(code) => code,
