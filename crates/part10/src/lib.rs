@@ -1053,14 +1053,19 @@ mod tests {
         assert_eq!(ds.elements[0].vr, Vr::UI);
     }
 
-    #[test]
-    fn file_meta_round_trip() {
+    fn explicit_meta() -> DataSet<'static> {
         let mut meta = DataSet::default();
         meta.put(Element::text(
             0x0002_0010,
             Vr::UI,
             EXPLICIT_VR_LITTLE_ENDIAN,
         ));
+        meta
+    }
+
+    #[test]
+    fn file_meta_round_trip() {
+        let meta = explicit_meta();
         let mut ds = DataSet::default();
         ds.put(Element::text(0x0010_0020, Vr::LO, "ID"));
         let mut out = Vec::new();
@@ -1074,12 +1079,7 @@ mod tests {
 
     #[test]
     fn finds_trailing_pixel_data_only_when_it_ends_the_file() {
-        let mut meta = DataSet::default();
-        meta.put(Element::text(
-            0x0002_0010,
-            Vr::UI,
-            EXPLICIT_VR_LITTLE_ENDIAN,
-        ));
+        let meta = explicit_meta();
         let mut ds = DataSet::default();
         ds.put(Element::text(0x0010_0020, Vr::LO, "ID"));
         ds.put(Element {
