@@ -84,6 +84,14 @@ def gen_dictionary(std, out):
         if mask == 0xFFFFFFFF:
             keyword_to_tag[a["keyword"]] = tag
     rows.sort()
+    us_or_ss = sorted(
+        parse_tag(a["tag"])[0]
+        for a in attrs
+        if a["valueRepresentation"] in ("US or SS", "US or SS or OW") and parse_tag(a["tag"]) and parse_tag(a["tag"])[1] == 0xFFFFFFFF
+    )
+    out.append("/// Tags whose VR is \"US or SS\" in PS3.6: in implicit VR, SS when Pixel Representation is 1.")
+    out.append("pub static US_OR_SS: &[u32] = &[" + ", ".join(f"0x{t:08X}" for t in us_or_ss) + "];")
+    out.append("")
     out.append("/// PS3.6 data dictionary, sorted by tag: exact tags first, then repeating-group patterns.")
     out.append("pub static DICTIONARY: &[DictionaryEntry] = &[")
     for tag, mask, kw, vr, vm, retired in sorted(rows, key=lambda r: (r[1] != 0xFFFFFFFF, r[0])):

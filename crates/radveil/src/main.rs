@@ -7,6 +7,7 @@ mod batch;
 mod inputs;
 mod key;
 mod ledger;
+mod signing;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +26,10 @@ struct Cli {
 enum Command {
     /// De-identify DICOM files to PS3.15 Annex E (Basic Profile plus the options chosen).
     Deid(DeidArgs),
+    /// Add a DICOM digital signature (PS3.15 Annex C, RSA) to each file.
+    Sign(signing::SignArgs),
+    /// Verify the DICOM digital signatures of each file.
+    Verify(signing::VerifyArgs),
     /// The transparency ledger of image hashes: init, append, checkpoint, prove, verify.
     Ledger {
         #[command(subcommand)]
@@ -97,6 +102,8 @@ fn main() -> ExitCode {
         Command::Keygen { file } => key::keygen(&file).map(|()| ExitCode::SUCCESS),
         Command::Deid(args) => deid(args),
         Command::Ledger { command } => ledger::run(command),
+        Command::Sign(args) => signing::sign(args),
+        Command::Verify(args) => signing::verify(args),
     };
     match result {
         Ok(code) => code,

@@ -191,6 +191,11 @@ pub fn dictionary_entry(tag: u32) -> Option<&'static DictionaryEntry> {
     d[exact_len..].iter().find(|e| tag & e.mask == e.tag)
 }
 
+/// Whether PS3.6 gives the tag the VR "US or SS" (resolved by Pixel Representation).
+pub fn is_us_or_ss(tag: u32) -> bool {
+    generated::US_OR_SS.binary_search(&tag).is_ok()
+}
+
 /// Looks a keyword up in the data dictionary (linear; meant for tests and profile files).
 pub fn tag_for_keyword(keyword: &str) -> Option<u32> {
     generated::DICTIONARY

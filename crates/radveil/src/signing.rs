@@ -1,0 +1,241 @@
+//! `radveil sign` and `radveil verify`: DICOM digital signatures on files.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use radveil_integrity::{MacAlgorithm, Outcome, SignRequest, SignerIdentity};
+use radveil_part10 as p10;
+use zeroize::Zeroizing;
+
+/// `radveil sign` arguments.
+#[derive(clap::Args)]
+pub struct SignArgs {
+    /// DICOM files or directories to sign.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// RSA private key (PEM or DER, PKCS#8 or PKCS#1, unencrypted).
+    #[arg(long)]
+    key: PathBuf,
+    /// The signer's X.509 certificate (PEM or DER).
+    #[arg(long)]
+    cert: PathBuf,
+    /// MAC algorithm: sha256 (default), sha384, sha512, sha1, ripemd160.
+    #[arg(long, default_value = "sha256")]
+    mac: String,
+    /// Sign only these attributes (repeatable; keyword or gggg,eeee); default: all.
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Digital Signature Purpose code (CID 7007), e.g. 1 (author) or 14 (source).
+    #[arg(long)]
+    purpose: Option<String>,
+    /// Output directory (files keep their names; never overwritten).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `radveil verify` arguments.
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// DICOM files or directories to verify.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Accept files without any signature (they are reported as unsigned).
+    #[arg(long)]
+    allow_unsigned: bool,
+    /// Print one JSON line per signature (and per unsigned or unreadable file).
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_tag(s: &str) -> Result<u32> {
+    radveil_deid::profile::parse_tag(s).with_context(|| format!("unknown attribute {s:?}"))
+}
+
+pub fn sign(args: SignArgs) -> Result<ExitCode> {
+    let mac = MacAlgorithm::from_term(&args.mac)
+        .filter(|m| *m != MacAlgorithm::Md5)
+        .with_context(|| format!("unknown or unsafe MAC algorithm {:?}", args.mac))?;
+    let key = Zeroizing::new(std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?);
+    let cert = std::fs::read(&args.cert).with_context(|| format!("reading {}", args.cert.display()))?;
+    let signer = SignerIdentity::load(&key, &cert)?;
+    let tags = if args.tags.is_empty() {
+        None
+    } else {
+        Some(args.tags.iter().map(|t| parse_tag(t)).collect::<Result<Vec<_>>>()?)
+    };
+    std::fs::create_dir_all(&args.out)?;
+    let (files, errors) = crate::inputs::collect(&args.inputs);
+    let mut failed = errors.len();
+    for (p, reason) in errors {
+        eprintln!("radveil: {}: {reason}", p.display());
+    }
+    let mut signed = 0;
+    for f in &files {
+        match sign_file(f, &args.out, &signer, mac, tags.as_deref(), args.purpose.as_deref()) {
+            Ok(out) => {
+                signed += 1;
+                println!("signed\t{}\t{}", f.display(), out.display());
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("radveil: {}: not signed: {e:#}", f.display());
+            }
+        }
+    }
+    eprintln!("radveil sign: {signed} signed, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// A fresh Digital Signature UID (2.25 form of a random UUID).
+fn new_uid() -> Result<String> {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+    b[6] = (b[6] & 0x0F) | 0x40;
+    b[8] = (b[8] & 0x3F) | 0x80;
+    Ok(format!("2.25.{}", u128::from_be_bytes(b)))
+}
+
+fn now_dt() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let t = crate::ledger::rfc3339_at(secs as i64);
+    // 2026-11-23T12:00:00Z -> 20261123120000+0000
+    format!("{}{}{}{}{}{}+0000", &t[0..4], &t[5..7], &t[8..10], &t[11..13], &t[14..16], &t[17..19])
+}
+
+fn read(bytes: &[u8]) -> Result<(p10::FileMeta<'_>, p10::TransferSyntax)> {
+    let meta = p10::read_file_meta(bytes)?;
+    let ts = p10::TransferSyntax::from_uid(&meta.transfer_syntax);
+    Ok((meta, ts))
+}
+
+fn sign_file(
+    path: &Path,
+    out_dir: &Path,
+    signer: &SignerIdentity,
+    mac: MacAlgorithm,
+    tags: Option<&[u32]>,
+    purpose: Option<&str>,
+) -> Result<PathBuf> {
+    let bytes = std::fs::read(path)?;
+    let (meta, ts) = read(&bytes)?;
+    if ts.deflated {
+        bail!("deflated transfer syntax: sign before deflating");
+    }
+    let enc = p10::effective_encoding(meta.body, ts.encoding);
+    if enc != ts.encoding {
+        bail!("the data set's encoding does not match its transfer syntax");
+    }
+    let mut ds = p10::read_dataset(meta.body, enc, p10::Limits::default())?;
+    let request = SignRequest {
+        mac,
+        tags: tags.map(|t| t.to_vec()),
+        uid: new_uid()?,
+        datetime: now_dt(),
+        purpose: purpose.map(str::to_string),
+    };
+    radveil_integrity::sign(&mut ds, signer, &request, enc, &meta.transfer_syntax)?;
+    let mut out = Vec::with_capacity(bytes.len() + 4096);
+    p10::write_file(&meta.elements, &ds, &meta.transfer_syntax, &mut out);
+    let name = path.file_name().context("input without a file name")?;
+    let target = out_dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&target)
+        .with_context(|| format!("{} (outputs are never overwritten)", target.display()))?;
+    f.write_all(&out)?;
+    Ok(target)
+}
+
+pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
+    let (files, errors) = crate::inputs::collect(&args.inputs);
+    let mut bad = 0;
+    for (p, reason) in errors {
+        bad += 1;
+        line(args.json, &p, "unreadable", &reason, None);
+    }
+    for f in &files {
+        let bytes = match std::fs::read(f) {
+            Ok(b) => b,
+            Err(e) => {
+                bad += 1;
+                line(args.json, f, "unreadable", &e.to_string(), None);
+                continue;
+            }
+        };
+        let parsed = read(&bytes).and_then(|(meta, ts)| {
+            if ts.deflated {
+                let body = p10::inflate(meta.body, p10::Limits::default().max_inflated)?;
+                let enc = p10::effective_encoding(&body, ts.encoding);
+                let ds = p10::read_dataset(&body, enc, p10::Limits::default())?;
+                Ok(radveil_integrity::verify(&ds, enc))
+            } else {
+                let enc = p10::effective_encoding(meta.body, ts.encoding);
+                let ds = p10::read_dataset(meta.body, enc, p10::Limits::default())?;
+                Ok(radveil_integrity::verify(&ds, enc))
+            }
+        });
+        let reports = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                bad += 1;
+                line(args.json, f, "unreadable", &format!("{e:#}"), None);
+                continue;
+            }
+        };
+        if reports.is_empty() {
+            if !args.allow_unsigned {
+                bad += 1;
+            }
+            line(args.json, f, "unsigned", "no digital signature", None);
+            continue;
+        }
+        for r in &reports {
+            let covers = |t: u32| r.location.is_empty() && r.covered.contains(&t);
+            let coverage = format!(
+                "covers {} attributes; PatientName {}; PixelData {}",
+                r.covered.len(),
+                if covers(0x0010_0010) { "yes" } else { "NO" },
+                if covers(0x7FE0_0010) { "yes" } else { "NO" }
+            );
+            let (status, why) = match &r.outcome {
+                Outcome::Valid => ("valid", coverage),
+                Outcome::Invalid(why) => {
+                    bad += 1;
+                    ("invalid", why.clone())
+                }
+            };
+            line(args.json, f, status, &why, Some(r));
+        }
+    }
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn line(json: bool, path: &Path, status: &str, detail: &str, r: Option<&radveil_integrity::SignatureReport>) {
+    if json {
+        let mut v = serde_json::json!({"input": path.display().to_string(), "status": status, "detail": detail});
+        if let Some(r) = r {
+            v["signature_uid"] = r.uid.clone().into();
+            v["location"] = r.location.clone().into();
+            v["mac"] = r.mac.map(|m| m.term()).into();
+            v["signer"] = r.signer.clone().into();
+            v["signer_sha256"] = r.fingerprint.clone().into();
+            v["datetime"] = r.datetime.clone().into();
+            v["purpose"] = r.purpose.clone().into();
+            v["covered"] = r
+                .covered
+                .iter()
+                .map(|t| format!("{:04X},{:04X}", t >> 16, t & 0xFFFF))
+                .collect::<Vec<_>>()
+                .into();
+        }
+        println!("{v}");
+    } else {
+        let signer = r.map(|r| format!("\t{}", r.signer)).unwrap_or_default();
+        println!("{status}\t{}\t{detail}{signer}", path.display());
+    }
+}
