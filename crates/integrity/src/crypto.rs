@@ -41,15 +41,17 @@ impl MacAlgorithm {
 
     /// Parses a defined term (or a lowercase command-line name such as `sha256`).
     pub fn from_term(term: &str) -> Option<MacAlgorithm> {
-        Some(match term.trim().to_ascii_uppercase().replace('-', "").as_str() {
-            "RIPEMD160" => MacAlgorithm::Ripemd160,
-            "MD5" => MacAlgorithm::Md5,
-            "SHA1" => MacAlgorithm::Sha1,
-            "SHA256" => MacAlgorithm::Sha256,
-            "SHA384" => MacAlgorithm::Sha384,
-            "SHA512" => MacAlgorithm::Sha512,
-            _ => return None,
-        })
+        Some(
+            match term.trim().to_ascii_uppercase().replace('-', "").as_str() {
+                "RIPEMD160" => MacAlgorithm::Ripemd160,
+                "MD5" => MacAlgorithm::Md5,
+                "SHA1" => MacAlgorithm::Sha1,
+                "SHA256" => MacAlgorithm::Sha256,
+                "SHA384" => MacAlgorithm::Sha384,
+                "SHA512" => MacAlgorithm::Sha512,
+                _ => return None,
+            },
+        )
     }
 
     /// The digest of `data`.
@@ -103,7 +105,11 @@ impl SignerIdentity {
         let public = Public::from_certificate(&cert)?;
         match public {
             Public::Rsa(p) if p == key.to_public_key() => {}
-            _ => return Err(SignatureError::Key("the certificate is not for this private key".into())),
+            _ => {
+                return Err(SignatureError::Key(
+                    "the certificate is not for this private key".into(),
+                ))
+            }
         }
         let certificate = cert
             .to_der()
@@ -136,7 +142,9 @@ fn parse_rsa_private(bytes: &[u8]) -> Result<RsaPrivateKey, SignatureError> {
             .or_else(|| RsaPrivateKey::from_pkcs1_der(bytes).ok()),
     };
     parsed.ok_or_else(|| {
-        SignatureError::Key("private key: not an unencrypted RSA key in PKCS#8 or PKCS#1 (PEM or DER)".into())
+        SignatureError::Key(
+            "private key: not an unencrypted RSA key in PKCS#8 or PKCS#1 (PEM or DER)".into(),
+        )
     })
 }
 
@@ -184,7 +192,8 @@ impl Public {
             Public::Rsa(k) => {
                 k.verify(mac.pkcs1(), digest, signature).is_ok()
                     || (signature.last() == Some(&0)
-                        && k.verify(mac.pkcs1(), digest, &signature[..signature.len() - 1]).is_ok())
+                        && k.verify(mac.pkcs1(), digest, &signature[..signature.len() - 1])
+                            .is_ok())
             }
             Public::P256(k) => {
                 let candidates = [trimmed(signature), trim_der_padding(signature)];
@@ -248,7 +257,10 @@ impl SignerCertificate {
     /// SHA-256 fingerprint of the DER certificate, hex.
     pub fn fingerprint(&self) -> String {
         let der = self.certificate.to_der().unwrap_or_default();
-        sha2::Sha256::digest(&der).iter().map(|b| format!("{b:02x}")).collect()
+        sha2::Sha256::digest(&der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
@@ -257,7 +269,9 @@ fn trim_der_len(der: &[u8]) -> Vec<u8> {
     if der.len() >= 4 && der[0] == 0x30 && der[1] & 0x80 != 0 {
         let n = (der[1] & 0x7F) as usize;
         if (1..=4).contains(&n) && der.len() >= 2 + n {
-            let len = der[2..2 + n].iter().fold(0usize, |a, &b| (a << 8) | b as usize);
+            let len = der[2..2 + n]
+                .iter()
+                .fold(0usize, |a, &b| (a << 8) | b as usize);
             let total = 2 + n + len;
             if total <= der.len() {
                 return der[..total].to_vec();

@@ -108,13 +108,23 @@ fn bytes(tag: u32, vr: Vr, v: Vec<u8>) -> Element<'static> {
 }
 
 fn us(tag: u32, v: u16, enc: Encoding) -> Element<'static> {
-    let b = if enc == Encoding::ExplicitBig { v.to_be_bytes() } else { v.to_le_bytes() };
+    let b = if enc == Encoding::ExplicitBig {
+        v.to_be_bytes()
+    } else {
+        v.to_le_bytes()
+    };
     bytes(tag, Vr::US, b.to_vec())
 }
 
 fn read_us(el: &Element<'_>, enc: Encoding) -> Option<u16> {
     let b = el.bytes()?;
-    (b.len() >= 2).then(|| if enc == Encoding::ExplicitBig { u16::from_be_bytes([b[0], b[1]]) } else { u16::from_le_bytes([b[0], b[1]]) })
+    (b.len() >= 2).then(|| {
+        if enc == Encoding::ExplicitBig {
+            u16::from_be_bytes([b[0], b[1]])
+        } else {
+            u16::from_le_bytes([b[0], b[1]])
+        }
+    })
 }
 
 fn items<'d, 'a>(ds: &'d DataSet<'a>, tag: u32) -> &'d [DataSet<'a>] {
@@ -136,7 +146,11 @@ pub fn sign(
 ) -> Result<(), SignatureError> {
     let tags = match &request.tags {
         Some(t) => {
-            let mut t: Vec<u32> = t.iter().copied().filter(|&t| signable(t) && ds.get(t).is_some()).collect();
+            let mut t: Vec<u32> = t
+                .iter()
+                .copied()
+                .filter(|&t| signable(t) && ds.get(t).is_some())
+                .collect();
             t.sort_unstable();
             t.dedup();
             t
@@ -154,7 +168,11 @@ pub fn sign(
         .map_or(0, |m| m + 1);
     let mut mac_item = DataSet::default();
     mac_item.put(us(MAC_ID_NUMBER, mac_id, enc));
-    mac_item.put(text(MAC_CALCULATION_TRANSFER_SYNTAX_UID, Vr::UI, mac_transfer_syntax(transfer_syntax)));
+    mac_item.put(text(
+        MAC_CALCULATION_TRANSFER_SYNTAX_UID,
+        Vr::UI,
+        mac_transfer_syntax(transfer_syntax),
+    ));
     mac_item.put(text(MAC_ALGORITHM, Vr::CS, request.mac.term()));
     let mut at = Vec::with_capacity(tags.len() * 4);
     for t in &tags {
@@ -174,7 +192,11 @@ pub fn sign(
     sig_item.put(text(DIGITAL_SIGNATURE_UID, Vr::UI, &request.uid));
     sig_item.put(text(DIGITAL_SIGNATURE_DATETIME, Vr::DT, &request.datetime));
     sig_item.put(text(CERTIFICATE_TYPE, Vr::CS, "X509_1993_SIG"));
-    sig_item.put(bytes(CERTIFICATE_OF_SIGNER, Vr::OB, signer.certificate().to_vec()));
+    sig_item.put(bytes(
+        CERTIFICATE_OF_SIGNER,
+        Vr::OB,
+        signer.certificate().to_vec(),
+    ));
     if let Some(code) = &request.purpose {
         let mut c = DataSet::default();
         c.put(text(0x0008_0100, Vr::SH, code));
@@ -215,7 +237,10 @@ pub fn mac_transfer_syntax(transfer_syntax: &str) -> &str {
 
 fn append_item(ds: &mut DataSet<'_>, tag: u32, item: DataSet<'static>) {
     match ds.get_mut(tag) {
-        Some(Element { value: Value::Sequence(items), .. }) => items.push(item),
+        Some(Element {
+            value: Value::Sequence(items),
+            ..
+        }) => items.push(item),
         _ => ds.put(Element {
             tag,
             vr: Vr::SQ,
@@ -305,7 +330,11 @@ fn verify_level(
         }
         if let Value::Sequence(items) = &el.value {
             for (i, item) in items.iter().enumerate() {
-                let loc = format!("{location}({:04X},{:04X})[{i}]/", el.tag >> 16, el.tag & 0xFFFF);
+                let loc = format!(
+                    "{location}({:04X},{:04X})[{i}]/",
+                    el.tag >> 16,
+                    el.tag & 0xFFFF
+                );
                 verify_level(item, enc, ctx, &loc, out);
             }
         }
@@ -334,7 +363,10 @@ fn verify_one(
         outcome: Outcome::Invalid(String::new()),
     };
     let result = (|| -> Result<(), String> {
-        let id = sig.get(MAC_ID_NUMBER).and_then(|e| read_us(e, enc)).ok_or("no MAC ID Number")?;
+        let id = sig
+            .get(MAC_ID_NUMBER)
+            .and_then(|e| read_us(e, enc))
+            .ok_or("no MAC ID Number")?;
         let mac_item = macs
             .iter()
             .find(|m| m.get(MAC_ID_NUMBER).and_then(|e| read_us(e, enc)) == Some(id))
@@ -344,28 +376,43 @@ fn verify_one(
             .and_then(|a| MacAlgorithm::from_term(&a))
             .ok_or("unknown MAC Algorithm")?;
         report.mac = Some(mac);
-        let ts = mac_item.string(MAC_CALCULATION_TRANSFER_SYNTAX_UID).unwrap_or_default();
+        let ts = mac_item
+            .string(MAC_CALCULATION_TRANSFER_SYNTAX_UID)
+            .unwrap_or_default();
         let parsed = radveil_part10::TransferSyntax::from_uid(&ts);
         if ts.is_empty() || parsed.encoding != Encoding::ExplicitLittle || parsed.deflated {
-            return Err(format!("MAC Calculation Transfer Syntax {ts} is not supported"));
+            return Err(format!(
+                "MAC Calculation Transfer Syntax {ts} is not supported"
+            ));
         }
-        let at = mac_item.get(DATA_ELEMENTS_SIGNED).and_then(|e| e.bytes()).ok_or("no Data Elements Signed")?;
+        let at = mac_item
+            .get(DATA_ELEMENTS_SIGNED)
+            .and_then(|e| e.bytes())
+            .ok_or("no Data Elements Signed")?;
         let tags: Vec<u32> = at
             .chunks_exact(4)
             .map(|c| {
                 if enc == Encoding::ExplicitBig {
-                    ((u16::from_be_bytes([c[0], c[1]]) as u32) << 16) | u16::from_be_bytes([c[2], c[3]]) as u32
+                    ((u16::from_be_bytes([c[0], c[1]]) as u32) << 16)
+                        | u16::from_be_bytes([c[2], c[3]]) as u32
                 } else {
-                    ((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) | u16::from_le_bytes([c[2], c[3]]) as u32
+                    ((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)
+                        | u16::from_le_bytes([c[2], c[3]]) as u32
                 }
             })
             .collect();
         report.covered = tags.clone();
-        let cert_der = sig.get(CERTIFICATE_OF_SIGNER).and_then(|e| e.bytes()).ok_or("no Certificate of Signer")?;
+        let cert_der = sig
+            .get(CERTIFICATE_OF_SIGNER)
+            .and_then(|e| e.bytes())
+            .ok_or("no Certificate of Signer")?;
         let cert = SignerCertificate::from_der(cert_der).map_err(|e| e.to_string())?;
         report.signer = cert.subject();
         report.fingerprint = cert.fingerprint();
-        let signature = sig.get(SIGNATURE).and_then(|e| e.bytes()).ok_or("no Signature")?;
+        let signature = sig
+            .get(SIGNATURE)
+            .and_then(|e| e.bytes())
+            .ok_or("no Signature")?;
         let stream = signature_stream(ds, &tags, sig, ctx).map_err(|e| e.to_string())?;
         let digest = mac.digest(&stream);
         if cert.public.verify_digest(mac, &digest, signature) {

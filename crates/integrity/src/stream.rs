@@ -32,7 +32,10 @@ pub struct StreamContext {
 impl StreamContext {
     /// The context of a top-level data set stored in `enc`.
     pub fn of(top: &DataSet<'_>, enc: radveil_part10::Encoding) -> StreamContext {
-        let pr = top.get(0x0028_0103).and_then(|e| e.bytes()).filter(|b| b.len() >= 2);
+        let pr = top
+            .get(0x0028_0103)
+            .and_then(|e| e.bytes())
+            .filter(|b| b.len() >= 2);
         let signed_pixels = pr.is_some_and(|b| {
             if enc == radveil_part10::Encoding::ExplicitBig {
                 b[1] == 1 && b[0] == 0
@@ -109,7 +112,11 @@ fn element(el: &Element<'_>, out: &mut Vec<u8>, ctx: StreamContext) {
                 out.extend_from_slice(b);
             }
             if odd {
-                out.push(if el.vr.is_text() && el.vr != Vr::UI { b' ' } else { 0 });
+                out.push(if el.vr.is_text() && el.vr != Vr::UI {
+                    b' '
+                } else {
+                    0
+                });
             }
         }
         Value::Sequence(items) => {
@@ -140,5 +147,84 @@ fn element(el: &Element<'_>, out: &mut Vec<u8>, ctx: StreamContext) {
             }
             tag(out, 0xFFFE_E0DD);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn el(tag: u32, vr: Vr, v: &[u8]) -> Element<'static> {
+        Element {
+            tag,
+            vr,
+            value: Value::Bytes(Cow::Owned(v.to_vec())),
+        }
+    }
+
+    /// The signature format as DCMTK writes it (`dcmsign --dump`): no sequence or item
+    /// lengths, item tags and the sequence delimitation tag kept, odd text padded.
+    #[test]
+    fn sequences_and_fragments_in_signature_format() {
+        let mut item = DataSet::default();
+        item.put(el(0x0008_0100, Vr::SH, b"1"));
+        let mut ds = DataSet::default();
+        ds.put(Element {
+            tag: 0x0008_1140,
+            vr: Vr::SQ,
+            value: Value::Sequence(vec![item]),
+        });
+        ds.put(Element {
+            tag: 0x7FE0_0010,
+            vr: Vr::OB,
+            value: Value::Fragments(vec![Cow::Owned(vec![]), Cow::Owned(vec![1, 2])]),
+        });
+        let mut sig = DataSet::default();
+        sig.put(el(0x0400_0005, Vr::US, &[0, 0]));
+        sig.put(el(0x0400_0115, Vr::OB, &[9, 9])); // certificate: not in the stream
+        let s = signature_stream(
+            &ds,
+            &[0x0008_1140, 0x7FE0_0010],
+            &sig,
+            StreamContext::default(),
+        )
+        .unwrap();
+        let want: Vec<u8> = [
+            &[0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0][..],
+            &[0xFE, 0xFF, 0x00, 0xE0],
+            &[0x08, 0x00, 0x00, 0x01, b'S', b'H', 2, 0, b'1', b' '],
+            &[0xFE, 0xFF, 0xDD, 0xE0],
+            &[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0],
+            &[0xFE, 0xFF, 0x00, 0xE0],
+            &[0xFE, 0xFF, 0x00, 0xE0, 1, 2],
+            &[0xFE, 0xFF, 0xDD, 0xE0],
+            &[0x00, 0x04, 0x05, 0x00, b'U', b'S', 2, 0, 0, 0],
+        ]
+        .concat();
+        assert_eq!(s, want);
+    }
+
+    #[test]
+    fn big_endian_values_are_swapped_and_us_or_ss_resolved() {
+        let mut ds = DataSet::default();
+        ds.put(el(0x0028_0106, Vr::US, &[0x00, 0x05]));
+        let ctx = StreamContext {
+            big_endian: true,
+            signed_pixels: true,
+        };
+        let s = signature_stream(&ds, &[0x0028_0106], &DataSet::default(), ctx).unwrap();
+        assert_eq!(s, [0x28, 0x00, 0x06, 0x01, b'S', b'S', 2, 0, 0x05, 0x00]);
+    }
+
+    #[test]
+    fn a_missing_signed_attribute_is_an_error() {
+        assert!(signature_stream(
+            &DataSet::default(),
+            &[0x0010_0010],
+            &DataSet::default(),
+            StreamContext::default()
+        )
+        .is_err());
     }
 }

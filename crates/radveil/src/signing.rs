@@ -57,13 +57,21 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
     let mac = MacAlgorithm::from_term(&args.mac)
         .filter(|m| *m != MacAlgorithm::Md5)
         .with_context(|| format!("unknown or unsafe MAC algorithm {:?}", args.mac))?;
-    let key = Zeroizing::new(std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?);
-    let cert = std::fs::read(&args.cert).with_context(|| format!("reading {}", args.cert.display()))?;
+    let key = Zeroizing::new(
+        std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?,
+    );
+    let cert =
+        std::fs::read(&args.cert).with_context(|| format!("reading {}", args.cert.display()))?;
     let signer = SignerIdentity::load(&key, &cert)?;
     let tags = if args.tags.is_empty() {
         None
     } else {
-        Some(args.tags.iter().map(|t| parse_tag(t)).collect::<Result<Vec<_>>>()?)
+        Some(
+            args.tags
+                .iter()
+                .map(|t| parse_tag(t))
+                .collect::<Result<Vec<_>>>()?,
+        )
     };
     std::fs::create_dir_all(&args.out)?;
     let (files, errors) = crate::inputs::collect(&args.inputs);
@@ -73,7 +81,14 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
     }
     let mut signed = 0;
     for f in &files {
-        match sign_file(f, &args.out, &signer, mac, tags.as_deref(), args.purpose.as_deref()) {
+        match sign_file(
+            f,
+            &args.out,
+            &signer,
+            mac,
+            tags.as_deref(),
+            args.purpose.as_deref(),
+        ) {
             Ok(out) => {
                 signed += 1;
                 println!("signed\t{}\t{}", f.display(), out.display());
@@ -85,7 +100,11 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
         }
     }
     eprintln!("radveil sign: {signed} signed, {failed} failed");
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// A fresh Digital Signature UID (2.25 form of a random UUID).
@@ -98,12 +117,21 @@ fn new_uid() -> Result<String> {
 }
 
 fn now_dt() -> String {
-    let secs = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let t = crate::ledger::rfc3339_at(secs as i64);
-    // 2026-11-23T12:00:00Z -> 20261123120000+0000
-    format!("{}{}{}{}{}{}+0000", &t[0..4], &t[5..7], &t[8..10], &t[11..13], &t[14..16], &t[17..19])
+        .unwrap_or_default();
+    let t = crate::ledger::rfc3339_at(now.as_secs() as i64);
+    // 2026-11-23T12:00:00Z -> 20261123120000.123456+0000
+    format!(
+        "{}{}{}{}{}{}.{:06}+0000",
+        &t[0..4],
+        &t[5..7],
+        &t[8..10],
+        &t[11..13],
+        &t[14..16],
+        &t[17..19],
+        now.subsec_micros()
+    )
 }
 
 fn read(bytes: &[u8]) -> Result<(p10::FileMeta<'_>, p10::TransferSyntax)> {
@@ -212,10 +240,20 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
             line(args.json, f, status, &why, Some(r));
         }
     }
-    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
-fn line(json: bool, path: &Path, status: &str, detail: &str, r: Option<&radveil_integrity::SignatureReport>) {
+fn line(
+    json: bool,
+    path: &Path,
+    status: &str,
+    detail: &str,
+    r: Option<&radveil_integrity::SignatureReport>,
+) {
     if json {
         let mut v = serde_json::json!({"input": path.display().to_string(), "status": status, "detail": detail});
         if let Some(r) = r {

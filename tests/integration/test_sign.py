@@ -1,0 +1,158 @@
+"""DICOM digital signatures against DCMTK's dcmsign, both ways, on real files: radveil's
+signatures pass `dcmsign --verify`, dcmsign's (every MAC algorithm, RSA and ECDSA keys,
+selective tags, purpose codes) verify in radveil, and tampering is detected."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import require_tool
+
+import corpus
+
+FILES = ["CT_small.dcm", "rtplan.dcm", "JPEG2000.dcm", "MR_small_bigendian.dcm",
+         "MR_small_implicit.dcm", "MR_small_RLE.dcm", "rtdose.dcm", "SC_rgb_jpeg_dcmtk.dcm"]
+
+
+@pytest.fixture(scope="module")
+def dcmsign() -> str:
+    return require_tool("dcmsign")
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> dict:
+    openssl = require_tool("openssl")
+    d = tmp_path_factory.mktemp("keys")
+    out = {}
+    for name, args in {
+        "rsa": ["-newkey", "rsa:2048"],
+        "p256": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "p384": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
+    }.items():
+        key, cert = d / f"{name}.key", d / f"{name}.pem"
+        subprocess.run([openssl, "req", "-x509", *args, "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "30", "-subj", f"/CN=radveil test {name}"], check=True, capture_output=True)
+        out[name] = (key, cert)
+    # dcmsign compares the signature time with the certificate's notBefore to the minute:
+    # a certificate made in this minute is "not yet valid" for it. Wait for the next minute.
+    import time
+
+    time.sleep(61 - time.gmtime().tm_sec)
+    return out
+
+
+def dcmsign_verify(dcmsign, cert, path, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run([dcmsign, "--verify", "--require-sig", "+cf", str(cert), *extra, str(path)],
+                          capture_output=True, text=True)
+
+
+def radveil_verify(radveil, *paths, extra=()):
+    r = radveil.run("verify", *paths, "--json", *extra)
+    return r, [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+
+
+@pytest.mark.parametrize("mac", ["sha256", "sha384", "sha512", "sha1", "ripemd160"])
+def test_radveil_signatures_pass_dcmsign(radveil, dcmsign, keys, tmp_path, mac):
+    key, cert = keys["rsa"]
+    inputs = [corpus.pydicom_test_dir() / f for f in FILES]
+    out = tmp_path / "signed"
+    r = radveil.run("sign", *inputs, "--key", key, "--cert", cert, "--mac", mac, "--out", out)
+    assert r.returncode == 0, r.stderr
+    for f in FILES:
+        v = dcmsign_verify(dcmsign, cert, out / f)
+        assert v.returncode == 0 and "Signature Verification : OK" in v.stdout + v.stderr, f"{f}: {v.stdout}{v.stderr}"
+    r, res = radveil_verify(radveil, *[out / f for f in FILES])
+    assert r.returncode == 0 and all(x["status"] == "valid" for x in res), res
+
+
+@pytest.mark.parametrize("kind,mac", [("rsa", "ripemd160"), ("rsa", "sha1"), ("rsa", "md5"), ("rsa", "sha256"),
+                                      ("rsa", "sha384"), ("rsa", "sha512"), ("p256", "sha256"), ("p384", "sha384")])
+def test_dcmsign_signatures_verify_in_radveil(radveil, dcmsign, keys, tmp_path, kind, mac):
+    key, cert = keys[kind]
+    out = []
+    for f in ["CT_small.dcm", "rtplan.dcm", "JPEG2000.dcm", "MR_small_implicit.dcm"]:
+        dst = tmp_path / f
+        r = subprocess.run([dcmsign, "--sign", str(key), str(cert), f"--mac-{mac}",
+                            str(corpus.pydicom_test_dir() / f), str(dst)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        out.append(dst)
+    r, res = radveil_verify(radveil, *out)
+    assert r.returncode == 0, res
+    assert [x["status"] for x in res] == ["valid"] * len(out)
+    assert all(x["mac"] == mac.upper() for x in res)
+
+
+def test_selective_signature_reports_what_it_covers(radveil, dcmsign, keys, tmp_path):
+    key, cert = keys["rsa"]
+    src = corpus.pydicom_test_dir() / "CT_small.dcm"
+    signed = tmp_path / "sel.dcm"
+    r = subprocess.run([dcmsign, "--sign", str(key), str(cert), "--tag", "PixelData", "--tag", "StudyInstanceUID",
+                        "--sig-purpose", "14", str(src), str(signed)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r, res = radveil_verify(radveil, signed)
+    assert r.returncode == 0
+    assert res[0]["covered"] == ["0020,000D", "7FE0,0010"], res
+    assert "PatientName NO" in res[0]["detail"] and "PixelData yes" in res[0]["detail"]
+    assert res[0]["purpose"] == "14"
+    # Changing an attribute the signature does not cover leaves it valid, and says so.
+    pydicom = pytest.importorskip("pydicom")
+    ds = pydicom.dcmread(signed)
+    ds.PatientName = "SOMEONE^ELSE"
+    moved = tmp_path / "moved.dcm"
+    ds.save_as(moved)
+    r, res = radveil_verify(radveil, moved)
+    assert r.returncode == 0 and res[0]["status"] == "valid" and "PatientName NO" in res[0]["detail"]
+
+
+def test_tampering_is_detected(radveil, dcmsign, keys, tmp_path):
+    """A changed pixel and a changed PatientName each break a full signature, in radveil and
+    in dcmsign alike."""
+    import pydicom
+
+    key, cert = keys["rsa"]
+    out = tmp_path / "signed"
+    assert radveil.run("sign", corpus.pydicom_test_dir() / "CT_small.dcm", "--key", key, "--cert", cert,
+                       "--out", out).returncode == 0
+    signed = out / "CT_small.dcm"
+    for what in ["pixel", "name"]:
+        ds = pydicom.dcmread(signed)
+        if what == "pixel":
+            px = bytearray(ds.PixelData)
+            px[100] ^= 0x01
+            ds.PixelData = bytes(px)
+        else:
+            ds.PatientName = "SOMEONE^ELSE"
+        bad = tmp_path / f"{what}.dcm"
+        ds.save_as(bad)
+        r, res = radveil_verify(radveil, bad)
+        assert r.returncode == 1 and res[0]["status"] == "invalid", (what, res)
+        v = dcmsign_verify(dcmsign, cert, bad)
+        assert v.returncode != 0, f"dcmsign accepted tampered {what}"
+
+
+def test_unsigned_files_fail_unless_allowed(radveil):
+    src = corpus.pydicom_test_dir() / "CT_small.dcm"
+    r, res = radveil_verify(radveil, src)
+    assert r.returncode == 1 and res[0]["status"] == "unsigned"
+    r, res = radveil_verify(radveil, src, extra=["--allow-unsigned"])
+    assert r.returncode == 0
+
+
+def test_lossless_transcode_breaks_the_signature(radveil, keys, tmp_path):
+    """PS3.15 signatures cover the encoded pixel data, so a lossless transcode (here GDCM to
+    JPEG-LS) breaks them, as the standard implies."""
+    gdcmconv = require_tool("gdcmconv")
+    key, cert = keys["rsa"]
+    out = tmp_path / "signed"
+    assert radveil.run("sign", corpus.pydicom_test_dir() / "CT_small.dcm", "--key", key, "--cert", cert,
+                       "--out", out).returncode == 0
+    jls = tmp_path / "jls.dcm"
+    r = subprocess.run([gdcmconv, "--jpegls", str(out / "CT_small.dcm"), str(jls)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r, res = radveil_verify(radveil, jls)
+    assert r.returncode == 1 and res[0]["status"] == "invalid", res
