@@ -156,3 +156,24 @@ def test_lossless_transcode_breaks_the_signature(radveil, keys, tmp_path):
     assert r.returncode == 0, r.stderr
     r, res = radveil_verify(radveil, jls)
     assert r.returncode == 1 and res[0]["status"] == "invalid", res
+
+
+def test_trust_anchors_decide_trusted_or_untrusted(radveil, keys, tmp_path):
+    """A signer issued by a trusted CA is trusted; a self-signed signer not among the
+    anchors is reported as untrusted (its signature still verifies)."""
+    openssl = require_tool("openssl")
+    run = lambda *a: subprocess.run([openssl, *map(str, a)], check=True, capture_output=True)  # noqa: E731
+    ca_key, ca = tmp_path / "ca.key", tmp_path / "ca.pem"
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "30",
+        "-subj", "/CN=radveil test CA")
+    leaf_key, csr, leaf = tmp_path / "leaf.key", tmp_path / "leaf.csr", tmp_path / "leaf.pem"
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", leaf_key, "-out", csr, "-subj", "/CN=radveil leaf")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", leaf, "-days", "10")
+    out = tmp_path / "signed"
+    assert radveil.run("sign", corpus.pydicom_test_dir() / "CT_small.dcm", "--key", leaf_key, "--cert", leaf,
+                       "--out", out).returncode == 0
+    r, res = radveil_verify(radveil, out / "CT_small.dcm", extra=["--trust", ca])
+    assert r.returncode == 0 and res[0]["status"] == "valid", res
+    other = keys["rsa"][1]
+    r, res = radveil_verify(radveil, out / "CT_small.dcm", extra=["--trust", other])
+    assert r.returncode == 1 and res[0]["status"] == "untrusted", res

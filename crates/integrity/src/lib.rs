@@ -11,6 +11,7 @@
 
 pub mod crypto;
 mod stream;
+pub mod trust;
 
 use std::borrow::Cow;
 
@@ -18,6 +19,7 @@ use radveil_part10::{DataSet, Element, Encoding, Value, Vr};
 
 pub use crypto::{MacAlgorithm, Public, SignerCertificate, SignerIdentity};
 pub use stream::{signature_stream, StreamContext};
+pub use trust::TrustStore;
 
 /// Digital Signatures Sequence (FFFA,FFFA).
 pub const DIGITAL_SIGNATURES_SEQUENCE: u32 = 0xFFFA_FFFA;
@@ -277,8 +279,11 @@ pub fn purpose_meaning(code: &str) -> &'static str {
 /// The outcome of checking one signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The signature verifies over the data set as it is.
+    /// The signature verifies over the data set as it is (and its signer is trusted, when
+    /// trust anchors were given).
     Valid,
+    /// The signature verifies, but its signer is not trusted: why.
+    Untrusted(String),
     /// The signature does not verify: something it covers changed.
     Invalid(String),
 }
@@ -300,6 +305,8 @@ pub struct SignatureReport {
     pub signer: String,
     /// SHA-256 fingerprint of the signer certificate.
     pub fingerprint: String,
+    /// The signer certificate, when it parsed.
+    pub certificate: Option<x509_cert::Certificate>,
     /// Purpose code value, if any.
     pub purpose: Option<String>,
     /// Whether it verifies.
@@ -311,6 +318,29 @@ pub fn verify(ds: &DataSet<'_>, enc: Encoding) -> Vec<SignatureReport> {
     let mut out = Vec::new();
     verify_level(ds, enc, StreamContext::of(ds, enc), "", &mut out);
     out
+}
+
+/// Verifies like [`verify`], then checks each valid signature's signer against `trust` at
+/// the signature's date and time (or `now`, Unix seconds, when it has none).
+pub fn verify_trusted(
+    ds: &DataSet<'_>,
+    enc: Encoding,
+    trust: &TrustStore,
+    now: i64,
+) -> Vec<SignatureReport> {
+    let mut reports = verify(ds, enc);
+    for r in &mut reports {
+        if r.outcome != Outcome::Valid {
+            continue;
+        }
+        let at = trust::parse_dt(&r.datetime).unwrap_or(now);
+        if let Some(cert) = &r.certificate {
+            if let Err(why) = trust.check(cert, at) {
+                r.outcome = Outcome::Untrusted(why);
+            }
+        }
+    }
+    reports
 }
 
 fn verify_level(
@@ -357,6 +387,7 @@ fn verify_one(
         covered: Vec::new(),
         signer: String::new(),
         fingerprint: String::new(),
+        certificate: None,
         purpose: items(sig, DIGITAL_SIGNATURE_PURPOSE_CODE_SEQUENCE)
             .first()
             .and_then(|c| c.string(0x0008_0100)),
@@ -409,6 +440,7 @@ fn verify_one(
         let cert = SignerCertificate::from_der(cert_der).map_err(|e| e.to_string())?;
         report.signer = cert.subject();
         report.fingerprint = cert.fingerprint();
+        report.certificate = Some(cert.certificate.clone());
         let signature = sig
             .get(SIGNATURE)
             .and_then(|e| e.bytes())

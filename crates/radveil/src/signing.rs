@@ -47,6 +47,11 @@ pub struct VerifyArgs {
     /// Print one JSON line per signature (and per unsigned or unreadable file).
     #[arg(long)]
     json: bool,
+    /// Trusted certificates (PEM bundle or DER; repeatable): a valid signature whose signer
+    /// is not one of them or issued by one, or whose certificate was not valid when it
+    /// signed, is reported as untrusted.
+    #[arg(long = "trust", value_name = "CERTS")]
+    trust: Vec<PathBuf>,
 }
 
 fn parse_tag(s: &str) -> Result<u32> {
@@ -180,6 +185,21 @@ fn sign_file(
 }
 
 pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
+    let mut trust = radveil_integrity::TrustStore::default();
+    for t in &args.trust {
+        let bytes = std::fs::read(t).with_context(|| format!("reading {}", t.display()))?;
+        trust.add(&bytes).with_context(|| t.display().to_string())?;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let check = |ds: &p10::DataSet<'_>, enc: p10::Encoding| {
+        if trust.is_empty() {
+            radveil_integrity::verify(ds, enc)
+        } else {
+            radveil_integrity::verify_trusted(ds, enc, &trust, now)
+        }
+    };
     let (files, errors) = crate::inputs::collect(&args.inputs);
     let mut bad = 0;
     for (p, reason) in errors {
@@ -200,11 +220,11 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                 let body = p10::inflate(meta.body, p10::Limits::default().max_inflated)?;
                 let enc = p10::effective_encoding(&body, ts.encoding);
                 let ds = p10::read_dataset(&body, enc, p10::Limits::default())?;
-                Ok(radveil_integrity::verify(&ds, enc))
+                Ok(check(&ds, enc))
             } else {
                 let enc = p10::effective_encoding(meta.body, ts.encoding);
                 let ds = p10::read_dataset(meta.body, enc, p10::Limits::default())?;
-                Ok(radveil_integrity::verify(&ds, enc))
+                Ok(check(&ds, enc))
             }
         });
         let reports = match parsed {
@@ -232,6 +252,10 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
             );
             let (status, why) = match &r.outcome {
                 Outcome::Valid => ("valid", coverage),
+                Outcome::Untrusted(why) => {
+                    bad += 1;
+                    ("untrusted", format!("{why}; {coverage}"))
+                }
                 Outcome::Invalid(why) => {
                     bad += 1;
                     ("invalid", why.clone())
