@@ -81,6 +81,8 @@ impl MacAlgorithm {
 /// A signer: an RSA private key with its X.509 certificate.
 pub struct SignerIdentity {
     key: RsaPrivateKey,
+    /// The same key for `ring`, whose RSA is several times faster, for the SHA-2 MACs.
+    fast: Option<ring::signature::RsaKeyPair>,
     certificate: Vec<u8>,
 }
 
@@ -114,7 +116,17 @@ impl SignerIdentity {
         let certificate = cert
             .to_der()
             .map_err(|e| SignatureError::Key(format!("certificate: {e}")))?;
-        Ok(SignerIdentity { key, certificate })
+        let fast = {
+            use rsa::pkcs8::EncodePrivateKey;
+            key.to_pkcs8_der()
+                .ok()
+                .and_then(|der| ring::signature::RsaKeyPair::from_pkcs8(der.as_bytes()).ok())
+        };
+        Ok(SignerIdentity {
+            key,
+            fast,
+            certificate,
+        })
     }
 
     /// The signer's certificate, DER.
@@ -122,10 +134,23 @@ impl SignerIdentity {
         &self.certificate
     }
 
-    /// RSA PKCS#1 v1.5 signature of a digest made with `mac`.
-    pub fn sign_digest(&self, mac: MacAlgorithm, digest: &[u8]) -> Result<Vec<u8>, SignatureError> {
+    /// RSA PKCS#1 v1.5 signature of the digest of `stream` made with `mac`.
+    pub fn sign_stream(&self, mac: MacAlgorithm, stream: &[u8]) -> Result<Vec<u8>, SignatureError> {
+        let padding: Option<&'static dyn ring::signature::RsaEncoding> = match mac {
+            MacAlgorithm::Sha256 => Some(&ring::signature::RSA_PKCS1_SHA256),
+            MacAlgorithm::Sha384 => Some(&ring::signature::RSA_PKCS1_SHA384),
+            MacAlgorithm::Sha512 => Some(&ring::signature::RSA_PKCS1_SHA512),
+            _ => None,
+        };
+        if let (Some(fast), Some(padding)) = (&self.fast, padding) {
+            let mut sig = vec![0; fast.public().modulus_len()];
+            let rng = ring::rand::SystemRandom::new();
+            if fast.sign(padding, &rng, stream, &mut sig).is_ok() {
+                return Ok(sig);
+            }
+        }
         self.key
-            .sign(mac.pkcs1(), digest)
+            .sign(mac.pkcs1(), &mac.digest(stream))
             .map_err(|e| SignatureError::Key(format!("RSA signing: {e}")))
     }
 }

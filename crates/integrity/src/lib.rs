@@ -211,8 +211,7 @@ pub fn sign(
         });
     }
     let stream = signature_stream(ds, &tags, &sig_item, StreamContext::of(ds, enc))?;
-    let digest = request.mac.digest(&stream);
-    let signature = signer.sign_digest(request.mac, &digest)?;
+    let signature = signer.sign_stream(request.mac, &stream)?;
     sig_item.put(bytes(SIGNATURE, Vr::OB, signature));
 
     append_item(ds, MAC_PARAMETERS_SEQUENCE, mac_item);

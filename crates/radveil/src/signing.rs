@@ -33,6 +33,9 @@ pub struct SignArgs {
     /// Output directory (files keep their names; never overwritten).
     #[arg(long)]
     out: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    jobs: Option<usize>,
 }
 
 /// `radveil verify` arguments.
@@ -84,26 +87,41 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
     for (p, reason) in errors {
         eprintln!("radveil: {}: {reason}", p.display());
     }
-    let mut signed = 0;
-    for f in &files {
-        match sign_file(
-            f,
-            &args.out,
-            &signer,
-            mac,
-            tags.as_deref(),
-            args.purpose.as_deref(),
-        ) {
-            Ok(out) => {
-                signed += 1;
-                println!("signed\t{}\t{}", f.display(), out.display());
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("radveil: {}: not signed: {e:#}", f.display());
-            }
+    // Files are signed on every core (`--jobs`); RSA signing dominates the time.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let signed = std::sync::atomic::AtomicUsize::new(0);
+    let errors = std::sync::atomic::AtomicUsize::new(0);
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(files.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(f) = files.get(i) else { break };
+                match sign_file(
+                    f,
+                    &args.out,
+                    &signer,
+                    mac,
+                    tags.as_deref(),
+                    args.purpose.as_deref(),
+                ) {
+                    Ok(out) => {
+                        signed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        println!("signed\t{}\t{}", f.display(), out.display());
+                    }
+                    Err(e) => {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        eprintln!("radveil: {}: not signed: {e:#}", f.display());
+                    }
+                }
+            });
         }
-    }
+    });
+    let signed = signed.into_inner();
+    failed += errors.into_inner();
     eprintln!("radveil sign: {signed} signed, {failed} failed");
     Ok(if failed == 0 {
         ExitCode::SUCCESS
