@@ -145,3 +145,34 @@ def test_changed_image_is_refused_unless_allowed_and_tombstones(radveil, key_fil
     assert radveil.run("ledger", "checkpoint", ledger["dir"], "--signer-key", ledger["signer"]).returncode == 0
     r, res = verify(radveil, ledger, key_file, images[2])
     assert r.returncode == 1 and res[images[2].name]["status"] == "deleted"
+
+
+def test_verify_with_ledger_and_signed_ingest(radveil, key_file, ledger, images, tmp_path):
+    """`radveil verify --ledger` combines both checks; a signed image's ledger record keeps
+    its signer's fingerprint and the verification outcome at ingest."""
+    import subprocess
+
+    from conftest import require_tool
+
+    openssl = require_tool("openssl")
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "30", "-subj", "/CN=radveil ledger test"], check=True, capture_output=True)
+    signed_dir = tmp_path / "signed"
+    assert radveil.run("sign", images[3], "--key", key, "--cert", cert, "--out", signed_dir).returncode == 0
+    signed = signed_dir / images[3].name
+    assert radveil.run("ledger", "append", ledger["dir"], signed, "--key-file", key_file).returncode == 0
+    assert radveil.run("ledger", "checkpoint", ledger["dir"], "--signer-key", ledger["signer"]).returncode == 0
+    last = json.loads((ledger["dir"] / "entries.jsonl").read_text().splitlines()[-1])
+    assert last["verification"] == "valid" and len(last["signer"]) == 64, last
+    r = radveil.run("verify", signed, images[0], "--ledger", ledger["dir"], "--key-file", key_file,
+                    "--verifier", ledger["verifier"], "--allow-unsigned", "--json")
+    res = [json.loads(x) for x in r.stdout.splitlines()]
+    by = {(Path(x["input"]).name, x["status"]) for x in res}
+    assert (signed.name, "ledger-proven") in by and (signed.name, "valid") in by, res
+    assert (images[0].name, "ledger-proven") in by, res
+    assert r.returncode == 0, res
+    r = radveil.run("verify", images[3], "--ledger", ledger["dir"], "--key-file", key_file,
+                    "--verifier", ledger["verifier"], "--allow-unsigned", "--json")
+    res = [json.loads(x) for x in r.stdout.splitlines()]
+    assert r.returncode == 1 and any(x["status"] == "ledger-altered" for x in res), res

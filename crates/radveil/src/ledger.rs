@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 /// Exit status when the ledger itself fails verification (rewritten, truncated, bad
 /// signature): distinct from 1, which flags images.
-const LEDGER_INVALID: u8 = 3;
+pub const LEDGER_INVALID: u8 = 3;
 
 #[derive(Subcommand)]
 pub enum LedgerCommand {
@@ -200,6 +200,10 @@ fn load_or_create_signer(path: &Path, origin: &str) -> Result<Signer> {
 struct Identified {
     instance: String,
     sha256: String,
+    /// Outcome of the object's own digital signatures at this moment.
+    verification: &'static str,
+    /// SHA-256 fingerprint of the first valid signature's signer certificate.
+    signer: Option<String>,
 }
 
 fn identify(path: &Path, key: &Key) -> Result<Identified> {
@@ -214,11 +218,24 @@ fn identify(path: &Path, key: &Key) -> Result<Identified> {
     } else {
         meta.body
     };
-    let ds = p10::read_dataset(
-        body,
-        p10::effective_encoding(body, ts.encoding),
-        p10::Limits::default(),
-    )?;
+    let enc = p10::effective_encoding(body, ts.encoding);
+    let ds = p10::read_dataset(body, enc, p10::Limits::default())?;
+    let reports = radveil_integrity::verify(&ds, enc);
+    let valid = reports
+        .iter()
+        .find(|r| r.outcome == radveil_integrity::Outcome::Valid);
+    let verification = match (reports.is_empty(), valid) {
+        (true, _) => "unsigned",
+        (false, Some(_))
+            if reports
+                .iter()
+                .all(|r| r.outcome == radveil_integrity::Outcome::Valid) =>
+        {
+            "valid"
+        }
+        _ => "invalid",
+    };
+    let signer = valid.map(|r| r.fingerprint.clone());
     let uid = ds
         .string(0x0008_0018)
         .filter(|u| !u.is_empty())
@@ -226,6 +243,8 @@ fn identify(path: &Path, key: &Key) -> Result<Identified> {
     Ok(Identified {
         instance: hex(&key.mac("sop-instance", uid.as_bytes())),
         sha256: hex(&Sha256::digest(&bytes)),
+        verification,
+        signer,
     })
 }
 
@@ -289,8 +308,8 @@ fn append(
             instance: id.instance,
             sha256: id.sha256,
             binding: None,
-            signer: None,
-            verification: "unsigned".into(),
+            signer: id.signer,
+            verification: id.verification.into(),
             time: now.clone(),
         });
     }
@@ -363,6 +382,126 @@ fn prove(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A ledger whose latest checkpoint (and a trusted one, if given) verified.
+pub struct VerifiedLedger {
+    ledger: Ledger,
+    checkpoint: Checkpoint,
+}
+
+impl VerifiedLedger {
+    /// Opens and checks a ledger. `Ok(Err(why))` means the ledger itself is invalid
+    /// (rewritten, truncated, badly signed, rolled back); `Err` means it could not be read.
+    pub fn open(
+        dir: &Path,
+        verifier: Option<&str>,
+        trusted: Option<&Path>,
+    ) -> Result<std::result::Result<VerifiedLedger, String>> {
+        let ledger = match Ledger::open(dir) {
+            Ok(l) => l,
+            Err(e @ radveil_ledger::LedgerError::Record { .. }) => return Ok(Err(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        let verifier = match verifier {
+            Some(v) if Path::new(v).is_file() => Verifier::parse(&std::fs::read_to_string(v)?)?,
+            Some(v) => Verifier::parse(v)?,
+            None => {
+                eprintln!("radveil: note: using the ledger's own verifier.pub; pass --verifier with a key held elsewhere to detect a replaced key");
+                ledger.stored_verifier()?
+            }
+        };
+        let cp = match latest(&ledger, &verifier) {
+            Ok((_, cp)) => cp,
+            Err(e) => return Ok(Err(format!("latest checkpoint: {e}"))),
+        };
+        if let Some(t) = trusted {
+            let note =
+                std::fs::read_to_string(t).with_context(|| format!("reading {}", t.display()))?;
+            match ledger.verify_against(&note, &verifier) {
+                Ok(tcp) if tcp.size <= cp.size => {}
+                Ok(tcp) => {
+                    return Ok(Err(format!(
+                        "the trusted checkpoint (size {}) is newer than the ledger's latest (size {}): checkpoints were rolled back",
+                        tcp.size, cp.size
+                    )))
+                }
+                Err(e) => return Ok(Err(e.to_string())),
+            }
+        }
+        eprintln!(
+            "radveil ledger: {} entries; latest checkpoint (size {}) signed by {} and consistent{}",
+            ledger.size(),
+            cp.size,
+            verifier.name(),
+            if trusted.is_some() {
+                "; extends the trusted checkpoint"
+            } else {
+                ""
+            }
+        );
+        Ok(Ok(VerifiedLedger {
+            ledger,
+            checkpoint: cp,
+        }))
+    }
+
+    /// What the ledger says of one image: `proven`, `unknown`, `altered`, `deleted`,
+    /// `unproven` or `unreadable`, with the entry index and a reason.
+    pub fn image_status(&self, path: &Path, key: &Key) -> (&'static str, Option<u64>, String) {
+        let (ledger, cp) = (&self.ledger, &self.checkpoint);
+        let id = match identify(path, key) {
+            Ok(id) => id,
+            Err(e) => return ("unreadable", None, format!("{e:#}")),
+        };
+        let Some((index, record)) = ledger.find_instance(&id.instance) else {
+            return (
+                "unknown",
+                None,
+                "never recorded in the ledger (inserted?)".into(),
+            );
+        };
+        if record.kind == RecordKind::Tombstone {
+            return ("deleted", Some(index), "recorded as deleted".into());
+        }
+        if record.sha256 != id.sha256 {
+            return (
+                "altered",
+                Some(index),
+                format!("bytes differ from ledger entry {index}"),
+            );
+        }
+        if index >= cp.size {
+            return (
+                "unproven",
+                Some(index),
+                "recorded after the latest checkpoint".into(),
+            );
+        }
+        let proven = ledger.prove_inclusion(index, cp.size).and_then(|p| {
+            let proof: Vec<Hash> = p.proof.iter().map(|h| unhex(h)).collect::<Option<_>>()?;
+            Some(merkle::verify_inclusion(
+                index,
+                cp.size,
+                &unhex(&p.leaf)?,
+                &proof,
+                &cp.root,
+            ))
+        });
+        match proven {
+            Some(Ok(())) => (
+                "proven",
+                Some(index),
+                format!("entry {index}, included in checkpoint of size {}", cp.size),
+            ),
+            Some(Err(e)) => (
+                "unproven",
+                Some(index),
+                format!("inclusion proof failed: {e}"),
+            ),
+            None => ("unproven", Some(index), "no inclusion proof".into()),
+        }
+    }
+}
+
 fn verify(
     dir: &Path,
     inputs: &[PathBuf],
@@ -371,58 +510,13 @@ fn verify(
     key_file: Option<&Path>,
     json: bool,
 ) -> Result<ExitCode> {
-    let ledger = match Ledger::open(dir) {
-        Ok(l) => l,
-        Err(e @ radveil_ledger::LedgerError::Record { .. }) => {
-            eprintln!("radveil: ledger invalid: {e}");
-            return Ok(ExitCode::from(LEDGER_INVALID));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let verifier = match verifier {
-        Some(v) if Path::new(v).is_file() => Verifier::parse(&std::fs::read_to_string(v)?)?,
-        Some(v) => Verifier::parse(v)?,
-        None => {
-            eprintln!("radveil: note: using the ledger's own verifier.pub; pass --verifier with a key held elsewhere to detect a replaced key");
-            ledger.stored_verifier()?
-        }
-    };
-    let (_, cp) = match latest(&ledger, &verifier) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("radveil: ledger invalid: latest checkpoint: {e}");
+    let verified = match VerifiedLedger::open(dir, verifier, trusted)? {
+        Ok(v) => v,
+        Err(why) => {
+            eprintln!("radveil: ledger invalid: {why}");
             return Ok(ExitCode::from(LEDGER_INVALID));
         }
     };
-    if let Some(t) = trusted {
-        let note =
-            std::fs::read_to_string(t).with_context(|| format!("reading {}", t.display()))?;
-        match ledger.verify_against(&note, &verifier) {
-            Ok(tcp) if tcp.size <= cp.size => {}
-            Ok(tcp) => {
-                eprintln!(
-                    "radveil: ledger invalid: the trusted checkpoint (size {}) is newer than the ledger's latest (size {}): checkpoints were rolled back",
-                    tcp.size, cp.size
-                );
-                return Ok(ExitCode::from(LEDGER_INVALID));
-            }
-            Err(e) => {
-                eprintln!("radveil: ledger invalid: {e}");
-                return Ok(ExitCode::from(LEDGER_INVALID));
-            }
-        }
-    }
-    eprintln!(
-        "radveil ledger: {} entries; latest checkpoint (size {}) signed by {} and consistent{}",
-        ledger.size(),
-        cp.size,
-        verifier.name(),
-        if trusted.is_some() {
-            "; extends the trusted checkpoint"
-        } else {
-            ""
-        }
-    );
     if inputs.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -433,55 +527,11 @@ fn verify(
         report(json, &p, "unreadable", None, &reason);
     }
     for f in &files {
-        let id = match identify(f, &key) {
-            Ok(id) => id,
-            Err(e) => {
-                flagged += 1;
-                report(json, f, "unreadable", None, &format!("{e:#}"));
-                continue;
-            }
-        };
-        let Some((index, record)) = ledger.find_instance(&id.instance) else {
-            flagged += 1;
-            report(
-                json,
-                f,
-                "unknown",
-                None,
-                "never recorded in the ledger (inserted?)",
-            );
-            continue;
-        };
-        let (status, reason) = if record.kind == RecordKind::Tombstone {
-            ("deleted", "recorded as deleted".to_string())
-        } else if record.sha256 != id.sha256 {
-            ("altered", format!("bytes differ from ledger entry {index}"))
-        } else if index >= cp.size {
-            (
-                "unproven",
-                "recorded after the latest checkpoint".to_string(),
-            )
-        } else {
-            let p = ledger.prove_inclusion(index, cp.size).context("proof")?;
-            let proof: Vec<Hash> = p
-                .proof
-                .iter()
-                .map(|h| unhex(h))
-                .collect::<Option<_>>()
-                .context("proof")?;
-            let leaf = unhex(&p.leaf).context("leaf")?;
-            match merkle::verify_inclusion(index, cp.size, &leaf, &proof, &cp.root) {
-                Ok(()) => (
-                    "proven",
-                    format!("entry {index}, included in checkpoint of size {}", cp.size),
-                ),
-                Err(e) => ("unproven", format!("inclusion proof failed: {e}")),
-            }
-        };
+        let (status, index, reason) = verified.image_status(f, &key);
         if status != "proven" {
             flagged += 1;
         }
-        report(json, f, status, Some(index), &reason);
+        report(json, f, status, index, &reason);
     }
     Ok(if flagged == 0 {
         ExitCode::SUCCESS

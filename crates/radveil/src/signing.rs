@@ -55,6 +55,19 @@ pub struct VerifyArgs {
     /// signed, is reported as untrusted.
     #[arg(long = "trust", value_name = "CERTS")]
     trust: Vec<PathBuf>,
+    /// Also check each image against this transparency ledger: an image it never recorded
+    /// (inserted) or whose bytes differ from its entry (altered) is flagged.
+    #[arg(long)]
+    ledger: Option<PathBuf>,
+    /// The site key, to find images in the ledger (with --ledger).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// The ledger's checkpoint verifier key, string or file (with --ledger).
+    #[arg(long)]
+    verifier: Option<String>,
+    /// A checkpoint kept outside the ledger, which the ledger must extend (with --ledger).
+    #[arg(long)]
+    trusted_checkpoint: Option<PathBuf>,
 }
 
 fn parse_tag(s: &str) -> Result<u32> {
@@ -218,6 +231,22 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
             radveil_integrity::verify_trusted(ds, enc, &trust, now)
         }
     };
+    let ledger = match &args.ledger {
+        Some(dir) => {
+            match crate::ledger::VerifiedLedger::open(
+                dir,
+                args.verifier.as_deref(),
+                args.trusted_checkpoint.as_deref(),
+            )? {
+                Ok(v) => Some((v, crate::key::load(args.key_file.as_deref())?)),
+                Err(why) => {
+                    eprintln!("radveil: ledger invalid: {why}");
+                    return Ok(ExitCode::from(crate::ledger::LEDGER_INVALID));
+                }
+            }
+        }
+        None => None,
+    };
     let (files, errors) = crate::inputs::collect(&args.inputs);
     let mut bad = 0;
     for (p, reason) in errors {
@@ -225,6 +254,13 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
         line(args.json, &p, "unreadable", &reason, None);
     }
     for f in &files {
+        if let Some((l, key)) = &ledger {
+            let (status, _, reason) = l.image_status(f, key);
+            if status != "proven" {
+                bad += 1;
+            }
+            line(args.json, f, &format!("ledger-{status}"), &reason, None);
+        }
         let bytes = match std::fs::read(f) {
             Ok(b) => b,
             Err(e) => {
