@@ -176,3 +176,16 @@ def test_verify_with_ledger_and_signed_ingest(radveil, key_file, ledger, images,
                     "--verifier", ledger["verifier"], "--allow-unsigned", "--json")
     res = [json.loads(x) for x in r.stdout.splitlines()]
     assert r.returncode == 1 and any(x["status"] == "ledger-altered" for x in res), res
+
+
+def test_ledger_accepts_a_lossless_transcode_but_not_an_edit(radveil, key_file, ledger, images, tmp_path):
+    import subprocess
+
+    from conftest import require_tool
+
+    gdcmconv = require_tool("gdcmconv")
+    rle = tmp_path / "rle.dcm"
+    subprocess.run([gdcmconv, "--rle", str(images[0]), str(rle)], check=True, capture_output=True)
+    r, res = verify(radveil, ledger, key_file, rle)
+    assert r.returncode == 0 and res["rle.dcm"]["status"] == "proven", res
+    assert "binding hash matches" in res["rle.dcm"]["reason"]

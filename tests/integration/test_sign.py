@@ -177,3 +177,57 @@ def test_trust_anchors_decide_trusted_or_untrusted(radveil, keys, tmp_path):
     other = keys["rsa"][1]
     r, res = radveil_verify(radveil, out / "CT_small.dcm", extra=["--trust", other])
     assert r.returncode == 1 and res[0]["status"] == "untrusted", res
+
+
+def binding_of(radveil, *paths) -> dict:
+    r = radveil.run("verify", *paths, "--binding", "--allow-unsigned", "--json")
+    return {Path(x["input"]).name: x["detail"] for x in map(json.loads, r.stdout.splitlines())
+            if x["status"] == "binding"}
+
+
+def test_binding_hash_is_transfer_syntax_independent(radveil):
+    """Real files that hold the same image in different encodings (made by other tools:
+    pydicom's and pydicom-data's test sets) share one binding hash."""
+    t, d = corpus.pydicom_test_dir(), corpus.pydicom_data_dir()
+    assert d is not None, "pydicom-data is missing"
+    groups = [
+        [t / "MR_small.dcm", t / "MR_small_RLE.dcm", t / "MR_small_bigendian.dcm", t / "MR_small_implicit.dcm"],
+        [d / "SC_rgb.dcm", d / "SC_rgb_expb.dcm", t / "SC_rgb_rle.dcm"],
+        [d / "SC_rgb_16bit.dcm", d / "SC_rgb_expb_16bit.dcm", t / "SC_rgb_rle_16bit.dcm"],
+        [d / "SC_rgb_32bit.dcm", t / "SC_rgb_rle_32bit.dcm"],
+        [d / "SC_rgb_2frame.dcm", t / "SC_rgb_rle_2frame.dcm"],
+    ]
+    seen = set()
+    for g in groups:
+        hashes = binding_of(radveil, *g)
+        assert len(hashes) == len(g), f"binding missing for some of {g}: {hashes}"
+        assert len(set(hashes.values())) == 1, hashes
+        seen |= set(hashes.values())
+    assert len(seen) == len(groups), "different images must not share a binding hash"
+
+
+def test_transcode_keeps_binding_but_breaks_signature_and_edits_break_both(radveil, keys, tmp_path):
+    import pydicom
+
+    gdcmconv = require_tool("gdcmconv")
+    key, cert = keys["rsa"]
+    out = tmp_path / "signed"
+    assert radveil.run("sign", corpus.pydicom_test_dir() / "CT_small.dcm", "--key", key, "--cert", cert,
+                       "--out", out).returncode == 0
+    signed = out / "CT_small.dcm"
+    rle = tmp_path / "rle.dcm"
+    subprocess.run([gdcmconv, "--rle", str(signed), str(rle)], check=True, capture_output=True)
+    r, res = radveil_verify(radveil, rle)
+    assert any(x["status"] == "invalid" for x in res), res
+    b = binding_of(radveil, signed, rle)
+    assert b["CT_small.dcm"] == b["rle.dcm"]
+    ds = pydicom.dcmread(signed)
+    px = bytearray(ds.PixelData)
+    px[1000] ^= 0x04
+    ds.PixelData = bytes(px)
+    ds.save_as(tmp_path / "pixel.dcm")
+    ds = pydicom.dcmread(signed)
+    ds.PatientID = "SOMEONE-ELSE"
+    ds.save_as(tmp_path / "moved.dcm")
+    b2 = binding_of(radveil, tmp_path / "pixel.dcm", tmp_path / "moved.dcm")
+    assert b2["pixel.dcm"] != b["CT_small.dcm"] and b2["moved.dcm"] != b["CT_small.dcm"]

@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod binding;
 pub mod crypto;
 mod stream;
 pub mod trust;
@@ -17,6 +18,7 @@ use std::borrow::Cow;
 
 use radveil_part10::{DataSet, Element, Encoding, Value, Vr};
 
+pub use binding::{binding_hash, BindingError};
 pub use crypto::{MacAlgorithm, Public, SignerCertificate, SignerIdentity};
 pub use stream::{signature_stream, StreamContext};
 pub use trust::TrustStore;

@@ -204,6 +204,8 @@ struct Identified {
     verification: &'static str,
     /// SHA-256 fingerprint of the first valid signature's signer certificate.
     signer: Option<String>,
+    /// Transfer-syntax-independent binding hash, where the pixel data can be decoded.
+    binding: Option<String>,
 }
 
 fn identify(path: &Path, key: &Key) -> Result<Identified> {
@@ -236,6 +238,9 @@ fn identify(path: &Path, key: &Key) -> Result<Identified> {
         _ => "invalid",
     };
     let signer = valid.map(|r| r.fingerprint.clone());
+    let binding = radveil_integrity::binding_hash(&ds, enc, &meta.transfer_syntax)
+        .ok()
+        .map(|h| hex(&h));
     let uid = ds
         .string(0x0008_0018)
         .filter(|u| !u.is_empty())
@@ -245,6 +250,7 @@ fn identify(path: &Path, key: &Key) -> Result<Identified> {
         sha256: hex(&Sha256::digest(&bytes)),
         verification,
         signer,
+        binding,
     })
 }
 
@@ -307,7 +313,7 @@ fn append(
             },
             instance: id.instance,
             sha256: id.sha256,
-            binding: None,
+            binding: id.binding,
             signer: id.signer,
             verification: id.verification.into(),
             time: now.clone(),
@@ -462,12 +468,21 @@ impl VerifiedLedger {
         if record.kind == RecordKind::Tombstone {
             return ("deleted", Some(index), "recorded as deleted".into());
         }
+        let mut note = String::new();
         if record.sha256 != id.sha256 {
-            return (
-                "altered",
-                Some(index),
-                format!("bytes differ from ledger entry {index}"),
-            );
+            match (&record.binding, &id.binding) {
+                (Some(a), Some(b)) if a == b => {
+                    // Same pixels, geometry and identity in another encoding.
+                    note = " (re-encoded: bytes differ, binding hash matches)".into();
+                }
+                _ => {
+                    return (
+                        "altered",
+                        Some(index),
+                        format!("bytes differ from ledger entry {index}, and so do the pixels, geometry or identity"),
+                    )
+                }
+            }
         }
         if index >= cp.size {
             return (
@@ -490,7 +505,10 @@ impl VerifiedLedger {
             Some(Ok(())) => (
                 "proven",
                 Some(index),
-                format!("entry {index}, included in checkpoint of size {}", cp.size),
+                format!(
+                    "entry {index}, included in checkpoint of size {}{note}",
+                    cp.size
+                ),
             ),
             Some(Err(e)) => (
                 "unproven",

@@ -68,6 +68,10 @@ pub struct VerifyArgs {
     /// A checkpoint kept outside the ledger, which the ledger must extend (with --ledger).
     #[arg(long)]
     trusted_checkpoint: Option<PathBuf>,
+    /// Also print each file's binding hash (pixels, geometry and identity; independent of
+    /// the transfer syntax).
+    #[arg(long)]
+    binding: bool,
 }
 
 fn parse_tag(s: &str) -> Result<u32> {
@@ -274,15 +278,29 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                 let body = p10::inflate(meta.body, p10::Limits::default().max_inflated)?;
                 let enc = p10::effective_encoding(&body, ts.encoding);
                 let ds = p10::read_dataset(&body, enc, p10::Limits::default())?;
-                Ok(check(&ds, enc))
+                Ok((
+                    check(&ds, enc),
+                    radveil_integrity::binding_hash(&ds, enc, &meta.transfer_syntax),
+                ))
             } else {
                 let enc = p10::effective_encoding(meta.body, ts.encoding);
                 let ds = p10::read_dataset(meta.body, enc, p10::Limits::default())?;
-                Ok(check(&ds, enc))
+                Ok((
+                    check(&ds, enc),
+                    radveil_integrity::binding_hash(&ds, enc, &meta.transfer_syntax),
+                ))
             }
         });
         let reports = match parsed {
-            Ok(r) => r,
+            Ok((r, binding)) => {
+                if args.binding {
+                    match binding {
+                        Ok(h) => line(args.json, f, "binding", &radveil_ledger::hex(&h), None),
+                        Err(e) => line(args.json, f, "binding-unavailable", &e.to_string(), None),
+                    }
+                }
+                r
+            }
             Err(e) => {
                 bad += 1;
                 line(args.json, f, "unreadable", &format!("{e:#}"), None);
