@@ -231,3 +231,30 @@ def test_transcode_keeps_binding_but_breaks_signature_and_edits_break_both(radve
     ds.save_as(tmp_path / "moved.dcm")
     b2 = binding_of(radveil, tmp_path / "pixel.dcm", tmp_path / "moved.dcm")
     assert b2["pixel.dcm"] != b["CT_small.dcm"] and b2["moved.dcm"] != b["CT_small.dcm"]
+
+
+def test_advisory_checks(radveil, tmp_path):
+    """verify reports (without failing on them) a Synthetic Data flag, pixel data that
+    contradicts its description, and a series whose images disagree."""
+    import pydicom
+
+    src = corpus.pydicom_test_dir() / "CT_small.dcm"
+    d = pydicom.dcmread(src)
+    d.SyntheticData = "YES"
+    d.save_as(tmp_path / "synth.dcm")
+    d = pydicom.dcmread(src)
+    d.PixelData = d.PixelData[:-200]
+    d.save_as(tmp_path / "short.dcm")
+    d = pydicom.dcmread(src)
+    d.SOPInstanceUID = d.SOPInstanceUID + ".9"
+    d.Rows, d.Columns = 64, 32
+    d.save_as(tmp_path / "other.dcm")
+    r = radveil.run("verify", tmp_path / "synth.dcm", tmp_path / "short.dcm", tmp_path / "other.dcm",
+                    "--allow-unsigned", "--json")
+    adv = [x for x in map(json.loads, r.stdout.splitlines()) if x["status"] == "advisory"]
+    text = "\n".join(f"{Path(x['input']).name}: {x['detail']}" for x in adv)
+    assert "synth.dcm: Synthetic Data" in text, text
+    assert "short.dcm: Pixel Data holds" in text, text
+    assert "different matrix sizes" in text and "same position" in text, text
+    r = radveil.run("verify", src, "--allow-unsigned", "--json")
+    assert not [x for x in map(json.loads, r.stdout.splitlines()) if x["status"] == "advisory"]

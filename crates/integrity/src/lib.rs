@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod advisory;
 pub mod binding;
 pub mod crypto;
 mod stream;

@@ -253,6 +253,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     };
     let (files, errors) = crate::inputs::collect(&args.inputs);
     let mut bad = 0;
+    let mut geometries = Vec::new();
     for (p, reason) in errors {
         bad += 1;
         line(args.json, &p, "unreadable", &reason, None);
@@ -281,6 +282,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                 Ok((
                     check(&ds, enc),
                     radveil_integrity::binding_hash(&ds, enc, &meta.transfer_syntax),
+                    radveil_integrity::advisory::check_image(&ds, enc),
                 ))
             } else {
                 let enc = p10::effective_encoding(meta.body, ts.encoding);
@@ -288,11 +290,16 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                 Ok((
                     check(&ds, enc),
                     radveil_integrity::binding_hash(&ds, enc, &meta.transfer_syntax),
+                    radveil_integrity::advisory::check_image(&ds, enc),
                 ))
             }
         });
         let reports = match parsed {
-            Ok((r, binding)) => {
+            Ok((r, binding, (findings, geometry))) => {
+                for finding in findings {
+                    line(args.json, f, "advisory", &finding, None);
+                }
+                geometries.extend(geometry);
                 if args.binding {
                     match binding {
                         Ok(h) => line(args.json, f, "binding", &radveil_ledger::hex(&h), None),
@@ -335,6 +342,15 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
             };
             line(args.json, f, status, &why, Some(r));
         }
+    }
+    for (series, finding) in radveil_integrity::advisory::check_series(&geometries) {
+        line(
+            args.json,
+            Path::new(&format!("series {series}")),
+            "advisory",
+            &finding,
+            None,
+        );
     }
     Ok(if bad == 0 {
         ExitCode::SUCCESS

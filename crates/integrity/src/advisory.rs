@@ -1,0 +1,165 @@
+//! Advisory consistency checks: signs that an image was fabricated or tampered with that do
+//! not need a signature — pixel data whose length contradicts its description, a Synthetic
+//! Data flag, and a series whose geometry does not hang together.
+
+use radveil_part10::{DataSet, Encoding, Value};
+
+/// What one image contributes to the series-level checks.
+#[derive(Debug, Clone)]
+pub struct ImageGeometry {
+    /// Series Instance UID.
+    pub series: String,
+    /// SOP Instance UID.
+    pub instance: String,
+    /// Rows × Columns.
+    pub matrix: (u16, u16),
+    /// Pixel Spacing as written.
+    pub spacing: String,
+    /// Image Orientation (Patient) as written.
+    pub orientation: String,
+    /// Image Position (Patient) as written.
+    pub position: String,
+}
+
+fn us(ds: &DataSet<'_>, tag: u32, enc: Encoding) -> Option<u16> {
+    let b = ds.get(tag)?.bytes()?;
+    (b.len() >= 2).then(|| {
+        if enc == Encoding::ExplicitBig {
+            u16::from_be_bytes([b[0], b[1]])
+        } else {
+            u16::from_le_bytes([b[0], b[1]])
+        }
+    })
+}
+
+/// Checks one image; returns its findings and its geometry for [`check_series`].
+pub fn check_image(ds: &DataSet<'_>, enc: Encoding) -> (Vec<String>, Option<ImageGeometry>) {
+    let mut findings = Vec::new();
+    if ds
+        .string(0x0008_001C)
+        .is_some_and(|s| s.eq_ignore_ascii_case("YES"))
+    {
+        findings.push(
+            "Synthetic Data (0008,001C) is YES: the image says it is not a real acquisition".into(),
+        );
+    }
+    let rows = us(ds, 0x0028_0010, enc);
+    let cols = us(ds, 0x0028_0011, enc);
+    if let (Some(Value::Bytes(px)), Some(r), Some(c)) = (
+        ds.get(radveil_part10::PIXEL_DATA).map(|e| &e.value),
+        rows,
+        cols,
+    ) {
+        let spp = us(ds, 0x0028_0002, enc).unwrap_or(1).max(1) as usize;
+        let bits = us(ds, 0x0028_0100, enc).unwrap_or(8) as usize;
+        let frames = ds
+            .string(0x0028_0008)
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(1)
+            .max(1);
+        let bits_total = r as usize * c as usize * frames * spp * bits;
+        let expected = bits_total.div_ceil(8);
+        let padded = expected + expected % 2;
+        if px.len() != expected && px.len() != padded {
+            findings.push(format!(
+                "Pixel Data holds {} bytes but Rows × Columns × frames × samples × bits describe {expected}",
+                px.len()
+            ));
+        }
+    }
+    let geometry = match (ds.string(0x0020_000E), rows, cols) {
+        (Some(series), Some(r), Some(c)) if !series.is_empty() => Some(ImageGeometry {
+            series,
+            instance: ds.string(0x0008_0018).unwrap_or_default(),
+            matrix: (r, c),
+            spacing: ds.string(0x0028_0030).unwrap_or_default(),
+            orientation: ds.string(0x0020_0037).unwrap_or_default(),
+            position: ds.string(0x0020_0032).unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    (findings, geometry)
+}
+
+/// Checks that the images of each series agree: one matrix size, pixel spacing and
+/// orientation, and no two distinct instances at the same position. Returns
+/// (series UID, finding) pairs.
+pub fn check_series(images: &[ImageGeometry]) -> Vec<(String, String)> {
+    use std::collections::BTreeMap;
+    let mut by_series: BTreeMap<&str, Vec<&ImageGeometry>> = BTreeMap::new();
+    for g in images {
+        by_series.entry(&g.series).or_default().push(g);
+    }
+    let mut out = Vec::new();
+    for (series, imgs) in by_series {
+        if imgs.len() < 2 {
+            continue;
+        }
+        let first = imgs[0];
+        let differ = |f: &dyn Fn(&ImageGeometry) -> String| imgs.iter().any(|g| f(g) != f(first));
+        if differ(&|g| format!("{:?}", g.matrix)) {
+            out.push((
+                series.to_string(),
+                "images of one series have different matrix sizes".to_string(),
+            ));
+        }
+        if differ(&|g| g.spacing.clone()) {
+            out.push((
+                series.to_string(),
+                "images of one series have different pixel spacing".to_string(),
+            ));
+        }
+        if differ(&|g| g.orientation.clone()) {
+            out.push((
+                series.to_string(),
+                "images of one series have different orientations".to_string(),
+            ));
+        }
+        let mut positions: BTreeMap<&str, &str> = BTreeMap::new();
+        for g in &imgs {
+            if g.position.is_empty() {
+                continue;
+            }
+            if let Some(other) = positions.insert(&g.position, &g.instance) {
+                if other != g.instance {
+                    out.push((
+                        series.to_string(),
+                        format!("two instances at the same position {}", g.position),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geo(series: &str, inst: &str, matrix: (u16, u16), pos: &str) -> ImageGeometry {
+        ImageGeometry {
+            series: series.into(),
+            instance: inst.into(),
+            matrix,
+            spacing: "0.5\\0.5".into(),
+            orientation: "1\\0\\0\\0\\1\\0".into(),
+            position: pos.into(),
+        }
+    }
+
+    #[test]
+    fn series_inconsistencies_are_found() {
+        let ok = [
+            geo("s", "1", (512, 512), "0\\0\\0"),
+            geo("s", "2", (512, 512), "0\\0\\5"),
+        ];
+        assert!(check_series(&ok).is_empty());
+        let bad = [
+            geo("s", "1", (512, 512), "0\\0\\0"),
+            geo("s", "2", (256, 256), "0\\0\\0"),
+        ];
+        let f = check_series(&bad);
+        assert_eq!(f.len(), 2, "{f:?}");
+    }
+}
