@@ -115,18 +115,21 @@ pub fn check_series(images: &[ImageGeometry]) -> Vec<(String, String)> {
                 "images of one series have different orientations".to_string(),
             ));
         }
-        let mut positions: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut positions: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
         for g in &imgs {
-            if g.position.is_empty() {
-                continue;
+            if !g.position.is_empty() {
+                positions
+                    .entry(&g.position)
+                    .or_default()
+                    .insert(&g.instance);
             }
-            if let Some(other) = positions.insert(&g.position, &g.instance) {
-                if other != g.instance {
-                    out.push((
-                        series.to_string(),
-                        format!("two instances at the same position {}", g.position),
-                    ));
-                }
+        }
+        for (pos, instances) in positions {
+            if instances.len() > 1 {
+                out.push((
+                    series.to_string(),
+                    format!("{} instances at the same position {pos}", instances.len()),
+                ));
             }
         }
     }
