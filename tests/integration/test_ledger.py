@@ -61,10 +61,14 @@ def test_logged_images_are_proven_and_others_flagged(radveil, key_file, ledger, 
     for img in images[:3]:
         assert res[img.name]["status"] == "proven", res[img.name]
     assert res[images[3].name]["status"] == "unknown", "an image the ledger never saw must be flagged"
+    import pydicom
+
     altered = tmp_path / "altered.dcm"
-    data = bytearray(images[0].read_bytes())
-    data[-10] ^= 0x01  # one pixel bit
-    altered.write_bytes(bytes(data))
+    ds = pydicom.dcmread(images[0])
+    px = bytearray(ds.PixelData)
+    px[-10] ^= 0x01  # one pixel bit
+    ds.PixelData = bytes(px)
+    ds.save_as(altered)
     r, res = verify(radveil, ledger, key_file, altered)
     assert r.returncode == 1 and res["altered.dcm"]["status"] == "altered"
     r, res = verify(radveil, ledger, key_file, *images[:3])
