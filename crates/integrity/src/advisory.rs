@@ -21,17 +21,6 @@ pub struct ImageGeometry {
     pub position: String,
 }
 
-fn us(ds: &DataSet<'_>, tag: u32, enc: Encoding) -> Option<u16> {
-    let b = ds.get(tag)?.bytes()?;
-    (b.len() >= 2).then(|| {
-        if enc == Encoding::ExplicitBig {
-            u16::from_be_bytes([b[0], b[1]])
-        } else {
-            u16::from_le_bytes([b[0], b[1]])
-        }
-    })
-}
-
 /// Checks one image; returns its findings and its geometry for [`check_series`].
 pub fn check_image(ds: &DataSet<'_>, enc: Encoding) -> (Vec<String>, Option<ImageGeometry>) {
     let mut findings = Vec::new();
@@ -43,15 +32,15 @@ pub fn check_image(ds: &DataSet<'_>, enc: Encoding) -> (Vec<String>, Option<Imag
             "Synthetic Data (0008,001C) is YES: the image says it is not a real acquisition".into(),
         );
     }
-    let rows = us(ds, 0x0028_0010, enc);
-    let cols = us(ds, 0x0028_0011, enc);
+    let rows = ds.u16_value(0x0028_0010, enc);
+    let cols = ds.u16_value(0x0028_0011, enc);
     if let (Some(Value::Bytes(px)), Some(r), Some(c)) = (
         ds.get(radveil_part10::PIXEL_DATA).map(|e| &e.value),
         rows,
         cols,
     ) {
-        let spp = us(ds, 0x0028_0002, enc).unwrap_or(1).max(1) as usize;
-        let bits = us(ds, 0x0028_0100, enc).unwrap_or(8) as usize;
+        let spp = ds.u16_value(0x0028_0002, enc).unwrap_or(1).max(1) as usize;
+        let bits = ds.u16_value(0x0028_0100, enc).unwrap_or(8) as usize;
         let frames = ds
             .string(0x0028_0008)
             .and_then(|s| s.trim().parse::<usize>().ok())

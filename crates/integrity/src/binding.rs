@@ -54,17 +54,6 @@ const GEOMETRY: [u32; 13] = [
     0x0028_0103, // Pixel Representation
 ];
 
-fn us(ds: &DataSet<'_>, tag: u32, enc: Encoding) -> Option<u16> {
-    let b = ds.get(tag)?.bytes()?;
-    (b.len() >= 2).then(|| {
-        if enc == Encoding::ExplicitBig {
-            u16::from_be_bytes([b[0], b[1]])
-        } else {
-            u16::from_le_bytes([b[0], b[1]])
-        }
-    })
-}
-
 /// A value in a transfer-syntax-independent form: text trimmed, binary little endian.
 fn canonical(el: &Element<'_>, enc: Encoding) -> Vec<u8> {
     match &el.value {
@@ -119,11 +108,11 @@ pub fn decoded_pixels(
     let Some(el) = ds.get(radveil_part10::PIXEL_DATA) else {
         return Ok(Vec::new());
     };
-    let rows = us(ds, 0x0028_0010, enc).unwrap_or(0) as usize;
-    let cols = us(ds, 0x0028_0011, enc).unwrap_or(0) as usize;
-    let spp = us(ds, 0x0028_0002, enc).unwrap_or(1).max(1) as usize;
-    let bits = us(ds, 0x0028_0100, enc).unwrap_or(8) as usize;
-    let planar = us(ds, 0x0028_0006, enc).unwrap_or(0) == 1;
+    let rows = ds.u16_value(0x0028_0010, enc).unwrap_or(0) as usize;
+    let cols = ds.u16_value(0x0028_0011, enc).unwrap_or(0) as usize;
+    let spp = ds.u16_value(0x0028_0002, enc).unwrap_or(1).max(1) as usize;
+    let bits = ds.u16_value(0x0028_0100, enc).unwrap_or(8) as usize;
+    let planar = ds.u16_value(0x0028_0006, enc).unwrap_or(0) == 1;
     let frames = ds
         .string(0x0028_0008)
         .and_then(|s| s.trim().parse::<usize>().ok())

@@ -121,17 +121,6 @@ fn us(tag: u32, v: u16, enc: Encoding) -> Element<'static> {
     bytes(tag, Vr::US, b.to_vec())
 }
 
-fn read_us(el: &Element<'_>, enc: Encoding) -> Option<u16> {
-    let b = el.bytes()?;
-    (b.len() >= 2).then(|| {
-        if enc == Encoding::ExplicitBig {
-            u16::from_be_bytes([b[0], b[1]])
-        } else {
-            u16::from_le_bytes([b[0], b[1]])
-        }
-    })
-}
-
 fn items<'d, 'a>(ds: &'d DataSet<'a>, tag: u32) -> &'d [DataSet<'a>] {
     match ds.get(tag).map(|e| &e.value) {
         Some(Value::Sequence(items)) => items,
@@ -168,7 +157,7 @@ pub fn sign(
     // The next free MAC ID Number.
     let mac_id = items(ds, MAC_PARAMETERS_SEQUENCE)
         .iter()
-        .filter_map(|i| i.get(MAC_ID_NUMBER).and_then(|e| read_us(e, enc)))
+        .filter_map(|i| i.u16_value(MAC_ID_NUMBER, enc))
         .max()
         .map_or(0, |m| m + 1);
     let mut mac_item = DataSet::default();
@@ -397,12 +386,11 @@ fn verify_one(
     };
     let result = (|| -> Result<(), String> {
         let id = sig
-            .get(MAC_ID_NUMBER)
-            .and_then(|e| read_us(e, enc))
+            .u16_value(MAC_ID_NUMBER, enc)
             .ok_or("no MAC ID Number")?;
         let mac_item = macs
             .iter()
-            .find(|m| m.get(MAC_ID_NUMBER).and_then(|e| read_us(e, enc)) == Some(id))
+            .find(|m| m.u16_value(MAC_ID_NUMBER, enc) == Some(id))
             .ok_or("no MAC Parameters item with its MAC ID Number")?;
         let mac = mac_item
             .string(MAC_ALGORITHM)

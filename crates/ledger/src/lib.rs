@@ -107,6 +107,17 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Parses a lowercase or uppercase hex SHA-256 hash.
+pub fn unhex(s: &str) -> Option<Hash> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let v: Option<Vec<u8>> = (0..32)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    v?.try_into().ok()
+}
+
 /// An open ledger: its entries' leaf hashes in memory (32 bytes an entry).
 #[derive(Debug)]
 pub struct Ledger {
@@ -451,12 +462,7 @@ mod tests {
         let v = signer.verifier();
         assert_eq!(l.verify_against(&trusted, &v).unwrap().size, 5);
         let p = l.prove_inclusion(3, 9).unwrap();
-        let unhex = |s: &str| -> Hash {
-            let v: Vec<u8> = (0..32)
-                .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-                .collect();
-            v.try_into().unwrap()
-        };
+        let unhex = |s: &str| unhex(s).unwrap();
         let proof: Vec<Hash> = p.proof.iter().map(|h| unhex(h)).collect();
         merkle::verify_inclusion(3, 9, &unhex(&p.leaf), &proof, &unhex(&p.root)).unwrap();
 

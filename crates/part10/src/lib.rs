@@ -228,6 +228,18 @@ impl<'a> DataSet<'a> {
         self.elements.iter_mut().find(|e| e.tag == tag)
     }
 
+    /// The first value of a US element with this tag, read in the data set's byte order.
+    pub fn u16_value(&self, tag: u32, enc: Encoding) -> Option<u16> {
+        let b = self.get(tag)?.bytes()?;
+        (b.len() >= 2).then(|| {
+            if enc == Encoding::ExplicitBig {
+                u16::from_be_bytes([b[0], b[1]])
+            } else {
+                u16::from_le_bytes([b[0], b[1]])
+            }
+        })
+    }
+
     /// The trimmed text of the element with this tag, lossily as UTF-8.
     pub fn string(&self, tag: u32) -> Option<String> {
         self.get(tag)

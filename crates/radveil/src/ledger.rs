@@ -8,7 +8,7 @@ use clap::Subcommand;
 use radveil_deid::Key;
 use radveil_ledger::merkle::{self, Hash};
 use radveil_ledger::note::{Checkpoint, Signer, Verifier};
-use radveil_ledger::{hex, Ledger, Record, RecordKind};
+use radveil_ledger::{hex, unhex, Ledger, Record, RecordKind};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -567,16 +567,6 @@ fn report(json: bool, path: &Path, status: &str, index: Option<u64>, reason: &st
     } else {
         println!("{status}\t{}\t{reason}", path.display());
     }
-}
-
-fn unhex(s: &str) -> Option<Hash> {
-    if s.len() != 64 {
-        return None;
-    }
-    let v: Option<Vec<u8>> = (0..32)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
-        .collect();
-    v?.try_into().ok()
 }
 
 /// The current time as RFC 3339 UTC, to the second.
