@@ -173,6 +173,13 @@ def gen_iods(std, out, keyword_to_tag):
             parts.append("/".join(f"{x:08X}" for x in tags) + "=" + e["type"])
         out.append(f"    ({rust_str(mod)}, {rust_str(';'.join(parts))}),")
     out.append("];")
+    out.append("")
+    out.append("/// Module key to the tags of its top-level attributes, of every Type, sorted by module key.")
+    out.append("pub static MODULE_ATTRIBUTES: &[(&str, &[u32])] = &[")
+    for mod in sorted(modules):
+        tags = sorted({keyword_to_tag[e["keyword"]] for e in modules[mod] if not e["path"] and e["keyword"] in keyword_to_tag})
+        out.append(f"    ({rust_str(mod)}, &[" + ", ".join(f"0x{t:08X}" for t in tags) + "]),")
+    out.append("];")
     if missing:
         print(f"note: {len(missing)} module keywords not in the dictionary were skipped", file=sys.stderr)
 

@@ -258,3 +258,38 @@ def test_advisory_checks(radveil, tmp_path):
     assert "different matrix sizes" in text and "same position" in text, text
     r = radveil.run("verify", src, "--allow-unsigned", "--json")
     assert not [x for x in map(json.loads, r.stdout.splitlines()) if x["status"] == "advisory"]
+
+
+@pytest.mark.parametrize("profile,flag,name", [("creator", "--require-creator", "CT_small.dcm"),
+                                                ("authorization", "--require-auth", "rtplan.dcm"),
+                                                ("sr", "--require-sr", "reportsi.dcm")])
+def test_profiles_interoperate(radveil, dcmsign, keys, tmp_path, profile, flag, name):
+    """radveil's Creator, Authorization and SR signatures satisfy dcmsign's profile checks,
+    and dcmsign's satisfy radveil's --require-profile."""
+    key, cert = keys["rsa"]
+    src = corpus.pydicom_test_dir() / name
+    out = tmp_path / "signed"
+    r = radveil.run("sign", src, "--key", key, "--cert", cert, "--profile", profile, "--tag", "StudyInstanceUID",
+                    "--out", out)
+    assert r.returncode == 0, r.stderr
+    v = dcmsign_verify(dcmsign, cert, out / name, flag)
+    assert v.returncode == 0, v.stdout + v.stderr
+    theirs = tmp_path / "theirs.dcm"
+    dflag = {"creator": "--profile-creator", "authorization": "--profile-auth", "sr": "--profile-sr"}[profile]
+    r = subprocess.run([dcmsign, "--sign", str(key), str(cert), dflag, str(src), str(theirs)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    for f in (out / name, theirs):
+        r, res = radveil_verify(radveil, f, extra=["--require-profile", profile])
+        assert r.returncode == 0 and any(x["status"] == "profile" for x in res), res
+
+
+def test_selective_signature_is_insufficient_for_creator(radveil, dcmsign, keys, tmp_path):
+    key, cert = keys["rsa"]
+    signed = tmp_path / "sel.dcm"
+    subprocess.run([dcmsign, "--sign", str(key), str(cert), "--tag", "PixelData",
+                    str(corpus.pydicom_test_dir() / "CT_small.dcm"), str(signed)], check=True, capture_output=True)
+    r, res = radveil_verify(radveil, signed, extra=["--require-profile", "creator"])
+    assert r.returncode == 1
+    bad = [x for x in res if x["status"] == "insufficient"]
+    assert bad and "(0008,0018)" in bad[0]["detail"], res

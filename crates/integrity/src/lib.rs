@@ -12,6 +12,7 @@
 pub mod advisory;
 pub mod binding;
 pub mod crypto;
+pub mod profile;
 mod stream;
 pub mod trust;
 
@@ -21,6 +22,7 @@ use radveil_part10::{DataSet, Element, Encoding, Value, Vr};
 
 pub use binding::{binding_hash, BindingError};
 pub use crypto::{MacAlgorithm, Public, SignerCertificate, SignerIdentity};
+pub use profile::SignatureProfile;
 pub use stream::{signature_stream, StreamContext};
 pub use trust::TrustStore;
 
@@ -71,6 +73,61 @@ fn contains_un(el: &Element<'_>) -> bool {
     }
 }
 
+fn contains_un_tag(ds: &DataSet<'_>, tag: u32) -> bool {
+    ds.get(tag).is_some_and(contains_un)
+}
+
+/// Whether a valid signature satisfies `profile` for the data set it signs: made at the top
+/// level with an RSA key and an allowed MAC, and covering every attribute the profile
+/// requires. `Err` lists what is missing.
+pub fn satisfies(
+    report: &SignatureReport,
+    ds: &DataSet<'_>,
+    profile: SignatureProfile,
+) -> Result<(), String> {
+    if report.outcome != Outcome::Valid {
+        return Err("the signature is not valid".into());
+    }
+    if !report.location.is_empty() {
+        return Err("the signature is inside a sequence item, not on the object".into());
+    }
+    if let Some(mac) = report.mac {
+        if !profile.allows(mac) {
+            return Err(format!(
+                "{} is not allowed by the {} profile",
+                mac.term(),
+                profile.name()
+            ));
+        }
+    }
+    let rsa = report
+        .certificate
+        .as_ref()
+        .and_then(|c| Public::from_certificate(c).ok())
+        .is_some_and(|p| matches!(p, Public::Rsa(_)));
+    if !rsa {
+        return Err(format!(
+            "the {} profile requires an RSA signature",
+            profile.name()
+        ));
+    }
+    let missing: Vec<String> = profile
+        .required(ds)
+        .into_iter()
+        .filter(|t| !report.covered.contains(t))
+        .map(|t| format!("({:04X},{:04X})", t >> 16, t & 0xFFFF))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "covers too little for the {} profile: missing {}",
+            profile.name(),
+            missing.join(" ")
+        ))
+    }
+}
+
 /// The tags a signature of "all elements" covers at the top level of `ds`: every signable
 /// element, leaving out UN elements and sequences containing UN anywhere.
 pub fn all_signable_tags(ds: &DataSet<'_>) -> Vec<u32> {
@@ -94,6 +151,8 @@ pub struct SignRequest {
     pub datetime: String,
     /// A Digital Signature Purpose code (CID 7007 code value, scheme ASTM-sigpurpose).
     pub purpose: Option<String>,
+    /// A PS3.15 Annex C profile whose required attributes are added to the signed ones.
+    pub profile: Option<SignatureProfile>,
 }
 
 fn text(tag: u32, vr: Vr, v: &str) -> Element<'static> {
@@ -150,6 +209,32 @@ pub fn sign(
             t
         }
         None => all_signable_tags(ds),
+    };
+    let tags = match request.profile {
+        Some(p) => {
+            if !p.allows(request.mac) {
+                return Err(SignatureError::Key(format!(
+                    "the {} profile does not allow {}",
+                    p.name(),
+                    request.mac.term()
+                )));
+            }
+            // The Creator, Authorization and SR profiles sign every signable attribute: always
+            // a superset of what they require, and what dcmsign's profile checks accept.
+            let mut t = tags;
+            if p != SignatureProfile::Base {
+                t.extend(all_signable_tags(ds));
+            }
+            t.extend(
+                p.required(ds)
+                    .into_iter()
+                    .filter(|t| !contains_un_tag(ds, *t)),
+            );
+            t.sort_unstable();
+            t.dedup();
+            t
+        }
+        None => tags,
     };
     if tags.is_empty() {
         return Err(SignatureError::Malformed("nothing to sign".into()));

@@ -102,7 +102,7 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
         } => {
             let signer = load_or_create_signer(&signer_key, &origin)?;
             Ledger::init(&dir, &origin, &signer)?;
-            println!("{}", signer.verifier());
+            outln!("{}", signer.verifier());
             eprintln!(
                 "radveil: ledger {} created; its checkpoint verifier key is above (also in verifier.pub): give it to whoever verifies",
                 dir.display()
@@ -125,7 +125,7 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
                     signer_key.display()
                 );
             }
-            print!("{}", ledger.checkpoint(&signer)?);
+            out!("{}", ledger.checkpoint(&signer)?);
             Ok(ExitCode::SUCCESS)
         }
         LedgerCommand::Prove {
@@ -384,7 +384,7 @@ fn prove(
         let p = ledger.prove_inclusion(index, cp.size).context("proof")?;
         serde_json::json!({ "inclusion": p, "checkpoint": note })
     };
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -560,12 +560,12 @@ fn verify(
 
 fn report(json: bool, path: &Path, status: &str, index: Option<u64>, reason: &str) {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"input": path.display().to_string(), "status": status, "entry": index, "reason": reason})
         );
     } else {
-        println!("{status}\t{}\t{reason}", path.display());
+        outln!("{status}\t{}\t{reason}", path.display());
     }
 }
 

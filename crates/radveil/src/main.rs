@@ -3,6 +3,21 @@
 
 #![forbid(unsafe_code)]
 
+/// Prints a line on standard output; a closed pipe (`radveil ... | head`) ends the program
+/// quietly instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*), true)
+    };
+}
+
+/// Prints text on standard output without a newline (see [`outln`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*), false)
+    };
+}
+
 mod batch;
 mod inputs;
 mod key;
@@ -156,4 +171,20 @@ fn deid(args: DeidArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Writes to standard output; exits quietly when the reader has gone away.
+pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let result = o
+        .write_fmt(args)
+        .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) });
+    if let Err(e) = result {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("radveil: cannot write to standard output: {e}");
+        std::process::exit(2);
+    }
 }

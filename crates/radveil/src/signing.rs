@@ -30,6 +30,10 @@ pub struct SignArgs {
     /// Digital Signature Purpose code (CID 7007), e.g. 1 (author) or 14 (source).
     #[arg(long)]
     purpose: Option<String>,
+    /// PS3.15 Annex C profile: base, creator, authorization, sr (adds what it requires to
+    /// the signed attributes).
+    #[arg(long)]
+    profile: Option<String>,
     /// Output directory (files keep their names; never overwritten).
     #[arg(long)]
     out: PathBuf,
@@ -68,6 +72,10 @@ pub struct VerifyArgs {
     /// A checkpoint kept outside the ledger, which the ledger must extend (with --ledger).
     #[arg(long)]
     trusted_checkpoint: Option<PathBuf>,
+    /// Require, for each file, a valid signature that satisfies this PS3.15 Annex C profile
+    /// (base, creator, authorization, sr); a file without one is reported `insufficient`.
+    #[arg(long)]
+    require_profile: Option<String>,
     /// Also print each file's binding hash (pixels, geometry and identity; independent of
     /// the transfer syntax).
     #[arg(long)]
@@ -79,6 +87,14 @@ fn parse_tag(s: &str) -> Result<u32> {
 }
 
 pub fn sign(args: SignArgs) -> Result<ExitCode> {
+    let profile = match &args.profile {
+        Some(p) => Some(
+            radveil_integrity::SignatureProfile::from_name(p).with_context(|| {
+                format!("unknown profile {p:?} (base, creator, authorization, sr)")
+            })?,
+        ),
+        None => None,
+    };
     let mac = MacAlgorithm::from_term(&args.mac)
         .filter(|m| *m != MacAlgorithm::Md5)
         .with_context(|| format!("unknown or unsafe MAC algorithm {:?}", args.mac))?;
@@ -124,10 +140,11 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
                     mac,
                     tags.as_deref(),
                     args.purpose.as_deref(),
+                    profile,
                 ) {
                     Ok(out) => {
                         signed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        println!("signed\t{}\t{}", f.display(), out.display());
+                        outln!("signed\t{}\t{}", f.display(), out.display());
                     }
                     Err(e) => {
                         errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -187,6 +204,7 @@ fn sign_file(
     mac: MacAlgorithm,
     tags: Option<&[u32]>,
     purpose: Option<&str>,
+    profile: Option<radveil_integrity::SignatureProfile>,
 ) -> Result<PathBuf> {
     let bytes = std::fs::read(path)?;
     let (meta, ts) = read(&bytes)?;
@@ -204,6 +222,7 @@ fn sign_file(
         uid: new_uid()?,
         datetime: now_dt(),
         purpose: purpose.map(str::to_string),
+        profile,
     };
     radveil_integrity::sign(&mut ds, signer, &request, enc, &meta.transfer_syntax)?;
     let mut out = Vec::with_capacity(bytes.len() + 4096);
@@ -234,6 +253,14 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
         } else {
             radveil_integrity::verify_trusted(ds, enc, &trust, now)
         }
+    };
+    let required = match &args.require_profile {
+        Some(p) => Some(
+            radveil_integrity::SignatureProfile::from_name(p).with_context(|| {
+                format!("unknown profile {p:?} (base, creator, authorization, sr)")
+            })?,
+        ),
+        None => None,
     };
     let ledger = match &args.ledger {
         Some(dir) => {
@@ -283,6 +310,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                     check(&ds, enc),
                     radveil_integrity::binding_hash(&ds, enc, &meta.transfer_syntax),
                     radveil_integrity::advisory::check_image(&ds, enc),
+                    required.map(|p| profile_outcome(&ds, enc, &check, p)),
                 ))
             } else {
                 let enc = p10::effective_encoding(meta.body, ts.encoding);
@@ -291,11 +319,27 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                     check(&ds, enc),
                     radveil_integrity::binding_hash(&ds, enc, &meta.transfer_syntax),
                     radveil_integrity::advisory::check_image(&ds, enc),
+                    required.map(|p| profile_outcome(&ds, enc, &check, p)),
                 ))
             }
         });
         let reports = match parsed {
-            Ok((r, binding, (findings, geometry))) => {
+            Ok((r, binding, (findings, geometry), profile)) => {
+                if let Some(outcome) = profile {
+                    match outcome {
+                        Ok(p) => line(
+                            args.json,
+                            f,
+                            "profile",
+                            &format!("a valid signature satisfies the {p} profile"),
+                            None,
+                        ),
+                        Err(why) => {
+                            bad += 1;
+                            line(args.json, f, "insufficient", &why, None);
+                        }
+                    }
+                }
                 for finding in findings {
                     line(args.json, f, "advisory", &finding, None);
                 }
@@ -359,6 +403,27 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     })
 }
 
+/// Whether some signature of `ds` satisfies `profile`: `Ok(name)`, or why none does.
+fn profile_outcome(
+    ds: &p10::DataSet<'_>,
+    enc: p10::Encoding,
+    check: &dyn Fn(&p10::DataSet<'_>, p10::Encoding) -> Vec<radveil_integrity::SignatureReport>,
+    profile: radveil_integrity::SignatureProfile,
+) -> std::result::Result<&'static str, String> {
+    let reports = check(ds, enc);
+    let mut why = vec![];
+    for r in &reports {
+        match radveil_integrity::satisfies(r, ds, profile) {
+            Ok(()) => return Ok(profile.name()),
+            Err(e) => why.push(e),
+        }
+    }
+    if why.is_empty() {
+        why.push("no signature".into());
+    }
+    Err(why.join("; "))
+}
+
 fn line(
     json: bool,
     path: &Path,
@@ -383,9 +448,9 @@ fn line(
                 .collect::<Vec<_>>()
                 .into();
         }
-        println!("{v}");
+        outln!("{v}");
     } else {
         let signer = r.map(|r| format!("\t{}", r.signer)).unwrap_or_default();
-        println!("{status}\t{}\t{detail}{signer}", path.display());
+        outln!("{status}\t{}\t{detail}{signer}", path.display());
     }
 }

@@ -427,6 +427,14 @@ pub fn private_tags(group: u16, creator: &str, element: u8) -> &'static [Private
     &kb[start..end]
 }
 
+/// The top-level attributes of a module (by its key, e.g. `general-equipment`), of every
+/// Type; empty for an unknown key.
+pub fn module_attributes(module: &str) -> &'static [u32] {
+    let t = generated::MODULE_ATTRIBUTES;
+    t.binary_search_by_key(&module, |(k, _)| k)
+        .map_or(&[][..], |i| t[i].1)
+}
+
 /// The IOD key (e.g. `ct-image`) of a SOP Class UID, if the standard defines one.
 pub fn iod_for_sop_class(uid: &str) -> Option<&'static str> {
     let t = generated::SOP_CLASS_IODS;

@@ -1,0 +1,158 @@
+//! The Digital Signature profiles of PS3.15 Annex C: which attributes a signature must cover.
+//!
+//! - Base RSA (C.1): an RSA signature with a sound MAC; no attribute is required.
+//! - Creator RSA (C.2): the instance's identity (SOP Class and Instance, Study and Series
+//!   Instance UIDs, creation date and time) and every attribute present of the modules that
+//!   make up what was created: equipment, image, pixels, overlays and graphics, SR content,
+//!   waveforms, multi-frame functional groups.
+//! - Authorization RSA (C.3): what the Creator profile covers plus the displayed identity of
+//!   the patient and study, since an authorizer approves what they saw.
+//! - Structured Report RSA (C.4): the SR document's identity, its verification, and its
+//!   content tree.
+//!
+//! Module membership comes from the standard's tables (`radveil-standard`).
+
+use radveil_part10::DataSet;
+
+use crate::{crypto::MacAlgorithm, signable};
+
+/// A PS3.15 Annex C digital signature profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureProfile {
+    /// Base RSA Digital Signature Profile.
+    Base,
+    /// Creator RSA Digital Signature Profile.
+    Creator,
+    /// Authorization RSA Digital Signature Profile.
+    Authorization,
+    /// Structured Report RSA Digital Signature Profile.
+    StructuredReport,
+}
+
+const IDENTITY: [u32; 6] = [
+    0x0008_0012, // Instance Creation Date
+    0x0008_0013, // Instance Creation Time
+    0x0008_0016, // SOP Class UID
+    0x0008_0018, // SOP Instance UID
+    0x0020_000D, // Study Instance UID
+    0x0020_000E, // Series Instance UID
+];
+
+const CREATOR_MODULES: [&str; 13] = [
+    "general-equipment",
+    "enhanced-general-equipment",
+    "general-image",
+    "image-pixel",
+    "image-plane",
+    "overlay-plane",
+    "graphic-annotation",
+    "sr-document-general",
+    "sr-document-content",
+    "waveform",
+    "waveform-annotation",
+    "multi-frame-functional-groups",
+    "frame-of-reference",
+];
+
+const AUTHORIZATION_MODULES: [&str; 3] = ["patient", "general-study", "general-series"];
+
+const SR_MODULES: [&str; 2] = ["sr-document-general", "sr-document-content"];
+
+impl SignatureProfile {
+    /// Parses `base`, `creator`, `authorization` (or `auth`), `sr`.
+    pub fn from_name(name: &str) -> Option<SignatureProfile> {
+        Some(match name {
+            "base" => SignatureProfile::Base,
+            "creator" => SignatureProfile::Creator,
+            "authorization" | "auth" => SignatureProfile::Authorization,
+            "sr" => SignatureProfile::StructuredReport,
+            _ => return None,
+        })
+    }
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            SignatureProfile::Base => "base",
+            SignatureProfile::Creator => "creator",
+            SignatureProfile::Authorization => "authorization",
+            SignatureProfile::StructuredReport => "sr",
+        }
+    }
+
+    /// Whether the MAC algorithm is acceptable for the profile (all profiles exclude MD5).
+    pub fn allows(self, mac: MacAlgorithm) -> bool {
+        mac != MacAlgorithm::Md5
+    }
+
+    /// The top-level tags of `ds` that a signature of this profile must cover.
+    pub fn required(self, ds: &DataSet<'_>) -> Vec<u32> {
+        let modules: &[&str] = match self {
+            SignatureProfile::Base => return Vec::new(),
+            SignatureProfile::Creator => &CREATOR_MODULES,
+            SignatureProfile::Authorization => &CREATOR_MODULES,
+            SignatureProfile::StructuredReport => &SR_MODULES,
+        };
+        let extra: &[&str] = if self == SignatureProfile::Authorization {
+            &AUTHORIZATION_MODULES
+        } else {
+            &[]
+        };
+        let mut module_tags: Vec<u32> = modules
+            .iter()
+            .chain(extra)
+            .flat_map(|m| radveil_standard::module_attributes(m).iter().copied())
+            .collect();
+        module_tags.sort_unstable();
+        module_tags.dedup();
+        let in_modules = |tag: u32| {
+            // Overlay groups repeat: (60xx,eeee) matches the module's (6000,eeee).
+            let base = if tag >> 24 == 0x60 && (tag >> 16) % 2 == 0 {
+                tag & 0xFF00_FFFF
+            } else {
+                tag
+            };
+            module_tags.binary_search(&base).is_ok()
+        };
+        ds.elements
+            .iter()
+            .map(|e| e.tag)
+            .filter(|&t| signable(t) && (IDENTITY.contains(&t) || in_modules(t)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use radveil_part10::{Element, Vr};
+
+    #[test]
+    fn creator_requires_identity_pixels_and_equipment_but_not_the_patient() {
+        let mut ds = DataSet::default();
+        for (tag, vr) in [
+            (0x0008_0016, Vr::UI),
+            (0x0008_0018, Vr::UI),
+            (0x0008_0070, Vr::LO), // Manufacturer (General Equipment)
+            (0x0010_0010, Vr::PN), // Patient's Name (Patient)
+            (0x0028_0010, Vr::US), // Rows (Image Pixel)
+            (0x6002_3000, Vr::OW), // Overlay Data, second overlay group
+        ] {
+            ds.put(Element::text(tag, vr, "1"));
+        }
+        let creator = SignatureProfile::Creator.required(&ds);
+        assert_eq!(
+            creator,
+            vec![
+                0x0008_0016,
+                0x0008_0018,
+                0x0008_0070,
+                0x0028_0010,
+                0x6002_3000
+            ]
+        );
+        let auth = SignatureProfile::Authorization.required(&ds);
+        assert!(auth.contains(&0x0010_0010));
+        assert!(SignatureProfile::Base.required(&ds).is_empty());
+    }
+}
