@@ -83,6 +83,9 @@ def gen_dictionary(std, out):
         rows.append((tag, mask, a["keyword"], vr, a["valueMultiplicity"], a["retired"] == "Y"))
         if mask == 0xFFFFFFFF:
             keyword_to_tag[a["keyword"]] = tag
+        else:
+            # Repeating groups, e.g. (60xx,3000) Overlay Data: their first group stands for all.
+            keyword_to_tag.setdefault("@" + a["keyword"], tag)
     rows.sort()
     us_or_ss = sorted(
         parse_tag(a["tag"])[0]
@@ -177,7 +180,13 @@ def gen_iods(std, out, keyword_to_tag):
     out.append("/// Module key to the tags of its top-level attributes, of every Type, sorted by module key.")
     out.append("pub static MODULE_ATTRIBUTES: &[(&str, &[u32])] = &[")
     for mod in sorted(modules):
-        tags = sorted({keyword_to_tag[e["keyword"]] for e in modules[mod] if not e["path"] and e["keyword"] in keyword_to_tag})
+        tags = sorted(
+            {
+                keyword_to_tag.get(e["keyword"], keyword_to_tag.get("@" + e["keyword"]))
+                for e in modules[mod]
+                if not e["path"] and (e["keyword"] in keyword_to_tag or "@" + e["keyword"] in keyword_to_tag)
+            }
+        )
         out.append(f"    ({rust_str(mod)}, &[" + ", ".join(f"0x{t:08X}" for t in tags) + "]),")
     out.append("];")
     if missing:

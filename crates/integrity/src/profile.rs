@@ -107,7 +107,7 @@ impl SignatureProfile {
         module_tags.dedup();
         let in_modules = |tag: u32| {
             // Overlay groups repeat: (60xx,eeee) matches the module's (6000,eeee).
-            let base = if tag >> 24 == 0x60 && (tag >> 16) % 2 == 0 {
+            let base = if tag >> 24 == 0x60 && (tag >> 16).is_multiple_of(2) {
                 tag & 0xFF00_FFFF
             } else {
                 tag
