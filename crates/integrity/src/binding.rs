@@ -9,6 +9,8 @@
 //! Lossless. Compressed syntaxes that need a codec (JPEG, JPEG-LS, JPEG 2000) are refused
 //! with [`BindingError::Unsupported`] rather than hashed in encoded form.
 
+use std::borrow::Cow;
+
 use radveil_part10::{DataSet, Element, Encoding, Value, Vr};
 use sha2::{Digest, Sha256};
 
@@ -100,13 +102,13 @@ pub fn binding_hash(
 }
 
 /// The pixel data decoded to native little endian, samples interleaved, without padding.
-pub fn decoded_pixels(
-    ds: &DataSet<'_>,
+pub fn decoded_pixels<'d>(
+    ds: &'d DataSet<'_>,
     enc: Encoding,
     transfer_syntax: &str,
-) -> Result<Vec<u8>, BindingError> {
+) -> Result<Cow<'d, [u8]>, BindingError> {
     let Some(el) = ds.get(radveil_part10::PIXEL_DATA) else {
-        return Ok(Vec::new());
+        return Ok(Cow::Borrowed(&[]));
     };
     let rows = ds.u16_value(0x0028_0010, enc).unwrap_or(0) as usize;
     let cols = ds.u16_value(0x0028_0011, enc).unwrap_or(0) as usize;
@@ -126,7 +128,7 @@ pub fn decoded_pixels(
         (pixels_per_frame * spp * b, b)
     };
     let total = frame_len * frames;
-    let mut out = match &el.value {
+    let native: Cow<'d, [u8]> = match &el.value {
         Value::Bytes(b) => {
             if b.len() < total {
                 return Err(BindingError::Malformed(format!(
@@ -136,9 +138,9 @@ pub fn decoded_pixels(
             }
             let v = &b[..total];
             if enc == Encoding::ExplicitBig && el.vr == Vr::OW && bytes_per_sample > 1 {
-                v.chunks(2).flat_map(|c| c.iter().rev().copied()).collect()
+                Cow::Owned(v.chunks(2).flat_map(|c| c.iter().rev().copied()).collect())
             } else {
-                v.to_vec()
+                Cow::Borrowed(v)
             }
         }
         Value::Fragments(frags) => {
@@ -161,23 +163,30 @@ pub fn decoded_pixels(
                 out.extend(rle_frame(f, pixels_per_frame, spp, bytes_per_sample)?);
             }
             // RLE decodes colour by plane.
-            return Ok(interleave(
+            return Ok(Cow::Owned(interleave(
                 out,
                 frames,
                 pixels_per_frame,
                 spp,
                 bytes_per_sample,
                 true,
-            ));
+            )));
         }
         Value::Sequence(_) => {
             return Err(BindingError::Malformed("pixel data is a sequence".into()))
         }
     };
-    if spp > 1 && bits != 1 {
-        out = interleave(out, frames, pixels_per_frame, spp, bytes_per_sample, planar);
+    if spp > 1 && bits != 1 && planar {
+        return Ok(Cow::Owned(interleave(
+            native.into_owned(),
+            frames,
+            pixels_per_frame,
+            spp,
+            bytes_per_sample,
+            true,
+        )));
     }
-    Ok(out)
+    Ok(native)
 }
 
 /// Converts colour-by-plane frames to colour-by-pixel (when `planar`).
