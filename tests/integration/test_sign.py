@@ -16,7 +16,7 @@ from conftest import require_tool
 import corpus
 
 FILES = ["CT_small.dcm", "rtplan.dcm", "JPEG2000.dcm", "MR_small_bigendian.dcm",
-         "MR_small_implicit.dcm", "MR_small_RLE.dcm", "rtdose.dcm", "SC_rgb_jpeg_dcmtk.dcm"]
+         "MR_small_implicit.dcm", "MR_small_RLE.dcm", "rtdose.dcm", "SC_rgb_jpeg_dcmtk.dcm", "image_dfl.dcm"]
 
 
 @pytest.fixture(scope="module")

@@ -208,14 +208,20 @@ fn sign_file(
 ) -> Result<PathBuf> {
     let bytes = std::fs::read(path)?;
     let (meta, ts) = read(&bytes)?;
-    if ts.deflated {
-        bail!("deflated transfer syntax: sign before deflating");
-    }
-    let enc = p10::effective_encoding(meta.body, ts.encoding);
+    // A deflated data set is signed inflated (the MAC is computed in Explicit VR Little
+    // Endian) and deflated again when written.
+    let inflated;
+    let body: &[u8] = if ts.deflated {
+        inflated = p10::inflate(meta.body, p10::Limits::default().max_inflated)?;
+        &inflated
+    } else {
+        meta.body
+    };
+    let enc = p10::effective_encoding(body, ts.encoding);
     if enc != ts.encoding {
         bail!("the data set's encoding does not match its transfer syntax");
     }
-    let mut ds = p10::read_dataset(meta.body, enc, p10::Limits::default())?;
+    let mut ds = p10::read_dataset(body, enc, p10::Limits::default())?;
     let request = SignRequest {
         mac,
         tags: tags.map(|t| t.to_vec()),
