@@ -29,10 +29,12 @@ def keys(tmp_path_factory) -> dict:
     openssl = require_tool("openssl")
     d = tmp_path_factory.mktemp("keys")
     out = {}
+    subprocess.run([openssl, "dsaparam", "-out", d / "dsa.params", "2048"], check=True, capture_output=True)
     for name, args in {
         "rsa": ["-newkey", "rsa:2048"],
         "p256": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
         "p384": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        "dsa": ["-newkey", f"dsa:{d / 'dsa.params'}"],
     }.items():
         key, cert = d / f"{name}.key", d / f"{name}.pem"
         subprocess.run([openssl, "req", "-x509", *args, "-nodes", "-keyout", key, "-out", cert,
@@ -71,7 +73,8 @@ def test_radveil_signatures_pass_dcmsign(radveil, dcmsign, keys, tmp_path, mac):
 
 
 @pytest.mark.parametrize("kind,mac", [("rsa", "ripemd160"), ("rsa", "sha1"), ("rsa", "md5"), ("rsa", "sha256"),
-                                      ("rsa", "sha384"), ("rsa", "sha512"), ("p256", "sha256"), ("p384", "sha384")])
+                                      ("rsa", "sha384"), ("rsa", "sha512"), ("p256", "sha256"), ("p384", "sha384"),
+                                      ("dsa", "sha256")])
 def test_dcmsign_signatures_verify_in_radveil(radveil, dcmsign, keys, tmp_path, kind, mac):
     key, cert = keys[kind]
     out = []

@@ -174,7 +174,7 @@ fn parse_rsa_private(bytes: &[u8]) -> Result<RsaPrivateKey, SignatureError> {
 }
 
 /// A public key taken from a certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Public {
     /// RSA.
     Rsa(RsaPublicKey),
@@ -182,6 +182,8 @@ pub enum Public {
     P256(p256::ecdsa::VerifyingKey),
     /// ECDSA on P-384.
     P384(p384::ecdsa::VerifyingKey),
+    /// DSA (verification only).
+    Dsa(dsa::VerifyingKey),
 }
 
 impl Public {
@@ -202,8 +204,14 @@ impl Public {
         if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(&spki) {
             return Ok(Public::P384(k));
         }
+        if let Ok(k) = spki::SubjectPublicKeyInfoRef::try_from(spki.as_slice())
+            .map_err(|_| ())
+            .and_then(|info| dsa::VerifyingKey::try_from(info).map_err(|_| ()))
+        {
+            return Ok(Public::Dsa(k));
+        }
         Err(SignatureError::Key(
-            "certificate key is neither RSA nor ECDSA P-256/P-384".into(),
+            "certificate key is neither RSA, ECDSA P-256/P-384 nor DSA".into(),
         ))
     }
 
@@ -225,6 +233,13 @@ impl Public {
                 candidates.iter().any(|s| {
                     p256::ecdsa::Signature::from_der(s)
                         .or_else(|_| p256::ecdsa::Signature::from_slice(s))
+                        .is_ok_and(|sig| k.verify_prehash(digest, &sig).is_ok())
+                })
+            }
+            Public::Dsa(k) => {
+                let candidates = [trimmed(signature), trim_der_padding(signature)];
+                candidates.iter().any(|s| {
+                    dsa::Signature::try_from(s.as_slice())
                         .is_ok_and(|sig| k.verify_prehash(digest, &sig).is_ok())
                 })
             }
