@@ -296,3 +296,21 @@ def test_selective_signature_is_insufficient_for_creator(radveil, dcmsign, keys,
     assert r.returncode == 1
     bad = [x for x in res if x["status"] == "insufficient"]
     assert bad and "(0008,0018)" in bad[0]["detail"], res
+
+
+def test_signatures_inside_sequence_items(radveil, dcmsign, keys, tmp_path):
+    """A signature on one SR content item, made by either tool, verifies in the other and is
+    reported at its location."""
+    key, cert = keys["rsa"]
+    src = corpus.pydicom_test_dir() / "reportsi.dcm"
+    out = tmp_path / "signed"
+    r = radveil.run("sign", src, "--key", key, "--cert", cert, "--item", "ContentSequence[0]", "--out", out)
+    assert r.returncode == 0, r.stderr
+    v = dcmsign_verify(dcmsign, cert, out / "reportsi.dcm")
+    assert v.returncode == 0 and "Verification : OK" in v.stdout + v.stderr, v.stdout + v.stderr
+    theirs = tmp_path / "theirs.dcm"
+    subprocess.run([dcmsign, "--sign-item", str(key), str(cert), "ContentSequence[1]", str(src), str(theirs)],
+                   check=True, capture_output=True)
+    for f, loc in [(out / "reportsi.dcm", "(0040,A730)[0]/"), (theirs, "(0040,A730)[1]/")]:
+        r, res = radveil_verify(radveil, f)
+        assert r.returncode == 0 and res[0]["status"] == "valid" and res[0]["location"] == loc, res

@@ -34,6 +34,10 @@ pub struct SignArgs {
     /// the signed attributes).
     #[arg(long)]
     profile: Option<String>,
+    /// Sign a sequence item instead of the object, e.g. `ContentSequence[0]` or
+    /// `(0040,A730)[0]/(0040,A730)[2]` (as dcmsign's --sign-item).
+    #[arg(long, value_name = "PATH")]
+    item: Option<String>,
     /// Output directory (files keep their names; never overwritten).
     #[arg(long)]
     out: PathBuf,
@@ -141,6 +145,7 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
                     tags.as_deref(),
                     args.purpose.as_deref(),
                     profile,
+                    args.item.as_deref(),
                 ) {
                     Ok(out) => {
                         signed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -205,6 +210,7 @@ fn sign_file(
     tags: Option<&[u32]>,
     purpose: Option<&str>,
     profile: Option<radveil_integrity::SignatureProfile>,
+    item: Option<&str>,
 ) -> Result<PathBuf> {
     let bytes = std::fs::read(path)?;
     let (meta, ts) = read(&bytes)?;
@@ -230,7 +236,16 @@ fn sign_file(
         purpose: purpose.map(str::to_string),
         profile,
     };
-    radveil_integrity::sign(&mut ds, signer, &request, enc, &meta.transfer_syntax)?;
+    match item {
+        None => radveil_integrity::sign(&mut ds, signer, &request, enc, &meta.transfer_syntax)?,
+        Some(path) => {
+            if profile.is_some() {
+                bail!("profiles apply to whole objects, not to sequence items");
+            }
+            let target = item_mut(&mut ds, path)?;
+            radveil_integrity::sign(target, signer, &request, enc, &meta.transfer_syntax)?
+        }
+    }
     let mut out = Vec::with_capacity(bytes.len() + 4096);
     p10::write_file(&meta.elements, &ds, &meta.transfer_syntax, &mut out);
     let name = path.file_name().context("input without a file name")?;
@@ -407,6 +422,32 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The sequence item at `path` (`Keyword[i]` or `(gggg,eeee)[i]` steps separated by `/` or `.`).
+fn item_mut<'d, 'a>(ds: &'d mut p10::DataSet<'a>, path: &str) -> Result<&'d mut p10::DataSet<'a>> {
+    let mut current = ds;
+    for step in path.split(['/', '.']).filter(|s| !s.is_empty()) {
+        let (name, index) = step
+            .strip_suffix(']')
+            .and_then(|s| s.rsplit_once('['))
+            .with_context(|| format!("item path step {step:?} is not NAME[INDEX]"))?;
+        let tag = parse_tag(name)?;
+        let index: usize = index
+            .parse()
+            .with_context(|| format!("bad item index in {step:?}"))?;
+        let el = current
+            .get_mut(tag)
+            .with_context(|| format!("{name} is not in the data set"))?;
+        let p10::Value::Sequence(items) = &mut el.value else {
+            bail!("{name} is not a sequence");
+        };
+        let count = items.len();
+        current = items
+            .get_mut(index)
+            .with_context(|| format!("{name} has {count} items, not {}", index + 1))?;
+    }
+    Ok(current)
 }
 
 /// Whether some signature of `ds` satisfies `profile`: `Ok(name)`, or why none does.
