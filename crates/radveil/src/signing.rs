@@ -124,6 +124,13 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
     for (p, reason) in errors {
         eprintln!("radveil: {}: {reason}", p.display());
     }
+    let choices = SignChoices {
+        mac,
+        tags: tags.as_deref(),
+        purpose: args.purpose.as_deref(),
+        profile,
+        item: args.item.as_deref(),
+    };
     // Files are signed on every core (`--jobs`); RSA signing dominates the time.
     let next = std::sync::atomic::AtomicUsize::new(0);
     let signed = std::sync::atomic::AtomicUsize::new(0);
@@ -137,16 +144,7 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(f) = files.get(i) else { break };
-                match sign_file(
-                    f,
-                    &args.out,
-                    &signer,
-                    mac,
-                    tags.as_deref(),
-                    args.purpose.as_deref(),
-                    profile,
-                    args.item.as_deref(),
-                ) {
+                match sign_file(f, &args.out, &signer, &choices) {
                     Ok(out) => {
                         signed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         outln!("signed\t{}\t{}", f.display(), out.display());
@@ -202,16 +200,28 @@ fn read(bytes: &[u8]) -> Result<(p10::FileMeta<'_>, p10::TransferSyntax)> {
     Ok((meta, ts))
 }
 
+/// What every signature of one `radveil sign` run is made of.
+struct SignChoices<'a> {
+    mac: MacAlgorithm,
+    tags: Option<&'a [u32]>,
+    purpose: Option<&'a str>,
+    profile: Option<radveil_integrity::SignatureProfile>,
+    item: Option<&'a str>,
+}
+
 fn sign_file(
     path: &Path,
     out_dir: &Path,
     signer: &SignerIdentity,
-    mac: MacAlgorithm,
-    tags: Option<&[u32]>,
-    purpose: Option<&str>,
-    profile: Option<radveil_integrity::SignatureProfile>,
-    item: Option<&str>,
+    choices: &SignChoices<'_>,
 ) -> Result<PathBuf> {
+    let SignChoices {
+        mac,
+        tags,
+        purpose,
+        profile,
+        item,
+    } = *choices;
     let bytes = std::fs::read(path)?;
     let (meta, ts) = read(&bytes)?;
     // A deflated data set is signed inflated (the MAC is computed in Explicit VR Little
