@@ -180,6 +180,23 @@ def test_trust_anchors_decide_trusted_or_untrusted(radveil, keys, tmp_path):
     other = keys["rsa"][1]
     r, res = radveil_verify(radveil, out / "CT_small.dcm", extra=["--trust", other])
     assert r.returncode == 1 and res[0]["status"] == "untrusted", res
+    # A leaf issued by an intermediate CA: trusted only with the intermediate given.
+    int_key, int_csr, inter = tmp_path / "int.key", tmp_path / "int.csr", tmp_path / "int.pem"
+    ext = tmp_path / "ca.ext"
+    ext.write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=keyCertSign\n")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", int_key, "-out", int_csr, "-subj", "/CN=radveil int")
+    run("x509", "-req", "-in", int_csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", inter,
+        "-days", "20", "-extfile", ext)
+    leaf2_key, csr2, leaf2 = tmp_path / "leaf2.key", tmp_path / "leaf2.csr", tmp_path / "leaf2.pem"
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", leaf2_key, "-out", csr2, "-subj", "/CN=radveil leaf2")
+    run("x509", "-req", "-in", csr2, "-CA", inter, "-CAkey", int_key, "-CAcreateserial", "-out", leaf2, "-days", "10")
+    out2 = tmp_path / "signed2"
+    assert radveil.run("sign", corpus.pydicom_test_dir() / "CT_small.dcm", "--key", leaf2_key, "--cert", leaf2,
+                       "--out", out2).returncode == 0
+    r, res = radveil_verify(radveil, out2 / "CT_small.dcm", extra=["--trust", ca])
+    assert r.returncode == 1 and res[0]["status"] == "untrusted", res
+    r, res = radveil_verify(radveil, out2 / "CT_small.dcm", extra=["--trust", ca, "--intermediate", inter])
+    assert r.returncode == 0 and res[0]["status"] == "valid", res
 
 
 def binding_of(radveil, *paths) -> dict:

@@ -12,6 +12,7 @@ use crate::SignatureError;
 #[derive(Debug, Clone, Default)]
 pub struct TrustStore {
     anchors: Vec<Certificate>,
+    intermediates: Vec<Certificate>,
 }
 
 impl TrustStore {
@@ -57,7 +58,23 @@ impl TrustStore {
                 return Err("the certificate's key usage does not allow digital signatures".into());
             }
         }
-        let der = signer.to_der().map_err(|e| e.to_string())?;
+        self.chain(signer, at, 0)
+    }
+
+    /// Adds intermediate certificates (PEM bundle or DER), used to build a chain from a
+    /// signer to an anchor but not trusted themselves.
+    pub fn add_intermediates(&mut self, bytes: &[u8]) -> Result<usize, SignatureError> {
+        let mut tmp = TrustStore::default();
+        let n = tmp.add(bytes)?;
+        self.intermediates.extend(tmp.anchors);
+        Ok(n)
+    }
+
+    /// Finds a path from `cert` to an anchor, through intermediates that are CAs, each valid
+    /// at `at` and each verifying the signature of the one below.
+    fn chain(&self, cert: &Certificate, at: i64, depth: usize) -> Result<(), String> {
+        const MAX_DEPTH: usize = 8;
+        let der = cert.to_der().map_err(|e| e.to_string())?;
         if self
             .anchors
             .iter()
@@ -65,18 +82,40 @@ impl TrustStore {
         {
             return Ok(());
         }
-        let issuer = &signer.tbs_certificate.issuer;
+        if depth >= MAX_DEPTH {
+            return Err("certificate chain too long".into());
+        }
+        let issuer = &cert.tbs_certificate.issuer;
         for anchor in self
             .anchors
             .iter()
             .filter(|a| &a.tbs_certificate.subject == issuer)
         {
-            if issued_by(signer, anchor) {
+            if issued_by(cert, anchor) {
                 return valid_at(anchor, at).map_err(|e| format!("issuer: {e}"));
             }
         }
-        Err("not issued by a trusted certificate".into())
+        let mut last = None;
+        for ca in self
+            .intermediates
+            .iter()
+            .filter(|c| &c.tbs_certificate.subject == issuer)
+        {
+            if !is_ca(ca) || !issued_by(cert, ca) {
+                continue;
+            }
+            match valid_at(ca, at).and_then(|()| self.chain(ca, at, depth + 1)) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| "not issued by a trusted certificate".into()))
     }
+}
+
+fn is_ca(cert: &Certificate) -> bool {
+    use x509_cert::ext::pkix::BasicConstraints;
+    matches!(cert.tbs_certificate.get::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca)
 }
 
 fn valid_at(cert: &Certificate, at: i64) -> Result<(), String> {

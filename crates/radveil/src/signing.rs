@@ -63,6 +63,10 @@ pub struct VerifyArgs {
     /// signed, is reported as untrusted.
     #[arg(long = "trust", value_name = "CERTS")]
     trust: Vec<PathBuf>,
+    /// Intermediate CA certificates (PEM bundle or DER; repeatable), used to chain a signer
+    /// to a --trust anchor; not trusted themselves.
+    #[arg(long = "intermediate", value_name = "CERTS")]
+    intermediates: Vec<PathBuf>,
     /// Also check each image against this transparency ledger: an image it never recorded
     /// (inserted) or whose bytes differ from its entry (altered) is flagged.
     #[arg(long)]
@@ -274,6 +278,12 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     for t in &args.trust {
         let bytes = std::fs::read(t).with_context(|| format!("reading {}", t.display()))?;
         trust.add(&bytes).with_context(|| t.display().to_string())?;
+    }
+    for t in &args.intermediates {
+        let bytes = std::fs::read(t).with_context(|| format!("reading {}", t.display()))?;
+        trust
+            .add_intermediates(&bytes)
+            .with_context(|| t.display().to_string())?;
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
