@@ -193,3 +193,28 @@ def test_ledger_accepts_a_lossless_transcode_but_not_an_edit(radveil, key_file, 
     r, res = verify(radveil, ledger, key_file, rle)
     assert r.returncode == 0 and res["rle.dcm"]["status"] == "proven", res
     assert "binding hash matches" in res["rle.dcm"]["reason"]
+
+
+def test_foreign_equipment_in_a_series_is_flagged(radveil, key_file, ledger, images, tmp_path):
+    """An image that claims a logged series but comes from other equipment (a fake slipped
+    into a real series) is flagged as advisory, besides being unknown to the ledger."""
+    import pydicom
+
+    ds = pydicom.dcmread(images[0])
+    ds.SOPInstanceUID = ds.SOPInstanceUID + ".77"
+    ds.Manufacturer = "SOMEONE ELSE"
+    fake = tmp_path / "fake.dcm"
+    ds.save_as(fake)
+    r, res = verify(radveil, ledger, key_file, fake)
+    assert r.returncode == 1 and res["fake.dcm"]["status"] == "unknown", res
+    r2 = radveil.run("ledger", "verify", ledger["dir"], fake, "--key-file", key_file,
+                     "--verifier", ledger["verifier"], "--json")
+    statuses = [json.loads(x)["status"] for x in r2.stdout.splitlines()]
+    assert "advisory" in statuses, r2.stdout
+    same = tmp_path / "same.dcm"
+    ds = pydicom.dcmread(images[0])
+    ds.SOPInstanceUID = ds.SOPInstanceUID + ".78"
+    ds.save_as(same)
+    r3 = radveil.run("ledger", "verify", ledger["dir"], same, "--key-file", key_file,
+                     "--verifier", ledger["verifier"], "--json")
+    assert "advisory" not in [json.loads(x)["status"] for x in r3.stdout.splitlines()], r3.stdout

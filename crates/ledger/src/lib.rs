@@ -96,6 +96,12 @@ pub struct Record {
     /// SHA-256 fingerprint of the signer's certificate, when the image was signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<String>,
+    /// Keyed hash of the Series Instance UID, to compare an image with its series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<String>,
+    /// Keyed hash of the equipment (manufacturer, model, serial number, station name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equipment: Option<String>,
     /// Outcome of signature verification at ingest (`unsigned`, `valid`, ...).
     pub verification: String,
     /// Time of the record, RFC 3339 UTC.
@@ -342,6 +348,14 @@ impl Ledger {
             .map(|(i, r)| (i as u64, r))
     }
 
+    /// The equipment hashes recorded for a series (keyed series hash), in log order.
+    pub fn series_equipment<'s>(&'s self, series: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.records
+            .iter()
+            .filter(move |r| r.kind == RecordKind::Ingest && r.series.as_deref() == Some(series))
+            .filter_map(|r| r.equipment.as_deref())
+    }
+
     /// Inclusion proof of entry `index` in the tree of the first `size` entries.
     pub fn prove_inclusion(&self, index: u64, size: u64) -> Option<InclusionProof> {
         if size > self.size() {
@@ -442,6 +456,8 @@ mod tests {
             sha256: format!("{:064x}", i + 1000),
             binding: None,
             signer: None,
+            series: None,
+            equipment: None,
             verification: "unsigned".into(),
             time: "2026-11-23T12:00:00Z".into(),
         }

@@ -206,6 +206,10 @@ struct Identified {
     signer: Option<String>,
     /// Transfer-syntax-independent binding hash, where the pixel data can be decoded.
     binding: Option<String>,
+    /// Keyed hash of the Series Instance UID.
+    series: Option<String>,
+    /// Keyed hash of the equipment attributes.
+    equipment: Option<String>,
 }
 
 fn identify(path: &Path, key: &Key) -> Result<Identified> {
@@ -241,6 +245,18 @@ fn identify(path: &Path, key: &Key) -> Result<Identified> {
     let binding = radveil_integrity::binding_hash(&ds, enc, &meta.transfer_syntax)
         .ok()
         .map(|h| hex(&h));
+    let series = ds
+        .string(0x0020_000E)
+        .filter(|s| !s.is_empty())
+        .map(|s| hex(&key.mac("series-instance", s.as_bytes())));
+    let equipment_text: Vec<String> = [0x0008_0070u32, 0x0008_1090, 0x0018_1000, 0x0008_1010]
+        .iter()
+        .map(|t| ds.string(*t).unwrap_or_default())
+        .collect();
+    let equipment = equipment_text
+        .iter()
+        .any(|v| !v.is_empty())
+        .then(|| hex(&key.mac("equipment", equipment_text.join("\\").as_bytes())));
     let uid = ds
         .string(0x0008_0018)
         .filter(|u| !u.is_empty())
@@ -251,6 +267,8 @@ fn identify(path: &Path, key: &Key) -> Result<Identified> {
         verification,
         signer,
         binding,
+        series,
+        equipment,
     })
 }
 
@@ -315,6 +333,8 @@ fn append(
             sha256: id.sha256,
             binding: id.binding,
             signer: id.signer,
+            series: id.series,
+            equipment: id.equipment,
             verification: id.verification.into(),
             time: now.clone(),
         });
@@ -388,6 +408,18 @@ fn prove(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the ledger says of one image.
+pub struct ImageCheck {
+    /// `proven`, `unknown`, `altered`, `deleted`, `unproven` or `unreadable`.
+    pub status: &'static str,
+    /// The image's entry, if any.
+    pub index: Option<u64>,
+    /// Why.
+    pub reason: String,
+    /// An advisory finding (equipment inconsistent with the series), if any.
+    pub advisory: Option<String>,
+}
+
 /// A ledger whose latest checkpoint (and a trusted one, if given) verified.
 pub struct VerifiedLedger {
     ledger: Ledger,
@@ -452,12 +484,44 @@ impl VerifiedLedger {
 
     /// What the ledger says of one image: `proven`, `unknown`, `altered`, `deleted`,
     /// `unproven` or `unreadable`, with the entry index and a reason.
-    pub fn image_status(&self, path: &Path, key: &Key) -> (&'static str, Option<u64>, String) {
-        let (ledger, cp) = (&self.ledger, &self.checkpoint);
+    pub fn image_status(&self, path: &Path, key: &Key) -> ImageCheck {
         let id = match identify(path, key) {
             Ok(id) => id,
-            Err(e) => return ("unreadable", None, format!("{e:#}")),
+            Err(e) => {
+                return ImageCheck {
+                    status: "unreadable",
+                    index: None,
+                    reason: format!("{e:#}"),
+                    advisory: None,
+                }
+            }
         };
+        let (status, index, reason) = self.status_of(&id, &self.ledger, &self.checkpoint);
+        ImageCheck {
+            status,
+            index,
+            reason,
+            advisory: self.equipment_advisory(&id),
+        }
+    }
+
+    /// Advisory: the image's equipment differs from what the ledger recorded for earlier
+    /// images of its series (a foreign image slipped into a series).
+    fn equipment_advisory(&self, id: &Identified) -> Option<String> {
+        let (series, equipment) = (id.series.as_deref()?, id.equipment.as_deref()?);
+        let others: std::collections::BTreeSet<&str> =
+            self.ledger.series_equipment(series).collect();
+        (!others.is_empty() && !others.contains(equipment)).then(|| {
+            "equipment (manufacturer, model, serial number, station) differs from the ledger's earlier images of this series".to_string()
+        })
+    }
+
+    fn status_of(
+        &self,
+        id: &Identified,
+        ledger: &Ledger,
+        cp: &Checkpoint,
+    ) -> (&'static str, Option<u64>, String) {
         let Some((index, record)) = ledger.find_instance(&id.instance) else {
             return (
                 "unknown",
@@ -545,7 +609,15 @@ fn verify(
         report(json, &p, "unreadable", None, &reason);
     }
     for f in &files {
-        let (status, index, reason) = verified.image_status(f, &key);
+        let ImageCheck {
+            status,
+            index,
+            reason,
+            advisory,
+        } = verified.image_status(f, &key);
+        if let Some(advice) = advisory {
+            report(json, f, "advisory", index, &advice);
+        }
         if status != "proven" {
             flagged += 1;
         }

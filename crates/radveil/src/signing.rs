@@ -328,7 +328,11 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     }
     for f in &files {
         if let Some((l, key)) = &ledger {
-            let (status, _, reason) = l.image_status(f, key);
+            let check = l.image_status(f, key);
+            if let Some(advice) = &check.advisory {
+                line(args.json, f, "advisory", advice, None);
+            }
+            let (status, reason) = (check.status, check.reason);
             if status != "proven" {
                 bad += 1;
             }
