@@ -169,9 +169,16 @@ def test_trust_anchors_decide_trusted_or_untrusted(radveil, keys, tmp_path):
     ca_key, ca = tmp_path / "ca.key", tmp_path / "ca.pem"
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "30",
         "-subj", "/CN=radveil test CA")
-    leaf_key, csr, leaf = tmp_path / "leaf.key", tmp_path / "leaf.csr", tmp_path / "leaf.pem"
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", leaf_key, "-out", csr, "-subj", "/CN=radveil leaf")
-    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", leaf, "-days", "10")
+
+    def issue(name, issuer, issuer_key, *extra):
+        """A new key and a certificate for it, issued by `issuer`."""
+        key, csr, cert = tmp_path / f"{name}.key", tmp_path / f"{name}.csr", tmp_path / f"{name}.pem"
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN=radveil {name}")
+        run("x509", "-req", "-in", csr, "-CA", issuer, "-CAkey", issuer_key, "-CAcreateserial", "-out", cert,
+            "-days", "10", *extra)
+        return key, cert
+
+    leaf_key, leaf = issue("leaf", ca, ca_key)
     out = tmp_path / "signed"
     assert radveil.run("sign", corpus.pydicom_test_dir() / "CT_small.dcm", "--key", leaf_key, "--cert", leaf,
                        "--out", out).returncode == 0
@@ -181,15 +188,10 @@ def test_trust_anchors_decide_trusted_or_untrusted(radveil, keys, tmp_path):
     r, res = radveil_verify(radveil, out / "CT_small.dcm", extra=["--trust", other])
     assert r.returncode == 1 and res[0]["status"] == "untrusted", res
     # A leaf issued by an intermediate CA: trusted only with the intermediate given.
-    int_key, int_csr, inter = tmp_path / "int.key", tmp_path / "int.csr", tmp_path / "int.pem"
     ext = tmp_path / "ca.ext"
     ext.write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=keyCertSign\n")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", int_key, "-out", int_csr, "-subj", "/CN=radveil int")
-    run("x509", "-req", "-in", int_csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", inter,
-        "-days", "20", "-extfile", ext)
-    leaf2_key, csr2, leaf2 = tmp_path / "leaf2.key", tmp_path / "leaf2.csr", tmp_path / "leaf2.pem"
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", leaf2_key, "-out", csr2, "-subj", "/CN=radveil leaf2")
-    run("x509", "-req", "-in", csr2, "-CA", inter, "-CAkey", int_key, "-CAcreateserial", "-out", leaf2, "-days", "10")
+    int_key, inter = issue("int", ca, ca_key, "-extfile", ext)
+    leaf2_key, leaf2 = issue("leaf2", inter, int_key)
     out2 = tmp_path / "signed2"
     assert radveil.run("sign", corpus.pydicom_test_dir() / "CT_small.dcm", "--key", leaf2_key, "--cert", leaf2,
                        "--out", out2).returncode == 0

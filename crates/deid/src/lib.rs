@@ -558,13 +558,13 @@ impl<'d> Run<'d> {
                         continue;
                     }
                     let vr = self.semantic_vr(el);
-                    let kept = standard::profile_row(el.tag).is_some_and(|row| {
+                    let row = standard::profile_row(el.tag);
+                    let kept = row.is_some_and(|row| {
                         let (act, _) = self.table_action(row);
                         act == TableAct::Basic(BasicAction::K)
                             || act == TableAct::Option(OptionAction::K)
                     });
-                    let listed = standard::profile_row(el.tag).is_some();
-                    if kept || (!listed && vr != Vr::PN) {
+                    if kept || (row.is_none() && vr != Vr::PN) {
                         continue;
                     }
                     match vr {
@@ -581,7 +581,6 @@ impl<'d> Run<'d> {
                         Vr::LO | Vr::SH | Vr::LT | Vr::ST | Vr::UT | Vr::UC | Vr::AE => {
                             // Identifiers and addresses (not descriptions, which are cleaned
                             // themselves and would otherwise blank ordinary words).
-                            let row = standard::profile_row(el.tag);
                             let descriptive = row.is_some_and(|r| r.options[7].is_some());
                             if !descriptive {
                                 for v in b.split(|&c| c == b'\\') {

@@ -219,51 +219,36 @@ impl Public {
     /// `Ecdsa-Sig-Value`, or raw r||s.
     pub fn verify_digest(&self, mac: MacAlgorithm, digest: &[u8], signature: &[u8]) -> bool {
         use p256::ecdsa::signature::hazmat::PrehashVerifier;
-        // Signature values may carry one byte of DICOM padding.
-        let trimmed = |s: &[u8]| -> Vec<u8> { s.to_vec() };
-        match self {
-            Public::Rsa(k) => {
-                k.verify(mac.pkcs1(), digest, signature).is_ok()
-                    || (signature.last() == Some(&0)
-                        && k.verify(mac.pkcs1(), digest, &signature[..signature.len() - 1])
-                            .is_ok())
-            }
-            Public::P256(k) => {
-                let candidates = [trimmed(signature), trim_der_padding(signature)];
-                candidates.iter().any(|s| {
-                    p256::ecdsa::Signature::from_der(s)
-                        .or_else(|_| p256::ecdsa::Signature::from_slice(s))
-                        .is_ok_and(|sig| k.verify_prehash(digest, &sig).is_ok())
-                })
-            }
+        // Signature values may carry one byte of DICOM padding: try the value as stored and
+        // without it.
+        let unpadded = match self {
+            Public::Rsa(_) => signature.strip_suffix(&[0]).unwrap_or(signature),
+            _ => trim_der_padding(signature),
+        };
+        [signature, unpadded].into_iter().any(|s| match self {
+            Public::Rsa(k) => k.verify(mac.pkcs1(), digest, s).is_ok(),
+            Public::P256(k) => p256::ecdsa::Signature::from_der(s)
+                .or_else(|_| p256::ecdsa::Signature::from_slice(s))
+                .is_ok_and(|sig| k.verify_prehash(digest, &sig).is_ok()),
+            Public::P384(k) => p384::ecdsa::Signature::from_der(s)
+                .or_else(|_| p384::ecdsa::Signature::from_slice(s))
+                .is_ok_and(|sig| k.verify_prehash(digest, &sig).is_ok()),
             Public::Dsa(k) => {
-                let candidates = [trimmed(signature), trim_der_padding(signature)];
-                candidates.iter().any(|s| {
-                    dsa::Signature::try_from(s.as_slice())
-                        .is_ok_and(|sig| k.verify_prehash(digest, &sig).is_ok())
-                })
+                dsa::Signature::try_from(s).is_ok_and(|sig| k.verify_prehash(digest, &sig).is_ok())
             }
-            Public::P384(k) => {
-                let candidates = [trimmed(signature), trim_der_padding(signature)];
-                candidates.iter().any(|s| {
-                    p384::ecdsa::Signature::from_der(s)
-                        .or_else(|_| p384::ecdsa::Signature::from_slice(s))
-                        .is_ok_and(|sig| k.verify_prehash(digest, &sig).is_ok())
-                })
-            }
-        }
+        })
     }
 }
 
 /// A DER signature padded to even length for DICOM: cut to the length its header declares.
-fn trim_der_padding(sig: &[u8]) -> Vec<u8> {
+fn trim_der_padding(sig: &[u8]) -> &[u8] {
     if sig.len() >= 2 && sig[0] == 0x30 && sig[1] < 0x80 {
         let n = 2 + sig[1] as usize;
         if n <= sig.len() {
-            return sig[..n].to_vec();
+            return &sig[..n];
         }
     }
-    sig.to_vec()
+    sig
 }
 
 /// A parsed signer certificate with the facts a verifier reports.

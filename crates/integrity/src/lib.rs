@@ -39,8 +39,6 @@ const DIGITAL_SIGNATURE_DATETIME: u32 = 0x0400_0105;
 const CERTIFICATE_TYPE: u32 = 0x0400_0110;
 const CERTIFICATE_OF_SIGNER: u32 = 0x0400_0115;
 const SIGNATURE: u32 = 0x0400_0120;
-const CERTIFIED_TIMESTAMP_TYPE: u32 = 0x0400_0305;
-const CERTIFIED_TIMESTAMP: u32 = 0x0400_0310;
 const DIGITAL_SIGNATURE_PURPOSE_CODE_SEQUENCE: u32 = 0x0400_0401;
 
 /// Why signing or verification could not proceed.
@@ -534,6 +532,3 @@ fn verify_one(
     };
     report
 }
-
-#[allow(dead_code)]
-const UNUSED: [u32; 2] = [CERTIFIED_TIMESTAMP_TYPE, CERTIFIED_TIMESTAMP];
