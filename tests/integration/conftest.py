@@ -130,3 +130,75 @@ def key_file(radveil, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def other_key_file(radveil, tmp_path_factory) -> Path:
     return radveil.keygen(tmp_path_factory.mktemp("keys2") / "key")
+
+
+@pytest.fixture(scope="session")
+def dcmsign() -> str:
+    return require_tool("dcmsign")
+
+
+TSA_CONFIG = """
+[ tsa ]
+default_tsa = tsa_config1
+[ tsa_config1 ]
+dir = {dir}
+serial = {dir}/tsaserial
+crypto_device = builtin
+signer_cert = {dir}/tsa.pem
+certs = {dir}/tsaca.pem
+signer_key = {dir}/tsa.key
+signer_digest = sha256
+default_policy = 1.2.3.4.1
+other_policies = 1.2.3.4.5
+digests = sha1, sha256, sha384, sha512, ripemd160
+accuracy = secs:1
+ordering = no
+tsa_name = yes
+ess_cert_id_chain = no
+ess_cert_id_alg = {ess}
+[ tsa_ext ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation
+extendedKeyUsage = critical,timeStamping
+"""
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory) -> dict:
+    """Signer keys and certificates made with openssl (RSA, ECDSA P-256/P-384, DSA), and
+    an RFC 3161 timestamp authority (`openssl ts`) under its own CA: keys["tsa"] is its
+    directory, with tsa.cnf (ESSCertIDv2) and tsa-v1.cnf (ESSCertID, SHA-1)."""
+    openssl = require_tool("openssl")
+    d = tmp_path_factory.mktemp("keys")
+    out = {}
+    subprocess.run([openssl, "dsaparam", "-out", d / "dsa.params", "2048"], check=True, capture_output=True)
+    for name, args in {
+        "rsa": ["-newkey", "rsa:2048"],
+        "p256": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "p384": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        "dsa": ["-newkey", f"dsa:{d / 'dsa.params'}"],
+    }.items():
+        key, cert = d / f"{name}.key", d / f"{name}.pem"
+        subprocess.run([openssl, "req", "-x509", *args, "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "30", "-subj", f"/CN=radveil test {name}"], check=True, capture_output=True)
+        out[name] = (key, cert)
+    tsa = d / "tsa"
+    tsa.mkdir()
+    (tsa / "tsaserial").write_text("01\n")
+    (tsa / "tsa.cnf").write_text(TSA_CONFIG.format(dir=tsa, ess="sha256"))
+    (tsa / "tsa-v1.cnf").write_text(TSA_CONFIG.format(dir=tsa, ess="sha1"))
+    run = lambda *a: subprocess.run([openssl, *map(str, a)], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", tsa / "tsaca.key", "-out", tsa / "tsaca.pem",
+        "-days", "30", "-subj", "/CN=radveil test TSA CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", tsa / "tsa.key", "-out", tsa / "tsa.csr",
+        "-subj", "/CN=radveil test TSA")
+    run("x509", "-req", "-in", tsa / "tsa.csr", "-CA", tsa / "tsaca.pem", "-CAkey", tsa / "tsaca.key",
+        "-CAcreateserial", "-out", tsa / "tsa.pem", "-days", "30", "-extfile", tsa / "tsa.cnf",
+        "-extensions", "tsa_ext")
+    out["tsa"] = tsa
+    # dcmsign compares the signature time with the certificate's notBefore to the minute:
+    # a certificate made in this minute is "not yet valid" for it. Wait for the next minute.
+    import time
+
+    time.sleep(61 - time.gmtime().tm_sec)
+    return out

@@ -19,35 +19,6 @@ FILES = ["CT_small.dcm", "rtplan.dcm", "JPEG2000.dcm", "MR_small_bigendian.dcm",
          "MR_small_implicit.dcm", "MR_small_RLE.dcm", "rtdose.dcm", "SC_rgb_jpeg_dcmtk.dcm", "image_dfl.dcm"]
 
 
-@pytest.fixture(scope="module")
-def dcmsign() -> str:
-    return require_tool("dcmsign")
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> dict:
-    openssl = require_tool("openssl")
-    d = tmp_path_factory.mktemp("keys")
-    out = {}
-    subprocess.run([openssl, "dsaparam", "-out", d / "dsa.params", "2048"], check=True, capture_output=True)
-    for name, args in {
-        "rsa": ["-newkey", "rsa:2048"],
-        "p256": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
-        "p384": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
-        "dsa": ["-newkey", f"dsa:{d / 'dsa.params'}"],
-    }.items():
-        key, cert = d / f"{name}.key", d / f"{name}.pem"
-        subprocess.run([openssl, "req", "-x509", *args, "-nodes", "-keyout", key, "-out", cert,
-                        "-days", "30", "-subj", f"/CN=radveil test {name}"], check=True, capture_output=True)
-        out[name] = (key, cert)
-    # dcmsign compares the signature time with the certificate's notBefore to the minute:
-    # a certificate made in this minute is "not yet valid" for it. Wait for the next minute.
-    import time
-
-    time.sleep(61 - time.gmtime().tm_sec)
-    return out
-
-
 def dcmsign_verify(dcmsign, cert, path, *extra) -> subprocess.CompletedProcess:
     return subprocess.run([dcmsign, "--verify", "--require-sig", "+cf", str(cert), *extra, str(path)],
                           capture_output=True, text=True)

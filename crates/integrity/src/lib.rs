@@ -14,6 +14,7 @@ pub mod binding;
 pub mod crypto;
 pub mod profile;
 mod stream;
+pub mod timestamp;
 pub mod trust;
 
 use std::borrow::Cow;
@@ -24,6 +25,7 @@ pub use binding::{binding_hash, BindingError};
 pub use crypto::{MacAlgorithm, Public, SignerCertificate, SignerIdentity};
 pub use profile::SignatureProfile;
 pub use stream::{signature_stream, StreamContext};
+pub use timestamp::{TimestampOutcome, TimestampReport};
 pub use trust::TrustStore;
 
 /// Digital Signatures Sequence (FFFA,FFFA).
@@ -383,34 +385,62 @@ pub struct SignatureReport {
     pub certificate: Option<x509_cert::Certificate>,
     /// Purpose code value, if any.
     pub purpose: Option<String>,
-    /// Whether it verifies.
+    /// The signature's certified timestamp (RFC 3161), when it has one.
+    pub timestamp: Option<TimestampReport>,
+    /// Whether it verifies (a certified timestamp that fails makes the signature fail).
     pub outcome: Outcome,
 }
 
-/// Verifies every signature in `ds` and in its sequence items, recursively.
+/// Verifies every signature in `ds` and in its sequence items, recursively, with their
+/// certified timestamps.
 pub fn verify(ds: &DataSet<'_>, enc: Encoding) -> Vec<SignatureReport> {
     let mut out = Vec::new();
-    verify_level(ds, enc, StreamContext::of(ds, enc), "", &mut out);
+    verify_level(ds, enc, StreamContext::of(ds, enc), "", &[], &mut out);
     out
 }
 
-/// Verifies like [`verify`], then checks each valid signature's signer against `trust` at
-/// the signature's date and time (or `now`, Unix seconds, when it has none).
+/// Verifies like [`verify`], then checks each valid signature's signer against `trust`:
+/// at the certified timestamp's time when the signature has a valid one (the TSA's clock,
+/// not the signer's), else at the signature's own date and time (or `now`, Unix seconds,
+/// when it has none). A timestamp's TSA is checked against `trust` too.
 pub fn verify_trusted(
     ds: &DataSet<'_>,
     enc: Encoding,
     trust: &TrustStore,
     now: i64,
 ) -> Vec<SignatureReport> {
-    let mut reports = verify(ds, enc);
+    let mut reports = Vec::new();
+    let extra = trust.certificates();
+    verify_level(
+        ds,
+        enc,
+        StreamContext::of(ds, enc),
+        "",
+        &extra,
+        &mut reports,
+    );
     for r in &mut reports {
         if r.outcome != Outcome::Valid {
             continue;
         }
-        let at = trust::parse_dt(&r.datetime).unwrap_or(now);
+        let stamped = r
+            .timestamp
+            .as_ref()
+            .filter(|t| t.outcome == TimestampOutcome::Valid)
+            .and_then(|t| t.time);
+        let at = stamped
+            .or_else(|| trust::parse_dt(&r.datetime))
+            .unwrap_or(now);
         if let Some(cert) = &r.certificate {
             if let Err(why) = trust.check(cert, at) {
                 r.outcome = Outcome::Untrusted(why);
+                continue;
+            }
+        }
+        if let Some(t) = &mut r.timestamp {
+            t.check_trust(trust);
+            if let TimestampOutcome::Untrusted(why) = &t.outcome {
+                r.outcome = Outcome::Untrusted(format!("timestamp authority: {why}"));
             }
         }
     }
@@ -422,11 +452,14 @@ fn verify_level(
     enc: Encoding,
     ctx: StreamContext,
     location: &str,
+    extra: &[x509_cert::Certificate],
     out: &mut Vec<SignatureReport>,
 ) {
     let macs = items(ds, MAC_PARAMETERS_SEQUENCE);
     for sig in items(ds, DIGITAL_SIGNATURES_SEQUENCE) {
-        out.push(verify_one(ds, sig, macs, enc, ctx, location));
+        let mut report = verify_one(ds, sig, macs, enc, ctx, location);
+        check_timestamp(sig, extra, &mut report);
+        out.push(report);
     }
     for el in &ds.elements {
         if el.tag == DIGITAL_SIGNATURES_SEQUENCE || el.tag == MAC_PARAMETERS_SEQUENCE {
@@ -439,7 +472,7 @@ fn verify_level(
                     el.tag >> 16,
                     el.tag & 0xFFFF
                 );
-                verify_level(item, enc, ctx, &loc, out);
+                verify_level(item, enc, ctx, &loc, extra, out);
             }
         }
     }
@@ -465,6 +498,7 @@ fn verify_one(
         purpose: items(sig, DIGITAL_SIGNATURE_PURPOSE_CODE_SEQUENCE)
             .first()
             .and_then(|c| c.string(0x0008_0100)),
+        timestamp: None,
         outcome: Outcome::Invalid(String::new()),
     };
     let result = (|| -> Result<(), String> {
@@ -531,4 +565,147 @@ fn verify_one(
         Err(e) => Outcome::Invalid(e),
     };
     report
+}
+
+/// Checks the certified timestamp of a signature that verified: the token must stamp this
+/// signature and fall within the signer certificate's validity (as dcmsign requires); one
+/// that fails makes the signature fail.
+fn check_timestamp(sig: &DataSet<'_>, extra: &[x509_cert::Certificate], r: &mut SignatureReport) {
+    let kind = sig.string(timestamp::CERTIFIED_TIMESTAMP_TYPE);
+    let token = sig
+        .get(timestamp::CERTIFIED_TIMESTAMP)
+        .and_then(|e| e.bytes());
+    let (kind, token) = match (kind, token) {
+        (None, None) => return,
+        (k, t) => (k.unwrap_or_default(), t.unwrap_or_default()),
+    };
+    let (Some(cert), Some(signature)) =
+        (&r.certificate, sig.get(SIGNATURE).and_then(|e| e.bytes()))
+    else {
+        return;
+    };
+    let Ok(public) = Public::from_certificate(cert) else {
+        return;
+    };
+    let imprinted = timestamp::imprinted_signature(signature, &public);
+    let mut t = timestamp::check(&kind, token, imprinted, extra);
+    if let (TimestampOutcome::Valid, Some(at)) = (&t.outcome, t.time) {
+        let v = &cert.tbs_certificate.validity;
+        if at < v.not_before.to_unix_duration().as_secs() as i64
+            || at > v.not_after.to_unix_duration().as_secs() as i64
+        {
+            t.outcome = TimestampOutcome::Invalid(
+                "stamped outside the signer certificate's validity".into(),
+            );
+        }
+    }
+    if r.outcome == Outcome::Valid {
+        if let TimestampOutcome::Invalid(why) = &t.outcome {
+            r.outcome = Outcome::Invalid(format!("certified timestamp: {why}"));
+        }
+    }
+    r.timestamp = Some(t);
+}
+
+/// Inserts a certified timestamp `token` (DER) into the Digital Signatures item of `ds`
+/// (searched at every level) whose signature it stamps, as dcmsign's `--insert-timestamp`
+/// does. Returns the Digital Signature UID it went to. A signature that already has a
+/// timestamp is left alone.
+pub fn insert_timestamp(
+    ds: &mut DataSet<'_>,
+    token: &[u8],
+) -> Result<String, timestamp::TimestampError> {
+    let parsed = timestamp::Token::parse(token)?;
+    let mut found = None;
+    find_stamped(ds, &parsed, token, &mut found);
+    found.ok_or_else(|| {
+        timestamp::TimestampError::Mismatch(
+            "no signature without a timestamp in this file has the reply's imprint".into(),
+        )
+    })
+}
+
+fn find_stamped(
+    ds: &mut DataSet<'_>,
+    token: &timestamp::Token,
+    der: &[u8],
+    found: &mut Option<String>,
+) {
+    for el in ds.elements.iter_mut() {
+        if found.is_some() {
+            return;
+        }
+        let Value::Sequence(items) = &mut el.value else {
+            continue;
+        };
+        let is_sigs = el.tag == DIGITAL_SIGNATURES_SEQUENCE;
+        for item in items.iter_mut() {
+            if is_sigs && item.get(timestamp::CERTIFIED_TIMESTAMP).is_none() {
+                if let Some(uid) = stamps(item, token) {
+                    item.put(text(
+                        timestamp::CERTIFIED_TIMESTAMP_TYPE,
+                        Vr::CS,
+                        timestamp::CMS_TSP,
+                    ));
+                    item.put(bytes(timestamp::CERTIFIED_TIMESTAMP, Vr::OB, der.to_vec()));
+                    *found = Some(uid);
+                    return;
+                }
+            }
+            find_stamped(item, token, der, found);
+        }
+    }
+}
+
+/// The UID of the signature in `sig` when `token` stamps it.
+fn stamps(sig: &DataSet<'_>, token: &timestamp::Token) -> Option<String> {
+    let signature = sig.get(SIGNATURE)?.bytes()?;
+    let cert = SignerCertificate::from_der(sig.get(CERTIFICATE_OF_SIGNER)?.bytes()?).ok()?;
+    let imprinted = timestamp::imprinted_signature(signature, &cert.public);
+    let mac = timestamp::digest_for_oid(&token.info.message_imprint.hash_algorithm.oid)?;
+    (mac.digest(imprinted) == token.info.message_imprint.hashed_message.as_bytes())
+        .then(|| sig.string(DIGITAL_SIGNATURE_UID).unwrap_or_default())
+}
+
+/// Timestamp queries for the signatures in `ds` (at every level) that have no timestamp
+/// yet: (Digital Signature UID, DER TimeStampReq).
+pub fn timestamp_queries(
+    ds: &DataSet<'_>,
+    options: &timestamp::QueryOptions,
+) -> Result<Vec<(String, Vec<u8>)>, timestamp::TimestampError> {
+    let mut out = Vec::new();
+    collect_queries(ds, options, &mut out)?;
+    Ok(out)
+}
+
+fn collect_queries(
+    ds: &DataSet<'_>,
+    options: &timestamp::QueryOptions,
+    out: &mut Vec<(String, Vec<u8>)>,
+) -> Result<(), timestamp::TimestampError> {
+    for el in &ds.elements {
+        let Value::Sequence(items) = &el.value else {
+            continue;
+        };
+        for item in items {
+            if el.tag == DIGITAL_SIGNATURES_SEQUENCE
+                && item.get(timestamp::CERTIFIED_TIMESTAMP).is_none()
+            {
+                let signature = item.get(SIGNATURE).and_then(|e| e.bytes());
+                let cert = item
+                    .get(CERTIFICATE_OF_SIGNER)
+                    .and_then(|e| e.bytes())
+                    .and_then(|c| SignerCertificate::from_der(c).ok());
+                if let (Some(signature), Some(cert)) = (signature, cert) {
+                    let imprinted = timestamp::imprinted_signature(signature, &cert.public);
+                    out.push((
+                        item.string(DIGITAL_SIGNATURE_UID).unwrap_or_default(),
+                        timestamp::query(imprinted, options)?,
+                    ));
+                }
+            }
+            collect_queries(item, options, out)?;
+        }
+    }
+    Ok(())
 }

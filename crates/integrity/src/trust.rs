@@ -45,6 +45,16 @@ impl TrustStore {
         Ok(self.anchors.len() - before)
     }
 
+    /// Every certificate given, anchors and intermediates (a timestamp token that leaves out
+    /// its TSA's certificate may be verified with one of these).
+    pub fn certificates(&self) -> Vec<Certificate> {
+        self.anchors
+            .iter()
+            .chain(self.intermediates.iter())
+            .cloned()
+            .collect()
+    }
+
     /// Whether no anchor was configured.
     pub fn is_empty(&self) -> bool {
         self.anchors.is_empty()

@@ -22,7 +22,9 @@ mod batch;
 mod inputs;
 mod key;
 mod ledger;
+mod output;
 mod signing;
+mod timestamping;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +51,11 @@ enum Command {
     Ledger {
         #[command(subcommand)]
         command: ledger::LedgerCommand,
+    },
+    /// RFC 3161 certified timestamps on signatures: stamp (online), query, insert.
+    Timestamp {
+        #[command(subcommand)]
+        command: timestamping::TimestampCommand,
     },
     /// Write a new random de-identification key to FILE (mode 0600; never overwrites).
     Keygen {
@@ -119,6 +126,7 @@ fn main() -> ExitCode {
         Command::Ledger { command } => ledger::run(command),
         Command::Sign(args) => signing::sign(args),
         Command::Verify(args) => signing::verify(args),
+        Command::Timestamp { command } => timestamping::run(command),
     };
     match result {
         Ok(code) => code,

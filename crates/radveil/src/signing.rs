@@ -1,6 +1,5 @@
 //! `radveil sign` and `radveil verify`: DICOM digital signatures on files.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -44,6 +43,12 @@ pub struct SignArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Certify each new signature's time at this RFC 3161 timestamp authority
+    /// (http:// or https:// URL); a file whose timestamp fails is not written.
+    #[arg(long, value_name = "URL")]
+    tsa: Option<String>,
+    #[command(flatten)]
+    ts: crate::timestamping::QueryArgs,
 }
 
 /// `radveil verify` arguments.
@@ -88,6 +93,10 @@ pub struct VerifyArgs {
     /// the transfer syntax).
     #[arg(long)]
     binding: bool,
+    /// Fail a valid signature that has no valid certified timestamp (as dcmsign's
+    /// --require-ts).
+    #[arg(long)]
+    require_timestamp: bool,
 }
 
 fn parse_tag(s: &str) -> Result<u32> {
@@ -122,6 +131,13 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
                 .collect::<Result<Vec<_>>>()?,
         )
     };
+    let tsa = match &args.tsa {
+        Some(url) => Some(crate::timestamping::Tsa::new(
+            url,
+            args.ts.query_options()?,
+        )?),
+        None => None,
+    };
     std::fs::create_dir_all(&args.out)?;
     let (files, errors) = crate::inputs::collect(&args.inputs);
     let mut failed = errors.len();
@@ -134,6 +150,7 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
         purpose: args.purpose.as_deref(),
         profile,
         item: args.item.as_deref(),
+        tsa: tsa.as_ref(),
     };
     // Files are signed on every core (`--jobs`); RSA signing dominates the time.
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -211,6 +228,8 @@ struct SignChoices<'a> {
     purpose: Option<&'a str>,
     profile: Option<radveil_integrity::SignatureProfile>,
     item: Option<&'a str>,
+    /// Stamp each new signature at this timestamp authority.
+    tsa: Option<&'a crate::timestamping::Tsa>,
 }
 
 fn sign_file(
@@ -225,11 +244,47 @@ fn sign_file(
         purpose,
         profile,
         item,
+        tsa,
     } = *choices;
     let bytes = std::fs::read(path)?;
-    let (meta, ts) = read(&bytes)?;
-    // A deflated data set is signed inflated (the MAC is computed in Explicit VR Little
-    // Endian) and deflated again when written.
+    let target = out_dir.join(path.file_name().context("input without a file name")?);
+    let uid = new_uid()?;
+    let out = rewrite(&bytes, |ds, enc, transfer_syntax| {
+        let request = SignRequest {
+            mac,
+            tags: tags.map(|t| t.to_vec()),
+            uid: uid.clone(),
+            datetime: now_dt(),
+            purpose: purpose.map(str::to_string),
+            profile,
+        };
+        match item {
+            None => radveil_integrity::sign(ds, signer, &request, enc, transfer_syntax)?,
+            Some(path) => {
+                if profile.is_some() {
+                    bail!("profiles apply to whole objects, not to sequence items");
+                }
+                let target = item_mut(ds, path)?;
+                radveil_integrity::sign(target, signer, &request, enc, transfer_syntax)?
+            }
+        }
+        if let Some(tsa) = tsa {
+            tsa.stamp(ds, Some(&uid))?;
+        }
+        Ok(())
+    })?;
+    crate::output::write_new(&target, &out)?;
+    Ok(target)
+}
+
+/// Parses a Part 10 file, lets `change` alter its data set (given its encoding and transfer
+/// syntax), and returns the file encoded again in its own transfer syntax. A deflated data
+/// set is changed inflated and deflated again.
+pub(crate) fn rewrite(
+    bytes: &[u8],
+    change: impl FnOnce(&mut p10::DataSet<'_>, p10::Encoding, &str) -> Result<()>,
+) -> Result<Vec<u8>> {
+    let (meta, ts) = read(bytes)?;
     let inflated;
     let body: &[u8] = if ts.deflated {
         inflated = p10::inflate(meta.body, p10::Limits::default().max_inflated)?;
@@ -242,35 +297,10 @@ fn sign_file(
         bail!("the data set's encoding does not match its transfer syntax");
     }
     let mut ds = p10::read_dataset(body, enc, p10::Limits::default())?;
-    let request = SignRequest {
-        mac,
-        tags: tags.map(|t| t.to_vec()),
-        uid: new_uid()?,
-        datetime: now_dt(),
-        purpose: purpose.map(str::to_string),
-        profile,
-    };
-    match item {
-        None => radveil_integrity::sign(&mut ds, signer, &request, enc, &meta.transfer_syntax)?,
-        Some(path) => {
-            if profile.is_some() {
-                bail!("profiles apply to whole objects, not to sequence items");
-            }
-            let target = item_mut(&mut ds, path)?;
-            radveil_integrity::sign(target, signer, &request, enc, &meta.transfer_syntax)?
-        }
-    }
-    let mut out = Vec::with_capacity(bytes.len() + 4096);
+    change(&mut ds, enc, &meta.transfer_syntax)?;
+    let mut out = Vec::with_capacity(bytes.len() + 8192);
     p10::write_file(&meta.elements, &ds, &meta.transfer_syntax, &mut out);
-    let name = path.file_name().context("input without a file name")?;
-    let target = out_dir.join(name);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&target)
-        .with_context(|| format!("{} (outputs are never overwritten)", target.display()))?;
-    f.write_all(&out)?;
-    Ok(target)
+    Ok(out)
 }
 
 pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
@@ -418,8 +448,21 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                 if covers(0x0010_0010) { "yes" } else { "NO" },
                 if covers(0x7FE0_0010) { "yes" } else { "NO" }
             );
+            let stamp = match &r.timestamp {
+                Some(t) if t.outcome == radveil_integrity::TimestampOutcome::Valid => {
+                    format!("; timestamp {} by {}", t.time_text, t.tsa)
+                }
+                _ => String::new(),
+            };
             let (status, why) = match &r.outcome {
-                Outcome::Valid => ("valid", coverage),
+                Outcome::Valid if args.require_timestamp && stamp.is_empty() => {
+                    bad += 1;
+                    (
+                        "unstamped",
+                        format!("no certified timestamp, and one is required; {coverage}"),
+                    )
+                }
+                Outcome::Valid => ("valid", format!("{coverage}{stamp}")),
                 Outcome::Untrusted(why) => {
                     bad += 1;
                     ("untrusted", format!("{why}; {coverage}"))
@@ -512,6 +555,21 @@ fn line(
             v["signer_sha256"] = r.fingerprint.clone().into();
             v["datetime"] = r.datetime.clone().into();
             v["purpose"] = r.purpose.clone().into();
+            if let Some(t) = &r.timestamp {
+                let (status, detail) = match &t.outcome {
+                    radveil_integrity::TimestampOutcome::Valid => ("valid", String::new()),
+                    radveil_integrity::TimestampOutcome::Untrusted(w) => ("untrusted", w.clone()),
+                    radveil_integrity::TimestampOutcome::Invalid(w) => ("invalid", w.clone()),
+                };
+                v["timestamp"] = serde_json::json!({
+                    "status": status,
+                    "detail": detail,
+                    "time": t.time_text,
+                    "tsa": t.tsa,
+                    "serial": t.serial,
+                    "policy": t.policy,
+                });
+            }
             v["covered"] = r
                 .covered
                 .iter()

@@ -1,0 +1,284 @@
+//! `radveil timestamp`: RFC 3161 certified timestamps on DICOM signatures, online (a TSA's
+//! HTTP endpoint, RFC 3161 §3.4) or offline (query files out, reply files in, as dcmsign's
+//! `+ts` and `--insert-timestamp`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use radveil_integrity::timestamp::{self, QueryOptions};
+use radveil_integrity::MacAlgorithm;
+use radveil_part10 as p10;
+
+/// How timestamp queries are made.
+#[derive(clap::Args, Clone)]
+pub struct QueryArgs {
+    /// Digest of the timestamp imprint: sha256 (default), sha384, sha512, sha1, ripemd160.
+    #[arg(long, value_name = "MAC", default_value = "sha256")]
+    ts_mac: String,
+    /// Request this TSA policy OID.
+    #[arg(long, value_name = "OID")]
+    ts_policy: Option<String>,
+    /// Leave the random nonce out of the query.
+    #[arg(long)]
+    ts_no_nonce: bool,
+    /// Do not ask the TSA to include its certificate in the token.
+    #[arg(long)]
+    ts_no_cert: bool,
+}
+
+impl QueryArgs {
+    /// The query options these arguments ask for.
+    pub fn query_options(&self) -> Result<QueryOptions> {
+        let mac = MacAlgorithm::from_term(&self.ts_mac)
+            .filter(|m| *m != MacAlgorithm::Md5)
+            .with_context(|| format!("unknown or unsafe timestamp MAC {:?}", self.ts_mac))?;
+        Ok(QueryOptions {
+            mac,
+            nonce: !self.ts_no_nonce,
+            cert_req: !self.ts_no_cert,
+            policy: self.ts_policy.clone(),
+        })
+    }
+}
+
+/// `radveil timestamp` subcommands.
+#[derive(clap::Subcommand)]
+pub enum TimestampCommand {
+    /// Stamp every signature without a timestamp at a TSA over HTTP, writing the stamped
+    /// files to DIR.
+    Stamp {
+        /// Signed DICOM files or directories.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// The TSA's URL (http:// or https://).
+        #[arg(long, value_name = "URL")]
+        tsa: String,
+        /// Output directory (files keep their names; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        ts: QueryArgs,
+    },
+    /// Write a timestamp query (.tsq, DER) for every signature without a timestamp, to be
+    /// sent to a TSA by other means (e.g. `openssl ts -reply` or `curl`).
+    Query {
+        /// Signed DICOM files or directories.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Directory for the queries: NAME.tsq (NAME.N.tsq when a file has several
+        /// signatures); never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        ts: QueryArgs,
+    },
+    /// Insert a TSA's reply (.tsr, DER) into the signature it stamps.
+    Insert {
+        /// The signed DICOM file.
+        input: PathBuf,
+        /// The TSA's reply (TimeStampResp, DER).
+        #[arg(long)]
+        reply: PathBuf,
+        /// The query it answers: its nonce, imprint and policy must match.
+        #[arg(long)]
+        query: Option<PathBuf>,
+        /// Output directory (the file keeps its name; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Runs a `radveil timestamp` subcommand.
+pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
+    match cmd {
+        TimestampCommand::Stamp {
+            inputs,
+            tsa,
+            out,
+            ts,
+        } => {
+            let tsa = Tsa::new(&tsa, ts.query_options()?)?;
+            batch(&inputs, "stamped", |f| {
+                let bytes = std::fs::read(f)?;
+                let mut count = 0;
+                let stamped = crate::signing::rewrite(&bytes, |ds, _, _| {
+                    count = tsa.stamp(ds, None)?;
+                    Ok(())
+                })?;
+                if count == 0 {
+                    bail!("no signature without a timestamp");
+                }
+                let target = out.join(f.file_name().context("input without a file name")?);
+                crate::output::write_new(&target, &stamped)?;
+                Ok(format!("{}\t{count}", target.display()))
+            })
+        }
+        TimestampCommand::Query { inputs, out, ts } => {
+            let options = ts.query_options()?;
+            batch(&inputs, "query", |f| {
+                let bytes = std::fs::read(f)?;
+                let queries = with_dataset(&bytes, |ds| {
+                    Ok(radveil_integrity::timestamp_queries(ds, &options)?)
+                })?;
+                if queries.is_empty() {
+                    bail!("no signature without a timestamp");
+                }
+                let name = f
+                    .file_name()
+                    .context("input without a file name")?
+                    .to_string_lossy();
+                let mut written = Vec::new();
+                for (i, (uid, der)) in queries.iter().enumerate() {
+                    let file = if queries.len() == 1 {
+                        format!("{name}.tsq")
+                    } else {
+                        format!("{name}.{}.tsq", i + 1)
+                    };
+                    let target = out.join(file);
+                    crate::output::write_new(&target, der)?;
+                    written.push(format!("{}\t{uid}", target.display()));
+                }
+                Ok(written.join("\n"))
+            })
+        }
+        TimestampCommand::Insert {
+            input,
+            reply,
+            query,
+            out,
+        } => {
+            let reply =
+                std::fs::read(&reply).with_context(|| format!("reading {}", reply.display()))?;
+            let query = match &query {
+                Some(q) => Some(timestamp::parse_query(
+                    &std::fs::read(q).with_context(|| format!("reading {}", q.display()))?,
+                )?),
+                None => None,
+            };
+            let token = timestamp::token_from_reply(&reply, query.as_ref(), None)?;
+            let bytes =
+                std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+            let mut uid = String::new();
+            let stamped = crate::signing::rewrite(&bytes, |ds, _, _| {
+                uid = radveil_integrity::insert_timestamp(ds, &token)?;
+                Ok(())
+            })?;
+            let target = out.join(input.file_name().context("input without a file name")?);
+            crate::output::write_new(&target, &stamped)?;
+            outln!("inserted\t{}\t{}\t{uid}", input.display(), target.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Runs `each` on every input file; a failure is reported and the batch goes on.
+fn batch(
+    inputs: &[PathBuf],
+    verb: &str,
+    mut each: impl FnMut(&Path) -> Result<String>,
+) -> Result<ExitCode> {
+    let (files, errors) = crate::inputs::collect(inputs);
+    let mut failed = errors.len();
+    for (p, reason) in errors {
+        eprintln!("radveil: {}: {reason}", p.display());
+    }
+    let mut done = 0;
+    for f in &files {
+        match each(f) {
+            Ok(lines) => {
+                done += 1;
+                for l in lines.lines() {
+                    outln!("{verb}\t{}\t{l}", f.display());
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("radveil: {}: {e:#}", f.display());
+            }
+        }
+    }
+    eprintln!("radveil timestamp: {done} done, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn with_dataset<T>(bytes: &[u8], f: impl FnOnce(&p10::DataSet<'_>) -> Result<T>) -> Result<T> {
+    let mut out = None;
+    crate::signing::rewrite(bytes, |ds, _, _| {
+        out = Some(f(ds)?);
+        Ok(())
+    })?;
+    out.context("data set not read")
+}
+
+/// A timestamp authority reached over HTTP (RFC 3161 §3.4: POST of
+/// `application/timestamp-query`, answered by `application/timestamp-reply`).
+pub struct Tsa {
+    url: String,
+    agent: ureq::Agent,
+    options: QueryOptions,
+}
+
+/// The largest reply accepted from a TSA.
+const MAX_REPLY: u64 = 1 << 20;
+
+impl Tsa {
+    /// A TSA at `url`, queried with `options`.
+    pub fn new(url: &str, options: QueryOptions) -> Result<Tsa> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("the TSA URL must start with http:// or https://");
+        }
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
+        Ok(Tsa {
+            url: url.to_string(),
+            agent,
+            options,
+        })
+    }
+
+    /// Stamps the signatures of `ds` that have no timestamp (only the one with UID `only`,
+    /// when given). Each reply must answer its query and stamp its signature. Returns how
+    /// many were stamped.
+    pub fn stamp(&self, ds: &mut p10::DataSet<'_>, only: Option<&str>) -> Result<usize> {
+        let queries = radveil_integrity::timestamp_queries(ds, &self.options)?;
+        let mut n = 0;
+        for (uid, query) in queries {
+            if only.is_some_and(|o| o != uid) {
+                continue;
+            }
+            let reply = self.post(&query)?;
+            let parsed = timestamp::parse_query(&query)?;
+            let token = timestamp::token_from_reply(&reply, Some(&parsed), None)?;
+            radveil_integrity::insert_timestamp(ds, &token)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn post(&self, query: &[u8]) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let resp = self
+            .agent
+            .post(&self.url)
+            .set("Content-Type", "application/timestamp-query")
+            .set("Accept", "application/timestamp-reply")
+            .send_bytes(query)
+            .map_err(|e| anyhow::anyhow!("timestamp authority {}: {e}", self.url))?;
+        let mut body = Vec::new();
+        resp.into_reader()
+            .take(MAX_REPLY + 1)
+            .read_to_end(&mut body)
+            .context("reading the timestamp reply")?;
+        if body.len() as u64 > MAX_REPLY {
+            bail!("the timestamp reply is larger than {MAX_REPLY} bytes");
+        }
+        Ok(body)
+    }
+}
