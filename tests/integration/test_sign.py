@@ -304,3 +304,37 @@ def test_signatures_inside_sequence_items(radveil, dcmsign, keys, tmp_path):
     for f, loc in [(out / "reportsi.dcm", "(0040,A730)[0]/"), (theirs, "(0040,A730)[1]/")]:
         r, res = radveil_verify(radveil, f)
         assert r.returncode == 0 and res[0]["status"] == "valid" and res[0]["location"] == loc, res
+
+
+PROFILE_FLAGS = {"creator": "--require-creator", "authorization": "--require-auth", "sr": "--require-sr"}
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "test-SR.dcm", "waveform_ecg.dcm",
+                                  "JPEG2000.dcm", "rtdose.dcm", "rtstruct.dcm", "liver_1frame.dcm"])
+@pytest.mark.parametrize("profile", ["creator", "authorization", "sr"])
+def test_required_profile_is_never_weaker_than_dcmsign(radveil, dcmsign, keys, tmp_path, name, profile):
+    """A signature covering exactly what radveil's --require-profile demands (no more) must
+    pass dcmsign's profile check too, and radveil must refuse where dcmsign refuses."""
+    import re
+
+    key, cert = keys["rsa"]
+    src = corpus.pydicom_test_dir() / name
+    one = tmp_path / "one.dcm"
+    subprocess.run([dcmsign, "--sign", str(key), str(cert), "--tag", "SOPInstanceUID", str(src), str(one)],
+                   check=True, capture_output=True)
+    r = radveil.run("verify", one, "--require-profile", profile)
+    assert r.returncode == 1, r.stdout
+    detail = next(x for x in r.stdout.splitlines() if x.startswith("insufficient"))
+    if "does not apply" in detail:
+        # Not an SR document: dcmsign must refuse its SR profile too.
+        assert dcmsign_verify(dcmsign, cert, one, PROFILE_FLAGS[profile]).returncode != 0
+        return
+    tags = [t.replace("(", "").replace(")", "") for t in re.findall(r"\([0-9A-F]{4},[0-9A-F]{4}\)", detail)]
+    exact = tmp_path / "exact.dcm"
+    args = [x for t in ["SOPInstanceUID", *tags] for x in ("--tag", t)]
+    subprocess.run([dcmsign, "--sign", str(key), str(cert), *args, str(src), str(exact)], check=True,
+                   capture_output=True)
+    r = radveil.run("verify", exact, "--require-profile", profile)
+    assert r.returncode == 0, r.stdout
+    v = dcmsign_verify(dcmsign, cert, exact, PROFILE_FLAGS[profile])
+    assert v.returncode == 0, f"radveil accepts what dcmsign rejects: {v.stdout}{v.stderr}"

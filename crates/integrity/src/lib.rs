@@ -111,8 +111,17 @@ pub fn satisfies(
             profile.name()
         ));
     }
-    let missing: Vec<String> = profile
-        .required(ds)
+    if let Some(why) = profile.inapplicable(ds) {
+        return Err(format!(
+            "{why}; the {} profile does not apply",
+            profile.name()
+        ));
+    }
+    let mut required = profile.required(ds);
+    required.extend(profile.unconditional());
+    required.sort_unstable();
+    required.dedup();
+    let missing: Vec<String> = required
         .into_iter()
         .filter(|t| !report.covered.contains(t))
         .map(|t| format!("({:04X},{:04X})", t >> 16, t & 0xFFFF))
@@ -212,6 +221,12 @@ pub fn sign(
     };
     let tags = match request.profile {
         Some(p) => {
+            if let Some(why) = p.inapplicable(ds) {
+                return Err(SignatureError::Malformed(format!(
+                    "{why}; the {} profile does not apply",
+                    p.name()
+                )));
+            }
             if !p.allows(request.mac) {
                 return Err(SignatureError::Key(format!(
                     "the {} profile does not allow {}",

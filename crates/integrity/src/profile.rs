@@ -3,12 +3,16 @@
 //! - Base RSA (C.1): an RSA signature with a sound MAC; no attribute is required.
 //! - Creator RSA (C.2): the instance's identity (SOP Class and Instance, Study and Series
 //!   Instance UIDs, creation date and time) and every attribute present of the modules that
-//!   make up what was created: equipment, image, pixels, overlays and graphics, SR content,
-//!   waveforms, multi-frame functional groups.
+//!   make up what was created: equipment, image and acquisition, pixels, overlays and
+//!   graphics, SR content, waveforms, multi-frame functional groups, and the image modules
+//!   of the enhanced IODs, encapsulated documents, segmentations, surfaces, structured
+//!   displays and implant templates. Whole modules are required, so a signature that passes
+//!   here also passes DCMTK's attribute lists (`dcmsign --require-creator`); the integration
+//!   tests check that on real files.
 //! - Authorization RSA (C.3): what the Creator profile covers plus the displayed identity of
 //!   the patient and study, since an authorizer approves what they saw.
-//! - Structured Report RSA (C.4): the SR document's identity, its verification, and its
-//!   content tree.
+//! - Structured Report RSA (C.4): the SR document's identity, the equipment that made it,
+//!   its verification, and its content tree.
 //!
 //! Module membership comes from the standard's tables (`radveil-standard`).
 
@@ -38,10 +42,11 @@ const IDENTITY: [u32; 6] = [
     0x0020_000E, // Series Instance UID
 ];
 
-const CREATOR_MODULES: [&str; 13] = [
+const CREATOR_MODULES: [&str; 34] = [
     "general-equipment",
     "enhanced-general-equipment",
     "general-image",
+    "general-acquisition",
     "image-pixel",
     "image-plane",
     "overlay-plane",
@@ -52,11 +57,36 @@ const CREATOR_MODULES: [&str; 13] = [
     "waveform-annotation",
     "multi-frame-functional-groups",
     "frame-of-reference",
+    // The modality image modules of the enhanced and newer IODs that C.2 names.
+    "enhanced-ct-image",
+    "enhanced-mr-image",
+    "mr-spectroscopy",
+    "enhanced-xa-xrf-image",
+    "enhanced-us-image",
+    "enhanced-mammography-image",
+    "x-ray-3d-image",
+    "raw-data",
+    "encapsulated-document",
+    "segmentation-image",
+    "surface-mesh",
+    "point-cloud",
+    "tractography-results",
+    "volumetric-graphic-annotation",
+    "structured-display",
+    "structured-display-annotation",
+    "structured-display-image-box",
+    "generic-implant-template-description",
+    "implant-assembly-template",
+    "implant-template-group",
 ];
 
 const AUTHORIZATION_MODULES: [&str; 3] = ["patient", "general-study", "general-series"];
 
-const SR_MODULES: [&str; 2] = ["sr-document-general", "sr-document-content"];
+const SR_MODULES: [&str; 3] = [
+    "general-equipment",
+    "sr-document-general",
+    "sr-document-content",
+];
 
 impl SignatureProfile {
     /// Parses `base`, `creator`, `authorization` (or `auth`), `sr`.
@@ -83,6 +113,29 @@ impl SignatureProfile {
     /// Whether the MAC algorithm is acceptable for the profile (all profiles exclude MD5).
     pub fn allows(self, mac: MacAlgorithm) -> bool {
         mac != MacAlgorithm::Md5
+    }
+
+    /// Tags a signature of this profile must cover whether or not the data set has them
+    /// (PS3.15 C.2-C.4: the object's identity), so a data set lacking one cannot satisfy it.
+    pub fn unconditional(self) -> &'static [u32] {
+        match self {
+            SignatureProfile::Base => &[],
+            SignatureProfile::Creator | SignatureProfile::Authorization => {
+                &[0x0008_0016, 0x0008_0018, 0x0020_000D, 0x0020_000E]
+            }
+            SignatureProfile::StructuredReport => &[0x0008_0016, 0x0020_000D, 0x0020_000E],
+        }
+    }
+
+    /// Why `ds` cannot carry a signature of this profile at all, if it cannot: the SR
+    /// profile applies to SR documents only (Value Type, Concept Name Code Sequence and
+    /// Content Sequence present), as dcmsign checks.
+    pub fn inapplicable(self, ds: &DataSet<'_>) -> Option<&'static str> {
+        let sr = [0x0040_A040, 0x0040_A043, 0x0040_A730]
+            .iter()
+            .all(|t| ds.get(*t).is_some());
+        (self == SignatureProfile::StructuredReport && !sr)
+            .then_some("the data set is not a structured report document")
     }
 
     /// The top-level tags of `ds` that a signature of this profile must cover.
