@@ -218,3 +218,65 @@ def test_foreign_equipment_in_a_series_is_flagged(radveil, key_file, ledger, ima
     r3 = radveil.run("ledger", "verify", ledger["dir"], same, "--key-file", key_file,
                      "--verifier", ledger["verifier"], "--json")
     assert "advisory" not in [json.loads(x)["status"] for x in r3.stdout.splitlines()], r3.stdout
+
+
+def _self_signed(tmp_path, name, subject):
+    import subprocess
+
+    from conftest import require_tool
+
+    openssl = require_tool("openssl")
+    key, cert = tmp_path / f"{name}.key", tmp_path / f"{name}.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "30", "-subj", subject], check=True, capture_output=True)
+    return key, cert
+
+
+def test_equipment_signed_by_another_key_is_flagged(radveil, key_file, tmp_path):
+    """A device's images were logged signed with its key; an image naming that device but
+    signed with another key (made elsewhere, passed off as the device's) is flagged."""
+    import pydicom
+
+    device = _self_signed(tmp_path, "device", "/CN=CT scanner 1")
+    other = _self_signed(tmp_path, "other", "/CN=somewhere else")
+    src = corpus.pydicom_test_dir() / "CT_small.dcm"
+    r = radveil.run("sign", src, "--key", device[0], "--cert", device[1], "--out", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    dir_, signer = tmp_path / "ledger", tmp_path / "ledger.key"
+    verifier = radveil.run("ledger", "init", dir_, "--origin", "radveil.test/eq", "--signer-key", signer).stdout.strip()
+    assert radveil.run("ledger", "append", dir_, tmp_path / "a" / "CT_small.dcm", "--key-file", key_file).returncode == 0
+    assert radveil.run("ledger", "checkpoint", dir_, "--signer-key", signer).returncode == 0
+    ds = pydicom.dcmread(src)
+    ds.SOPInstanceUID += ".9"
+    fake_src = tmp_path / "fake_src"
+    fake_src.mkdir()
+    ds.save_as(fake_src / "second.dcm")
+    for who, out in ((other, "b"), (device, "c")):
+        r = radveil.run("sign", fake_src / "second.dcm", "--key", who[0], "--cert", who[1], "--out", tmp_path / out)
+        assert r.returncode == 0, r.stderr
+
+    def advisories(path):
+        r = radveil.run("verify", path, "--ledger", dir_, "--key-file", key_file, "--verifier", verifier, "--json")
+        return [json.loads(x)["detail"] for x in r.stdout.splitlines() if json.loads(x)["status"] == "advisory"]
+
+    assert any("never signed this equipment" in a for a in advisories(tmp_path / "b" / "second.dcm"))
+    assert advisories(tmp_path / "c" / "second.dcm") == []
+
+
+def test_device_certificate_must_name_the_images_device(radveil, tmp_path):
+    """A device certificate (subject serialNumber) signing an image whose Device Serial Number
+    is another device's is flagged; the matching device is not."""
+    import pydicom
+
+    src = corpus.pydicom_test_dir() / "CT_small.dcm"
+    ds = pydicom.dcmread(src)
+    ds.DeviceSerialNumber = "SN-1234"
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "ct.dcm")
+    for name, serial, flagged in (("right", "SN-1234", False), ("wrong", "SN-9999", True)):
+        key, cert = _self_signed(tmp_path, name, f"/CN=CT scanner/serialNumber={serial}")
+        r = radveil.run("sign", tmp_path / "in" / "ct.dcm", "--key", key, "--cert", cert, "--out", tmp_path / name)
+        assert r.returncode == 0, r.stderr
+        r = radveil.run("verify", tmp_path / name / "ct.dcm", "--json")
+        statuses = [json.loads(x)["status"] for x in r.stdout.splitlines()]
+        assert ("advisory" in statuses) == flagged, r.stdout

@@ -1,6 +1,7 @@
 //! Advisory consistency checks: signs that an image was fabricated or tampered with that do
 //! not need a signature — pixel data whose length contradicts its description, a Synthetic
-//! Data flag, and a series whose geometry does not hang together.
+//! Data flag, a series whose geometry does not hang together — and one that does: a device
+//! certificate signing an image that names another device.
 
 use radveil_part10::{DataSet, Encoding, Value};
 
@@ -19,6 +20,54 @@ pub struct ImageGeometry {
     pub orientation: String,
     /// Image Position (Patient) as written.
     pub position: String,
+}
+
+/// Checks each valid signature's signer against the equipment the image names: a signer
+/// certificate whose subject carries a serial number (X.520 serialNumber, as device
+/// certificates do) must name the image's Device Serial Number (0018,1000). A device key
+/// signing an image that claims another device is a sign of a forged or re-attributed
+/// image.
+pub fn check_signer_equipment(ds: &DataSet<'_>, reports: &[crate::SignatureReport]) -> Vec<String> {
+    let Some(device) = ds
+        .string(0x0018_1000)
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+    else {
+        return Vec::new();
+    };
+    const SERIAL_NUMBER: der::asn1::ObjectIdentifier =
+        der::asn1::ObjectIdentifier::new_unwrap("2.5.4.5");
+    let mut findings = Vec::new();
+    for r in reports {
+        if r.outcome != crate::Outcome::Valid {
+            continue;
+        }
+        let Some(cert) = &r.certificate else { continue };
+        let serials: Vec<String> = cert
+            .tbs_certificate
+            .subject
+            .0
+            .iter()
+            .flat_map(|rdn| rdn.0.iter())
+            .filter(|atv| atv.oid == SERIAL_NUMBER)
+            .filter_map(|atv| {
+                der::asn1::PrintableStringRef::try_from(&atv.value)
+                    .map(|s| s.as_str().to_string())
+                    .or_else(|_| {
+                        der::asn1::Utf8StringRef::try_from(&atv.value)
+                            .map(|s| s.as_str().to_string())
+                    })
+                    .ok()
+            })
+            .collect();
+        if !serials.is_empty() && !serials.iter().any(|s| s.trim() == device) {
+            findings.push(format!(
+                "signed by a device certificate whose serial number is not this image's Device Serial Number (signer {})",
+                r.signer
+            ));
+        }
+    }
+    findings
 }
 
 /// Checks one image; returns its findings and its geometry for [`check_series`].

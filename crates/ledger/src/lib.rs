@@ -356,6 +356,20 @@ impl Ledger {
             .filter_map(|r| r.equipment.as_deref())
     }
 
+    /// The signer fingerprints recorded for images from one piece of equipment (keyed
+    /// equipment hash), in log order: which keys that device's images were signed with.
+    pub fn equipment_signers<'s>(
+        &'s self,
+        equipment: &'s str,
+    ) -> impl Iterator<Item = &'s str> + 's {
+        self.records
+            .iter()
+            .filter(move |r| {
+                r.kind == RecordKind::Ingest && r.equipment.as_deref() == Some(equipment)
+            })
+            .filter_map(|r| r.signer.as_deref())
+    }
+
     /// Inclusion proof of entry `index` in the tree of the first `size` entries.
     pub fn prove_inclusion(&self, index: u64, size: u64) -> Option<InclusionProof> {
         if size > self.size() {

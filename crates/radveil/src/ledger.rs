@@ -505,15 +505,28 @@ impl VerifiedLedger {
         }
     }
 
-    /// Advisory: the image's equipment differs from what the ledger recorded for earlier
-    /// images of its series (a foreign image slipped into a series).
+    /// Advisories: the image's equipment differs from what the ledger recorded for earlier
+    /// images of its series (a foreign image slipped into a series), or the image is signed
+    /// by a key that never signed this equipment's images before while another key did (an
+    /// image made elsewhere and passed off as this device's).
     fn equipment_advisory(&self, id: &Identified) -> Option<String> {
-        let (series, equipment) = (id.series.as_deref()?, id.equipment.as_deref()?);
-        let others: std::collections::BTreeSet<&str> =
-            self.ledger.series_equipment(series).collect();
-        (!others.is_empty() && !others.contains(equipment)).then(|| {
-            "equipment (manufacturer, model, serial number, station) differs from the ledger's earlier images of this series".to_string()
-        })
+        let equipment = id.equipment.as_deref()?;
+        let mut found = Vec::new();
+        if let Some(series) = id.series.as_deref() {
+            let others: std::collections::BTreeSet<&str> =
+                self.ledger.series_equipment(series).collect();
+            if !others.is_empty() && !others.contains(equipment) {
+                found.push("equipment (manufacturer, model, serial number, station) differs from the ledger's earlier images of this series");
+            }
+        }
+        if let Some(signer) = id.signer.as_deref() {
+            let signers: std::collections::BTreeSet<&str> =
+                self.ledger.equipment_signers(equipment).collect();
+            if !signers.is_empty() && !signers.contains(signer) {
+                found.push("signed by a key that never signed this equipment's images in the ledger, while another key did");
+            }
+        }
+        (!found.is_empty()).then(|| found.join("; "))
     }
 
     fn status_of(

@@ -376,26 +376,30 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                 continue;
             }
         };
+        let examine = |ds: &p10::DataSet<'_>, enc: p10::Encoding, ts: &str| {
+            let reports = check(ds, enc);
+            let (mut findings, geometry) = radveil_integrity::advisory::check_image(ds, enc);
+            findings.extend(radveil_integrity::advisory::check_signer_equipment(
+                ds, &reports,
+            ));
+            let profile = required.map(|p| profile_outcome(ds, &reports, p));
+            (
+                reports,
+                radveil_integrity::binding_hash(ds, enc, ts),
+                (findings, geometry),
+                profile,
+            )
+        };
         let parsed = read(&bytes).and_then(|(meta, ts)| {
             if ts.deflated {
                 let body = p10::inflate(meta.body, p10::Limits::default().max_inflated)?;
                 let enc = p10::effective_encoding(&body, ts.encoding);
                 let ds = p10::read_dataset(&body, enc, p10::Limits::default())?;
-                Ok((
-                    check(&ds, enc),
-                    radveil_integrity::binding_hash(&ds, enc, &meta.transfer_syntax),
-                    radveil_integrity::advisory::check_image(&ds, enc),
-                    required.map(|p| profile_outcome(&ds, enc, &check, p)),
-                ))
+                Ok(examine(&ds, enc, &meta.transfer_syntax))
             } else {
                 let enc = p10::effective_encoding(meta.body, ts.encoding);
                 let ds = p10::read_dataset(meta.body, enc, p10::Limits::default())?;
-                Ok((
-                    check(&ds, enc),
-                    radveil_integrity::binding_hash(&ds, enc, &meta.transfer_syntax),
-                    radveil_integrity::advisory::check_image(&ds, enc),
-                    required.map(|p| profile_outcome(&ds, enc, &check, p)),
-                ))
+                Ok(examine(&ds, enc, &meta.transfer_syntax))
             }
         });
         let reports = match parsed {
@@ -520,13 +524,11 @@ fn item_mut<'d, 'a>(ds: &'d mut p10::DataSet<'a>, path: &str) -> Result<&'d mut 
 /// Whether some signature of `ds` satisfies `profile`: `Ok(name)`, or why none does.
 fn profile_outcome(
     ds: &p10::DataSet<'_>,
-    enc: p10::Encoding,
-    check: &dyn Fn(&p10::DataSet<'_>, p10::Encoding) -> Vec<radveil_integrity::SignatureReport>,
+    reports: &[radveil_integrity::SignatureReport],
     profile: radveil_integrity::SignatureProfile,
 ) -> std::result::Result<&'static str, String> {
-    let reports = check(ds, enc);
     let mut why = vec![];
-    for r in &reports {
+    for r in reports {
         match radveil_integrity::satisfies(r, ds, profile) {
             Ok(()) => return Ok(profile.name()),
             Err(e) => why.push(e),
