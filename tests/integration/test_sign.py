@@ -338,3 +338,52 @@ def test_required_profile_is_never_weaker_than_dcmsign(radveil, dcmsign, keys, t
     assert r.returncode == 0, r.stdout
     v = dcmsign_verify(dcmsign, cert, exact, PROFILE_FLAGS[profile])
     assert v.returncode == 0, f"radveil accepts what dcmsign rejects: {v.stdout}{v.stderr}"
+
+
+TRANSCODES = {
+    "j2k-gdcm": lambda src, dst: ["gdcmconv", "--j2k", src, dst],
+    "jpeg-lossless-gdcm": lambda src, dst: ["gdcmconv", "--jpeg", src, dst],
+    "jpegls-gdcm": lambda src, dst: ["gdcmconv", "--jpegls", src, dst],
+    "rle-gdcm": lambda src, dst: ["gdcmconv", "--rle", src, dst],
+    "jpeg-sv1-dcmtk": lambda src, dst: ["dcmcjpeg", "+e1", src, dst],
+    "jpegls-dcmtk": lambda src, dst: ["dcmcjpls", src, dst],
+    "jpegls-line-dcmtk": lambda src, dst: ["dcmcjpls", "+il", src, dst],
+    "deflate-dcmtk": lambda src, dst: ["dcmconv", "+td", src, dst],
+}
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm", "SC_rgb_16bit.dcm"])
+def test_lossless_transcodes_by_peers_keep_the_binding_hash(radveil, tmp_path, name):
+    """GDCM and DCMTK transcode a real file to JPEG 2000, JPEG lossless (process 14 and SV1),
+    JPEG-LS (sample and line interleaved), RLE and deflate: every encoding decodes to the same
+    binding hash as the original (signed 16-bit CT, MR, 8- and 16-bit RGB)."""
+    t, d = corpus.pydicom_test_dir(), corpus.pydicom_data_dir()
+    src = t / name if (t / name).exists() else d / name
+    made = []
+    for label, cmd in TRANSCODES.items():
+        dst = tmp_path / f"{label}.dcm"
+        argv = cmd(str(src), str(dst))
+        require_tool(argv[0])
+        r = subprocess.run(argv, capture_output=True, text=True)
+        assert r.returncode == 0, f"{label}: {r.stderr}"
+        made.append(dst)
+    hashes = binding_of(radveil, src, *made)
+    assert len(hashes) == len(made) + 1, f"binding unavailable for some encodings: {hashes}"
+    assert len(set(hashes.values())) == 1, hashes
+
+
+def test_binding_matches_across_real_jpeg2000_and_jpegls_files(radveil, tmp_path):
+    """Files made by other tools (pydicom's set, pydicom-data) holding the same pixels in JPEG
+    2000, JPEG-LS and native encodings bind alike once their SOP Instance UIDs agree."""
+    import pydicom
+
+    t, d = corpus.pydicom_test_dir(), corpus.pydicom_data_dir()
+    same = binding_of(radveil, t / "MR_small.dcm", t / "MR_small_jp2klossless.dcm", t / "MR_small_jpeg_ls_lossless.dcm")
+    assert len(same) == 3 and len(set(same.values())) == 1, same
+    for stem in ("MR2", "RG1"):
+        native = pydicom.dcmread(d / f"{stem}_UNCR.dcm")
+        j2k = pydicom.dcmread(d / f"{stem}_J2KR.dcm")
+        j2k.SOPInstanceUID = native.SOPInstanceUID
+        j2k.save_as(tmp_path / f"{stem}_J2KR.dcm")
+        b = binding_of(radveil, d / f"{stem}_UNCR.dcm", tmp_path / f"{stem}_J2KR.dcm")
+        assert len(b) == 2 and len(set(b.values())) == 1, (stem, b)

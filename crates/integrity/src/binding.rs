@@ -5,9 +5,12 @@
 //! pixel change, or moving the image to another patient or study, breaks it. A DICOM
 //! signature covers the encoded bytes instead, which no transcode survives.
 //!
-//! Decoded here: native pixel data (little and big endian, planar or interleaved) and RLE
-//! Lossless. Compressed syntaxes that need a codec (JPEG, JPEG-LS, JPEG 2000) are refused
-//! with [`BindingError::Unsupported`] rather than hashed in encoded form.
+//! Decoded here: native pixel data (little and big endian, planar or interleaved), RLE
+//! Lossless, and through [`crate::codec`] JPEG, JPEG-LS and JPEG 2000. Sample values are cut
+//! to Bits Stored. Other syntaxes (MPEG, HEVC, JPEG XL) are refused with
+//! [`BindingError::Unsupported`] rather than hashed in encoded form. A lossy codestream
+//! binds the values this build's decoder produces; only lossless transcodes of it are
+//! guaranteed to keep the hash.
 
 use std::borrow::Cow;
 
@@ -88,7 +91,7 @@ pub fn binding_hash(
     transfer_syntax: &str,
 ) -> Result<[u8; 32], BindingError> {
     let mut h = Sha256::new();
-    h.update(b"radveil-binding-v1\0");
+    h.update(b"radveil-binding-v2\0");
     for tag in IDENTITY.iter().chain(GEOMETRY.iter()) {
         if let Some(el) = ds.get(*tag) {
             put(&mut h, *tag, &canonical(el, enc));
@@ -97,8 +100,38 @@ pub fn binding_hash(
         }
     }
     let pixels = decoded_pixels(ds, enc, transfer_syntax)?;
-    put(&mut h, radveil_part10::PIXEL_DATA, &pixels);
+    let bits_allocated = ds.u16_value(0x0028_0100, enc).unwrap_or(8) as u32;
+    let bits_stored = ds
+        .u16_value(0x0028_0101, enc)
+        .map_or(bits_allocated, |b| b as u32);
+    put(
+        &mut h,
+        radveil_part10::PIXEL_DATA,
+        &masked(pixels, bits_allocated, bits_stored),
+    );
     Ok(h.finalize().into())
+}
+
+/// Sample values cut to Bits Stored: the bits above it (a sign extension, or old overlay
+/// bits) are not image content, and codecs do not keep them.
+fn masked(pixels: Cow<'_, [u8]>, bits_allocated: u32, bits_stored: u32) -> Cow<'_, [u8]> {
+    if !(bits_allocated == 8 || bits_allocated == 16)
+        || bits_stored == 0
+        || bits_stored >= bits_allocated
+    {
+        return pixels;
+    }
+    let mask = (1u32 << bits_stored) - 1;
+    let mut out = pixels.into_owned();
+    if bits_allocated == 8 {
+        out.iter_mut().for_each(|b| *b &= mask as u8);
+    } else {
+        for c in out.chunks_exact_mut(2) {
+            let v = u16::from_le_bytes([c[0], c[1]]) & mask as u16;
+            c.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// The pixel data decoded to native little endian, samples interleaved, without padding.
@@ -144,33 +177,47 @@ pub fn decoded_pixels<'d>(
             }
         }
         Value::Fragments(frags) => {
-            if transfer_syntax != "1.2.840.10008.1.2.5" {
+            let rle = transfer_syntax == "1.2.840.10008.1.2.5";
+            let codec = crate::codec::Codec::for_transfer_syntax(transfer_syntax);
+            if !rle && codec.is_none() {
                 return Err(BindingError::Unsupported(transfer_syntax.to_string()));
             }
-            let data: Vec<&[u8]> = frags.iter().skip(1).map(|f| f.as_ref()).collect();
-            let frame_data: Vec<Vec<u8>> = if data.len() == frames {
-                data.iter().map(|f| f.to_vec()).collect()
-            } else if frames == 1 {
-                vec![data.concat()]
-            } else {
-                return Err(BindingError::Malformed(format!(
-                    "{} fragments for {frames} frames",
-                    data.len()
+            let items: Vec<&[u8]> = frags.iter().skip(1).map(|f| f.as_ref()).collect();
+            let offsets = frags.first().map_or(&[][..], |f| f.as_ref());
+            let frame_data = crate::codec::frames(&items, offsets, frames)?;
+            let mut out = Vec::with_capacity(total);
+            let Some(codec) = codec else {
+                for f in &frame_data {
+                    out.extend(rle_frame(f, pixels_per_frame, spp, bytes_per_sample)?);
+                }
+                // RLE decodes colour by plane.
+                return Ok(Cow::Owned(interleave(
+                    out,
+                    frames,
+                    pixels_per_frame,
+                    spp,
+                    bytes_per_sample,
+                    true,
                 )));
             };
-            let mut out = Vec::with_capacity(total);
-            for f in &frame_data {
-                out.extend(rle_frame(f, pixels_per_frame, spp, bytes_per_sample)?);
+            if bytes_per_sample > 2 || bits == 1 {
+                return Err(BindingError::Malformed(format!(
+                    "{bits}-bit samples in a compressed transfer syntax"
+                )));
             }
-            // RLE decodes colour by plane.
-            return Ok(Cow::Owned(interleave(
-                out,
-                frames,
-                pixels_per_frame,
-                spp,
-                bytes_per_sample,
-                true,
-            )));
+            for f in &frame_data {
+                let frame = crate::codec::decode(codec, f)?;
+                if (frame.width, frame.height, frame.components) != (cols, rows, spp) {
+                    return Err(BindingError::Malformed(format!(
+                        "a frame decodes to {}x{}x{} where {cols}x{rows}x{spp} is described",
+                        frame.width, frame.height, frame.components
+                    )));
+                }
+                for v in frame.samples {
+                    out.extend_from_slice(&v.to_le_bytes()[..bytes_per_sample]);
+                }
+            }
+            return Ok(Cow::Owned(out));
         }
         Value::Sequence(_) => {
             return Err(BindingError::Malformed("pixel data is a sequence".into()))

@@ -11,7 +11,9 @@
 
 pub mod advisory;
 pub mod binding;
+pub mod codec;
 pub mod crypto;
+pub mod jpegls;
 pub mod profile;
 mod stream;
 pub mod timestamp;

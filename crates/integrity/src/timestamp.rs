@@ -589,7 +589,7 @@ mod tests {
     fn der_prefix_cuts_padding_in_short_and_long_form() {
         assert_eq!(der_prefix(&[0x30, 0x01, 0x05, 0x00]), &[0x30, 0x01, 0x05]);
         let mut long = vec![0x30, 0x81, 0x80];
-        long.extend(std::iter::repeat(7).take(0x80));
+        long.extend([7u8; 0x80]);
         let mut padded = long.clone();
         padded.push(0);
         assert_eq!(der_prefix(&padded), &long[..]);

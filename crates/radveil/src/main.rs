@@ -19,6 +19,7 @@ macro_rules! out {
 }
 
 mod batch;
+mod defacing;
 mod inputs;
 mod key;
 mod ledger;
@@ -57,6 +58,8 @@ enum Command {
         #[command(subcommand)]
         command: timestamping::TimestampCommand,
     },
+    /// Render a head scan's skin surface from several views and look for a face.
+    FaceCheck(defacing::FaceCheckArgs),
     /// Write a new random de-identification key to FILE (mode 0600; never overwrites).
     Keygen {
         /// Where to write the key.
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
         Command::Sign(args) => signing::sign(args),
         Command::Verify(args) => signing::verify(args),
         Command::Timestamp { command } => timestamping::run(command),
+        Command::FaceCheck(args) => defacing::face_check(args),
     };
     match result {
         Ok(code) => code,

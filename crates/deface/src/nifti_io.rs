@@ -1,0 +1,142 @@
+//! NIfTI-1 volumes (`.nii`, `.nii.gz`) in and out, through the `nifti` crate.
+//!
+//! The voxel-to-world affine is the sform when its code is set, else the qform (quaternion),
+//! else the voxel sizes alone, as the NIfTI-1 standard orders them.
+
+use std::path::Path;
+
+use nifti::{NiftiHeader, NiftiObject, ReaderOptions};
+
+use crate::volume::Volume;
+
+/// Why a NIfTI file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NiftiError {
+    /// The file is not NIfTI-1 or is damaged.
+    #[error("not a readable NIfTI-1 file: {0}")]
+    Unreadable(String),
+    /// A NIfTI file that is not a 3-D scalar volume.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The largest volume accepted (voxels).
+const MAX_VOXELS: usize = 1 << 28;
+
+/// Reads a NIfTI-1 file into a volume (the first volume of a 4-D series).
+pub fn read(path: &Path) -> Result<(Volume, NiftiHeader), NiftiError> {
+    // The crate reads the whole file; refuse headers that describe absurd sizes first.
+    let obj = std::panic::catch_unwind(|| ReaderOptions::new().read_file(path))
+        .map_err(|_| NiftiError::Unreadable("the reader failed on this file".into()))?
+        .map_err(|e| NiftiError::Unreadable(e.to_string()))?;
+    let header = obj.header().clone();
+    let dim = header.dim;
+    if dim[0] < 3 || dim[1] == 0 || dim[2] == 0 || dim[3] == 0 {
+        return Err(NiftiError::Unsupported(format!(
+            "a {}-D image of {}x{}x{} is not a volume",
+            dim[0], dim[1], dim[2], dim[3]
+        )));
+    }
+    let dims = [dim[1] as usize, dim[2] as usize, dim[3] as usize];
+    let n = dims[0] * dims[1] * dims[2];
+    if n > MAX_VOXELS {
+        return Err(NiftiError::Unsupported(format!("{n} voxels is too large")));
+    }
+    let raw = obj.into_volume().into_raw_data();
+    let big = header.endianness == nifti::Endianness::Big;
+    let mut data = decode_raw(&raw, header.datatype, big)?;
+    if data.len() < n {
+        return Err(NiftiError::Unreadable(
+            "fewer voxels than the header describes".into(),
+        ));
+    }
+    data.truncate(n);
+    let affine = affine(&header);
+    let v = Volume { dims, data, affine };
+    if v.inverse().is_none() {
+        return Err(NiftiError::Unsupported(
+            "the voxel-to-world transform is singular".into(),
+        ));
+    }
+    Ok((v, header))
+}
+
+/// Voxel values of a NIfTI datatype code as `f32` (the scale slope is not applied: only
+/// order matters for masks and renders).
+fn decode_raw(raw: &[u8], datatype: i16, big: bool) -> Result<Vec<f32>, NiftiError> {
+    macro_rules! conv {
+        ($t:ty, $n:expr) => {
+            raw.chunks_exact($n)
+                .map(|c| {
+                    let b: [u8; $n] = c.try_into().unwrap_or([0; $n]);
+                    (if big {
+                        <$t>::from_be_bytes(b)
+                    } else {
+                        <$t>::from_le_bytes(b)
+                    }) as f32
+                })
+                .collect()
+        };
+    }
+    Ok(match datatype {
+        2 => raw.iter().map(|&b| b as f32).collect(),
+        256 => raw.iter().map(|&b| b as i8 as f32).collect(),
+        4 => conv!(i16, 2),
+        512 => conv!(u16, 2),
+        8 => conv!(i32, 4),
+        768 => conv!(u32, 4),
+        16 => conv!(f32, 4),
+        64 => conv!(f64, 8),
+        1024 => conv!(i64, 8),
+        1280 => conv!(u64, 8),
+        other => {
+            return Err(NiftiError::Unsupported(format!(
+                "NIfTI datatype {other} is not a scalar voxel type"
+            )))
+        }
+    })
+}
+
+/// The voxel-to-RAS+ affine of a header.
+pub fn affine(h: &NiftiHeader) -> [[f64; 4]; 3] {
+    let p = h.pixdim.map(|x| if x.is_finite() { x as f64 } else { 0.0 });
+    let nonzero = |x: f64| if x == 0.0 { 1.0 } else { x };
+    if h.sform_code > 0 {
+        let r = |row: [f32; 4]| row.map(|x| x as f64);
+        return [r(h.srow_x), r(h.srow_y), r(h.srow_z)];
+    }
+    if h.qform_code > 0 {
+        let (b, c, d) = (h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
+        let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+        let r = [
+            [
+                a * a + b * b - c * c - d * d,
+                2.0 * (b * c - a * d),
+                2.0 * (b * d + a * c),
+            ],
+            [
+                2.0 * (b * c + a * d),
+                a * a + c * c - b * b - d * d,
+                2.0 * (c * d - a * b),
+            ],
+            [
+                2.0 * (b * d - a * c),
+                2.0 * (c * d + a * b),
+                a * a + d * d - b * b - c * c,
+            ],
+        ];
+        let qfac = if p[0] < 0.0 { -1.0 } else { 1.0 };
+        let s = [
+            nonzero(p[1].abs()),
+            nonzero(p[2].abs()),
+            nonzero(p[3].abs()) * qfac,
+        ];
+        let o = [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64];
+        return [0, 1, 2].map(|row| [r[row][0] * s[0], r[row][1] * s[1], r[row][2] * s[2], o[row]]);
+    }
+    [
+        [nonzero(p[1].abs()), 0.0, 0.0, 0.0],
+        [0.0, nonzero(p[2].abs()), 0.0, 0.0],
+        [0.0, 0.0, nonzero(p[3].abs()), 0.0],
+    ]
+}
