@@ -179,6 +179,20 @@ def test_verify_with_ledger_and_signed_ingest(radveil, key_file, ledger, images,
     r = radveil.run("verify", images[3], "--ledger", ledger["dir"], "--key-file", key_file,
                     "--verifier", ledger["verifier"], "--allow-unsigned", "--json")
     res = [json.loads(x) for x in r.stdout.splitlines()]
+    # The unsigned original holds the same pixels, geometry and identity (JPEG 2000, decoded
+    # for the binding hash): its content is proven, and the lost signature is named.
+    (led,) = [x for x in res if x["status"].startswith("ledger-")]
+    assert led["status"] == "ledger-proven" and "signature it had when logged is gone" in led["detail"], res
+    # Moved to another patient: altered.
+    import pydicom
+
+    ds = pydicom.dcmread(signed)
+    ds.PatientID = "SOMEONE-ELSE"
+    edited = tmp_path / "edited.dcm"
+    ds.save_as(edited)
+    r = radveil.run("verify", edited, "--ledger", ledger["dir"], "--key-file", key_file,
+                    "--verifier", ledger["verifier"], "--allow-unsigned", "--json")
+    res = [json.loads(x) for x in r.stdout.splitlines()]
     assert r.returncode == 1 and any(x["status"] == "ledger-altered" for x in res), res
 
 

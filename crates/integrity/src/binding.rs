@@ -206,13 +206,7 @@ pub fn decoded_pixels<'d>(
                 )));
             }
             for f in &frame_data {
-                let frame = crate::codec::decode(codec, f)?;
-                if (frame.width, frame.height, frame.components) != (cols, rows, spp) {
-                    return Err(BindingError::Malformed(format!(
-                        "a frame decodes to {}x{}x{} where {cols}x{rows}x{spp} is described",
-                        frame.width, frame.height, frame.components
-                    )));
-                }
+                let frame = crate::codec::decode(codec, f, (cols, rows, spp))?;
                 for v in frame.samples {
                     out.extend_from_slice(&v.to_le_bytes()[..bytes_per_sample]);
                 }

@@ -52,28 +52,110 @@ pub struct Frame {
     pub samples: Vec<u32>,
 }
 
-/// The most samples one frame may decode to (a 64k × 64k × 4 image is 2^34: refused).
-const MAX_SAMPLES: usize = 1 << 30;
+/// The most samples one frame may decode to: 2^27 (a 16k × 8k image), far above any
+/// radiograph or tile, and a bound on what a hostile header can make the decoder allocate.
+const MAX_SAMPLES: usize = 1 << 27;
 
 fn malformed(what: &str, e: impl std::fmt::Display) -> BindingError {
     BindingError::Malformed(format!("{what}: {e}"))
 }
 
-/// Decodes one frame's codestream.
-pub fn decode(codec: Codec, data: &[u8]) -> Result<Frame, BindingError> {
+/// The size a codestream declares (columns, rows, components), read from its frame header
+/// (JPEG SOFn, JPEG-LS SOF55, JPEG 2000 SIZ) without decoding anything.
+pub fn dimensions(codec: Codec, data: &[u8]) -> Option<(usize, usize, usize)> {
     match codec {
-        Codec::Jpeg => decode_jpeg(data),
+        Codec::Jpeg | Codec::JpegLs => jpeg_frame_header(data),
+        Codec::Jpeg2000 => {
+            let at = data
+                .windows(4)
+                .take(4096)
+                .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?;
+            let siz = data.get(at + 2..at + 44)?;
+            let u32_at = |o: usize| {
+                u32::from_be_bytes([siz[o], siz[o + 1], siz[o + 2], siz[o + 3]]) as usize
+            };
+            let (x, y, xo, yo) = (u32_at(6), u32_at(10), u32_at(14), u32_at(18));
+            let c = u16::from_be_bytes([siz[38], siz[39]]) as usize;
+            Some((x.checked_sub(xo)?, y.checked_sub(yo)?, c))
+        }
+    }
+}
+
+/// The frame header of a JPEG or JPEG-LS codestream: walks the marker segments from SOI.
+fn jpeg_frame_header(data: &[u8]) -> Option<(usize, usize, usize)> {
+    if !data.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut i = 2;
+    loop {
+        // Fill bytes: any number of 0xFF before the marker code.
+        while *data.get(i)? == 0xFF && *data.get(i + 1)? == 0xFF {
+            i += 1;
+        }
+        if *data.get(i)? != 0xFF {
+            return None;
+        }
+        let marker = *data.get(i + 1)?;
+        i += 2;
+        if matches!(marker, 0x01 | 0xD0..=0xD9) {
+            continue;
+        }
+        let len = u16::from_be_bytes([*data.get(i)?, *data.get(i + 1)?]) as usize;
+        let is_sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC)
+            || marker == 0xF7;
+        if is_sof {
+            let seg = data.get(i + 2..i + len)?;
+            let h = u16::from_be_bytes([*seg.get(1)?, *seg.get(2)?]) as usize;
+            let w = u16::from_be_bytes([*seg.get(3)?, *seg.get(4)?]) as usize;
+            return Some((w, h, *seg.get(5)? as usize));
+        }
+        if marker == 0xDA || len < 2 {
+            return None;
+        }
+        i += len;
+    }
+}
+
+/// Decodes one frame's codestream, which must declare `expect` (columns, rows, samples
+/// per pixel): the frame header is checked against the data set's description before
+/// anything is decoded, so a codestream cannot make the decoder allocate more than the
+/// image described.
+pub fn decode(
+    codec: Codec,
+    data: &[u8],
+    expect: (usize, usize, usize),
+) -> Result<Frame, BindingError> {
+    let declared = dimensions(codec, data)
+        .ok_or_else(|| malformed("codestream", "no readable frame header"))?;
+    if declared != expect {
+        return Err(BindingError::Malformed(format!(
+            "the codestream declares {}x{}x{} where {}x{}x{} is described",
+            declared.0, declared.1, declared.2, expect.0, expect.1, expect.2
+        )));
+    }
+    if expect.0.saturating_mul(expect.1).saturating_mul(expect.2) > MAX_SAMPLES {
+        return Err(malformed("codestream", "image too large"));
+    }
+    let frame = match codec {
+        Codec::Jpeg => decode_jpeg(data)?,
         Codec::JpegLs => {
             let img = crate::jpegls::decode(data).map_err(|e| malformed("JPEG-LS", e))?;
-            Ok(Frame {
+            Frame {
                 width: img.width,
                 height: img.height,
                 components: img.components,
                 samples: img.samples.into_iter().map(u32::from).collect(),
-            })
+            }
         }
-        Codec::Jpeg2000 => decode_jpeg2000(data),
+        Codec::Jpeg2000 => decode_jpeg2000(data)?,
+    };
+    if (frame.width, frame.height, frame.components) != expect {
+        return Err(BindingError::Malformed(format!(
+            "a frame decodes to {}x{}x{} where {}x{}x{} is described",
+            frame.width, frame.height, frame.components, expect.0, expect.1, expect.2
+        )));
     }
+    Ok(frame)
 }
 
 fn decode_jpeg(data: &[u8]) -> Result<Frame, BindingError> {

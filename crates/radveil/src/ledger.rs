@@ -551,6 +551,10 @@ impl VerifiedLedger {
                 (Some(a), Some(b)) if a == b => {
                     // Same pixels, geometry and identity in another encoding.
                     note = " (re-encoded: bytes differ, binding hash matches)".into();
+                    if record.verification == "valid" && id.verification != "valid"
+                    {
+                        note = " (bytes differ, binding hash matches; the signature it had when logged is gone or broken)".into();
+                    }
                 }
                 _ => {
                     return (
