@@ -1,15 +1,19 @@
 //! Defacing head CT and MRI, and checking that no face can be found afterwards.
 //!
 //! A head scan holds enough geometry to render a recognisable face. This crate reads
-//! volumes ([`nifti_io`]), renders their skin surface from several views ([`render`]) and
-//! runs a face detector on the renders ([`face`]).
+//! volumes ([`nifti_io`]), removes the face and ears with the head's own geometry
+//! ([`deface`], on a patient-aligned [`grid`]), renders the skin surface from several views
+//! ([`render`]) and runs a face detector on the renders ([`face`]).
 
 #![forbid(unsafe_code)]
 
+pub mod deface;
 pub mod face;
+pub mod grid;
 pub mod nifti_io;
 pub mod render;
 pub mod volume;
 
+pub use deface::{deface, DefaceError, DefaceOptions, Defaced};
 pub use face::{check as face_check, FaceCheck, FACE_THRESHOLD};
 pub use volume::Volume;

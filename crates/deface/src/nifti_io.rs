@@ -140,3 +140,92 @@ pub fn affine(h: &NiftiHeader) -> [[f64; 4]; 3] {
         [0.0, 0.0, nonzero(p[3].abs()), 0.0],
     ]
 }
+
+/// Writes a copy of the NIfTI file `input` in which the voxels marked in `removed` (of the
+/// first 3-D volume, and likewise of every further volume of a 4-D series) hold `fill` (a
+/// value in the file's own units, before scaling). Everything else (header, extensions,
+/// other voxels) stays byte for byte. The output is gzip-compressed when `input` was.
+pub fn write_defaced(
+    input: &Path,
+    header: &NiftiHeader,
+    removed: &[bool],
+    fill: f32,
+) -> Result<Vec<u8>, NiftiError> {
+    use std::io::Read;
+    let raw = std::fs::read(input).map_err(|e| NiftiError::Unreadable(e.to_string()))?;
+    let gz = raw.starts_with(&[0x1F, 0x8B]);
+    let mut bytes = if gz {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| NiftiError::Unreadable(format!("gzip: {e}")))?;
+        out
+    } else {
+        raw
+    };
+    let size = (header.bitpix.max(8) / 8) as usize;
+    let offset = header.vox_offset.max(0.0) as usize;
+    let big = header.endianness == nifti::Endianness::Big;
+    let value = encode(fill, header.datatype, big)
+        .ok_or_else(|| NiftiError::Unsupported(format!("NIfTI datatype {}", header.datatype)))?;
+    if value.len() != size {
+        return Err(NiftiError::Unsupported(
+            "bitpix disagrees with the datatype".into(),
+        ));
+    }
+    let per_volume = removed.len();
+    let volumes = (bytes.len().saturating_sub(offset) / size / per_volume.max(1)).max(1);
+    for t in 0..volumes {
+        for (i, _) in removed.iter().enumerate().filter(|(_, &r)| r) {
+            let at = offset + (t * per_volume + i) * size;
+            if let Some(slot) = bytes.get_mut(at..at + size) {
+                slot.copy_from_slice(&value);
+            }
+        }
+    }
+    if gz {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        enc.write_all(&bytes)
+            .and_then(|()| enc.try_finish())
+            .map_err(|e| NiftiError::Unreadable(format!("gzip: {e}")))?;
+        Ok(enc.get_ref().clone())
+    } else {
+        Ok(bytes)
+    }
+}
+
+/// A value in a NIfTI datatype's bytes.
+fn encode(v: f32, datatype: i16, big: bool) -> Option<Vec<u8>> {
+    macro_rules! enc {
+        ($t:ty) => {{
+            let x = v.round().clamp(<$t>::MIN as f32, <$t>::MAX as f32) as $t;
+            Some(if big {
+                x.to_be_bytes().to_vec()
+            } else {
+                x.to_le_bytes().to_vec()
+            })
+        }};
+    }
+    match datatype {
+        2 => enc!(u8),
+        256 => enc!(i8),
+        4 => enc!(i16),
+        512 => enc!(u16),
+        8 => enc!(i32),
+        768 => enc!(u32),
+        1024 => enc!(i64),
+        1280 => enc!(u64),
+        16 => Some(if big {
+            v.to_be_bytes().to_vec()
+        } else {
+            v.to_le_bytes().to_vec()
+        }),
+        64 => Some(if big {
+            (v as f64).to_be_bytes().to_vec()
+        } else {
+            (v as f64).to_le_bytes().to_vec()
+        }),
+        _ => None,
+    }
+}

@@ -58,6 +58,8 @@ enum Command {
         #[command(subcommand)]
         command: timestamping::TimestampCommand,
     },
+    /// Remove the face and ears from head CT/MRI volumes, checked by the face check.
+    Deface(defacing::DefaceArgs),
     /// Render a head scan's skin surface from several views and look for a face.
     FaceCheck(defacing::FaceCheckArgs),
     /// Write a new random de-identification key to FILE (mode 0600; never overwrites).
@@ -131,6 +133,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => signing::verify(args),
         Command::Timestamp { command } => timestamping::run(command),
         Command::FaceCheck(args) => defacing::face_check(args),
+        Command::Deface(args) => defacing::deface(args),
     };
     match result {
         Ok(code) => code,

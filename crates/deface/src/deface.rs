@@ -1,0 +1,459 @@
+//! Defacing: removes the face (eyes' surface, nose, lips, chin) and the ears from a head
+//! volume, never the brain, using the head's own geometry; no template, no registration.
+//!
+//! 1. The head is resampled onto a 1 mm grid aligned with the patient's axes ([`Grid`]), so
+//!    every acquisition direction is handled alike; its mask is the largest connected part
+//!    above the skin threshold, with cavities filled.
+//! 2. Landmarks come from the mid-sagittal profile of the face: the nose tip (the most
+//!    anterior point below the forehead) and the nasion (the deepest point between the nose
+//!    tip and the forehead).
+//! 3. A conservative brain region is estimated: the part of the head at least 14 mm inside
+//!    the skin and above the nasion, plus the part at least 25 mm inside the skin anywhere
+//!    (temporal lobes, brainstem). The face is everything in front of a plane that passes
+//!    behind the nasion and tilts backwards going down (a shear, as quickshear makes), moved
+//!    forward wherever needed to stay clear of that region.
+//! 4. The ears are what a morphological opening with a 5 mm ball takes off the sides of the
+//!    head at ear height, behind the face.
+//! 5. Checks: the input must look like a head (a plausible size, a nose); after defacing,
+//!    the face check must find no face, else the plane is moved back and tried again; when
+//!    that would reach the brain region, the volume is declined.
+
+use crate::grid::Grid;
+use crate::render::Scene;
+use crate::volume::Volume;
+
+/// What to remove.
+#[derive(Debug, Clone, Copy)]
+pub struct DefaceOptions {
+    /// Also remove the ears (default: yes).
+    pub ears: bool,
+    /// Run the face check after defacing and decline when a face remains (default: yes).
+    pub verify: bool,
+}
+
+impl Default for DefaceOptions {
+    fn default() -> DefaceOptions {
+        DefaceOptions {
+            ears: true,
+            verify: true,
+        }
+    }
+}
+
+/// Why a volume was declined.
+#[derive(Debug, thiserror::Error)]
+pub enum DefaceError {
+    /// The volume does not look like a head.
+    #[error("not a head: {0}")]
+    NotAHead(String),
+    /// Defacing would not remove the face without reaching the brain.
+    #[error("declined: {0}")]
+    Declined(String),
+}
+
+/// The outcome of defacing.
+#[derive(Debug, Clone)]
+pub struct Defaced {
+    /// Per original voxel: whether it was removed.
+    pub removed: Vec<bool>,
+    /// Tissue voxels (above the skin threshold) removed from the face.
+    pub face_voxels: usize,
+    /// Tissue voxels removed from the ears.
+    pub ear_voxels: usize,
+    /// Landmarks found (RAS+ mm): nose tip, nasion.
+    pub nose_tip: [f64; 3],
+    /// The nasion.
+    pub nasion: [f64; 3],
+    /// How far behind the nasion skin the cut went (mm).
+    pub depth: f64,
+    /// The value removed voxels were set to (the background).
+    pub fill: f32,
+    /// The face check before defacing, when run.
+    pub before: Option<crate::FaceCheck>,
+    /// The face check after defacing, when run.
+    pub after: Option<crate::FaceCheck>,
+}
+
+const GRID_MM: f64 = 1.0;
+/// Closing radius for the head mask: bridges the dark skull and CSF (in T1) and the ear
+/// canals, so the head is solid and the ears are thin plates on it.
+const HEAD_CLOSING_MM: f64 = 5.0;
+/// Opening radius that takes the ears off.
+const EAR_OPENING_MM: f64 = 5.0;
+/// Above the brow, tissue this deep under the skin is taken for brain.
+const BRAIN_DEPTH_MM: f64 = 18.0;
+/// Distance kept between the cut and the brain region.
+const CLEARANCE_MM: f64 = 4.0;
+/// How far behind the nasion skin the cut starts, at most goes, and must be able to go.
+const START_DEPTH_MM: f64 = 18.0;
+const MAX_DEPTH_MM: f64 = 34.0;
+const MIN_DEPTH_MM: f64 = 10.0;
+
+fn mm(v: f64) -> usize {
+    (v / GRID_MM).round() as usize
+}
+
+/// The cut, in the mid-sagittal plane: everything anterior to it is face. At depth `d`
+/// behind the nasion skin at nasion height; above, it comes forward 1 mm per mm (out
+/// through the brow); below, it goes back 0.5 mm per mm until it is `d + 7` mm behind
+/// the nasion skin, and runs straight down from there (through the lips and chin).
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    nasion_y: f64,
+    nasion_z: f64,
+}
+
+impl Cut {
+    /// y (grid units) of the cut at height z, for depth `d` mm.
+    fn y(&self, d: f64, z: f64) -> f64 {
+        let dz = (z - self.nasion_z) * GRID_MM;
+        let rel = if dz >= 0.0 {
+            -d + dz
+        } else {
+            (-d + 0.5 * dz).max(-d - 7.0)
+        };
+        self.nasion_y + rel / GRID_MM
+    }
+}
+
+/// Defaces `volume` in place and reports what was removed.
+pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, DefaceError> {
+    let scene =
+        Scene::of(volume).ok_or_else(|| DefaceError::NotAHead("the volume is empty".into()))?;
+    let mut head = Grid::covering(volume, GRID_MM);
+    if head.len() > 600 * 600 * 600 {
+        return Err(DefaceError::NotAHead(
+            "the field of view is larger than any head".into(),
+        ));
+    }
+    // 1. Head mask on the canonical grid.
+    let inv = volume
+        .inverse()
+        .ok_or_else(|| DefaceError::NotAHead("singular voxel-to-world transform".into()))?;
+    let to_voxel = |w: [f64; 3]| {
+        let d = [
+            w[0] - volume.affine[0][3],
+            w[1] - volume.affine[1][3],
+            w[2] - volume.affine[2][3],
+        ];
+        [
+            inv[0][0] * d[0] + inv[0][1] * d[1] + inv[0][2] * d[2],
+            inv[1][0] * d[0] + inv[1][1] * d[1] + inv[1][2] * d[2],
+            inv[2][0] * d[0] + inv[2][1] * d[1] + inv[2][2] * d[2],
+        ]
+    };
+    let [gx, gy, gz] = head.dims;
+    for z in 0..gz {
+        for y in 0..gy {
+            for x in 0..gx {
+                let v = to_voxel(head.world(x, y, z));
+                let inside = volume.sample(v).is_some_and(|s| s > scene.threshold);
+                let i = head.index(x, y, z);
+                head.data[i] = inside;
+            }
+        }
+    }
+    head.keep_largest_component();
+    head.close(HEAD_CLOSING_MM / GRID_MM);
+    head.fill_holes();
+    let head_ml = head.data.iter().filter(|&&b| b).count() as f64 * GRID_MM.powi(3) / 1000.0;
+    if !(400.0..=12_000.0).contains(&head_ml) {
+        return Err(DefaceError::NotAHead(format!(
+            "the largest object is {head_ml:.0} ml; a head is 0.4-12 l"
+        )));
+    }
+    let extent = extent(&head);
+    for (c, name) in [(0usize, "left-right"), (1, "front-back")] {
+        let size = (extent.1[c] - extent.0[c]) as f64 * GRID_MM;
+        if !(90.0..=260.0).contains(&size) {
+            return Err(DefaceError::NotAHead(format!(
+                "{size:.0} mm {name}; a head is 90-260 mm"
+            )));
+        }
+    }
+    // 2. Landmarks from the face profile.
+    let profile = Profile::of(&head, extent);
+    if std::env::var_os("RADVEIL_DEFACE_DEBUG").is_some() {
+        eprintln!("extent {extent:?} dims {:?}", head.dims);
+        for z in (0..gz).rev().step_by(5) {
+            eprintln!("z {z} front {:?}", profile.front[z]);
+        }
+    }
+    let (nose_z, nasion_z) = profile.landmarks().ok_or_else(|| {
+        DefaceError::NotAHead(
+            "no nose found on the face profile (is the face in the field of view?)".into(),
+        )
+    })?;
+    let nose_y = profile.front[nose_z].unwrap_or(0);
+    let nasion_y = profile.front[nasion_z].unwrap_or(0);
+    let mid_x = profile.mid_x;
+    // 3. Brain region and the cut.
+    let inside = head.distance_sq(false);
+    let deep = |i: usize, mm: f64| inside[i] as f64 >= (mm / GRID_MM).powi(2);
+    let brain_guard: Vec<bool> = (0..head.len())
+        .map(|i| {
+            let z = i / (gx * gy);
+            let y = (i / gx) % gy;
+            head.data[i]
+                && ((z >= nasion_z + mm(8.0) && deep(i, BRAIN_DEPTH_MM))
+                    || (deep(i, 25.0) && (y as i64) <= nasion_y - mm(40.0) as i64))
+        })
+        .collect();
+    // Per height, the most anterior y of the brain region (any x).
+    let mut brain_front = vec![i64::MIN; gz];
+    for (i, _) in brain_guard.iter().enumerate().filter(|(_, &b)| b) {
+        let (y, z) = ((i / gx) % gy, i / (gx * gy));
+        brain_front[z] = brain_front[z].max(y as i64);
+    }
+    let cut = Cut {
+        nasion_y: nasion_y as f64,
+        nasion_z: nasion_z as f64,
+    };
+    let clear = |depth: f64| {
+        (0..gz).all(|z| {
+            brain_front[z] == i64::MIN
+                || cut.y(depth, z as f64) >= brain_front[z] as f64 + CLEARANCE_MM / GRID_MM
+        })
+    };
+    // The deepest cut the brain region allows.
+    let mut max_depth = MAX_DEPTH_MM;
+    while max_depth > 0.0 && !clear(max_depth) {
+        max_depth -= 1.0;
+    }
+    if max_depth < MIN_DEPTH_MM {
+        return Err(DefaceError::Declined(format!(
+            "the brain region comes within {max_depth:.0} mm of the skin at the nasion; the face cannot be cut off safely"
+        )));
+    }
+    // Ear band: from 25 mm above the nasion to 45 mm below the nose tip, behind the face.
+    let ears = if options.ears {
+        ear_region(
+            &head,
+            mid_x,
+            nasion_z + 25,
+            nose_z.saturating_sub(45),
+            nose_y,
+        )
+    } else {
+        vec![false; head.len()]
+    };
+    let fill = volume.quantile(0.001).min(scene.threshold * 0.2);
+    let before = if options.verify {
+        crate::face::check(volume).ok()
+    } else {
+        None
+    };
+    let original = volume.data.clone();
+    // Start 18 mm behind the nasion skin and go deeper while a face is still detected.
+    let mut depth = START_DEPTH_MM.min(max_depth);
+    loop {
+        let mut face_grid = vec![false; head.len()];
+        // Down to the chin, 75 mm below the nose tip; the neck is left alone.
+        for z in nose_z.saturating_sub(mm(75.0))..gz {
+            let limit = cut.y(depth, z as f64);
+            for y in 0..gy {
+                if (y as f64) < limit {
+                    continue;
+                }
+                for x in 0..gx {
+                    let i = head.index(x, y, z);
+                    // Air in front of the cut goes too (specks of noise above the skin
+                    // threshold that are not part of the head would show on renders).
+                    face_grid[i] = !brain_guard[i];
+                }
+            }
+        }
+        // Map back to the original voxels.
+        let mut removed = vec![false; volume.len()];
+        let (mut face_voxels, mut ear_voxels) = (0usize, 0usize);
+        let [ni, nj, nk] = volume.dims;
+        for k in 0..nk {
+            for j in 0..nj {
+                for i in 0..ni {
+                    let w = volume.world([i as f64, j as f64, k as f64]);
+                    if let Some(g) = head.at_world(w) {
+                        let idx = volume.index(i, j, k);
+                        let tissue = original[idx] > scene.threshold;
+                        if face_grid[g] {
+                            removed[idx] = true;
+                            face_voxels += tissue as usize;
+                        } else if ears[g] {
+                            removed[idx] = true;
+                            ear_voxels += tissue as usize;
+                        }
+                    }
+                }
+            }
+        }
+        for (v, (&r, &o)) in volume.data.iter_mut().zip(removed.iter().zip(&original)) {
+            *v = if r { fill } else { o };
+        }
+        let after = if options.verify {
+            crate::face::check(volume).ok()
+        } else {
+            None
+        };
+        let face_left = after.as_ref().is_some_and(|a| a.face_found);
+        if !face_left {
+            let world = |y: i64, z: usize| head.world(mid_x, y.max(0) as usize, z);
+            return Ok(Defaced {
+                removed,
+                face_voxels,
+                ear_voxels,
+                nose_tip: world(nose_y, nose_z),
+                depth,
+                nasion: world(nasion_y, nasion_z),
+                fill,
+                before,
+                after,
+            });
+        }
+        if depth >= max_depth {
+            volume.data = original;
+            return Err(DefaceError::Declined(format!(
+                "a face is still detected (score {:.1}) after cutting {depth:.0} mm behind the nasion, as deep as the brain allows",
+                after.map_or(0.0, |a| a.score)
+            )));
+        }
+        depth = (depth + 4.0).min(max_depth);
+    }
+}
+
+/// Bounding box of the true voxels (inclusive).
+fn extent(g: &Grid) -> ([usize; 3], [usize; 3]) {
+    let mut lo = [usize::MAX; 3];
+    let mut hi = [0usize; 3];
+    let [nx, ny, _] = g.dims;
+    for (i, &b) in g.data.iter().enumerate() {
+        if b {
+            let p = [i % nx, (i / nx) % ny, i / (nx * ny)];
+            for c in 0..3 {
+                lo[c] = lo[c].min(p[c]);
+                hi[c] = hi[c].max(p[c]);
+            }
+        }
+    }
+    (lo, hi)
+}
+
+/// The face's mid-sagittal profile: per height z, the most anterior head voxel near the
+/// midline.
+struct Profile {
+    front: Vec<Option<i64>>,
+    mid_x: usize,
+    top_z: usize,
+    bottom_z: usize,
+}
+
+impl Profile {
+    fn of(head: &Grid, extent: ([usize; 3], [usize; 3])) -> Profile {
+        let [_, gy, gz] = head.dims;
+        let mid_x = (extent.0[0] + extent.1[0]) / 2;
+        let band = (12.0 / GRID_MM) as usize;
+        let mut front = vec![None; gz];
+        for (z, f) in front.iter_mut().enumerate() {
+            let mut best: Option<i64> = None;
+            for x in mid_x.saturating_sub(band)..=(mid_x + band).min(head.dims[0] - 1) {
+                for y in (0..gy).rev() {
+                    if head.data[head.index(x, y, z)] {
+                        best = Some(best.map_or(y as i64, |b: i64| b.max(y as i64)));
+                        break;
+                    }
+                }
+            }
+            *f = best;
+        }
+        Profile {
+            front,
+            mid_x,
+            top_z: extent.1[2],
+            bottom_z: extent.0[2],
+        }
+    }
+
+    /// (nose tip z, nasion z), if the profile has a nose.
+    fn landmarks(&self) -> Option<(usize, usize)> {
+        let mm = |v: f64| (v / GRID_MM) as usize;
+        // The nose tip: the most anterior point 60-170 mm below the top of the head.
+        let hi = self.top_z.checked_sub(mm(60.0))?;
+        let lo = self.top_z.saturating_sub(mm(170.0)).max(self.bottom_z);
+        let nose_z = (lo..=hi)
+            .filter(|&z| self.front[z].is_some())
+            .max_by_key(|&z| self.front[z])?;
+        let nose_y = self.front[nose_z]?;
+        // The nasion: going up from the tip, the profile recedes to the nasion and comes
+        // forward again at the brow; where the brow is faint, the point deepest below the
+        // chord from the tip to 60 mm above it.
+        let a = (nose_z + mm(10.0)).min(self.top_z);
+        let b = (nose_z + mm(60.0)).min(self.top_z);
+        let smooth = |z: usize| -> Option<f64> {
+            let lo = z.saturating_sub(2);
+            let v: Vec<i64> = (lo..=z + 2)
+                .filter_map(|k| self.front.get(k).copied().flatten())
+                .collect();
+            (!v.is_empty()).then(|| v.iter().sum::<i64>() as f64 / v.len() as f64)
+        };
+        let mut best = (f64::INFINITY, a);
+        let mut local = None;
+        for z in a..=b {
+            let Some(v) = smooth(z) else { continue };
+            if v < best.0 {
+                best = (v, z);
+            } else if v - best.0 >= 2.0 / GRID_MM && z > best.1 + mm(3.0) {
+                local = Some(best.1);
+                break;
+            }
+        }
+        let nasion_z = match local {
+            Some(z) => z,
+            None => {
+                let (ya, yb) = (smooth(a)?, smooth(b)?);
+                (a..=b)
+                    .filter_map(|z| {
+                        let chord = ya + (yb - ya) * (z - a) as f64 / (b - a).max(1) as f64;
+                        Some((smooth(z)? - chord, z))
+                    })
+                    .min_by(|p, q| p.0.total_cmp(&q.0))?
+                    .1
+            }
+        };
+        let nasion_y = self.front[nasion_z]?;
+        // A nose stands out: at least 8 mm in front of the nasion, and the forehead above
+        // the nasion comes forward again.
+        let forehead = (nasion_z..=(nasion_z + mm(30.0)).min(self.top_z))
+            .filter_map(|z| self.front[z])
+            .max()?;
+        let nose_ok = (nose_y - nasion_y) as f64 * GRID_MM >= 8.0;
+        let brow_ok = (forehead - nasion_y) as f64 * GRID_MM >= 2.0;
+        (nose_ok && brow_ok && nose_z > self.bottom_z + 2).then_some((nose_z, nasion_z))
+    }
+}
+
+/// The ears: what an opening with a 5 mm ball takes off the sides of the head between
+/// heights `z_lo` and `z_hi`, posterior to `front_y` minus 30 mm, and away from the midline.
+fn ear_region(head: &Grid, mid_x: usize, z_hi: usize, z_lo: usize, front_y: i64) -> Vec<bool> {
+    let r2 = (EAR_OPENING_MM / GRID_MM).powi(2) as f32;
+    let outside = head.distance_sq(false);
+    let eroded = Grid {
+        data: outside.iter().map(|&d| d > r2).collect(),
+        ..head.clone()
+    };
+    let to_eroded = eroded.distance_sq(true);
+    let [gx, gy, gz] = head.dims;
+    let mut ears = vec![false; head.len()];
+    for z in z_lo.min(gz)..z_hi.min(gz) {
+        for y in 0..gy {
+            if (y as i64) > front_y - (30.0 / GRID_MM) as i64 {
+                continue;
+            }
+            for x in 0..gx {
+                if (x as i64 - mid_x as i64).unsigned_abs() < (45.0 / GRID_MM) as u64 {
+                    continue;
+                }
+                let i = head.index(x, y, z);
+                ears[i] = head.data[i] && to_eroded[i] > r2;
+            }
+        }
+    }
+    ears
+}

@@ -1,0 +1,387 @@
+//! A canonical grid: the head resampled onto 1 mm voxels aligned with the patient's axes
+//! (RAS+), whatever the acquisition direction (axial, sagittal, coronal, oblique, flipped).
+//! Masks are computed here and mapped back to the original voxels.
+
+use crate::volume::Volume;
+
+/// A boolean mask on a RAS-aligned grid with isotropic spacing.
+#[derive(Debug, Clone)]
+pub struct Grid {
+    /// World position (RAS+ mm) of voxel (0, 0, 0).
+    pub origin: [f64; 3],
+    /// Voxel size (mm), the same on every axis.
+    pub step: f64,
+    /// Size along x (+ towards the patient's right), y (+ anterior), z (+ superior).
+    pub dims: [usize; 3],
+    /// Values, `x + dims[0] * (y + dims[1] * z)`.
+    pub data: Vec<bool>,
+}
+
+impl Grid {
+    /// An empty grid covering the world bounding box of `volume`.
+    pub fn covering(volume: &Volume, step: f64) -> Grid {
+        let [ni, nj, nk] = volume.dims;
+        let mut lo = [f64::INFINITY; 3];
+        let mut hi = [f64::NEG_INFINITY; 3];
+        for &i in &[0.0, (ni.max(1) - 1) as f64] {
+            for &j in &[0.0, (nj.max(1) - 1) as f64] {
+                for &k in &[0.0, (nk.max(1) - 1) as f64] {
+                    let w = volume.world([i, j, k]);
+                    for c in 0..3 {
+                        lo[c] = lo[c].min(w[c]);
+                        hi[c] = hi[c].max(w[c]);
+                    }
+                }
+            }
+        }
+        let dims = [0, 1, 2].map(|c| (((hi[c] - lo[c]) / step).floor() as usize + 1).min(1024));
+        Grid {
+            origin: lo,
+            step,
+            dims,
+            data: vec![false; dims[0] * dims[1] * dims[2]],
+        }
+    }
+
+    /// Number of voxels.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the grid has no voxels.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The linear index of (x, y, z).
+    #[inline]
+    pub fn index(&self, x: usize, y: usize, z: usize) -> usize {
+        x + self.dims[0] * (y + self.dims[1] * z)
+    }
+
+    /// World position of a grid voxel.
+    #[inline]
+    pub fn world(&self, x: usize, y: usize, z: usize) -> [f64; 3] {
+        [
+            self.origin[0] + x as f64 * self.step,
+            self.origin[1] + y as f64 * self.step,
+            self.origin[2] + z as f64 * self.step,
+        ]
+    }
+
+    /// The grid voxel nearest a world position, if inside.
+    #[inline]
+    pub fn at_world(&self, w: [f64; 3]) -> Option<usize> {
+        let mut idx = [0usize; 3];
+        for c in 0..3 {
+            let f = ((w[c] - self.origin[c]) / self.step).round();
+            if !(f >= 0.0 && (f as usize) < self.dims[c]) {
+                return None;
+            }
+            idx[c] = f as usize;
+        }
+        Some(self.index(idx[0], idx[1], idx[2]))
+    }
+
+    /// Morphological closing with a ball of `radius` voxels: bridges gaps narrower than the
+    /// ball (in a T1 head, the dark skull and CSF between scalp and brain; the ear canals).
+    pub fn close(&mut self, radius: f64) {
+        let r2 = (radius * radius) as f32;
+        let to_set = self.distance_sq(true);
+        let dilated = Grid {
+            data: to_set.iter().map(|&d| d <= r2).collect(),
+            ..self.clone()
+        };
+        let to_unset = dilated.distance_sq(false);
+        for (v, d) in self.data.iter_mut().zip(&to_unset) {
+            *v = *d > r2;
+        }
+    }
+
+    /// Keeps only the largest 6-connected component of true voxels.
+    pub fn keep_largest_component(&mut self) {
+        let n = self.len();
+        let mut label = vec![0u32; n];
+        let mut best = (0u32, 0usize);
+        let mut next = 1u32;
+        let mut stack = Vec::new();
+        for start in 0..n {
+            if !self.data[start] || label[start] != 0 {
+                continue;
+            }
+            let mut size = 0usize;
+            label[start] = next;
+            stack.push(start);
+            while let Some(v) = stack.pop() {
+                size += 1;
+                for u in self.neighbours(v) {
+                    if self.data[u] && label[u] == 0 {
+                        label[u] = next;
+                        stack.push(u);
+                    }
+                }
+            }
+            if size > best.1 {
+                best = (next, size);
+            }
+            next += 1;
+        }
+        for (d, l) in self.data.iter_mut().zip(&label) {
+            *d = *l == best.0 && best.1 > 0;
+        }
+    }
+
+    /// Fills cavities: every false voxel not connected to the grid's border becomes true.
+    pub fn fill_holes(&mut self) {
+        let n = self.len();
+        let mut outside = vec![false; n];
+        let mut stack = Vec::new();
+        let [nx, ny, nz] = self.dims;
+        for z in 0..nz {
+            for y in 0..ny {
+                for x in 0..nx {
+                    let border =
+                        x == 0 || y == 0 || z == 0 || x + 1 == nx || y + 1 == ny || z + 1 == nz;
+                    let i = self.index(x, y, z);
+                    if border && !self.data[i] && !outside[i] {
+                        outside[i] = true;
+                        stack.push(i);
+                    }
+                }
+            }
+        }
+        while let Some(v) = stack.pop() {
+            for u in self.neighbours(v) {
+                if !self.data[u] && !outside[u] {
+                    outside[u] = true;
+                    stack.push(u);
+                }
+            }
+        }
+        for (d, o) in self.data.iter_mut().zip(&outside) {
+            *d = !o;
+        }
+    }
+
+    fn neighbours(&self, v: usize) -> impl Iterator<Item = usize> {
+        let [nx, ny, nz] = self.dims;
+        let x = v % nx;
+        let y = (v / nx) % ny;
+        let z = v / (nx * ny);
+        let sxy = nx * ny;
+        [
+            (x > 0).then(|| v - 1),
+            (x + 1 < nx).then(|| v + 1),
+            (y > 0).then(|| v - nx),
+            (y + 1 < ny).then(|| v + nx),
+            (z > 0).then(|| v - sxy),
+            (z + 1 < nz).then(|| v + sxy),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// Squared Euclidean distance (in voxels²) from each voxel to the nearest voxel whose
+    /// value is `to` (Felzenszwalb–Huttenlocher, separable, exact).
+    pub fn distance_sq(&self, to: bool) -> Vec<f32> {
+        const INF: f32 = 1e20;
+        let [nx, ny, nz] = self.dims;
+        let mut d: Vec<f32> = self
+            .data
+            .iter()
+            .map(|&v| if v == to { 0.0 } else { INF })
+            .collect();
+        let mut f = Vec::new();
+        let mut out = Vec::new();
+        // Along x.
+        for z in 0..nz {
+            for y in 0..ny {
+                let base = self.index(0, y, z);
+                f.clear();
+                f.extend((0..nx).map(|x| d[base + x]));
+                edt_1d(&f, &mut out);
+                d[base..base + nx].copy_from_slice(&out[..nx]);
+            }
+        }
+        // Along y.
+        for z in 0..nz {
+            for x in 0..nx {
+                f.clear();
+                f.extend((0..ny).map(|y| d[self.index(x, y, z)]));
+                edt_1d(&f, &mut out);
+                for (y, &o) in out.iter().enumerate().take(ny) {
+                    let i = self.index(x, y, z);
+                    d[i] = o;
+                }
+            }
+        }
+        // Along z.
+        for y in 0..ny {
+            for x in 0..nx {
+                f.clear();
+                f.extend((0..nz).map(|z| d[self.index(x, y, z)]));
+                edt_1d(&f, &mut out);
+                for (z, &o) in out.iter().enumerate().take(nz) {
+                    let i = self.index(x, y, z);
+                    d[i] = o;
+                }
+            }
+        }
+        d
+    }
+}
+
+/// One-dimensional squared distance transform of sampled function `f` (the lower envelope
+/// of parabolas rooted at the finite samples); samples of 1e20 or more count as absent.
+fn edt_1d(f: &[f32], out: &mut Vec<f32>) {
+    const ABSENT: f32 = 1e19;
+    let n = f.len();
+    out.clear();
+    out.resize(n, 1e20);
+    let mut v: Vec<usize> = Vec::with_capacity(n);
+    let mut z: Vec<f64> = Vec::with_capacity(n + 1);
+    for q in 0..n {
+        if f[q] >= ABSENT {
+            continue;
+        }
+        let fq = f[q] as f64 + (q * q) as f64;
+        loop {
+            match v.last() {
+                None => {
+                    v.push(q);
+                    z.clear();
+                    z.push(f64::NEG_INFINITY);
+                    break;
+                }
+                Some(&p) => {
+                    let s = (fq - (f[p] as f64 + (p * p) as f64)) / (2.0 * (q - p) as f64);
+                    if s <= *z.last().unwrap_or(&f64::NEG_INFINITY) && v.len() > 1 {
+                        v.pop();
+                        z.pop();
+                        continue;
+                    }
+                    if s <= *z.last().unwrap_or(&f64::NEG_INFINITY) {
+                        // The only parabola left is never lower than this one.
+                        v[0] = q;
+                        break;
+                    }
+                    v.push(q);
+                    z.push(s);
+                    break;
+                }
+            }
+        }
+    }
+    if v.is_empty() {
+        return;
+    }
+    let mut k = 0usize;
+    for (q, o) in out.iter_mut().enumerate() {
+        while k + 1 < v.len() && z[k + 1] < q as f64 {
+            k += 1;
+        }
+        let p = v[k];
+        let dq = q as f64 - p as f64;
+        *o = (dq * dq + f[p] as f64) as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distance_transform_is_exact_on_a_point() {
+        let mut g = Grid {
+            origin: [0.0; 3],
+            step: 1.0,
+            dims: [7, 6, 5],
+            data: vec![false; 7 * 6 * 5],
+        };
+        let c = g.index(3, 2, 1);
+        g.data[c] = true;
+        let d = g.distance_sq(true);
+        for z in 0..5 {
+            for y in 0..6 {
+                for x in 0..7 {
+                    let e = (x as f32 - 3.0).powi(2)
+                        + (y as f32 - 2.0).powi(2)
+                        + (z as f32 - 1.0).powi(2);
+                    assert_eq!(d[g.index(x, y, z)], e);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn holes_fill_and_small_parts_go() {
+        let mut g = Grid {
+            origin: [0.0; 3],
+            step: 1.0,
+            dims: [9, 9, 9],
+            data: vec![false; 729],
+        };
+        for z in 1..8 {
+            for y in 1..8 {
+                for x in 1..8 {
+                    let shell = x == 1 || x == 7 || y == 1 || y == 7 || z == 1 || z == 7;
+                    let i = g.index(x, y, z);
+                    g.data[i] = shell;
+                }
+            }
+        }
+        let lone = g.index(0, 0, 8);
+        g.data[lone] = true;
+        g.keep_largest_component();
+        assert!(!g.data[lone]);
+        let centre = g.index(4, 4, 4);
+        assert!(!g.data[centre]);
+        g.fill_holes();
+        assert!(g.data[centre]);
+    }
+}
+
+#[cfg(test)]
+mod brute {
+    use super::*;
+
+    #[test]
+    fn distance_transform_matches_brute_force() {
+        let dims = [11, 9, 7];
+        let mut seed = 12345u64;
+        let mut g = Grid {
+            origin: [0.0; 3],
+            step: 1.0,
+            dims,
+            data: vec![false; 11 * 9 * 7],
+        };
+        for v in g.data.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *v = seed.is_multiple_of(9);
+        }
+        let d = g.distance_sq(true);
+        for z in 0..7 {
+            for y in 0..9 {
+                for x in 0..11 {
+                    let mut best = f32::INFINITY;
+                    for z2 in 0..7 {
+                        for y2 in 0..9 {
+                            for x2 in 0..11 {
+                                if g.data[g.index(x2, y2, z2)] {
+                                    let e = ((x as i32 - x2 as i32).pow(2)
+                                        + (y as i32 - y2 as i32).pow(2)
+                                        + (z as i32 - z2 as i32).pow(2))
+                                        as f32;
+                                    best = best.min(e);
+                                }
+                            }
+                        }
+                    }
+                    assert_eq!(d[g.index(x, y, z)], best, "at {x},{y},{z}");
+                }
+            }
+        }
+    }
+}
