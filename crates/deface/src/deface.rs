@@ -418,14 +418,11 @@ impl Profile {
             }
         };
         let nasion_y = self.front[nasion_z]?;
-        // A nose stands out: at least 8 mm in front of the nasion, and the forehead above
-        // the nasion comes forward again.
-        let forehead = (nasion_z..=(nasion_z + mm(30.0)).min(self.top_z))
-            .filter_map(|z| self.front[z])
-            .max()?;
+        // A nose stands out at least 8 mm in front of the nasion, and there is a forehead
+        // above it.
+        let forehead = self.front.get(nasion_z + mm(30.0)).copied().flatten();
         let nose_ok = (nose_y - nasion_y) as f64 * GRID_MM >= 8.0;
-        let brow_ok = (forehead - nasion_y) as f64 * GRID_MM >= 2.0;
-        (nose_ok && brow_ok && nose_z > self.bottom_z + 2).then_some((nose_z, nasion_z))
+        (nose_ok && forehead.is_some() && nose_z > self.bottom_z + 2).then_some((nose_z, nasion_z))
     }
 }
 
