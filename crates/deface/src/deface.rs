@@ -120,7 +120,29 @@ impl Cut {
 pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, DefaceError> {
     let scene =
         Scene::of(volume).ok_or_else(|| DefaceError::NotAHead("the volume is empty".into()))?;
-    let mut head = Grid::covering(volume, GRID_MM);
+    // The grid covers the tissue's world bounding box (plus a margin), not the whole field
+    // of view.
+    let mut lo = [f64::INFINITY; 3];
+    let mut hi = [f64::NEG_INFINITY; 3];
+    {
+        let [ni, nj, nk] = volume.dims;
+        for k in 0..nk {
+            for j in 0..nj {
+                let row = volume.index(0, j, k);
+                for i in 0..ni {
+                    if volume.data[row + i] > scene.threshold {
+                        let w = volume.world([i as f64, j as f64, k as f64]);
+                        for c in 0..3 {
+                            lo[c] = lo[c].min(w[c]);
+                            hi[c] = hi[c].max(w[c]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let margin = 12.0 + volume.spacing().iter().cloned().fold(0.0, f64::max);
+    let mut head = Grid::covering_box(lo.map(|v| v - margin), hi.map(|v| v + margin), GRID_MM);
     if head.len() > 600 * 600 * 600 {
         return Err(DefaceError::NotAHead(
             "the field of view is larger than any head".into(),
@@ -173,12 +195,6 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
     }
     // 2. Landmarks from the face profile.
     let profile = Profile::of(&head, extent);
-    if std::env::var_os("RADVEIL_DEFACE_DEBUG").is_some() {
-        eprintln!("extent {extent:?} dims {:?}", head.dims);
-        for z in (0..gz).rev().step_by(5) {
-            eprintln!("z {z} front {:?}", profile.front[z]);
-        }
-    }
     let (nose_z, nasion_z) = profile.landmarks().ok_or_else(|| {
         DefaceError::NotAHead(
             "no nose found on the face profile (is the face in the field of view?)".into(),
@@ -429,13 +445,7 @@ impl Profile {
 /// The ears: what an opening with a 5 mm ball takes off the sides of the head between
 /// heights `z_lo` and `z_hi`, posterior to `front_y` minus 30 mm, and away from the midline.
 fn ear_region(head: &Grid, mid_x: usize, z_hi: usize, z_lo: usize, front_y: i64) -> Vec<bool> {
-    let r2 = (EAR_OPENING_MM / GRID_MM).powi(2) as f32;
-    let outside = head.distance_sq(false);
-    let eroded = Grid {
-        data: outside.iter().map(|&d| d > r2).collect(),
-        ..head.clone()
-    };
-    let to_eroded = eroded.distance_sq(true);
+    let opened = head.opened(EAR_OPENING_MM / GRID_MM);
     let [gx, gy, gz] = head.dims;
     let mut ears = vec![false; head.len()];
     for z in z_lo.min(gz)..z_hi.min(gz) {
@@ -448,7 +458,7 @@ fn ear_region(head: &Grid, mid_x: usize, z_hi: usize, z_lo: usize, front_y: i64)
                     continue;
                 }
                 let i = head.index(x, y, z);
-                ears[i] = head.data[i] && to_eroded[i] > r2;
+                ears[i] = head.data[i] && !opened[i];
             }
         }
     }

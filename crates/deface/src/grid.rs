@@ -43,6 +43,18 @@ impl Grid {
         }
     }
 
+    /// An empty grid covering the world box `lo..=hi` (RAS+ mm).
+    pub fn covering_box(lo: [f64; 3], hi: [f64; 3], step: f64) -> Grid {
+        let dims =
+            [0, 1, 2].map(|c| (((hi[c] - lo[c]).max(0.0) / step).floor() as usize + 1).min(1024));
+        Grid {
+            origin: lo,
+            step,
+            dims,
+            data: vec![false; dims[0] * dims[1] * dims[2]],
+        }
+    }
+
     /// Number of voxels.
     pub fn len(&self) -> usize {
         self.data.len()
@@ -96,6 +108,18 @@ impl Grid {
         for (v, d) in self.data.iter_mut().zip(&to_unset) {
             *v = *d > r2;
         }
+    }
+
+    /// Morphological opening with a ball of `radius` voxels: what is left after removing
+    /// the parts thinner than the ball (ears, seen from the head).
+    pub fn opened(&self, radius: f64) -> Vec<bool> {
+        let r2 = (radius * radius) as f32;
+        let depth = self.distance_sq(false);
+        let eroded = Grid {
+            data: depth.iter().map(|&d| d > r2).collect(),
+            ..self.clone()
+        };
+        eroded.distance_sq(true).iter().map(|&d| d <= r2).collect()
     }
 
     /// Keeps only the largest 6-connected component of true voxels.
@@ -184,34 +208,47 @@ impl Grid {
     /// Squared Euclidean distance (in voxels²) from each voxel to the nearest voxel whose
     /// value is `to` (Felzenszwalb–Huttenlocher, separable, exact).
     pub fn distance_sq(&self, to: bool) -> Vec<f32> {
-        const INF: f32 = 1e20;
         let [nx, ny, nz] = self.dims;
-        let mut d: Vec<f32> = self
-            .data
-            .iter()
-            .map(|&v| if v == to { 0.0 } else { INF })
-            .collect();
-        let mut f = Vec::new();
-        let mut out = Vec::new();
-        // Along x.
+        let mut d = vec![INF; self.len()];
+        // Along x, on the binary input: two sweeps give the exact 1-D distance.
         for z in 0..nz {
             for y in 0..ny {
                 let base = self.index(0, y, z);
-                f.clear();
-                f.extend((0..nx).map(|x| d[base + x]));
-                edt_1d(&f, &mut out);
-                d[base..base + nx].copy_from_slice(&out[..nx]);
+                let row = &self.data[base..base + nx];
+                let out = &mut d[base..base + nx];
+                let mut last: Option<usize> = None;
+                for x in 0..nx {
+                    if row[x] == to {
+                        last = Some(x);
+                    }
+                    if let Some(l) = last {
+                        out[x] = ((x - l) * (x - l)) as f32;
+                    }
+                }
+                let mut next: Option<usize> = None;
+                for x in (0..nx).rev() {
+                    if row[x] == to {
+                        next = Some(x);
+                    }
+                    if let Some(n) = next {
+                        out[x] = out[x].min(((n - x) * (n - x)) as f32);
+                    }
+                }
             }
         }
+        let mut scratch = Scratch::default();
+        let mut f = Vec::new();
+        let mut out = Vec::new();
         // Along y.
         for z in 0..nz {
             for x in 0..nx {
                 f.clear();
                 f.extend((0..ny).map(|y| d[self.index(x, y, z)]));
-                edt_1d(&f, &mut out);
-                for (y, &o) in out.iter().enumerate().take(ny) {
-                    let i = self.index(x, y, z);
-                    d[i] = o;
+                if edt_1d(&f, &mut out, &mut scratch) {
+                    for (y, &o) in out.iter().enumerate().take(ny) {
+                        let i = self.index(x, y, z);
+                        d[i] = o;
+                    }
                 }
             }
         }
@@ -220,10 +257,11 @@ impl Grid {
             for x in 0..nx {
                 f.clear();
                 f.extend((0..nz).map(|z| d[self.index(x, y, z)]));
-                edt_1d(&f, &mut out);
-                for (z, &o) in out.iter().enumerate().take(nz) {
-                    let i = self.index(x, y, z);
-                    d[i] = o;
+                if edt_1d(&f, &mut out, &mut scratch) {
+                    for (z, &o) in out.iter().enumerate().take(nz) {
+                        let i = self.index(x, y, z);
+                        d[i] = o;
+                    }
                 }
             }
         }
@@ -231,15 +269,31 @@ impl Grid {
     }
 }
 
+/// "No feature in reach" in squared distances.
+const INF: f32 = 1e20;
+
+/// Buffers reused across the rows of a distance transform.
+#[derive(Default)]
+struct Scratch {
+    v: Vec<usize>,
+    z: Vec<f64>,
+}
+
 /// One-dimensional squared distance transform of sampled function `f` (the lower envelope
-/// of parabolas rooted at the finite samples); samples of 1e20 or more count as absent.
-fn edt_1d(f: &[f32], out: &mut Vec<f32>) {
+/// of parabolas rooted at the finite samples); samples of 1e19 or more count as absent.
+/// Returns false, leaving `out` alone, when the row needs no change (no finite sample, or
+/// every sample zero).
+fn edt_1d(f: &[f32], out: &mut Vec<f32>, scratch: &mut Scratch) -> bool {
     const ABSENT: f32 = 1e19;
+    if f.iter().all(|&x| x >= ABSENT) || f.iter().all(|&x| x == 0.0) {
+        return false;
+    }
     let n = f.len();
     out.clear();
-    out.resize(n, 1e20);
-    let mut v: Vec<usize> = Vec::with_capacity(n);
-    let mut z: Vec<f64> = Vec::with_capacity(n + 1);
+    out.resize(n, INF);
+    let (v, z) = (&mut scratch.v, &mut scratch.z);
+    v.clear();
+    z.clear();
     for q in 0..n {
         if f[q] >= ABSENT {
             continue;
@@ -249,21 +303,15 @@ fn edt_1d(f: &[f32], out: &mut Vec<f32>) {
             match v.last() {
                 None => {
                     v.push(q);
-                    z.clear();
                     z.push(f64::NEG_INFINITY);
                     break;
                 }
                 Some(&p) => {
                     let s = (fq - (f[p] as f64 + (p * p) as f64)) / (2.0 * (q - p) as f64);
-                    if s <= *z.last().unwrap_or(&f64::NEG_INFINITY) && v.len() > 1 {
+                    if v.len() > 1 && s <= *z.last().unwrap_or(&f64::NEG_INFINITY) {
                         v.pop();
                         z.pop();
                         continue;
-                    }
-                    if s <= *z.last().unwrap_or(&f64::NEG_INFINITY) {
-                        // The only parabola left is never lower than this one.
-                        v[0] = q;
-                        break;
                     }
                     v.push(q);
                     z.push(s);
@@ -271,9 +319,6 @@ fn edt_1d(f: &[f32], out: &mut Vec<f32>) {
                 }
             }
         }
-    }
-    if v.is_empty() {
-        return;
     }
     let mut k = 0usize;
     for (q, o) in out.iter_mut().enumerate() {
@@ -284,6 +329,7 @@ fn edt_1d(f: &[f32], out: &mut Vec<f32>) {
         let dq = q as f64 - p as f64;
         *o = (dq * dq + f[p] as f64) as f32;
     }
+    true
 }
 
 #[cfg(test)]

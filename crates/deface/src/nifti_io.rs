@@ -185,7 +185,7 @@ pub fn write_defaced(
     }
     if gz {
         use std::io::Write;
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(&bytes)
             .and_then(|()| enc.try_finish())
             .map_err(|e| NiftiError::Unreadable(format!("gzip: {e}")))?;

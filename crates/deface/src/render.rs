@@ -171,22 +171,43 @@ pub fn render(volume: &Volume, scene: &Scene, view: View, size: usize) -> Render
             origin[1] + forward[1] * step,
             origin[2] + forward[2] * step,
         ]);
-        let steps = (2.0 * r / step) as usize;
+        // March in coarse steps through the head's sphere; on the first hit, bisect back
+        // to the surface.
+        const COARSE: f64 = 4.0;
+        let dc = df.map(|d| d * COARSE);
+        let inside = |v: [f64; 3]| volume.sample(v).is_some_and(|x| x > scene.threshold);
         for row in 0..size {
             let sv = r - (row as f64 + 0.5) * pixel;
             for col in 0..size {
                 let su = -r + (col as f64 + 0.5) * pixel;
+                let half = (r * r - su * su - sv * sv).max(0.0).sqrt();
+                if half == 0.0 {
+                    continue;
+                }
                 let start = [0, 1, 2]
-                    .map(|c| scene.centre[c] + right[c] * su + up[c] * sv - forward[c] * r);
+                    .map(|c| scene.centre[c] + right[c] * su + up[c] * sv - forward[c] * half);
+                let skipped = r - half;
                 let mut v = to_voxel(start);
-                for s in 0..steps {
-                    if let Some(x) = volume.sample(v) {
-                        if x > scene.threshold {
-                            depth[row * size + col] = s as f64 * step;
-                            break;
+                let n = ((2.0 * half) / (step * COARSE)) as usize + 1;
+                for s in 0..n {
+                    if inside(v) {
+                        let (mut lo, mut hi) = (s as f64 - 1.0, s as f64);
+                        if s > 0 {
+                            for _ in 0..3 {
+                                let mid = 0.5 * (lo + hi);
+                                let p = [0, 1, 2].map(|c| v[c] - dc[c] * (hi - mid));
+                                if inside(p) {
+                                    hi = mid;
+                                    v = p;
+                                } else {
+                                    lo = mid;
+                                }
+                            }
                         }
+                        depth[row * size + col] = skipped + hi.max(0.0) * step * COARSE;
+                        break;
                     }
-                    v = [v[0] + df[0], v[1] + df[1], v[2] + df[2]];
+                    v = [v[0] + dc[0], v[1] + dc[1], v[2] + dc[2]];
                 }
             }
         }
