@@ -191,3 +191,60 @@ def test_not_a_head_and_corrupt_input_are_declined(radveil, tmp_path):
     assert "not a head" in res["ball.nii.gz"]["detail"], res
     assert "NIfTI" in res["cut.nii.gz"]["detail"] or "gzip" in res["cut.nii.gz"]["detail"], res
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def dciodvfy_errors(path: Path) -> set[str]:
+    import subprocess
+
+    from conftest import require_tool
+
+    r = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True, text=True)
+    return {line.strip() for line in (r.stdout + r.stderr).splitlines() if line.startswith("Error")}
+
+
+@pytest.mark.parametrize("how", ["as-is", "sagittal", "oblique", "flipped"])
+def test_dicom_series_is_defaced_slice_by_slice(radveil, brain_masks, tmp_path, how):
+    """A DICOM MR series built from the real head (axial, sagittal, oblique or flipped
+    slices) is defaced as one volume; every slice keeps every attribute but its pixels and
+    the de-identification record, and adds no dciodvfy error."""
+    import headseries
+
+    pydicom = require_module("pydicom")
+    src = fixture(HEADS["real"])
+    if how != "as-is":
+        src = reoriented(src, how, tmp_path / f"{how}.nii.gz")
+    series_dir = tmp_path / "series"
+    slices = headseries.write_series(src, series_dir)
+    r = radveil.run("deface", series_dir, "--out", tmp_path / "out", "--json", timeout=600)
+    res = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+    assert r.returncode == 0 and len(res) == 1 and res[0]["status"] == "defaced", r.stdout + r.stderr
+    assert res[0]["face_score_before"] >= 15 > res[0]["face_score_after"], res
+    outs = [tmp_path / "out" / p.name for p in slices]
+    assert all(p.exists() for p in outs)
+    fc = radveil.run("face-check", tmp_path / "out", "--json")
+    assert json.loads(fc.stdout)["status"] == "no-face", fc.stdout
+    changed_world = []
+    for a_path, b_path in zip(slices, outs):
+        a, b = pydicom.dcmread(a_path), pydicom.dcmread(b_path)
+        # Only the pixels and the de-identification record differ.
+        ignore = {0x7FE00010, 0x00280302, 0x00120063, 0x00120064}
+        assert {e.tag for e in a if e.tag not in ignore} == {e.tag for e in b if e.tag not in ignore}
+        for e in a:
+            if e.tag not in ignore:
+                assert b[e.tag].value == e.value, (b_path.name, e.tag)
+        assert b.RecognizableVisualFeatures == "NO"
+        codes = [i.CodeValue for i in b.DeidentificationMethodCodeSequence]
+        assert "113102" in codes, codes
+        pa, pb = a.pixel_array, b.pixel_array
+        rr, cc = np.nonzero(pa != pb)
+        if len(rr):
+            ipp = np.array([float(v) for v in a.ImagePositionPatient])
+            iop = np.array([float(v) for v in a.ImageOrientationPatient])
+            ps = [float(v) for v in a.PixelSpacing]
+            lps = ipp + np.outer(cc * ps[1], iop[:3]) + np.outer(rr * ps[0], iop[3:])
+            changed_world.append(lps * [-1, -1, 1])
+    world = np.concatenate(changed_world)
+    assert len(world) > 100_000
+    assert in_mask(brain_masks["real"], world, erode=2) == 0
+    for k in (len(slices) // 3, len(slices) // 2):
+        assert dciodvfy_errors(outs[k]) <= dciodvfy_errors(slices[k]), outs[k]

@@ -1,7 +1,7 @@
 //! Defacing head CT and MRI, and checking that no face can be found afterwards.
 //!
 //! A head scan holds enough geometry to render a recognisable face. This crate reads
-//! volumes ([`nifti_io`]), removes the face and ears with the head's own geometry
+//! volumes (NIfTI: [`nifti_io`]; DICOM series: [`series`]), removes the face and ears with the head's own geometry
 //! ([`deface`], on a patient-aligned [`grid`]), renders the skin surface from several views
 //! ([`render`]) and runs a face detector on the renders ([`face`]).
 
@@ -12,6 +12,7 @@ pub mod face;
 pub mod grid;
 pub mod nifti_io;
 pub mod render;
+pub mod series;
 pub mod volume;
 
 pub use deface::{deface, DefaceError, DefaceOptions, Defaced};
