@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use nifti::{NiftiHeader, NiftiObject, ReaderOptions};
+use nifti::{NiftiHeader, NiftiObject};
 
 use crate::volume::Volume;
 
@@ -23,15 +23,41 @@ pub enum NiftiError {
 /// The largest volume accepted (voxels).
 const MAX_VOXELS: usize = 1 << 28;
 
-/// Reads a NIfTI-1 file into a volume (the first volume of a 4-D series).
+/// The largest uncompressed NIfTI file accepted (bytes).
+const MAX_FILE: usize = 4 << 30;
+
+/// Reads a NIfTI-1 file (`.nii`, or gzip-compressed) into a volume (the first volume of a
+/// 4-D series).
 pub fn read(path: &Path) -> Result<(Volume, NiftiHeader), NiftiError> {
-    // The crate reads the whole file; refuse headers that describe absurd sizes first.
-    let obj = std::panic::catch_unwind(|| ReaderOptions::new().read_file(path))
-        .map_err(|_| NiftiError::Unreadable("the reader failed on this file".into()))?
-        .map_err(|e| NiftiError::Unreadable(e.to_string()))?;
-    let header = obj.header().clone();
+    let raw = std::fs::read(path).map_err(|e| NiftiError::Unreadable(e.to_string()))?;
+    read_bytes(&raw)
+}
+
+/// Reads NIfTI-1 bytes (plain or gzip-compressed). The header is checked against the data
+/// before anything is allocated for the volume, so a hostile header cannot exhaust memory.
+pub fn read_bytes(raw: &[u8]) -> Result<(Volume, NiftiHeader), NiftiError> {
+    use std::io::Read;
+    let inflated;
+    let bytes: &[u8] = if raw.starts_with(&[0x1F, 0x8B]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(raw)
+            .take(MAX_FILE as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| NiftiError::Unreadable(format!("gzip: {e}")))?;
+        if out.len() > MAX_FILE {
+            return Err(NiftiError::Unsupported(
+                "larger than 4 GiB uncompressed".into(),
+            ));
+        }
+        inflated = out;
+        &inflated
+    } else {
+        raw
+    };
+    let header =
+        NiftiHeader::from_reader(bytes).map_err(|e| NiftiError::Unreadable(e.to_string()))?;
     let dim = header.dim;
-    if dim[0] < 3 || dim[1] == 0 || dim[2] == 0 || dim[3] == 0 {
+    if dim[0] < 3 || dim[0] > 7 || dim[1] == 0 || dim[2] == 0 || dim[3] == 0 {
         return Err(NiftiError::Unsupported(format!(
             "a {}-D image of {}x{}x{} is not a volume",
             dim[0], dim[1], dim[2], dim[3]
@@ -42,6 +68,35 @@ pub fn read(path: &Path) -> Result<(Volume, NiftiHeader), NiftiError> {
     if n > MAX_VOXELS {
         return Err(NiftiError::Unsupported(format!("{n} voxels is too large")));
     }
+    // Every further dimension must fit in the file too (the reader allocates for all).
+    let all: usize = dim[1..=dim[0] as usize]
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1) as usize))
+        .ok_or_else(|| NiftiError::Unsupported("dimensions overflow".into()))?;
+    let size = match (header.datatype, header.bitpix) {
+        (2 | 256, 8) => 1,
+        (4 | 512, 16) => 2,
+        (8 | 768 | 16, 32) => 4,
+        (64 | 1024 | 1280, 64) => 8,
+        (t, b) => {
+            return Err(NiftiError::Unsupported(format!(
+                "datatype {t} with {b} bits a voxel is not a scalar voxel type"
+            )))
+        }
+    };
+    let offset = header.vox_offset.max(0.0) as usize;
+    if header.vox_offset.is_nan()
+        || all
+            .checked_mul(size)
+            .and_then(|v| v.checked_add(offset))
+            .is_none_or(|end| end > bytes.len())
+    {
+        return Err(NiftiError::Unreadable(
+            "the file is shorter than its header describes".into(),
+        ));
+    }
+    let obj = nifti::InMemNiftiObject::from_reader(bytes)
+        .map_err(|e| NiftiError::Unreadable(e.to_string()))?;
     let raw = obj.into_volume().into_raw_data();
     let big = header.endianness == nifti::Endianness::Big;
     let mut data = decode_raw(&raw, header.datatype, big)?;
