@@ -122,6 +122,73 @@ impl Grid {
         eroded.distance_sq(true).iter().map(|&d| d <= r2).collect()
     }
 
+    /// A grid of half the resolution: a coarse voxel is set when `any` (or, with
+    /// `any == false`, all) of its 2×2×2 fine voxels are.
+    pub fn halved(&self, any: bool) -> Grid {
+        let [nx, ny, nz] = self.dims;
+        let dims = [nx.div_ceil(2), ny.div_ceil(2), nz.div_ceil(2)];
+        let mut data = vec![!any; dims[0] * dims[1] * dims[2]];
+        for z in 0..nz {
+            for y in 0..ny {
+                for x in 0..nx {
+                    let c = (x / 2) + dims[0] * ((y / 2) + dims[1] * (z / 2));
+                    let v = self.data[self.index(x, y, z)];
+                    if any {
+                        data[c] |= v;
+                    } else {
+                        data[c] &= v;
+                    }
+                }
+            }
+        }
+        Grid {
+            origin: self.origin,
+            step: self.step * 2.0,
+            dims,
+            data,
+        }
+    }
+
+    /// The coarse voxel (of [`Grid::halved`]) holding fine voxel `i`.
+    #[inline]
+    pub fn halved_index(&self, i: usize) -> usize {
+        let [nx, ny, _] = self.dims;
+        let (x, y, z) = (i % nx, (i / nx) % ny, i / (nx * ny));
+        let (cx, cy) = (nx.div_ceil(2), ny.div_ceil(2));
+        (x / 2) + cx * ((y / 2) + cy * (z / 2))
+    }
+
+    /// The set voxels all of whose six neighbours are set too (erosion by one voxel).
+    pub fn interior(&self) -> Vec<bool> {
+        (0..self.len())
+            .map(|i| {
+                self.data[i] && {
+                    let n: Vec<usize> = self.neighbours(i).collect();
+                    n.len() == 6 && n.iter().all(|&u| self.data[u])
+                }
+            })
+            .collect()
+    }
+
+    /// The slab of z planes `z0..z1` as a grid of its own.
+    pub fn slab(&self, z0: usize, z1: usize) -> Grid {
+        let plane = self.dims[0] * self.dims[1];
+        let (z0, z1) = (
+            z0.min(self.dims[2]),
+            z1.min(self.dims[2]).max(z0.min(self.dims[2])),
+        );
+        Grid {
+            origin: [
+                self.origin[0],
+                self.origin[1],
+                self.origin[2] + z0 as f64 * self.step,
+            ],
+            step: self.step,
+            dims: [self.dims[0], self.dims[1], z1 - z0],
+            data: self.data[z0 * plane..z1 * plane].to_vec(),
+        }
+    }
+
     /// Keeps only the largest 6-connected component of true voxels.
     pub fn keep_largest_component(&mut self) {
         let n = self.len();
