@@ -69,17 +69,8 @@ pub struct SeriesVolume {
 
 /// The Series Instance UID of a DICOM file (to group files into series).
 pub fn series_uid(bytes: &[u8]) -> Option<String> {
-    let meta = p10::read_file_meta(bytes).ok()?;
-    let ts = p10::TransferSyntax::from_uid(&meta.transfer_syntax);
-    let inflated;
-    let body: &[u8] = if ts.deflated {
-        inflated = p10::inflate(meta.body, p10::Limits::default().max_inflated).ok()?;
-        &inflated
-    } else {
-        meta.body
-    };
-    let enc = p10::effective_encoding(body, ts.encoding);
-    let ds = p10::read_dataset(body, enc, p10::Limits::default()).ok()?;
+    let mut inflated = Vec::new();
+    let (_, ds, _) = open(Path::new(""), bytes, &mut inflated).ok()?;
     ds.string(0x0020_000E).filter(|s| !s.is_empty())
 }
 
@@ -91,22 +82,33 @@ fn numbers(ds: &DataSet<'_>, tag: u32) -> Vec<f64> {
         .collect()
 }
 
-/// Reads one slice: its layout, position and values.
-fn read_slice(path: &Path) -> Result<(Layout, SliceInfo), SeriesError> {
-    let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
-    let meta = p10::read_file_meta(&bytes).map_err(|e| file_error(path, e))?;
+/// Parses a Part 10 file's meta and data set (a deflated data set is inflated into
+/// `inflated`, which the data set then borrows).
+fn open<'b>(
+    path: &Path,
+    bytes: &'b [u8],
+    inflated: &'b mut Vec<u8>,
+) -> Result<(p10::FileMeta<'b>, DataSet<'b>, Encoding), SeriesError> {
+    let meta = p10::read_file_meta(bytes).map_err(|e| file_error(path, e))?;
     let ts = p10::TransferSyntax::from_uid(&meta.transfer_syntax);
-    let inflated;
     let body: &[u8] = if ts.deflated {
-        inflated = p10::inflate(meta.body, p10::Limits::default().max_inflated)
+        *inflated = p10::inflate(meta.body, p10::Limits::default().max_inflated)
             .map_err(|e| file_error(path, e))?;
-        &inflated
+        inflated
     } else {
         meta.body
     };
     let enc = p10::effective_encoding(body, ts.encoding);
     let ds =
         p10::read_dataset(body, enc, p10::Limits::default()).map_err(|e| file_error(path, e))?;
+    Ok((meta, ds, enc))
+}
+
+/// Reads one slice: its layout, position and values.
+fn read_slice(path: &Path) -> Result<(Layout, SliceInfo), SeriesError> {
+    let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
+    let mut inflated = Vec::new();
+    let (meta, ds, enc) = open(path, &bytes, &mut inflated)?;
     let frames = ds
         .string(0x0028_0008)
         .and_then(|s| s.trim().parse::<usize>().ok())
@@ -284,19 +286,8 @@ pub fn rewrite_slice(
 ) -> Result<Vec<u8>, SeriesError> {
     let path = &series.files[k];
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
-    let meta = p10::read_file_meta(&bytes).map_err(|e| file_error(path, e))?;
-    let ts = p10::TransferSyntax::from_uid(&meta.transfer_syntax);
-    let inflated;
-    let body: &[u8] = if ts.deflated {
-        inflated = p10::inflate(meta.body, p10::Limits::default().max_inflated)
-            .map_err(|e| file_error(path, e))?;
-        &inflated
-    } else {
-        meta.body
-    };
-    let enc = p10::effective_encoding(body, ts.encoding);
-    let mut ds =
-        p10::read_dataset(body, enc, p10::Limits::default()).map_err(|e| file_error(path, e))?;
+    let mut inflated = Vec::new();
+    let (meta, mut ds, enc) = open(path, &bytes, &mut inflated)?;
     let bits = ds.u16_value(0x0028_0100, enc).unwrap_or(16);
     let bits_stored = ds.u16_value(0x0028_0101, enc).unwrap_or(bits);
     let signed = ds.u16_value(0x0028_0103, enc).unwrap_or(0) == 1;
