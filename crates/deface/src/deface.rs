@@ -3,20 +3,21 @@
 //!
 //! 1. The head is resampled onto a 1 mm grid aligned with the patient's axes ([`Grid`]), so
 //!    every acquisition direction is handled alike; its mask is the largest connected part
-//!    above the skin threshold, with cavities filled.
+//!    above the skin threshold, made solid inside (closing and hole filling on a 2 mm copy).
 //! 2. Landmarks come from the mid-sagittal profile of the face: the nose tip (the most
-//!    anterior point below the forehead) and the nasion (the deepest point between the nose
-//!    tip and the forehead).
-//! 3. A conservative brain region is estimated: the part of the head at least 14 mm inside
-//!    the skin and above the nasion, plus the part at least 25 mm inside the skin anywhere
-//!    (temporal lobes, brainstem). The face is everything in front of a plane that passes
-//!    behind the nasion and tilts backwards going down (a shear, as quickshear makes), moved
-//!    forward wherever needed to stay clear of that region.
+//!    anterior point 60-170 mm below the top of the head) and the nasion (where the profile,
+//!    going up from the tip, turns forward again at the brow).
+//! 3. A conservative brain region is estimated: tissue at least 18 mm under the skin above
+//!    the brow, and at least 25 mm under it 40 mm or more behind the nasion (temporal lobes,
+//!    brainstem). The face is everything in front of a cut that passes 18 mm behind the
+//!    nasion skin, comes forward through the brow above it, and slopes back below it to
+//!    25 mm behind the nasion, straight down to the chin (a shear, as quickshear makes). The
+//!    cut never comes within 4 mm of the brain region.
 //! 4. The ears are what a morphological opening with a 5 mm ball takes off the sides of the
 //!    head at ear height, behind the face.
 //! 5. Checks: the input must look like a head (a plausible size, a nose); after defacing,
-//!    the face check must find no face, else the plane is moved back and tried again; when
-//!    that would reach the brain region, the volume is declined.
+//!    the face check must find no face, else the cut goes 4 mm deeper and is tried again;
+//!    when that would reach the brain region, the volume is declined.
 
 use crate::grid::Grid;
 use crate::render::Scene;
