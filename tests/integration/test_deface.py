@@ -248,3 +248,31 @@ def test_dicom_series_is_defaced_slice_by_slice(radveil, brain_masks, tmp_path, 
     assert in_mask(brain_masks["real"], world, erode=2) == 0
     for k in (len(slices) // 3, len(slices) // 2):
         assert dciodvfy_errors(outs[k]) <= dciodvfy_errors(slices[k]), outs[k]
+
+
+def test_compressed_series_comes_out_lossless(radveil, tmp_path):
+    """A JPEG-LS series (compressed by DCMTK) is decoded, defaced and written in Explicit VR
+    Little Endian; untouched pixels keep their exact values."""
+    import subprocess
+
+    import headseries
+    from conftest import require_tool
+
+    pydicom = require_module("pydicom")
+    dcmcjpls = require_tool("dcmcjpls")
+    plain = headseries.write_series(fixture(HEADS["real"]), tmp_path / "plain")
+    jls = tmp_path / "jls"
+    jls.mkdir()
+    for p in plain:
+        subprocess.run([dcmcjpls, str(p), str(jls / p.name)], check=True, capture_output=True)
+    r = radveil.run("deface", jls, "--out", tmp_path / "out", "--json", timeout=600)
+    assert r.returncode == 0 and json.loads(r.stdout)["status"] == "defaced", r.stdout + r.stderr
+    changed = 0
+    for p in plain[::16]:
+        out = pydicom.dcmread(tmp_path / "out" / p.name)
+        assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        a, b = pydicom.dcmread(p).pixel_array, out.pixel_array
+        kept = a == b
+        changed += int((~kept).sum())
+        assert len(np.unique(b[~kept])) <= 1, "removed voxels hold one fill value"
+    assert changed > 0
