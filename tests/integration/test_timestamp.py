@@ -174,15 +174,18 @@ def test_require_timestamp_fails_unstamped_signatures_like_dcmsign(radveil, dcms
 
 
 class _Tsa(http.server.BaseHTTPRequestHandler):
-    """An RFC 3161 HTTP timestamp authority (§3.4) around `openssl ts -reply`."""
+    """An RFC 3161 HTTP timestamp authority (§3.4) around `openssl ts -reply`. openssl's
+    serial-number file does not survive concurrent runs (it refuses with "Error during
+    serial number generation"), so requests are answered one at a time."""
 
     keys: dict = {}
     seen: list = []
+    lock = threading.Lock()
 
     def do_POST(self):  # noqa: N802 (http.server's naming)
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.seen.append(self.headers["Content-Type"])
-        with tempfile.TemporaryDirectory() as d:
+        with tempfile.TemporaryDirectory() as d, self.lock:
             q, r = Path(d) / "q.tsq", Path(d) / "r.tsr"
             q.write_bytes(body)
             tsa_reply(self.keys, q, r)

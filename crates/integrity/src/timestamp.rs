@@ -18,7 +18,7 @@ use der::asn1::{Int, ObjectIdentifier, OctetString};
 use der::{Decode, Encode, Sequence};
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
-use x509_tsp::{MessageImprint, TimeStampReq, TimeStampResp, TspVersion, TstInfo};
+use x509_tsp::{MessageImprint, TimeStampReq, TspVersion, TstInfo};
 
 use crate::crypto::{MacAlgorithm, Public};
 use crate::trust::TrustStore;
@@ -189,6 +189,48 @@ fn imprint(mac: MacAlgorithm, data: &[u8]) -> Result<MessageImprint, TimestampEr
     })
 }
 
+/// TimeStampResp (RFC 3161 §2.4.2), read leniently: the status as a plain integer and the
+/// failure information as raw bits, so every refusal a TSA sends can be reported.
+#[derive(Debug, Sequence)]
+struct Reply {
+    status: StatusInfo,
+    #[asn1(optional = "true")]
+    token: Option<ContentInfo>,
+}
+
+/// PKIStatusInfo.
+#[derive(Debug, Sequence)]
+struct StatusInfo {
+    status: u8,
+    #[asn1(optional = "true")]
+    text: Option<Vec<String>>,
+    #[asn1(optional = "true")]
+    fail_info: Option<der::asn1::BitString>,
+}
+
+/// The names of the PKIFailureInfo bits RFC 3161 defines.
+fn failure_names(bits: &der::asn1::BitString) -> Vec<String> {
+    const NAMES: [(usize, &str); 8] = [
+        (0, "unrecognized or unsupported algorithm"),
+        (2, "transaction not permitted or supported"),
+        (5, "the data submitted has the wrong format"),
+        (14, "the TSA's time source is not available"),
+        (15, "the requested TSA policy is not supported"),
+        (16, "the requested extension is not supported"),
+        (17, "the additional information requested is not available"),
+        (25, "the request cannot be handled due to system failure"),
+    ];
+    let raw = bits.raw_bytes();
+    NAMES
+        .iter()
+        .filter(|(bit, _)| {
+            raw.get(bit / 8)
+                .is_some_and(|b| b & (0x80 >> (bit % 8)) != 0)
+        })
+        .map(|(_, name)| name.to_string())
+        .collect()
+}
+
 /// A parsed TimeStampReq.
 pub fn parse_query(der: &[u8]) -> Result<TimeStampReq, TimestampError> {
     TimeStampReq::from_der(der).map_err(|e| malformed("timestamp query", e))
@@ -202,27 +244,22 @@ pub fn token_from_reply(
     query: Option<&TimeStampReq>,
     imprinted: Option<&[u8]>,
 ) -> Result<Vec<u8>, TimestampError> {
-    let resp = TimeStampResp::from_der(reply).map_err(|e| malformed("timestamp reply", e))?;
-    use cmpv2::status::PkiStatus;
-    match resp.status.status {
-        PkiStatus::Accepted | PkiStatus::GrantedWithMods => {}
-        other => {
-            let text = resp
-                .status
-                .status_string
-                .as_ref()
-                .map(|s| {
-                    s.iter()
-                        .map(|t| t.as_str().to_string())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-                .unwrap_or_default();
-            return Err(TimestampError::Refused(format!("status {other:?} {text}")));
+    let resp = Reply::from_der(reply).map_err(|e| malformed("timestamp reply", e))?;
+    if resp.status.status > 1 {
+        // 2 rejection, 3 waiting, 4 revocation warning, 5 revocation notification.
+        let mut why: Vec<String> = resp.status.text.unwrap_or_default();
+        if let Some(bits) = &resp.status.fail_info {
+            why.extend(failure_names(bits));
         }
+        return Err(TimestampError::Refused(format!(
+            "status {}{}{}",
+            resp.status.status,
+            if why.is_empty() { "" } else { ": " },
+            why.join("; ")
+        )));
     }
     let token = resp
-        .time_stamp_token
+        .token
         .ok_or_else(|| TimestampError::Malformed("the reply holds no token".into()))?;
     let der = token.to_der().map_err(|e| malformed("token", e))?;
     let info = Token::parse(&der)?.info;
@@ -618,6 +655,25 @@ mod tests {
         assert_eq!(q.req_policy.unwrap().to_string(), "1.2.3.4");
         let again = parse_query(&query(b"signature", &QueryOptions::default()).unwrap()).unwrap();
         assert_ne!(again.nonce, parse_query(&der).unwrap().nonce);
+    }
+
+    #[test]
+    fn a_refusal_is_reported_with_its_reasons() {
+        // openssl ts -reply refusing under a concurrent serial-number update.
+        let reply = [
+            0x30, 0x35, 0x30, 0x33, 0x02, 0x01, 0x02, 0x30, 0x28, 0x0c, 0x26, b'E', b'r', b'r',
+            b'o', b'r', b' ', b'd', b'u', b'r', b'i', b'n', b'g', b' ', b's', b'e', b'r', b'i',
+            b'a', b'l', b' ', b'n', b'u', b'm', b'b', b'e', b'r', b' ', b'g', b'e', b'n', b'e',
+            b'r', b'a', b't', b'i', b'o', b'n', b'.', 0x03, 0x04, 0x06, 0x00, 0x00, 0x40,
+        ];
+        match token_from_reply(&reply, None, None) {
+            Err(TimestampError::Refused(why)) => {
+                assert!(why.contains("status 2"), "{why}");
+                assert!(why.contains("serial number generation"), "{why}");
+                assert!(why.contains("additional information"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
