@@ -150,21 +150,9 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
         ));
     }
     // 1. Head mask on the canonical grid.
-    let inv = volume
-        .inverse()
+    let to_voxel = volume
+        .world_to_voxel()
         .ok_or_else(|| DefaceError::NotAHead("singular voxel-to-world transform".into()))?;
-    let to_voxel = |w: [f64; 3]| {
-        let d = [
-            w[0] - volume.affine[0][3],
-            w[1] - volume.affine[1][3],
-            w[2] - volume.affine[2][3],
-        ];
-        [
-            inv[0][0] * d[0] + inv[0][1] * d[1] + inv[0][2] * d[2],
-            inv[1][0] * d[0] + inv[1][1] * d[1] + inv[1][2] * d[2],
-            inv[2][0] * d[0] + inv[2][1] * d[1] + inv[2][2] * d[2],
-        ]
-    };
     let [gx, gy, gz] = head.dims;
     for z in 0..gz {
         for y in 0..gy {

@@ -2,8 +2,6 @@
 //! (RAS+), whatever the acquisition direction (axial, sagittal, coronal, oblique, flipped).
 //! Masks are computed here and mapped back to the original voxels.
 
-use crate::volume::Volume;
-
 /// A boolean mask on a RAS-aligned grid with isotropic spacing.
 #[derive(Debug, Clone)]
 pub struct Grid {
@@ -18,31 +16,6 @@ pub struct Grid {
 }
 
 impl Grid {
-    /// An empty grid covering the world bounding box of `volume`.
-    pub fn covering(volume: &Volume, step: f64) -> Grid {
-        let [ni, nj, nk] = volume.dims;
-        let mut lo = [f64::INFINITY; 3];
-        let mut hi = [f64::NEG_INFINITY; 3];
-        for &i in &[0.0, (ni.max(1) - 1) as f64] {
-            for &j in &[0.0, (nj.max(1) - 1) as f64] {
-                for &k in &[0.0, (nk.max(1) - 1) as f64] {
-                    let w = volume.world([i, j, k]);
-                    for c in 0..3 {
-                        lo[c] = lo[c].min(w[c]);
-                        hi[c] = hi[c].max(w[c]);
-                    }
-                }
-            }
-        }
-        let dims = [0, 1, 2].map(|c| (((hi[c] - lo[c]) / step).floor() as usize + 1).min(1024));
-        Grid {
-            origin: lo,
-            step,
-            dims,
-            data: vec![false; dims[0] * dims[1] * dims[2]],
-        }
-    }
-
     /// An empty grid covering the world box `lo..=hi` (RAS+ mm).
     pub fn covering_box(lo: [f64; 3], hi: [f64; 3], step: f64) -> Grid {
         let dims =

@@ -150,22 +150,13 @@ pub fn render(volume: &Volume, scene: &Scene, view: View, size: usize) -> Render
         .fold(f64::INFINITY, f64::min)
         .clamp(0.3, 2.0)
         * 0.5;
-    let inv = volume.inverse();
     let mut depth = vec![f64::NAN; size * size];
-    if let Some(inv) = inv {
+    if let Some(to_voxel) = volume.world_to_voxel() {
         let origin = [
             volume.affine[0][3],
             volume.affine[1][3],
             volume.affine[2][3],
         ];
-        let to_voxel = |w: [f64; 3]| {
-            let d = [w[0] - origin[0], w[1] - origin[1], w[2] - origin[2]];
-            [
-                inv[0][0] * d[0] + inv[0][1] * d[1] + inv[0][2] * d[2],
-                inv[1][0] * d[0] + inv[1][1] * d[1] + inv[1][2] * d[2],
-                inv[2][0] * d[0] + inv[2][1] * d[1] + inv[2][2] * d[2],
-            ]
-        };
         let df = to_voxel([
             origin[0] + forward[0] * step,
             origin[1] + forward[1] * step,

@@ -82,26 +82,13 @@ fn numbers(ds: &DataSet<'_>, tag: u32) -> Vec<f64> {
         .collect()
 }
 
-/// Parses a Part 10 file's meta and data set (a deflated data set is inflated into
-/// `inflated`, which the data set then borrows).
+/// Parses a Part 10 file's meta and data set, naming the file in errors.
 fn open<'b>(
     path: &Path,
     bytes: &'b [u8],
     inflated: &'b mut Vec<u8>,
 ) -> Result<(p10::FileMeta<'b>, DataSet<'b>, Encoding), SeriesError> {
-    let meta = p10::read_file_meta(bytes).map_err(|e| file_error(path, e))?;
-    let ts = p10::TransferSyntax::from_uid(&meta.transfer_syntax);
-    let body: &[u8] = if ts.deflated {
-        *inflated = p10::inflate(meta.body, p10::Limits::default().max_inflated)
-            .map_err(|e| file_error(path, e))?;
-        inflated
-    } else {
-        meta.body
-    };
-    let enc = p10::effective_encoding(body, ts.encoding);
-    let ds =
-        p10::read_dataset(body, enc, p10::Limits::default()).map_err(|e| file_error(path, e))?;
-    Ok((meta, ds, enc))
+    p10::read_file(bytes, inflated, p10::Limits::default()).map_err(|e| file_error(path, e))
 }
 
 /// Reads one slice: its layout, position and values.
@@ -289,7 +276,6 @@ pub fn rewrite_slice(
     let mut inflated = Vec::new();
     let (meta, mut ds, enc) = open(path, &bytes, &mut inflated)?;
     let bits = ds.u16_value(0x0028_0100, enc).unwrap_or(16);
-    let bits_stored = ds.u16_value(0x0028_0101, enc).unwrap_or(bits);
     let signed = ds.u16_value(0x0028_0103, enc).unwrap_or(0) == 1;
     let mut pixels = radveil_integrity::binding::decoded_pixels(&ds, enc, &meta.transfer_syntax)
         .map_err(|e| file_error(path, e))?
@@ -301,7 +287,6 @@ pub fn rewrite_slice(
         let v = if signed { v } else { v.max(0) };
         (v as u32) & if bits == 8 { 0xFF } else { 0xFFFF }
     };
-    let _ = bits_stored;
     for p in 0..plane {
         if removed[k * plane + p] {
             if bits == 8 {

@@ -39,19 +39,19 @@ impl Volume {
         ]
     }
 
-    /// The voxel (fractional) at a world position; `None` when the affine is singular.
-    pub fn voxel(&self, w: [f64; 3]) -> Option<[f64; 3]> {
+    /// The world-to-voxel map (fractional voxel at a RAS+ position), with the affine
+    /// inverted once; `None` when the affine is singular.
+    pub fn world_to_voxel(&self) -> Option<impl Fn([f64; 3]) -> [f64; 3]> {
         let inv = self.inverse()?;
-        let d = [
-            w[0] - self.affine[0][3],
-            w[1] - self.affine[1][3],
-            w[2] - self.affine[2][3],
-        ];
-        Some([
-            inv[0][0] * d[0] + inv[0][1] * d[1] + inv[0][2] * d[2],
-            inv[1][0] * d[0] + inv[1][1] * d[1] + inv[1][2] * d[2],
-            inv[2][0] * d[0] + inv[2][1] * d[1] + inv[2][2] * d[2],
-        ])
+        let origin = [self.affine[0][3], self.affine[1][3], self.affine[2][3]];
+        Some(move |w: [f64; 3]| {
+            let d = [w[0] - origin[0], w[1] - origin[1], w[2] - origin[2]];
+            [
+                inv[0][0] * d[0] + inv[0][1] * d[1] + inv[0][2] * d[2],
+                inv[1][0] * d[0] + inv[1][1] * d[1] + inv[1][2] * d[2],
+                inv[2][0] * d[0] + inv[2][1] * d[1] + inv[2][2] * d[2],
+            ]
+        })
     }
 
     /// The inverse of the affine's 3×3 part.

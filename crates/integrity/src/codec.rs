@@ -246,12 +246,11 @@ pub fn frames<'a>(
     offsets: &[u8],
     count: usize,
 ) -> Result<Vec<Vec<u8>>, BindingError> {
-    let data = items;
     if count == 1 {
-        return Ok(vec![data.concat()]);
+        return Ok(vec![items.concat()]);
     }
-    if data.len() == count {
-        return Ok(data.iter().map(|f| f.to_vec()).collect());
+    if items.len() == count {
+        return Ok(items.iter().map(|f| f.to_vec()).collect());
     }
     let table: Vec<usize> = offsets
         .chunks_exact(4)
@@ -261,12 +260,12 @@ pub fn frames<'a>(
     if table.len() == count {
         // Offsets count item headers (8 bytes each) and values from the first item.
         let mut pos = 0usize;
-        let mut starts = Vec::with_capacity(data.len());
-        for f in data {
+        let mut starts = Vec::with_capacity(items.len());
+        for f in items {
             starts.push(pos);
             pos += 8 + f.len();
         }
-        for (i, f) in data.iter().enumerate() {
+        for (i, f) in items.iter().enumerate() {
             let frame = table.iter().rposition(|&o| o <= starts[i]).unwrap_or(0);
             while out.len() <= frame {
                 out.push(Vec::new());
@@ -274,7 +273,7 @@ pub fn frames<'a>(
             out[frame].extend_from_slice(f);
         }
     } else {
-        for f in data {
+        for f in items {
             let starts_codestream = f.starts_with(&[0xFF, 0xD8]) || f.starts_with(&[0xFF, 0x4F]);
             if starts_codestream || out.is_empty() {
                 out.push(Vec::new());

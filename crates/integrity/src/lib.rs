@@ -607,10 +607,7 @@ fn check_timestamp(sig: &DataSet<'_>, extra: &[x509_cert::Certificate], r: &mut 
     let imprinted = timestamp::imprinted_signature(signature, &public);
     let mut t = timestamp::check(&kind, token, imprinted, extra);
     if let (TimestampOutcome::Valid, Some(at)) = (&t.outcome, t.time) {
-        let v = &cert.tbs_certificate.validity;
-        if at < v.not_before.to_unix_duration().as_secs() as i64
-            || at > v.not_after.to_unix_duration().as_secs() as i64
-        {
+        if trust::valid_at(cert, at).is_err() {
             t.outcome = TimestampOutcome::Invalid(
                 "stamped outside the signer certificate's validity".into(),
             );

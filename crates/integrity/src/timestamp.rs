@@ -521,15 +521,9 @@ fn check_tsa_certificate(tsa: &Certificate, at: i64) -> Result<(), String> {
             )
         }
     }
-    let v = &tsa.tbs_certificate.validity;
-    let from = v.not_before.to_unix_duration().as_secs() as i64;
-    let to = v.not_after.to_unix_duration().as_secs() as i64;
-    if at < from || at > to {
-        return Err(
-            "the timestamp authority's certificate was not valid at the stamped time".into(),
-        );
-    }
-    Ok(())
+    crate::trust::valid_at(tsa, at).map_err(|_| {
+        "the timestamp authority's certificate was not valid at the stamped time".to_string()
+    })
 }
 
 /// The outcome of checking a signature's certified timestamp.

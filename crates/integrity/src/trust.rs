@@ -128,7 +128,8 @@ fn is_ca(cert: &Certificate) -> bool {
     matches!(cert.tbs_certificate.get::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca)
 }
 
-fn valid_at(cert: &Certificate, at: i64) -> Result<(), String> {
+/// Whether `cert` was within its validity period at `at` (Unix seconds).
+pub(crate) fn valid_at(cert: &Certificate, at: i64) -> Result<(), String> {
     let v = &cert.tbs_certificate.validity;
     let from = v.not_before.to_unix_duration().as_secs() as i64;
     let to = v.not_after.to_unix_duration().as_secs() as i64;

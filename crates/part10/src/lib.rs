@@ -411,6 +411,27 @@ pub fn trailing_pixel_data(prefix: &[u8], file_len: u64) -> Option<usize> {
     }
 }
 
+/// Reads a Part 10 file: its meta, its data set and the encoding the data set actually uses
+/// (see [`effective_encoding`]). A deflated data set is inflated into `inflated`, which the
+/// data set then borrows.
+pub fn read_file<'b>(
+    file: &'b [u8],
+    inflated: &'b mut Vec<u8>,
+    limits: Limits,
+) -> Result<(FileMeta<'b>, DataSet<'b>, Encoding)> {
+    let meta = read_file_meta(file)?;
+    let ts = TransferSyntax::from_uid(&meta.transfer_syntax);
+    let body: &[u8] = if ts.deflated {
+        *inflated = inflate(meta.body, limits.max_inflated)?;
+        inflated
+    } else {
+        meta.body
+    };
+    let enc = effective_encoding(body, ts.encoding);
+    let ds = read_dataset(body, enc, limits)?;
+    Ok((meta, ds, enc))
+}
+
 /// Reads the encoding that [`read_dataset`] actually used for a body (implicit VR detected in
 /// a body declared explicit), so that a writer can keep it.
 pub fn effective_encoding(buf: &[u8], declared: Encoding) -> Encoding {

@@ -93,17 +93,8 @@ fn check_one(input: &Path, render_dir: Option<&Path>) -> Result<radveil_deface::
     };
     let fc = radveil_deface::face_check(&volume)?;
     if let Some(dir) = render_dir {
-        let stem = input
-            .file_name()
-            .context("input without a file name")?
-            .to_string_lossy()
-            .trim_end_matches(".gz")
-            .trim_end_matches(".nii")
-            .to_string();
-        for v in &fc.views {
-            let target = dir.join(format!("{stem}.{}.png", v.view.name));
-            crate::output::write_new(&target, &v.render.to_png())?;
-        }
+        let name = input.file_name().context("input without a file name")?;
+        save_renders(dir, &name.to_string_lossy(), "", &fc)?;
     }
     Ok(fc)
 }
@@ -297,17 +288,23 @@ fn deface_one(input: &Path, args: &DefaceArgs) -> Result<(PathBuf, radveil_defac
     let target = args.out.join(name);
     crate::output::write_new(&target, &bytes)?;
     if let (Some(dir), Some(after)) = (&args.render, &defaced.after) {
-        let stem = name
-            .to_string_lossy()
-            .trim_end_matches(".gz")
-            .trim_end_matches(".nii")
-            .to_string();
-        for v in &after.views {
-            crate::output::write_new(
-                &dir.join(format!("{stem}.defaced.{}.png", v.view.name)),
-                &v.render.to_png(),
-            )?;
-        }
+        save_renders(dir, &name.to_string_lossy(), ".defaced", after)?;
     }
     Ok((target, defaced))
+}
+
+/// Writes a face check's renders as `STEM{suffix}.VIEW.png` (STEM: the input's name without
+/// `.nii`/`.nii.gz`); never overwrites.
+fn save_renders(
+    dir: &Path,
+    name: &str,
+    suffix: &str,
+    fc: &radveil_deface::FaceCheck,
+) -> Result<()> {
+    let stem = name.trim_end_matches(".gz").trim_end_matches(".nii");
+    for v in &fc.views {
+        let target = dir.join(format!("{stem}{suffix}.{}.png", v.view.name));
+        crate::output::write_new(&target, &v.render.to_png())?;
+    }
+    Ok(())
 }

@@ -215,17 +215,8 @@ struct Identified {
 fn identify(path: &Path, key: &Key) -> Result<Identified> {
     use radveil_part10 as p10;
     let bytes = std::fs::read(path).context("cannot read")?;
-    let meta = p10::read_file_meta(&bytes)?;
-    let ts = p10::TransferSyntax::from_uid(&meta.transfer_syntax);
-    let inflated;
-    let body = if ts.deflated {
-        inflated = p10::inflate(meta.body, p10::Limits::default().max_inflated)?;
-        &inflated[..]
-    } else {
-        meta.body
-    };
-    let enc = p10::effective_encoding(body, ts.encoding);
-    let ds = p10::read_dataset(body, enc, p10::Limits::default())?;
+    let mut inflated = Vec::new();
+    let (meta, ds, enc) = p10::read_file(&bytes, &mut inflated, p10::Limits::default())?;
     let reports = radveil_integrity::verify(&ds, enc);
     let valid = reports
         .iter()

@@ -99,19 +99,21 @@ pub struct VerifyArgs {
     require_timestamp: bool,
 }
 
+/// A PS3.15 Annex C profile named on the command line.
+fn parse_profile(name: Option<&str>) -> Result<Option<radveil_integrity::SignatureProfile>> {
+    name.map(|p| {
+        radveil_integrity::SignatureProfile::from_name(p)
+            .with_context(|| format!("unknown profile {p:?} (base, creator, authorization, sr)"))
+    })
+    .transpose()
+}
+
 fn parse_tag(s: &str) -> Result<u32> {
     radveil_deid::profile::parse_tag(s).with_context(|| format!("unknown attribute {s:?}"))
 }
 
 pub fn sign(args: SignArgs) -> Result<ExitCode> {
-    let profile = match &args.profile {
-        Some(p) => Some(
-            radveil_integrity::SignatureProfile::from_name(p).with_context(|| {
-                format!("unknown profile {p:?} (base, creator, authorization, sr)")
-            })?,
-        ),
-        None => None,
-    };
+    let profile = parse_profile(args.profile.as_deref())?;
     let mac = MacAlgorithm::from_term(&args.mac)
         .filter(|m| *m != MacAlgorithm::Md5)
         .with_context(|| format!("unknown or unsafe MAC algorithm {:?}", args.mac))?;
@@ -215,12 +217,6 @@ fn now_dt() -> String {
     )
 }
 
-fn read(bytes: &[u8]) -> Result<(p10::FileMeta<'_>, p10::TransferSyntax)> {
-    let meta = p10::read_file_meta(bytes)?;
-    let ts = p10::TransferSyntax::from_uid(&meta.transfer_syntax);
-    Ok((meta, ts))
-}
-
 /// What every signature of one `radveil sign` run is made of.
 struct SignChoices<'a> {
     mac: MacAlgorithm,
@@ -284,19 +280,11 @@ pub(crate) fn rewrite(
     bytes: &[u8],
     change: impl FnOnce(&mut p10::DataSet<'_>, p10::Encoding, &str) -> Result<()>,
 ) -> Result<Vec<u8>> {
-    let (meta, ts) = read(bytes)?;
-    let inflated;
-    let body: &[u8] = if ts.deflated {
-        inflated = p10::inflate(meta.body, p10::Limits::default().max_inflated)?;
-        &inflated
-    } else {
-        meta.body
-    };
-    let enc = p10::effective_encoding(body, ts.encoding);
-    if enc != ts.encoding {
+    let mut inflated = Vec::new();
+    let (meta, mut ds, enc) = p10::read_file(bytes, &mut inflated, p10::Limits::default())?;
+    if enc != p10::TransferSyntax::from_uid(&meta.transfer_syntax).encoding {
         bail!("the data set's encoding does not match its transfer syntax");
     }
-    let mut ds = p10::read_dataset(body, enc, p10::Limits::default())?;
     change(&mut ds, enc, &meta.transfer_syntax)?;
     let mut out = Vec::with_capacity(bytes.len() + 8192);
     p10::write_file(&meta.elements, &ds, &meta.transfer_syntax, &mut out);
@@ -325,14 +313,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
             radveil_integrity::verify_trusted(ds, enc, &trust, now)
         }
     };
-    let required = match &args.require_profile {
-        Some(p) => Some(
-            radveil_integrity::SignatureProfile::from_name(p).with_context(|| {
-                format!("unknown profile {p:?} (base, creator, authorization, sr)")
-            })?,
-        ),
-        None => None,
-    };
+    let required = parse_profile(args.require_profile.as_deref())?;
     let ledger = match &args.ledger {
         Some(dir) => {
             match crate::ledger::VerifiedLedger::open(
@@ -390,18 +371,9 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                 profile,
             )
         };
-        let parsed = read(&bytes).and_then(|(meta, ts)| {
-            if ts.deflated {
-                let body = p10::inflate(meta.body, p10::Limits::default().max_inflated)?;
-                let enc = p10::effective_encoding(&body, ts.encoding);
-                let ds = p10::read_dataset(&body, enc, p10::Limits::default())?;
-                Ok(examine(&ds, enc, &meta.transfer_syntax))
-            } else {
-                let enc = p10::effective_encoding(meta.body, ts.encoding);
-                let ds = p10::read_dataset(meta.body, enc, p10::Limits::default())?;
-                Ok(examine(&ds, enc, &meta.transfer_syntax))
-            }
-        });
+        let mut inflated = Vec::new();
+        let parsed = p10::read_file(&bytes, &mut inflated, p10::Limits::default())
+            .map(|(meta, ds, enc)| examine(&ds, enc, &meta.transfer_syntax));
         let reports = match parsed {
             Ok((r, binding, (findings, geometry), profile)) => {
                 if let Some(outcome) = profile {

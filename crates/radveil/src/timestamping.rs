@@ -208,12 +208,9 @@ fn batch(
 }
 
 fn with_dataset<T>(bytes: &[u8], f: impl FnOnce(&p10::DataSet<'_>) -> Result<T>) -> Result<T> {
-    let mut out = None;
-    crate::signing::rewrite(bytes, |ds, _, _| {
-        out = Some(f(ds)?);
-        Ok(())
-    })?;
-    out.context("data set not read")
+    let mut inflated = Vec::new();
+    let (_, ds, _) = p10::read_file(bytes, &mut inflated, p10::Limits::default())?;
+    f(&ds)
 }
 
 /// A timestamp authority reached over HTTP (RFC 3161 §3.4: POST of
