@@ -1,6 +1,8 @@
-//! DICOM series in and out: single-frame slices assembled into a volume from Image Position
-//! and Image Orientation (Patient) and Pixel Spacing, and written back slice by slice with
-//! only the pixel values changed, plus the record of what was done: Recognizable Visual
+//! DICOM series in and out: single-frame slices, or the frames of a multi-frame image,
+//! assembled into a volume from Image Position and Image Orientation (Patient) and Pixel
+//! Spacing (for multi-frame images, from the Plane Position, Plane Orientation and Pixel
+//! Measures functional groups), and written back file by file with only the pixel values
+//! changed, plus the record of what was done: Recognizable Visual
 //! Features (0028,0302) = NO and the Clean Recognizable Visual Features Option (CID 7050,
 //! 113102) in the De-identification Method Code Sequence.
 //!
@@ -30,6 +32,9 @@ pub enum SeriesError {
     /// The slices do not make one regular volume.
     #[error("{0}")]
     Geometry(String),
+    /// Too few slices to be a volume (a localizer, a single image).
+    #[error("{0} slices are not a volume")]
+    TooFewSlices(usize),
 }
 
 fn file_error(path: &Path, why: impl std::fmt::Display) -> SeriesError {
@@ -39,39 +44,115 @@ fn file_error(path: &Path, why: impl std::fmt::Display) -> SeriesError {
     }
 }
 
-/// What a slice holds, as read.
-struct SliceInfo {
-    path: PathBuf,
+/// One frame (a slice) as read: where it lies and its values in modality units (Rescale
+/// Slope and Intercept applied, so CT is in HU whatever each slice's rescale).
+struct Frame {
+    file: usize,
+    frame: usize,
     position: [f64; 3],
     values: Vec<f32>,
 }
 
-/// How the pixels are laid out, shared by every slice of the series.
+/// How the pixels are laid out, shared by every frame of the volume.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Layout {
     rows: usize,
     cols: usize,
     bits_allocated: u16,
-    bits_stored: u16,
-    signed: bool,
     orientation: [f64; 6],
     spacing: [f64; 2],
 }
 
-/// A series assembled into a volume; `files[k]` holds slice k.
-#[derive(Debug)]
-pub struct SeriesVolume {
-    /// The volume (i = column, j = row, k = slice in order along the slice normal).
-    pub volume: Volume,
-    /// The file of each slice.
-    pub files: Vec<PathBuf>,
+impl Layout {
+    /// Same matrix and pixel format, and orientation and spacing equal to within rounding.
+    fn matches(&self, other: &Layout) -> bool {
+        self.rows == other.rows
+            && self.cols == other.cols
+            && self.bits_allocated == other.bits_allocated
+            && self
+                .orientation
+                .iter()
+                .zip(&other.orientation)
+                .all(|(a, b)| (a - b).abs() < 1e-4)
+            && self
+                .spacing
+                .iter()
+                .zip(&other.spacing)
+                .all(|(a, b)| (a - b).abs() <= 1e-4 * a.abs().max(1.0))
+    }
 }
 
-/// The Series Instance UID of a DICOM file (to group files into series).
-pub fn series_uid(bytes: &[u8]) -> Option<String> {
+/// A series assembled into a volume: slice k of the volume is frame `slices[k].1` of
+/// `files[slices[k].0]` (single-frame files have frame 0 only).
+#[derive(Debug)]
+pub struct SeriesVolume {
+    /// The volume (i = column, j = row, k = slice in order along the slice normal), in
+    /// modality units (Rescale Slope and Intercept applied).
+    pub volume: Volume,
+    /// The files, in the order given.
+    pub files: Vec<PathBuf>,
+    /// (file, frame) of each slice.
+    pub slices: Vec<(usize, usize)>,
+}
+
+/// Which volume a DICOM image belongs to, read from its header: single-frame slices of one
+/// series with the same orientation and matrix make one volume; a multi-frame image is a
+/// volume on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StackKey {
+    /// A single-frame slice.
+    Slices {
+        /// Series Instance UID.
+        series_uid: String,
+        /// Image Orientation (Patient), to 1/1000.
+        orientation: [i32; 6],
+        /// Rows and Columns.
+        matrix: (u16, u16),
+    },
+    /// A multi-frame image.
+    MultiFrame,
+}
+
+/// What a header says about an image, for choosing what to deface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageHeader {
+    /// Modality (0008,0060), upper case.
+    pub modality: String,
+    /// Which volume the image belongs to; `None` when it has no plane geometry.
+    pub stack: Option<StackKey>,
+}
+
+/// Reads what decides whether and with which others an image is defaced. `bytes` may end
+/// before the pixel data.
+pub fn image_header(bytes: &[u8]) -> Option<ImageHeader> {
     let mut inflated = Vec::new();
-    let (_, ds, _) = open(Path::new(""), bytes, &mut inflated).ok()?;
-    ds.string(0x0020_000E).filter(|s| !s.is_empty())
+    let (_, ds, enc) = open(Path::new(""), bytes, &mut inflated).ok()?;
+    let modality = ds
+        .string(0x0008_0060)
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_uppercase();
+    let frames = number_of_frames(&ds);
+    let stack = if frames > 1 {
+        frame_geometry(&ds, 0).map(|_| StackKey::MultiFrame)
+    } else {
+        let orientation = numbers(&ds, 0x0020_0037);
+        let series_uid = ds.string(0x0020_000E).filter(|s| !s.is_empty());
+        match (series_uid, <[f64; 6]>::try_from(orientation)) {
+            (Some(series_uid), Ok(o)) if numbers(&ds, 0x0020_0032).len() == 3 => {
+                Some(StackKey::Slices {
+                    series_uid,
+                    orientation: o.map(|v| (v * 1000.0).round() as i32),
+                    matrix: (
+                        ds.u16_value(0x0028_0010, enc).unwrap_or(0),
+                        ds.u16_value(0x0028_0011, enc).unwrap_or(0),
+                    ),
+                })
+            }
+            _ => None,
+        }
+    };
+    Some(ImageHeader { modality, stack })
 }
 
 fn numbers(ds: &DataSet<'_>, tag: u32) -> Vec<f64> {
@@ -80,6 +161,83 @@ fn numbers(ds: &DataSet<'_>, tag: u32) -> Vec<f64> {
         .split('\\')
         .filter_map(|v| v.trim().parse::<f64>().ok())
         .collect()
+}
+
+fn number_of_frames(ds: &DataSet<'_>) -> usize {
+    ds.string(0x0028_0008)
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The first item of a sequence.
+fn first_item<'d, 'b>(ds: &'d DataSet<'b>, tag: u32) -> Option<&'d DataSet<'b>> {
+    match &ds.get(tag)?.value {
+        Value::Sequence(items) => items.first(),
+        _ => None,
+    }
+}
+
+/// Where a frame lies: position, orientation, pixel spacing, rescale slope and intercept.
+struct FrameGeometry {
+    position: [f64; 3],
+    orientation: [f64; 6],
+    spacing: [f64; 2],
+    rescale: (f64, f64),
+}
+
+/// The geometry of frame `n`: from the top level for a single-frame image, from the
+/// functional groups (per-frame, else shared) for a multi-frame one.
+fn frame_geometry(ds: &DataSet<'_>, n: usize) -> Option<FrameGeometry> {
+    const SHARED: u32 = 0x5200_9229;
+    const PER_FRAME: u32 = 0x5200_9230;
+    let per_frame = match ds.get(PER_FRAME).map(|e| &e.value) {
+        Some(Value::Sequence(items)) => items.get(n),
+        _ => None,
+    };
+    let shared = first_item(ds, SHARED);
+    // An attribute of a functional group macro: per-frame first, then shared; a
+    // single-frame image without functional groups has it at the top level.
+    let attribute = |group: u32, tag: u32| -> Vec<f64> {
+        for fg in [per_frame, shared].into_iter().flatten() {
+            if let Some(item) = first_item(fg, group) {
+                let v = numbers(item, tag);
+                if !v.is_empty() {
+                    return v;
+                }
+            }
+        }
+        if per_frame.is_none() && shared.is_none() {
+            numbers(ds, tag)
+        } else {
+            Vec::new()
+        }
+    };
+    let position = <[f64; 3]>::try_from(attribute(0x0020_9113, 0x0020_0032)).ok()?;
+    let orientation = <[f64; 6]>::try_from(attribute(0x0020_9116, 0x0020_0037)).ok()?;
+    let spacing = <[f64; 2]>::try_from(attribute(0x0028_9110, 0x0028_0030)).ok()?;
+    let slope = attribute(0x0028_9145, 0x0028_1053)
+        .first()
+        .copied()
+        .unwrap_or(1.0);
+    let intercept = attribute(0x0028_9145, 0x0028_1052)
+        .first()
+        .copied()
+        .unwrap_or(0.0);
+    let valid = position
+        .iter()
+        .chain(&orientation)
+        .chain(&spacing)
+        .chain([&slope, &intercept])
+        .all(|v| v.is_finite())
+        && spacing.iter().all(|&s| s > 0.0)
+        && slope != 0.0;
+    valid.then_some(FrameGeometry {
+        position,
+        orientation,
+        spacing,
+        rescale: (slope, intercept),
+    })
 }
 
 /// Parses a Part 10 file's meta and data set, naming the file in errors.
@@ -91,74 +249,109 @@ fn open<'b>(
     p10::read_file(bytes, inflated, p10::Limits::default()).map_err(|e| file_error(path, e))
 }
 
-/// Reads one slice: its layout, position and values.
-fn read_slice(path: &Path) -> Result<(Layout, SliceInfo), SeriesError> {
-    let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
-    let mut inflated = Vec::new();
-    let (meta, ds, enc) = open(path, &bytes, &mut inflated)?;
-    let frames = ds
-        .string(0x0028_0008)
-        .and_then(|s| s.trim().parse::<usize>().ok())
-        .unwrap_or(1);
-    if frames != 1 {
-        return Err(file_error(path, "multi-frame images are not handled yet"));
-    }
+/// The stored pixel format of an image.
+#[derive(Debug, Clone, Copy)]
+struct Format {
+    rows: usize,
+    cols: usize,
+    bits_allocated: u16,
+    bits_stored: u16,
+    signed: bool,
+}
+
+fn format(path: &Path, ds: &DataSet<'_>, enc: Encoding) -> Result<Format, SeriesError> {
     if ds.u16_value(0x0028_0002, enc).unwrap_or(1) != 1 {
         return Err(file_error(path, "not a greyscale image"));
     }
     let rows = ds.u16_value(0x0028_0010, enc).unwrap_or(0) as usize;
     let cols = ds.u16_value(0x0028_0011, enc).unwrap_or(0) as usize;
     let bits_allocated = ds.u16_value(0x0028_0100, enc).unwrap_or(0);
-    let bits_stored = ds.u16_value(0x0028_0101, enc).unwrap_or(bits_allocated);
+    let bits_stored = ds
+        .u16_value(0x0028_0101, enc)
+        .unwrap_or(bits_allocated)
+        .clamp(1, bits_allocated.max(1));
     let signed = ds.u16_value(0x0028_0103, enc).unwrap_or(0) == 1;
     if rows == 0 || cols == 0 || !(bits_allocated == 8 || bits_allocated == 16) {
         return Err(file_error(path, "no 8- or 16-bit pixel data"));
     }
-    let position = numbers(&ds, 0x0020_0032);
-    let orientation = numbers(&ds, 0x0020_0037);
-    let spacing = numbers(&ds, 0x0028_0030);
-    if position.len() != 3 || orientation.len() != 6 || spacing.len() != 2 {
-        return Err(file_error(
-            path,
-            "no Image Position/Orientation (Patient) or Pixel Spacing",
-        ));
-    }
-    let pixels = radveil_integrity::binding::decoded_pixels(&ds, enc, &meta.transfer_syntax)
-        .map_err(|e| file_error(path, e))?;
-    let n = rows * cols;
-    let values: Vec<f32> = if bits_allocated == 8 {
-        pixels
-            .iter()
-            .take(n)
-            .map(|&b| sample(b as u32, bits_stored, signed))
-            .collect()
-    } else {
-        pixels
-            .chunks_exact(2)
-            .take(n)
-            .map(|c| sample(u16::from_le_bytes([c[0], c[1]]) as u32, bits_stored, signed))
-            .collect()
-    };
-    if values.len() != n {
-        return Err(file_error(path, "pixel data shorter than the image"));
-    }
-    let layout = Layout {
+    Ok(Format {
         rows,
         cols,
         bits_allocated,
         bits_stored,
         signed,
-        orientation: [0, 1, 2, 3, 4, 5].map(|i| orientation[i]),
-        spacing: [spacing[0], spacing[1]],
-    };
-    Ok((
-        layout,
-        SliceInfo {
-            path: path.to_path_buf(),
-            position: [position[0], position[1], position[2]],
+    })
+}
+
+/// Reads every frame of one file: the layout and, per frame, its position and values.
+fn read_frames(path: &Path, file: usize) -> Result<(Layout, Vec<Frame>), SeriesError> {
+    let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
+    let mut inflated = Vec::new();
+    let (meta, ds, enc) = open(path, &bytes, &mut inflated)?;
+    let f = format(path, &ds, enc)?;
+    let frames = number_of_frames(&ds);
+    let pixels = radveil_integrity::binding::decoded_pixels(&ds, enc, &meta.transfer_syntax)
+        .map_err(|e| file_error(path, e))?;
+    let n = f.rows * f.cols;
+    let bytes_per = f.bits_allocated as usize / 8;
+    if pixels.len() < n * bytes_per * frames {
+        return Err(file_error(path, "pixel data shorter than the image"));
+    }
+    let mut layout: Option<Layout> = None;
+    let mut out = Vec::with_capacity(frames);
+    for frame in 0..frames {
+        let g = frame_geometry(&ds, frame).ok_or_else(|| {
+            file_error(
+                path,
+                if frames > 1 {
+                    format!(
+                        "frame {}: no Plane Position/Orientation or Pixel Measures",
+                        frame + 1
+                    )
+                } else {
+                    "no Image Position/Orientation (Patient) or Pixel Spacing".to_string()
+                },
+            )
+        })?;
+        let l = Layout {
+            rows: f.rows,
+            cols: f.cols,
+            bits_allocated: f.bits_allocated,
+            orientation: g.orientation,
+            spacing: g.spacing,
+        };
+        match &layout {
+            None => layout = Some(l),
+            Some(first) if !first.matches(&l) => {
+                return Err(file_error(
+                    path,
+                    format!(
+                        "frame {}: orientation or spacing differs from frame 1",
+                        frame + 1
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        let (slope, intercept) = g.rescale;
+        let raw = &pixels[frame * n * bytes_per..(frame + 1) * n * bytes_per];
+        let stored = |v: u32| sample(v, f.bits_stored, f.signed) as f64 * slope + intercept;
+        let values: Vec<f32> = if bytes_per == 1 {
+            raw.iter().map(|&b| stored(b as u32) as f32).collect()
+        } else {
+            raw.chunks_exact(2)
+                .map(|c| stored(u16::from_le_bytes([c[0], c[1]]) as u32) as f32)
+                .collect()
+        };
+        out.push(Frame {
+            file,
+            frame,
+            position: g.position,
             values,
-        },
-    ))
+        });
+    }
+    let layout = layout.ok_or_else(|| file_error(path, "no frames"))?;
+    Ok((layout, out))
 }
 
 /// A stored sample as a number: cut to Bits Stored, sign-extended when signed.
@@ -172,15 +365,19 @@ fn sample(raw: u32, bits_stored: u16, signed: bool) -> f32 {
     }
 }
 
-/// Assembles the slices of one series into a volume.
+/// The fewest slices that make a volume.
+pub const MIN_SLICES: usize = 8;
+
+/// Assembles the frames of `paths` (single-frame slices of one series, or one multi-frame
+/// image) into a volume.
 pub fn assemble(paths: &[PathBuf]) -> Result<SeriesVolume, SeriesError> {
     let mut layout: Option<Layout> = None;
     let mut slices = Vec::with_capacity(paths.len());
-    for p in paths {
-        let (l, s) = read_slice(p)?;
+    for (file, p) in paths.iter().enumerate() {
+        let (l, frames) = read_frames(p, file)?;
         match &layout {
             None => layout = Some(l),
-            Some(first) if *first != l => {
+            Some(first) if !first.matches(&l) => {
                 return Err(SeriesError::Geometry(format!(
                     "{}: its matrix, pixel format, orientation or spacing differs from the series'",
                     p.display()
@@ -188,14 +385,11 @@ pub fn assemble(paths: &[PathBuf]) -> Result<SeriesVolume, SeriesError> {
             }
             _ => {}
         }
-        slices.push(s);
+        slices.extend(frames);
     }
     let layout = layout.ok_or_else(|| SeriesError::Geometry("no slices".into()))?;
-    if slices.len() < 8 {
-        return Err(SeriesError::Geometry(format!(
-            "{} slices are not a volume",
-            slices.len()
-        )));
+    if slices.len() < MIN_SLICES {
+        return Err(SeriesError::TooFewSlices(slices.len()));
     }
     let o = layout.orientation;
     let row_dir = [o[0], o[1], o[2]];
@@ -214,9 +408,9 @@ pub fn assemble(paths: &[PathBuf]) -> Result<SeriesVolume, SeriesError> {
     let mut sorted = gaps.clone();
     sorted.sort_by(f64::total_cmp);
     let typical = sorted[sorted.len() / 2];
-    if typical <= 1e-3 {
+    if gaps.iter().any(|&g| g <= 1e-3) {
         return Err(SeriesError::Geometry(
-            "several slices share a position".into(),
+            "several slices share a position (more than one volume in the series?)".into(),
         ));
     }
     if gaps
@@ -255,44 +449,49 @@ pub fn assemble(paths: &[PathBuf]) -> Result<SeriesVolume, SeriesError> {
     }
     Ok(SeriesVolume {
         volume,
-        files: slices.into_iter().map(|s| s.path).collect(),
+        files: paths.to_vec(),
+        slices: slices.into_iter().map(|s| (s.file, s.frame)).collect(),
     })
 }
 
 /// Clean Recognizable Visual Features Option (CID 7050).
 pub const CLEAN_RECOGNIZABLE_VISUAL_FEATURES: (&str, &str) =
-    ("113102", "Clean Recognizable Visual Features Option");
+    radveil_standard::CLEAN_RECOGNIZABLE_VISUAL_FEATURES_CODE;
 
-/// Re-encodes slice `k` of `series` with the voxels marked in `removed` set to `fill` (in
-/// stored units) and the de-identification record added. Returns the new file's bytes.
-pub fn rewrite_slice(
+/// Re-encodes file `file` of `series` with the voxels marked in `removed` set to `fill`
+/// (in modality units; stored as the nearest representable value) and the
+/// de-identification record added. Returns the new file's bytes.
+pub fn rewrite(
     series: &SeriesVolume,
-    k: usize,
+    file: usize,
     removed: &[bool],
     fill: f32,
 ) -> Result<Vec<u8>, SeriesError> {
-    let path = &series.files[k];
+    let path = &series.files[file];
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
     let mut inflated = Vec::new();
     let (meta, mut ds, enc) = open(path, &bytes, &mut inflated)?;
-    let bits = ds.u16_value(0x0028_0100, enc).unwrap_or(16);
-    let signed = ds.u16_value(0x0028_0103, enc).unwrap_or(0) == 1;
+    let f = format(path, &ds, enc)?;
     let mut pixels = radveil_integrity::binding::decoded_pixels(&ds, enc, &meta.transfer_syntax)
         .map_err(|e| file_error(path, e))?
         .into_owned();
     let [ni, nj, _] = series.volume.dims;
     let plane = ni * nj;
-    let fill_raw: u32 = {
-        let v = fill.round() as i64;
-        let v = if signed { v } else { v.max(0) };
-        (v as u32) & if bits == 8 { 0xFF } else { 0xFFFF }
-    };
-    for p in 0..plane {
-        if removed[k * plane + p] {
-            if bits == 8 {
-                pixels[p] = fill_raw as u8;
-            } else {
-                pixels[2 * p..2 * p + 2].copy_from_slice(&(fill_raw as u16).to_le_bytes());
+    let bytes_per = f.bits_allocated as usize / 8;
+    for (k, _) in series
+        .slices
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.0 == file)
+    {
+        let frame = series.slices[k].1;
+        let g = frame_geometry(&ds, frame)
+            .ok_or_else(|| file_error(path, "the file changed while it was defaced"))?;
+        let raw = stored_value(fill, g.rescale, f).to_le_bytes();
+        let frame_pixels = &mut pixels[frame * plane * bytes_per..(frame + 1) * plane * bytes_per];
+        for (p, px) in frame_pixels.chunks_exact_mut(bytes_per).enumerate() {
+            if removed[k * plane + p] {
+                px.copy_from_slice(&raw[..bytes_per]);
             }
         }
     }
@@ -309,12 +508,12 @@ pub fn rewrite_slice(
     } else {
         p10::EXPLICIT_VR_LITTLE_ENDIAN.to_string()
     };
-    if enc == Encoding::ExplicitBig && bits == 16 {
+    if enc == Encoding::ExplicitBig && native && bytes_per == 2 {
         for c in pixels.chunks_exact_mut(2) {
             c.swap(0, 1);
         }
     }
-    let vr = if bits == 8 { Vr::OB } else { Vr::OW };
+    let vr = if bytes_per == 1 { Vr::OB } else { Vr::OW };
     if pixels.len() % 2 == 1 {
         pixels.push(0);
     }
@@ -329,6 +528,19 @@ pub fn rewrite_slice(
     let mut out = Vec::with_capacity(bytes.len() + 1024);
     p10::write_file(&file_meta, &ds, &transfer_syntax, &mut out);
     Ok(out)
+}
+
+/// The stored value (as written, little endian) nearest to `value` in modality units, within
+/// the range Bits Stored allows.
+fn stored_value(value: f32, (slope, intercept): (f64, f64), f: Format) -> u16 {
+    let bits = f.bits_stored.clamp(1, 16) as u32;
+    let (lo, hi) = if f.signed {
+        (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
+    } else {
+        (0, (1i64 << bits) - 1)
+    };
+    let v = (((value as f64 - intercept) / slope).round() as i64).clamp(lo, hi);
+    (v as u16) & if f.bits_allocated == 8 { 0xFF } else { 0xFFFF }
 }
 
 /// Records the defacing: Recognizable Visual Features NO, the CID 7050 code, the method.

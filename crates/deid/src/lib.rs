@@ -61,6 +61,7 @@ mod tags {
     pub const STUDY_INSTANCE_UID: u32 = 0x0020_000D;
     pub const SERIES_INSTANCE_UID: u32 = 0x0020_000E;
     pub const BURNED_IN_ANNOTATION: u32 = 0x0028_0301;
+    pub const RECOGNIZABLE_VISUAL_FEATURES: u32 = 0x0028_0302;
     pub const LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED: u32 = 0x0028_0303;
     pub const CODE_VALUE: u32 = 0x0008_0100;
     pub const CODING_SCHEME_DESIGNATOR: u32 = 0x0008_0102;
@@ -83,6 +84,22 @@ pub enum BurnedInPolicy {
     /// Also hold back objects of modalities that often burn text in (US, SC, OT, XC, ES, GM,
     /// SM, DOC, and Secondary Capture SOP classes) unless they say NO.
     UnlessNo,
+}
+
+/// What the caller did to an object's pixels about recognizable visual features (a face)
+/// before handing it over: the engine never decodes pixels itself, but records this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VisualFeatures {
+    /// Nothing was done. Under the Clean Recognizable Visual Features option, an object whose
+    /// Recognizable Visual Features (0028,0302) is YES is then held back.
+    #[default]
+    Untouched,
+    /// The face was removed (defaced): Recognizable Visual Features becomes NO and the
+    /// option's code (CID 7050, 113102) is recorded.
+    Cleaned,
+    /// The object was looked at and shows no face (not a head, or the face is outside the
+    /// field of view); nothing is recorded as cleaned.
+    NoneFound,
 }
 
 /// Everything a run needs besides the key.
@@ -246,14 +263,20 @@ impl Deidentifier {
     }
 
     /// The text recorded in De-identification Method (0012,0063), one value per line of
-    /// what was applied.
-    pub fn method_description(&self) -> Vec<String> {
+    /// what was applied to an object whose pixels were treated as `visual` says.
+    pub fn method_description(&self, visual: VisualFeatures) -> Vec<String> {
         let mut v = vec![format!(
             "radveil {VERSION} PS3.15 E.1-1 {} Basic Profile",
             standard::ANNEX_E_REVISION
         )];
         for o in &self.config.profile.options {
             v.push(format!("option {}", o.name()));
+        }
+        if visual == VisualFeatures::Cleaned {
+            v.push(format!(
+                "option {} (radveil deface)",
+                standard::CLEAN_RECOGNIZABLE_VISUAL_FEATURES_NAME
+            ));
         }
         if !self.config.profile.overrides.is_empty() {
             v.push(format!(
@@ -264,21 +287,30 @@ impl Deidentifier {
         v
     }
 
-    /// De-identifies one Part 10 file.
+    /// De-identifies one Part 10 file whose pixels nobody has looked at.
     pub fn deidentify<'a>(&self, file: &'a [u8]) -> Result<Outcome<'a>, DeidError> {
+        self.deidentify_with(file, VisualFeatures::Untouched)
+    }
+
+    /// De-identifies one Part 10 file, recording what the caller did to its pixels.
+    pub fn deidentify_with<'a>(
+        &self,
+        file: &'a [u8],
+        visual: VisualFeatures,
+    ) -> Result<Outcome<'a>, DeidError> {
         let meta = part10::read_file_meta(file)?;
         let ts = part10::TransferSyntax::from_uid(&meta.transfer_syntax);
         if ts.deflated {
             // The data set lives in a buffer of ours: the output is encoded (and deflated)
             // into one owned buffer.
             let inflated = part10::inflate(meta.body, part10::Limits::default().max_inflated)?;
-            let done = self.transform(&meta, &inflated, ts)?;
+            let done = self.transform(&meta, &inflated, ts, visual)?;
             let mut bytes = Vec::with_capacity(inflated.len() / 2);
             part10::write_file(&done.meta, &done.dataset, &meta.transfer_syntax, &mut bytes);
             Ok(done.into_outcome(part10::Encoded::from_vec(bytes)))
         } else {
             // Large values (pixel data) are referenced from the input, not copied.
-            let done = self.transform(&meta, meta.body, ts)?;
+            let done = self.transform(&meta, meta.body, ts, visual)?;
             let mut encoded = part10::Encoded::default();
             part10::write_file(
                 &done.meta,
@@ -296,6 +328,7 @@ impl Deidentifier {
         meta: &part10::FileMeta<'_>,
         body: &'b [u8],
         ts: part10::TransferSyntax,
+        visual: VisualFeatures,
     ) -> Result<Transformed<'b>, DeidError> {
         let encoding = part10::effective_encoding(body, ts.encoding);
         // The output keeps the declared transfer syntax; a body that was really implicit VR
@@ -324,11 +357,21 @@ impl Deidentifier {
             return Err(DeidError::Missing("SOP Instance UID (0008,0018)"));
         }
         self.check_burned_in(&ds, &sop_class)?;
+        if self.config.profile.clean_visual_features
+            && visual == VisualFeatures::Untouched
+            && ds
+                .string(tags::RECOGNIZABLE_VISUAL_FEATURES)
+                .is_some_and(|s| s.trim().eq_ignore_ascii_case("YES"))
+        {
+            return Err(DeidError::HeldBack(
+                "Recognizable Visual Features is YES and the object is not part of a head volume that could be defaced".into(),
+            ));
+        }
 
         let mut run = Run::new(self, &ds, &sop_class);
         let mut path = Vec::with_capacity(8);
         run.dataset(&mut ds, &mut path, Context::Plain);
-        self.record(&mut ds);
+        self.record(&mut ds, visual);
 
         let identity = Identity {
             patient: ds.string(tags::PATIENT_ID).unwrap_or_default(),
@@ -414,16 +457,24 @@ impl Deidentifier {
     }
 
     /// Adds the attributes that record what was done (PS3.15 E.1.1, CID 7050).
-    fn record(&self, ds: &mut DataSet<'_>) {
+    fn record(&self, ds: &mut DataSet<'_>, visual: VisualFeatures) {
         ds.put(Element::text(tags::PATIENT_IDENTITY_REMOVED, Vr::CS, "YES"));
         ds.put(Element::text(
             tags::DEIDENTIFICATION_METHOD,
             Vr::LO,
-            &self.method_description().join("\\"),
+            &self.method_description(visual).join("\\"),
         ));
         let mut items = Vec::new();
         let mut codes = vec![standard::BASIC_PROFILE_CODE];
         codes.extend(self.config.profile.options.iter().map(|o| o.code()));
+        if visual == VisualFeatures::Cleaned {
+            codes.push(standard::CLEAN_RECOGNIZABLE_VISUAL_FEATURES_CODE);
+            ds.put(Element::text(
+                tags::RECOGNIZABLE_VISUAL_FEATURES,
+                Vr::CS,
+                "NO",
+            ));
+        }
         for (value, meaning) in codes {
             let mut item = DataSet::default();
             item.put(Element::text(tags::CODE_VALUE, Vr::SH, value));

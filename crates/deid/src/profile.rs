@@ -38,6 +38,11 @@ pub struct Profile {
     pub uid_root: Option<String>,
     /// Per-tag rules that take precedence over the table.
     pub overrides: HashMap<u32, Override>,
+    /// The Clean Recognizable Visual Features Option: head CT/MR series are defaced on the
+    /// way through. It acts on pixels, so it is not one of Table E.1-1's columns
+    /// ([`ProfileOption`]); the caller does the defacing and says so with
+    /// [`crate::PixelWork`].
+    pub clean_visual_features: bool,
 }
 
 /// Why a profile is refused.
@@ -82,12 +87,15 @@ enum Rule {
     Replace { replace: String },
 }
 
-/// Parses an option name, with the list of valid names in the error.
+/// Parses an option name of Table E.1-1, with the list of valid names in the error.
 pub fn parse_option(name: &str) -> Result<ProfileOption, ProfileError> {
-    ProfileOption::from_name(name).ok_or_else(|| {
-        let all: Vec<&str> = ProfileOption::ALL.iter().map(|o| o.name()).collect();
-        ProfileError::UnknownOption(name.to_string(), all.join(", "))
-    })
+    ProfileOption::from_name(name).ok_or_else(|| unknown_option(name))
+}
+
+fn unknown_option(name: &str) -> ProfileError {
+    let mut all: Vec<&str> = ProfileOption::ALL.iter().map(|o| o.name()).collect();
+    all.push(radveil_standard::CLEAN_RECOGNIZABLE_VISUAL_FEATURES_NAME);
+    ProfileError::UnknownOption(name.to_string(), all.join(", "))
 }
 
 /// Parses `(gggg,eeee)`, `gggg,eeee`, `ggggeeee` or a PS3.6 keyword.
@@ -103,12 +111,24 @@ pub fn parse_tag(s: &str) -> Option<u32> {
 }
 
 impl Profile {
+    /// Turns on an option by name: one of Table E.1-1's or
+    /// `clean-recognizable-visual-features`.
+    pub fn add_option(&mut self, name: &str) -> Result<(), ProfileError> {
+        if name == radveil_standard::CLEAN_RECOGNIZABLE_VISUAL_FEATURES_NAME {
+            self.clean_visual_features = true;
+        } else {
+            self.options
+                .insert(ProfileOption::from_name(name).ok_or_else(|| unknown_option(name))?);
+        }
+        Ok(())
+    }
+
     /// Parses a profile file's text.
     pub fn from_toml(text: &str) -> Result<Profile, ProfileError> {
         let f: ProfileFile = toml::from_str(text)?;
         let mut p = Profile::default();
         for o in &f.options {
-            p.options.insert(parse_option(o)?);
+            p.add_option(o)?;
         }
         if let Some(root) = f.uid_root {
             let valid = !root.is_empty()
@@ -175,12 +195,21 @@ InstitutionName = { replace = "SITE 7" }
         )
         .unwrap();
         assert!(p.options.contains(&ProfileOption::CleanDescriptors));
+        assert!(!p.clean_visual_features);
         assert_eq!(p.overrides[&0x0010_1010], Override::Keep);
         assert_eq!(p.overrides[&0x0008_1030], Override::Remove);
         assert_eq!(
             p.overrides[&0x0008_0080],
             Override::Replace("SITE 7".into())
         );
+    }
+
+    #[test]
+    fn the_pixel_option_is_named_like_the_others() {
+        let p = Profile::from_toml("options = [\"clean-recognizable-visual-features\"]").unwrap();
+        assert!(p.clean_visual_features && p.options.is_empty());
+        let e = Profile::from_toml("options = [\"clean-faces\"]").unwrap_err();
+        assert!(e.to_string().contains("clean-recognizable-visual-features"));
     }
 
     #[test]

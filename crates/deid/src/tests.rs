@@ -507,6 +507,51 @@ fn records_what_was_done() {
 }
 
 #[test]
+fn defaced_objects_record_the_clean_recognizable_visual_features_option() {
+    let mut config = Config::default();
+    config.profile.clean_visual_features = true;
+    let d = Deidentifier::new(key(7), config).unwrap();
+    let mut input = ct();
+    input.put(text(0x0028_0302, "YES"));
+    let bytes = encode(&input, part10::EXPLICIT_VR_LITTLE_ENDIAN);
+    // A face nobody removed is held back under the option.
+    assert!(matches!(
+        d.deidentify(&bytes),
+        Err(DeidError::HeldBack(r)) if r.contains("Recognizable Visual Features")
+    ));
+    let codes = |ds: &DataSet<'_>| -> Vec<String> {
+        let Some(Value::Sequence(items)) = ds.get(0x0012_0064).map(|e| &e.value) else {
+            panic!("codes")
+        };
+        items
+            .iter()
+            .map(|c| c.string(0x0008_0100).unwrap())
+            .collect()
+    };
+    let out = d
+        .deidentify_with(&bytes, VisualFeatures::Cleaned)
+        .unwrap()
+        .file
+        .to_vec();
+    let (_, ds) = decode(&out);
+    assert_eq!(codes(&ds), ["113100", "113102"]);
+    assert_eq!(ds.string(0x0028_0302).unwrap(), "NO");
+    assert!(ds
+        .string(0x0012_0063)
+        .unwrap()
+        .contains("clean-recognizable-visual-features"));
+    // Looked at and no face found: passed, but nothing is claimed.
+    let out = d
+        .deidentify_with(&bytes, VisualFeatures::NoneFound)
+        .unwrap()
+        .file
+        .to_vec();
+    let (_, ds) = decode(&out);
+    assert_eq!(codes(&ds), ["113100"]);
+    assert_eq!(ds.string(0x0028_0302).unwrap(), "YES");
+}
+
+#[test]
 fn burned_in_annotation_is_held_back() {
     let mut ds = ct();
     ds.put(text(0x0028_0301, "YES"));

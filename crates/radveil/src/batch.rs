@@ -1,6 +1,12 @@
 //! A de-identification batch: inputs walked, files processed on all cores, outputs written
 //! atomically and never over an existing file, one report line per input. One bad file never
 //! stops the batch; memory is bounded by the number of workers, not by the batch.
+//!
+//! Under the Clean Recognizable Visual Features option the unit of work is a volume, not a
+//! file: CT and MR images are grouped by series (single-frame slices of one orientation and
+//! matrix, or one multi-frame image), each volume is defaced and checked for a face, and
+//! its files are then de-identified one by one. A volume that shows a face and cannot be
+//! defaced is held back whole.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::{IsTerminal, Write};
@@ -10,7 +16,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use radveil_deid::{ActionCounts, DeidError, Deidentifier};
+use radveil_deface::series::{SeriesError, StackKey};
+use radveil_deid::{ActionCounts, DeidError, Deidentifier, VisualFeatures};
 use serde::Serialize;
 
 /// What one batch run is asked to do.
@@ -21,6 +28,8 @@ pub struct Batch<'a> {
     pub report: Option<&'a Path>,
     pub crosswalk: Option<&'a Path>,
     pub jobs: usize,
+    /// Set under the Clean Recognizable Visual Features option: how head volumes are defaced.
+    pub deface: Option<radveil_deface::DefaceOptions>,
 }
 
 /// The fate of one input.
@@ -49,6 +58,44 @@ struct Record {
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     actions: Option<ActionCounts>,
+    /// What the Clean Recognizable Visual Features option did: `cleaned` (defaced) or
+    /// `none-found` (the volume shows no face).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    visual_features: Option<&'static str>,
+}
+
+impl Record {
+    fn failed(input: &Path, status: Status, reason: String) -> Record {
+        Record {
+            input: input.display().to_string(),
+            status,
+            output: None,
+            reason: Some(reason),
+            actions: None,
+            visual_features: None,
+        }
+    }
+}
+
+/// One unit of work: a file, or the files of one volume (defaced together).
+enum Unit {
+    File(PathBuf),
+    Volume(Vec<PathBuf>),
+}
+
+impl Unit {
+    fn files(&self) -> &[PathBuf] {
+        match self {
+            Unit::File(p) => std::slice::from_ref(p),
+            Unit::Volume(v) => v,
+        }
+    }
+}
+
+/// What every worker shares: SOP instances already written and the crosswalk.
+struct Shared {
+    claimed: Mutex<HashSet<u128>>,
+    crosswalk: Mutex<BTreeSet<(&'static str, String, String)>>,
 }
 
 /// Totals of a run.
@@ -100,16 +147,14 @@ pub fn run(batch: &Batch<'_>) -> Result<Summary> {
     let (files, walk_errors) = crate::inputs::collect(batch.inputs);
     if let Ok(mut s) = sink.lock() {
         for (path, reason) in walk_errors {
-            s.record(&Record {
-                input: path.display().to_string(),
-                status: Status::Failed,
-                output: None,
-                reason: Some(reason),
-                actions: None,
-            });
+            s.record(&Record::failed(&path, Status::Failed, reason));
         }
     }
     let total = files.len();
+    let units = match batch.deface {
+        Some(_) => plan_volumes(files, batch.jobs),
+        None => files.into_iter().map(Unit::File).collect(),
+    };
     let progress = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(total as u64).with_style(
             indicatif::ProgressStyle::with_template(
@@ -123,32 +168,54 @@ pub fn run(batch: &Batch<'_>) -> Result<Summary> {
 
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let claimed: Mutex<HashSet<u128>> = Mutex::new(HashSet::new());
-    let crosswalk: Mutex<BTreeSet<(&'static str, String, String)>> = Mutex::new(BTreeSet::new());
+    let shared = Shared {
+        claimed: Mutex::new(HashSet::new()),
+        crosswalk: Mutex::new(BTreeSet::new()),
+    };
     std::thread::scope(|s| {
-        for _ in 0..batch.jobs.min(total.max(1)) {
+        for _ in 0..batch.jobs.min(units.len().max(1)) {
             let worker = std::thread::Builder::new().stack_size(16 << 20);
             let spawned = worker.spawn_scoped(s, || {
                 // One input buffer per worker, reused: memory is bounded by the workers.
                 let mut buf = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = files.get(i) else { break };
+                    let Some(unit) = units.get(i) else { break };
+                    let mut finished = |record: Record| {
+                        if let Ok(mut s) = sink.lock() {
+                            s.record(&record);
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                        progress.inc(1);
+                    };
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        process(batch, path, &claimed, &crosswalk, &mut buf)
+                        let mut records = Vec::new();
+                        match unit {
+                            Unit::File(path) => records.push(process(
+                                batch,
+                                path,
+                                &shared,
+                                &mut buf,
+                                VisualFeatures::Untouched,
+                            )),
+                            Unit::Volume(paths) => {
+                                process_volume(batch, paths, &shared, &mut buf, &mut records)
+                            }
+                        }
+                        records
                     }));
-                    let record = outcome.unwrap_or_else(|_| Record {
-                        input: path.display().to_string(),
-                        status: Status::Failed,
-                        output: None,
-                        reason: Some("internal error (a bug in radveil; please report it)".into()),
-                        actions: None,
-                    });
-                    if let Ok(mut s) = sink.lock() {
-                        s.record(&record);
+                    match outcome {
+                        Ok(records) => records.into_iter().for_each(&mut finished),
+                        Err(_) => {
+                            for path in unit.files() {
+                                finished(Record::failed(
+                                    path,
+                                    Status::Failed,
+                                    "internal error (a bug in radveil; please report it)".into(),
+                                ));
+                            }
+                        }
                     }
-                    done.fetch_add(1, Ordering::Relaxed);
-                    progress.inc(1);
                     if buf.capacity() > 64 << 20 {
                         buf = Vec::new(); // do not hold on to a very large file's buffer
                     }
@@ -182,7 +249,7 @@ pub fn run(batch: &Batch<'_>) -> Result<Summary> {
         );
     }
     if let Some(dir) = batch.crosswalk {
-        write_crosswalk(dir, &crosswalk.into_inner().unwrap_or_default())?;
+        write_crosswalk(dir, &shared.crosswalk.into_inner().unwrap_or_default())?;
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
@@ -240,29 +307,158 @@ fn fingerprint(uid: &str) -> u128 {
 
 const CROSSWALK_FILES: [&str; 2] = ["patient_ids.csv", "uids.csv"];
 
+/// Groups the inputs into units: the CT and MR images that could show a face are grouped
+/// into volumes (read from their headers on all workers); everything else stays a file.
+fn plan_volumes(files: Vec<PathBuf>, jobs: usize) -> Vec<Unit> {
+    let next = AtomicUsize::new(0);
+    let headers: Mutex<Vec<(usize, radveil_deface::series::ImageHeader)>> = Mutex::default();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(files.len()).max(1) {
+            s.spawn(|| {
+                let mut buf = Vec::new();
+                let mut found = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = files.get(i) else { break };
+                    // Unreadable files stay files; their error is reported when processed.
+                    if read_input(path, &mut buf).is_ok() {
+                        if let Some(h) = radveil_deface::series::image_header(&buf) {
+                            found.push((i, h));
+                        }
+                    }
+                }
+                if let Ok(mut h) = headers.lock() {
+                    h.extend(found);
+                }
+            });
+        }
+    });
+    let mut volume_of: Vec<Option<(StackKey, usize)>> = vec![None; files.len()];
+    for (i, h) in headers.into_inner().unwrap_or_default() {
+        if matches!(h.modality.as_str(), "CT" | "MR") {
+            volume_of[i] = match h.stack {
+                Some(key @ StackKey::MultiFrame) => Some((key, i)),
+                Some(key) => Some((key, usize::MAX)),
+                None => None,
+            };
+        }
+    }
+    let mut volumes: std::collections::BTreeMap<(StackKey, usize), Vec<PathBuf>> =
+        Default::default();
+    let mut units = Vec::new();
+    for (path, key) in files.into_iter().zip(volume_of) {
+        match key {
+            Some(key) => volumes.entry(key).or_default().push(path),
+            None => units.push(Unit::File(path)),
+        }
+    }
+    // Volumes first: they take longest, so the files fill in around them.
+    let mut out: Vec<Unit> = volumes.into_values().map(Unit::Volume).collect();
+    out.extend(units);
+    out
+}
+
+/// Defaces one volume and de-identifies its files; `records` gets one record per file.
+fn process_volume(
+    batch: &Batch<'_>,
+    paths: &[PathBuf],
+    shared: &Shared,
+    buf: &mut Vec<u8>,
+    records: &mut Vec<Record>,
+) {
+    let Some(options) = batch.deface else {
+        for p in paths {
+            records.push(process(batch, p, shared, buf, VisualFeatures::Untouched));
+        }
+        return;
+    };
+    let hold_all = |records: &mut Vec<Record>, why: String| {
+        for p in paths {
+            records.push(Record::failed(p, Status::Held, format!("held back: {why}")));
+        }
+    };
+    let mut series = match radveil_deface::series::assemble(paths) {
+        Ok(s) => s,
+        // A localizer or a few images: not a volume a face could be rendered from.
+        Err(SeriesError::TooFewSlices(_)) => {
+            for p in paths {
+                records.push(process(batch, p, shared, buf, VisualFeatures::Untouched));
+            }
+            return;
+        }
+        Err(e) => {
+            return hold_all(
+                records,
+                format!("cannot assemble a volume to look for a face: {e}"),
+            )
+        }
+    };
+    match radveil_deface::deface(&mut series.volume, options) {
+        Ok(defaced) => {
+            for (n, p) in series.files.iter().enumerate() {
+                let record = match radveil_deface::series::rewrite(
+                    &series,
+                    n,
+                    &defaced.removed,
+                    defaced.fill,
+                ) {
+                    Ok(bytes) => finish(batch, p, &bytes, None, shared, VisualFeatures::Cleaned),
+                    Err(e) => Record::failed(p, Status::Failed, format!("cannot deface: {e}")),
+                };
+                records.push(record);
+            }
+        }
+        Err(radveil_deface::DefaceError::NotAHead(why)) => {
+            match radveil_deface::face_check(&series.volume) {
+                Ok(fc) if !fc.face_found => {
+                    for p in paths {
+                        records.push(process(batch, p, shared, buf, VisualFeatures::NoneFound));
+                    }
+                }
+                Ok(fc) => hold_all(
+                    records,
+                    format!(
+                        "a face is found (score {:.1}) but the volume is not recognised as a head ({why})",
+                        fc.score
+                    ),
+                ),
+                Err(e) => hold_all(records, format!("the face check failed: {e}")),
+            }
+        }
+        Err(e) => hold_all(records, format!("defacing {e}")),
+    }
+}
+
+/// Reads and de-identifies one file.
 fn process(
     batch: &Batch<'_>,
     path: &Path,
-    claimed: &Mutex<HashSet<u128>>,
-    crosswalk: &Mutex<BTreeSet<(&'static str, String, String)>>,
+    shared: &Shared,
     buf: &mut Vec<u8>,
+    visual: VisualFeatures,
 ) -> Record {
-    let input = path.display().to_string();
-    let fail = |status: Status, reason: String| Record {
-        input: input.clone(),
-        status,
-        output: None,
-        reason: Some(reason),
-        actions: None,
-    };
     let source = match read_input(path, buf) {
         Ok(s) => s,
-        Err(e) => return fail(Status::Failed, format!("cannot read: {e}")),
+        Err(e) => return Record::failed(path, Status::Failed, format!("cannot read: {e}")),
     };
     if buf.is_empty() {
-        return fail(Status::Failed, "empty file".into());
+        return Record::failed(path, Status::Failed, "empty file".into());
     }
-    let outcome = match batch.deidentifier.deidentify(buf) {
+    finish(batch, path, buf, Some(&source), shared, visual)
+}
+
+/// De-identifies one file's bytes (`source`: the rest of the input file, when `bytes` stop
+/// before its pixel data) and writes the result.
+fn finish(
+    batch: &Batch<'_>,
+    path: &Path,
+    bytes: &[u8],
+    source: Option<&Source>,
+    shared: &Shared,
+    visual: VisualFeatures,
+) -> Record {
+    let fail = |status: Status, reason: String| Record::failed(path, status, reason);
+    let outcome = match batch.deidentifier.deidentify_with(bytes, visual) {
         Ok(o) => o,
         Err(e @ DeidError::HeldBack(_)) => return fail(Status::Held, e.to_string()),
         Err(e @ DeidError::Dicomdir) => return fail(Status::Skipped, e.to_string()),
@@ -270,7 +466,7 @@ fn process(
     };
     let id = &outcome.identity;
     {
-        let Ok(mut c) = claimed.lock() else {
+        let Ok(mut c) = shared.claimed.lock() else {
             return fail(Status::Failed, "internal error: lock poisoned".into());
         };
         if !c.insert(fingerprint(&id.sop_instance_uid)) {
@@ -286,22 +482,27 @@ fn process(
         .join(safe_component(&id.study_uid))
         .join(safe_component(&id.series_uid));
     let target = dir.join(format!("{}.dcm", safe_component(&id.sop_instance_uid)));
-    if let Err(e) = write_atomically(&dir, &target, &outcome.file, &source) {
+    if let Err(e) = write_atomically(&dir, &target, &outcome.file, source) {
         return fail(Status::Failed, e);
     }
     if !outcome.crosswalk.is_empty() {
-        if let Ok(mut c) = crosswalk.lock() {
+        if let Ok(mut c) = shared.crosswalk.lock() {
             for e in &outcome.crosswalk {
                 c.insert((e.kind, e.old.clone(), e.new.clone()));
             }
         }
     }
     Record {
-        input,
+        input: path.display().to_string(),
         status: Status::Written,
         output: Some(target.display().to_string()),
         reason: None,
         actions: Some(outcome.counts),
+        visual_features: match visual {
+            VisualFeatures::Cleaned => Some("cleaned"),
+            VisualFeatures::NoneFound => Some("none-found"),
+            VisualFeatures::Untouched => None,
+        },
     }
 }
 
@@ -311,7 +512,7 @@ fn write_atomically(
     dir: &Path,
     target: &Path,
     file: &radveil_part10::Encoded<'_>,
-    source: &Source,
+    source: Option<&Source>,
 ) -> std::result::Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create output directory: {e}"))?;
     if target.exists() {
@@ -331,7 +532,7 @@ fn write_atomically(
             .and_then(|()| w.flush())
             .map_err(|e| format!("cannot write output: {e}"))?;
     }
-    if let Some(tail) = &source.tail {
+    if let Some(tail) = source.and_then(|s| s.tail.as_ref()) {
         copy_tail(tail, tmp.as_file_mut()).map_err(|e| format!("cannot write output: {e}"))?;
     }
     tmp.persist_noclobber(target).map_err(|e| {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use radveil_deface::series::StackKey;
 
 /// `radveil face-check` arguments.
 #[derive(clap::Args)]
@@ -103,7 +104,8 @@ fn check_one(input: &Path, render_dir: Option<&Path>) -> Result<radveil_deface::
 #[derive(clap::Args)]
 pub struct DefaceArgs {
     /// Head volumes: NIfTI-1 files (.nii, .nii.gz), or DICOM files and directories (grouped
-    /// into series by Series Instance UID; each series is one volume).
+    /// into volumes: the single-frame slices of a series with one orientation and matrix, or
+    /// one multi-frame image).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// Output directory (files keep their names; never overwritten).
@@ -149,20 +151,23 @@ pub fn deface(args: DefaceArgs) -> Result<ExitCode> {
                 std::time::Instant::now(),
             );
         }
-        let mut series: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
-        for f in files {
-            let uid = std::fs::read(&f)
+        let mut series: std::collections::BTreeMap<(StackKey, usize), Vec<PathBuf>> =
+            Default::default();
+        for (n, f) in files.into_iter().enumerate() {
+            let header = std::fs::read(&f)
                 .ok()
-                .and_then(|b| radveil_deface::series::series_uid(&b));
-            match uid {
-                Some(uid) => series.entry(uid).or_default().push(f),
+                .and_then(|b| radveil_deface::series::image_header(&b));
+            match header.and_then(|h| h.stack) {
+                // Each multi-frame image is a volume of its own.
+                Some(key @ StackKey::MultiFrame) => series.entry((key, n)).or_default().push(f),
+                Some(key) => series.entry((key, 0)).or_default().push(f),
                 None => {
                     bad += 1;
                     report(
                         &args,
                         &f.display().to_string(),
                         Err(anyhow::anyhow!(
-                            "not a DICOM image with a Series Instance UID"
+                            "not a DICOM image with a Series Instance UID and plane geometry"
                         )),
                         std::time::Instant::now(),
                     );
@@ -246,12 +251,10 @@ fn deface_series(
         verify: true,
     };
     let defaced = radveil_deface::deface(&mut series.volume, options)?;
-    // Encode every slice first: nothing is written unless all can be.
+    // Encode every file first: nothing is written unless all can be.
     let mut outputs = Vec::with_capacity(series.files.len());
-    for k in 0..series.files.len() {
-        let bytes =
-            radveil_deface::series::rewrite_slice(&series, k, &defaced.removed, defaced.fill)?;
-        let f = &series.files[k];
+    for (n, f) in series.files.iter().enumerate() {
+        let bytes = radveil_deface::series::rewrite(&series, n, &defaced.removed, defaced.fill)?;
         let relative = roots
             .iter()
             .filter(|r| r.is_dir())

@@ -96,9 +96,14 @@ struct DeidArgs {
     /// An Annex E option (repeatable): retain-safe-private, retain-uids,
     /// retain-device-identity, retain-institution-identity, retain-patient-characteristics,
     /// retain-long-full-dates, retain-long-modified-dates, clean-descriptors,
-    /// clean-structured-content, clean-graphics.
+    /// clean-structured-content, clean-graphics, clean-recognizable-visual-features (CT and
+    /// MR volumes are defaced and checked for a face; a volume that shows one and cannot be
+    /// defaced is held back).
     #[arg(long = "option", value_name = "NAME")]
     options: Vec<String>,
+    /// With clean-recognizable-visual-features: leave the ears on.
+    #[arg(long)]
+    keep_ears: bool,
     /// A TOML profile with options, a UID root and per-attribute site rules.
     #[arg(long)]
     profile: Option<PathBuf>,
@@ -156,9 +161,16 @@ fn deid(args: DeidArgs) -> Result<ExitCode> {
         None => radveil_deid::Profile::default(),
     };
     for name in &args.options {
-        profile
-            .options
-            .insert(radveil_deid::profile::parse_option(name)?);
+        profile.add_option(name)?;
+    }
+    let deface = profile
+        .clean_visual_features
+        .then_some(radveil_deface::DefaceOptions {
+            ears: !args.keep_ears,
+            verify: true,
+        });
+    if args.keep_ears && deface.is_none() {
+        anyhow::bail!("--keep-ears needs --option clean-recognizable-visual-features");
     }
     let config = radveil_deid::Config {
         profile,
@@ -180,6 +192,7 @@ fn deid(args: DeidArgs) -> Result<ExitCode> {
         report: args.report.as_deref(),
         crosswalk: args.crosswalk.as_deref(),
         jobs,
+        deface,
     })?;
     Ok(if summary.all_written() {
         ExitCode::SUCCESS

@@ -333,6 +333,15 @@ impl ProfileOption {
 pub const BASIC_PROFILE_CODE: (&str, &str) =
     ("113100", "Basic Application Confidentiality Profile");
 
+/// The CID 7050 code of the Clean Recognizable Visual Features Option (PS3.15 E.3.2): faces
+/// and other visual features that could identify the patient removed from the pixels. It
+/// has no column in Table E.1-1, since it acts on pixels, not attributes.
+pub const CLEAN_RECOGNIZABLE_VISUAL_FEATURES_CODE: (&str, &str) =
+    ("113102", "Clean Recognizable Visual Features Option");
+
+/// The option's name on the command line and in profile files.
+pub const CLEAN_RECOGNIZABLE_VISUAL_FEATURES_NAME: &str = "clean-recognizable-visual-features";
+
 /// One row of PS3.15 Table E.1-1.
 #[derive(Debug, Clone, Copy)]
 pub struct ProfileRow {
