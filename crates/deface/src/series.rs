@@ -284,8 +284,7 @@ fn format(path: &Path, ds: &DataSet<'_>, enc: Encoding) -> Result<Format, Series
 }
 
 /// Reads every frame of one file: the layout and, per frame, its position and values.
-fn read_frames(path: &Path, file: usize) -> Result<(Layout, Vec<Frame>), SeriesError> {
-    let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
+fn read_frames(path: &Path, bytes: &[u8], file: usize) -> Result<(Layout, Vec<Frame>), SeriesError> {
     let mut inflated = Vec::new();
     let (meta, ds, enc) = open(path, &bytes, &mut inflated)?;
     let f = format(path, &ds, enc)?;
@@ -371,10 +370,20 @@ pub const MIN_SLICES: usize = 8;
 /// Assembles the frames of `paths` (single-frame slices of one series, or one multi-frame
 /// image) into a volume.
 pub fn assemble(paths: &[PathBuf]) -> Result<SeriesVolume, SeriesError> {
+    assemble_with(paths, |p| std::fs::read(p))
+}
+
+/// [`assemble`], with the files' bytes from `read` (one file at a time, so a long series is
+/// never all in memory as files).
+pub fn assemble_with(
+    paths: &[PathBuf],
+    read: impl Fn(&Path) -> std::io::Result<Vec<u8>>,
+) -> Result<SeriesVolume, SeriesError> {
     let mut layout: Option<Layout> = None;
     let mut slices = Vec::with_capacity(paths.len());
     for (file, p) in paths.iter().enumerate() {
-        let (l, frames) = read_frames(p, file)?;
+        let bytes = read(p).map_err(|e| file_error(p, e))?;
+        let (l, frames) = read_frames(p, &bytes, file)?;
         match &layout {
             None => layout = Some(l),
             Some(first) if !first.matches(&l) => {
