@@ -56,9 +56,10 @@ def brain_masks() -> dict:
     return out
 
 
-def reoriented(src: Path, how: str, dst: Path) -> Path:
+def reoriented(src: Path, how: str, dst: Path, cval: float = 0.0) -> Path:
     """The same head stored another way; its world geometry (where the head is) unchanged,
-    except that `oblique` resamples it onto a grid tilted 20 degrees."""
+    except that `oblique` resamples it onto a grid tilted 20 degrees (`cval` fills what lay
+    outside the old grid: the background, -1000 for CT in HU)."""
     img = nib.load(src)
     data = np.asanyarray(img.dataobj)
     aff = img.affine.copy()
@@ -85,7 +86,7 @@ def reoriented(src: Path, how: str, dst: Path) -> Path:
         c_new[:3, 3] = -np.array(shape) / 2.0
         new_to_old = c_old @ rot @ c_new
         data = ndi.affine_transform(data.astype(np.float32), new_to_old, output_shape=shape, order=1,
-                                    mode="constant", cval=0.0)
+                                    mode="constant", cval=cval)
         data = data.astype(np.asanyarray(img.dataobj).dtype)
         aff = aff @ new_to_old
     out = nib.Nifti1Image(np.ascontiguousarray(data), aff, header=img.header)
@@ -116,6 +117,17 @@ def in_mask(mask_path: Path, world, erode: int = 0) -> int:
     ok = np.all((ijk >= 0) & (ijk < np.array(data.shape)), axis=1)
     ijk = ijk[ok]
     return int(data[ijk[:, 0], ijk[:, 1], ijk[:, 2]].sum())
+
+
+def ears_removed(mask_path: Path, world) -> tuple[int, int]:
+    """Removed voxels on the left and on the right that can only be ears: behind the face
+    (less than 20 mm in front of the centre of the BET brain box) and more than 50 mm to the
+    side of it. An oracle independent of radveil's landmarks and morphology."""
+    m = nib.load(mask_path)
+    brain = nib.affines.apply_affine(m.affine, np.argwhere(np.asanyarray(m.dataobj) > 0.5))
+    c = (brain.min(0) + brain.max(0)) / 2
+    behind = world[:, 1] < c[1] + 20
+    return int((behind & (world[:, 0] < c[0] - 50)).sum()), int((behind & (world[:, 0] > c[0] + 50)).sum())
 
 
 def run_deface(radveil, src: Path, out: Path, *extra):
@@ -155,12 +167,41 @@ def test_deface_removes_face_and_ears_and_no_brain(radveil, brain_masks, tmp_pat
     assert in_mask(brain_masks[head], world, erode=2) == 0
     # The face and both ears lost tissue.
     assert res["face_voxels"] > 20_000 and res["ear_voxels"] > 1_000, res
+    left, right = ears_removed(brain_masks[head], world)
+    assert left > 500 and right > 500, (left, right)
 
 
-def test_keep_ears_leaves_the_ears(radveil, tmp_path):
+def test_keep_ears_leaves_the_ears(radveil, brain_masks, tmp_path):
     src = fixture(HEADS["real"])
     r, res = run_deface(radveil, src, tmp_path / "out", "--keep-ears")
     assert r.returncode == 0 and res["ear_voxels"] == 0 and res["face_voxels"] > 20_000, res
+    world, _ = removed_world(src, tmp_path / "out" / src.name)
+    assert ears_removed(brain_masks["real"], world) == (0, 0)
+
+
+@pytest.mark.parametrize("head", ["real", "mean"])
+def test_reface_fills_the_face_with_a_smooth_surface(radveil, brain_masks, tmp_path, head):
+    """`--mode reface` changes only voxels that defacing removes, gives them the background
+    or one tissue value, and the face check finds no face on the result."""
+    src = fixture(HEADS[head])
+    r, res = run_deface(radveil, src, tmp_path / "re", "--mode", "reface")
+    assert r.returncode == 0 and res["status"] == "refaced", r.stdout + r.stderr
+    assert res["refaced_voxels"] > 20_000 and res["face_score_after"] < 15, res
+    fc = radveil.run("face-check", tmp_path / "re" / src.name, "--json")
+    assert json.loads(fc.stdout)["status"] == "no-face", fc.stdout
+    r, _ = run_deface(radveil, src, tmp_path / "de")
+    assert r.returncode == 0, r.stdout + r.stderr
+    x = np.asanyarray(nib.load(src).dataobj)
+    refaced = np.asanyarray(nib.load(tmp_path / "re" / src.name).dataobj)
+    defaced = np.asanyarray(nib.load(tmp_path / "de" / src.name).dataobj)
+    changed = x != refaced
+    fill = np.unique(defaced[x != defaced])
+    assert len(fill) == 1
+    # Where refacing differs from defacing, defacing had blanked the voxel.
+    assert (defaced[refaced != defaced] == fill[0]).all(), "refacing changed a voxel defacing keeps"
+    assert len(np.unique(refaced[changed])) == 2, "background and one tissue value"
+    world = nib.affines.apply_affine(nib.load(src).affine, np.argwhere(changed))
+    assert in_mask(brain_masks[head], world, erode=2) == 0
 
 
 def test_output_changes_only_the_removed_voxels(radveil, tmp_path):
@@ -246,6 +287,8 @@ def test_dicom_series_is_defaced_slice_by_slice(radveil, brain_masks, tmp_path, 
     world = np.concatenate(changed_world)
     assert len(world) > 100_000
     assert in_mask(brain_masks["real"], world, erode=2) == 0
+    left, right = ears_removed(brain_masks["real"], world)
+    assert left > 500 and right > 500, (left, right)
     for k in (len(slices) // 3, len(slices) // 2):
         assert dciodvfy_errors(outs[k]) <= dciodvfy_errors(slices[k]), outs[k]
 

@@ -2,7 +2,8 @@
 //!
 //! A head scan holds enough geometry to render a recognisable face. This crate reads
 //! volumes (NIfTI: [`nifti_io`]; DICOM series: [`series`]), removes the face and ears with the head's own geometry
-//! ([`deface`], on a patient-aligned [`grid`]), renders the skin surface from several views
+//! ([`deface`], on a patient-aligned [`grid`]), or replaces the face with a smooth surface
+//! ([`reface`]), renders the skin surface from several views
 //! ([`render`]) and runs a face detector on the renders ([`face`]).
 
 #![forbid(unsafe_code)]
@@ -11,10 +12,12 @@ pub mod deface;
 pub mod face;
 pub mod grid;
 pub mod nifti_io;
+pub mod reface;
 pub mod render;
 pub mod series;
 pub mod volume;
 
 pub use deface::{deface, DefaceError, DefaceOptions, Defaced};
 pub use face::{check as face_check, FaceCheck, FACE_THRESHOLD};
+pub use reface::{reface, Refaced};
 pub use volume::Volume;

@@ -197,14 +197,15 @@ pub fn affine(h: &NiftiHeader) -> [[f64; 4]; 3] {
 }
 
 /// Writes a copy of the NIfTI file `input` in which the voxels marked in `removed` (of the
-/// first 3-D volume, and likewise of every further volume of a 4-D series) hold `fill` (a
-/// value in the file's own units, before scaling). Everything else (header, extensions,
-/// other voxels) stays byte for byte. The output is gzip-compressed when `input` was.
+/// first 3-D volume, and likewise of every further volume of a 4-D series) hold their value
+/// in `values` (the new first volume, in the file's own units, before scaling). Everything
+/// else (header, extensions, other voxels) stays byte for byte. The output is
+/// gzip-compressed when `input` was.
 pub fn write_defaced(
     input: &Path,
     header: &NiftiHeader,
     removed: &[bool],
-    fill: f32,
+    values: &[f32],
 ) -> Result<Vec<u8>, NiftiError> {
     use std::io::Read;
     let raw = std::fs::read(input).map_err(|e| NiftiError::Unreadable(e.to_string()))?;
@@ -221,17 +222,21 @@ pub fn write_defaced(
     let size = (header.bitpix.max(8) / 8) as usize;
     let offset = header.vox_offset.max(0.0) as usize;
     let big = header.endianness == nifti::Endianness::Big;
-    let value = encode(fill, header.datatype, big)
-        .ok_or_else(|| NiftiError::Unsupported(format!("NIfTI datatype {}", header.datatype)))?;
-    if value.len() != size {
+    let unsupported = || NiftiError::Unsupported(format!("NIfTI datatype {}", header.datatype));
+    if encode(0.0, header.datatype, big)
+        .ok_or_else(unsupported)?
+        .len()
+        != size
+    {
         return Err(NiftiError::Unsupported(
             "bitpix disagrees with the datatype".into(),
         ));
     }
     let per_volume = removed.len();
     let volumes = (bytes.len().saturating_sub(offset) / size / per_volume.max(1)).max(1);
-    for t in 0..volumes {
-        for (i, _) in removed.iter().enumerate().filter(|(_, &r)| r) {
+    for (i, _) in removed.iter().enumerate().filter(|(_, &r)| r) {
+        let value = encode(values[i], header.datatype, big).ok_or_else(unsupported)?;
+        for t in 0..volumes {
             let at = offset + (t * per_volume + i) * size;
             if let Some(slot) = bytes.get_mut(at..at + size) {
                 slot.copy_from_slice(&value);

@@ -284,9 +284,13 @@ fn format(path: &Path, ds: &DataSet<'_>, enc: Encoding) -> Result<Format, Series
 }
 
 /// Reads every frame of one file: the layout and, per frame, its position and values.
-fn read_frames(path: &Path, bytes: &[u8], file: usize) -> Result<(Layout, Vec<Frame>), SeriesError> {
+fn read_frames(
+    path: &Path,
+    bytes: &[u8],
+    file: usize,
+) -> Result<(Layout, Vec<Frame>), SeriesError> {
     let mut inflated = Vec::new();
-    let (meta, ds, enc) = open(path, &bytes, &mut inflated)?;
+    let (meta, ds, enc) = open(path, bytes, &mut inflated)?;
     let f = format(path, &ds, enc)?;
     let frames = number_of_frames(&ds);
     let pixels = radveil_integrity::binding::decoded_pixels(&ds, enc, &meta.transfer_syntax)
@@ -467,14 +471,15 @@ pub fn assemble_with(
 pub const CLEAN_RECOGNIZABLE_VISUAL_FEATURES: (&str, &str) =
     radveil_standard::CLEAN_RECOGNIZABLE_VISUAL_FEATURES_CODE;
 
-/// Re-encodes file `file` of `series` with the voxels marked in `removed` set to `fill`
-/// (in modality units; stored as the nearest representable value) and the
-/// de-identification record added. Returns the new file's bytes.
+/// Re-encodes file `file` of `series` with the voxels marked in `removed` set to their
+/// value in `values` (the new volume, in modality units; stored as the nearest
+/// representable value) and the de-identification record added. Returns the new file's
+/// bytes.
 pub fn rewrite(
     series: &SeriesVolume,
     file: usize,
     removed: &[bool],
-    fill: f32,
+    values: &[f32],
 ) -> Result<Vec<u8>, SeriesError> {
     let path = &series.files[file];
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
@@ -496,10 +501,11 @@ pub fn rewrite(
         let frame = series.slices[k].1;
         let g = frame_geometry(&ds, frame)
             .ok_or_else(|| file_error(path, "the file changed while it was defaced"))?;
-        let raw = stored_value(fill, g.rescale, f).to_le_bytes();
         let frame_pixels = &mut pixels[frame * plane * bytes_per..(frame + 1) * plane * bytes_per];
         for (p, px) in frame_pixels.chunks_exact_mut(bytes_per).enumerate() {
-            if removed[k * plane + p] {
+            let v = k * plane + p;
+            if removed[v] {
+                let raw = stored_value(values[v], g.rescale, f).to_le_bytes();
                 px.copy_from_slice(&raw[..bytes_per]);
             }
         }

@@ -400,7 +400,7 @@ fn process_volume(
                     &series,
                     n,
                     &defaced.removed,
-                    defaced.fill,
+                    &series.volume.data,
                 ) {
                     Ok(bytes) => finish(batch, p, &bytes, None, shared, VisualFeatures::Cleaned),
                     Err(e) => Record::failed(p, Status::Failed, format!("cannot deface: {e}")),

@@ -100,6 +100,46 @@ fn check_one(input: &Path, render_dir: Option<&Path>) -> Result<radveil_deface::
     Ok(fc)
 }
 
+/// What replaces the face.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Background (air).
+    Deface,
+    /// A smooth surface of one tissue value.
+    Reface,
+}
+
+/// A defaced (and perhaps refaced) volume.
+struct Done {
+    defaced: radveil_deface::Defaced,
+    refaced: Option<radveil_deface::Refaced>,
+}
+
+impl Done {
+    /// The face check that decided the result.
+    fn after(&self) -> Option<&radveil_deface::FaceCheck> {
+        match &self.refaced {
+            Some(r) => Some(&r.after),
+            None => self.defaced.after.as_ref(),
+        }
+    }
+}
+
+/// Defaces `volume` in place, then refaces it when asked.
+fn run_mode(volume: &mut radveil_deface::Volume, args: &DefaceArgs) -> Result<Done> {
+    let options = radveil_deface::DefaceOptions {
+        ears: !args.keep_ears,
+        verify: true,
+    };
+    let original = (args.mode == Mode::Reface).then(|| volume.clone());
+    let defaced = radveil_deface::deface(volume, options)?;
+    let refaced = match original {
+        Some(o) => Some(radveil_deface::reface(volume, &o, &defaced).context("refacing")?),
+        None => None,
+    };
+    Ok(Done { defaced, refaced })
+}
+
 /// `radveil deface` arguments.
 #[derive(clap::Args)]
 pub struct DefaceArgs {
@@ -114,6 +154,10 @@ pub struct DefaceArgs {
     /// Leave the ears on.
     #[arg(long)]
     keep_ears: bool,
+    /// `deface` leaves background where the face was; `reface` fills it with a smooth,
+    /// non-identifying surface (for tools that expect a whole head).
+    #[arg(long, value_enum, default_value = "deface")]
+    mode: Mode,
     /// Save renders of the result as PNG files into this directory.
     #[arg(long, value_name = "DIR")]
     render: Option<PathBuf>,
@@ -197,28 +241,38 @@ pub fn deface(args: DefaceArgs) -> Result<ExitCode> {
 fn report(
     args: &DefaceArgs,
     input: &str,
-    result: Result<(String, radveil_deface::Defaced)>,
+    result: Result<(String, Done)>,
     started: std::time::Instant,
 ) -> bool {
     let secs = started.elapsed().as_secs_f64();
     match result {
-        Ok((target, d)) => {
+        Ok((target, done)) => {
+            let d = &done.defaced;
             let before = d.before.as_ref().map_or(0.0, |c| c.score);
-            let after = d.after.as_ref().map_or(0.0, |c| c.score);
+            let after = done.after().map_or(0.0, |c| c.score);
+            let status = if done.refaced.is_some() {
+                "refaced"
+            } else {
+                "defaced"
+            };
             if args.json {
-                outln!(
-                    "{}",
-                    serde_json::json!({
-                    "input": input, "status": "defaced", "output": target,
+                let mut line = serde_json::json!({
+                    "input": input, "status": status, "output": target,
                     "face_voxels": d.face_voxels, "ear_voxels": d.ear_voxels,
                     "cut_depth_mm": d.depth,
                     "face_score_before": (before * 100.0).round() / 100.0,
                     "face_score_after": (after * 100.0).round() / 100.0,
-                    "seconds": (secs * 100.0).round() / 100.0})
-                );
+                    "seconds": (secs * 100.0).round() / 100.0});
+                if let Some(r) = &done.refaced {
+                    line["refaced_voxels"] = r.filled_voxels.into();
+                }
+                outln!("{line}");
             } else {
+                let reface = done.refaced.as_ref().map_or(String::new(), |r| {
+                    format!(", {} voxels refaced", r.filled_voxels)
+                });
                 outln!(
-                    "defaced\t{input}\t{target}\tface {} tissue voxels, ears {} tissue voxels, cut {:.0} mm behind the nasion; face score {:.1} before, {:.1} after (threshold {}); {:.2} s",
+                    "{status}\t{input}\t{target}\tface {} tissue voxels, ears {} tissue voxels, cut {:.0} mm behind the nasion{reface}; face score {:.1} before, {:.1} after (threshold {}); {:.2} s",
                     d.face_voxels, d.ear_voxels, d.depth, before, after, radveil_deface::FACE_THRESHOLD, secs
                 );
             }
@@ -244,17 +298,15 @@ fn deface_series(
     files: &[PathBuf],
     roots: &[PathBuf],
     args: &DefaceArgs,
-) -> Result<(String, radveil_deface::Defaced)> {
+) -> Result<(String, Done)> {
     let mut series = radveil_deface::series::assemble(files)?;
-    let options = radveil_deface::DefaceOptions {
-        ears: !args.keep_ears,
-        verify: true,
-    };
-    let defaced = radveil_deface::deface(&mut series.volume, options)?;
+    let done = run_mode(&mut series.volume, args)?;
+    let defaced = &done.defaced;
     // Encode every file first: nothing is written unless all can be.
     let mut outputs = Vec::with_capacity(series.files.len());
     for (n, f) in series.files.iter().enumerate() {
-        let bytes = radveil_deface::series::rewrite(&series, n, &defaced.removed, defaced.fill)?;
+        let bytes =
+            radveil_deface::series::rewrite(&series, n, &defaced.removed, &series.volume.data)?;
         let relative = roots
             .iter()
             .filter(|r| r.is_dir())
@@ -275,25 +327,30 @@ fn deface_series(
         .first()
         .and_then(|(t, _)| t.parent())
         .map_or_else(String::new, |p| p.display().to_string());
-    Ok((dir, defaced))
+    Ok((dir, done))
 }
 
-fn deface_one(input: &Path, args: &DefaceArgs) -> Result<(PathBuf, radveil_deface::Defaced)> {
+fn deface_one(input: &Path, args: &DefaceArgs) -> Result<(PathBuf, Done)> {
     let (mut volume, header) = radveil_deface::nifti_io::read(input)?;
-    let options = radveil_deface::DefaceOptions {
-        ears: !args.keep_ears,
-        verify: true,
-    };
-    let defaced = radveil_deface::deface(&mut volume, options)?;
-    let bytes =
-        radveil_deface::nifti_io::write_defaced(input, &header, &defaced.removed, defaced.fill)?;
+    let done = run_mode(&mut volume, args)?;
+    let bytes = radveil_deface::nifti_io::write_defaced(
+        input,
+        &header,
+        &done.defaced.removed,
+        &volume.data,
+    )?;
     let name = input.file_name().context("input without a file name")?;
     let target = args.out.join(name);
     crate::output::write_new(&target, &bytes)?;
-    if let (Some(dir), Some(after)) = (&args.render, &defaced.after) {
-        save_renders(dir, &name.to_string_lossy(), ".defaced", after)?;
+    if let (Some(dir), Some(after)) = (&args.render, done.after()) {
+        let suffix = if done.refaced.is_some() {
+            ".refaced"
+        } else {
+            ".defaced"
+        };
+        save_renders(dir, &name.to_string_lossy(), suffix, after)?;
     }
-    Ok((target, defaced))
+    Ok((target, done))
 }
 
 /// Writes a face check's renders as `STEM{suffix}.VIEW.png` (STEM: the input's name without
