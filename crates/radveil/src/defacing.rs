@@ -276,14 +276,14 @@ fn deface_series(
 }
 
 fn deface_one(input: &Path, args: &DefaceArgs) -> Result<(PathBuf, radveil_deface::Defaced)> {
-    let (mut volume, header) = radveil_deface::nifti_io::read(input)?;
+    let file = radveil_deface::nifti_io::NiftiFile::open(input)?;
+    let (mut volume, header) = file.volume()?;
     let options = radveil_deface::DefaceOptions {
         ears: !args.keep_ears,
         verify: true,
     };
     let defaced = radveil_deface::deface(&mut volume, options)?;
-    let bytes =
-        radveil_deface::nifti_io::write_defaced(input, &header, &defaced.removed, defaced.fill)?;
+    let bytes = file.defaced(&header, &defaced.removed, defaced.fill)?;
     let name = input.file_name().context("input without a file name")?;
     let target = args.out.join(name);
     crate::output::write_new(&target, &bytes)?;
