@@ -86,6 +86,8 @@ const HEAD_CLOSING_MM: f64 = 5.0;
 const EAR_OPENING_MM: f64 = 5.0;
 /// Above the brow, tissue this deep under the skin is taken for brain.
 const BRAIN_DEPTH_MM: f64 = 18.0;
+/// Further back (temporal lobes, brainstem), tissue this deep under the skin.
+const BACK_BRAIN_DEPTH_MM: f64 = 25.0;
 /// Distance kept between the cut and the brain region.
 const CLEARANCE_MM: f64 = 4.0;
 /// How far behind the nasion skin the cut starts, at most goes, and must be able to go.
@@ -226,13 +228,14 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
     // Depth under the skin on a 2 mm grid whose voxels are wholly inside the head: never
     // deeper than the truth, so the guard errs towards keeping tissue.
     let coarse = head.halved(false);
-    let inside = coarse.distance_sq(false);
+    let deepest = BRAIN_DEPTH_MM.max(BACK_BRAIN_DEPTH_MM) / coarse.step;
+    let inside = coarse.distance_sq_within(false, (deepest * deepest) as f32);
     let deep = |c: usize, mm: f64| inside[c] as f64 >= (mm / coarse.step).powi(2);
     let mut brain_guard = vec![false; head.len()];
     head.each_halved(|i, c, [_, y, z]| {
         brain_guard[i] = head.data[i]
             && ((z >= nasion_z + mm(8.0) && deep(c, BRAIN_DEPTH_MM))
-                || (deep(c, 25.0) && (y as i64) <= nasion_y - mm(40.0) as i64));
+                || (deep(c, BACK_BRAIN_DEPTH_MM) && (y as i64) <= nasion_y - mm(40.0) as i64));
     });
     // Per height, the most anterior y of the brain region (any x).
     let mut brain_front = vec![i64::MIN; gz];

@@ -161,12 +161,12 @@ impl Grid {
     /// ball (in a T1 head, the dark skull and CSF between scalp and brain; the ear canals).
     pub fn close(&mut self, radius: f64) {
         let r2 = (radius * radius) as f32;
-        let to_set = self.distance_sq(true);
+        let to_set = self.distance_sq_within(true, r2);
         let dilated = Grid {
             data: to_set.iter().map(|&d| d <= r2).collect(),
             ..self.clone()
         };
-        let to_unset = dilated.distance_sq(false);
+        let to_unset = dilated.distance_sq_within(false, r2);
         for (v, d) in self.data.iter_mut().zip(&to_unset) {
             *v = *d > r2;
         }
@@ -176,12 +176,16 @@ impl Grid {
     /// the parts thinner than the ball (ears, seen from the head).
     pub fn opened(&self, radius: f64) -> Vec<bool> {
         let r2 = (radius * radius) as f32;
-        let depth = self.distance_sq(false);
+        let depth = self.distance_sq_within(false, r2);
         let eroded = Grid {
             data: depth.iter().map(|&d| d > r2).collect(),
             ..self.clone()
         };
-        eroded.distance_sq(true).iter().map(|&d| d <= r2).collect()
+        eroded
+            .distance_sq_within(true, r2)
+            .iter()
+            .map(|&d| d <= r2)
+            .collect()
     }
 
     /// A grid of half the resolution: a coarse voxel is set when `any` (or, with
@@ -377,9 +381,61 @@ impl Grid {
         .flatten()
     }
 
-    /// Squared Euclidean distance (in voxels²) from each voxel to the nearest voxel whose
-    /// value is `to` (Felzenszwalb–Huttenlocher, separable, exact).
-    pub fn distance_sq(&self, to: bool) -> Vec<f32> {
+    /// [`Grid::distance_sq`] where that is at most `cap`, and a value above `cap`
+    /// elsewhere: all that comparing with a radius needs. Each pass along y and z takes
+    /// the least over the rows within `cap`'s reach, whole rows at a time, which for small
+    /// caps is much cheaper than the lower envelope.
+    pub fn distance_sq_within(&self, to: bool, cap: f32) -> Vec<f32> {
+        let [nx, ny, nz] = self.dims;
+        let mut d = self.distance_sq_x(to);
+        // The largest offset whose square is within the cap.
+        let mut reach = cap.max(0.0).sqrt() as usize;
+        while ((reach + 1) * (reach + 1)) as f32 <= cap {
+            reach += 1;
+        }
+        let lower = |out: &mut [f32], src: &[f32], w: f32| {
+            for (o, &s) in out.iter_mut().zip(src) {
+                let v = s + w;
+                *o = if v < *o { v } else { *o };
+            }
+        };
+        // Along y, plane by plane.
+        let plane = nx * ny;
+        let mut src = vec![0f32; plane];
+        for p in d.chunks_exact_mut(plane.max(1)) {
+            src.copy_from_slice(p);
+            for y in 0..ny {
+                let out = &mut p[y * nx..(y + 1) * nx];
+                for dy in 1..=reach.min(ny) {
+                    let w = (dy * dy) as f32;
+                    if y >= dy {
+                        lower(out, &src[(y - dy) * nx..][..nx], w);
+                    }
+                    if y + dy < ny {
+                        lower(out, &src[(y + dy) * nx..][..nx], w);
+                    }
+                }
+            }
+        }
+        // Along z.
+        let src = d.clone();
+        for z in 0..nz {
+            let out = &mut d[z * plane..(z + 1) * plane];
+            for dz in 1..=reach.min(nz) {
+                let w = (dz * dz) as f32;
+                if z >= dz {
+                    lower(out, &src[(z - dz) * plane..][..plane], w);
+                }
+                if z + dz < nz {
+                    lower(out, &src[(z + dz) * plane..][..plane], w);
+                }
+            }
+        }
+        d
+    }
+
+    /// Squared distance along x alone to the nearest voxel whose value is `to`.
+    fn distance_sq_x(&self, to: bool) -> Vec<f32> {
         let [nx, ny, nz] = self.dims;
         let mut d = vec![INF; self.len()];
         // Along x, on the binary input: two sweeps give the exact 1-D distance.
@@ -408,6 +464,14 @@ impl Grid {
                 }
             }
         }
+        d
+    }
+
+    /// Squared Euclidean distance (in voxels²) from each voxel to the nearest voxel whose
+    /// value is `to` (Felzenszwalb–Huttenlocher, separable, exact).
+    pub fn distance_sq(&self, to: bool) -> Vec<f32> {
+        let [nx, ny, nz] = self.dims;
+        let mut d = self.distance_sq_x(to);
         let mut scratch = Scratch::default();
         let mut f = Vec::new();
         let mut out = Vec::new();
@@ -657,6 +721,32 @@ mod tests {
 #[cfg(test)]
 mod brute {
     use super::*;
+
+    #[test]
+    fn distance_within_a_cap_is_exact_up_to_it() {
+        let mut seed = 777u64;
+        let mut g = Grid {
+            origin: [0.0; 3],
+            step: 1.0,
+            dims: [23, 19, 17],
+            data: vec![false; 23 * 19 * 17],
+        };
+        for v in g.data.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *v = seed.is_multiple_of(151);
+        }
+        for to in [true, false] {
+            let exact = g.distance_sq(to);
+            for cap in [0.0, 2.0, 6.25, 25.0, 156.25] {
+                let within = g.distance_sq_within(to, cap);
+                for (e, w) in exact.iter().zip(&within) {
+                    assert!(if *e <= cap { w == e } else { *w > cap }, "{e} {w} {cap}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn distance_transform_matches_brute_force() {
