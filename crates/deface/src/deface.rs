@@ -173,17 +173,10 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
             let mut x = 0;
             while x < gx {
                 let v = to_voxel(head.world(x, y, z));
-                match occupancy.run(v, dx) {
-                    Some((value, n)) => {
-                        let end = (x + n).min(gx);
-                        head.data[row + x..row + end].fill(value);
-                        x = end;
-                    }
-                    None => {
-                        head.data[row + x] = occupancy.above(v);
-                        x += 1;
-                    }
-                }
+                let (value, n) = occupancy.probe(v, dx);
+                let end = (x + n).min(gx);
+                head.data[row + x..row + end].fill(value);
+                x = end;
             }
         }
     }

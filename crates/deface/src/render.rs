@@ -186,33 +186,31 @@ pub fn render(occupancy: &Occupancy, scene: &Scene, view: View, size: usize) -> 
                 let mut s = 0;
                 while s < n {
                     // Steps through blocks wholly below the threshold need no sample.
-                    if let Some((false, k)) = occupancy.run(v, dc) {
+                    let (hit, k) = occupancy.probe(v, dc);
+                    if !hit {
                         for _ in 0..k.min(n - s) {
                             v = [v[0] + dc[0], v[1] + dc[1], v[2] + dc[2]];
                         }
                         s += k;
                         continue;
                     }
-                    if inside(v) {
-                        let (mut lo, mut hi) = (s as f64 - 1.0, s as f64);
-                        if s > 0 {
-                            for _ in 0..3 {
-                                let mid = 0.5 * (lo + hi);
-                                let t = hi - mid;
-                                let p = [v[0] - dc[0] * t, v[1] - dc[1] * t, v[2] - dc[2] * t];
-                                if inside(p) {
-                                    hi = mid;
-                                    v = p;
-                                } else {
-                                    lo = mid;
-                                }
+                    // On the first hit, bisect back to the surface.
+                    let (mut lo, mut hi) = (s as f64 - 1.0, s as f64);
+                    if s > 0 {
+                        for _ in 0..3 {
+                            let mid = 0.5 * (lo + hi);
+                            let t = hi - mid;
+                            let p = [v[0] - dc[0] * t, v[1] - dc[1] * t, v[2] - dc[2] * t];
+                            if inside(p) {
+                                hi = mid;
+                                v = p;
+                            } else {
+                                lo = mid;
                             }
                         }
-                        depth[row * size + col] = skipped + hi.max(0.0) * step * COARSE;
-                        break;
                     }
-                    v = [v[0] + dc[0], v[1] + dc[1], v[2] + dc[2]];
-                    s += 1;
+                    depth[row * size + col] = skipped + hi.max(0.0) * step * COARSE;
+                    break;
                 }
             }
         }
