@@ -21,7 +21,7 @@
 
 use crate::grid::Grid;
 use crate::render::Scene;
-use crate::volume::Volume;
+use crate::volume::{Occupancy, Volume};
 
 /// What to remove.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +76,9 @@ pub struct Defaced {
 }
 
 const GRID_MM: f64 = 1.0;
+/// Grid labels: the voxel goes with the face, or with an ear.
+const FACE: u8 = 1;
+const EAR: u8 = 2;
 /// Closing radius for the head mask: bridges the dark skull and CSF (in T1) and the ear
 /// canals, so the head is solid and the ears are thin plates on it.
 const HEAD_CLOSING_MM: f64 = 5.0;
@@ -83,6 +86,8 @@ const HEAD_CLOSING_MM: f64 = 5.0;
 const EAR_OPENING_MM: f64 = 5.0;
 /// Above the brow, tissue this deep under the skin is taken for brain.
 const BRAIN_DEPTH_MM: f64 = 18.0;
+/// Further back (temporal lobes, brainstem), tissue this deep under the skin.
+const BACK_BRAIN_DEPTH_MM: f64 = 25.0;
 /// Distance kept between the cut and the brain region.
 const CLEARANCE_MM: f64 = 4.0;
 /// How far behind the nasion skin the cut starts, at most goes, and must be able to go.
@@ -126,17 +131,19 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
     let mut lo = [f64::INFINITY; 3];
     let mut hi = [f64::NEG_INFINITY; 3];
     {
+        // World coordinates are monotonic along a row of voxels: its first and last tissue
+        // voxels hold the row's extremes.
         let [ni, nj, nk] = volume.dims;
         for k in 0..nk {
             for j in 0..nj {
-                let row = volume.index(0, j, k);
-                for i in 0..ni {
-                    if volume.data[row + i] > scene.threshold {
-                        let w = volume.world([i as f64, j as f64, k as f64]);
-                        for c in 0..3 {
-                            lo[c] = lo[c].min(w[c]);
-                            hi[c] = hi[c].max(w[c]);
-                        }
+                let row = &volume.data[volume.index(0, j, k)..][..ni];
+                let first = row.iter().position(|&v| v > scene.threshold);
+                let last = row.iter().rposition(|&v| v > scene.threshold);
+                for i in first.into_iter().chain(last) {
+                    let w = volume.world([i as f64, j as f64, k as f64]);
+                    for c in 0..3 {
+                        lo[c] = lo[c].min(w[c]);
+                        hi[c] = hi[c].max(w[c]);
                     }
                 }
             }
@@ -153,14 +160,23 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
     let to_voxel = volume
         .world_to_voxel()
         .ok_or_else(|| DefaceError::NotAHead("singular voxel-to-world transform".into()))?;
+    let occupancy = Occupancy::new(volume, scene.threshold);
     let [gx, gy, gz] = head.dims;
+    // One grid step along x, in voxels.
+    let dx = {
+        let (a, b) = (to_voxel(head.world(0, 0, 0)), to_voxel(head.world(1, 0, 0)));
+        [0, 1, 2].map(|c| b[c] - a[c])
+    };
     for z in 0..gz {
         for y in 0..gy {
-            for x in 0..gx {
+            let row = head.index(0, y, z);
+            let mut x = 0;
+            while x < gx {
                 let v = to_voxel(head.world(x, y, z));
-                let inside = volume.sample(v).is_some_and(|s| s > scene.threshold);
-                let g = head.index(x, y, z);
-                head.data[g] = inside;
+                let (value, n) = occupancy.probe(v, dx);
+                let end = (x + n).min(gx);
+                head.data[row + x..row + end].fill(value);
+                x = end;
             }
         }
     }
@@ -170,19 +186,11 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
     {
         let mut coarse = head.halved(true);
         coarse.keep_largest_component();
-        for i in 0..head.len() {
-            if head.data[i] && !coarse.data[head.halved_index(i)] {
-                head.data[i] = false;
-            }
-        }
+        head.update_halved(|v, c| v && coarse.data[c]);
         coarse.close(HEAD_CLOSING_MM / coarse.step);
         coarse.fill_holes();
         let inner = coarse.interior();
-        for i in 0..head.len() {
-            if inner[head.halved_index(i)] {
-                head.data[i] = true;
-            }
-        }
+        head.update_halved(|v, c| v || inner[c]);
     }
     let head_ml = head.data.iter().filter(|&&b| b).count() as f64 * GRID_MM.powi(3) / 1000.0;
     if !(400.0..=12_000.0).contains(&head_ml) {
@@ -213,23 +221,25 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
     // Depth under the skin on a 2 mm grid whose voxels are wholly inside the head: never
     // deeper than the truth, so the guard errs towards keeping tissue.
     let coarse = head.halved(false);
-    let inside = coarse.distance_sq(false);
-    let deep =
-        |i: usize, mm: f64| inside[head.halved_index(i)] as f64 >= (mm / coarse.step).powi(2);
-    let brain_guard: Vec<bool> = (0..head.len())
-        .map(|i| {
-            let z = i / (gx * gy);
-            let y = (i / gx) % gy;
-            head.data[i]
-                && ((z >= nasion_z + mm(8.0) && deep(i, BRAIN_DEPTH_MM))
-                    || (deep(i, 25.0) && (y as i64) <= nasion_y - mm(40.0) as i64))
-        })
-        .collect();
+    let deepest = BRAIN_DEPTH_MM.max(BACK_BRAIN_DEPTH_MM) / coarse.step;
+    let inside = coarse.distance_sq_within(false, (deepest * deepest) as f32);
+    let deep = |c: usize, mm: f64| inside[c] as f64 >= (mm / coarse.step).powi(2);
+    let mut brain_guard = vec![false; head.len()];
+    head.each_halved(|i, c, [_, y, z]| {
+        brain_guard[i] = head.data[i]
+            && ((z >= nasion_z + mm(8.0) && deep(c, BRAIN_DEPTH_MM))
+                || (deep(c, BACK_BRAIN_DEPTH_MM) && (y as i64) <= nasion_y - mm(40.0) as i64));
+    });
     // Per height, the most anterior y of the brain region (any x).
     let mut brain_front = vec![i64::MIN; gz];
-    for (i, _) in brain_guard.iter().enumerate().filter(|(_, &b)| b) {
-        let (y, z) = ((i / gx) % gy, i / (gx * gy));
-        brain_front[z] = brain_front[z].max(y as i64);
+    for (z, front) in brain_front.iter_mut().enumerate() {
+        for y in (0..gy).rev() {
+            let row = head.index(0, y, z);
+            if brain_guard[row..row + gx].contains(&true) {
+                *front = y as i64;
+                break;
+            }
+        }
     }
     let cut = Cut {
         nasion_y: nasion_y as f64,
@@ -265,15 +275,22 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
     };
     let fill = volume.quantile(0.001).min(scene.threshold * 0.2);
     let before = if options.verify {
-        crate::face::check(volume).ok()
+        crate::face::check_scene(&occupancy, &scene).ok()
     } else {
         None
     };
-    let original = volume.data.clone();
+    // The voxels set to `fill`, with their original values (restored before a deeper cut,
+    // and when the volume is declined).
+    let mut saved: Vec<(usize, f32)> = Vec::new();
     // Start 18 mm behind the nasion skin and go deeper while a face is still detected.
     let mut depth = START_DEPTH_MM.min(max_depth);
     loop {
-        let mut face_grid = vec![false; head.len()];
+        for &(idx, v) in &saved {
+            volume.data[idx] = v;
+        }
+        saved.clear();
+        // Per grid voxel: 0 kept, FACE or EAR removed.
+        let mut label: Vec<u8> = ears.iter().map(|&e| if e { EAR } else { 0 }).collect();
         // Down to the chin, 75 mm below the nose tip; the neck is left alone.
         for z in nose_z.saturating_sub(mm(75.0))..gz {
             let limit = cut.y(depth, z as f64);
@@ -285,35 +302,27 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
                     let i = head.index(x, y, z);
                     // Air in front of the cut goes too (specks of noise above the skin
                     // threshold that are not part of the head would show on renders).
-                    face_grid[i] = !brain_guard[i];
+                    if !brain_guard[i] {
+                        label[i] = FACE;
+                    }
                 }
             }
         }
         // Map back to the original voxels.
         let mut removed = vec![false; volume.len()];
         let (mut face_voxels, mut ear_voxels) = (0usize, 0usize);
-        let [ni, nj, nk] = volume.dims;
-        for k in 0..nk {
-            for j in 0..nj {
-                for i in 0..ni {
-                    let w = volume.world([i as f64, j as f64, k as f64]);
-                    if let Some(g) = head.at_world(w) {
-                        let idx = volume.index(i, j, k);
-                        let tissue = original[idx] > scene.threshold;
-                        if face_grid[g] {
-                            removed[idx] = true;
-                            face_voxels += tissue as usize;
-                        } else if ears[g] {
-                            removed[idx] = true;
-                            ear_voxels += tissue as usize;
-                        }
-                    }
-                }
+        let data = &mut volume.data;
+        head.each_voxel_in(volume.dims, &volume.affine, &label, |idx, l| {
+            let tissue = data[idx] > scene.threshold;
+            if l == FACE {
+                face_voxels += tissue as usize;
+            } else {
+                ear_voxels += tissue as usize;
             }
-        }
-        for (v, (&r, &o)) in volume.data.iter_mut().zip(removed.iter().zip(&original)) {
-            *v = if r { fill } else { o };
-        }
+            removed[idx] = true;
+            saved.push((idx, data[idx]));
+            data[idx] = fill;
+        });
         let after = if options.verify {
             crate::face::check(volume).ok()
         } else {
@@ -335,7 +344,9 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
             });
         }
         if depth >= max_depth {
-            volume.data = original;
+            for &(idx, v) in &saved {
+                volume.data[idx] = v;
+            }
             return Err(DefaceError::Declined(format!(
                 "a face is still detected (score {:.1}) after cutting {depth:.0} mm behind the nasion, as deep as the brain allows",
                 after.map_or(0.0, |a| a.score)
@@ -349,13 +360,18 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
 fn extent(g: &Grid) -> ([usize; 3], [usize; 3]) {
     let mut lo = [usize::MAX; 3];
     let mut hi = [0usize; 3];
-    let [nx, ny, _] = g.dims;
-    for (i, &b) in g.data.iter().enumerate() {
-        if b {
-            let p = [i % nx, (i / nx) % ny, i / (nx * ny)];
-            for c in 0..3 {
-                lo[c] = lo[c].min(p[c]);
-                hi[c] = hi[c].max(p[c]);
+    let [nx, ny, nz] = g.dims;
+    for z in 0..nz {
+        for y in 0..ny {
+            let row = &g.data[g.index(0, y, z)..][..nx];
+            let (Some(first), Some(last)) =
+                (row.iter().position(|&b| b), row.iter().rposition(|&b| b))
+            else {
+                continue;
+            };
+            for (c, (l, h)) in [(first, last), (y, y), (z, z)].into_iter().enumerate() {
+                lo[c] = lo[c].min(l);
+                hi[c] = hi[c].max(h);
             }
         }
     }
@@ -455,25 +471,39 @@ impl Profile {
 /// The ears: what an opening with a 5 mm ball takes off the sides of the head between
 /// heights `z_lo` and `z_hi`, posterior to `front_y` minus 30 mm, and away from the midline.
 fn ear_region(head: &Grid, mid_x: usize, z_hi: usize, z_lo: usize, front_y: i64) -> Vec<bool> {
-    // The opening is computed on the ear band only, with a margin of the ball's radius.
-    let margin = mm(EAR_OPENING_MM) + 1;
-    let z0 = z_lo.saturating_sub(margin);
-    let slab = head.slab(z0, z_hi + margin);
-    let opened = slab.opened(EAR_OPENING_MM / GRID_MM);
-    let plane = head.dims[0] * head.dims[1];
     let [gx, gy, gz] = head.dims;
     let mut ears = vec![false; head.len()];
-    for z in z_lo.min(gz)..z_hi.min(gz) {
-        for y in 0..gy {
-            if (y as i64) > front_y - (30.0 / GRID_MM) as i64 {
-                continue;
-            }
-            for x in 0..gx {
-                if (x as i64 - mid_x as i64).unsigned_abs() < (45.0 / GRID_MM) as u64 {
-                    continue;
+    // The region: behind the face, and 45 mm or more to either side of the midline.
+    let last_y = front_y - (30.0 / GRID_MM) as i64;
+    if last_y < 0 {
+        return ears;
+    }
+    let y_end = (last_y as usize + 1).min(gy);
+    let half = (45.0 / GRID_MM) as usize;
+    let sides = [
+        (0, (mid_x + 1).saturating_sub(half)),
+        ((mid_x + half).min(gx), gx),
+    ];
+    // The opening is computed on the ear band only, with a margin of the ball's radius
+    // above and below; across and along the head, on a box around each side's region
+    // reaching two ball radii and a voxel beyond it, where the opening is the same as
+    // on the whole band.
+    let margin = mm(EAR_OPENING_MM) + 1;
+    let z0 = z_lo.saturating_sub(margin).min(gz);
+    let z1 = (z_hi + margin).min(gz).max(z0);
+    let wide = 2 * mm(EAR_OPENING_MM) + 2;
+    for (x_start, x_end) in sides.into_iter().filter(|(a, b)| a < b) {
+        let lo = [x_start.saturating_sub(wide), 0, z0];
+        let hi = [(x_end + wide).min(gx), (y_end + wide).min(gy), z1];
+        let part = head.sub(lo, hi);
+        let opened = part.opened(EAR_OPENING_MM / GRID_MM);
+        for z in z_lo.min(gz)..z_hi.min(gz) {
+            for y in 0..y_end {
+                for x in x_start..x_end {
+                    let i = head.index(x, y, z);
+                    let o = part.index(x - lo[0], y, z - lo[2]);
+                    ears[i] = head.data[i] && !opened.get(o).copied().unwrap_or(true);
                 }
-                let i = head.index(x, y, z);
-                ears[i] = head.data[i] && !opened.get(i - z0 * plane).copied().unwrap_or(true);
             }
         }
     }

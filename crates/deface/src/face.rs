@@ -7,7 +7,7 @@
 //! heads with their face removed at most about 14 (`../shared/notes/face-check.md`).
 
 use crate::render::{render, Render, Scene, View, VIEWS};
-use crate::volume::Volume;
+use crate::volume::{Occupancy, Volume};
 
 static MODEL: &[u8] = include_bytes!("../model/seeta_fd_frontal_v1.0.bin");
 
@@ -53,6 +53,12 @@ pub enum FaceCheckError {
 /// Renders `volume` from every view of [`VIEWS`] and runs the detector on each.
 pub fn check(volume: &Volume) -> Result<FaceCheck, FaceCheckError> {
     let scene = Scene::of(volume).ok_or(FaceCheckError::Empty)?;
+    check_scene(&Occupancy::new(volume, scene.threshold), &scene)
+}
+
+/// [`check`] where the volume's scene ([`Scene::of`]) is known already, with the volume's
+/// occupancy for the scene's threshold.
+pub fn check_scene(occupancy: &Occupancy, scene: &Scene) -> Result<FaceCheck, FaceCheckError> {
     let model = rustface::read_model(MODEL).map_err(|e| FaceCheckError::Model(e.to_string()))?;
     let mut detector = rustface::create_detector_with_model(model);
     detector.set_min_face_size(24);
@@ -61,7 +67,7 @@ pub fn check(volume: &Volume) -> Result<FaceCheck, FaceCheckError> {
     detector.set_slide_window_step(4, 4);
     let mut views = Vec::new();
     for view in VIEWS {
-        let r = render(volume, &scene, view, RENDER_SIZE);
+        let r = render(occupancy, scene, view, RENDER_SIZE);
         let image = rustface::ImageData::new(&r.pixels, r.width as u32, r.height as u32);
         let score = detector
             .detect(&image)

@@ -59,7 +59,7 @@ impl Grid {
     pub fn at_world(&self, w: [f64; 3]) -> Option<usize> {
         let mut idx = [0usize; 3];
         for c in 0..3 {
-            let f = ((w[c] - self.origin[c]) / self.step).round();
+            let f = round((w[c] - self.origin[c]) / self.step);
             if !(f >= 0.0 && (f as usize) < self.dims[c]) {
                 return None;
             }
@@ -68,16 +68,105 @@ impl Grid {
         Some(self.index(idx[0], idx[1], idx[2]))
     }
 
+    /// Calls `f(idx, label)` for every voxel `idx` of a volume (`dims`, voxel-to-world
+    /// `affine`) whose nearest grid voxel ([`Grid::at_world`]) has a nonzero `label` (one
+    /// per grid voxel), in the volume's index order.
+    pub fn each_voxel_in(
+        &self,
+        dims: [usize; 3],
+        affine: &[[f64; 4]; 3],
+        label: &[u8],
+        mut f: impl FnMut(usize, u8),
+    ) {
+        // Which blocks of 8³ grid voxels hold a label or border one that does (with a ring
+        // of blocks around the grid): runs of volume voxels far from every label are
+        // skipped with one look-up.
+        const B: usize = 8;
+        let [nx, ny, nz] = self.dims;
+        let nb = self.dims.map(|n| n.div_ceil(B) + 2);
+        let mut near = vec![false; nb[0] * nb[1] * nb[2]];
+        let block = |x: usize, y: usize, z: usize| x + nb[0] * (y + nb[1] * z);
+        for z in 0..nz {
+            for y in 0..ny {
+                let row = &label[self.index(0, y, z)..][..nx];
+                for (bx, chunk) in row.chunks(B).enumerate() {
+                    if chunk.iter().any(|&l| l != 0) {
+                        let (bx, by, bz) = (bx + 1, y / B + 1, z / B + 1);
+                        for dz in 0..3 {
+                            for dy in 0..3 {
+                                for dx in 0..3 {
+                                    near[block(bx + dx - 1, by + dy - 1, bz + dz - 1)] = true;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Grid position (before rounding) of a volume voxel, with world coordinates as the
+        // volume's affine gives them, term by term.
+        let [ni, nj, nk] = dims;
+        let along = |axis: usize, n: usize| -> Vec<[f64; 3]> {
+            (0..n)
+                .map(|v| [0, 1, 2].map(|c| affine[c][axis] * v as f64))
+                .collect()
+        };
+        let (wi, wj, wk) = (along(0, ni), along(1, nj), along(2, nk));
+        let at = |i: usize, j: usize, k: usize| -> [f64; 3] {
+            let grid = |c: usize| {
+                let w = wi[i][c] + wj[j][c] + wk[k][c] + affine[c][3];
+                (w - self.origin[c]) / self.step
+            };
+            [grid(0), grid(1), grid(2)]
+        };
+        // A run of `run` voxels along i moves less than 7.5 grid voxels: each maps within a
+        // block of the one the run starts in.
+        let di = (0..3).map(|c| affine[c][0].powi(2)).sum::<f64>().sqrt() / self.step;
+        let run = ((7.0 / di).floor() as usize).clamp(1, B);
+        for k in 0..nk {
+            for j in 0..nj {
+                let row = ni * (j + nj * k);
+                for i0 in (0..ni).step_by(run) {
+                    let p = at(i0, j, k);
+                    // The block (counting the ring) of each coordinate: floor(p / B) + 1.
+                    let block_of = |x: f64| x / B as f64 + 1.0;
+                    let b = [block_of(p[0]), block_of(p[1]), block_of(p[2])];
+                    let reachable = b.iter().zip(nb).all(|(&x, n)| x >= 0.0 && x < n as f64)
+                        && near[block(b[0] as usize, b[1] as usize, b[2] as usize)];
+                    if !reachable {
+                        continue;
+                    }
+                    for i in i0..(i0 + run).min(ni) {
+                        let p = at(i, j, k);
+                        let mut g = [0usize; 3];
+                        let mut inside = true;
+                        for c in 0..3 {
+                            let r = round(p[c]);
+                            inside &= r >= 0.0 && (r as usize) < self.dims[c];
+                            g[c] = r as usize;
+                        }
+                        if inside {
+                            let l = label[self.index(g[0], g[1], g[2])];
+                            if l != 0 {
+                                f(row + i, l);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Morphological closing with a ball of `radius` voxels: bridges gaps narrower than the
     /// ball (in a T1 head, the dark skull and CSF between scalp and brain; the ear canals).
     pub fn close(&mut self, radius: f64) {
         let r2 = (radius * radius) as f32;
-        let to_set = self.distance_sq(true);
+        let to_set = self.distance_sq_within(true, r2);
         let dilated = Grid {
             data: to_set.iter().map(|&d| d <= r2).collect(),
             ..self.clone()
         };
-        let to_unset = dilated.distance_sq(false);
+        let to_unset = dilated.distance_sq_within(false, r2);
         for (v, d) in self.data.iter_mut().zip(&to_unset) {
             *v = *d > r2;
         }
@@ -87,12 +176,16 @@ impl Grid {
     /// the parts thinner than the ball (ears, seen from the head).
     pub fn opened(&self, radius: f64) -> Vec<bool> {
         let r2 = (radius * radius) as f32;
-        let depth = self.distance_sq(false);
+        let depth = self.distance_sq_within(false, r2);
         let eroded = Grid {
             data: depth.iter().map(|&d| d > r2).collect(),
             ..self.clone()
         };
-        eroded.distance_sq(true).iter().map(|&d| d <= r2).collect()
+        eroded
+            .distance_sq_within(true, r2)
+            .iter()
+            .map(|&d| d <= r2)
+            .collect()
     }
 
     /// A grid of half the resolution: a coarse voxel is set when `any` (or, with
@@ -122,43 +215,86 @@ impl Grid {
         }
     }
 
-    /// The coarse voxel (of [`Grid::halved`]) holding fine voxel `i`.
+    /// Replaces every voxel's value `v` with `f(v, c)`, where `c` is the voxel of
+    /// [`Grid::halved`] that holds it.
+    pub fn update_halved(&mut self, mut f: impl FnMut(bool, usize) -> bool) {
+        let [nx, ny, nz] = self.dims;
+        let cx = nx.div_ceil(2);
+        let cy = ny.div_ceil(2);
+        let mut rows = self.data.chunks_exact_mut(nx.max(1));
+        for z in 0..nz {
+            for y in 0..ny {
+                let coarse_row = cx * ((y / 2) + cy * (z / 2));
+                if let Some(row) = rows.next() {
+                    for (x, v) in row.iter_mut().enumerate() {
+                        *v = f(*v, coarse_row + x / 2);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `f(i, c, [x, y, z])` for every voxel `i`, in order, at (x, y, z), with the
+    /// voxel `c` of [`Grid::halved`] that holds it.
     #[inline]
-    pub fn halved_index(&self, i: usize) -> usize {
-        let [nx, ny, _] = self.dims;
-        let (x, y, z) = (i % nx, (i / nx) % ny, i / (nx * ny));
+    pub fn each_halved(&self, mut f: impl FnMut(usize, usize, [usize; 3])) {
+        let [nx, ny, nz] = self.dims;
         let (cx, cy) = (nx.div_ceil(2), ny.div_ceil(2));
-        (x / 2) + cx * ((y / 2) + cy * (z / 2))
+        let mut i = 0;
+        for z in 0..nz {
+            for y in 0..ny {
+                let row = cx * ((y / 2) + cy * (z / 2));
+                for x in 0..nx {
+                    f(i, row + x / 2, [x, y, z]);
+                    i += 1;
+                }
+            }
+        }
     }
 
     /// The set voxels all of whose six neighbours are set too (erosion by one voxel).
     pub fn interior(&self) -> Vec<bool> {
-        (0..self.len())
-            .map(|i| {
-                self.data[i] && {
-                    let n: Vec<usize> = self.neighbours(i).collect();
-                    n.len() == 6 && n.iter().all(|&u| self.data[u])
+        let [nx, ny, nz] = self.dims;
+        let (sy, sz) = (nx, nx * ny);
+        let mut out = vec![false; self.len()];
+        if nx < 3 {
+            return out;
+        }
+        for z in 1..nz.saturating_sub(1) {
+            for y in 1..ny.saturating_sub(1) {
+                let row = self.index(0, y, z);
+                for (i, o) in out.iter_mut().enumerate().take(row + nx - 1).skip(row + 1) {
+                    *o = self.data[i]
+                        && self.data[i - 1]
+                        && self.data[i + 1]
+                        && self.data[i - sy]
+                        && self.data[i + sy]
+                        && self.data[i - sz]
+                        && self.data[i + sz];
                 }
-            })
-            .collect()
+            }
+        }
+        out
     }
 
-    /// The slab of z planes `z0..z1` as a grid of its own.
-    pub fn slab(&self, z0: usize, z1: usize) -> Grid {
-        let plane = self.dims[0] * self.dims[1];
-        let (z0, z1) = (
-            z0.min(self.dims[2]),
-            z1.min(self.dims[2]).max(z0.min(self.dims[2])),
-        );
+    /// The box of voxels `lo..hi` (per axis; `hi` at most the grid's size) as a grid of
+    /// its own.
+    pub fn sub(&self, lo: [usize; 3], hi: [usize; 3]) -> Grid {
+        let hi = [0, 1, 2].map(|c| hi[c].min(self.dims[c]));
+        let lo = [0, 1, 2].map(|c| lo[c].min(hi[c]));
+        let dims = [0, 1, 2].map(|c| hi[c] - lo[c]);
+        let mut data = Vec::with_capacity(dims[0] * dims[1] * dims[2]);
+        for z in lo[2]..hi[2] {
+            for y in lo[1]..hi[1] {
+                let row = self.index(lo[0], y, z);
+                data.extend_from_slice(&self.data[row..row + dims[0]]);
+            }
+        }
         Grid {
-            origin: [
-                self.origin[0],
-                self.origin[1],
-                self.origin[2] + z0 as f64 * self.step,
-            ],
+            origin: [0, 1, 2].map(|c| self.origin[c] + lo[c] as f64 * self.step),
             step: self.step,
-            dims: [self.dims[0], self.dims[1], z1 - z0],
-            data: self.data[z0 * plane..z1 * plane].to_vec(),
+            dims,
+            data,
         }
     }
 
@@ -245,9 +381,61 @@ impl Grid {
         .flatten()
     }
 
-    /// Squared Euclidean distance (in voxels²) from each voxel to the nearest voxel whose
-    /// value is `to` (Felzenszwalb–Huttenlocher, separable, exact).
-    pub fn distance_sq(&self, to: bool) -> Vec<f32> {
+    /// [`Grid::distance_sq`] where that is at most `cap`, and a value above `cap`
+    /// elsewhere: all that comparing with a radius needs. Each pass along y and z takes
+    /// the least over the rows within `cap`'s reach, whole rows at a time, which for small
+    /// caps is much cheaper than the lower envelope.
+    pub fn distance_sq_within(&self, to: bool, cap: f32) -> Vec<f32> {
+        let [nx, ny, nz] = self.dims;
+        let mut d = self.distance_sq_x(to);
+        // The largest offset whose square is within the cap.
+        let mut reach = cap.max(0.0).sqrt() as usize;
+        while ((reach + 1) * (reach + 1)) as f32 <= cap {
+            reach += 1;
+        }
+        let lower = |out: &mut [f32], src: &[f32], w: f32| {
+            for (o, &s) in out.iter_mut().zip(src) {
+                let v = s + w;
+                *o = if v < *o { v } else { *o };
+            }
+        };
+        // Along y, plane by plane.
+        let plane = nx * ny;
+        let mut src = vec![0f32; plane];
+        for p in d.chunks_exact_mut(plane.max(1)) {
+            src.copy_from_slice(p);
+            for y in 0..ny {
+                let out = &mut p[y * nx..(y + 1) * nx];
+                for dy in 1..=reach.min(ny) {
+                    let w = (dy * dy) as f32;
+                    if y >= dy {
+                        lower(out, &src[(y - dy) * nx..][..nx], w);
+                    }
+                    if y + dy < ny {
+                        lower(out, &src[(y + dy) * nx..][..nx], w);
+                    }
+                }
+            }
+        }
+        // Along z.
+        let src = d.clone();
+        for z in 0..nz {
+            let out = &mut d[z * plane..(z + 1) * plane];
+            for dz in 1..=reach.min(nz) {
+                let w = (dz * dz) as f32;
+                if z >= dz {
+                    lower(out, &src[(z - dz) * plane..][..plane], w);
+                }
+                if z + dz < nz {
+                    lower(out, &src[(z + dz) * plane..][..plane], w);
+                }
+            }
+        }
+        d
+    }
+
+    /// Squared distance along x alone to the nearest voxel whose value is `to`.
+    fn distance_sq_x(&self, to: bool) -> Vec<f32> {
         let [nx, ny, nz] = self.dims;
         let mut d = vec![INF; self.len()];
         // Along x, on the binary input: two sweeps give the exact 1-D distance.
@@ -276,6 +464,14 @@ impl Grid {
                 }
             }
         }
+        d
+    }
+
+    /// Squared Euclidean distance (in voxels²) from each voxel to the nearest voxel whose
+    /// value is `to` (Felzenszwalb–Huttenlocher, separable, exact).
+    pub fn distance_sq(&self, to: bool) -> Vec<f32> {
+        let [nx, ny, nz] = self.dims;
+        let mut d = self.distance_sq_x(to);
         let mut scratch = Scratch::default();
         let mut f = Vec::new();
         let mut out = Vec::new();
@@ -306,6 +502,24 @@ impl Grid {
             }
         }
         d
+    }
+}
+
+/// `x.round()` (half away from zero), without the library call that `f64::round` makes
+/// on x86-64 without SSE4.1.
+#[inline]
+fn round(x: f64) -> f64 {
+    if x.is_nan() || x.abs() >= 4.5e15 {
+        return x.round();
+    }
+    let t = x as i64 as f64;
+    let r = x - t;
+    if r >= 0.5 {
+        t + 1.0
+    } else if r <= -0.5 {
+        t - 1.0
+    } else {
+        t
     }
 }
 
@@ -400,6 +614,83 @@ mod tests {
     }
 
     #[test]
+    fn round_is_f64_round() {
+        let mut x = [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            0.49999999999999994,
+            -0.49999999999999994,
+            4503599627370495.5,
+            1e300,
+            -7.5000000001,
+            f64::INFINITY,
+        ]
+        .to_vec();
+        let mut seed = 3u64;
+        for _ in 0..10_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            x.push((seed >> 11) as f64 / (1u64 << 40) as f64 - 4096.0);
+        }
+        for v in x {
+            assert_eq!(round(v), v.round(), "{v}");
+        }
+        assert!(round(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn each_voxel_in_finds_the_voxels_at_world_does() {
+        let mut g = Grid::covering_box([-30.0, -25.0, -20.0], [30.0, 35.0, 25.0], 1.0);
+        let mut label = vec![0u8; g.len()];
+        let mut seed = 11u64;
+        for (i, l) in label.iter_mut().enumerate() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let z = i / (g.dims[0] * g.dims[1]);
+            // Labels in a band only, so that whole runs are skipped.
+            if (15..25).contains(&z) && seed.is_multiple_of(7) {
+                *l = 1 + (seed % 2) as u8;
+            }
+        }
+        g.data[0] = true;
+        let dims = [40, 45, 30];
+        let affine = [
+            [0.9, 0.3, 0.1, -25.0],
+            [-0.3, 0.95, 0.2, -20.0],
+            [0.05, -0.2, 1.3, -22.0],
+        ];
+        let mut found = Vec::new();
+        g.each_voxel_in(dims, &affine, &label, |idx, l| found.push((idx, l)));
+        let v = crate::volume::Volume {
+            dims,
+            data: vec![0.0; dims[0] * dims[1] * dims[2]],
+            affine,
+        };
+        let mut expected = Vec::new();
+        for k in 0..dims[2] {
+            for j in 0..dims[1] {
+                for i in 0..dims[0] {
+                    if let Some(at) = g.at_world(v.world([i as f64, j as f64, k as f64])) {
+                        if label[at] != 0 {
+                            expected.push((v.index(i, j, k), label[at]));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(expected.len() > 100);
+        assert_eq!(found, expected);
+    }
+
+    #[test]
     fn holes_fill_and_small_parts_go() {
         let mut g = Grid {
             origin: [0.0; 3],
@@ -430,6 +721,32 @@ mod tests {
 #[cfg(test)]
 mod brute {
     use super::*;
+
+    #[test]
+    fn distance_within_a_cap_is_exact_up_to_it() {
+        let mut seed = 777u64;
+        let mut g = Grid {
+            origin: [0.0; 3],
+            step: 1.0,
+            dims: [23, 19, 17],
+            data: vec![false; 23 * 19 * 17],
+        };
+        for v in g.data.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *v = seed.is_multiple_of(151);
+        }
+        for to in [true, false] {
+            let exact = g.distance_sq(to);
+            for cap in [0.0, 2.0, 6.25, 25.0, 156.25] {
+                let within = g.distance_sq_within(to, cap);
+                for (e, w) in exact.iter().zip(&within) {
+                    assert!(if *e <= cap { w == e } else { *w > cap }, "{e} {w} {cap}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn distance_transform_matches_brute_force() {

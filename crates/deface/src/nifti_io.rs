@@ -26,21 +26,35 @@ const MAX_VOXELS: usize = 1 << 28;
 /// The largest uncompressed NIfTI file accepted (bytes).
 const MAX_FILE: usize = 4 << 30;
 
-/// Reads a NIfTI-1 file (`.nii`, or gzip-compressed) into a volume (the first volume of a
-/// 4-D series).
-pub fn read(path: &Path) -> Result<(Volume, NiftiHeader), NiftiError> {
-    let raw = std::fs::read(path).map_err(|e| NiftiError::Unreadable(e.to_string()))?;
-    read_bytes(&raw)
+/// A NIfTI-1 file's bytes, inflated when the file was gzip-compressed: read once, both to
+/// take the volume from ([`NiftiFile::volume`]) and to write the defaced copy
+/// ([`NiftiFile::defaced`]).
+#[derive(Debug, Clone)]
+pub struct NiftiFile {
+    /// The uncompressed file: header, extensions, voxels.
+    pub bytes: Vec<u8>,
+    /// Whether the file was gzip-compressed (its defaced copy is too).
+    pub gz: bool,
 }
 
-/// Reads NIfTI-1 bytes (plain or gzip-compressed). The header is checked against the data
-/// before anything is allocated for the volume, so a hostile header cannot exhaust memory.
-pub fn read_bytes(raw: &[u8]) -> Result<(Volume, NiftiHeader), NiftiError> {
-    use std::io::Read;
-    let inflated;
-    let bytes: &[u8] = if raw.starts_with(&[0x1F, 0x8B]) {
+impl NiftiFile {
+    /// Reads a NIfTI-1 file (`.nii`, or gzip-compressed).
+    pub fn open(path: &Path) -> Result<NiftiFile, NiftiError> {
+        let raw = std::fs::read(path).map_err(|e| NiftiError::Unreadable(e.to_string()))?;
+        NiftiFile::from_bytes(raw)
+    }
+
+    /// NIfTI-1 bytes, plain or gzip-compressed (inflated here, at most 4 GiB).
+    pub fn from_bytes(raw: Vec<u8>) -> Result<NiftiFile, NiftiError> {
+        use std::io::Read;
+        if !raw.starts_with(&[0x1F, 0x8B]) {
+            return Ok(NiftiFile {
+                bytes: raw,
+                gz: false,
+            });
+        }
         let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(raw)
+        flate2::read::MultiGzDecoder::new(&raw[..])
             .take(MAX_FILE as u64 + 1)
             .read_to_end(&mut out)
             .map_err(|e| NiftiError::Unreadable(format!("gzip: {e}")))?;
@@ -49,11 +63,94 @@ pub fn read_bytes(raw: &[u8]) -> Result<(Volume, NiftiHeader), NiftiError> {
                 "larger than 4 GiB uncompressed".into(),
             ));
         }
-        inflated = out;
-        &inflated
+        Ok(NiftiFile {
+            bytes: out,
+            gz: true,
+        })
+    }
+
+    /// The volume (the first of a 4-D series) and the header.
+    pub fn volume(&self) -> Result<(Volume, NiftiHeader), NiftiError> {
+        parse(&self.bytes)
+    }
+
+    /// A copy of the file in which the voxels marked in `removed` (of the first 3-D volume,
+    /// and likewise of every further volume of a 4-D series) hold their value in `values`
+    /// (the new first volume, in the file's own units, before scaling). Everything else
+    /// (header, extensions, other voxels) stays byte for byte. The copy is gzip-compressed
+    /// when the file was.
+    pub fn defaced(
+        self,
+        header: &NiftiHeader,
+        removed: &[bool],
+        values: &[f32],
+    ) -> Result<Vec<u8>, NiftiError> {
+        let NiftiFile { mut bytes, gz } = self;
+        let size = (header.bitpix.max(8) / 8) as usize;
+        let offset = header.vox_offset.max(0.0) as usize;
+        let big = header.endianness == nifti::Endianness::Big;
+        let unsupported = || NiftiError::Unsupported(format!("NIfTI datatype {}", header.datatype));
+        if encode(0.0, header.datatype, big)
+            .ok_or_else(unsupported)?
+            .len()
+            != size
+        {
+            return Err(NiftiError::Unsupported(
+                "bitpix disagrees with the datatype".into(),
+            ));
+        }
+        let per_volume = removed.len();
+        let volumes = (bytes.len().saturating_sub(offset) / size / per_volume.max(1)).max(1);
+        // Runs of voxels with one value are encoded once (defacing gives one fill value).
+        let mut last: Option<(u32, Vec<u8>)> = None;
+        for (i, _) in removed.iter().enumerate().filter(|(_, &r)| r) {
+            let bits = values[i].to_bits();
+            if !matches!(&last, Some((b, _)) if *b == bits) {
+                let value = encode(values[i], header.datatype, big).ok_or_else(unsupported)?;
+                last = Some((bits, value));
+            }
+            let Some((_, value)) = &last else { continue };
+            for t in 0..volumes {
+                let at = offset + (t * per_volume + i) * size;
+                if let Some(slot) = bytes.get_mut(at..at + size) {
+                    slot.copy_from_slice(value);
+                }
+            }
+        }
+        if gz {
+            use std::io::Write;
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(bytes.len() / 2),
+                flate2::Compression::fast(),
+            );
+            enc.write_all(&bytes)
+                .map_err(|e| NiftiError::Unreadable(format!("gzip: {e}")))?;
+            enc.finish()
+                .map_err(|e| NiftiError::Unreadable(format!("gzip: {e}")))
+        } else {
+            Ok(bytes)
+        }
+    }
+}
+
+/// Reads a NIfTI-1 file (`.nii`, or gzip-compressed) into a volume (the first volume of a
+/// 4-D series).
+pub fn read(path: &Path) -> Result<(Volume, NiftiHeader), NiftiError> {
+    NiftiFile::open(path)?.volume()
+}
+
+/// Reads NIfTI-1 bytes (plain or gzip-compressed). The header is checked against the data
+/// before anything is allocated for the volume, so a hostile header cannot exhaust memory.
+pub fn read_bytes(raw: &[u8]) -> Result<(Volume, NiftiHeader), NiftiError> {
+    if raw.starts_with(&[0x1F, 0x8B]) {
+        NiftiFile::from_bytes(raw.to_vec())?.volume()
     } else {
-        raw
-    };
+        parse(raw)
+    }
+}
+
+/// Parses uncompressed NIfTI-1 bytes; the header is checked against the data first.
+fn parse(bytes: &[u8]) -> Result<(Volume, NiftiHeader), NiftiError> {
     let header =
         NiftiHeader::from_reader(bytes).map_err(|e| NiftiError::Unreadable(e.to_string()))?;
     let dim = header.dim;
@@ -194,65 +291,6 @@ pub fn affine(h: &NiftiHeader) -> [[f64; 4]; 3] {
         [0.0, nonzero(p[2].abs()), 0.0, 0.0],
         [0.0, 0.0, nonzero(p[3].abs()), 0.0],
     ]
-}
-
-/// Writes a copy of the NIfTI file `input` in which the voxels marked in `removed` (of the
-/// first 3-D volume, and likewise of every further volume of a 4-D series) hold their value
-/// in `values` (the new first volume, in the file's own units, before scaling). Everything
-/// else (header, extensions, other voxels) stays byte for byte. The output is
-/// gzip-compressed when `input` was.
-pub fn write_defaced(
-    input: &Path,
-    header: &NiftiHeader,
-    removed: &[bool],
-    values: &[f32],
-) -> Result<Vec<u8>, NiftiError> {
-    use std::io::Read;
-    let raw = std::fs::read(input).map_err(|e| NiftiError::Unreadable(e.to_string()))?;
-    let gz = raw.starts_with(&[0x1F, 0x8B]);
-    let mut bytes = if gz {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| NiftiError::Unreadable(format!("gzip: {e}")))?;
-        out
-    } else {
-        raw
-    };
-    let size = (header.bitpix.max(8) / 8) as usize;
-    let offset = header.vox_offset.max(0.0) as usize;
-    let big = header.endianness == nifti::Endianness::Big;
-    let unsupported = || NiftiError::Unsupported(format!("NIfTI datatype {}", header.datatype));
-    if encode(0.0, header.datatype, big)
-        .ok_or_else(unsupported)?
-        .len()
-        != size
-    {
-        return Err(NiftiError::Unsupported(
-            "bitpix disagrees with the datatype".into(),
-        ));
-    }
-    let per_volume = removed.len();
-    let volumes = (bytes.len().saturating_sub(offset) / size / per_volume.max(1)).max(1);
-    for (i, _) in removed.iter().enumerate().filter(|(_, &r)| r) {
-        let value = encode(values[i], header.datatype, big).ok_or_else(unsupported)?;
-        for t in 0..volumes {
-            let at = offset + (t * per_volume + i) * size;
-            if let Some(slot) = bytes.get_mut(at..at + size) {
-                slot.copy_from_slice(&value);
-            }
-        }
-    }
-    if gz {
-        use std::io::Write;
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&bytes)
-            .and_then(|()| enc.try_finish())
-            .map_err(|e| NiftiError::Unreadable(format!("gzip: {e}")))?;
-        Ok(enc.get_ref().clone())
-    } else {
-        Ok(bytes)
-    }
 }
 
 /// A value in a NIfTI datatype's bytes.

@@ -5,7 +5,7 @@
 //! gives a depth map, which is smoothed and shaded with a light from above and in front, as
 //! photographs are lit (detectors trained on photographs hardly see a face lit from below).
 
-use crate::volume::Volume;
+use crate::volume::{Occupancy, Volume};
 
 /// A viewpoint around the head: `yaw` turns about the patient's superior axis (positive
 /// towards the patient's left), `pitch` raises the eye above the face (positive looks down).
@@ -75,8 +75,7 @@ impl Scene {
     /// Finds the head: the threshold is 15 % of the 99th percentile (air and noise lie below
     /// it in CT and MR alike); the centre and radius are those of the voxels above it.
     pub fn of(volume: &Volume) -> Option<Scene> {
-        let p1 = volume.quantile(0.01);
-        let p99 = volume.quantile(0.99);
+        let [p1, p99] = volume.quantiles(&[0.01, 0.99]);
         if p99.partial_cmp(&p1) != Some(std::cmp::Ordering::Greater) {
             return None;
         }
@@ -130,8 +129,11 @@ fn rotate(v: [f64; 3], yaw: f64, pitch: f64) -> [f64; 3] {
     [v[0] * cy - v[1] * sy, v[0] * sy + v[1] * cy, v[2]]
 }
 
-/// Renders the skin surface as seen from `view`, `size` pixels square.
-pub fn render(volume: &Volume, scene: &Scene, view: View, size: usize) -> Render {
+/// Renders the skin surface as seen from `view`, `size` pixels square: the first point
+/// along each ray where the volume lies above `scene.threshold`, as `occupancy` (of the
+/// volume, for that threshold) tells it.
+pub fn render(occupancy: &Occupancy, scene: &Scene, view: View, size: usize) -> Render {
+    let volume = occupancy.volume();
     // The eye looks at the face: from anterior (+y) towards posterior, up is superior.
     let forward = rotate([0.0, -1.0, 0.0], view.yaw, -view.pitch);
     let up = rotate([0.0, 0.0, 1.0], view.yaw, -view.pitch);
@@ -166,7 +168,7 @@ pub fn render(volume: &Volume, scene: &Scene, view: View, size: usize) -> Render
         // to the surface.
         const COARSE: f64 = 4.0;
         let dc = df.map(|d| d * COARSE);
-        let inside = |v: [f64; 3]| volume.sample(v).is_some_and(|x| x > scene.threshold);
+        let inside = |v: [f64; 3]| occupancy.above(v);
         for row in 0..size {
             let sv = r - (row as f64 + 0.5) * pixel;
             for col in 0..size {
@@ -175,30 +177,40 @@ pub fn render(volume: &Volume, scene: &Scene, view: View, size: usize) -> Render
                 if half == 0.0 {
                     continue;
                 }
-                let start = [0, 1, 2]
-                    .map(|c| scene.centre[c] + right[c] * su + up[c] * sv - forward[c] * half);
+                let start =
+                    |c: usize| scene.centre[c] + right[c] * su + up[c] * sv - forward[c] * half;
+                let start = [start(0), start(1), start(2)];
                 let skipped = r - half;
                 let mut v = to_voxel(start);
                 let n = ((2.0 * half) / (step * COARSE)) as usize + 1;
-                for s in 0..n {
-                    if inside(v) {
-                        let (mut lo, mut hi) = (s as f64 - 1.0, s as f64);
-                        if s > 0 {
-                            for _ in 0..3 {
-                                let mid = 0.5 * (lo + hi);
-                                let p = [0, 1, 2].map(|c| v[c] - dc[c] * (hi - mid));
-                                if inside(p) {
-                                    hi = mid;
-                                    v = p;
-                                } else {
-                                    lo = mid;
-                                }
+                let mut s = 0;
+                while s < n {
+                    // Steps through blocks wholly below the threshold need no sample.
+                    let (hit, k) = occupancy.probe(v, dc);
+                    if !hit {
+                        for _ in 0..k.min(n - s) {
+                            v = [v[0] + dc[0], v[1] + dc[1], v[2] + dc[2]];
+                        }
+                        s += k;
+                        continue;
+                    }
+                    // On the first hit, bisect back to the surface.
+                    let (mut lo, mut hi) = (s as f64 - 1.0, s as f64);
+                    if s > 0 {
+                        for _ in 0..3 {
+                            let mid = 0.5 * (lo + hi);
+                            let t = hi - mid;
+                            let p = [v[0] - dc[0] * t, v[1] - dc[1] * t, v[2] - dc[2] * t];
+                            if inside(p) {
+                                hi = mid;
+                                v = p;
+                            } else {
+                                lo = mid;
                             }
                         }
-                        depth[row * size + col] = skipped + hi.max(0.0) * step * COARSE;
-                        break;
                     }
-                    v = [v[0] + dc[0], v[1] + dc[1], v[2] + dc[2]];
+                    depth[row * size + col] = skipped + hi.max(0.0) * step * COARSE;
+                    break;
                 }
             }
         }

@@ -118,6 +118,12 @@ impl Volume {
     /// The value at quantile `q` (0..=1) of the finite voxels (a sampled estimate for large
     /// volumes).
     pub fn quantile(&self, q: f64) -> f32 {
+        self.quantiles(&[q])[0]
+    }
+
+    /// The values at several quantiles (as [`Volume::quantile`] gives them one by one),
+    /// with the voxels gathered once.
+    pub fn quantiles<const N: usize>(&self, qs: &[f64; N]) -> [f32; N] {
         let step = (self.data.len() / 2_000_000).max(1);
         let mut v: Vec<f32> = self
             .data
@@ -127,10 +133,320 @@ impl Volume {
             .filter(|x| x.is_finite())
             .collect();
         if v.is_empty() {
-            return 0.0;
+            return [0.0; N];
         }
-        let n = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
-        let (_, x, _) = v.select_nth_unstable_by(n, |a, b| a.total_cmp(b));
-        *x
+        qs.map(|q| {
+            let n = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+            let (_, x, _) = v.select_nth_unstable_by(n, |a, b| a.total_cmp(b));
+            *x
+        })
+    }
+}
+
+/// Side of the blocks of voxel cells that [`Occupancy`] summarises.
+const BLOCK: usize = 4;
+
+/// Where a volume lies wholly above, or wholly at or below, a threshold, in blocks of 4³
+/// voxel cells: [`Occupancy::above`] answers `sample(v) > threshold` without interpolating
+/// where the answer is the same throughout a block (air around the head, the inside of
+/// the scalp), and interpolates elsewhere, so its answers are exactly the sample's.
+#[derive(Debug, Clone)]
+pub struct Occupancy<'a> {
+    volume: &'a Volume,
+    threshold: f32,
+    /// Blocks along each voxel axis.
+    blocks: [usize; 3],
+    /// Per block: [`EMPTY`], [`FULL`] or [`MIXED`].
+    state: Vec<u8>,
+    /// Per block, for [`EMPTY`] and [`FULL`]: the Chebyshev distance (in blocks, at most
+    /// [`REACH`]) to the nearest block not in that state (for [`FULL`], outside the
+    /// volume counts as such): every block nearer than that is in the state too.
+    reach: [Vec<u8>; 2],
+}
+
+/// The largest distance [`Occupancy`] keeps between blocks in one state and the others.
+const REACH: usize = 8;
+
+const EMPTY: u8 = 0;
+const FULL: u8 = 1;
+const MIXED: u8 = 2;
+
+impl<'a> Occupancy<'a> {
+    /// Summarises `volume` against `threshold` (one pass over the voxels).
+    pub fn new(volume: &'a Volume, threshold: f32) -> Occupancy<'a> {
+        let [ni, nj, nk] = volume.dims;
+        let blocks = [ni, nj, nk].map(|n| n.div_ceil(BLOCK));
+        let [bi, bj, bk] = blocks;
+        // Per block, the range of its own voxels; NaN or infinite values make it unusable.
+        let mut lo = vec![f32::INFINITY; bi * bj * bk];
+        let mut hi = vec![f32::NEG_INFINITY; bi * bj * bk];
+        let mut odd = vec![false; bi * bj * bk];
+        for k in 0..nk {
+            for j in 0..nj {
+                let row = volume.index(0, j, k);
+                let b_row = bi * (j / BLOCK + bj * (k / BLOCK));
+                for (c, chunk) in volume.data[row..row + ni].chunks(BLOCK).enumerate() {
+                    let b = b_row + c;
+                    for &x in chunk {
+                        if !x.is_finite() {
+                            odd[b] = true;
+                        }
+                        lo[b] = lo[b].min(x);
+                        hi[b] = hi[b].max(x);
+                    }
+                }
+            }
+        }
+        // A cell's interpolation reads its corner voxels up to one further along each
+        // axis: the block's range takes in the next blocks' too. Interpolation stays
+        // within the corners' range up to rounding (a few float ulps, allowed for here).
+        let margin = |x: f32| (x.abs() + threshold.abs()) as f64 * 1e-5;
+        let mut state = vec![MIXED; bi * bj * bk];
+        for k in 0..bk {
+            for j in 0..bj {
+                for i in 0..bi {
+                    let (mut l, mut h, mut o) = (f32::INFINITY, f32::NEG_INFINITY, false);
+                    for dk in 0..2 {
+                        for dj in 0..2 {
+                            for di in 0..2 {
+                                let (x, y, z) = (i + di, j + dj, k + dk);
+                                if x < bi && y < bj && z < bk {
+                                    let b = x + bi * (y + bj * z);
+                                    l = l.min(lo[b]);
+                                    h = h.max(hi[b]);
+                                    o |= odd[b];
+                                }
+                            }
+                        }
+                    }
+                    let t = threshold as f64;
+                    state[i + bi * (j + bj * k)] = if o {
+                        MIXED
+                    } else if h as f64 + margin(h) <= t {
+                        EMPTY
+                    } else if l as f64 - margin(l) > t {
+                        FULL
+                    } else {
+                        MIXED
+                    };
+                }
+            }
+        }
+        let reach = [EMPTY, FULL].map(|which| reach(&state, blocks, which));
+        Occupancy {
+            volume,
+            threshold,
+            blocks,
+            state,
+            reach,
+        }
+    }
+
+    /// What [`Occupancy::above`] answers at `v`, and for how many of the samples at `v`,
+    /// `v + d`, `v + 2d`, … in a row (at least one) it answers the same, as far as the
+    /// blocks tell without interpolating: more than one only where `v` lies in a block
+    /// wholly above or wholly below the threshold.
+    #[inline]
+    pub fn probe(&self, v: [f64; 3], d: [f64; 3]) -> (bool, usize) {
+        let [x, y, z] = v;
+        if !(x >= 0.0 && y >= 0.0 && z >= 0.0) {
+            return (false, 1);
+        }
+        let (i, j, k) = (x as usize, y as usize, z as usize);
+        let dims = self.volume.dims;
+        if i + 1 >= dims[0] || j + 1 >= dims[1] || k + 1 >= dims[2] {
+            return (false, 1);
+        }
+        let b = [i / BLOCK, j / BLOCK, k / BLOCK];
+        let at = b[0] + self.blocks[0] * (b[1] + self.blocks[1] * b[2]);
+        let (value, reach) = match self.state[at] {
+            EMPTY => (false, self.reach[0][at] as f64),
+            FULL => (true, self.reach[1][at] as f64),
+            _ => {
+                let above = self.volume.sample(v).is_some_and(|s| s > self.threshold);
+                return (above, 1);
+            }
+        };
+        // The cube of blocks nearer than `reach` holds the state; for FULL it lies within
+        // the volume's cells (which end one voxel short of its last plane).
+        const EPS: f64 = 1e-6;
+        let mut steps = f64::INFINITY;
+        for c in 0..3 {
+            let mut lo = (b[c] as f64 - reach + 1.0) * BLOCK as f64 + EPS;
+            let mut hi = (b[c] as f64 + reach) * BLOCK as f64 - EPS;
+            if value {
+                lo = lo.max(EPS);
+                hi = hi.min(dims[c] as f64 - 1.0 - EPS);
+            }
+            if !(v[c] >= lo && v[c] < hi) {
+                return (value, 1);
+            }
+            if d[c] > 0.0 {
+                steps = steps.min((hi - v[c]) / d[c]);
+            } else if d[c] < 0.0 {
+                steps = steps.min((v[c] - lo) / -d[c]);
+            }
+        }
+        // Whole steps (`steps` is not negative: the cast truncates).
+        (value, steps.min(1e9) as usize + 1)
+    }
+
+    /// The volume summarised.
+    pub fn volume(&self) -> &'a Volume {
+        self.volume
+    }
+
+    /// The threshold.
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// Whether the trilinear sample at fractional voxel `v` lies above the threshold
+    /// (false outside the volume): `volume.sample(v).is_some_and(|s| s > threshold)`.
+    #[inline]
+    pub fn above(&self, v: [f64; 3]) -> bool {
+        let [x, y, z] = v;
+        if !(x >= 0.0 && y >= 0.0 && z >= 0.0) {
+            return false;
+        }
+        let (i, j, k) = (x as usize, y as usize, z as usize);
+        let dims = self.volume.dims;
+        if i + 1 >= dims[0] || j + 1 >= dims[1] || k + 1 >= dims[2] {
+            return false;
+        }
+        let b = i / BLOCK + self.blocks[0] * (j / BLOCK + self.blocks[1] * (k / BLOCK));
+        match self.state[b] {
+            EMPTY => false,
+            FULL => true,
+            _ => self.volume.sample(v).is_some_and(|s| s > self.threshold),
+        }
+    }
+}
+
+/// Per block in state `which`: the Chebyshev distance (in blocks, at most [`REACH`]) to the
+/// nearest block in another state, outside the grid counting as another state unless
+/// `which` is [`EMPTY`]; 0 for blocks in another state. Separable: the distance along x,
+/// then along y and z, each the least over the line of max(offset, distance so far).
+fn reach(state: &[u8], blocks: [usize; 3], which: u8) -> Vec<u8> {
+    let cap = REACH as u8;
+    let mut d: Vec<u8> = state
+        .iter()
+        .map(|&s| if s == which { cap } else { 0 })
+        .collect();
+    let outside_counts = which != EMPTY;
+    let strides = [1, blocks[0], blocks[0] * blocks[1]];
+    let mut line = Vec::new();
+    for axis in 0..3 {
+        let n = blocks[axis];
+        let stride = strides[axis];
+        let others: Vec<usize> = (0..3).filter(|&c| c != axis).collect();
+        for u in 0..blocks[others[0]] {
+            for w in 0..blocks[others[1]] {
+                let base = u * strides[others[0]] + w * strides[others[1]];
+                line.clear();
+                line.extend((0..n).map(|t| d[base + t * stride]));
+                for t in 0..n {
+                    let mut best = line[t];
+                    if outside_counts {
+                        best = best.min((t + 1).min(n - t).min(REACH) as u8);
+                    }
+                    let lo = t.saturating_sub(REACH);
+                    let hi = (t + REACH).min(n - 1);
+                    for (q, &f) in line.iter().enumerate().take(hi + 1).skip(lo) {
+                        best = best.min(f.max(t.abs_diff(q) as u8));
+                    }
+                    d[base + t * stride] = best;
+                }
+            }
+        }
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xorshift(seed: &mut u64) -> f64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        (*seed >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A ball of tissue with a dark cavity in noisy air, on a tilted, anisotropic grid.
+    fn head() -> Volume {
+        let dims = [37, 41, 29];
+        let mut seed = 7u64;
+        let mut data = Vec::new();
+        for k in 0..dims[2] {
+            for j in 0..dims[1] {
+                for i in 0..dims[0] {
+                    let r = ((i as f64 - 18.0).powi(2)
+                        + (j as f64 - 20.0).powi(2)
+                        + (1.4 * (k as f64 - 14.0)).powi(2))
+                    .sqrt();
+                    let tissue = if r < 5.0 {
+                        40.0
+                    } else if r < 15.0 {
+                        800.0
+                    } else {
+                        0.0
+                    };
+                    data.push((tissue + 60.0 * xorshift(&mut seed)) as f32);
+                }
+            }
+        }
+        Volume {
+            dims,
+            data,
+            affine: [
+                [0.98, 0.17, 0.0, -20.0],
+                [-0.17, 0.98, 0.05, -30.0],
+                [0.0, -0.07, 1.4, 5.0],
+            ],
+        }
+    }
+
+    #[test]
+    fn occupancy_answers_as_the_sample_does() {
+        let v = head();
+        let t = 300.0;
+        let occ = Occupancy::new(&v, t);
+        let mut seed = 99u64;
+        let (mut known, mut runs) = (0, 0);
+        for _ in 0..20_000 {
+            let p = [0, 1, 2].map(|c| xorshift(&mut seed) * (v.dims[c] as f64 + 4.0) - 2.0);
+            assert_eq!(occ.above(p), v.sample(p).is_some_and(|s| s > t), "at {p:?}");
+            let d = [0, 1, 2].map(|_| xorshift(&mut seed) * 3.0 - 1.5);
+            let (value, n) = occ.probe(p, d);
+            if n > 1 {
+                known += 1;
+                runs += n;
+            }
+            {
+                let mut q = p;
+                for _ in 0..n {
+                    assert_eq!(v.sample(q).is_some_and(|s| s > t), value, "at {q:?}");
+                    q = [q[0] + d[0], q[1] + d[1], q[2] + d[2]];
+                }
+            }
+        }
+        // Runs beyond one sample are found often.
+        assert!(known > 2_000 && runs > 2 * known, "{known} {runs}");
+    }
+
+    #[test]
+    fn quantiles_match_one_by_one() {
+        let v = head();
+        let [a, b, c] = v.quantiles(&[0.01, 0.5, 0.99]);
+        assert_eq!(
+            [a, b, c],
+            [0.01, 0.5, 0.99].map(|q| {
+                let mut x: Vec<f32> = v.data.clone();
+                x.sort_by(|p, q| p.total_cmp(q));
+                x[((x.len() - 1) as f64 * q).round() as usize]
+            })
+        );
     }
 }

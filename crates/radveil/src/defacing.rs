@@ -331,14 +331,10 @@ fn deface_series(
 }
 
 fn deface_one(input: &Path, args: &DefaceArgs) -> Result<(PathBuf, Done)> {
-    let (mut volume, header) = radveil_deface::nifti_io::read(input)?;
+    let file = radveil_deface::nifti_io::NiftiFile::open(input)?;
+    let (mut volume, header) = file.volume()?;
     let done = run_mode(&mut volume, args)?;
-    let bytes = radveil_deface::nifti_io::write_defaced(
-        input,
-        &header,
-        &done.defaced.removed,
-        &volume.data,
-    )?;
+    let bytes = file.defaced(&header, &done.defaced.removed, &volume.data)?;
     let name = input.file_name().context("input without a file name")?;
     let target = args.out.join(name);
     crate::output::write_new(&target, &bytes)?;
