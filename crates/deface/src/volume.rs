@@ -115,8 +115,10 @@ impl Volume {
         Some(c0 * (1.0 - fz) + c1 * fz)
     }
 
-    /// The value at quantile `q` (0..=1) of the finite voxels (a sampled estimate for large
-    /// volumes).
+    /// The value at quantile `q` (0..=1) of the finite voxels that are not padding (a
+    /// sampled estimate for large volumes). Padding is the value many CT scanners store
+    /// outside the reconstructed circle (-3024 or -2000 HU, below air): it would drag the
+    /// skin threshold below air and make background of it, so it is left out.
     pub fn quantile(&self, q: f64) -> f32 {
         self.quantiles(&[q])[0]
     }
@@ -135,12 +137,37 @@ impl Volume {
         if v.is_empty() {
             return [0.0; N];
         }
+        if let Some(padding) = padding(&mut v) {
+            v.retain(|&x| x != padding);
+        }
         qs.map(|q| {
             let n = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
             let (_, x, _) = v.select_nth_unstable_by(n, |a, b| a.total_cmp(b));
             *x
         })
     }
+}
+
+/// The padding value among `v`, if any: the minimum, when it holds at least 1 % of the
+/// voxels, lies far below all the others (more than a quarter of the range below the next
+/// value), and the others still have a background of their own (at least 5 % of them in the
+/// lowest 15 % of their range: the air inside the reconstructed circle). A volume whose
+/// minimum is its only background (air stored as 0 in MR, a phantom in a uniform field) has
+/// no padding.
+fn padding(v: &mut [f32]) -> Option<f32> {
+    let min = v.iter().copied().fold(f32::INFINITY, f32::min);
+    let at_min = v.iter().filter(|&&x| x == min).count();
+    if at_min * 100 < v.len() || at_min == v.len() {
+        return None;
+    }
+    let mut rest: Vec<f32> = v.iter().copied().filter(|&x| x != min).collect();
+    let lo = rest.iter().copied().fold(f32::INFINITY, f32::min);
+    let n = ((rest.len() - 1) as f64 * 0.99).round() as usize;
+    let (_, &mut hi, _) = rest.select_nth_unstable_by(n, f32::total_cmp);
+    let apart = (lo - min) as f64 > 0.25 * (hi - min) as f64;
+    let air = lo + 0.15 * (hi - lo);
+    let background = rest.iter().filter(|&&x| x < air).count() * 20 >= rest.len();
+    (apart && background).then_some(min)
 }
 
 /// Side of the blocks of voxel cells that [`Occupancy`] summarises.
@@ -434,6 +461,45 @@ mod tests {
         }
         // Runs beyond one sample are found often.
         assert!(known > 2_000 && runs > 2 * known, "{known} {runs}");
+    }
+
+    #[test]
+    fn ct_padding_is_left_out_of_quantiles() {
+        let dims = [20, 20, 20];
+        // Padding outside the circle, air inside it, a head of soft tissue and bone.
+        let data: Vec<f32> = (0..8000)
+            .map(|i| match i % 20 {
+                0..=3 => -3024.0,
+                4..=9 => -1000.0 + (i % 7) as f32,
+                10..=17 => 40.0 + (i % 11) as f32,
+                _ => 1200.0,
+            })
+            .collect();
+        let v = Volume {
+            dims,
+            data,
+            affine: [
+                [1.0, 0.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0, 0.0],
+            ],
+        };
+        assert_eq!(v.quantile(0.0), -1000.0);
+        // Without padding nothing is left out: MR background at 0, a ball in a flat field.
+        let mr = Volume {
+            data: (0..8000)
+                .map(|i| if i % 3 == 0 { 0.0 } else { (i % 50) as f32 })
+                .collect(),
+            ..v.clone()
+        };
+        assert_eq!(mr.quantile(0.0), 0.0);
+        let ball = Volume {
+            data: (0..8000)
+                .map(|i| if i % 4 == 0 { 400.0 } else { 2.0 })
+                .collect(),
+            ..v
+        };
+        assert_eq!(ball.quantile(0.0), 2.0);
     }
 
     #[test]
