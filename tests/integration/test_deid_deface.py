@@ -202,3 +202,44 @@ def test_enhanced_multiframe_image_is_defaced_like_its_series(radveil, key_file,
     c = pydicom.dcmread(recs[0]["output"])
     assert np.array_equal(c.pixel_array, frames)
     assert codes(c) == ["113100", "113102"]
+
+
+def test_two_echoes_in_one_series_and_duplicate_copies(radveil, key_file, head_series, tmp_path):
+    """A series holding two volumes at the same positions (a dual echo) is split by Echo
+    Numbers and both are defaced; a second copy of a slice in the batch is reported as a
+    duplicate and never written undefaced."""
+    src = tmp_path / "dual"
+    src.mkdir()
+    for p in head_series:
+        ds = pydicom.dcmread(p)
+        ds.EchoNumbers = 1
+        ds.save_as(src / f"e1-{p.name}")
+        ds.EchoNumbers = 2
+        ds.EchoTime = "90"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.InstanceNumber = ds.InstanceNumber + len(head_series)
+        arr = ds.pixel_array
+        ds.PixelData = (arr // 2).astype(arr.dtype).tobytes()
+        ds.save_as(src / f"e2-{p.name}")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(head_series[120], copy / "again.dcm")
+    r, recs = radveil.deid([src, copy], tmp_path / "out", key_file, *OPTION)
+    by = {Path(x["input"]).name: x for x in recs}
+    assert len(by) == 2 * len(head_series) + 1
+    written = [x for x in recs if x["status"] == "written"]
+    assert len(written) == 2 * len(head_series), r.stderr
+    assert all(x["visual_features"] == "cleaned" for x in written)
+    pair = sorted(by[n]["status"] for n in ("again.dcm", f"e1-{head_series[120].name}"))
+    assert pair == ["duplicate", "written"], pair
+    assert r.returncode == 1  # the duplicate is not written
+    for echo in ("e1", "e2"):
+        # Both echoes land in one output series; each is checked on its own.
+        out = tmp_path / f"check-{echo}"
+        out.mkdir()
+        for x in written:
+            if Path(x["input"]).name.startswith(echo) or (echo == "e1" and x["input"].endswith("again.dcm")):
+                shutil.copy(x["output"], out)
+        assert len(list(out.iterdir())) == len(head_series)
+        fc = radveil.run("face-check", out, "--json")
+        assert json.loads(fc.stdout)["status"] == "no-face", (echo, fc.stdout)

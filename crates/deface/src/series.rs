@@ -120,6 +120,14 @@ pub struct ImageHeader {
     pub modality: String,
     /// Which volume the image belongs to; `None` when it has no plane geometry.
     pub stack: Option<StackKey>,
+    /// SOP Instance UID (0008,0018): the same image twice in a batch is one slice.
+    pub sop_instance_uid: String,
+    /// Image Position (Patient) of a single-frame image, to 1/100 mm: slices of several
+    /// volumes in one series (echoes, repeats) share positions.
+    pub position: Option<[i64; 3]>,
+    /// Echo Numbers, Acquisition Number, Temporal Position Identifier and Instance Number:
+    /// the order of images that share a position.
+    pub order: [i64; 4],
 }
 
 /// Reads what decides whether and with which others an image is defaced. `bytes` may end
@@ -152,7 +160,48 @@ pub fn image_header(bytes: &[u8]) -> Option<ImageHeader> {
             _ => None,
         }
     };
-    Some(ImageHeader { modality, stack })
+    let position = <[f64; 3]>::try_from(numbers(&ds, 0x0020_0032))
+        .ok()
+        .map(|p| p.map(|v| (v * 100.0).round() as i64));
+    let integer = |tag: u32| numbers(&ds, tag).first().map_or(0, |&v| v as i64);
+    Some(ImageHeader {
+        modality,
+        stack,
+        sop_instance_uid: ds.string(0x0008_0018).unwrap_or_default(),
+        position,
+        order: [
+            integer(0x0018_0086),
+            integer(0x0020_0012),
+            integer(0x0020_0100),
+            integer(0x0020_0013),
+        ],
+    })
+}
+
+/// Splits the single-frame slices of one stack into volumes: when every position holds the
+/// same number of slices R (echoes, repeated acquisitions in one series), the r-th slice at
+/// each position (in [`ImageHeader::order`]) goes to volume r. Otherwise the stack stays one
+/// group (and fails to assemble if positions repeat).
+pub fn split_volumes<T>(slices: Vec<(T, ImageHeader)>) -> Vec<Vec<T>> {
+    use std::collections::BTreeMap;
+    let mut at: BTreeMap<Option<[i64; 3]>, Vec<(T, ImageHeader)>> = BTreeMap::new();
+    for s in slices {
+        at.entry(s.1.position).or_default().push(s);
+    }
+    let counts: Vec<usize> = at.values().map(Vec::len).collect();
+    let repeats = counts.first().copied().unwrap_or(0);
+    let uniform = repeats > 1 && !at.contains_key(&None) && counts.iter().all(|&c| c == repeats);
+    if !uniform {
+        return vec![at.into_values().flatten().map(|(t, _)| t).collect()];
+    }
+    let mut volumes: Vec<Vec<T>> = (0..repeats).map(|_| Vec::new()).collect();
+    for mut group in at.into_values() {
+        group.sort_by_key(|(_, h)| h.order);
+        for (r, (t, _)) in group.into_iter().enumerate() {
+            volumes[r].push(t);
+        }
+    }
+    volumes
 }
 
 fn numbers(ds: &DataSet<'_>, tag: u32) -> Vec<f64> {
@@ -600,5 +649,35 @@ fn record(ds: &mut DataSet<'_>) {
             vr: Vr::SQ,
             value: Value::Sequence(vec![item]),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(z: i64, echo: i64) -> ImageHeader {
+        ImageHeader {
+            modality: "MR".into(),
+            stack: None,
+            sop_instance_uid: format!("1.2.{z}.{echo}"),
+            position: Some([0, 0, z]),
+            order: [echo, 0, 0, 0],
+        }
+    }
+
+    #[test]
+    fn echoes_at_the_same_positions_become_volumes() {
+        let slices: Vec<_> = (0..10)
+            .flat_map(|z| [2, 1].map(|e| ((z, e), header(z, e))))
+            .collect();
+        let volumes = split_volumes(slices);
+        assert_eq!(volumes.len(), 2);
+        assert!(volumes[0].iter().all(|&(_, e)| e == 1) && volumes[0].len() == 10);
+        assert!(volumes[1].iter().all(|&(_, e)| e == 2) && volumes[1].len() == 10);
+        // Positions repeated unevenly: one group, for assembly to refuse.
+        let mut uneven: Vec<_> = (0..10).map(|z| (z, header(z, 1))).collect();
+        uneven.push((3, header(3, 2)));
+        assert_eq!(split_volumes(uneven).len(), 1);
     }
 }

@@ -77,18 +77,24 @@ impl Record {
     }
 }
 
-/// One unit of work: a file, or the files of one volume (defaced together).
+/// One unit of work: a file, or the files of one volume (defaced together) with the other
+/// copies of its images found in the batch (reported as duplicates, never written: one of
+/// them written undefaced would leak the face).
 enum Unit {
     File(PathBuf),
-    Volume(Vec<PathBuf>),
+    Volume {
+        files: Vec<PathBuf>,
+        duplicates: Vec<PathBuf>,
+    },
 }
 
 impl Unit {
-    fn files(&self) -> &[PathBuf] {
-        match self {
-            Unit::File(p) => std::slice::from_ref(p),
-            Unit::Volume(v) => v,
-        }
+    fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        let (files, duplicates) = match self {
+            Unit::File(p) => (std::slice::from_ref(p), &[][..]),
+            Unit::Volume { files, duplicates } => (&files[..], &duplicates[..]),
+        };
+        files.iter().chain(duplicates)
     }
 }
 
@@ -198,8 +204,15 @@ pub fn run(batch: &Batch<'_>) -> Result<Summary> {
                                 &mut buf,
                                 VisualFeatures::Untouched,
                             )),
-                            Unit::Volume(paths) => {
-                                process_volume(batch, paths, &shared, &mut buf, &mut records)
+                            Unit::Volume { files, duplicates } => {
+                                process_volume(batch, files, &shared, &mut buf, &mut records);
+                                for p in duplicates {
+                                    records.push(Record::failed(
+                                        p,
+                                        Status::Duplicate,
+                                        "same SOP instance as another input of this run; not written".into(),
+                                    ));
+                                }
                             }
                         }
                         records
@@ -333,27 +346,50 @@ fn plan_volumes(files: Vec<PathBuf>, jobs: usize) -> Vec<Unit> {
             });
         }
     });
-    let mut volume_of: Vec<Option<(StackKey, usize)>> = vec![None; files.len()];
+    let mut header_of: Vec<Option<radveil_deface::series::ImageHeader>> = vec![None; files.len()];
     for (i, h) in headers.into_inner().unwrap_or_default() {
-        if matches!(h.modality.as_str(), "CT" | "MR") {
-            volume_of[i] = match h.stack {
-                Some(key @ StackKey::MultiFrame) => Some((key, i)),
-                Some(key) => Some((key, usize::MAX)),
-                None => None,
-            };
-        }
+        header_of[i] = Some(h);
     }
-    let mut volumes: std::collections::BTreeMap<(StackKey, usize), Vec<PathBuf>> =
+    // Stacks of CT and MR images; a multi-frame image is a stack of its own.
+    let mut stacks: std::collections::BTreeMap<(StackKey, usize), Vec<(PathBuf, _)>> =
         Default::default();
     let mut units = Vec::new();
-    for (path, key) in files.into_iter().zip(volume_of) {
-        match key {
-            Some(key) => volumes.entry(key).or_default().push(path),
+    for (i, path) in files.into_iter().enumerate() {
+        let candidate = header_of[i]
+            .take()
+            .filter(|h| matches!(h.modality.as_str(), "CT" | "MR"));
+        match candidate.and_then(|h| Some((h.stack.clone()?, h))) {
+            Some((key @ StackKey::MultiFrame, h)) => {
+                stacks.entry((key, i)).or_default().push((path, h))
+            }
+            Some((key, h)) => stacks.entry((key, usize::MAX)).or_default().push((path, h)),
             None => units.push(Unit::File(path)),
         }
     }
     // Volumes first: they take longest, so the files fill in around them.
-    let mut out: Vec<Unit> = volumes.into_values().map(Unit::Volume).collect();
+    let mut out = Vec::new();
+    for slices in stacks.into_values() {
+        let mut seen = HashSet::new();
+        let (mut unique, mut duplicates) = (Vec::new(), Vec::new());
+        for (path, h) in slices {
+            if h.sop_instance_uid.is_empty() || seen.insert(h.sop_instance_uid.clone()) {
+                unique.push((path, h));
+            } else {
+                duplicates.push(path);
+            }
+        }
+        let mut volumes = radveil_deface::series::split_volumes(unique).into_iter();
+        if let Some(first) = volumes.next() {
+            out.push(Unit::Volume {
+                files: first,
+                duplicates,
+            });
+        }
+        out.extend(volumes.map(|files| Unit::Volume {
+            files,
+            duplicates: Vec::new(),
+        }));
+    }
     out.extend(units);
     out
 }
