@@ -200,6 +200,35 @@ def synthetic_ct(mr: Path, brain_mask: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
+def synthetic_t2(mr: Path, brain_mask: Path, out: Path, fat: float = 0.8) -> Path:
+    """A T2-like head (float32 NIfTI, same grid) made from a T1-weighted one and its brain
+    mask: inside the brain the contrast is inverted (CSF brightest, white matter darkest, as
+    on T2); outside it, skin, fat and muscle keep their T1 order (fat is bright on fast spin
+    echo T2 too), scaled so the brightest fat reaches `fat` times the brightest CSF. With a
+    low `fat` the scalp is dimmer than on real T2 and the skin is hard to find."""
+    img = nib.load(mr)
+    t1 = np.asanyarray(img.dataobj).astype(np.float32)
+    if t1.ndim > 3:
+        t1 = t1[..., 0]
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+    bm = nib.load(brain_mask)
+    brain = np.asanyarray(bm.dataobj)
+    brain = (brain[..., 0] if brain.ndim > 3 else brain) > 0.5
+    head = head_mask(t1, zooms)
+    brain &= head
+    top = np.percentile(t1[brain], 99)
+    t2 = t1.copy()
+    t2[brain] = 0.3 * top + 1.2 * np.clip(top - t1[brain], 0.0, None)
+    csf = np.percentile(t2[brain], 99)
+    scalp = head & ~brain
+    t2[scalp] = t1[scalp] * (fat * csf / np.percentile(t1[scalp], 99))
+    nii = nib.Nifti1Image(t2.astype(np.float32), img.affine)
+    nii.set_sform(img.affine, code=1)
+    nii.set_qform(img.affine, code=1)
+    nib.save(nii, out)
+    return out
+
+
 def write_enhanced(slices: list[Path], out: Path) -> Path:
     """Converts a single-frame MR series into one multi-frame Legacy Converted Enhanced MR
     image with highdicom (an independent writer of enhanced objects: per-frame Plane

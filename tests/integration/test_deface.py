@@ -171,6 +171,30 @@ def test_deface_removes_face_and_ears_and_no_brain(radveil, brain_masks, tmp_pat
     assert left > 500 and right > 500, (left, right)
 
 
+@pytest.mark.parametrize("head", ["real", pytest.param("mean", marks=pytest.mark.xfail(strict=True, reason=(
+    "open (issue 4): the oracle, not the brain: on the T2-like mean head the cut lies 2 mm further "
+    "back than on its T1 and takes 56 voxels of BET's eroded mask 88-90 mm to each side of the "
+    "midline at cheek level, where BET (f=0.7) on the blurred mean leaks down over the masseters "
+    "and neck (seen on a parasagittal slice); the T1 passes there by under 1 mm. Needs a brain "
+    "mask for the mean head that stays in the skull")))])
+def test_t2_like_contrast(radveil, brain_masks, tmp_path, head):
+    """On a T2-like head (brain contrast inverted, brighter than the skin: headseries.
+    synthetic_t2) the face and both ears go and the brain stays."""
+    import headseries
+
+    src = headseries.synthetic_t2(fixture(HEADS[head]), brain_masks[head], tmp_path / f"{head}_t2.nii.gz")
+    r, res = run_deface(radveil, src, tmp_path / "out")
+    assert r.returncode == 0 and res.get("status") == "defaced", r.stdout + r.stderr
+    assert res["face_score_before"] >= 15 > res["face_score_after"], res
+    fc = radveil.run("face-check", tmp_path / "out" / src.name, "--json")
+    assert json.loads(fc.stdout)["status"] == "no-face", fc.stdout
+    world, fill = removed_world(src, tmp_path / "out" / src.name)
+    assert len(fill) == 1
+    assert in_mask(brain_masks[head], world, erode=2) == 0
+    left, right = ears_removed(brain_masks[head], world)
+    assert left > 500 and right > 500, (left, right)
+
+
 def test_keep_ears_leaves_the_ears(radveil, brain_masks, tmp_path):
     src = fixture(HEADS["real"])
     r, res = run_deface(radveil, src, tmp_path / "out", "--keep-ears")

@@ -260,6 +260,8 @@ fn report(
                     "input": input, "status": status, "output": target,
                     "face_voxels": d.face_voxels, "ear_voxels": d.ear_voxels,
                     "cut_depth_mm": d.depth,
+                    "nasion_ras_mm": d.nasion.map(|v| (v * 10.0).round() / 10.0),
+                    "nose_tip_ras_mm": d.nose_tip.map(|v| (v * 10.0).round() / 10.0),
                     "face_score_before": (before * 100.0).round() / 100.0,
                     "face_score_after": (after * 100.0).round() / 100.0,
                     "seconds": (secs * 100.0).round() / 100.0});
