@@ -52,10 +52,25 @@ def main() -> None:
     el_out.mkdir()
     elastix = best(["elastix", "-f", str(HEAD), "-m", str(MEAN), "-p", str(ROOT / "bench/deface/affine.txt"),
                     "-out", str(el_out), "-threads", "1"])
+    # The same head as a DICOM MR series (256 slices): `radveil deface`, and `radveil deid`
+    # with the Clean Recognizable Visual Features option (deface plus de-identification).
+    sys.path.insert(0, str(ROOT / "tests" / "integration"))
+    import headseries
+
+    series = work / "series"
+    headseries.write_series(HEAD, series)
+    key = work / "key"
+    subprocess.run([str(ROOT / "target/release/radveil"), "keygen", str(key)], check=True,
+                   stdout=subprocess.DEVNULL)
+    dicom = best([str(ROOT / "target/release/radveil"), "deface", str(series), "--out", str(out)], clean)
+    deid = best([str(ROOT / "target/release/radveil"), "deid", str(series), "--out", str(out), "--key-file",
+                 str(key), "--jobs", "1", "--option", "clean-recognizable-visual-features"], clean)
     print(f"head: {HEAD.name} (208x256x256 MPRAGE), best of {RUNS}, one core")
     print(f"radveil deface (incl. face check before and after): {radveil:7.2f} s")
     print(f"quickshear (given a BET mask):                    {qs:7.2f} s   radveil {qs / radveil:5.2f}x")
     print(f"elastix affine registration only:                 {elastix:7.2f} s   radveil {elastix / radveil:5.2f}x")
+    print(f"radveil deface, DICOM series (256 slices):        {dicom:7.2f} s")
+    print(f"radveil deid + defacing, DICOM series:            {deid:7.2f} s")
     shutil.rmtree(work, ignore_errors=True)
 
 
