@@ -105,7 +105,10 @@ impl Volume {
             (y - j as f64) as f32,
             (z - k as f64) as f32,
         );
-        let at = |di, dj, dk| self.data[self.index(i + di, j + dj, k + dk)];
+        // The cell's corners, from one slice starting at its first.
+        let (row, plane) = (self.dims[0], self.dims[0] * self.dims[1]);
+        let cell = &self.data[self.index(i, j, k)..][..plane + row + 2];
+        let at = |di: usize, dj: usize, dk: usize| cell[di + row * dj + plane * dk];
         let c00 = at(0, 0, 0) * (1.0 - fx) + at(1, 0, 0) * fx;
         let c10 = at(0, 1, 0) * (1.0 - fx) + at(1, 1, 0) * fx;
         let c01 = at(0, 0, 1) * (1.0 - fx) + at(1, 0, 1) * fx;
