@@ -380,10 +380,15 @@ fn reach(state: &[u8], blocks: [usize; 3], which: u8) -> Vec<u8> {
                     if outside_counts {
                         best = best.min((t + 1).min(n - t).min(REACH) as u8);
                     }
-                    let lo = t.saturating_sub(REACH);
-                    let hi = (t + REACH).min(n - 1);
-                    for (q, &f) in line.iter().enumerate().take(hi + 1).skip(lo) {
-                        best = best.min(f.max(t.abs_diff(q) as u8));
+                    // Only lines nearer than `best` can lower it (`best` is at most REACH,
+                    // the window of the least).
+                    if best > 1 {
+                        let w = best as usize - 1;
+                        let lo = t.saturating_sub(w);
+                        let hi = (t + w).min(n - 1);
+                        for (q, &f) in line.iter().enumerate().take(hi + 1).skip(lo) {
+                            best = best.min(f.max(t.abs_diff(q) as u8));
+                        }
                     }
                     d[base + t * stride] = best;
                 }
