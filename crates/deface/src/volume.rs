@@ -96,10 +96,17 @@ impl Volume {
         if !(x >= 0.0 && y >= 0.0 && z >= 0.0) {
             return None;
         }
-        let (i, j, k) = (x as usize, y as usize, z as usize);
+        let (i, j, k) = (floor_index(x), floor_index(y), floor_index(z));
         if i + 1 >= self.dims[0] || j + 1 >= self.dims[1] || k + 1 >= self.dims[2] {
             return None;
         }
+        Some(self.interpolate([i, j, k], v))
+    }
+
+    /// The trilinear sample at `v` within the cell whose first corner is `[i, j, k]`
+    /// (`v`'s whole part, the cell inside the volume).
+    #[inline]
+    fn interpolate(&self, [i, j, k]: [usize; 3], [x, y, z]: [f64; 3]) -> f32 {
         let (fx, fy, fz) = (
             (x - i as f64) as f32,
             (y - j as f64) as f32,
@@ -115,7 +122,7 @@ impl Volume {
         let c11 = at(0, 1, 1) * (1.0 - fx) + at(1, 1, 1) * fx;
         let c0 = c00 * (1.0 - fy) + c10 * fy;
         let c1 = c01 * (1.0 - fy) + c11 * fy;
-        Some(c0 * (1.0 - fz) + c1 * fz)
+        c0 * (1.0 - fz) + c1 * fz
     }
 
     /// The value at quantile `q` (0..=1) of the finite voxels that are not padding (a
@@ -171,6 +178,13 @@ fn padding(v: &mut [f32]) -> Option<f32> {
     let air = lo + 0.15 * (hi - lo);
     let background = rest.iter().filter(|&&x| x < air).count() * 20 >= rest.len();
     (apart && background).then_some(min)
+}
+
+/// The whole part of a coordinate known not to be negative (nor NaN), as `x as usize`
+/// gives it for every index a volume can have (larger ones saturate, and stay out of range).
+#[inline]
+fn floor_index(x: f64) -> usize {
+    x as i64 as usize
 }
 
 /// Side of the blocks of voxel cells that [`Occupancy`] summarises.
@@ -282,7 +296,7 @@ impl<'a> Occupancy<'a> {
         if !(x >= 0.0 && y >= 0.0 && z >= 0.0) {
             return (false, 1);
         }
-        let (i, j, k) = (x as usize, y as usize, z as usize);
+        let (i, j, k) = (floor_index(x), floor_index(y), floor_index(z));
         let dims = self.volume.dims;
         if i + 1 >= dims[0] || j + 1 >= dims[1] || k + 1 >= dims[2] {
             return (false, 1);
@@ -292,10 +306,7 @@ impl<'a> Occupancy<'a> {
         let (value, reach) = match self.state[at] {
             EMPTY => (false, self.reach[0][at] as f64),
             FULL => (true, self.reach[1][at] as f64),
-            _ => {
-                let above = self.volume.sample(v).is_some_and(|s| s > self.threshold);
-                return (above, 1);
-            }
+            _ => return (self.volume.interpolate([i, j, k], v) > self.threshold, 1),
         };
         // The cube of blocks nearer than `reach` holds the state; for FULL it lies within
         // the volume's cells (which end one voxel short of its last plane).
@@ -339,7 +350,7 @@ impl<'a> Occupancy<'a> {
         if !(x >= 0.0 && y >= 0.0 && z >= 0.0) {
             return false;
         }
-        let (i, j, k) = (x as usize, y as usize, z as usize);
+        let (i, j, k) = (floor_index(x), floor_index(y), floor_index(z));
         let dims = self.volume.dims;
         if i + 1 >= dims[0] || j + 1 >= dims[1] || k + 1 >= dims[2] {
             return false;
@@ -348,7 +359,7 @@ impl<'a> Occupancy<'a> {
         match self.state[b] {
             EMPTY => false,
             FULL => true,
-            _ => self.volume.sample(v).is_some_and(|s| s > self.threshold),
+            _ => self.volume.interpolate([i, j, k], v) > self.threshold,
         }
     }
 }
