@@ -170,11 +170,23 @@ fn padding(v: &mut [f32]) -> Option<f32> {
     if at_min * 100 < v.len() || at_min == v.len() {
         return None;
     }
+    let lo = v
+        .iter()
+        .copied()
+        .filter(|&x| x != min)
+        .fold(f32::INFINITY, f32::min);
+    let n = ((v.len() - at_min - 1) as f64 * 0.99).round() as usize;
+    // Whether the minimum lies apart from a value: false from some value on, so the n-th
+    // of the others (their 99th percentile) is apart when more than n of them are; a count
+    // settles it without ordering them, as it does in most volumes (MR, whose minimum is
+    // its background).
+    let apart_from = |x: f32| (lo - min) as f64 > 0.25 * (x - min) as f64;
+    if v.iter().filter(|&&x| x != min && apart_from(x)).count() <= n {
+        return None;
+    }
     let mut rest: Vec<f32> = v.iter().copied().filter(|&x| x != min).collect();
-    let lo = rest.iter().copied().fold(f32::INFINITY, f32::min);
-    let n = ((rest.len() - 1) as f64 * 0.99).round() as usize;
     let (_, &mut hi, _) = rest.select_nth_unstable_by(n, f32::total_cmp);
-    let apart = (lo - min) as f64 > 0.25 * (hi - min) as f64;
+    let apart = apart_from(hi);
     let air = lo + 0.15 * (hi - lo);
     let background = rest.iter().filter(|&&x| x < air).count() * 20 >= rest.len();
     (apart && background).then_some(min)
