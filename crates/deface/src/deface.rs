@@ -273,7 +273,7 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
     } else {
         vec![false; head.len()]
     };
-    let fill = volume.quantile(0.001).min(scene.threshold * 0.2);
+    let fill = scene.low.min(scene.threshold * 0.2);
     let before = if options.verify {
         crate::face::check_scene(&occupancy, &scene).ok()
     } else {
@@ -308,7 +308,11 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
                 }
             }
         }
-        // Map back to the original voxels.
+        // Map back to the original voxels: about a grid cell's worth of them per label.
+        let labelled = label.iter().filter(|&&l| l != 0).count() as f64;
+        let voxel_ml = volume.spacing().iter().product::<f64>();
+        let expected = labelled * GRID_MM.powi(3) / voxel_ml.max(1e-3) * 1.05;
+        saved.reserve((expected as usize).min(volume.len()));
         let mut removed = vec![false; volume.len()];
         let (mut face_voxels, mut ear_voxels) = (0usize, 0usize);
         let data = &mut volume.data;

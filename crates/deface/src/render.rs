@@ -69,13 +69,15 @@ pub struct Scene {
     pub radius: f64,
     /// Intensity above which a voxel is tissue rather than air.
     pub threshold: f32,
+    /// The volume's 0.1 % quantile ([`Volume::quantile`]), from the same gather.
+    pub low: f32,
 }
 
 impl Scene {
     /// Finds the head: the threshold is 15 % of the 99th percentile (air and noise lie below
     /// it in CT and MR alike); the centre and radius are those of the voxels above it.
     pub fn of(volume: &Volume) -> Option<Scene> {
-        let [p1, p99] = volume.quantiles(&[0.01, 0.99]);
+        let [p1, p99, low] = volume.quantiles(&[0.01, 0.99, 0.001]);
         if p99.partial_cmp(&p1) != Some(std::cmp::Ordering::Greater) {
             return None;
         }
@@ -117,6 +119,7 @@ impl Scene {
             centre,
             radius: *r * 1.1 + 5.0,
             threshold,
+            low,
         })
     }
 }

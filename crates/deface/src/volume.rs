@@ -96,23 +96,33 @@ impl Volume {
         if !(x >= 0.0 && y >= 0.0 && z >= 0.0) {
             return None;
         }
-        let (i, j, k) = (x as usize, y as usize, z as usize);
+        let (i, j, k) = (floor_index(x), floor_index(y), floor_index(z));
         if i + 1 >= self.dims[0] || j + 1 >= self.dims[1] || k + 1 >= self.dims[2] {
             return None;
         }
+        Some(self.interpolate([i, j, k], v))
+    }
+
+    /// The trilinear sample at `v` within the cell whose first corner is `[i, j, k]`
+    /// (`v`'s whole part, the cell inside the volume).
+    #[inline]
+    fn interpolate(&self, [i, j, k]: [usize; 3], [x, y, z]: [f64; 3]) -> f32 {
         let (fx, fy, fz) = (
             (x - i as f64) as f32,
             (y - j as f64) as f32,
             (z - k as f64) as f32,
         );
-        let at = |di, dj, dk| self.data[self.index(i + di, j + dj, k + dk)];
+        // The cell's corners, from one slice starting at its first.
+        let (row, plane) = (self.dims[0], self.dims[0] * self.dims[1]);
+        let cell = &self.data[self.index(i, j, k)..][..plane + row + 2];
+        let at = |di: usize, dj: usize, dk: usize| cell[di + row * dj + plane * dk];
         let c00 = at(0, 0, 0) * (1.0 - fx) + at(1, 0, 0) * fx;
         let c10 = at(0, 1, 0) * (1.0 - fx) + at(1, 1, 0) * fx;
         let c01 = at(0, 0, 1) * (1.0 - fx) + at(1, 0, 1) * fx;
         let c11 = at(0, 1, 1) * (1.0 - fx) + at(1, 1, 1) * fx;
         let c0 = c00 * (1.0 - fy) + c10 * fy;
         let c1 = c01 * (1.0 - fy) + c11 * fy;
-        Some(c0 * (1.0 - fz) + c1 * fz)
+        c0 * (1.0 - fz) + c1 * fz
     }
 
     /// The value at quantile `q` (0..=1) of the finite voxels that are not padding (a
@@ -160,14 +170,33 @@ fn padding(v: &mut [f32]) -> Option<f32> {
     if at_min * 100 < v.len() || at_min == v.len() {
         return None;
     }
+    let lo = v
+        .iter()
+        .copied()
+        .filter(|&x| x != min)
+        .fold(f32::INFINITY, f32::min);
+    let n = ((v.len() - at_min - 1) as f64 * 0.99).round() as usize;
+    // Whether the minimum lies apart from a value: false from some value on, so the n-th
+    // of the others (their 99th percentile) is apart when more than n of them are; a count
+    // settles it without ordering them, as it does in most volumes (MR, whose minimum is
+    // its background).
+    let apart_from = |x: f32| (lo - min) as f64 > 0.25 * (x - min) as f64;
+    if v.iter().filter(|&&x| x != min && apart_from(x)).count() <= n {
+        return None;
+    }
     let mut rest: Vec<f32> = v.iter().copied().filter(|&x| x != min).collect();
-    let lo = rest.iter().copied().fold(f32::INFINITY, f32::min);
-    let n = ((rest.len() - 1) as f64 * 0.99).round() as usize;
     let (_, &mut hi, _) = rest.select_nth_unstable_by(n, f32::total_cmp);
-    let apart = (lo - min) as f64 > 0.25 * (hi - min) as f64;
+    let apart = apart_from(hi);
     let air = lo + 0.15 * (hi - lo);
     let background = rest.iter().filter(|&&x| x < air).count() * 20 >= rest.len();
     (apart && background).then_some(min)
+}
+
+/// The whole part of a coordinate known not to be negative (nor NaN), as `x as usize`
+/// gives it for every index a volume can have (larger ones saturate, and stay out of range).
+#[inline]
+fn floor_index(x: f64) -> usize {
+    x as i64 as usize
 }
 
 /// Side of the blocks of voxel cells that [`Occupancy`] summarises.
@@ -279,7 +308,7 @@ impl<'a> Occupancy<'a> {
         if !(x >= 0.0 && y >= 0.0 && z >= 0.0) {
             return (false, 1);
         }
-        let (i, j, k) = (x as usize, y as usize, z as usize);
+        let (i, j, k) = (floor_index(x), floor_index(y), floor_index(z));
         let dims = self.volume.dims;
         if i + 1 >= dims[0] || j + 1 >= dims[1] || k + 1 >= dims[2] {
             return (false, 1);
@@ -289,10 +318,7 @@ impl<'a> Occupancy<'a> {
         let (value, reach) = match self.state[at] {
             EMPTY => (false, self.reach[0][at] as f64),
             FULL => (true, self.reach[1][at] as f64),
-            _ => {
-                let above = self.volume.sample(v).is_some_and(|s| s > self.threshold);
-                return (above, 1);
-            }
+            _ => return (self.volume.interpolate([i, j, k], v) > self.threshold, 1),
         };
         // The cube of blocks nearer than `reach` holds the state; for FULL it lies within
         // the volume's cells (which end one voxel short of its last plane).
@@ -336,7 +362,7 @@ impl<'a> Occupancy<'a> {
         if !(x >= 0.0 && y >= 0.0 && z >= 0.0) {
             return false;
         }
-        let (i, j, k) = (x as usize, y as usize, z as usize);
+        let (i, j, k) = (floor_index(x), floor_index(y), floor_index(z));
         let dims = self.volume.dims;
         if i + 1 >= dims[0] || j + 1 >= dims[1] || k + 1 >= dims[2] {
             return false;
@@ -345,7 +371,7 @@ impl<'a> Occupancy<'a> {
         match self.state[b] {
             EMPTY => false,
             FULL => true,
-            _ => self.volume.sample(v).is_some_and(|s| s > self.threshold),
+            _ => self.volume.interpolate([i, j, k], v) > self.threshold,
         }
     }
 }
@@ -377,10 +403,15 @@ fn reach(state: &[u8], blocks: [usize; 3], which: u8) -> Vec<u8> {
                     if outside_counts {
                         best = best.min((t + 1).min(n - t).min(REACH) as u8);
                     }
-                    let lo = t.saturating_sub(REACH);
-                    let hi = (t + REACH).min(n - 1);
-                    for (q, &f) in line.iter().enumerate().take(hi + 1).skip(lo) {
-                        best = best.min(f.max(t.abs_diff(q) as u8));
+                    // Only lines nearer than `best` can lower it (`best` is at most REACH,
+                    // the window of the least).
+                    if best > 1 {
+                        let w = best as usize - 1;
+                        let lo = t.saturating_sub(w);
+                        let hi = (t + w).min(n - 1);
+                        for (q, &f) in line.iter().enumerate().take(hi + 1).skip(lo) {
+                            best = best.min(f.max(t.abs_diff(q) as u8));
+                        }
                     }
                     d[base + t * stride] = best;
                 }
