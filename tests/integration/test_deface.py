@@ -119,6 +119,17 @@ def in_mask(mask_path: Path, world, erode: int = 0) -> int:
     return int(data[ijk[:, 0], ijk[:, 1], ijk[:, 2]].sum())
 
 
+def changed_world(a, b) -> np.ndarray:
+    """World positions (RAS mm) of the pixels that differ between two single-frame slices
+    (pydicom data sets), from the first one's geometry."""
+    rr, cc = np.nonzero(a.pixel_array != b.pixel_array)
+    ipp = np.array([float(v) for v in a.ImagePositionPatient])
+    iop = np.array([float(v) for v in a.ImageOrientationPatient])
+    ps = [float(v) for v in a.PixelSpacing]
+    lps = ipp + np.outer(cc * ps[1], iop[:3]) + np.outer(rr * ps[0], iop[3:])
+    return lps * [-1, -1, 1]
+
+
 def ears_removed(mask_path: Path, world) -> tuple[int, int]:
     """Removed voxels on the left and on the right that can only be ears: behind the face
     (less than 20 mm in front of the centre of the BET brain box) and more than 50 mm to the
@@ -288,7 +299,7 @@ def test_dicom_series_is_defaced_slice_by_slice(radveil, brain_masks, tmp_path, 
     assert all(p.exists() for p in outs)
     fc = radveil.run("face-check", tmp_path / "out", "--json")
     assert json.loads(fc.stdout)["status"] == "no-face", fc.stdout
-    changed_world = []
+    changes = []
     for a_path, b_path in zip(slices, outs):
         a, b = pydicom.dcmread(a_path), pydicom.dcmread(b_path)
         # Only the pixels and the de-identification record differ.
@@ -300,15 +311,8 @@ def test_dicom_series_is_defaced_slice_by_slice(radveil, brain_masks, tmp_path, 
         assert b.RecognizableVisualFeatures == "NO"
         codes = [i.CodeValue for i in b.DeidentificationMethodCodeSequence]
         assert "113102" in codes, codes
-        pa, pb = a.pixel_array, b.pixel_array
-        rr, cc = np.nonzero(pa != pb)
-        if len(rr):
-            ipp = np.array([float(v) for v in a.ImagePositionPatient])
-            iop = np.array([float(v) for v in a.ImageOrientationPatient])
-            ps = [float(v) for v in a.PixelSpacing]
-            lps = ipp + np.outer(cc * ps[1], iop[:3]) + np.outer(rr * ps[0], iop[3:])
-            changed_world.append(lps * [-1, -1, 1])
-    world = np.concatenate(changed_world)
+        changes.append(changed_world(a, b))
+    world = np.concatenate(changes)
     assert len(world) > 100_000
     assert in_mask(brain_masks["real"], world, erode=2) == 0
     left, right = ears_removed(brain_masks["real"], world)

@@ -21,6 +21,7 @@ from conftest import require_module
 from test_deface import (  # noqa: F401  (brain_masks is a fixture)
     HEADS,
     brain_masks,
+    changed_world,
     dciodvfy_errors,
     ears_removed,
     fixture,
@@ -110,16 +111,6 @@ def test_ct_nifti_face_and_ears_removed_no_brain(radveil, ct_heads, brain_masks,
     assert left > 500 and right > 500, (left, right)
     # The header is kept byte for byte.
     assert nib.load(src).header.binaryblock == nib.load(out).header.binaryblock
-
-
-def changed_world(a, b) -> np.ndarray:
-    """RAS world positions of the pixels that differ between two slices."""
-    rr, cc = np.nonzero(a.pixel_array != b.pixel_array)
-    ipp = np.array([float(v) for v in a.ImagePositionPatient])
-    iop = np.array([float(v) for v in a.ImageOrientationPatient])
-    ps = [float(v) for v in a.PixelSpacing]
-    lps = ipp + np.outer(cc * ps[1], iop[:3]) + np.outer(rr * ps[0], iop[3:])
-    return lps * [-1, -1, 1]
 
 
 @pytest.mark.parametrize("how", ["as-is", "oblique"])

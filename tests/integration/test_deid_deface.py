@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_module
-from test_deface import HEADS, brain_masks, dciodvfy_errors, fixture, in_mask  # noqa: F401
+from test_deface import HEADS, brain_masks, changed_world, dciodvfy_errors, fixture, in_mask  # noqa: F401
 
 np = require_module("numpy")
 pydicom = require_module("pydicom")
@@ -36,16 +36,6 @@ def enhanced(head_series, tmp_path_factory) -> Path:
 
     require_module("highdicom")
     return headseries.write_enhanced(head_series, tmp_path_factory.mktemp("enhanced") / "enhanced.dcm")
-
-
-def world_of_changes(a, b) -> np.ndarray:
-    """World positions (RAS mm) of the pixels that differ between two single-frame slices."""
-    rr, cc = np.nonzero(a.pixel_array != b.pixel_array)
-    ipp = np.array([float(v) for v in a.ImagePositionPatient])
-    iop = np.array([float(v) for v in a.ImageOrientationPatient])
-    ps = [float(v) for v in a.PixelSpacing]
-    lps = ipp + np.outer(cc * ps[1], iop[:3]) + np.outer(rr * ps[0], iop[3:])
-    return lps * [-1, -1, 1]
 
 
 def codes(ds) -> list[str]:
@@ -90,7 +80,7 @@ def test_deid_defaces_head_series_and_records_the_option(radveil, key_file, brai
         assert b.RecognizableVisualFeatures == "NO"
         assert codes(b) == ["113100", "113102"], codes(b)
         assert "clean-recognizable-visual-features" in str(b.DeidentificationMethod)
-        changed.append(world_of_changes(a, b))
+        changed.append(changed_world(a, b))
         outputs.append(Path(by[p.resolve()]["output"]))
     world = np.concatenate(changed)
     assert len(world) > 100_000
