@@ -69,7 +69,8 @@ pub struct Defaced {
     pub depth: f64,
     /// The value removed voxels were set to (the background).
     pub fill: f32,
-    /// The face check before defacing, when run.
+    /// The face check before defacing, when run: it stops at the first view that holds a
+    /// face ([`crate::face::find_face`]).
     pub before: Option<crate::FaceCheck>,
     /// The face check after defacing, when run.
     pub after: Option<crate::FaceCheck>,
@@ -275,7 +276,7 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
     };
     let fill = scene.low.min(scene.threshold * 0.2);
     let before = if options.verify {
-        crate::face::check_scene(&occupancy, &scene).ok()
+        crate::face::find_face(&occupancy, &scene).ok()
     } else {
         None
     };

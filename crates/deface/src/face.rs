@@ -59,6 +59,21 @@ pub fn check(volume: &Volume) -> Result<FaceCheck, FaceCheckError> {
 /// [`check`] where the volume's scene ([`Scene::of`]) is known already, with the volume's
 /// occupancy for the scene's threshold.
 pub fn check_scene(occupancy: &Occupancy, scene: &Scene) -> Result<FaceCheck, FaceCheckError> {
+    check_views(occupancy, scene, false)
+}
+
+/// [`check_scene`] that stops at the first view holding a face: enough to know that there
+/// is a face (before defacing), at a fifth of the work when the front view shows it. Its
+/// `views` and `score` are those of the views rendered.
+pub fn find_face(occupancy: &Occupancy, scene: &Scene) -> Result<FaceCheck, FaceCheckError> {
+    check_views(occupancy, scene, true)
+}
+
+fn check_views(
+    occupancy: &Occupancy,
+    scene: &Scene,
+    until_face: bool,
+) -> Result<FaceCheck, FaceCheckError> {
     let model = rustface::read_model(MODEL).map_err(|e| FaceCheckError::Model(e.to_string()))?;
     let mut detector = rustface::create_detector_with_model(model);
     detector.set_min_face_size(24);
@@ -79,6 +94,9 @@ pub fn check_scene(occupancy: &Occupancy, scene: &Scene) -> Result<FaceCheck, Fa
             score,
             render: r,
         });
+        if until_face && score >= FACE_THRESHOLD {
+            break;
+        }
     }
     let score = views.iter().map(|v| v.score).fold(0.0, f64::max);
     Ok(FaceCheck {

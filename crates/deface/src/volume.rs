@@ -152,10 +152,60 @@ impl Volume {
         }
         qs.map(|q| {
             let n = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
-            let (_, x, _) = v.select_nth_unstable_by(n, |a, b| a.total_cmp(b));
-            *x
+            nth_smallest(&v, n)
         })
     }
+}
+
+/// A key whose unsigned order is `f32::total_cmp`'s order of the values.
+#[inline]
+fn order_key(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 1 << 31
+    }
+}
+
+/// The `n`-th smallest of `v` (from 0, in `f32::total_cmp` order), by a radix select on
+/// [`order_key`]: a count of the keys' high halves finds the one `n` falls in, a count of
+/// the low halves among those finds the key. Two passes over `v`, without reordering it:
+/// several times faster than `select_nth_unstable` on millions of voxels.
+fn nth_smallest(v: &[f32], n: usize) -> f32 {
+    let mut counts = vec![0u32; 1 << 16];
+    for &x in v {
+        counts[(order_key(x) >> 16) as usize] += 1;
+    }
+    let (high, n) = within(&counts, n);
+    counts.fill(0);
+    for &x in v {
+        let k = order_key(x);
+        if (k >> 16) as usize == high {
+            counts[(k & 0xffff) as usize] += 1;
+        }
+    }
+    let (low, _) = within(&counts, n);
+    let key = (high as u32) << 16 | low as u32;
+    f32::from_bits(if key >> 31 == 1 {
+        key & !(1 << 31)
+    } else {
+        !key
+    })
+}
+
+/// The bin of `counts` holding the `n`-th item (from 0), and `n` counted from that bin's
+/// first item.
+fn within(counts: &[u32], mut n: usize) -> (usize, usize) {
+    for (bin, &c) in counts.iter().enumerate() {
+        if n < c as usize {
+            return (bin, n);
+        }
+        n -= c as usize;
+    }
+    // Past the last item (not reached for n < v.len()): the last non-empty bin.
+    let bin = counts.iter().rposition(|&c| c > 0).unwrap_or(0);
+    (bin, counts[bin].saturating_sub(1) as usize)
 }
 
 /// The padding value among `v`, if any: the minimum, when it holds at least 1 % of the
@@ -243,13 +293,13 @@ impl<'a> Occupancy<'a> {
                 let b_row = bi * (j / BLOCK + bj * (k / BLOCK));
                 for (c, chunk) in volume.data[row..row + ni].chunks(BLOCK).enumerate() {
                     let b = b_row + c;
-                    for &x in chunk {
-                        if !x.is_finite() {
-                            odd[b] = true;
-                        }
-                        lo[b] = lo[b].min(x);
-                        hi[b] = hi[b].max(x);
-                    }
+                    // `x * 0.0` is NaN for NaN and the infinities, 0 otherwise.
+                    let (l, h, z) = chunk.iter().fold((lo[b], hi[b], 0.0f32), |(l, h, z), &x| {
+                        (l.min(x), h.max(x), z + x * 0.0)
+                    });
+                    lo[b] = l;
+                    hi[b] = h;
+                    odd[b] |= z.is_nan();
                 }
             }
         }
@@ -531,6 +581,32 @@ mod tests {
             ..v
         };
         assert_eq!(ball.quantile(0.0), 2.0);
+    }
+
+    #[test]
+    fn nth_smallest_is_the_sorted_order() {
+        let mut seed = 5u64;
+        let mut v: Vec<f32> = (0..5000)
+            .map(|i| match i % 9 {
+                0 => 0.0,
+                1 => -0.0,
+                2 => -3024.0,
+                3 => f32::MIN_POSITIVE / 4.0,
+                4 => -(xorshift(&mut seed) as f32) * 1e-30,
+                _ => ((xorshift(&mut seed) - 0.3) * 5000.0) as f32,
+            })
+            .collect();
+        v.push(f32::MAX);
+        v.push(f32::MIN);
+        let mut sorted = v.clone();
+        sorted.sort_by(f32::total_cmp);
+        for n in (0..v.len()).step_by(7).chain([0, v.len() - 1]) {
+            assert_eq!(
+                nth_smallest(&v, n).to_bits(),
+                sorted[n].to_bits(),
+                "n = {n}"
+            );
+        }
     }
 
     #[test]
