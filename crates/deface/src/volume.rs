@@ -150,10 +150,8 @@ impl Volume {
         if let Some(padding) = padding(&mut v) {
             v.retain(|&x| x != padding);
         }
-        qs.map(|q| {
-            let n = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
-            nth_smallest(&v, n)
-        })
+        let ranks = qs.map(|q| ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize);
+        nth_smallest(&v, ranks)
     }
 }
 
@@ -168,29 +166,37 @@ fn order_key(x: f32) -> u32 {
     }
 }
 
-/// The `n`-th smallest of `v` (from 0, in `f32::total_cmp` order), by a radix select on
-/// [`order_key`]: a count of the keys' high halves finds the one `n` falls in, a count of
-/// the low halves among those finds the key. Two passes over `v`, without reordering it:
-/// several times faster than `select_nth_unstable` on millions of voxels.
-fn nth_smallest(v: &[f32], n: usize) -> f32 {
+/// The `n`-th smallest of `v` (from 0, in `f32::total_cmp` order) for each `n` of `ranks`,
+/// by a radix select on [`order_key`]: a count of the keys' high halves finds the one each
+/// rank falls in, a count of the low halves among those finds the key. Two passes over
+/// `v`, without reordering it: several times faster than `select_nth_unstable` on
+/// millions of voxels.
+fn nth_smallest<const N: usize>(v: &[f32], ranks: [usize; N]) -> [f32; N] {
     let mut counts = vec![0u32; 1 << 16];
     for &x in v {
         counts[(order_key(x) >> 16) as usize] += 1;
     }
-    let (high, n) = within(&counts, n);
-    counts.fill(0);
+    let high = ranks.map(|n| within(&counts, n));
+    // One count of low halves per distinct high half.
+    let mut bins: Vec<usize> = high.iter().map(|h| h.0).collect();
+    bins.sort_unstable();
+    bins.dedup();
+    let mut low = vec![vec![0u32; 1 << 16]; bins.len()];
     for &x in v {
         let k = order_key(x);
-        if (k >> 16) as usize == high {
-            counts[(k & 0xffff) as usize] += 1;
+        if let Ok(b) = bins.binary_search(&((k >> 16) as usize)) {
+            low[b][(k & 0xffff) as usize] += 1;
         }
     }
-    let (low, _) = within(&counts, n);
-    let key = (high as u32) << 16 | low as u32;
-    f32::from_bits(if key >> 31 == 1 {
-        key & !(1 << 31)
-    } else {
-        !key
+    high.map(|(h, n)| {
+        let b = bins.binary_search(&h).unwrap_or(0);
+        let (l, _) = within(&low[b], n);
+        let key = (h as u32) << 16 | l as u32;
+        f32::from_bits(if key >> 31 == 1 {
+            key & !(1 << 31)
+        } else {
+            !key
+        })
     })
 }
 
@@ -215,8 +221,13 @@ fn within(counts: &[u32], mut n: usize) -> (usize, usize) {
 /// minimum is its only background (air stored as 0 in MR, a phantom in a uniform field) has
 /// no padding.
 fn padding(v: &mut [f32]) -> Option<f32> {
-    let min = v.iter().copied().fold(f32::INFINITY, f32::min);
-    let at_min = v.iter().filter(|&&x| x == min).count();
+    let (min, at_min) = v.iter().fold((f32::INFINITY, 0usize), |(m, n), &x| {
+        if x < m {
+            (x, 1)
+        } else {
+            (m, n + (x == m) as usize)
+        }
+    });
     if at_min * 100 < v.len() || at_min == v.len() {
         return None;
     }
