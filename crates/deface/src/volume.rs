@@ -612,11 +612,9 @@ mod tests {
         let mut sorted = v.clone();
         sorted.sort_by(f32::total_cmp);
         for n in (0..v.len()).step_by(7).chain([0, v.len() - 1]) {
-            assert_eq!(
-                nth_smallest(&v, n).to_bits(),
-                sorted[n].to_bits(),
-                "n = {n}"
-            );
+            let [a, b] = nth_smallest(&v, [n, v.len() - 1 - n]);
+            assert_eq!(a.to_bits(), sorted[n].to_bits(), "n = {n}");
+            assert_eq!(b.to_bits(), sorted[v.len() - 1 - n].to_bits(), "n = {n}");
         }
     }
 
