@@ -171,7 +171,14 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
     for z in 0..gz {
         for y in 0..gy {
             let row = head.index(0, y, z);
-            let mut x = 0;
+            // Grid voxels outside the volume's cells stay false (as a sample there is).
+            let Some((enter, leave)) =
+                crate::volume::within_cells(to_voxel(head.world(0, y, z)), dx, volume.dims)
+            else {
+                continue;
+            };
+            let gx = gx.min(leave);
+            let mut x = enter.min(gx);
             while x < gx {
                 let v = to_voxel(head.world(x, y, z));
                 let (value, n) = occupancy.probe(v, dx);

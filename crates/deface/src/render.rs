@@ -186,7 +186,17 @@ pub fn render(occupancy: &Occupancy, scene: &Scene, view: View, size: usize) -> 
                 let skipped = r - half;
                 let mut v = to_voxel(start);
                 let n = ((2.0 * half) / (step * COARSE)) as usize + 1;
-                let mut s = 0;
+                // Samples outside the volume's cells are below the threshold: the march
+                // starts at the last step before the ray enters them and ends after it
+                // leaves, stepping to the start as the march would (same positions).
+                let Some((enter, leave)) = crate::volume::within_cells(v, dc, volume.dims) else {
+                    continue;
+                };
+                let n = n.min(leave);
+                let mut s = enter.min(n);
+                for _ in 0..s {
+                    v = [v[0] + dc[0], v[1] + dc[1], v[2] + dc[2]];
+                }
                 while s < n {
                     // Steps through blocks wholly below the threshold need no sample.
                     let (hit, k) = occupancy.probe(v, dc);

@@ -260,6 +260,32 @@ fn floor_index(x: f64) -> usize {
     x as i64 as usize
 }
 
+/// The steps `s` of the ray `v + s d` (voxel units) that can lie in the volume's cells
+/// (`0 <= x < dims - 1` along each axis, where a trilinear sample exists): from the last
+/// step before it enters them to the first after it leaves (exclusive), or `None` when it
+/// misses them. Generous by a step at each end, so rounding never loses a sample.
+pub(crate) fn within_cells(v: [f64; 3], d: [f64; 3], dims: [usize; 3]) -> Option<(usize, usize)> {
+    let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
+    for c in 0..3 {
+        let top = dims[c] as f64 - 1.0;
+        if d[c] == 0.0 {
+            if !(v[c] >= 0.0 && v[c] < top) {
+                return None;
+            }
+            continue;
+        }
+        let (a, b) = ((0.0 - v[c]) / d[c], (top - v[c]) / d[c]);
+        lo = lo.max(a.min(b));
+        hi = hi.min(a.max(b));
+    }
+    if lo.is_nan() || hi.is_nan() || lo > hi {
+        return None;
+    }
+    let enter = (lo.floor() - 1.0).max(0.0);
+    let leave = hi.ceil() + 2.0;
+    Some((enter as usize, leave.min(1e12) as usize))
+}
+
 /// Side of the blocks of voxel cells that [`Occupancy`] summarises.
 const BLOCK: usize = 4;
 
@@ -553,6 +579,30 @@ mod tests {
         }
         // Runs beyond one sample are found often.
         assert!(known > 2_000 && runs > 2 * known, "{known} {runs}");
+    }
+
+    #[test]
+    fn rays_sample_nothing_outside_their_steps_within_cells() {
+        let v = head();
+        let mut seed = 3u64;
+        let mut entered = 0;
+        for _ in 0..5_000 {
+            let p = [0, 1, 2].map(|c| xorshift(&mut seed) * (v.dims[c] as f64 + 60.0) - 30.0);
+            let mut d = [0, 1, 2].map(|_| xorshift(&mut seed) * 4.0 - 2.0);
+            if xorshift(&mut seed) < 0.2 {
+                d[(xorshift(&mut seed) * 3.0) as usize] = 0.0;
+            }
+            let range = within_cells(p, d, v.dims);
+            for s in 0..200usize {
+                let q = [0, 1, 2].map(|c| p[c] + s as f64 * d[c]);
+                if v.sample(q).is_some() {
+                    let (enter, leave) = range.expect("a ray that samples the volume enters it");
+                    assert!(s >= enter && s < leave, "step {s} outside {enter}..{leave}");
+                    entered += 1;
+                }
+            }
+        }
+        assert!(entered > 4_000, "{entered}");
     }
 
     #[test]
