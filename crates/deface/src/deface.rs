@@ -151,12 +151,18 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
         }
     }
     let margin = 12.0 + volume.spacing().iter().cloned().fold(0.0, f64::max);
-    let mut head = Grid::covering_box(lo.map(|v| v - margin), hi.map(|v| v + margin), GRID_MM);
-    if head.len() > 600 * 600 * 600 {
+    let (lo, hi) = (lo.map(|v| v - margin), hi.map(|v| v + margin));
+    // Checked before the grid is allocated (a hostile header can make the box huge).
+    if Grid::dims_covering(lo, hi, GRID_MM)
+        .iter()
+        .product::<usize>()
+        > 600 * 600 * 600
+    {
         return Err(DefaceError::NotAHead(
             "the field of view is larger than any head".into(),
         ));
     }
+    let mut head = Grid::covering_box(lo, hi, GRID_MM);
     // 1. Head mask on the canonical grid.
     let to_voxel = volume
         .world_to_voxel()

@@ -105,3 +105,54 @@ fn check_views(
         face_found: score >= FACE_THRESHOLD,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ball of tissue on a small grid.
+    fn ball(spacing: f64) -> Volume {
+        let n = 24;
+        let data = (0..n * n * n)
+            .map(|i| {
+                let (x, y, z) = (i % n, (i / n) % n, i / (n * n));
+                let r2 = [x, y, z]
+                    .iter()
+                    .map(|&c| (c as f64 - 11.5).powi(2))
+                    .sum::<f64>();
+                if r2 < 64.0 {
+                    500.0
+                } else {
+                    (i % 7) as f32
+                }
+            })
+            .collect();
+        Volume {
+            dims: [n, n, n],
+            data,
+            affine: [
+                [spacing, 0.0, 0.0, 0.0],
+                [0.0, spacing, 0.0, 0.0],
+                [0.0, 0.0, spacing, 0.0],
+            ],
+        }
+    }
+
+    #[test]
+    fn a_ball_shows_no_face() {
+        let fc = check(&ball(8.0)).unwrap();
+        assert_eq!(fc.views.len(), VIEWS.len());
+        assert!(!fc.face_found, "{}", fc.score);
+        // The ball is rendered: its pixels are lit.
+        assert!(fc.views[0].render.pixels.iter().filter(|&&p| p > 0).count() > 10_000);
+    }
+
+    #[test]
+    fn a_volume_kilometres_wide_is_checked_promptly() {
+        // A header can make voxels a kilometre wide; the march stays bounded per ray.
+        let started = std::time::Instant::now();
+        let fc = check(&ball(1e6)).unwrap();
+        assert!(!fc.face_found);
+        assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+    }
+}

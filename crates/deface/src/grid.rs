@@ -16,10 +16,15 @@ pub struct Grid {
 }
 
 impl Grid {
-    /// An empty grid covering the world box `lo..=hi` (RAS+ mm).
+    /// The size of [`Grid::covering_box`]`(lo, hi, step)`, known before it is allocated.
+    pub fn dims_covering(lo: [f64; 3], hi: [f64; 3], step: f64) -> [usize; 3] {
+        [0, 1, 2].map(|c| (((hi[c] - lo[c]).max(0.0) / step).floor() as usize + 1).min(1024))
+    }
+
+    /// An empty grid covering the world box `lo..=hi` (RAS+ mm), at most 1024 voxels along
+    /// each axis.
     pub fn covering_box(lo: [f64; 3], hi: [f64; 3], step: f64) -> Grid {
-        let dims =
-            [0, 1, 2].map(|c| (((hi[c] - lo[c]).max(0.0) / step).floor() as usize + 1).min(1024));
+        let dims = Grid::dims_covering(lo, hi, step);
         Grid {
             origin: lo,
             step,

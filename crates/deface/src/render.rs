@@ -148,13 +148,19 @@ pub fn render(occupancy: &Occupancy, scene: &Scene, view: View, size: usize) -> 
     ];
     let r = scene.radius;
     let pixel = 2.0 * r / size as f64;
-    let step = volume
+    // Half the smallest voxel size (0.15-1 mm), but no finer than a chord of the sphere
+    // in MAX_STEPS coarse steps: a head is marched as its voxels ask, and a volume whose
+    // header makes it kilometres wide costs no more than a head.
+    const COARSE: f64 = 4.0;
+    const MAX_STEPS: f64 = 1024.0;
+    let step = (volume
         .spacing()
         .iter()
         .cloned()
         .fold(f64::INFINITY, f64::min)
         .clamp(0.3, 2.0)
-        * 0.5;
+        * 0.5)
+        .max(2.0 * r / (COARSE * MAX_STEPS));
     let mut depth = vec![f64::NAN; size * size];
     if let Some(to_voxel) = volume.world_to_voxel() {
         let origin = [
@@ -169,7 +175,6 @@ pub fn render(occupancy: &Occupancy, scene: &Scene, view: View, size: usize) -> 
         ]);
         // March in coarse steps through the head's sphere; on the first hit, bisect back
         // to the surface.
-        const COARSE: f64 = 4.0;
         let dc = df.map(|d| d * COARSE);
         let inside = |v: [f64; 3]| occupancy.above(v);
         for row in 0..size {
