@@ -177,16 +177,16 @@ pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, De
     for z in 0..gz {
         for y in 0..gy {
             let row = head.index(0, y, z);
+            // The row's first grid voxel in voxel coordinates; the others are `x` steps on.
+            let v0 = to_voxel(head.world(0, y, z));
             // Grid voxels outside the volume's cells stay false (as a sample there is).
-            let Some((enter, leave)) =
-                crate::volume::within_cells(to_voxel(head.world(0, y, z)), dx, volume.dims)
-            else {
+            let Some((enter, leave)) = crate::volume::within_cells(v0, dx, volume.dims) else {
                 continue;
             };
             let gx = gx.min(leave);
             let mut x = enter.min(gx);
             while x < gx {
-                let v = to_voxel(head.world(x, y, z));
+                let v = [0, 1, 2].map(|c| v0[c] + x as f64 * dx[c]);
                 let (value, n) = occupancy.probe(v, dx);
                 let end = (x + n).min(gx);
                 head.data[row + x..row + end].fill(value);
