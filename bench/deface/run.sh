@@ -4,7 +4,7 @@
 #   - elastix 5 (Debian) affine registration of the pydeface mean head onto the head: the
 #     step every template defacer (pydeface, mri_deface) needs before it can cut.
 # Prints seconds per volume (best of BENCH_RUNS) and radveil's speed-up over each.
-# Usage: bench/deface/run.sh   (BENCH_RUNS=3 by default)
+# Usage: bench/deface/run.sh   (BENCH_RUNS=5 by default)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tools/setup-peers >/dev/null
