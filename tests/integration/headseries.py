@@ -144,6 +144,24 @@ def head_mask(data: np.ndarray, zooms) -> np.ndarray:
     return ndi.binary_fill_holes(m | interior[pad:-pad, pad:-pad, pad:-pad])
 
 
+def mr_head_and_brain(mr: Path, brain_mask: Path):
+    """An MR head and its brain mask, as the synthetic contrasts start from them: the image
+    (nibabel), its first volume (float32), voxel sizes, the solid head (`head_mask`) and the
+    brain mask within it. The mask must be on the MR volume's grid."""
+    img = nib.load(mr)
+    data = np.asanyarray(img.dataobj).astype(np.float32)
+    if data.ndim > 3:
+        data = data[..., 0]
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+    bm = nib.load(brain_mask)
+    if bm.shape[:3] != data.shape or not np.allclose(bm.affine, img.affine, atol=1e-3):
+        raise ValueError("the brain mask must be on the MR volume's grid")
+    brain = np.asanyarray(bm.dataobj)
+    brain = (brain[..., 0] if brain.ndim > 3 else brain) > 0.5
+    head = head_mask(data, zooms)
+    return img, data, zooms, head, brain & head
+
+
 def synthetic_ct(mr: Path, brain_mask: Path, out: Path, seed: int = 0) -> Path:
     """A CT-like head in Hounsfield units (int16 NIfTI, same grid as `mr`) made from an MR
     head (T1-weighted: fat bright) and its brain mask (BET; same grid):
@@ -158,18 +176,7 @@ def synthetic_ct(mr: Path, brain_mask: Path, out: Path, seed: int = 0) -> Path:
     * partial volume (a 0.6-voxel Gaussian blur) and noise (sigma 6 HU, seeded)."""
     import scipy.ndimage as ndi
 
-    img = nib.load(mr)
-    mri = np.asanyarray(img.dataobj).astype(np.float32)
-    if mri.ndim > 3:
-        mri = mri[..., 0]
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
-    bm = nib.load(brain_mask)
-    if bm.shape[:3] != mri.shape or not np.allclose(bm.affine, img.affine, atol=1e-3):
-        raise ValueError("the brain mask must be on the MR volume's grid")
-    brain = np.asanyarray(bm.dataobj)[..., 0] if len(bm.shape) > 3 else np.asanyarray(bm.dataobj)
-    brain = brain > 0.5
-    head = head_mask(mri, zooms)
-    brain &= head
+    img, mri, zooms, head, brain = mr_head_and_brain(mr, brain_mask)
     r = np.clip(mri / np.percentile(mri[head], 99), 0.0, 1.2)
     hu = np.full(mri.shape, -1000.0, dtype=np.float32)
     hu[head] = 40.0 - 140.0 * np.clip((r[head] - 0.35) / 0.5, 0.0, 1.0)
@@ -206,16 +213,7 @@ def synthetic_t2(mr: Path, brain_mask: Path, out: Path, fat: float = 0.8) -> Pat
     on T2); outside it, skin, fat and muscle keep their T1 order (fat is bright on fast spin
     echo T2 too), scaled so the brightest fat reaches `fat` times the brightest CSF. With a
     low `fat` the scalp is dimmer than on real T2 and the skin is hard to find."""
-    img = nib.load(mr)
-    t1 = np.asanyarray(img.dataobj).astype(np.float32)
-    if t1.ndim > 3:
-        t1 = t1[..., 0]
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
-    bm = nib.load(brain_mask)
-    brain = np.asanyarray(bm.dataobj)
-    brain = (brain[..., 0] if brain.ndim > 3 else brain) > 0.5
-    head = head_mask(t1, zooms)
-    brain &= head
+    img, t1, _, head, brain = mr_head_and_brain(mr, brain_mask)
     top = np.percentile(t1[brain], 99)
     t2 = t1.copy()
     t2[brain] = 0.3 * top + 1.2 * np.clip(top - t1[brain], 0.0, None)
