@@ -227,6 +227,28 @@ def synthetic_t2(mr: Path, brain_mask: Path, out: Path, fat: float = 0.8) -> Pat
     return out
 
 
+def synthetic_flair(mr: Path, brain_mask: Path, out: Path, fat: float = 0.9) -> Path:
+    """A FLAIR-like head (float32 NIfTI, same grid) made from a T1-weighted one and its brain
+    mask: inside the brain, CSF is suppressed (dark), grey matter brightest and white matter
+    a little darker (the T1 order of grey and white matter inverted); outside it, the scalp
+    keeps its T1 order (fat is bright on FLAIR too), scaled so the brightest fat reaches
+    `fat` times the brightest grey matter."""
+    img, t1, _, head, brain = mr_head_and_brain(mr, brain_mask)
+    top = np.percentile(t1[brain], 99)
+    flair = t1.copy()
+    # T1 relative to the brightest white matter: CSF up to a quarter, grey matter about half.
+    rel = t1[brain] / top
+    flair[brain] = top * np.interp(rel, [0.0, 0.25, 0.55, 1.0], [0.1, 0.1, 1.0, 0.7])
+    grey = np.percentile(flair[brain], 99)
+    scalp = head & ~brain
+    flair[scalp] = t1[scalp] * (fat * grey / np.percentile(t1[scalp], 99))
+    nii = nib.Nifti1Image(flair.astype(np.float32), img.affine)
+    nii.set_sform(img.affine, code=1)
+    nii.set_qform(img.affine, code=1)
+    nib.save(nii, out)
+    return out
+
+
 def write_enhanced(slices: list[Path], out: Path) -> Path:
     """Converts a single-frame MR series into one multi-frame Legacy Converted Enhanced MR
     image with highdicom (an independent writer of enhanced objects: per-frame Plane
