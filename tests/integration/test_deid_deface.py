@@ -194,10 +194,10 @@ def test_enhanced_multiframe_image_is_defaced_like_its_series(radveil, key_file,
     assert codes(c) == ["113100", "113102"]
 
 
-def test_two_echoes_in_one_series_and_duplicate_copies(radveil, key_file, head_series, tmp_path):
-    """A series holding two volumes at the same positions (a dual echo) is split by Echo
-    Numbers and both are defaced; a second copy of a slice in the batch is reported as a
-    duplicate and never written undefaced."""
+def dual_echo(head_series: list[Path], tmp_path: Path) -> tuple[Path, Path]:
+    """The head as one series of two echoes at the same positions (`dual/e1-*`, `dual/e2-*`,
+    the second at half the signal), and a second copy of one slice of the first echo
+    (`copy/again.dcm`)."""
     src = tmp_path / "dual"
     src.mkdir()
     for p in head_series:
@@ -214,6 +214,14 @@ def test_two_echoes_in_one_series_and_duplicate_copies(radveil, key_file, head_s
     copy = tmp_path / "copy"
     copy.mkdir()
     shutil.copy(head_series[120], copy / "again.dcm")
+    return src, copy
+
+
+def test_two_echoes_in_one_series_and_duplicate_copies(radveil, key_file, head_series, tmp_path):
+    """A series holding two volumes at the same positions (a dual echo) is split by Echo
+    Numbers and both are defaced; a second copy of a slice in the batch is reported as a
+    duplicate and never written undefaced."""
+    src, copy = dual_echo(head_series, tmp_path)
     r, recs = radveil.deid([src, copy], tmp_path / "out", key_file, *OPTION)
     by = {Path(x["input"]).name: x for x in recs}
     assert len(by) == 2 * len(head_series) + 1
@@ -232,4 +240,33 @@ def test_two_echoes_in_one_series_and_duplicate_copies(radveil, key_file, head_s
                 shutil.copy(x["output"], out)
         assert len(list(out.iterdir())) == len(head_series)
         fc = radveil.run("face-check", out, "--json")
+        assert json.loads(fc.stdout)["status"] == "no-face", (echo, fc.stdout)
+
+
+def test_deface_groups_images_as_deid_does(radveil, head_series, tmp_path):
+    """`radveil deface` groups DICOM images into volumes as de-identification does
+    (series::group_volumes): the two echoes of one series are two volumes, both defaced;
+    the second copy of a slice is declined, not written, and the run exits 1."""
+    src, copy = dual_echo(head_series, tmp_path)
+    out = tmp_path / "out"
+    r = radveil.run("deface", src, copy, "--out", out, "--json", timeout=600)
+    res = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+    assert r.returncode == 1, r.stdout + r.stderr
+    defaced = [x for x in res if x["status"] == "defaced"]
+    declined = [x for x in res if x["status"] != "defaced"]
+    assert len(defaced) == 2 and all(x["face_score_before"] >= 15 > x["face_score_after"] for x in defaced), res
+    assert len(declined) == 1 and "same SOP Instance UID" in declined[0]["detail"], declined
+    # One of the two copies was written (defaced), the other not at all.
+    twin = f"e1-{head_series[120].name}"
+    assert {Path(declined[0]["input"]).name} < {"again.dcm", twin}
+    assert (out / "again.dcm").exists() != (out / twin).exists()
+    assert len(list(out.iterdir())) == 2 * len(head_series)
+    for echo in ("e1", "e2"):
+        check = tmp_path / f"check-{echo}"
+        check.mkdir()
+        for f in out.iterdir():
+            if f.name.startswith(echo) or (echo == "e1" and f.name == "again.dcm"):
+                shutil.copy(f, check)
+        assert len(list(check.iterdir())) == len(head_series)
+        fc = radveil.run("face-check", check, "--json")
         assert json.loads(fc.stdout)["status"] == "no-face", (echo, fc.stdout)

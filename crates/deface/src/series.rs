@@ -204,6 +204,58 @@ pub fn split_volumes<T>(slices: Vec<(T, ImageHeader)>) -> Vec<Vec<T>> {
     volumes
 }
 
+/// The images of one volume to assemble, and the second copies of its SOP instances (the same
+/// image given twice: never a slice of its own, never written undefaced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeGroup<T> {
+    /// One image per SOP instance, in input order.
+    pub images: Vec<T>,
+    /// Second (and later) copies of an SOP instance already in `images`.
+    pub duplicates: Vec<T>,
+}
+
+/// Groups DICOM images into the volumes they make, as `radveil deface` and `radveil deid`
+/// both need them: single-frame slices by [`StackKey`] (series, orientation, matrix), each
+/// multi-frame image on its own; second copies of an SOP instance set aside; and a stack
+/// that holds several volumes at the same positions (echoes, repeats) split by
+/// [`split_volumes`]. Returns the volumes (single-frame stacks in key order, then multi-frame
+/// images in input order) and the images without plane geometry, which make no volume.
+pub fn group_volumes<T>(
+    images: impl IntoIterator<Item = (T, ImageHeader)>,
+) -> (Vec<VolumeGroup<T>>, Vec<T>) {
+    use std::collections::{BTreeMap, HashSet};
+    let mut stacks: BTreeMap<(StackKey, usize), Vec<(T, ImageHeader)>> = BTreeMap::new();
+    let mut loose = Vec::new();
+    for (n, (t, h)) in images.into_iter().enumerate() {
+        match h.stack.clone() {
+            Some(key @ StackKey::MultiFrame) => stacks.entry((key, n)).or_default().push((t, h)),
+            Some(key) => stacks.entry((key, 0)).or_default().push((t, h)),
+            None => loose.push(t),
+        }
+    }
+    let mut groups = Vec::new();
+    for images in stacks.into_values() {
+        let mut seen = HashSet::new();
+        let (mut unique, mut duplicates) = (Vec::new(), Vec::new());
+        for (t, h) in images {
+            if h.sop_instance_uid.is_empty() || seen.insert(h.sop_instance_uid.clone()) {
+                unique.push((t, h));
+            } else {
+                duplicates.push(t);
+            }
+        }
+        // The duplicates go with the stack's first volume: they are reported once.
+        let mut duplicates = Some(duplicates);
+        for images in split_volumes(unique) {
+            groups.push(VolumeGroup {
+                images,
+                duplicates: duplicates.take().unwrap_or_default(),
+            });
+        }
+    }
+    (groups, loose)
+}
+
 fn numbers(ds: &DataSet<'_>, tag: u32) -> Vec<f64> {
     ds.string(tag)
         .unwrap_or_default()
@@ -679,5 +731,60 @@ mod tests {
         let mut uneven: Vec<_> = (0..10).map(|z| (z, header(z, 1))).collect();
         uneven.push((3, header(3, 2)));
         assert_eq!(split_volumes(uneven).len(), 1);
+    }
+
+    fn slice(series: &str, z: i64, echo: i64) -> ImageHeader {
+        ImageHeader {
+            stack: Some(StackKey::Slices {
+                series_uid: series.into(),
+                orientation: [1000, 0, 0, 0, 1000, 0],
+                matrix: (64, 64),
+            }),
+            sop_instance_uid: format!("1.2.{series}.{z}.{echo}"),
+            ..header(z, echo)
+        }
+    }
+
+    #[test]
+    fn images_are_grouped_into_volumes_with_duplicates_set_aside() {
+        let mut images: Vec<(&str, ImageHeader)> = Vec::new();
+        // Series 9 (given first): two echoes at ten positions, and one image given twice.
+        for z in 0..10 {
+            images.push(("s9e1", slice("9", z, 1)));
+            images.push(("s9e2", slice("9", z, 2)));
+        }
+        images.push(("s9e1 again", slice("9", 4, 1)));
+        // Series 1: one volume.
+        images.extend((0..10).map(|z| ("s1", slice("1", z, 1))));
+        // Two multi-frame images, and an image without plane geometry.
+        let multi = |uid: &str| ImageHeader {
+            stack: Some(StackKey::MultiFrame),
+            sop_instance_uid: uid.into(),
+            position: None,
+            ..header(0, 0)
+        };
+        images.push(("mf-b", multi("1.3.2")));
+        images.push(("mf-a", multi("1.3.1")));
+        images.push(("loose", header(0, 0)));
+        let (groups, loose) = group_volumes(images);
+        assert_eq!(loose, ["loose"]);
+        let names: Vec<(Vec<&str>, Vec<&str>)> = groups
+            .into_iter()
+            .map(|g| {
+                let mut i = g.images;
+                i.dedup();
+                (i, g.duplicates)
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (vec!["s1"], vec![]),
+                (vec!["s9e1"], vec!["s9e1 again"]),
+                (vec!["s9e2"], vec![]),
+                (vec!["mf-b"], vec![]),
+                (vec!["mf-a"], vec![]),
+            ]
+        );
     }
 }

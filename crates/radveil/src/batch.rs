@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use radveil_deface::series::{SeriesError, StackKey};
+use radveil_deface::series::SeriesError;
 use radveil_deid::{ActionCounts, DeidError, Deidentifier, VisualFeatures};
 use serde::Serialize;
 
@@ -350,46 +350,28 @@ fn plan_volumes(files: Vec<PathBuf>, jobs: usize) -> Vec<Unit> {
     for (i, h) in headers.into_inner().unwrap_or_default() {
         header_of[i] = Some(h);
     }
-    // Stacks of CT and MR images; a multi-frame image is a stack of its own.
-    let mut stacks: std::collections::BTreeMap<(StackKey, usize), Vec<(PathBuf, _)>> =
-        Default::default();
+    // Volumes of CT and MR images; every other file is a file of its own.
     let mut units = Vec::new();
+    let mut images = Vec::new();
     for (i, path) in files.into_iter().enumerate() {
-        let candidate = header_of[i]
+        match header_of[i]
             .take()
-            .filter(|h| matches!(h.modality.as_str(), "CT" | "MR"));
-        match candidate.and_then(|h| Some((h.stack.clone()?, h))) {
-            Some((key @ StackKey::MultiFrame, h)) => {
-                stacks.entry((key, i)).or_default().push((path, h))
-            }
-            Some((key, h)) => stacks.entry((key, usize::MAX)).or_default().push((path, h)),
+            .filter(|h| matches!(h.modality.as_str(), "CT" | "MR"))
+        {
+            Some(h) => images.push((path, h)),
             None => units.push(Unit::File(path)),
         }
     }
+    let (groups, loose) = radveil_deface::series::group_volumes(images);
+    units.extend(loose.into_iter().map(Unit::File));
     // Volumes first: they take longest, so the files fill in around them.
-    let mut out = Vec::new();
-    for slices in stacks.into_values() {
-        let mut seen = HashSet::new();
-        let (mut unique, mut duplicates) = (Vec::new(), Vec::new());
-        for (path, h) in slices {
-            if h.sop_instance_uid.is_empty() || seen.insert(h.sop_instance_uid.clone()) {
-                unique.push((path, h));
-            } else {
-                duplicates.push(path);
-            }
-        }
-        let mut volumes = radveil_deface::series::split_volumes(unique).into_iter();
-        if let Some(first) = volumes.next() {
-            out.push(Unit::Volume {
-                files: first,
-                duplicates,
-            });
-        }
-        out.extend(volumes.map(|files| Unit::Volume {
-            files,
-            duplicates: Vec::new(),
-        }));
-    }
+    let mut out: Vec<Unit> = groups
+        .into_iter()
+        .map(|g| Unit::Volume {
+            files: g.images,
+            duplicates: g.duplicates,
+        })
+        .collect();
     out.extend(units);
     out
 }

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use radveil_deface::series::StackKey;
 
 /// `radveil face-check` arguments.
 #[derive(clap::Args)]
@@ -195,39 +194,48 @@ pub fn deface(args: DefaceArgs) -> Result<ExitCode> {
                 std::time::Instant::now(),
             );
         }
-        let mut series: std::collections::BTreeMap<(StackKey, usize), Vec<PathBuf>> =
-            Default::default();
-        for (n, f) in files.into_iter().enumerate() {
+        // Volumes are grouped as `radveil deid` groups them (`series::group_volumes`).
+        let mut images = Vec::new();
+        for f in files {
             let header = std::fs::read(&f)
                 .ok()
                 .and_then(|b| radveil_deface::series::image_header(&b));
-            match header.and_then(|h| h.stack) {
-                // Each multi-frame image is a volume of its own.
-                Some(key @ StackKey::MultiFrame) => series.entry((key, n)).or_default().push(f),
-                Some(key) => series.entry((key, 0)).or_default().push(f),
+            match header {
+                Some(h) => images.push((f, h)),
                 None => {
                     bad += 1;
-                    report(
-                        &args,
-                        &f.display().to_string(),
-                        Err(anyhow::anyhow!(
-                            "not a DICOM image with a Series Instance UID and plane geometry"
-                        )),
-                        std::time::Instant::now(),
-                    );
+                    report_declined(&args, &f, "not a DICOM image");
                 }
             }
         }
-        for (n, files) in series.values().enumerate() {
+        let (groups, loose) = radveil_deface::series::group_volumes(images);
+        for f in loose {
+            bad += 1;
+            report_declined(
+                &args,
+                &f,
+                "a DICOM image without a Series Instance UID or plane geometry (Image Position and Orientation (Patient))",
+            );
+        }
+        for (n, group) in groups.iter().enumerate() {
             let started = std::time::Instant::now();
+            let files = &group.images;
             let label = format!(
-                "series {} ({} files, first {})",
+                "volume {} ({} files, first {})",
                 n + 1,
                 files.len(),
                 files[0].display()
             );
             let result = deface_series(files, &dicom, &args);
             bad += report(&args, &label, result, started) as usize;
+            for f in &group.duplicates {
+                bad += 1;
+                report_declined(
+                    &args,
+                    f,
+                    "a second copy of an image of this volume (same SOP Instance UID); not written",
+                );
+            }
         }
     }
     Ok(if bad == 0 {
@@ -235,6 +243,16 @@ pub fn deface(args: DefaceArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Reports a file that is not defaced, with the reason.
+fn report_declined(args: &DefaceArgs, path: &Path, why: &str) {
+    report(
+        args,
+        &path.display().to_string(),
+        Err(anyhow::anyhow!("{why}")),
+        std::time::Instant::now(),
+    );
 }
 
 /// Prints one result line; returns whether it was a failure.
