@@ -20,13 +20,12 @@ import pytest
 from conftest import require_module
 from test_deface import (  # noqa: F401  (brain_masks is a fixture)
     HEADS,
+    brain_lost,
     brain_masks,
-    brain_oracle,
     changed_world,
     dciodvfy_errors,
     ears_removed,
     fixture,
-    in_mask,
     removed_world,
     reoriented,
     run_deface,
@@ -103,7 +102,7 @@ def test_ct_nifti_face_and_ears_removed_no_brain(radveil, ct_heads, brain_masks,
     # Not one voxel of the brain (BET's mask, 2 voxels in) went.
     world, fill = removed_world(src, out)
     assert len(fill) == 1, f"removed voxels hold several values: {fill[:5]}"
-    assert in_mask(brain_oracle(brain_masks, head), world, erode=2) == 0
+    assert brain_lost(brain_masks, head, world) == (0, 0)
     # Removed voxels hold air.
     assert_air(float(fill[0]), np.asanyarray(nib.load(src).dataobj))
     # The face and both ears lost tissue.
@@ -164,7 +163,7 @@ def test_ct_dicom_series_defaced(radveil, ct_heads, brain_masks, dciodvfy, tmp_p
     assert_air(fills.pop() * slope + intercept, air_hu)
     world = np.concatenate(world)
     assert len(world) > 100_000
-    assert in_mask(brain_oracle(brain_masks, head), world, erode=2) == 0
+    assert brain_lost(brain_masks, head, world) == (0, 0)
     left, right = ears_removed(brain_masks[head], world)
     assert left > 500 and right > 500, (left, right)
     # The input is a plausible CT to dciodvfy, and defacing adds no error.
@@ -195,4 +194,4 @@ def test_ct_with_padding_outside_the_reconstruction_circle(radveil, ct_heads, br
     assert res["face_voxels"] > 20_000 and res["ear_voxels"] > 1_000, res
     world, fill = removed_world(src, tmp_path / "out" / src.name)
     assert len(fill) == 1 and abs(fill[0] - AIR_HU) <= 30, fill
-    assert in_mask(brain_oracle(brain_masks, head), world, erode=2) == 0
+    assert brain_lost(brain_masks, head, world) == (0, 0)
