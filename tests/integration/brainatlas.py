@@ -27,15 +27,20 @@ def first_volume(img) -> np.ndarray:
     return data[..., 0] if data.ndim > 3 else data
 
 
-def registered_brain(head: Path, bet_mask: Path, fixtures: Path, out: Path) -> Path:
+def registered_brain(head: Path, bet_mask: Path, fixtures: Path, out: Path, height_mm: float | None = None) -> Path:
     """The template's brain (grey plus white matter probability of at least one half) on the
     head's grid, saved as a uint8 mask at `out`. `bet_mask` only guides the registration
     (the template is a brain without scalp): it must keep out of the neck, or the template
-    is stretched into it."""
+    is stretched into it; `height_mm` keeps only that much of it under its top."""
     elastix, transformix = require_tool("elastix"), require_tool("transformix")
     img = nib.load(head)
     t1 = first_volume(img).astype(np.float32)
     bet = first_volume(nib.load(bet_mask)) > 0.5
+    if height_mm is not None:
+        ijk = np.argwhere(bet)
+        up = nib.affines.apply_affine(img.affine, ijk)[:, 2]
+        low = ijk[up <= up.max() - height_mm]
+        bet[tuple(low.T)] = False
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         nib.save(nib.Nifti1Image(t1 * bet, img.affine), tmp / "fixed.nii.gz")
