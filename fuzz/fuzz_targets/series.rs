@@ -28,5 +28,6 @@ fuzz_target!(|data: &[u8]| {
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(seen.len(), given);
-    let _ = radveil_deface::series::assemble_with(&[PathBuf::from("fuzz.dcm")], |_| Ok(data.to_vec()));
+    let _ =
+        radveil_deface::series::assemble_with(&[PathBuf::from("fuzz.dcm")], |_| Ok(data.to_vec()));
 });
