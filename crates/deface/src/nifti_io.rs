@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use nifti::{NiftiHeader, NiftiObject};
+use nifti::NiftiHeader;
 
 use crate::volume::Volume;
 
@@ -192,17 +192,11 @@ fn parse(bytes: &[u8]) -> Result<(Volume, NiftiHeader), NiftiError> {
             "the file is shorter than its header describes".into(),
         ));
     }
-    let obj = nifti::InMemNiftiObject::from_reader(bytes)
-        .map_err(|e| NiftiError::Unreadable(e.to_string()))?;
-    let raw = obj.into_volume().into_raw_data();
+    // The first volume's voxels, decoded straight from the file's bytes (checked above to
+    // hold them all).
+    let raw = &bytes[offset..offset + n * size];
     let big = header.endianness == nifti::Endianness::Big;
-    let mut data = decode_raw(&raw, header.datatype, big)?;
-    if data.len() < n {
-        return Err(NiftiError::Unreadable(
-            "fewer voxels than the header describes".into(),
-        ));
-    }
-    data.truncate(n);
+    let data = decode_raw(raw, header.datatype, big)?;
     let affine = affine(&header);
     let v = Volume { dims, data, affine };
     if v.inverse().is_none() {
@@ -217,18 +211,15 @@ fn parse(bytes: &[u8]) -> Result<(Volume, NiftiHeader), NiftiError> {
 /// order matters for masks and renders).
 fn decode_raw(raw: &[u8], datatype: i16, big: bool) -> Result<Vec<f32>, NiftiError> {
     macro_rules! conv {
-        ($t:ty, $n:expr) => {
-            raw.chunks_exact($n)
-                .map(|c| {
-                    let b: [u8; $n] = c.try_into().unwrap_or([0; $n]);
-                    (if big {
-                        <$t>::from_be_bytes(b)
-                    } else {
-                        <$t>::from_le_bytes(b)
-                    }) as f32
-                })
-                .collect()
-        };
+        ($t:ty, $n:expr) => {{
+            let bytes = |c: &[u8]| -> [u8; $n] { c.try_into().unwrap_or([0; $n]) };
+            let chunks = raw.chunks_exact($n);
+            if big {
+                chunks.map(|c| <$t>::from_be_bytes(bytes(c)) as f32).collect()
+            } else {
+                chunks.map(|c| <$t>::from_le_bytes(bytes(c)) as f32).collect()
+            }
+        }};
     }
     Ok(match datatype {
         2 => raw.iter().map(|&b| b as f32).collect(),
