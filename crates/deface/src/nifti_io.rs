@@ -215,9 +215,13 @@ fn decode_raw(raw: &[u8], datatype: i16, big: bool) -> Result<Vec<f32>, NiftiErr
             let bytes = |c: &[u8]| -> [u8; $n] { c.try_into().unwrap_or([0; $n]) };
             let chunks = raw.chunks_exact($n);
             if big {
-                chunks.map(|c| <$t>::from_be_bytes(bytes(c)) as f32).collect()
+                chunks
+                    .map(|c| <$t>::from_be_bytes(bytes(c)) as f32)
+                    .collect()
             } else {
-                chunks.map(|c| <$t>::from_le_bytes(bytes(c)) as f32).collect()
+                chunks
+                    .map(|c| <$t>::from_le_bytes(bytes(c)) as f32)
+                    .collect()
             }
         }};
     }
