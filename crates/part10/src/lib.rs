@@ -18,6 +18,9 @@ use std::io::Read;
 
 pub use radveil_standard::Vr;
 
+mod budget;
+pub use budget::{BudgetError, Grant, MemoryBudget, DEFAULT_WAIT};
+
 /// Tag of Item (FFFE,E000).
 pub const ITEM: u32 = 0xFFFE_E000;
 /// Tag of Item Delimitation Item (FFFE,E00D).
