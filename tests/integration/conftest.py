@@ -167,7 +167,11 @@ extendedKeyUsage = critical,timeStamping
 def keys(tmp_path_factory) -> dict:
     """Signer keys and certificates made with openssl (RSA, ECDSA P-256/P-384, DSA), and
     an RFC 3161 timestamp authority (`openssl ts`) under its own CA: keys["tsa"] is its
-    directory, with tsa.cnf (ESSCertIDv2) and tsa-v1.cnf (ESSCertID, SHA-1)."""
+    directory, with tsa.cnf (ESSCertIDv2) and tsa-v1.cnf (ESSCertID, SHA-1). Every
+    certificate is valid from a day ago (pki.py), so dcmsign, which compares times to the
+    minute, accepts signatures made at once."""
+    import pki
+
     openssl = require_tool("openssl")
     d = tmp_path_factory.mktemp("keys")
     out = {}
@@ -178,27 +182,27 @@ def keys(tmp_path_factory) -> dict:
         "p384": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
         "dsa": ["-newkey", f"dsa:{d / 'dsa.params'}"],
     }.items():
-        key, cert = d / f"{name}.key", d / f"{name}.pem"
-        subprocess.run([openssl, "req", "-x509", *args, "-nodes", "-keyout", key, "-out", cert,
-                        "-days", "30", "-subj", f"/CN=radveil test {name}"], check=True, capture_output=True)
-        out[name] = (key, cert)
+        out[name] = pki.self_signed(openssl, d, name, args, f"/CN=radveil test {name}")
     tsa = d / "tsa"
     tsa.mkdir()
     (tsa / "tsaserial").write_text("01\n")
     (tsa / "tsa.cnf").write_text(TSA_CONFIG.format(dir=tsa, ess="sha256"))
     (tsa / "tsa-v1.cnf").write_text(TSA_CONFIG.format(dir=tsa, ess="sha1"))
-    run = lambda *a: subprocess.run([openssl, *map(str, a)], check=True, capture_output=True)  # noqa: E731
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", tsa / "tsaca.key", "-out", tsa / "tsaca.pem",
-        "-days", "30", "-subj", "/CN=radveil test TSA CA")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", tsa / "tsa.key", "-out", tsa / "tsa.csr",
-        "-subj", "/CN=radveil test TSA")
-    run("x509", "-req", "-in", tsa / "tsa.csr", "-CA", tsa / "tsaca.pem", "-CAkey", tsa / "tsaca.key",
-        "-CAcreateserial", "-out", tsa / "tsa.pem", "-days", "30", "-extfile", tsa / "tsa.cnf",
-        "-extensions", "tsa_ext")
+    ca = pki.self_signed(openssl, tsa, "tsaca", ["-newkey", "rsa:2048"], "/CN=radveil test TSA CA")
+    tsa_ext = TSA_CONFIG[TSA_CONFIG.index("[ tsa_ext ]"):]
+    pki.issue(openssl, tsa, "tsa", ["-newkey", "rsa:2048"], "/CN=radveil test TSA", ca, tsa_ext, "tsa_ext")
     out["tsa"] = tsa
-    # dcmsign compares the signature time with the certificate's notBefore to the minute:
-    # a certificate made in this minute is "not yet valid" for it. Wait for the next minute.
-    import time
-
-    time.sleep(61 - time.gmtime().tm_sec)
     return out
+
+
+@pytest.fixture(scope="session")
+def brain_masks() -> dict:
+    """BET brain masks of the defacing test heads at each head's fraction (under the head's
+    name), and each head's brain confirmed by the ICBM template (under "HEAD.agreed"); see
+    heads.py. Made once and cached beside the fixtures."""
+    import heads
+
+    masks = {key: heads.bet_mask(key, heads.BET_FRACTION[key]) for key in heads.HEADS}
+    for key in heads.HEADS:
+        masks[f"{key}.agreed"] = heads.agreed_brain(key, masks[key])
+    return masks

@@ -45,7 +45,7 @@ from typing import Iterable
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, generate_uid
+from pydicom.uid import generate_uid
 
 TOKEN_PREFIX = "PHI"
 _ALNUM = string.ascii_uppercase + string.digits

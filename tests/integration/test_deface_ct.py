@@ -18,10 +18,13 @@ from pathlib import Path
 import pytest
 
 from conftest import require_module
-from test_deface import (  # noqa: F401  (brain_masks is a fixture)
+from heads import (
+    FACE_THRESHOLD,
     HEADS,
+    MIN_EAR_VOXELS,
+    MIN_EAR_VOXELS_EACH_SIDE,
+    MIN_FACE_VOXELS,
     brain_lost,
-    brain_masks,
     changed_world,
     dciodvfy_errors,
     ears_removed,
@@ -37,7 +40,6 @@ require_module("scipy")
 import scipy.ndimage as ndi  # noqa: E402
 
 AIR_HU = -1000.0
-FACE_THRESHOLD = 15.0
 
 
 @pytest.fixture(scope="session")
@@ -106,9 +108,9 @@ def test_ct_nifti_face_and_ears_removed_no_brain(radveil, ct_heads, brain_masks,
     # Removed voxels hold air.
     assert_air(float(fill[0]), np.asanyarray(nib.load(src).dataobj))
     # The face and both ears lost tissue.
-    assert res["face_voxels"] > 20_000 and res["ear_voxels"] > 1_000, res
+    assert res["face_voxels"] > MIN_FACE_VOXELS and res["ear_voxels"] > MIN_EAR_VOXELS, res
     left, right = ears_removed(brain_masks[head], world)
-    assert left > 500 and right > 500, (left, right)
+    assert left > MIN_EAR_VOXELS_EACH_SIDE and right > MIN_EAR_VOXELS_EACH_SIDE, (left, right)
     # The header is kept byte for byte.
     assert nib.load(src).header.binaryblock == nib.load(out).header.binaryblock
 
@@ -131,7 +133,7 @@ def test_ct_dicom_series_defaced(radveil, ct_heads, brain_masks, dciodvfy, tmp_p
     assert res["face_score_after"] < FACE_THRESHOLD, res
     if head == "real" or how == "as-is":
         assert res["face_score_before"] >= FACE_THRESHOLD, res
-    assert res["face_voxels"] > 20_000 and res["ear_voxels"] > 1_000, res
+    assert res["face_voxels"] > MIN_FACE_VOXELS and res["ear_voxels"] > MIN_EAR_VOXELS, res
     outs = [tmp_path / "out" / p.name for p in slices]
     assert all(p.exists() for p in outs)
     fc = radveil.run("face-check", tmp_path / "out", "--json")
@@ -165,7 +167,7 @@ def test_ct_dicom_series_defaced(radveil, ct_heads, brain_masks, dciodvfy, tmp_p
     assert len(world) > 100_000
     assert brain_lost(brain_masks, head, world) == (0, 0)
     left, right = ears_removed(brain_masks[head], world)
-    assert left > 500 and right > 500, (left, right)
+    assert left > MIN_EAR_VOXELS_EACH_SIDE and right > MIN_EAR_VOXELS_EACH_SIDE, (left, right)
     # The input is a plausible CT to dciodvfy, and defacing adds no error.
     for k in sorted({len(slices) // 3, len(slices) // 2, defaced[len(defaced) // 2]}):
         before = dciodvfy_errors(slices[k])
@@ -191,7 +193,7 @@ def test_ct_with_padding_outside_the_reconstruction_circle(radveil, ct_heads, br
     r, res = run_deface(radveil, src, tmp_path / "out")
     assert r.returncode == 0 and res.get("status") == "defaced", r.stdout + r.stderr
     assert res["face_score_before"] >= FACE_THRESHOLD > res["face_score_after"], res
-    assert res["face_voxels"] > 20_000 and res["ear_voxels"] > 1_000, res
+    assert res["face_voxels"] > MIN_FACE_VOXELS and res["ear_voxels"] > MIN_EAR_VOXELS, res
     world, fill = removed_world(src, tmp_path / "out" / src.name)
     assert len(fill) == 1 and abs(fill[0] - AIR_HU) <= 30, fill
     assert brain_lost(brain_masks, head, world) == (0, 0)

@@ -5,7 +5,6 @@ selective tags, purpose codes) verify in radveil, and tampering is detected."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
