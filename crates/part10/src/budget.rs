@@ -86,9 +86,9 @@ impl MemoryBudget {
         let deadline = Instant::now().checked_add(wait);
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            // `used <= limit` always holds, so this cannot underflow.
-            if self.limit - *used >= bytes {
-                *used += bytes;
+            // `used <= limit` always holds, so neither saturates.
+            if self.limit.saturating_sub(*used) >= bytes {
+                *used = used.saturating_add(bytes);
                 return Ok(Grant {
                     budget: self,
                     bytes,
@@ -96,7 +96,7 @@ impl MemoryBudget {
             }
             let now = Instant::now();
             let left = match deadline {
-                Some(d) if d > now => d - now,
+                Some(d) if d > now => d.saturating_duration_since(now),
                 Some(_) => return Err(BudgetError::Busy { requested: bytes }),
                 None => Duration::from_secs(3600),
             };

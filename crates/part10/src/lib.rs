@@ -10,8 +10,20 @@
 //! undefined length, private sequences), and spends most of its time copying pixel data that
 //! it never changes. Here every length is checked against the bytes that are left before
 //! anything is allocated, nesting depth is capped, and values are slices of the input.
+//!
+//! Memory: what a reader allocates grows with what the input claims, not with its size (a
+//! deflated data set inflates; a data set of tiny elements makes a tree many times its
+//! encoded size). Every reader caps both ([`Limits`]); the `_in` variants
+//! ([`read_file_in`], [`read_dataset_in`], [`inflate_in`], [`read_items_in`]) also charge
+//! the inflated bytes and the tree's size to a [`Grant`] of the run's [`MemoryBudget`], so a
+//! bomb fails its own file instead of taking the process down.
+//!
+//! Messages never quote a value taken from the input: errors name elements by tag and byte
+//! position only.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -41,6 +53,20 @@ pub const DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1.99";
 /// Explicit VR Big Endian (retired).
 pub const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 
+/// Bytes of memory one element of a tree is charged: the element itself, twice over for the
+/// spare capacity a growing `Vec` keeps.
+pub const ELEMENT_COST: usize = 2 * std::mem::size_of::<Element<'static>>();
+/// Bytes of memory one sequence item (or fragment) is charged.
+pub const ITEM_COST: usize = 2 * std::mem::size_of::<DataSet<'static>>();
+/// A tree's charge is taken from the budget in steps of this many bytes, so the budget's lock
+/// is not taken once per element.
+const CHARGE_STEP: usize = 256 * 1024;
+
+/// Formats a tag as `(gggg,eeee)`: how every message of this crate names an element.
+pub fn tag_name(tag: u32) -> String {
+    format!("({:04X},{:04X})", tag >> 16, tag & 0xFFFF)
+}
+
 /// Why a file or data set could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -58,7 +84,7 @@ pub enum Error {
     /// The file meta information is missing something a reader needs.
     #[error("invalid file meta information: {0}")]
     InvalidMeta(&'static str),
-    /// Something in the encoding breaks PS3.5.
+    /// Something in the encoding breaks PS3.5. `what` names tags and never holds a value.
     #[error("malformed data set at byte {offset}: {what}")]
     Malformed {
         /// Offset of the element concerned.
@@ -69,9 +95,15 @@ pub enum Error {
     /// Sequences nest deeper than the configured limit.
     #[error("sequences nested deeper than {0} levels")]
     TooDeep(usize),
+    /// The data set holds more elements and items than [`Limits::max_elements`].
+    #[error("more than {0} elements and items in one data set")]
+    TooManyElements(usize),
     /// A deflated data set could not be inflated.
     #[error("deflated data set: {0}")]
     Deflate(#[from] std::io::Error),
+    /// The memory budget refused what reading this file needs.
+    #[error("memory budget: {0}")]
+    Budget(#[from] BudgetError),
 }
 
 /// Result alias of this crate.
@@ -119,20 +151,26 @@ impl TransferSyntax {
     }
 }
 
-/// Bounds on what a reader accepts, so hostile input cannot exhaust the stack.
+/// Bounds on what a reader accepts, so hostile input can exhaust neither the stack nor memory.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Deepest sequence nesting accepted.
     pub max_depth: usize,
-    /// Largest inflated size of a deflated data set, in bytes.
+    /// Largest inflated size of a deflated data set, in bytes (per file).
     pub max_inflated: usize,
+    /// Most elements, items and fragments one data set may hold, nested ones included: a
+    /// body of tiny elements builds a tree several times its own size.
+    pub max_elements: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_depth: 64,
-            max_inflated: 1 << 31,
+            max_inflated: 1 << 30,
+            // A tree of this many elements takes about 320 MB; the largest real objects
+            // (enhanced multi-frame with thousands of frames) hold a few hundred thousand.
+            max_elements: 1 << 22,
         }
     }
 }
@@ -208,9 +246,10 @@ pub fn trim_text(b: &[u8]) -> &[u8] {
     let end = b
         .iter()
         .rposition(|&c| c != b' ' && c != 0)
-        .map_or(0, |p| p + 1);
-    let start = b[..end].iter().position(|&c| c != b' ').unwrap_or(end);
-    &b[start..end]
+        .map_or(0, |p| p.saturating_add(1));
+    let head = b.get(..end).unwrap_or_default();
+    let start = head.iter().position(|&c| c != b' ').unwrap_or(end);
+    head.get(start..).unwrap_or_default()
 }
 
 /// A data set or sequence item: elements in the order read (ascending tags in valid input).
@@ -234,12 +273,11 @@ impl<'a> DataSet<'a> {
     /// The first value of a US element with this tag, read in the data set's byte order.
     pub fn u16_value(&self, tag: u32, enc: Encoding) -> Option<u16> {
         let b = self.get(tag)?.bytes()?;
-        (b.len() >= 2).then(|| {
-            if enc == Encoding::ExplicitBig {
-                u16::from_be_bytes([b[0], b[1]])
-            } else {
-                u16::from_le_bytes([b[0], b[1]])
-            }
+        let two: [u8; 2] = b.get(..2)?.try_into().ok()?;
+        Some(if enc == Encoding::ExplicitBig {
+            u16::from_be_bytes(two)
+        } else {
+            u16::from_le_bytes(two)
         })
     }
 
@@ -282,27 +320,32 @@ pub struct FileMeta<'a> {
 /// A file without the 128-byte preamble but starting with the meta group is accepted, as most
 /// readers do; a bare data set without meta information is refused with [`Error::NotPart10`].
 pub fn read_file_meta(file: &[u8]) -> Result<FileMeta<'_>> {
-    let start = if file.len() >= 132 && &file[128..132] == b"DICM" {
+    let start = if file.get(128..132) == Some(b"DICM") {
         132
-    } else if file.len() >= 4 && &file[..4] == b"DICM" {
+    } else if file.get(..4) == Some(b"DICM") {
         4
-    } else if file.len() >= 8 && file[0] == 0x02 && file[1] == 0x00 && file[4..6] == *b"UL" {
+    } else if file.len() >= 8
+        && file.get(..2) == Some(&[0x02, 0x00])
+        && file.get(4..6) == Some(b"UL")
+    {
         0
     } else {
         return Err(Error::NotPart10);
     };
+    let mut charge = Charge::new(Limits::default(), Account::none());
     let mut r = Reader {
         buf: file,
         pos: start,
         enc: Encoding::ExplicitLittle,
         limits: Limits::default(),
+        charge: &mut charge,
     };
     let mut meta = DataSet::default();
-    while r.pos + 8 <= file.len() {
-        let group = u16::from_le_bytes([file[r.pos], file[r.pos + 1]]);
-        if group != 0x0002 {
+    while r.left() >= 8 {
+        if r.u16_at(r.pos)? != 0x0002 {
             break;
         }
+        r.charge.element()?;
         let el = r.element(0)?;
         meta.elements.push(el);
     }
@@ -313,25 +356,57 @@ pub fn read_file_meta(file: &[u8]) -> Result<FileMeta<'_>> {
         .string(0x0002_0010)
         .filter(|s| !s.is_empty())
         .ok_or(Error::InvalidMeta("no Transfer Syntax UID (0002,0010)"))?;
+    let body = file.get(r.pos..).unwrap_or_default();
     Ok(FileMeta {
         elements: meta,
         transfer_syntax: ts,
-        body: &file[r.pos..],
+        body,
     })
 }
 
 /// Inflates a deflated data set body, refusing to grow beyond `limit` bytes.
 pub fn inflate(body: &[u8], limit: usize) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(body.len() * 4);
-    let mut dec = flate2::read::DeflateDecoder::new(body).take(limit as u64 + 1);
-    dec.read_to_end(&mut out)?;
-    if out.len() > limit {
-        return Err(Error::Malformed {
-            offset: 0,
-            what: format!("inflated data set larger than {limit} bytes"),
-        });
+    inflate_charged(body, limit, &mut Account::none())
+}
+
+/// Inflates a deflated data set body like [`inflate`], charging every byte of the buffer it
+/// allocates to `grant` first: inflation stops as soon as the budget refuses more.
+pub fn inflate_in(body: &[u8], limit: usize, grant: &mut Grant<'_>) -> Result<Vec<u8>> {
+    inflate_charged(body, limit, &mut Account::growing(grant))
+}
+
+fn inflate_charged(body: &[u8], limit: usize, account: &mut Account<'_, '_>) -> Result<Vec<u8>> {
+    let mut dec = flate2::read::DeflateDecoder::new(body);
+    let mut out: Vec<u8> = Vec::new();
+    // Bytes of `out`'s capacity already charged to the grant.
+    let mut charged: usize = 0;
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        let n = dec.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        let len = out.len().saturating_add(n);
+        if len > limit {
+            return Err(Error::Malformed {
+                offset: 0,
+                what: format!("inflated data set larger than {limit} bytes"),
+            });
+        }
+        if len > out.capacity() {
+            // Grow geometrically, never past the limit, and charge before allocating.
+            let cap = out
+                .capacity()
+                .saturating_mul(2)
+                .max(len)
+                .max(64 * 1024)
+                .min(limit);
+            account.take(cap.saturating_sub(charged))?;
+            charged = cap;
+            out.reserve_exact(cap.saturating_sub(out.len()));
+        }
+        out.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
-    Ok(out)
 }
 
 /// Deflates an encoded data set for the Deflated Explicit VR Little Endian syntax.
@@ -348,32 +423,70 @@ pub fn deflate(body: &[u8]) -> Vec<u8> {
 /// For `Encoding::ExplicitLittle`, a body that is really implicit VR (a known writer bug) is
 /// detected from its first element and read as implicit VR.
 pub fn read_dataset(buf: &[u8], encoding: Encoding, limits: Limits) -> Result<DataSet<'_>> {
-    let mut enc = encoding;
-    if enc == Encoding::ExplicitLittle
-        && buf.len() >= 6
-        && Vr::from_bytes([buf[4], buf[5]]).is_none()
-    {
-        enc = Encoding::ImplicitLittle;
-    }
+    let mut charge = Charge::new(limits, Account::none());
+    dataset_charged(buf, encoding, limits, &mut charge)
+}
+
+/// Parses an encoded data set like [`read_dataset`], charging the tree's size to `grant`.
+pub fn read_dataset_in<'a>(
+    buf: &'a [u8],
+    encoding: Encoding,
+    limits: Limits,
+    grant: &mut Grant<'_>,
+) -> Result<DataSet<'a>> {
+    let mut charge = Charge::new(limits, Account::growing(grant));
+    dataset_charged(buf, encoding, limits, &mut charge)
+}
+
+fn dataset_charged<'a>(
+    buf: &'a [u8],
+    encoding: Encoding,
+    limits: Limits,
+    charge: &mut Charge<'_, '_>,
+) -> Result<DataSet<'a>> {
     let mut r = Reader {
         buf,
         pos: 0,
-        enc,
+        enc: effective_encoding(buf, encoding),
         limits,
+        charge,
     };
-    r.dataset_until(buf.len(), 0, false)
+    r.dataset_until(None, 0, false)
 }
 
 /// Parses the items of a sequence whose value was kept as bytes (a UN or private sequence
 /// with defined length): items are read until the bytes end.
 pub fn read_items(buf: &[u8], encoding: Encoding, limits: Limits) -> Result<Vec<DataSet<'_>>> {
+    let mut charge = Charge::new(limits, Account::none());
+    items_charged(buf, encoding, limits, &mut charge)
+}
+
+/// Parses the items of a sequence kept as bytes like [`read_items`], charging the tree's
+/// size to `grant`.
+pub fn read_items_in<'a>(
+    buf: &'a [u8],
+    encoding: Encoding,
+    limits: Limits,
+    grant: &mut Grant<'_>,
+) -> Result<Vec<DataSet<'a>>> {
+    let mut charge = Charge::new(limits, Account::growing(grant));
+    items_charged(buf, encoding, limits, &mut charge)
+}
+
+fn items_charged<'a>(
+    buf: &'a [u8],
+    encoding: Encoding,
+    limits: Limits,
+    charge: &mut Charge<'_, '_>,
+) -> Result<Vec<DataSet<'a>>> {
     let mut r = Reader {
         buf,
         pos: 0,
         enc: encoding,
         limits,
+        charge,
     };
-    r.items(buf.len(), 1)
+    r.items(Some(buf.len()), 1)
 }
 
 /// Finds where the top-level Pixel Data element starts in a Part 10 file of which only
@@ -390,12 +503,15 @@ pub fn trailing_pixel_data(prefix: &[u8], file_len: u64) -> Option<usize> {
     if ts.deflated {
         return None;
     }
-    let body_start = prefix.len() - meta.body.len();
+    let body_start = prefix.len().checked_sub(meta.body.len())?;
+    let limits = Limits::default();
+    let mut charge = Charge::new(limits, Account::none());
     let mut r = Reader {
         buf: meta.body,
         pos: 0,
         enc: effective_encoding(meta.body, ts.encoding),
-        limits: Limits::default(),
+        limits,
+        charge: &mut charge,
     };
     loop {
         let (tag, _vr, len, header) = r.header().ok()?;
@@ -403,13 +519,16 @@ pub fn trailing_pixel_data(prefix: &[u8], file_len: u64) -> Option<usize> {
             if len == UNDEFINED_LENGTH {
                 return None;
             }
-            let start = body_start + r.pos;
-            let end = start as u64 + header as u64 + len as u64;
+            let start = body_start.checked_add(r.pos)?;
+            let end = (start as u64)
+                .checked_add(header as u64)?
+                .checked_add(u64::from(len))?;
             return (end == file_len).then_some(start);
         }
         if tag > PIXEL_DATA || tag >> 16 == 0xFFFE {
             return None;
         }
+        r.charge.element().ok()?;
         r.element(0).ok()?;
     }
 }
@@ -422,42 +541,187 @@ pub fn read_file<'b>(
     inflated: &'b mut Vec<u8>,
     limits: Limits,
 ) -> Result<(FileMeta<'b>, DataSet<'b>, Encoding)> {
+    read_file_charged(file, inflated, limits, Account::none())
+}
+
+/// Reads a Part 10 file like [`read_file`], charging the inflated data set and the tree's
+/// size to `grant` (which the caller keeps until it drops the tree).
+pub fn read_file_in<'b>(
+    file: &'b [u8],
+    inflated: &'b mut Vec<u8>,
+    limits: Limits,
+    grant: &mut Grant<'_>,
+) -> Result<(FileMeta<'b>, DataSet<'b>, Encoding)> {
+    read_file_charged(file, inflated, limits, Account::growing(grant))
+}
+
+/// Reads a Part 10 file like [`read_file`] under the run's `budget`: the memory is reserved
+/// (waiting up to [`DEFAULT_WAIT`] for other workers for a first estimate, then growing
+/// without waiting) and the returned [`Grant`] holds it until dropped, after the tree.
+pub fn read_file_budgeted<'b, 'm>(
+    file: &'b [u8],
+    inflated: &'b mut Vec<u8>,
+    limits: Limits,
+    budget: &'m MemoryBudget,
+) -> Result<(FileMeta<'b>, DataSet<'b>, Encoding, Grant<'m>)> {
+    let mut grant = budget.reserve(first_estimate(file.len()).min(budget.limit()), DEFAULT_WAIT)?;
+    let account = Account::drawing_on(&mut grant);
+    let (meta, ds, enc) = read_file_charged(file, inflated, limits, account)?;
+    Ok((meta, ds, enc, grant))
+}
+
+/// A first reservation for reading a file of `len` bytes: room for a typical tree and, for a
+/// deflated one, a typical inflation; what a file really needs beyond it is charged as it
+/// grows.
+pub fn first_estimate(len: usize) -> u64 {
+    (len as u64).saturating_mul(4).saturating_add(1 << 20)
+}
+
+fn read_file_charged<'b>(
+    file: &'b [u8],
+    inflated: &'b mut Vec<u8>,
+    limits: Limits,
+    mut account: Account<'_, '_>,
+) -> Result<(FileMeta<'b>, DataSet<'b>, Encoding)> {
     let meta = read_file_meta(file)?;
     let ts = TransferSyntax::from_uid(&meta.transfer_syntax);
     let body: &[u8] = if ts.deflated {
-        *inflated = inflate(meta.body, limits.max_inflated)?;
+        *inflated = inflate_charged(meta.body, limits.max_inflated, &mut account)?;
         inflated
     } else {
         meta.body
     };
     let enc = effective_encoding(body, ts.encoding);
-    let ds = read_dataset(body, enc, limits)?;
+    let mut charge = Charge::new(limits, account);
+    let ds = dataset_charged(body, enc, limits, &mut charge)?;
     Ok((meta, ds, enc))
 }
 
 /// Reads the encoding that [`read_dataset`] actually used for a body (implicit VR detected in
 /// a body declared explicit), so that a writer can keep it.
 pub fn effective_encoding(buf: &[u8], declared: Encoding) -> Encoding {
-    if declared == Encoding::ExplicitLittle
-        && buf.len() >= 6
-        && Vr::from_bytes([buf[4], buf[5]]).is_none()
-    {
-        Encoding::ImplicitLittle
-    } else {
-        declared
+    match buf.get(4..6) {
+        Some(&[a, b])
+            if declared == Encoding::ExplicitLittle && Vr::from_bytes([a, b]).is_none() =>
+        {
+            Encoding::ImplicitLittle
+        }
+        _ => declared,
     }
 }
 
-struct Reader<'a> {
+/// Where a reader takes the memory it allocates from: nowhere (only [`Limits`] apply), or a
+/// [`Grant`], first from the part of it reserved for this read (`credit`), then by growing
+/// it without waiting.
+struct Account<'g, 'm> {
+    grant: Option<&'g mut Grant<'m>>,
+    credit: u64,
+}
+
+impl<'g, 'm> Account<'g, 'm> {
+    fn none() -> Account<'g, 'm> {
+        Account {
+            grant: None,
+            credit: 0,
+        }
+    }
+
+    /// Every byte grows the grant: what it already holds belongs to the caller.
+    fn growing(grant: &'g mut Grant<'m>) -> Account<'g, 'm> {
+        Account {
+            grant: Some(grant),
+            credit: 0,
+        }
+    }
+
+    /// What the grant holds was reserved for this read and is used first.
+    fn drawing_on(grant: &'g mut Grant<'m>) -> Account<'g, 'm> {
+        let credit = grant.bytes();
+        Account {
+            grant: Some(grant),
+            credit,
+        }
+    }
+
+    fn take(&mut self, bytes: usize) -> Result<()> {
+        let Some(g) = self.grant.as_deref_mut() else {
+            return Ok(());
+        };
+        let bytes = bytes as u64;
+        if self.credit >= bytes {
+            self.credit = self.credit.saturating_sub(bytes);
+        } else {
+            g.grow(bytes.saturating_sub(self.credit))?;
+            self.credit = 0;
+        }
+        Ok(())
+    }
+}
+
+/// What a tree being read costs: a count of its elements against [`Limits::max_elements`],
+/// and its bytes against a [`Grant`] when one is given.
+struct Charge<'g, 'm> {
+    max_elements: usize,
+    elements: usize,
+    /// Bytes of tree counted so far.
+    bytes: usize,
+    /// Bytes taken from the grant so far (at least `bytes`).
+    taken: usize,
+    account: Account<'g, 'm>,
+}
+
+impl<'g, 'm> Charge<'g, 'm> {
+    fn new(limits: Limits, account: Account<'g, 'm>) -> Charge<'g, 'm> {
+        Charge {
+            max_elements: limits.max_elements,
+            elements: 0,
+            bytes: 0,
+            taken: 0,
+            account,
+        }
+    }
+
+    /// Counts one element before it is added to the tree.
+    fn element(&mut self) -> Result<()> {
+        self.add(ELEMENT_COST)
+    }
+
+    /// Counts one sequence item or fragment before it is added to the tree.
+    fn item(&mut self) -> Result<()> {
+        self.add(ITEM_COST)
+    }
+
+    fn add(&mut self, cost: usize) -> Result<()> {
+        self.elements = self.elements.saturating_add(1);
+        if self.elements > self.max_elements {
+            return Err(Error::TooManyElements(self.max_elements));
+        }
+        self.bytes = self.bytes.saturating_add(cost);
+        if self.bytes > self.taken {
+            let step = CHARGE_STEP.max(self.bytes.saturating_sub(self.taken));
+            self.account.take(step)?;
+            self.taken = self.taken.saturating_add(step);
+        }
+        Ok(())
+    }
+}
+
+struct Reader<'a, 'c, 'g, 'm> {
     buf: &'a [u8],
     pos: usize,
     enc: Encoding,
     limits: Limits,
+    charge: &'c mut Charge<'g, 'm>,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Reader<'a, '_, '_, '_> {
+    /// Bytes left after the current position.
+    fn left(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
     fn need(&self, n: usize, what: &'static str) -> Result<()> {
-        if self.buf.len().saturating_sub(self.pos) < n {
+        if self.left() < n {
             Err(Error::Truncated {
                 offset: self.pos,
                 what,
@@ -467,61 +731,84 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn u16_at(&self, p: usize) -> u16 {
-        let b = [self.buf[p], self.buf[p + 1]];
-        if self.enc.big() {
+    /// Moves past `n` bytes that [`Reader::need`] found present.
+    fn skip(&mut self, n: usize, what: &'static str) -> Result<()> {
+        self.need(n, what)?;
+        self.pos = self.pos.saturating_add(n);
+        Ok(())
+    }
+
+    fn array_at<const N: usize>(&self, p: usize) -> Result<[u8; N]> {
+        p.checked_add(N)
+            .and_then(|end| self.buf.get(p..end))
+            .and_then(|b| b.try_into().ok())
+            .ok_or(Error::Truncated {
+                offset: p,
+                what: "element header",
+            })
+    }
+
+    fn u16_at(&self, p: usize) -> Result<u16> {
+        let b = self.array_at::<2>(p)?;
+        Ok(if self.enc.big() {
             u16::from_be_bytes(b)
         } else {
             u16::from_le_bytes(b)
-        }
+        })
     }
 
-    fn u32_at(&self, p: usize) -> u32 {
-        let b = [
-            self.buf[p],
-            self.buf[p + 1],
-            self.buf[p + 2],
-            self.buf[p + 3],
-        ];
-        if self.enc.big() {
+    fn u32_at(&self, p: usize) -> Result<u32> {
+        let b = self.array_at::<4>(p)?;
+        Ok(if self.enc.big() {
             u32::from_be_bytes(b)
         } else {
             u32::from_le_bytes(b)
-        }
+        })
     }
 
-    fn tag_at(&self, p: usize) -> u32 {
+    fn tag_at(&self, p: usize) -> Result<u32> {
         // Item tags are always encoded in the data set's byte order like any other tag.
-        ((self.u16_at(p) as u32) << 16) | self.u16_at(p + 2) as u32
+        let group = self.u16_at(p)?;
+        let element = self.u16_at(p.saturating_add(2))?;
+        Ok((u32::from(group) << 16) | u32::from(element))
     }
 
-    /// Reads elements until `end` (defined length) or an Item Delimitation Item (`in_item`
-    /// with undefined length, signalled by `end == usize::MAX`).
-    fn dataset_until(&mut self, end: usize, depth: usize, in_item: bool) -> Result<DataSet<'a>> {
+    /// Reads elements until `end` (defined length) or, with `end` `None`, the end of the
+    /// buffer or (`in_item`) an Item Delimitation Item.
+    fn dataset_until(
+        &mut self,
+        end: Option<usize>,
+        depth: usize,
+        in_item: bool,
+    ) -> Result<DataSet<'a>> {
         let mut ds = DataSet::default();
         loop {
-            if end != usize::MAX && self.pos >= end {
-                break;
-            }
-            if end == usize::MAX && self.pos >= self.buf.len() {
-                if in_item {
-                    return Err(Error::Truncated {
-                        offset: self.pos,
-                        what: "item without Item Delimitation Item",
-                    });
+            match end {
+                Some(end) if self.pos >= end => break,
+                None if self.pos >= self.buf.len() => {
+                    if in_item {
+                        return Err(Error::Truncated {
+                            offset: self.pos,
+                            what: "item without Item Delimitation Item",
+                        });
+                    }
+                    break;
                 }
-                break;
+                _ => {}
             }
             // Trailing padding of fewer than 8 bytes after the last element is tolerated.
             if !in_item
-                && self.buf.len() - self.pos < 8
-                && self.buf[self.pos..].iter().all(|&b| b == 0)
+                && self.left() < 8
+                && self
+                    .buf
+                    .get(self.pos..)
+                    .is_some_and(|rest| rest.iter().all(|&b| b == 0))
             {
                 self.pos = self.buf.len();
                 break;
             }
             self.need(8, "element header")?;
-            let tag = self.tag_at(self.pos);
+            let tag = self.tag_at(self.pos)?;
             if tag == ITEM_DELIMITATION {
                 if !in_item {
                     return Err(Error::Malformed {
@@ -529,31 +816,29 @@ impl<'a> Reader<'a> {
                         what: "Item Delimitation Item outside an item".into(),
                     });
                 }
-                self.pos += 8;
-                if end == usize::MAX {
+                self.skip(8, "item delimitation")?;
+                if end.is_none() {
                     return Ok(ds);
                 }
                 continue;
             }
             if tag == SEQUENCE_DELIMITATION && !in_item {
                 // Stray sequence delimiter at the top level: seen in the wild as trailing junk.
-                self.pos += 8;
+                self.skip(8, "sequence delimitation")?;
                 continue;
             }
             if tag >> 16 == 0xFFFE {
                 return Err(Error::Malformed {
                     offset: self.pos,
-                    what: format!(
-                        "unexpected delimiter (FFFE,{:04X}) in a data set",
-                        tag & 0xFFFF
-                    ),
+                    what: format!("unexpected delimiter {} in a data set", tag_name(tag)),
                 });
             }
+            self.charge.element()?;
             let el = self.element(depth)?;
-            if end != usize::MAX && self.pos > end {
+            if end.is_some_and(|end| self.pos > end) {
                 return Err(Error::Malformed {
                     offset: self.pos,
-                    what: "element runs past the end of its item".into(),
+                    what: format!("element {} runs past the end of its item", tag_name(tag)),
                 });
             }
             ds.elements.push(el);
@@ -565,31 +850,24 @@ impl<'a> Reader<'a> {
     fn header(&self) -> Result<(u32, Vr, u32, usize)> {
         let start = self.pos;
         self.need(8, "element header")?;
-        let tag = self.tag_at(self.pos);
-        let group = (tag >> 16) as u16;
+        let tag = self.tag_at(start)?;
         let (vr, len, header) = if self.enc == Encoding::ImplicitLittle || tag >> 16 == 0xFFFE {
             let vr = implicit_vr(tag);
-            (vr, self.u32_at(self.pos + 4), 8)
+            (vr, self.u32_at(start.saturating_add(4))?, 8)
         } else {
-            let code = [self.buf[self.pos + 4], self.buf[self.pos + 5]];
-            let vr = match Vr::from_bytes(code) {
-                Some(vr) => vr,
-                None => {
-                    return Err(Error::Malformed {
-                        offset: start,
-                        what: format!(
-                            "invalid VR {:?} for ({group:04X},{:04X})",
-                            String::from_utf8_lossy(&code),
-                            tag & 0xFFFF
-                        ),
-                    })
-                }
+            let code = self.array_at::<2>(start.saturating_add(4))?;
+            let Some(vr) = Vr::from_bytes(code) else {
+                // The code found is not quoted: a message never holds bytes of the input.
+                return Err(Error::Malformed {
+                    offset: start,
+                    what: format!("invalid VR code for {}", tag_name(tag)),
+                });
             };
             if vr.has_long_length() {
                 self.need(12, "element header")?;
-                (vr, self.u32_at(self.pos + 8), 12)
+                (vr, self.u32_at(start.saturating_add(8))?, 12)
             } else {
-                (vr, self.u16_at(self.pos + 6) as u32, 8)
+                (vr, u32::from(self.u16_at(start.saturating_add(6))?), 8)
             }
         };
         Ok((tag, vr, len, header))
@@ -598,7 +876,7 @@ impl<'a> Reader<'a> {
     fn element(&mut self, depth: usize) -> Result<Element<'a>> {
         let (tag, vr, len, header) = self.header()?;
         let group = (tag >> 16) as u16;
-        self.pos += header;
+        self.skip(header, "element header")?;
         if len == UNDEFINED_LENGTH {
             if depth >= self.limits.max_depth {
                 return Err(Error::TooDeep(self.limits.max_depth));
@@ -620,7 +898,7 @@ impl<'a> Reader<'a> {
             if vr == Vr::UN {
                 self.enc = Encoding::ImplicitLittle;
             }
-            let items = self.items(usize::MAX, depth + 1);
+            let items = self.items(None, depth.saturating_add(1));
             self.enc = saved;
             return Ok(Element {
                 tag,
@@ -630,12 +908,12 @@ impl<'a> Reader<'a> {
         }
         let len = len as usize;
         self.need(len, "element value")?;
+        let end = self.pos.saturating_add(len);
         if vr == Vr::SQ {
             if depth >= self.limits.max_depth {
                 return Err(Error::TooDeep(self.limits.max_depth));
             }
-            let end = self.pos + len;
-            let items = self.items(end, depth + 1)?;
+            let items = self.items(Some(end), depth.saturating_add(1))?;
             self.pos = end;
             return Ok(Element {
                 tag,
@@ -643,8 +921,11 @@ impl<'a> Reader<'a> {
                 value: Value::Sequence(items),
             });
         }
-        let value = &self.buf[self.pos..self.pos + len];
-        self.pos += len;
+        let value = self.buf.get(self.pos..end).ok_or(Error::Truncated {
+            offset: self.pos,
+            what: "element value",
+        })?;
+        self.pos = end;
         Ok(Element {
             tag,
             vr,
@@ -652,48 +933,46 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// Reads sequence items until `end` or a Sequence Delimitation Item.
-    fn items(&mut self, end: usize, depth: usize) -> Result<Vec<DataSet<'a>>> {
+    /// Reads sequence items until `end` or, with `end` `None`, a Sequence Delimitation Item.
+    fn items(&mut self, end: Option<usize>, depth: usize) -> Result<Vec<DataSet<'a>>> {
         let mut items = Vec::new();
         loop {
-            if end != usize::MAX && self.pos >= end {
+            if end.is_some_and(|end| self.pos >= end) {
                 return Ok(items);
             }
             self.need(8, "item header")?;
-            let tag = self.tag_at(self.pos);
-            let len = self.u32_at(self.pos + 4);
-            self.pos += 8;
+            let at = self.pos;
+            let tag = self.tag_at(at)?;
+            let len = self.u32_at(at.saturating_add(4))?;
+            self.skip(8, "item header")?;
             match tag {
                 SEQUENCE_DELIMITATION => {
-                    if end == usize::MAX {
+                    if end.is_none() {
                         return Ok(items);
                     }
                 }
                 ITEM => {
+                    self.charge.item()?;
                     if len == UNDEFINED_LENGTH {
-                        items.push(self.dataset_until(usize::MAX, depth, true)?);
+                        items.push(self.dataset_until(None, depth, true)?);
                     } else {
                         let len = len as usize;
                         self.need(len, "item value")?;
-                        let item_end = self.pos + len;
-                        if end != usize::MAX && item_end > end {
+                        let item_end = self.pos.saturating_add(len);
+                        if end.is_some_and(|end| item_end > end) {
                             return Err(Error::Malformed {
                                 offset: self.pos,
                                 what: "item runs past the end of its sequence".into(),
                             });
                         }
-                        items.push(self.dataset_until(item_end, depth, true)?);
+                        items.push(self.dataset_until(Some(item_end), depth, true)?);
                         self.pos = item_end;
                     }
                 }
                 other => {
                     return Err(Error::Malformed {
-                        offset: self.pos - 8,
-                        what: format!(
-                            "expected an item in a sequence, found ({:04X},{:04X})",
-                            other >> 16,
-                            other & 0xFFFF
-                        ),
+                        offset: at,
+                        what: format!("expected an item in a sequence, found {}", tag_name(other)),
                     })
                 }
             }
@@ -704,20 +983,27 @@ impl<'a> Reader<'a> {
         let mut frags = Vec::new();
         loop {
             self.need(8, "fragment header")?;
-            let tag = self.tag_at(self.pos);
-            let len = self.u32_at(self.pos + 4);
-            self.pos += 8;
+            let at = self.pos;
+            let tag = self.tag_at(at)?;
+            let len = self.u32_at(at.saturating_add(4))?;
+            self.skip(8, "fragment header")?;
             match tag {
                 SEQUENCE_DELIMITATION => return Ok(frags),
                 ITEM if len != UNDEFINED_LENGTH => {
                     let len = len as usize;
                     self.need(len, "fragment")?;
-                    frags.push(Cow::Borrowed(&self.buf[self.pos..self.pos + len]));
-                    self.pos += len;
+                    let end = self.pos.saturating_add(len);
+                    let frag = self.buf.get(self.pos..end).ok_or(Error::Truncated {
+                        offset: self.pos,
+                        what: "fragment",
+                    })?;
+                    self.charge.item()?;
+                    frags.push(Cow::Borrowed(frag));
+                    self.pos = end;
                 }
                 _ => {
                     return Err(Error::Malformed {
-                        offset: self.pos - 8,
+                        offset: at,
                         what: "bad item in encapsulated pixel data".into(),
                     })
                 }
@@ -827,7 +1113,7 @@ impl<'a> Encoded<'a> {
 
 impl<'a> Sink<'a> for Encoded<'a> {
     fn put(&mut self, bytes: &[u8]) {
-        self.len += bytes.len();
+        self.len = self.len.saturating_add(bytes.len());
         match self.pieces.last_mut() {
             Some(Piece::Owned(v)) => v.extend_from_slice(bytes),
             _ => {
@@ -842,7 +1128,7 @@ impl<'a> Sink<'a> for Encoded<'a> {
     fn put_value(&mut self, value: &Cow<'a, [u8]>) {
         match value {
             Cow::Borrowed(b) if b.len() >= BORROW_THRESHOLD => {
-                self.len += b.len();
+                self.len = self.len.saturating_add(b.len());
                 self.pieces.push(Piece::Borrowed(b));
             }
             _ => self.put(value),
@@ -906,11 +1192,19 @@ fn put_header<'a>(out: &mut impl Sink<'a>, tag: u32, vr: Vr, len: u32, enc: Enco
     }
 }
 
+/// The length field of a value of `n` bytes once padded to even length. A value read from a
+/// file is below 4 GiB (its length was a 32-bit field); a larger one could only be built in
+/// memory and is clamped to the largest even defined length rather than wrapped.
+fn encoded_len(n: usize) -> u32 {
+    let padded = n.saturating_add(n % 2);
+    u32::try_from(padded).unwrap_or(UNDEFINED_LENGTH - 1)
+}
+
 fn write_element<'a>(el: &Element<'a>, enc: Encoding, out: &mut impl Sink<'a>) {
     match &el.value {
         Value::Bytes(b) => {
             let odd = b.len() % 2 == 1;
-            let len = (b.len() + odd as usize) as u32;
+            let len = encoded_len(b.len());
             put_header(out, el.tag, el.vr, len, enc);
             out.put_value(b);
             if odd {
@@ -940,7 +1234,7 @@ fn write_element<'a>(el: &Element<'a>, enc: Encoding, out: &mut impl Sink<'a>) {
             for f in frags {
                 put_tag(out, ITEM, enc);
                 let odd = f.len() % 2 == 1;
-                put_u32(out, (f.len() + odd as usize) as u32, enc);
+                put_u32(out, encoded_len(f.len()), enc);
                 out.put_value(f);
                 if odd {
                     out.put(&[0]);
@@ -1132,6 +1426,128 @@ mod tests {
         assert!(trailing_pixel_data(&out, out.len() as u64 + 2).is_none());
         // A prefix that stops before the pixel data header.
         assert!(trailing_pixel_data(&out[..at], out.len() as u64).is_none());
+    }
+
+    #[test]
+    fn invalid_vr_message_names_the_tag_not_the_bytes() {
+        // A valid first element (so the body is read as explicit VR), then one whose VR
+        // code is not a VR: the message names the tag and never quotes the code found.
+        let mut buf = explicit(0x0008_0018, b"UI", b"1\0");
+        buf.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, b'Z', b'Q', 2, 0, b'A', b'B']);
+        let msg = read_dataset(&buf, Encoding::ExplicitLittle, Limits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("(0010,0010)"), "{msg}");
+        assert!(!msg.contains("ZQ"), "{msg}");
+    }
+
+    /// `n` empty elements of an explicit VR little endian body (8 bytes each).
+    fn tiny_elements(n: usize) -> Vec<u8> {
+        let mut body = Vec::with_capacity(n.saturating_mul(8));
+        for i in 0..n {
+            body.extend_from_slice(&explicit(0x0009_1000 | (i as u32 & 0xFF), b"LO", b""));
+        }
+        body
+    }
+
+    fn deflated_file(body: &[u8]) -> Vec<u8> {
+        let mut meta = DataSet::default();
+        meta.put(Element::text(
+            0x0002_0010,
+            Vr::UI,
+            DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+        ));
+        let mut out = Vec::new();
+        write_file(
+            &meta,
+            &DataSet::default(),
+            EXPLICIT_VR_LITTLE_ENDIAN,
+            &mut out,
+        );
+        out.extend_from_slice(&deflate(body));
+        out
+    }
+
+    #[test]
+    fn element_count_is_capped() {
+        let body = tiny_elements(1000);
+        let limits = Limits {
+            max_elements: 999,
+            ..Limits::default()
+        };
+        let err = read_dataset(&body, Encoding::ExplicitLittle, limits).unwrap_err();
+        assert!(matches!(err, Error::TooManyElements(999)), "{err}");
+        let limits = Limits {
+            max_elements: 1000,
+            ..Limits::default()
+        };
+        assert_eq!(
+            read_dataset(&body, Encoding::ExplicitLittle, limits)
+                .unwrap()
+                .elements
+                .len(),
+            1000
+        );
+    }
+
+    #[test]
+    fn default_limits_refuse_a_tree_of_millions_of_tiny_elements() {
+        // 4.2 million empty elements: 34 MB encoded, a tree of some 300 MB.
+        let body = tiny_elements(Limits::default().max_elements + 1);
+        let err = read_dataset(&body, Encoding::ExplicitLittle, Limits::default()).unwrap_err();
+        assert!(matches!(err, Error::TooManyElements(_)), "{err}");
+    }
+
+    #[test]
+    fn inflation_is_capped_per_file() {
+        let file = deflated_file(&tiny_elements(10_000));
+        let limits = Limits {
+            max_inflated: 50_000,
+            ..Limits::default()
+        };
+        let mut inflated = Vec::new();
+        let err = read_file(&file, &mut inflated, limits).unwrap_err();
+        assert!(err.to_string().contains("larger than 50000"), "{err}");
+    }
+
+    #[test]
+    fn a_deflate_bomb_is_refused_by_the_budget_and_releases_it() {
+        // 200,000 tiny elements: 1.6 MB inflated, a tree of about 16 MB; the budget is 4 MB.
+        let file = deflated_file(&tiny_elements(200_000));
+        assert!(file.len() < 100_000);
+        let budget = MemoryBudget::new(4 << 20);
+        let mut inflated = Vec::new();
+        let err = read_file_budgeted(&file, &mut inflated, Limits::default(), &budget).unwrap_err();
+        assert!(matches!(err, Error::Budget(_)), "{err}");
+        assert_eq!(budget.in_use(), 0);
+        // Inflation alone is charged too.
+        let meta = read_file_meta(&file).unwrap();
+        let mut grant = budget.try_reserve(0).unwrap();
+        let small = MemoryBudget::new(1 << 20);
+        let mut small_grant = small.try_reserve(0).unwrap();
+        assert!(matches!(
+            inflate_in(meta.body, 1 << 30, &mut small_grant),
+            Err(Error::Budget(_))
+        ));
+        let inflated = inflate_in(meta.body, 1 << 30, &mut grant).unwrap();
+        assert_eq!(inflated.len(), 1_600_000);
+        assert!(grant.bytes() >= inflated.capacity() as u64);
+    }
+
+    #[test]
+    fn budgeted_reads_give_the_same_tree_and_hold_its_memory() {
+        let file = deflated_file(&tiny_elements(5_000));
+        let budget = MemoryBudget::new(64 << 20);
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        let (_, plain, _) = read_file(&file, &mut a, Limits::default()).unwrap();
+        let (_, charged, _, grant) =
+            read_file_budgeted(&file, &mut b, Limits::default(), &budget).unwrap();
+        assert_eq!(plain, charged);
+        assert!(grant.bytes() >= (5_000 * ELEMENT_COST) as u64);
+        assert_eq!(budget.in_use(), grant.bytes());
+        drop(grant);
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[test]
