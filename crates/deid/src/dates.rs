@@ -41,6 +41,13 @@ fn days_in_month(y: i64, m: i64) -> i64 {
     next - days_from_civil(y, m, 1)
 }
 
+/// Whether year, month and day name a day of the proleptic Gregorian calendar (years 0 to
+/// 9999, the range DA can write). The one civil-date check of the crate: date shifts and the
+/// validation of kept dates both use it.
+pub fn is_valid_date(y: i64, m: i64, d: i64) -> bool {
+    (0..=9999).contains(&y) && (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m)
+}
+
 /// Shifts one DA value (`YYYYMMDD`, or the ACR-NEMA `YYYY.MM.DD`) by `days`. `None` when the
 /// value is not a valid date: the caller must then remove it rather than keep it.
 pub fn shift_da(value: &str, days: i64) -> Option<String> {
@@ -49,7 +56,7 @@ pub fn shift_da(value: &str, days: i64) -> Option<String> {
         return None;
     }
     let (y, m, d) = (digits(&v[..4])?, digits(&v[4..6])?, digits(&v[6..8])?);
-    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
+    if !is_valid_date(y, m, d) {
         return None;
     }
     let (y2, m2, d2) = civil_from_days(days_from_civil(y, m, d) + days);

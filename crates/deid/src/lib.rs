@@ -17,12 +17,13 @@
 //! - objects that may show identifying text in their pixels are held back, not passed.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use radveil_part10::{self as part10, DataSet, Element, Encoding, Value};
+use radveil_part10::{self as part10, DataSet, Element, Encoding, Grant, Value};
 use radveil_standard::{
     self as standard, AttributeType, BasicAction, IodRequirements, OptionAction,
     PrivateDisposition, Vr,
@@ -32,6 +33,7 @@ pub mod clean;
 pub mod dates;
 pub mod keyed;
 pub mod profile;
+pub mod values;
 
 pub use keyed::{Key, KeyTooShort, MIN_KEY_LEN};
 pub use profile::{Override, Profile, ProfileError};
@@ -293,24 +295,66 @@ impl Deidentifier {
     }
 
     /// De-identifies one Part 10 file, recording what the caller did to its pixels.
+    ///
+    /// Memory is bounded by [`part10::Limits::default`] only; a run of many workers should use
+    /// [`Deidentifier::deidentify_in`] with its budget.
     pub fn deidentify_with<'a>(
         &self,
         file: &'a [u8],
         visual: VisualFeatures,
     ) -> Result<Outcome<'a>, DeidError> {
+        self.deidentify_charged(file, visual, None)
+    }
+
+    /// De-identifies one Part 10 file like [`Deidentifier::deidentify_with`], charging what
+    /// it allocates (the inflated data set of a deflated file, the element tree, sequences
+    /// kept as bytes and parsed, the encoded output of a deflated file) to `grant`, which
+    /// grows without waiting. The caller reserves the grant from the run's
+    /// [`part10::MemoryBudget`] and keeps it until the [`Outcome`] is written and dropped.
+    /// A refusal is `DeidError::Read(part10::Error::Budget(_))`: that file fails, the run goes
+    /// on.
+    pub fn deidentify_in<'a>(
+        &self,
+        file: &'a [u8],
+        visual: VisualFeatures,
+        grant: &mut Grant<'_>,
+    ) -> Result<Outcome<'a>, DeidError> {
+        self.deidentify_charged(file, visual, Some(grant))
+    }
+
+    fn deidentify_charged<'a>(
+        &self,
+        file: &'a [u8],
+        visual: VisualFeatures,
+        mut grant: Option<&mut Grant<'_>>,
+    ) -> Result<Outcome<'a>, DeidError> {
         let meta = part10::read_file_meta(file)?;
+        if !values::is_valid_uid(&meta.transfer_syntax) {
+            return Err(DeidError::HeldBack(
+                "Transfer Syntax UID (0002,0010) is not a valid UID".into(),
+            ));
+        }
         let ts = part10::TransferSyntax::from_uid(&meta.transfer_syntax);
+        let limits = part10::Limits::default();
         if ts.deflated {
             // The data set lives in a buffer of ours: the output is encoded (and deflated)
             // into one owned buffer.
-            let inflated = part10::inflate(meta.body, part10::Limits::default().max_inflated)?;
-            let done = self.transform(&meta, &inflated, ts, visual)?;
+            let inflated = match grant.as_deref_mut() {
+                Some(g) => part10::inflate_in(meta.body, limits.max_inflated, g)?,
+                None => part10::inflate(meta.body, limits.max_inflated)?,
+            };
+            let done = self.transform(&meta, &inflated, ts, visual, grant.as_deref_mut())?;
+            if let Some(g) = grant {
+                // The encoded body and its deflated copy.
+                g.grow((inflated.len() as u64).saturating_mul(2))
+                    .map_err(part10::Error::from)?;
+            }
             let mut bytes = Vec::with_capacity(inflated.len() / 2);
             part10::write_file(&done.meta, &done.dataset, &meta.transfer_syntax, &mut bytes);
             Ok(done.into_outcome(part10::Encoded::from_vec(bytes)))
         } else {
             // Large values (pixel data) are referenced from the input, not copied.
-            let done = self.transform(&meta, meta.body, ts, visual)?;
+            let done = self.transform(&meta, meta.body, ts, visual, grant)?;
             let mut encoded = part10::Encoded::default();
             part10::write_file(
                 &done.meta,
@@ -329,11 +373,16 @@ impl Deidentifier {
         body: &'b [u8],
         ts: part10::TransferSyntax,
         visual: VisualFeatures,
+        mut grant: Option<&mut Grant<'_>>,
     ) -> Result<Transformed<'b>, DeidError> {
         let encoding = part10::effective_encoding(body, ts.encoding);
         // The output keeps the declared transfer syntax; a body that was really implicit VR
         // (a known writer bug) is written in the encoding the syntax declares.
-        let mut ds = part10::read_dataset(body, encoding, part10::Limits::default())?;
+        let limits = part10::Limits::default();
+        let mut ds = match grant.as_deref_mut() {
+            Some(g) => part10::read_dataset_in(body, encoding, limits, g)?,
+            None => part10::read_dataset(body, encoding, limits)?,
+        };
         let sop_class = ds
             .string(tags::SOP_CLASS_UID)
             .or_else(|| meta.elements.string(tags::MEDIA_STORAGE_SOP_CLASS_UID))
@@ -349,6 +398,14 @@ impl Deidentifier {
             return Err(DeidError::Dicomdir);
         }
         let sop_class = sop_class.ok_or(DeidError::Missing("SOP Class UID (0008,0016)"))?;
+        if !values::is_valid_uid(&sop_class) {
+            let tag = if ds.get(tags::SOP_CLASS_UID).is_some() {
+                "SOP Class UID (0008,0016)"
+            } else {
+                "Media Storage SOP Class UID (0002,0002)"
+            };
+            return Err(DeidError::HeldBack(format!("{tag} is not a valid UID")));
+        }
         if ds
             .string(tags::SOP_INSTANCE_UID)
             .filter(|s| !s.is_empty())
@@ -368,9 +425,15 @@ impl Deidentifier {
             ));
         }
 
-        let mut run = Run::new(self, &ds, &sop_class);
+        let mut run = Run::new(self, &ds, &sop_class, grant);
         let mut path = Vec::with_capacity(8);
         run.dataset(&mut ds, &mut path, Context::Plain);
+        if let Some(e) = run.failure.take() {
+            return Err(DeidError::Read(e));
+        }
+        // Every value that leaves is valid for its VR: what was kept as it came is checked,
+        // cleaned where that keeps its meaning, else removed, emptied or held back.
+        run.validate(&mut ds, &mut path)?;
         self.record(&mut ds, visual);
 
         let identity = Identity {
@@ -420,16 +483,23 @@ impl Deidentifier {
     }
 
     fn check_burned_in(&self, ds: &DataSet<'_>, sop_class: &str) -> Result<(), DeidError> {
-        let flag = ds
-            .string(tags::BURNED_IN_ANNOTATION)
-            .map(|s| s.to_ascii_uppercase());
-        match flag.as_deref() {
-            Some("YES") => {
+        // Burned In Annotation has two enumerated values; anything else (a name, free text,
+        // lowercase) cannot be trusted to mean NO and is treated as YES. An empty value says
+        // nothing, like an absent one.
+        match ds.get(tags::BURNED_IN_ANNOTATION).and_then(|e| e.trimmed()) {
+            Some(b"NO") => return Ok(()),
+            Some(b"YES") => {
                 return Err(DeidError::HeldBack(
-                    "Burned In Annotation is YES and pixel cleaning is not enabled".into(),
+                    "Burned In Annotation (0028,0301) is YES and pixel cleaning is not enabled"
+                        .into(),
                 ))
             }
-            Some("NO") => return Ok(()),
+            Some(v) if !v.is_empty() => {
+                return Err(DeidError::HeldBack(
+                    "Burned In Annotation (0028,0301) is neither YES nor NO: treated as YES, and pixel cleaning is not enabled"
+                        .into(),
+                ))
+            }
             _ => {}
         }
         if self.config.burned_in == BurnedInPolicy::UnlessNo {
@@ -443,14 +513,12 @@ impl Deidentifier {
             );
             let secondary_capture = sop_class.starts_with("1.2.840.10008.5.1.4.1.1.7");
             if risky_modality || secondary_capture {
-                return Err(DeidError::HeldBack(format!(
-                    "modality {} often burns text into pixels and Burned In Annotation is not NO",
-                    if modality.is_empty() {
-                        "(none)"
-                    } else {
-                        &modality
-                    }
-                )));
+                // The Modality value itself is not quoted: messages never echo input values.
+                return Err(DeidError::HeldBack(if secondary_capture {
+                    "a Secondary Capture SOP Class (0008,0016) often has text burned into its pixels and Burned In Annotation (0028,0301) is not NO".into()
+                } else {
+                    "the Modality (0008,0060) is one that often burns text into pixels and Burned In Annotation (0028,0301) is not NO".into()
+                }));
             }
         }
         Ok(())
@@ -511,6 +579,38 @@ fn is_free_text(vr: Vr) -> bool {
     )
 }
 
+/// Names the element at `path` for a message: its keyword where the dictionary has one, and
+/// its tags from the top level. Never a value.
+fn element_name(path: &[u32]) -> String {
+    let tags: Vec<String> = path.iter().map(|&t| part10::tag_name(t)).collect();
+    let last = path.last().copied().unwrap_or(0);
+    match standard::dictionary_entry(last) {
+        Some(e) if last >> 16 & 1 == 0 => format!("{} {}", e.keyword, tags.join(" > ")),
+        _ => tags.join(" > "),
+    }
+}
+
+/// Attributes that say how the pixel data and the text are to be read: a malformed one is
+/// never removed or emptied (the object would be read differently), the object is held back.
+fn describes_pixels(tag: u32) -> bool {
+    matches!(
+        tag,
+        0x0008_0005 // Specific Character Set
+            | 0x0028_0002 // Samples per Pixel
+            | 0x0028_0004 // Photometric Interpretation
+            | 0x0028_0006 // Planar Configuration
+            | 0x0028_0008 // Number of Frames
+            | 0x0028_0010 // Rows
+            | 0x0028_0011 // Columns
+            | 0x0028_0100 // Bits Allocated
+            | 0x0028_0101 // Bits Stored
+            | 0x0028_0102 // High Bit
+            | 0x0028_0103 // Pixel Representation
+            | 0x0028_0301 // Burned In Annotation
+            | 0x0028_0302 // Recognizable Visual Features
+    )
+}
+
 /// Attributes of code sequences: controlled vocabulary, never replaced with dummies.
 fn is_code_attribute(tag: u32) -> bool {
     matches!(
@@ -536,8 +636,12 @@ fn is_code_attribute(tag: u32) -> bool {
 }
 
 /// Per-object state of one de-identification.
-struct Run<'d> {
+struct Run<'d, 'g, 'm> {
     d: &'d Deidentifier,
+    /// Where memory for sequences parsed from bytes is charged, when the caller gave a grant.
+    grant: Option<&'g mut Grant<'m>>,
+    /// A failure that must fail the whole object (the memory budget refused).
+    failure: Option<part10::Error>,
     requirements: Option<Arc<IodRequirements>>,
     tokens: PhiTokens,
     date_offset: i64,
@@ -547,8 +651,13 @@ struct Run<'d> {
     uid_cache: HashMap<String, String>,
 }
 
-impl<'d> Run<'d> {
-    fn new(d: &'d Deidentifier, ds: &DataSet<'_>, sop_class: &str) -> Run<'d> {
+impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
+    fn new(
+        d: &'d Deidentifier,
+        ds: &DataSet<'_>,
+        sop_class: &str,
+        grant: Option<&'g mut Grant<'m>>,
+    ) -> Run<'d, 'g, 'm> {
         let patient_id = ds
             .get(tags::PATIENT_ID)
             .and_then(|e| e.trimmed())
@@ -575,6 +684,8 @@ impl<'d> Run<'d> {
         let patient_pseudonym = format!("RV{}", d.key.token("patient-id", &identity, 12));
         let mut run = Run {
             d,
+            grant,
+            failure: None,
             requirements: standard::iod_requirements(sop_class),
             tokens: PhiTokens::default(),
             date_offset: d.key.date_offset_days(&identity),
@@ -1040,9 +1151,13 @@ impl<'d> Run<'d> {
     fn sequence(&mut self, el: &mut Element<'_>, path: &mut Vec<u32>, ctx: Context) -> bool {
         if let Value::Bytes(b) = &el.value {
             // A sequence kept as opaque bytes (UN, or implicit VR with defined length).
-            match read_items(b) {
-                Some(items) => el.value = Value::Sequence(items),
-                None => {
+            match self.read_items(b) {
+                Ok(items) => el.value = Value::Sequence(items),
+                Err(e @ part10::Error::Budget(_)) => {
+                    self.failure.get_or_insert(e);
+                    return false;
+                }
+                Err(_) => {
                     self.counts.removed += 1;
                     return false;
                 }
@@ -1128,39 +1243,168 @@ impl<'d> Run<'d> {
         }
     }
 
+    /// Replaces each UID of the value with its keyed UID. Under Retain UIDs, and for the
+    /// standard's own UIDs (classes, transfer syntaxes, coding schemes), only values that are
+    /// not valid UIDs are replaced: every UID that leaves is valid.
     fn remap_uids(&mut self, el: &mut Element<'_>) {
-        if self.d.has(ProfileOption::RetainUids) {
+        let retain = self.d.has(ProfileOption::RetainUids);
+        let Some(b) = el.trimmed() else { return };
+        let text = String::from_utf8_lossy(b).into_owned();
+        if retain
+            && text
+                .split('\\')
+                .all(|u| u.is_empty() || values::is_valid_uid(u))
+        {
             return;
         }
+        let mut out = Vec::new();
+        for uid in text.split('\\') {
+            let uid = uid.trim_matches(|c: char| c == ' ' || c == '\0');
+            let valid = values::is_valid_uid(uid);
+            if uid.is_empty() || (valid && (retain || uid.starts_with("1.2.840.10008."))) {
+                out.push(uid.to_string());
+                continue;
+            }
+            let new = self.new_uid(uid);
+            self.counts.uids_remapped += 1;
+            out.push(new);
+        }
+        *el = Element::text(el.tag, Vr::UI, &out.join("\\"));
+    }
+
+    /// The keyed UID that replaces `uid` (cached per object; recorded for the crosswalk).
+    fn new_uid(&mut self, uid: &str) -> String {
+        if let Some(n) = self.uid_cache.get(uid) {
+            return n.clone();
+        }
+        let n = self
+            .d
+            .key
+            .uid(uid, self.d.config.profile.uid_root.as_deref());
+        self.uid_cache.insert(uid.to_string(), n.clone());
+        if self.d.config.crosswalk {
+            self.crosswalk.push(CrosswalkEntry {
+                kind: "uid",
+                old: uid.to_string(),
+                new: n.clone(),
+            });
+        }
+        n
+    }
+
+    /// Reads the items of a sequence value stored as bytes (implicit VR little endian), as
+    /// owned data, charging the copy and the tree to the grant when there is one.
+    fn read_items(&mut self, b: &[u8]) -> Result<Vec<DataSet<'static>>, part10::Error> {
+        let limits = part10::Limits::default();
+        let items = match self.grant.as_deref_mut() {
+            Some(g) => {
+                g.grow(b.len() as u64)?;
+                part10::read_items_in(b, Encoding::ImplicitLittle, limits, g)?
+            }
+            None => part10::read_items(b, Encoding::ImplicitLittle, limits)?,
+        };
+        Ok(items.into_iter().map(into_owned).collect())
+    }
+
+    /// Checks every value left in the data set against its VR (and the values the standard
+    /// allows for it): UIDs that are not valid get keyed UIDs; ACR-NEMA dates and times are
+    /// written in the standard form; any other malformed value is removed where the IOD does
+    /// not require the attribute, emptied where it is Type 2, and the object held back where
+    /// it is Type 1 or describes the pixel data. Messages name the element by tag, never its
+    /// value.
+    fn validate(&mut self, ds: &mut DataSet<'_>, path: &mut Vec<u32>) -> Result<(), DeidError> {
+        let mut keep = Vec::with_capacity(ds.elements.len());
+        for el in ds.elements.iter_mut() {
+            path.push(el.tag);
+            let verdict = self.validate_element(el, path);
+            path.pop();
+            keep.push(verdict?);
+        }
+        let mut keep = keep.into_iter();
+        ds.elements.retain(|_| keep.next().unwrap_or(true));
+        Ok(())
+    }
+
+    /// Validates one element (recursing into sequences); returns whether it stays.
+    fn validate_element(
+        &mut self,
+        el: &mut Element<'_>,
+        path: &mut Vec<u32>,
+    ) -> Result<bool, DeidError> {
+        if let Value::Sequence(items) = &mut el.value {
+            for item in items.iter_mut() {
+                self.validate(item, path)?;
+            }
+            return Ok(true);
+        }
+        let Some(bytes) = el.bytes() else {
+            return Ok(true);
+        };
+        let e = el.tag & 0xFFFF;
+        if el.is_private() && (0x10..=0xFF).contains(&e) {
+            return Ok(true); // private creators: free text
+        }
+        let vr = self.semantic_vr(el);
+        let ty = self.attribute_type(path);
+        if vr == Vr::UI {
+            if part10::trim_text(bytes).is_empty() {
+                if !bytes.is_empty() {
+                    // Spaces are not UID padding: the value is written empty.
+                    el.value = Value::Bytes(Cow::Borrowed(&[]));
+                }
+                if ty.is_some_and(|t| t.needs_value()) {
+                    return Err(DeidError::HeldBack(format!(
+                        "{} is empty or blank, but the IOD requires a UID there (Type 1)",
+                        element_name(path)
+                    )));
+                }
+                return Ok(true);
+            }
+            if values::check(el.tag, vr, bytes).is_err() {
+                // Replaced like U, whatever the options: an invalid UID is no identifier a
+                // receiver could keep, and may hold anything.
+                self.remap_invalid_uids(el);
+            }
+            return Ok(true);
+        }
+        let Err(problem) = values::check(el.tag, vr, bytes) else {
+            return Ok(true);
+        };
+        if let Some(fixed) = values::standard_form(vr, bytes) {
+            self.counts.cleaned += 1;
+            *el = Element::text(el.tag, vr, &fixed);
+            return Ok(true);
+        }
+        if describes_pixels(el.tag) || ty.is_some_and(|t| t.needs_value()) {
+            return Err(DeidError::HeldBack(format!(
+                "{} {} (kept attributes must be valid for their VR)",
+                element_name(path),
+                problem.describe()
+            )));
+        }
+        if ty.is_some() {
+            self.counts.emptied += 1;
+            el.value = Value::Bytes(Cow::Borrowed(&[]));
+            return Ok(true);
+        }
+        self.counts.removed += 1;
+        Ok(false)
+    }
+
+    /// Replaces the values of a UI element that are not valid UIDs with keyed UIDs, whatever
+    /// the options.
+    fn remap_invalid_uids(&mut self, el: &mut Element<'_>) {
         let Some(b) = el.trimmed() else { return };
         let text = String::from_utf8_lossy(b).into_owned();
         let mut out = Vec::new();
         for uid in text.split('\\') {
             let uid = uid.trim_matches(|c: char| c == ' ' || c == '\0');
-            if uid.is_empty() || uid.starts_with("1.2.840.10008.") {
+            if uid.is_empty() || values::is_valid_uid(uid) {
                 out.push(uid.to_string());
-                continue;
+            } else {
+                self.counts.uids_remapped += 1;
+                out.push(self.new_uid(uid));
             }
-            let new = match self.uid_cache.get(uid) {
-                Some(n) => n.clone(),
-                None => {
-                    let n = self
-                        .d
-                        .key
-                        .uid(uid, self.d.config.profile.uid_root.as_deref());
-                    self.uid_cache.insert(uid.to_string(), n.clone());
-                    if self.d.config.crosswalk {
-                        self.crosswalk.push(CrosswalkEntry {
-                            kind: "uid",
-                            old: uid.to_string(),
-                            new: n.clone(),
-                        });
-                    }
-                    n
-                }
-            };
-            self.counts.uids_remapped += 1;
-            out.push(new);
         }
         *el = Element::text(el.tag, Vr::UI, &out.join("\\"));
     }
@@ -1240,13 +1484,6 @@ impl<'d> Run<'d> {
             el.value = Value::Bytes(Cow::Owned(v));
         }
     }
-}
-
-/// Reads the items of a sequence value stored as bytes (implicit VR little endian).
-fn read_items(b: &[u8]) -> Option<Vec<DataSet<'static>>> {
-    part10::read_items(b, Encoding::ImplicitLittle, part10::Limits::default())
-        .ok()
-        .map(|items| items.into_iter().map(into_owned).collect())
 }
 
 fn into_owned(ds: DataSet<'_>) -> DataSet<'static> {

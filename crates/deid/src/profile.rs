@@ -131,13 +131,7 @@ impl Profile {
             p.add_option(o)?;
         }
         if let Some(root) = f.uid_root {
-            let valid = !root.is_empty()
-                && root.len() <= 40
-                && root.split('.').all(|c| {
-                    !c.is_empty()
-                        && c.bytes().all(|b| b.is_ascii_digit())
-                        && (c == "0" || !c.starts_with('0'))
-                });
+            let valid = root.len() <= 40 && crate::values::is_valid_uid(&root);
             if !valid {
                 return Err(ProfileError::BadUidRoot(root));
             }

@@ -446,7 +446,7 @@ fn clean_graphics_keeps_annotations_without_identifiers() {
 
 fn with_private(ds: &mut DataSet<'static>) {
     ds.put(text(0x0015_0010, "GEMS_PETD_01"));
-    ds.put(Element::text(0x0015_1033, Vr::UN, "KEEPME"));
+    ds.put(Element::text(0x0015_1033, Vr::UN, "KEEPMEOK"));
     ds.put(Element::text(0x0015_1036, Vr::UL, "DROP"));
     ds.put(Element::text(0x0009_0010, Vr::LO, "UNKNOWN CREATOR"));
     ds.put(Element::text(0x0009_1001, Vr::LO, "JANE DOE PRIVATE"));
@@ -460,7 +460,7 @@ fn private_attributes_are_removed_unless_safe() {
     assert!(plain.elements.iter().all(|e| !e.is_private()));
     assert_eq!(out.counts.private_removed, 3);
     let (_, safe) = run(&deid_with(&[ProfileOption::RetainSafePrivate]), &ds);
-    assert_eq!(safe.string(0x0015_1033).unwrap(), "KEEPME");
+    assert_eq!(safe.string(0x0015_1033).unwrap(), "KEEPMEOK");
     assert_eq!(safe.string(0x0015_0010).unwrap(), "GEMS_PETD_01");
     assert!(safe.get(0x0015_1036).is_none());
     assert!(safe.get(0x0009_1001).is_none());
@@ -787,4 +787,331 @@ fn referencing_sequences_keep_their_items_where_the_iod_has_them() {
         sop,
         "same UID, same remapping"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Kept values must be valid for their VR (issue 13): malformed values never ride through.
+// ---------------------------------------------------------------------------------------
+
+/// De-identifies `ds` and returns the error text, which must name `tag` and must not quote
+/// any part of `secret`.
+fn held_back(d: &Deidentifier, ds: &DataSet<'_>, tag: &str, secret: &str) -> String {
+    let bytes = encode(ds, part10::EXPLICIT_VR_LITTLE_ENDIAN);
+    let err = match d.deidentify(&bytes) {
+        Err(e @ DeidError::HeldBack(_)) => e.to_string(),
+        Err(e) => panic!("expected held back ({tag}), got: {e}"),
+        Ok(o) => panic!(
+            "expected held back ({tag}), got an output: {:?}",
+            decode(&o.file.to_vec()).1.get(0x0008_0008)
+        ),
+    };
+    assert!(err.contains(tag), "{err}");
+    for part in secret.split(['^', ' ']).filter(|p| p.len() > 2) {
+        assert!(!err.contains(part), "{err} quotes {part}");
+    }
+    err
+}
+
+#[test]
+fn malformed_kept_values_of_required_attributes_are_held_back() {
+    let d = deid_with(&[]);
+    // Type 1 in the CT Image IOD, kept by the profile, free text instead of CS.
+    let mut ds = ct();
+    ds.put(text(0x0008_0008, "Doe^John"));
+    held_back(&d, &ds, "(0008,0008)", "Doe^John");
+    // Number of Frames holding a name: it describes the pixel data, so never cleaned away.
+    let mut ds = ct();
+    ds.put(text(0x0028_0008, "DOE^JOHN"));
+    held_back(&d, &ds, "(0028,0008)", "DOE^JOHN");
+    // Specific Character Set that is not a defined term: text cannot be read (or cleaned).
+    let mut ds = ct();
+    ds.put(text(0x0008_0005, "JANE DOE"));
+    held_back(&d, &ds, "(0008,0005)", "JANE DOE");
+    // SOP Class UID that is not a UID.
+    let mut ds = ct();
+    ds.put(text(0x0008_0016, "1.2.840.10008.5.1.4.1.1.2 SMITH"));
+    held_back(&d, &ds, "(0008,0016)", "SMITH");
+    // A DS of Type 1 (Pixel Spacing, Image Plane) with a name.
+    let mut ds = ct();
+    ds.put(text(0x0028_0030, "DOE^JOHN"));
+    held_back(&d, &ds, "(0028,0030)", "DOE^JOHN");
+    // Rows (US, Type 1) of a length that is no number of values.
+    let mut ds = ct();
+    ds.put(Element {
+        tag: 0x0028_0010,
+        vr: Vr::UL,
+        value: Value::Bytes(Cow::Owned(b"JD".to_vec())),
+    });
+    held_back(&d, &ds, "(0028,0010)", "");
+}
+
+#[test]
+fn a_malformed_transfer_syntax_uid_is_held_back() {
+    let mut bytes = encode(&ct(), part10::EXPLICIT_VR_LITTLE_ENDIAN);
+    // Overwrite the Transfer Syntax UID's value (same length) with text.
+    let ts = part10::EXPLICIT_VR_LITTLE_ENDIAN.as_bytes();
+    let at = bytes.windows(ts.len()).position(|w| w == ts).unwrap();
+    bytes[at..at + ts.len()].copy_from_slice(b"SMITH^JOHN^Q.Z.XY.W");
+    let err = deid_with(&[]).deidentify(&bytes).unwrap_err().to_string();
+    assert!(err.contains("(0002,0010)"), "{err}");
+    assert!(!err.contains("SMITH"), "{err}");
+}
+
+#[test]
+fn burned_in_annotation_neither_yes_nor_no_is_treated_as_yes() {
+    let d = deid_with(&[]);
+    for v in ["DOE^JOHN", "MAYBE", "yes", "N"] {
+        let mut ds = ct();
+        ds.put(text(0x0028_0301, v));
+        let err = held_back(&d, &ds, "(0028,0301)", v);
+        assert!(err.contains("treated as YES"), "{err}");
+    }
+    let mut ds = ct();
+    ds.put(text(0x0028_0301, "NO"));
+    let (_, out) = run(&d, &ds);
+    assert_eq!(out.string(0x0028_0301).unwrap(), "NO");
+}
+
+#[test]
+fn malformed_optional_values_are_removed_and_type_2_emptied() {
+    let d = deid_with(&[]);
+    let mut ds = ct();
+    // Scan Options (CS, Type 3 in CT Image, kept): a name in it goes.
+    ds.put(text(0x0018_0022, "Doe^John"));
+    // Slice Thickness (DS, Type 2 in Image Plane): emptied.
+    ds.put(text(0x0018_0050, "JOHN DOE"));
+    // KVP (DS, Type 2 in CT Image) that is a valid number stays as it is.
+    ds.put(text(0x0018_0060, "120"));
+    // An FD of a length that is no number of values, Type 3 (CTDIvol), goes.
+    ds.put(Element {
+        tag: 0x0018_9345,
+        vr: Vr::FD,
+        value: Value::Bytes(Cow::Owned(b"DOE^JO".to_vec())),
+    });
+    let (_, out) = run(&d, &ds);
+    assert!(out.get(0x0018_0022).is_none());
+    assert_eq!(out.string(0x0018_0050).unwrap(), "");
+    assert_eq!(out.string(0x0018_0060).unwrap(), "120");
+    assert!(out.get(0x0018_9345).is_none());
+}
+
+#[test]
+fn acr_nema_dates_and_times_kept_are_cleaned_to_the_standard_form() {
+    let d = deid_with(&[ProfileOption::RetainLongFullDates]);
+    let mut ds = ct();
+    ds.put(text(0x0008_0020, "1994.11.05"));
+    ds.put(text(0x0008_0030, "11:20:00"));
+    let (_, out) = run(&d, &ds);
+    assert_eq!(out.string(0x0008_0020).unwrap(), "19941105");
+    assert_eq!(out.string(0x0008_0030).unwrap(), "112000");
+    // A kept date that is no date at all is emptied (Study Date is Type 2).
+    let mut ds = ct();
+    ds.put(text(0x0008_0020, "SMITH"));
+    let (_, out) = run(&d, &ds);
+    assert_eq!(out.string(0x0008_0020).unwrap(), "");
+}
+
+#[test]
+fn blank_uids_never_come_out_as_empty_required_uids() {
+    let d = deid_with(&[]);
+    // Series Instance UID of spaces: Type 1, so held back.
+    let mut ds = ct();
+    ds.put(Element {
+        tag: 0x0020_000E,
+        vr: Vr::UI,
+        value: Value::Bytes(Cow::Owned(b"        ".to_vec())),
+    });
+    held_back(&d, &ds, "(0020,000E)", "");
+    let mut ds = ct();
+    ds.put(Element {
+        tag: 0x0020_000D,
+        vr: Vr::UI,
+        value: Value::Bytes(Cow::Owned(b"  \0\0".to_vec())),
+    });
+    held_back(&d, &ds, "(0020,000D)", "");
+    // The same under Retain UIDs.
+    let mut ds = ct();
+    ds.put(Element {
+        tag: 0x0020_000E,
+        vr: Vr::UI,
+        value: Value::Bytes(Cow::Owned(b"  ".to_vec())),
+    });
+    held_back(
+        &deid_with(&[ProfileOption::RetainUids]),
+        &ds,
+        "(0020,000E)",
+        "",
+    );
+}
+
+/// Every UI value of an output is a valid UID: at most 64 characters of digits and dots, no
+/// empty component, no leading zero.
+fn assert_uids_valid(ds: &DataSet<'_>) {
+    for el in &ds.elements {
+        match &el.value {
+            Value::Sequence(items) => items.iter().for_each(assert_uids_valid),
+            Value::Bytes(_) if el.vr == Vr::UI => {
+                let s = el.to_str().unwrap();
+                for uid in s.split('\\') {
+                    assert!(
+                        uid.is_empty() || values::is_valid_uid(uid),
+                        "{:08X}: {uid:?}",
+                        el.tag
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn malformed_uids_are_replaced_even_under_retain_uids() {
+    for options in [&[][..], &[ProfileOption::RetainUids][..]] {
+        let d = deid_with(options);
+        let mut ds = ct();
+        ds.put(text(0x0020_000D, "dccc9599087131742838cc1162a630fea87ba9"));
+        ds.put(text(0x0020_0052, "1.2.0123.4"));
+        ds.put(seq(
+            0x0008_1140,
+            vec![{
+                let mut i = DataSet::default();
+                i.put(text(0x0008_1150, CT));
+                i.put(text(0x0008_1155, "1.2.3.DOE JOHN"));
+                i
+            }],
+        ));
+        let (done, out) = run(&d, &ds);
+        assert_uids_valid(&out);
+        assert!(!contains(&done.bytes, "dccc9599"));
+        assert!(!contains(&done.bytes, "DOE JOHN"));
+        assert!(values::is_valid_uid(&done.identity.study_uid));
+        if options.is_empty() {
+            continue;
+        }
+        // Under Retain UIDs a valid UID is still kept as it is.
+        assert_eq!(out.string(0x0020_000E).unwrap(), "1.2.3.4.5.6.7");
+    }
+}
+
+/// A unique marker planted as the value of attributes of every VR, one at a time and all at
+/// once, in valid and in malformed positions: whatever happens, no error message quotes it.
+#[test]
+fn no_error_message_quotes_a_value() {
+    const MARKER: &str = "QZXMARKERQZX";
+    let d = deid_with(&[]);
+    let mut tags: Vec<(u32, Vr)> = standard::generated::DICTIONARY
+        .iter()
+        .filter(|e| e.mask == u32::MAX && e.tag >> 16 != 0x0002 && e.vr != Vr::SQ)
+        .map(|e| (e.tag, e.vr))
+        .step_by(7)
+        .collect();
+    tags.extend([
+        (0x0008_0005, Vr::CS),
+        (0x0008_0016, Vr::UI),
+        (0x0008_0018, Vr::UI),
+        (0x0008_0060, Vr::CS),
+        (0x0020_000E, Vr::UI),
+        (0x0028_0008, Vr::IS),
+        (0x0028_0301, Vr::CS),
+        (0x0028_0302, Vr::CS),
+    ]);
+    let mut errors = 0;
+    let mut check = |bytes: &[u8]| {
+        if let Err(e) = d.deidentify(bytes) {
+            errors += 1;
+            let msg = e.to_string();
+            assert!(!msg.contains(MARKER) && !msg.contains("QZX"), "{msg}");
+        }
+    };
+    for &(tag, vr) in &tags {
+        let mut ds = ct();
+        ds.put(Element::text(tag, vr, MARKER));
+        check(&encode(&ds, part10::EXPLICIT_VR_LITTLE_ENDIAN));
+    }
+    // Modality that burns text in, under the strict policy.
+    let strict = Deidentifier::new(
+        key(7),
+        Config {
+            burned_in: BurnedInPolicy::UnlessNo,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    let mut ds = ct();
+    ds.put(text(0x0008_0060, "SC"));
+    ds.put(text(0x0008_0016, "1.2.840.10008.5.1.4.1.1.7"));
+    let msg = strict
+        .deidentify(&encode(&ds, part10::EXPLICIT_VR_LITTLE_ENDIAN))
+        .unwrap_err()
+        .to_string();
+    assert!(!msg.contains(" SC "), "{msg}");
+    // The marker as a VR code and in every byte of a header.
+    let clean = encode(&ct(), part10::EXPLICIT_VR_LITTLE_ENDIAN);
+    let mut corrupt = clean.clone();
+    let at = clean.windows(2).rposition(|w| w == b"UI").unwrap();
+    corrupt[at..at + 2].copy_from_slice(b"QZ");
+    let msg = d.deidentify(&corrupt).unwrap_err().to_string();
+    assert!(!msg.contains("QZ"), "{msg}");
+    assert!(errors >= 5, "only {errors} errors");
+}
+
+#[test]
+fn a_run_budget_bounds_a_deflate_bomb_and_changes_nothing_else() {
+    let d = deid_with(&[]);
+    let budget = part10::MemoryBudget::new(8 << 20);
+    // A valid file: the same output with and without a budget, and the memory given back.
+    for ts in [
+        part10::EXPLICIT_VR_LITTLE_ENDIAN,
+        part10::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    ] {
+        let bytes = encode(&ct(), ts);
+        let plain = d.deidentify(&bytes).unwrap().file.to_vec();
+        let mut grant = budget.try_reserve(0).unwrap();
+        let charged = d
+            .deidentify_in(&bytes, VisualFeatures::Untouched, &mut grant)
+            .unwrap()
+            .file
+            .to_vec();
+        assert_eq!(plain, charged, "{ts}");
+        assert!(grant.bytes() > 0);
+        drop(grant);
+        assert_eq!(budget.in_use(), 0);
+    }
+    // A deflated data set of 300,000 empty private elements after a valid header: 2.4 MB
+    // inflated, a tree of some 20 MB; the file itself is a few kilobytes.
+    let mut header = ct();
+    header.remove(part10::PIXEL_DATA);
+    let mut body = Vec::new();
+    part10::write_dataset(&header, Encoding::ExplicitLittle, &mut body);
+    for _ in 0..300_000 {
+        body.extend_from_slice(&[0x09, 0x00, 0x01, 0x10, b'L', b'O', 0, 0]);
+    }
+    let mut meta = DataSet::default();
+    meta.put(Element::text(0x0002_0002, Vr::UI, CT));
+    meta.put(Element::text(0x0002_0003, Vr::UI, "1.2.3.4.5.6.7.1"));
+    meta.put(Element::text(
+        0x0002_0010,
+        Vr::UI,
+        part10::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    ));
+    let mut bomb = Vec::new();
+    part10::write_file(
+        &meta,
+        &DataSet::default(),
+        part10::EXPLICIT_VR_LITTLE_ENDIAN,
+        &mut bomb,
+    );
+    bomb.extend_from_slice(&part10::deflate(&body));
+    assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+    let mut grant = budget.try_reserve(0).unwrap();
+    let err = d
+        .deidentify_in(&bomb, VisualFeatures::Untouched, &mut grant)
+        .unwrap_err();
+    assert!(
+        matches!(err, DeidError::Read(part10::Error::Budget(_))),
+        "{err}"
+    );
+    drop(grant);
+    assert_eq!(budget.in_use(), 0);
 }
