@@ -62,8 +62,8 @@ pub fn check_signer_equipment(ds: &DataSet<'_>, reports: &[crate::SignatureRepor
             .collect();
         if !serials.is_empty() && !serials.iter().any(|s| s.trim() == device) {
             findings.push(format!(
-                "signed by a device certificate whose serial number is not this image's Device Serial Number (signer {})",
-                r.signer
+                "signed by a device certificate whose subject serialNumber is not this image's Device Serial Number (0018,1000) (signer certificate SHA-256 {})",
+                r.fingerprint
             ));
         }
     }
@@ -119,56 +119,80 @@ pub fn check_image(ds: &DataSet<'_>, enc: Encoding) -> (Vec<String>, Option<Imag
     (findings, geometry)
 }
 
+/// A series-level finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesFinding {
+    /// The images concerned, as indexes into the slice given to [`check_series`]: those
+    /// sharing a position, or every image of the series.
+    pub images: Vec<usize>,
+    /// What is wrong, naming attributes by tag, never by value (no UID, no position): it
+    /// may be printed.
+    pub finding: String,
+}
+
 /// Checks that the images of each series agree: one matrix size, pixel spacing and
-/// orientation, and no two distinct instances at the same position. Returns
-/// (series UID, finding) pairs.
-pub fn check_series(images: &[ImageGeometry]) -> Vec<(String, String)> {
-    use std::collections::BTreeMap;
-    let mut by_series: BTreeMap<&str, Vec<&ImageGeometry>> = BTreeMap::new();
-    for g in images {
-        by_series.entry(&g.series).or_default().push(g);
+/// orientation, and no two distinct instances at the same position.
+pub fn check_series(images: &[ImageGeometry]) -> Vec<SeriesFinding> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut by_series: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, g) in images.iter().enumerate() {
+        by_series.entry(&g.series).or_default().push(i);
     }
     let mut out = Vec::new();
-    for (series, imgs) in by_series {
+    let mut series: Vec<Vec<usize>> = by_series.into_values().collect();
+    series.sort_by_key(|imgs| imgs[0]);
+    for imgs in series {
         if imgs.len() < 2 {
             continue;
         }
-        let first = imgs[0];
-        let differ = |f: &dyn Fn(&ImageGeometry) -> String| imgs.iter().any(|g| f(g) != f(first));
+        let first = &images[imgs[0]];
+        let differ =
+            |f: &dyn Fn(&ImageGeometry) -> String| imgs.iter().any(|&i| f(&images[i]) != f(first));
+        let mut found = |at: &[usize], finding: String| {
+            out.push(SeriesFinding {
+                images: at.to_vec(),
+                finding,
+            })
+        };
         if differ(&|g| format!("{:?}", g.matrix)) {
-            out.push((
-                series.to_string(),
-                "images of one series have different matrix sizes".to_string(),
-            ));
+            found(&imgs, "images of one series (0020,000E) have different matrix sizes (Rows (0028,0010), Columns (0028,0011))".into());
         }
         if differ(&|g| g.spacing.clone()) {
-            out.push((
-                series.to_string(),
-                "images of one series have different pixel spacing".to_string(),
-            ));
+            found(
+                &imgs,
+                "images of one series (0020,000E) have different Pixel Spacing (0028,0030)".into(),
+            );
         }
         if differ(&|g| g.orientation.clone()) {
-            out.push((
-                series.to_string(),
-                "images of one series have different orientations".to_string(),
-            ));
+            found(&imgs, "images of one series (0020,000E) have different Image Orientation (Patient) (0020,0037)".into());
         }
-        let mut positions: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
-        for g in &imgs {
+        // Images at each position, one per distinct SOP Instance UID.
+        let mut positions: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+        for &i in &imgs {
+            let g = &images[i];
             if !g.position.is_empty() {
                 positions
                     .entry(&g.position)
                     .or_default()
-                    .insert(&g.instance);
+                    .entry(&g.instance)
+                    .or_insert(i);
             }
         }
-        for (pos, instances) in positions {
-            if instances.len() > 1 {
-                out.push((
-                    series.to_string(),
-                    format!("{} instances at the same position {pos}", instances.len()),
-                ));
-            }
+        let mut shared: Vec<BTreeSet<usize>> = positions
+            .into_values()
+            .filter(|instances| instances.len() > 1)
+            .map(|instances| instances.into_values().collect())
+            .collect();
+        shared.sort();
+        for at in shared {
+            let at: Vec<usize> = at.into_iter().collect();
+            found(
+                &at,
+                format!(
+                    "{} instances (0008,0018) of one series (0020,000E) at the same position (Image Position (Patient) (0020,0032))",
+                    at.len()
+                ),
+            );
         }
     }
     out
@@ -202,5 +226,24 @@ mod tests {
         ];
         let f = check_series(&bad);
         assert_eq!(f.len(), 2, "{f:?}");
+        assert!(f.iter().all(|x| x.images == [0, 1]), "{f:?}");
+    }
+
+    #[test]
+    fn series_findings_echo_no_values() {
+        let bad = [
+            geo("1.2.3.444", "1.2.3.444.1", (512, 512), "-12.5\\7\\99.25"),
+            geo("9.9", "9.9.1", (512, 512), "0\\0\\0"),
+            geo("1.2.3.444", "1.2.3.444.2", (256, 256), "-12.5\\7\\99.25"),
+        ];
+        let f = check_series(&bad);
+        assert_eq!(f.len(), 2, "{f:?}");
+        for x in &f {
+            assert_eq!(x.images, [0, 2]);
+            for value in ["1.2.3.444", "-12.5", "99.25", "256", "512"] {
+                assert!(!x.finding.contains(value), "{x:?}");
+            }
+        }
+        assert!(f[1].finding.contains("(0020,0032)"), "{f:?}");
     }
 }

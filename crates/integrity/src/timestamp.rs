@@ -572,7 +572,7 @@ pub fn check(kind: &str, token: &[u8], imprinted: &[u8], extra: &[Certificate]) 
     };
     if kind.trim() != CMS_TSP {
         report.outcome =
-            TimestampOutcome::Invalid(format!("unknown Certified Timestamp Type {kind:?}"));
+            TimestampOutcome::Invalid("Certified Timestamp Type (0400,0305) is not CMS_TSP".into());
         return report;
     }
     let parsed = match Token::parse(token) {

@@ -10,13 +10,19 @@
 //! - `verifier.pub`: the checkpoint verifier key (public).
 //!
 //! Records hold no PHI: instance identity is a keyed hash, images are identified by hashes.
-//! Appends take an exclusive lock on the directory and are durable (fsync) before they
-//! return. An entry is never rewritten: a deletion is a tombstone record.
+//! Appends take an exclusive lock on the directory (`.lock`), held from reading the entries,
+//! through deciding what to add ([`Ledger::append_with`]), to the fsync of the new lines;
+//! readers take a shared lock, so they never see half an append. An entry is never
+//! rewritten: a deletion is a tombstone record.
+//!
+//! A torn last line (a crash in the middle of an append) is reported ([`Ledger::torn_tail`]);
+//! an append refuses to write after it unless asked to repair it ([`TornRepair`]).
 
 #![forbid(unsafe_code)]
 
 pub mod merkle;
 pub mod note;
+pub mod verdict;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -25,6 +31,9 @@ use std::path::{Path, PathBuf};
 use merkle::Hash;
 use note::{Checkpoint, NoteError, Signer, Verifier};
 use serde::{Deserialize, Serialize};
+pub use verdict::{
+    admit, Admission, EquipmentAdvisory, Intent, Observation, Status, Verdict, Verification,
+};
 
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +60,16 @@ pub enum LedgerError {
     /// Checkpoint or key trouble.
     #[error(transparent)]
     Note(#[from] NoteError),
+    /// `entries.jsonl` ends with an incomplete line (an append that crashed); appending
+    /// after it is refused until it is repaired ([`TornRepair::Truncate`]).
+    #[error("{path}: ends with a torn line ({} bytes at offset {}) after entry {}: an append crashed; \
+             nothing is appended after it until it is repaired", .torn.len, .torn.offset, .torn.entries)]
+    TornTail {
+        /// The entries file.
+        path: PathBuf,
+        /// Where the torn line is.
+        torn: TornTail,
+    },
     /// The ledger contradicts a checkpoint: an entry was rewritten, removed or reordered.
     #[error("ledger inconsistent with the checkpoint of size {size}: {what}")]
     Inconsistent {
@@ -102,8 +121,8 @@ pub struct Record {
     /// Keyed hash of the equipment (manufacturer, model, serial number, station name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equipment: Option<String>,
-    /// Outcome of signature verification at ingest (`unsigned`, `valid`, ...).
-    pub verification: String,
+    /// Outcome of signature verification at ingest.
+    pub verification: Verification,
     /// Time of the record, RFC 3339 UTC.
     pub time: String,
 }
@@ -111,6 +130,35 @@ pub struct Record {
 /// Hex encoding of a hash.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The current time as RFC 3339 UTC, to the second (the time of a record).
+pub fn rfc3339_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    rfc3339_at(secs)
+}
+
+/// A Unix time as RFC 3339 UTC, to the second.
+pub fn rfc3339_at(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Parses a lowercase or uppercase hex SHA-256 hash.
@@ -124,6 +172,36 @@ pub fn unhex(s: &str) -> Option<Hash> {
     v?.try_into().ok()
 }
 
+/// An incomplete last line of `entries.jsonl`: bytes after the last newline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TornTail {
+    /// Byte offset of the torn line (the length of the complete entries).
+    pub offset: u64,
+    /// Its length in bytes.
+    pub len: u64,
+    /// How many complete entries come before it.
+    pub entries: u64,
+}
+
+/// What an append does with a torn last line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TornRepair {
+    /// Refuse to append ([`LedgerError::TornTail`]); the file is left as it is.
+    Refuse,
+    /// Under the lock, copy the torn bytes to `entries.jsonl.torn-<offset>` (kept as
+    /// evidence), cut them off, then append.
+    Truncate,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The indexes of the new entries.
+    pub range: std::ops::Range<u64>,
+    /// The torn line cut off first, with where its bytes were kept.
+    pub repaired: Option<(TornTail, PathBuf)>,
+}
+
 /// An open ledger: its entries' leaf hashes in memory (32 bytes an entry).
 #[derive(Debug)]
 pub struct Ledger {
@@ -131,6 +209,7 @@ pub struct Ledger {
     origin: String,
     leaves: Vec<Hash>,
     records: Vec<Record>,
+    torn: Option<TornTail>,
 }
 
 /// An inclusion proof of one entry against a tree size.
@@ -181,6 +260,7 @@ impl Ledger {
         writeln!(f, "{origin}").map_err(io(&origin_path))?;
         f.sync_all().map_err(io(&origin_path))?;
         write_new(&dir.join(ENTRIES), b"")?;
+        write_new(&dir.join(LOCK), b"")?;
         std::fs::write(dir.join(VERIFIER), format!("{}\n", signer.verifier()))
             .map_err(io(&dir.join(VERIFIER)))?;
         let mut ledger = Ledger {
@@ -188,14 +268,27 @@ impl Ledger {
             origin: origin.to_string(),
             leaves: Vec::new(),
             records: Vec::new(),
+            torn: None,
         };
         ledger.checkpoint(signer)?;
         Ok(ledger)
     }
 
-    /// Opens a ledger, reading every entry. A torn last line (a crash during an append that
-    /// never returned) is ignored, and cut off by the next append.
+    /// Opens a ledger, reading every entry under a shared lock (an append in progress is
+    /// waited for). A torn last line (a crash during an append that never returned) is not
+    /// an entry: it is reported by [`Ledger::torn_tail`].
     pub fn open(dir: &Path) -> Result<Ledger> {
+        let lock_path = dir.join(LOCK);
+        // A reader may lack write access: lock when the lock file can be opened at all.
+        let lock = File::open(&lock_path).ok();
+        if let Some(lock) = &lock {
+            lock.lock_shared().map_err(io(&lock_path))?;
+        }
+        Ledger::read(dir)
+    }
+
+    /// Reads the ledger; the caller holds a lock.
+    fn read(dir: &Path) -> Result<Ledger> {
         let origin_path = dir.join(ORIGIN);
         let origin = std::fs::read_to_string(&origin_path)
             .map_err(|e| match e.kind() {
@@ -216,12 +309,23 @@ impl Ledger {
         let mut leaves = Vec::new();
         let mut records = Vec::new();
         let mut line = Vec::new();
+        let mut offset = 0u64;
+        let mut torn = None;
         loop {
             line.clear();
             let n = reader.read_until(b'\n', &mut line).map_err(io(&path))?;
-            if n == 0 || line.last() != Some(&b'\n') {
-                break; // end, or a torn final line
+            if n == 0 {
+                break;
             }
+            if line.last() != Some(&b'\n') {
+                torn = Some(TornTail {
+                    offset,
+                    len: n as u64,
+                    entries: leaves.len() as u64,
+                });
+                break;
+            }
+            offset += n as u64;
             let data = &line[..line.len() - 1];
             let index = leaves.len() as u64;
             let record: Record = serde_json::from_slice(data).map_err(|e| LedgerError::Record {
@@ -236,7 +340,18 @@ impl Ledger {
             origin,
             leaves,
             records,
+            torn,
         })
+    }
+
+    /// The torn last line of `entries.jsonl`, if there is one (a crash during an append).
+    pub fn torn_tail(&self) -> Option<TornTail> {
+        self.torn
+    }
+
+    /// The entries file.
+    pub fn entries_path(&self) -> PathBuf {
+        self.dir.join(ENTRIES)
     }
 
     /// The log's origin line.
@@ -259,10 +374,23 @@ impl Ledger {
         (size <= self.size()).then(|| merkle::root(&self.leaves[..size as usize]))
     }
 
-    /// Appends records durably, under an exclusive lock of the ledger directory. Records
-    /// appended by another process since this ledger was opened are read first, so indexes
-    /// stay right.
+    /// Appends records durably (see [`Ledger::append_with`]); a torn last line is refused.
     pub fn append(&mut self, new: &[Record]) -> Result<std::ops::Range<u64>> {
+        Ok(self
+            .append_with(TornRepair::Refuse, |_| new.to_vec())?
+            .range)
+    }
+
+    /// Appends the records `decide` returns, in one critical section: under an exclusive
+    /// lock of the ledger, the entries are read again (another process may have appended
+    /// since this ledger was opened), `decide` sees that fresh ledger and chooses what to
+    /// add (e.g. with [`admit`]), and the lines are written and fsynced before the lock is
+    /// released. Two appends never both decide on the same old state.
+    pub fn append_with(
+        &mut self,
+        repair: TornRepair,
+        decide: impl FnOnce(&Ledger) -> Vec<Record>,
+    ) -> Result<Appended> {
         let lock_path = self.dir.join(LOCK);
         let lock = OpenOptions::new()
             .create(true)
@@ -271,26 +399,24 @@ impl Ledger {
             .open(&lock_path)
             .map_err(io(&lock_path))?;
         lock.lock().map_err(io(&lock_path))?;
-        let fresh = Ledger::open(&self.dir)?;
-        *self = fresh;
+        *self = Ledger::read(&self.dir)?;
         let path = self.dir.join(ENTRIES);
+        let mut repaired = None;
+        if let Some(torn) = self.torn {
+            if repair == TornRepair::Refuse {
+                return Err(LedgerError::TornTail { path, torn });
+            }
+            repaired = Some((torn, self.cut_torn_tail(torn)?));
+            self.torn = None;
+        }
+        let new = decide(self);
         let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
+            .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        // Cut off a torn final line left by a crash.
-        let committed: u64 = {
-            let data = std::fs::read(&path).map_err(io(&path))?;
-            data.iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |p| p as u64 + 1)
-        };
-        f.set_len(committed).map_err(io(&path))?;
-        f.seek(SeekFrom::Start(committed)).map_err(io(&path))?;
         let start = self.size();
         let mut buf = Vec::new();
-        for r in new {
+        for r in &new {
             let line = serde_json::to_vec(r).map_err(|e| LedgerError::Record {
                 index: self.size(),
                 what: e.to_string(),
@@ -303,7 +429,29 @@ impl Ledger {
         f.write_all(&buf).map_err(io(&path))?;
         f.sync_all().map_err(io(&path))?;
         drop(lock);
-        Ok(start..self.size())
+        Ok(Appended {
+            range: start..self.size(),
+            repaired,
+        })
+    }
+
+    /// Keeps the bytes of a torn last line in `entries.jsonl.torn-<offset>` and cuts them
+    /// off the entries file (the caller holds the exclusive lock).
+    fn cut_torn_tail(&self, torn: TornTail) -> Result<PathBuf> {
+        let path = self.dir.join(ENTRIES);
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        f.seek(SeekFrom::Start(torn.offset)).map_err(io(&path))?;
+        let mut tail = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut tail).map_err(io(&path))?;
+        let kept = self.dir.join(format!("{ENTRIES}.torn-{}", torn.offset));
+        write_new(&kept, &tail)?;
+        f.set_len(torn.offset).map_err(io(&path))?;
+        f.sync_all().map_err(io(&path))?;
+        Ok(kept)
     }
 
     /// Signs and writes a checkpoint of the whole ledger as `checkpoint` and
@@ -472,7 +620,7 @@ mod tests {
             signer: None,
             series: None,
             equipment: None,
-            verification: "unsigned".into(),
+            verification: Verification::Unsigned,
             time: "2026-11-23T12:00:00Z".into(),
         }
     }
@@ -519,18 +667,71 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_append_is_ignored_then_cut() {
+    fn a_torn_append_is_reported_refused_then_cut_on_request() {
         let dir = tempfile::tempdir().unwrap();
         let signer = Signer::from_seed("o", &[4; 32]).unwrap();
         let mut l = Ledger::init(dir.path(), "o", &signer).unwrap();
         l.append(&[record(1)]).unwrap();
         let path = dir.path().join(ENTRIES);
+        let committed = std::fs::read(&path).unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"kind\":\"ing").unwrap();
         let mut l = Ledger::open(dir.path()).unwrap();
         assert_eq!(l.size(), 1);
-        l.append(&[record(2)]).unwrap();
-        assert_eq!(Ledger::open(dir.path()).unwrap().size(), 2);
+        let torn = TornTail {
+            offset: committed.len() as u64,
+            len: 12,
+            entries: 1,
+        };
+        assert_eq!(l.torn_tail(), Some(torn));
+        // Refused, and nothing changes.
+        assert!(matches!(
+            l.append(&[record(2)]),
+            Err(LedgerError::TornTail { torn: t, .. }) if t == torn
+        ));
+        assert_eq!(std::fs::read(&path).unwrap().len(), committed.len() + 12);
+        // Repaired on request: the torn bytes are kept aside, then the record is appended.
+        let done = l
+            .append_with(TornRepair::Truncate, |_| vec![record(2)])
+            .unwrap();
+        let (t, kept) = done.repaired.unwrap();
+        assert_eq!((t, done.range), (torn, 1..2));
+        assert_eq!(std::fs::read(kept).unwrap(), b"{\"kind\":\"ing");
+        let l = Ledger::open(dir.path()).unwrap();
+        assert_eq!((l.size(), l.torn_tail()), (2, None));
+    }
+
+    #[test]
+    fn concurrent_appends_decide_on_what_the_others_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        Ledger::init(dir.path(), "o", &signer).unwrap();
+        // Every thread adds record 1 unless it is already there: exactly one does.
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    let mut l = Ledger::open(dir.path()).unwrap();
+                    l.append_with(TornRepair::Refuse, |fresh| {
+                        let r = record(1);
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        if fresh.find_instance(&r.instance).is_some() {
+                            vec![]
+                        } else {
+                            vec![r]
+                        }
+                    })
+                    .unwrap();
+                });
+            }
+        });
+        assert_eq!(Ledger::open(dir.path()).unwrap().size(), 1);
+    }
+
+    #[test]
+    fn formats_rfc3339_times() {
+        assert_eq!(rfc3339_at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_at(1_795_437_486), "2026-11-23T12:38:06Z");
+        assert_eq!(rfc3339_at(951_782_400), "2000-02-29T00:00:00Z");
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! Loading and making the de-identification key. The secret comes from a file or the
-//! environment, is zeroized when dropped, and is never printed.
+//! Loading and making secret keys: the de-identification key, signing private keys and the
+//! ledger's checkpoint signer key. Secrets come from a file (or, for the de-identification
+//! key, the environment), are zeroized when dropped, and are never printed. A key file that
+//! group or others may read or write is warned about, as ssh does, and refused under
+//! `--strict`; key files radveil creates are mode 0600.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -11,13 +14,76 @@ use zeroize::Zeroizing;
 const HOW: &str = "make one with `radveil keygen KEYFILE` and pass `--key-file KEYFILE`, \
                    or set RADVEIL_KEY to at least 32 secret bytes";
 
-/// Reads the key from `file`, or from `RADVEIL_KEY` when no file is given.
-pub fn load(file: Option<&Path>) -> Result<Key> {
+/// The largest key file read: keys are a few hundred bytes, PEM RSA keys a few kilobytes.
+const MAX_KEY_FILE: u64 = 1 << 20;
+
+/// How key files' permissions are treated.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct KeyPolicy {
+    /// Refuse key files that group or others may read or write (default: warn).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Reads a secret key file (`what` names it in messages). Its permissions are checked on
+/// the opened file: any group or other bit draws a warning, or an error under `strict`.
+pub fn read_secret(path: &Path, what: &str, policy: KeyPolicy) -> Result<Zeroizing<Vec<u8>>> {
+    let f =
+        std::fs::File::open(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let meta = f
+        .metadata()
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{what} {} is not a regular file", path.display());
+    }
+    check_permissions(path, what, &meta, policy)?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    f.take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        bail!(
+            "{what} {} is larger than {MAX_KEY_FILE} bytes: not a key",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+#[cfg(unix)]
+fn check_permissions(
+    path: &Path,
+    what: &str,
+    meta: &std::fs::Metadata,
+    policy: KeyPolicy,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let problem = format!(
+        "{what} {} has permissions {mode:04o}: group or others may read or change it; \
+         it should be 0600 (chmod 600 {})",
+        path.display(),
+        path.display()
+    );
+    if policy.strict {
+        bail!("{problem}; refused under --strict");
+    }
+    eprintln!("radveil: warning: {problem}");
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_permissions(_: &Path, _: &str, _: &std::fs::Metadata, _: KeyPolicy) -> Result<()> {
+    Ok(())
+}
+
+/// Reads the key from `file` under `policy`, or from `RADVEIL_KEY` when no file is given.
+pub fn load_with(file: Option<&Path>, policy: KeyPolicy) -> Result<Key> {
     let bytes = match file {
-        Some(f) => Zeroizing::new(
-            std::fs::read(f)
-                .with_context(|| format!("reading key file {} ({HOW})", f.display()))?,
-        ),
+        Some(f) => read_secret(f, "key file", policy).with_context(|| HOW.to_string())?,
         None => match std::env::var_os("RADVEIL_KEY") {
             Some(v) => Zeroizing::new(v.into_encoded_bytes()),
             None => bail!("no de-identification key: {HOW}"),
@@ -43,7 +109,8 @@ pub fn keygen(file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Creates a new file of mode 0600 for a secret; never replaces an existing one.
+/// Creates a new file of mode 0600 for a secret; never replaces an existing one. The mode
+/// is set again on the open file, so a umask cannot widen it.
 pub fn create_private(path: &Path) -> Result<std::fs::File> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -52,10 +119,52 @@ pub fn create_private(path: &Path) -> Result<std::fs::File> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    opts.open(path).with_context(|| {
+    let f = opts.open(path).with_context(|| {
         format!(
             "creating {} (an existing key is never overwritten)",
             path.display()
         )
-    })
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("setting mode 0600 on {}", path.display()))?;
+    }
+    Ok(f)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn keys_others_can_read_are_refused_when_strict() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        keygen(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let strict = KeyPolicy { strict: true };
+        assert!(load_with(Some(&path), strict).is_ok());
+        for mode in [0o640, 0o604, 0o620, 0o644] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = load_with(Some(&path), strict).unwrap_err();
+            assert!(
+                format!("{err:#}").contains(&format!("{mode:04o}")),
+                "{err:#}"
+            );
+            assert!(load_with(Some(&path), KeyPolicy::default()).is_ok());
+        }
+    }
+
+    #[test]
+    fn oversized_key_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, vec![b'a'; MAX_KEY_FILE as usize + 1]).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(read_secret(&path, "key file", KeyPolicy::default()).is_err());
+    }
 }

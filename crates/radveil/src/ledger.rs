@@ -6,11 +6,15 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use radveil_deid::Key;
-use radveil_ledger::merkle::{self, Hash};
 use radveil_ledger::note::{Checkpoint, Signer, Verifier};
-use radveil_ledger::{hex, unhex, Ledger, Record, RecordKind};
+use radveil_ledger::{
+    admit, hex, Admission, Intent, Ledger, LedgerError, Observation, Status, TornRepair, Verdict,
+    Verification,
+};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
+
+use crate::key::KeyPolicy;
 
 /// Exit status when the ledger itself fails verification (rewritten, truncated, bad
 /// signature): distinct from 1, which flags images.
@@ -28,6 +32,8 @@ pub enum LedgerCommand {
         /// The checkpoint signing key: read if the file exists, else created (mode 0600).
         #[arg(long)]
         signer_key: PathBuf,
+        #[command(flatten)]
+        keys: KeyPolicy,
     },
     /// Record images (ingest) or their deletion (--tombstone).
     Append {
@@ -46,6 +52,13 @@ pub enum LedgerCommand {
         /// without it such an image is refused, since it looks altered.
         #[arg(long)]
         allow_changed: bool,
+        /// Repair a torn last line of entries.jsonl (an append that crashed) first: its
+        /// bytes are kept in entries.jsonl.torn-OFFSET and cut off. Without it, an append
+        /// after a torn line is refused.
+        #[arg(long)]
+        repair_torn: bool,
+        #[command(flatten)]
+        keys: KeyPolicy,
     },
     /// Sign a checkpoint of the whole ledger.
     Checkpoint {
@@ -54,6 +67,8 @@ pub enum LedgerCommand {
         /// The checkpoint signing key.
         #[arg(long)]
         signer_key: PathBuf,
+        #[command(flatten)]
+        keys: KeyPolicy,
     },
     /// Print an inclusion proof for an image, or a consistency proof from an older size,
     /// against the latest checkpoint (JSON).
@@ -69,6 +84,8 @@ pub enum LedgerCommand {
         /// Prove that the latest checkpoint extends the tree of this size.
         #[arg(long)]
         consistency_from: Option<u64>,
+        #[command(flatten)]
+        keys: KeyPolicy,
     },
     /// Verify the ledger (signatures, consistency with a trusted checkpoint) and, given
     /// images, that each is in it unaltered.
@@ -90,17 +107,21 @@ pub enum LedgerCommand {
         /// Print one JSON line per image.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        keys: KeyPolicy,
     },
 }
 
+/// Runs a `radveil ledger` subcommand.
 pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
     match cmd {
         LedgerCommand::Init {
             dir,
             origin,
             signer_key,
+            keys,
         } => {
-            let signer = load_or_create_signer(&signer_key, &origin)?;
+            let signer = load_or_create_signer(&signer_key, &origin, keys)?;
             Ledger::init(&dir, &origin, &signer)?;
             outln!("{}", signer.verifier());
             eprintln!(
@@ -115,10 +136,30 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
             key_file,
             tombstone,
             allow_changed,
-        } => append(&dir, &inputs, key_file.as_deref(), tombstone, allow_changed),
-        LedgerCommand::Checkpoint { dir, signer_key } => {
-            let signer = read_signer(&signer_key)?;
+            repair_torn,
+            keys,
+        } => {
+            let intent = if tombstone {
+                Intent::Tombstone
+            } else {
+                Intent::Ingest { allow_changed }
+            };
+            let repair = if repair_torn {
+                TornRepair::Truncate
+            } else {
+                TornRepair::Refuse
+            };
+            let key = crate::key::load_with(key_file.as_deref(), keys)?;
+            append(&dir, &inputs, &key, intent, repair)
+        }
+        LedgerCommand::Checkpoint {
+            dir,
+            signer_key,
+            keys,
+        } => {
+            let signer = read_signer(&signer_key, keys)?;
             let mut ledger = Ledger::open(&dir)?;
+            report_torn(&ledger);
             if signer.verifier() != ledger.stored_verifier()? {
                 bail!(
                     "{} is not this ledger's checkpoint key",
@@ -133,11 +174,13 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
             input,
             key_file,
             consistency_from,
+            keys,
         } => prove(
             &dir,
             input.as_deref(),
             key_file.as_deref(),
             consistency_from,
+            keys,
         ),
         LedgerCommand::Verify {
             dir,
@@ -146,28 +189,35 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
             verifier,
             key_file,
             json,
-        } => verify(
-            &dir,
-            &inputs,
-            trusted.as_deref(),
-            verifier.as_deref(),
-            key_file.as_deref(),
-            json,
-        ),
+            keys,
+        } => {
+            let verified =
+                match VerifiedLedger::open(&dir, verifier.as_deref(), trusted.as_deref())? {
+                    Ok(v) => v,
+                    Err(why) => {
+                        eprintln!("radveil: ledger invalid: {why}");
+                        return Ok(ExitCode::from(LEDGER_INVALID));
+                    }
+                };
+            if inputs.is_empty() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let key = crate::key::load_with(key_file.as_deref(), keys)?;
+            verify_images(&verified, &inputs, &key, json)
+        }
     }
 }
 
-fn read_signer(path: &Path) -> Result<Signer> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("reading signer key {}", path.display()))?,
-    );
-    Ok(Signer::parse(&text)?)
+fn read_signer(path: &Path, keys: KeyPolicy) -> Result<Signer> {
+    let bytes = crate::key::read_secret(path, "checkpoint signer key", keys)?;
+    let text = std::str::from_utf8(&bytes)
+        .with_context(|| format!("checkpoint signer key {} is not text", path.display()))?;
+    Ok(Signer::parse(text)?)
 }
 
-fn load_or_create_signer(path: &Path, origin: &str) -> Result<Signer> {
+fn load_or_create_signer(path: &Path, origin: &str, keys: KeyPolicy) -> Result<Signer> {
     if path.exists() {
-        return read_signer(path);
+        return read_signer(path, keys);
     }
     let mut seed = Zeroizing::new([0u8; 32]);
     getrandom::getrandom(seed.as_mut())
@@ -196,23 +246,23 @@ fn load_or_create_signer(path: &Path, origin: &str) -> Result<Signer> {
     Ok(signer)
 }
 
-/// What the ledger knows of one DICOM file.
-struct Identified {
-    instance: String,
-    sha256: String,
-    /// Outcome of the object's own digital signatures at this moment.
-    verification: &'static str,
-    /// SHA-256 fingerprint of the first valid signature's signer certificate.
-    signer: Option<String>,
-    /// Transfer-syntax-independent binding hash, where the pixel data can be decoded.
-    binding: Option<String>,
-    /// Keyed hash of the Series Instance UID.
-    series: Option<String>,
-    /// Keyed hash of the equipment attributes.
-    equipment: Option<String>,
+/// Warns about a torn last line of the ledger's entries.
+fn report_torn(ledger: &Ledger) {
+    if let Some(t) = ledger.torn_tail() {
+        eprintln!(
+            "radveil: warning: {} ends with a torn line ({} bytes at offset {}, after entry {}): an append crashed before it finished; it is not an entry and is not verified. `radveil ledger append --repair-torn` keeps its bytes aside and cuts it off",
+            ledger.entries_path().display(),
+            t.len,
+            t.offset,
+            t.entries
+        );
+    }
 }
 
-fn identify(path: &Path, key: &Key) -> Result<Identified> {
+/// Observes one DICOM file as the ledger sees it: keyed hashes of its SOP Instance UID,
+/// series and equipment, the SHA-256 of its bytes, its binding hash and the outcome of its
+/// own signatures.
+fn observe(path: &Path, key: &Key) -> Result<Observation> {
     use radveil_part10 as p10;
     let bytes = std::fs::read(path).context("cannot read")?;
     let mut inflated = Vec::new();
@@ -221,16 +271,15 @@ fn identify(path: &Path, key: &Key) -> Result<Identified> {
     let valid = reports
         .iter()
         .find(|r| r.outcome == radveil_integrity::Outcome::Valid);
-    let verification = match (reports.is_empty(), valid) {
-        (true, _) => "unsigned",
-        (false, Some(_))
-            if reports
-                .iter()
-                .all(|r| r.outcome == radveil_integrity::Outcome::Valid) =>
-        {
-            "valid"
-        }
-        _ => "invalid",
+    let verification = if reports.is_empty() {
+        Verification::Unsigned
+    } else if reports
+        .iter()
+        .all(|r| r.outcome == radveil_integrity::Outcome::Valid)
+    {
+        Verification::Valid
+    } else {
+        Verification::Invalid
     };
     let signer = valid.map(|r| r.fingerprint.clone());
     let binding = radveil_integrity::binding_hash(&ds, enc, &meta.transfer_syntax)
@@ -251,89 +300,84 @@ fn identify(path: &Path, key: &Key) -> Result<Identified> {
     let uid = ds
         .string(0x0008_0018)
         .filter(|u| !u.is_empty())
-        .context("no SOP Instance UID")?;
-    Ok(Identified {
+        .context("no SOP Instance UID (0008,0018)")?;
+    Ok(Observation {
         instance: hex(&key.mac("sop-instance", uid.as_bytes())),
         sha256: hex(&Sha256::digest(&bytes)),
-        verification,
-        signer,
         binding,
+        signer,
         series,
         equipment,
+        verification,
     })
 }
 
 fn append(
     dir: &Path,
     inputs: &[PathBuf],
-    key_file: Option<&Path>,
-    tombstone: bool,
-    allow_changed: bool,
+    key: &Key,
+    intent: Intent,
+    repair: TornRepair,
 ) -> Result<ExitCode> {
-    let key = crate::key::load(key_file)?;
     let mut ledger = Ledger::open(dir)?;
     let (files, errors) = crate::inputs::collect(inputs);
     let mut problems = errors.len();
     for (p, reason) in &errors {
         eprintln!("radveil: {}: {reason}", p.display());
     }
-    let mut records = Vec::new();
-    let mut skipped = 0;
-    let now = rfc3339_now();
+    // Reading and hashing the images happens before the lock; deciding what to record and
+    // writing it happen under it, against the ledger as it is then.
+    let mut observed = Vec::new();
     for f in &files {
-        let id = match identify(f, &key) {
-            Ok(id) => id,
+        match observe(f, key) {
+            Ok(o) => observed.push((f, o)),
             Err(e) => {
                 eprintln!("radveil: {}: not logged: {e:#}", f.display());
                 problems += 1;
-                continue;
-            }
-        };
-        let last = ledger
-            .find_instance(&id.instance)
-            .map(|(i, r)| (i, r.clone()));
-        let pending = records
-            .iter()
-            .rev()
-            .find(|r: &&Record| r.instance == id.instance)
-            .cloned();
-        let previous = pending.or(last.map(|(_, r)| r));
-        if !tombstone {
-            if let Some(prev) = previous.filter(|p| p.kind == RecordKind::Ingest) {
-                if prev.sha256 == id.sha256 {
-                    skipped += 1;
-                    continue;
-                }
-                if !allow_changed {
-                    eprintln!(
-                        "radveil: {}: refused: its bytes differ from its ledger entry (altered?); --allow-changed records a legitimate update",
-                        f.display()
-                    );
-                    problems += 1;
-                    continue;
-                }
             }
         }
-        records.push(Record {
-            kind: if tombstone {
-                RecordKind::Tombstone
-            } else {
-                RecordKind::Ingest
-            },
-            instance: id.instance,
-            sha256: id.sha256,
-            binding: id.binding,
-            signer: id.signer,
-            series: id.series,
-            equipment: id.equipment,
-            verification: id.verification.into(),
-            time: now.clone(),
-        });
     }
-    let range = ledger.append(&records)?;
+    let now = radveil_ledger::rfc3339_now();
+    let mut skipped = 0;
+    let mut refused = Vec::new();
+    let appended = ledger.append_with(repair, |fresh| {
+        let mut records = Vec::new();
+        for (f, o) in &observed {
+            match admit(fresh, &records, o, intent, &now) {
+                Admission::Append(r) => records.push(r),
+                Admission::AlreadyLogged => skipped += 1,
+                Admission::Changed => refused.push(*f),
+            }
+        }
+        records
+    });
+    let appended = match appended {
+        Ok(a) => a,
+        Err(e @ LedgerError::TornTail { .. }) => {
+            bail!("{e}; `radveil ledger append --repair-torn` keeps its bytes aside, cuts it off and appends")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some((t, kept)) = &appended.repaired {
+        eprintln!(
+            "radveil: warning: cut a torn line ({} bytes at offset {}, after entry {}) off the ledger's entries; its bytes are kept in {}",
+            t.len,
+            t.offset,
+            t.entries,
+            kept.display()
+        );
+    }
+    for f in &refused {
+        eprintln!(
+            "radveil: {}: refused: its bytes differ from its ledger entry (altered?); --allow-changed records a legitimate update",
+            f.display()
+        );
+    }
+    problems += refused.len();
+    let range = appended.range;
     eprintln!(
         "radveil ledger: {} appended (entries {}..{}), {} already logged, {} refused or unreadable",
-        records.len(),
+        range.end - range.start,
         range.start,
         range.end,
         skipped,
@@ -357,8 +401,10 @@ fn prove(
     input: Option<&Path>,
     key_file: Option<&Path>,
     from: Option<u64>,
+    keys: KeyPolicy,
 ) -> Result<ExitCode> {
     let ledger = Ledger::open(dir)?;
+    report_torn(&ledger);
     let verifier = ledger.stored_verifier()?;
     let (note, cp) = latest(&ledger, &verifier)?;
     let out = if let Some(old) = from {
@@ -377,13 +423,13 @@ fn prove(
             "checkpoint": note,
         })
     } else {
-        let key = crate::key::load(key_file)?;
+        let key = crate::key::load_with(key_file, keys)?;
         let path = input.context("an image to prove")?;
-        let id = identify(path, &key).with_context(|| path.display().to_string())?;
+        let obs = observe(path, &key).with_context(|| path.display().to_string())?;
         let (index, record) = ledger
-            .find_instance(&id.instance)
+            .find_instance(&obs.instance)
             .with_context(|| format!("{} is not in the ledger", path.display()))?;
-        if record.sha256 != id.sha256 {
+        if record.sha256 != obs.sha256 {
             bail!(
                 "{} differs from its ledger entry {index} (altered)",
                 path.display()
@@ -401,13 +447,9 @@ fn prove(
 
 /// What the ledger says of one image.
 pub struct ImageCheck {
-    /// `proven`, `unknown`, `altered`, `deleted`, `unproven` or `unreadable`.
-    pub status: &'static str,
-    /// The image's entry, if any.
-    pub index: Option<u64>,
-    /// Why.
-    pub reason: String,
-    /// An advisory finding (equipment inconsistent with the series), if any.
+    /// The verdict.
+    pub verdict: Verdict,
+    /// An advisory finding (equipment inconsistent with the series or signer), if any.
     pub advisory: Option<String>,
 }
 
@@ -420,6 +462,7 @@ pub struct VerifiedLedger {
 impl VerifiedLedger {
     /// Opens and checks a ledger. `Ok(Err(why))` means the ledger itself is invalid
     /// (rewritten, truncated, badly signed, rolled back); `Err` means it could not be read.
+    /// A torn last line is reported on standard error.
     pub fn open(
         dir: &Path,
         verifier: Option<&str>,
@@ -427,9 +470,10 @@ impl VerifiedLedger {
     ) -> Result<std::result::Result<VerifiedLedger, String>> {
         let ledger = match Ledger::open(dir) {
             Ok(l) => l,
-            Err(e @ radveil_ledger::LedgerError::Record { .. }) => return Ok(Err(e.to_string())),
+            Err(e @ LedgerError::Record { .. }) => return Ok(Err(e.to_string())),
             Err(e) => return Err(e.into()),
         };
+        report_torn(&ledger);
         let verifier = match verifier {
             Some(v) if Path::new(v).is_file() => Verifier::parse(&std::fs::read_to_string(v)?)?,
             Some(v) => Verifier::parse(v)?,
@@ -473,163 +517,60 @@ impl VerifiedLedger {
         }))
     }
 
-    /// What the ledger says of one image: `proven`, `unknown`, `altered`, `deleted`,
-    /// `unproven` or `unreadable`, with the entry index and a reason.
+    /// What the ledger says of one image, with any equipment advisory.
     pub fn image_status(&self, path: &Path, key: &Key) -> ImageCheck {
-        let id = match identify(path, key) {
-            Ok(id) => id,
+        let obs = match observe(path, key) {
+            Ok(o) => o,
             Err(e) => {
                 return ImageCheck {
-                    status: "unreadable",
-                    index: None,
-                    reason: format!("{e:#}"),
+                    verdict: Verdict {
+                        status: Status::Unreadable,
+                        index: None,
+                        reason: format!("{e:#}"),
+                    },
                     advisory: None,
                 }
             }
         };
-        let (status, index, reason) = self.status_of(&id, &self.ledger, &self.checkpoint);
+        let advisories: Vec<String> = self
+            .ledger
+            .equipment_advisories(&obs)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         ImageCheck {
-            status,
-            index,
-            reason,
-            advisory: self.equipment_advisory(&id),
-        }
-    }
-
-    /// Advisories: the image's equipment differs from what the ledger recorded for earlier
-    /// images of its series (a foreign image slipped into a series), or the image is signed
-    /// by a key that never signed this equipment's images before while another key did (an
-    /// image made elsewhere and passed off as this device's).
-    fn equipment_advisory(&self, id: &Identified) -> Option<String> {
-        let equipment = id.equipment.as_deref()?;
-        let mut found = Vec::new();
-        if let Some(series) = id.series.as_deref() {
-            let others: std::collections::BTreeSet<&str> =
-                self.ledger.series_equipment(series).collect();
-            if !others.is_empty() && !others.contains(equipment) {
-                found.push("equipment (manufacturer, model, serial number, station) differs from the ledger's earlier images of this series");
-            }
-        }
-        if let Some(signer) = id.signer.as_deref() {
-            let signers: std::collections::BTreeSet<&str> =
-                self.ledger.equipment_signers(equipment).collect();
-            if !signers.is_empty() && !signers.contains(signer) {
-                found.push("signed by a key that never signed this equipment's images in the ledger, while another key did");
-            }
-        }
-        (!found.is_empty()).then(|| found.join("; "))
-    }
-
-    fn status_of(
-        &self,
-        id: &Identified,
-        ledger: &Ledger,
-        cp: &Checkpoint,
-    ) -> (&'static str, Option<u64>, String) {
-        let Some((index, record)) = ledger.find_instance(&id.instance) else {
-            return (
-                "unknown",
-                None,
-                "never recorded in the ledger (inserted?)".into(),
-            );
-        };
-        if record.kind == RecordKind::Tombstone {
-            return ("deleted", Some(index), "recorded as deleted".into());
-        }
-        let mut note = String::new();
-        if record.sha256 != id.sha256 {
-            match (&record.binding, &id.binding) {
-                (Some(a), Some(b)) if a == b => {
-                    // Same pixels, geometry and identity in another encoding.
-                    note = " (re-encoded: bytes differ, binding hash matches)".into();
-                    if record.verification == "valid" && id.verification != "valid"
-                    {
-                        note = " (bytes differ, binding hash matches; the signature it had when logged is gone or broken)".into();
-                    }
-                }
-                _ => {
-                    return (
-                        "altered",
-                        Some(index),
-                        format!("bytes differ from ledger entry {index}, and so do the pixels, geometry or identity"),
-                    )
-                }
-            }
-        }
-        if index >= cp.size {
-            return (
-                "unproven",
-                Some(index),
-                "recorded after the latest checkpoint".into(),
-            );
-        }
-        let proven = ledger.prove_inclusion(index, cp.size).and_then(|p| {
-            let proof: Vec<Hash> = p.proof.iter().map(|h| unhex(h)).collect::<Option<_>>()?;
-            Some(merkle::verify_inclusion(
-                index,
-                cp.size,
-                &unhex(&p.leaf)?,
-                &proof,
-                &cp.root,
-            ))
-        });
-        match proven {
-            Some(Ok(())) => (
-                "proven",
-                Some(index),
-                format!(
-                    "entry {index}, included in checkpoint of size {}{note}",
-                    cp.size
-                ),
-            ),
-            Some(Err(e)) => (
-                "unproven",
-                Some(index),
-                format!("inclusion proof failed: {e}"),
-            ),
-            None => ("unproven", Some(index), "no inclusion proof".into()),
+            verdict: self.ledger.verdict(&obs, &self.checkpoint),
+            advisory: (!advisories.is_empty()).then(|| advisories.join("; ")),
         }
     }
 }
 
-fn verify(
-    dir: &Path,
+fn verify_images(
+    verified: &VerifiedLedger,
     inputs: &[PathBuf],
-    trusted: Option<&Path>,
-    verifier: Option<&str>,
-    key_file: Option<&Path>,
+    key: &Key,
     json: bool,
 ) -> Result<ExitCode> {
-    let verified = match VerifiedLedger::open(dir, verifier, trusted)? {
-        Ok(v) => v,
-        Err(why) => {
-            eprintln!("radveil: ledger invalid: {why}");
-            return Ok(ExitCode::from(LEDGER_INVALID));
-        }
-    };
-    if inputs.is_empty() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let key = crate::key::load(key_file)?;
     let (files, errors) = crate::inputs::collect(inputs);
     let mut flagged = errors.len();
     for (p, reason) in errors {
-        report(json, &p, "unreadable", None, &reason);
+        report(json, &p, &Status::Unreadable.to_string(), None, &reason);
     }
     for f in &files {
-        let ImageCheck {
-            status,
-            index,
-            reason,
-            advisory,
-        } = verified.image_status(f, &key);
+        let ImageCheck { verdict, advisory } = verified.image_status(f, key);
         if let Some(advice) = advisory {
-            report(json, f, "advisory", index, &advice);
+            report(json, f, "advisory", verdict.index, &advice);
         }
-        if status != "proven" {
+        if verdict.status != Status::Proven {
             flagged += 1;
         }
-        report(json, f, status, index, &reason);
+        report(
+            json,
+            f,
+            &verdict.status.to_string(),
+            verdict.index,
+            &verdict.reason,
+        );
     }
     Ok(if flagged == 0 {
         ExitCode::SUCCESS
@@ -647,33 +588,4 @@ fn report(json: bool, path: &Path, status: &str, index: Option<u64>, reason: &st
     } else {
         outln!("{status}\t{}\t{reason}", path.display());
     }
-}
-
-/// The current time as RFC 3339 UTC, to the second.
-fn rfc3339_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    rfc3339_at(secs)
-}
-
-/// A Unix time as RFC 3339 UTC, to the second.
-pub fn rfc3339_at(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }

@@ -20,6 +20,7 @@ macro_rules! out {
 
 mod batch;
 mod defacing;
+mod dicom_file;
 mod inputs;
 mod key;
 mod ledger;
@@ -120,6 +121,8 @@ struct DeidArgs {
     /// Which objects to hold back for possible burned-in text.
     #[arg(long, value_enum, default_value = "never")]
     assume_burned_in: BurnedIn,
+    #[command(flatten)]
+    keys: key::KeyPolicy,
 }
 
 fn main() -> ExitCode {
@@ -150,7 +153,7 @@ fn main() -> ExitCode {
 }
 
 fn deid(args: DeidArgs) -> Result<ExitCode> {
-    let key = key::load(args.key_file.as_deref())?;
+    let key = key::load_with(args.key_file.as_deref(), args.keys)?;
     let mut profile = match &args.profile {
         Some(p) => {
             let text = std::fs::read_to_string(p)

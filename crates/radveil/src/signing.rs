@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use radveil_integrity::{MacAlgorithm, Outcome, SignRequest, SignerIdentity};
 use radveil_part10 as p10;
-use zeroize::Zeroizing;
 
 /// `radveil sign` arguments.
 #[derive(clap::Args)]
@@ -37,7 +36,8 @@ pub struct SignArgs {
     /// `(0040,A730)[0]/(0040,A730)[2]` (as dcmsign's --sign-item).
     #[arg(long, value_name = "PATH")]
     item: Option<String>,
-    /// Output directory (files keep their names; never overwritten).
+    /// Output directory: a file keeps its path below the directory it was found in (its
+    /// name when given by name); never overwritten.
     #[arg(long)]
     out: PathBuf,
     /// Worker threads (default: all cores).
@@ -49,6 +49,8 @@ pub struct SignArgs {
     tsa: Option<String>,
     #[command(flatten)]
     ts: crate::timestamping::QueryArgs,
+    #[command(flatten)]
+    keys: crate::key::KeyPolicy,
 }
 
 /// `radveil verify` arguments.
@@ -97,6 +99,8 @@ pub struct VerifyArgs {
     /// --require-ts).
     #[arg(long)]
     require_timestamp: bool,
+    #[command(flatten)]
+    keys: crate::key::KeyPolicy,
 }
 
 /// A PS3.15 Annex C profile named on the command line.
@@ -117,9 +121,7 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
     let mac = MacAlgorithm::from_term(&args.mac)
         .filter(|m| *m != MacAlgorithm::Md5)
         .with_context(|| format!("unknown or unsafe MAC algorithm {:?}", args.mac))?;
-    let key = Zeroizing::new(
-        std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?,
-    );
+    let key = crate::key::read_secret(&args.key, "signing key", args.keys)?;
     let cert =
         std::fs::read(&args.cert).with_context(|| format!("reading {}", args.cert.display()))?;
     let signer = SignerIdentity::load(&key, &cert)?;
@@ -142,6 +144,7 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
     };
     std::fs::create_dir_all(&args.out)?;
     let (files, errors) = crate::inputs::collect(&args.inputs);
+    let tree = crate::dicom_file::OutputTree::new(&args.inputs);
     let mut failed = errors.len();
     for (p, reason) in errors {
         eprintln!("radveil: {}: {reason}", p.display());
@@ -167,7 +170,8 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(f) = files.get(i) else { break };
-                match sign_file(f, &args.out, &signer, &choices) {
+                let target = tree.relative(f).map(|rel| args.out.join(rel));
+                match target.and_then(|target| sign_file(f, &target, &signer, &choices)) {
                     Ok(out) => {
                         signed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         outln!("signed\t{}\t{}", f.display(), out.display());
@@ -203,7 +207,7 @@ fn now_dt() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let t = crate::ledger::rfc3339_at(now.as_secs() as i64);
+    let t = radveil_ledger::rfc3339_at(i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
     // 2026-11-23T12:00:00Z -> 20261123120000.123456+0000
     format!(
         "{}{}{}{}{}{}.{:06}+0000",
@@ -228,9 +232,10 @@ struct SignChoices<'a> {
     tsa: Option<&'a crate::timestamping::Tsa>,
 }
 
+/// Signs the file at `path` and writes it to `target`; returns `target`.
 fn sign_file(
     path: &Path,
-    out_dir: &Path,
+    target: &Path,
     signer: &SignerIdentity,
     choices: &SignChoices<'_>,
 ) -> Result<PathBuf> {
@@ -243,9 +248,8 @@ fn sign_file(
         tsa,
     } = *choices;
     let bytes = std::fs::read(path)?;
-    let target = out_dir.join(path.file_name().context("input without a file name")?);
     let uid = new_uid()?;
-    let out = rewrite(&bytes, |ds, enc, transfer_syntax| {
+    let out = crate::dicom_file::rewrite(&bytes, |ds, enc, transfer_syntax| {
         let request = SignRequest {
             mac,
             tags: tags.map(|t| t.to_vec()),
@@ -269,26 +273,8 @@ fn sign_file(
         }
         Ok(())
     })?;
-    crate::output::write_new(&target, &out)?;
-    Ok(target)
-}
-
-/// Parses a Part 10 file, lets `change` alter its data set (given its encoding and transfer
-/// syntax), and returns the file encoded again in its own transfer syntax. A deflated data
-/// set is changed inflated and deflated again.
-pub(crate) fn rewrite(
-    bytes: &[u8],
-    change: impl FnOnce(&mut p10::DataSet<'_>, p10::Encoding, &str) -> Result<()>,
-) -> Result<Vec<u8>> {
-    let mut inflated = Vec::new();
-    let (meta, mut ds, enc) = p10::read_file(bytes, &mut inflated, p10::Limits::default())?;
-    if enc != p10::TransferSyntax::from_uid(&meta.transfer_syntax).encoding {
-        bail!("the data set's encoding does not match its transfer syntax");
-    }
-    change(&mut ds, enc, &meta.transfer_syntax)?;
-    let mut out = Vec::with_capacity(bytes.len() + 8192);
-    p10::write_file(&meta.elements, &ds, &meta.transfer_syntax, &mut out);
-    Ok(out)
+    crate::output::write_new(target, &out)?;
+    Ok(target.to_path_buf())
 }
 
 pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
@@ -321,7 +307,10 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                 args.verifier.as_deref(),
                 args.trusted_checkpoint.as_deref(),
             )? {
-                Ok(v) => Some((v, crate::key::load(args.key_file.as_deref())?)),
+                Ok(v) => Some((
+                    v,
+                    crate::key::load_with(args.key_file.as_deref(), args.keys)?,
+                )),
                 Err(why) => {
                     eprintln!("radveil: ledger invalid: {why}");
                     return Ok(ExitCode::from(crate::ledger::LEDGER_INVALID));
@@ -333,6 +322,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let (files, errors) = crate::inputs::collect(&args.inputs);
     let mut bad = 0;
     let mut geometries = Vec::new();
+    let mut geometry_files: Vec<&Path> = Vec::new();
     for (p, reason) in errors {
         bad += 1;
         line(args.json, &p, "unreadable", &reason, None);
@@ -343,11 +333,17 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
             if let Some(advice) = &check.advisory {
                 line(args.json, f, "advisory", advice, None);
             }
-            let (status, reason) = (check.status, check.reason);
-            if status != "proven" {
+            let verdict = check.verdict;
+            if verdict.status != radveil_ledger::Status::Proven {
                 bad += 1;
             }
-            line(args.json, f, &format!("ledger-{status}"), &reason, None);
+            line(
+                args.json,
+                f,
+                &format!("ledger-{}", verdict.status),
+                &verdict.reason,
+                None,
+            );
         }
         let bytes = match std::fs::read(f) {
             Ok(b) => b,
@@ -394,7 +390,10 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                 for finding in findings {
                     line(args.json, f, "advisory", &finding, None);
                 }
-                geometries.extend(geometry);
+                if let Some(g) = geometry {
+                    geometries.push(g);
+                    geometry_files.push(f);
+                }
                 if args.binding {
                     match binding {
                         Ok(h) => line(args.json, f, "binding", &radveil_ledger::hex(&h), None),
@@ -451,14 +450,16 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
             line(args.json, f, status, &why, Some(r));
         }
     }
-    for (series, finding) in radveil_integrity::advisory::check_series(&geometries) {
-        line(
-            args.json,
-            Path::new(&format!("series {series}")),
-            "advisory",
-            &finding,
-            None,
-        );
+    // Series findings go on the line of the first image concerned, naming the others by
+    // path (never the Series Instance UID or a position).
+    for found in radveil_integrity::advisory::check_series(&geometries) {
+        let paths: Vec<&Path> = found.images.iter().map(|&i| geometry_files[i]).collect();
+        let Some((first, others)) = paths.split_first() else {
+            continue;
+        };
+        let others: Vec<String> = others.iter().map(|p| p.display().to_string()).collect();
+        let detail = format!("{}; with {}", found.finding, others.join(", "));
+        line(args.json, first, "advisory", &detail, None);
     }
     Ok(if bad == 0 {
         ExitCode::SUCCESS

@@ -11,6 +11,8 @@ use radveil_integrity::timestamp::{self, QueryOptions};
 use radveil_integrity::MacAlgorithm;
 use radveil_part10 as p10;
 
+use crate::dicom_file::{rewrite, with_dataset, OutputTree};
+
 /// How timestamp queries are made.
 #[derive(clap::Args, Clone)]
 pub struct QueryArgs {
@@ -55,7 +57,8 @@ pub enum TimestampCommand {
         /// The TSA's URL (http:// or https://).
         #[arg(long, value_name = "URL")]
         tsa: String,
-        /// Output directory (files keep their names; never overwritten).
+        /// Output directory: a file keeps its path below the directory it was found in
+        /// (its name when given by name); never overwritten.
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
@@ -68,7 +71,8 @@ pub enum TimestampCommand {
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
         /// Directory for the queries: NAME.tsq (NAME.N.tsq when a file has several
-        /// signatures); never overwritten.
+        /// signatures), below the path the file had in the directory it was found in;
+        /// never overwritten.
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
@@ -100,23 +104,25 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
             ts,
         } => {
             let tsa = Tsa::new(&tsa, ts.query_options()?)?;
+            let tree = OutputTree::new(&inputs);
             batch(&inputs, "stamped", |f| {
                 let bytes = std::fs::read(f)?;
                 let mut count = 0;
-                let stamped = crate::signing::rewrite(&bytes, |ds, _, _| {
+                let stamped = rewrite(&bytes, |ds, _, _| {
                     count = tsa.stamp(ds, None)?;
                     Ok(())
                 })?;
                 if count == 0 {
                     bail!("no signature without a timestamp");
                 }
-                let target = out.join(f.file_name().context("input without a file name")?);
+                let target = out.join(tree.relative(f)?);
                 crate::output::write_new(&target, &stamped)?;
                 Ok(format!("{}\t{count}", target.display()))
             })
         }
         TimestampCommand::Query { inputs, out, ts } => {
             let options = ts.query_options()?;
+            let tree = OutputTree::new(&inputs);
             batch(&inputs, "query", |f| {
                 let bytes = std::fs::read(f)?;
                 let queries = with_dataset(&bytes, |ds| {
@@ -125,7 +131,8 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
                 if queries.is_empty() {
                     bail!("no signature without a timestamp");
                 }
-                let name = f
+                let rel = tree.relative(f)?;
+                let name = rel
                     .file_name()
                     .context("input without a file name")?
                     .to_string_lossy();
@@ -136,7 +143,7 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
                     } else {
                         format!("{name}.{}.tsq", i + 1)
                     };
-                    let target = out.join(file);
+                    let target = out.join(&rel).with_file_name(file);
                     crate::output::write_new(&target, der)?;
                     written.push(format!("{}\t{uid}", target.display()));
                 }
@@ -161,7 +168,7 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
             let bytes =
                 std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
             let mut uid = String::new();
-            let stamped = crate::signing::rewrite(&bytes, |ds, _, _| {
+            let stamped = rewrite(&bytes, |ds, _, _| {
                 uid = radveil_integrity::insert_timestamp(ds, &token)?;
                 Ok(())
             })?;
@@ -205,12 +212,6 @@ fn batch(
     } else {
         ExitCode::from(1)
     })
-}
-
-fn with_dataset<T>(bytes: &[u8], f: impl FnOnce(&p10::DataSet<'_>) -> Result<T>) -> Result<T> {
-    let mut inflated = Vec::new();
-    let (_, ds, _) = p10::read_file(bytes, &mut inflated, p10::Limits::default())?;
-    f(&ds)
 }
 
 /// A timestamp authority reached over HTTP (RFC 3161 §3.4: POST of

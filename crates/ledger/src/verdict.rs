@@ -1,0 +1,469 @@
+//! What the ledger says of an image: which record an image makes (and whether it may be
+//! appended at all), and the verdict on an image checked against a verified checkpoint.
+//!
+//! The caller observes the image (keyed hashes, SHA-256, binding hash, outcome of its own
+//! signatures) and hands the observation in as plain values: this crate knows nothing of
+//! DICOM or signatures.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::merkle::{self, Hash};
+use crate::note::Checkpoint;
+use crate::{unhex, Ledger, Record, RecordKind};
+
+/// Outcome of an image's own digital signatures when it was observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verification {
+    /// No digital signature.
+    Unsigned,
+    /// Every signature verified.
+    Valid,
+    /// At least one signature failed.
+    Invalid,
+}
+
+impl fmt::Display for Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verification::Unsigned => "unsigned",
+            Verification::Valid => "valid",
+            Verification::Invalid => "invalid",
+        })
+    }
+}
+
+/// What the caller observed of one image, all as hashes (no PHI). Hashes are lowercase hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    /// Keyed hash of the SOP Instance UID.
+    pub instance: String,
+    /// SHA-256 of the file's bytes.
+    pub sha256: String,
+    /// Transfer-syntax-independent binding hash, where the pixels could be decoded.
+    pub binding: Option<String>,
+    /// SHA-256 fingerprint of the first valid signature's signer certificate.
+    pub signer: Option<String>,
+    /// Keyed hash of the Series Instance UID.
+    pub series: Option<String>,
+    /// Keyed hash of the equipment attributes.
+    pub equipment: Option<String>,
+    /// Outcome of the image's own signatures.
+    pub verification: Verification,
+}
+
+impl Observation {
+    /// The record this observation makes, of `kind`, at `time` (RFC 3339 UTC).
+    pub fn record(&self, kind: RecordKind, time: &str) -> Record {
+        Record {
+            kind,
+            instance: self.instance.clone(),
+            sha256: self.sha256.clone(),
+            binding: self.binding.clone(),
+            signer: self.signer.clone(),
+            series: self.series.clone(),
+            equipment: self.equipment.clone(),
+            verification: self.verification,
+            time: time.to_string(),
+        }
+    }
+}
+
+/// What an append is asked to record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// An ingest; `allow_changed` records an image whose bytes differ from its last ingest
+    /// (a legitimate update) instead of refusing it.
+    Ingest {
+        /// Accept changed bytes.
+        allow_changed: bool,
+    },
+    /// A deletion.
+    Tombstone,
+}
+
+/// Whether an observed image is appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Append this record.
+    Append(Record),
+    /// The same bytes are already logged (or pending in this append): nothing to add.
+    AlreadyLogged,
+    /// Refused: the bytes differ from the last ingest of this instance, which looks like
+    /// an altered copy.
+    Changed,
+}
+
+/// Decides what `obs` adds to `ledger`, given the records already `pending` in the same
+/// append (which come after the ledger's). Must be called under the append lock
+/// ([`Ledger::append_with`]): the decision is only sound against the ledger as it is when the
+/// records are written.
+pub fn admit(
+    ledger: &Ledger,
+    pending: &[Record],
+    obs: &Observation,
+    intent: Intent,
+    time: &str,
+) -> Admission {
+    let allow_changed = match intent {
+        Intent::Tombstone => return Admission::Append(obs.record(RecordKind::Tombstone, time)),
+        Intent::Ingest { allow_changed } => allow_changed,
+    };
+    let previous = pending
+        .iter()
+        .rev()
+        .find(|r| r.instance == obs.instance)
+        .or_else(|| ledger.find_instance(&obs.instance).map(|(_, r)| r));
+    match previous {
+        Some(prev) if prev.kind == RecordKind::Ingest && prev.sha256 == obs.sha256 => {
+            Admission::AlreadyLogged
+        }
+        Some(prev) if prev.kind == RecordKind::Ingest && !allow_changed => Admission::Changed,
+        _ => Admission::Append(obs.record(RecordKind::Ingest, time)),
+    }
+}
+
+/// The ledger's verdict on one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// In the ledger, unaltered (or re-encoded with the same binding hash), included in the
+    /// checkpoint.
+    Proven,
+    /// Never recorded: inserted?
+    Unknown,
+    /// Bytes differ from its entry, and so do the pixels, geometry or identity.
+    Altered,
+    /// Recorded as deleted.
+    Deleted,
+    /// Recorded after the checkpoint, or its inclusion could not be proven.
+    Unproven,
+    /// The image could not be read, so nothing could be said of it.
+    Unreadable,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Proven => "proven",
+            Status::Unknown => "unknown",
+            Status::Altered => "altered",
+            Status::Deleted => "deleted",
+            Status::Unproven => "unproven",
+            Status::Unreadable => "unreadable",
+        })
+    }
+}
+
+/// A verdict: the status, the image's entry when it has one, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The status.
+    pub status: Status,
+    /// The image's last entry, if any.
+    pub index: Option<u64>,
+    /// Why, in words (no values from the image).
+    pub reason: String,
+}
+
+/// An advisory finding about an image's equipment, from the ledger's earlier records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EquipmentAdvisory {
+    /// The equipment differs from the ledger's earlier images of the image's series (a
+    /// foreign image slipped into a series).
+    ForeignToSeries,
+    /// Signed by a key that never signed this equipment's logged images while another key
+    /// did (an image made elsewhere passed off as this device's).
+    UnfamiliarSigner,
+}
+
+impl fmt::Display for EquipmentAdvisory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EquipmentAdvisory::ForeignToSeries => "equipment (manufacturer, model, serial number, station) differs from the ledger's earlier images of this series",
+            EquipmentAdvisory::UnfamiliarSigner => "signed by a key that never signed this equipment's images in the ledger, while another key did",
+        })
+    }
+}
+
+impl Ledger {
+    /// The verdict on an observed image against `cp`, a checkpoint of this ledger that the
+    /// caller has verified (see [`Ledger::verify_against`]).
+    pub fn verdict(&self, obs: &Observation, cp: &Checkpoint) -> Verdict {
+        let verdict = |status, index, reason: String| Verdict {
+            status,
+            index,
+            reason,
+        };
+        let Some((index, record)) = self.find_instance(&obs.instance) else {
+            return verdict(
+                Status::Unknown,
+                None,
+                "never recorded in the ledger (inserted?)".into(),
+            );
+        };
+        if record.kind == RecordKind::Tombstone {
+            return verdict(Status::Deleted, Some(index), "recorded as deleted".into());
+        }
+        let mut note = "";
+        if record.sha256 != obs.sha256 {
+            match (&record.binding, &obs.binding) {
+                (Some(a), Some(b)) if a == b => {
+                    // Same pixels, geometry and identity in another encoding.
+                    note = if record.verification == Verification::Valid
+                        && obs.verification != Verification::Valid
+                    {
+                        " (bytes differ, binding hash matches; the signature it had when logged is gone or broken)"
+                    } else {
+                        " (re-encoded: bytes differ, binding hash matches)"
+                    };
+                }
+                _ => {
+                    return verdict(
+                        Status::Altered,
+                        Some(index),
+                        format!("bytes differ from ledger entry {index}, and so do the pixels, geometry or identity"),
+                    )
+                }
+            }
+        }
+        if index >= cp.size {
+            return verdict(
+                Status::Unproven,
+                Some(index),
+                "recorded after the latest checkpoint".into(),
+            );
+        }
+        match self.check_inclusion(index, cp) {
+            Ok(()) => verdict(
+                Status::Proven,
+                Some(index),
+                format!(
+                    "entry {index}, included in checkpoint of size {}{note}",
+                    cp.size
+                ),
+            ),
+            Err(why) => verdict(Status::Unproven, Some(index), why),
+        }
+    }
+
+    /// Proves entry `index` included in the tree of `cp` and verifies the proof against the
+    /// checkpoint's root.
+    fn check_inclusion(&self, index: u64, cp: &Checkpoint) -> Result<(), String> {
+        let p = self
+            .prove_inclusion(index, cp.size)
+            .ok_or_else(|| "no inclusion proof".to_string())?;
+        let proof: Vec<Hash> = p
+            .proof
+            .iter()
+            .map(|h| unhex(h))
+            .collect::<Option<_>>()
+            .ok_or_else(|| "no inclusion proof".to_string())?;
+        let leaf = unhex(&p.leaf).ok_or_else(|| "no inclusion proof".to_string())?;
+        merkle::verify_inclusion(index, cp.size, &leaf, &proof, &cp.root)
+            .map_err(|e| format!("inclusion proof failed: {e}"))
+    }
+
+    /// Advisories on an observed image's equipment, from the ledger's earlier ingests.
+    pub fn equipment_advisories(&self, obs: &Observation) -> Vec<EquipmentAdvisory> {
+        let Some(equipment) = obs.equipment.as_deref() else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        if let Some(series) = obs.series.as_deref() {
+            let others: BTreeSet<&str> = self.series_equipment(series).collect();
+            if !others.is_empty() && !others.contains(equipment) {
+                found.push(EquipmentAdvisory::ForeignToSeries);
+            }
+        }
+        if let Some(signer) = obs.signer.as_deref() {
+            let signers: BTreeSet<&str> = self.equipment_signers(equipment).collect();
+            if !signers.is_empty() && !signers.contains(signer) {
+                found.push(EquipmentAdvisory::UnfamiliarSigner);
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::note::Signer;
+    use crate::TornRepair;
+
+    fn obs(i: u32, bytes: u32) -> Observation {
+        Observation {
+            instance: format!("{i:064x}"),
+            sha256: format!("{bytes:064x}"),
+            binding: Some(format!("{:064x}", bytes + 50_000)),
+            signer: None,
+            series: Some(format!("{:064x}", 7)),
+            equipment: Some(format!("{:064x}", 8)),
+            verification: Verification::Unsigned,
+        }
+    }
+
+    const T: &str = "2026-11-23T12:00:00Z";
+
+    fn ledger(dir: &std::path::Path) -> (Ledger, Signer) {
+        let signer = Signer::from_seed("radveil.test/verdict", &[5; 32]).unwrap();
+        (
+            Ledger::init(dir, "radveil.test/verdict", &signer).unwrap(),
+            signer,
+        )
+    }
+
+    fn checkpoint(l: &mut Ledger, signer: &Signer) -> Checkpoint {
+        let note = l.checkpoint(signer).unwrap();
+        Checkpoint::open(&note, &signer.verifier()).unwrap()
+    }
+
+    #[test]
+    fn statuses_display_as_their_names() {
+        let all = [
+            (Status::Proven, "proven"),
+            (Status::Unknown, "unknown"),
+            (Status::Altered, "altered"),
+            (Status::Deleted, "deleted"),
+            (Status::Unproven, "unproven"),
+            (Status::Unreadable, "unreadable"),
+        ];
+        for (s, name) in all {
+            assert_eq!(s.to_string(), name);
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{name}\""));
+        }
+        assert_eq!(Verification::Invalid.to_string(), "invalid");
+    }
+
+    #[test]
+    fn admission_skips_same_bytes_and_refuses_changed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut l, _) = ledger(dir.path());
+        let first = obs(1, 100);
+        let ingest = Intent::Ingest {
+            allow_changed: false,
+        };
+        let Admission::Append(r) = admit(&l, &[], &first, ingest, T) else {
+            panic!("a new image is appended");
+        };
+        assert_eq!(r.kind, RecordKind::Ingest);
+        // Pending in the same append counts as logged.
+        assert_eq!(
+            admit(&l, std::slice::from_ref(&r), &first, ingest, T),
+            Admission::AlreadyLogged
+        );
+        assert_eq!(
+            admit(&l, std::slice::from_ref(&r), &obs(1, 101), ingest, T),
+            Admission::Changed
+        );
+        l.append(&[r]).unwrap();
+        assert_eq!(admit(&l, &[], &first, ingest, T), Admission::AlreadyLogged);
+        assert_eq!(admit(&l, &[], &obs(1, 101), ingest, T), Admission::Changed);
+        assert!(matches!(
+            admit(
+                &l,
+                &[],
+                &obs(1, 101),
+                Intent::Ingest {
+                    allow_changed: true
+                },
+                T
+            ),
+            Admission::Append(_)
+        ));
+        // A tombstone is always recorded; after it, the instance may be ingested again.
+        let Admission::Append(t) = admit(&l, &[], &first, Intent::Tombstone, T) else {
+            panic!("tombstones are appended");
+        };
+        assert_eq!(t.kind, RecordKind::Tombstone);
+        l.append(&[t]).unwrap();
+        assert!(matches!(
+            admit(&l, &[], &obs(1, 101), ingest, T),
+            Admission::Append(_)
+        ));
+    }
+
+    #[test]
+    fn verdicts_cover_every_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut l, signer) = ledger(dir.path());
+        let (a, b, c) = (obs(1, 100), obs(2, 200), obs(3, 300));
+        l.append(&[
+            a.record(RecordKind::Ingest, T),
+            b.record(RecordKind::Ingest, T),
+            b.record(RecordKind::Tombstone, T),
+        ])
+        .unwrap();
+        let cp = checkpoint(&mut l, &signer);
+        l.append(&[c.record(RecordKind::Ingest, T)]).unwrap();
+
+        let v = l.verdict(&a, &cp);
+        assert_eq!((v.status, v.index), (Status::Proven, Some(0)), "{v:?}");
+        assert_eq!(l.verdict(&b, &cp).status, Status::Deleted);
+        assert_eq!(l.verdict(&c, &cp).status, Status::Unproven);
+        assert_eq!(l.verdict(&obs(4, 400), &cp).status, Status::Unknown);
+        // Other bytes, other pixels: altered.
+        let mut edited = obs(1, 101);
+        assert_eq!(l.verdict(&edited, &cp).status, Status::Altered);
+        // Other bytes, same binding hash: a lossless re-encode, still proven, with a note.
+        edited.binding = a.binding.clone();
+        let v = l.verdict(&edited, &cp);
+        assert_eq!(v.status, Status::Proven);
+        assert!(v.reason.contains("re-encoded"), "{v:?}");
+        // Without a binding hash there is nothing to compare: altered.
+        edited.binding = None;
+        assert_eq!(l.verdict(&edited, &cp).status, Status::Altered);
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_tree_proves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut l, _) = ledger(dir.path());
+        let a = obs(1, 100);
+        l.append(&[
+            a.record(RecordKind::Ingest, T),
+            obs(2, 1).record(RecordKind::Ingest, T),
+        ])
+        .unwrap();
+        let forged = Checkpoint {
+            origin: "radveil.test/verdict".into(),
+            size: 2,
+            root: [9; 32],
+        };
+        let v = l.verdict(&a, &forged);
+        assert_eq!(v.status, Status::Unproven);
+        assert!(v.reason.contains("inclusion proof failed"), "{v:?}");
+    }
+
+    #[test]
+    fn equipment_advisories_compare_with_earlier_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut l, _) = ledger(dir.path());
+        let mut a = obs(1, 100);
+        a.signer = Some("aa".repeat(32));
+        l.append_with(
+            TornRepair::Refuse,
+            |_| vec![a.record(RecordKind::Ingest, T)],
+        )
+        .unwrap();
+        let mut same = obs(2, 200);
+        same.signer = a.signer.clone();
+        assert!(l.equipment_advisories(&same).is_empty());
+        let mut foreign = obs(3, 300);
+        foreign.equipment = Some(format!("{:064x}", 9));
+        assert_eq!(
+            l.equipment_advisories(&foreign),
+            [EquipmentAdvisory::ForeignToSeries]
+        );
+        let mut other_key = obs(4, 400);
+        other_key.signer = Some("bb".repeat(32));
+        assert_eq!(
+            l.equipment_advisories(&other_key),
+            [EquipmentAdvisory::UnfamiliarSigner]
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! What `sign` and `timestamp` share: rewriting a Part 10 file's data set in place of its
+//! encoding, and naming each output after its input's place in the input tree.
+
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use radveil_part10 as p10;
+
+/// Parses a Part 10 file, lets `change` alter its data set (given its encoding and transfer
+/// syntax), and returns the file encoded again in its own transfer syntax. A deflated data
+/// set is changed inflated and deflated again.
+pub fn rewrite(
+    bytes: &[u8],
+    change: impl FnOnce(&mut p10::DataSet<'_>, p10::Encoding, &str) -> Result<()>,
+) -> Result<Vec<u8>> {
+    let mut inflated = Vec::new();
+    let (meta, mut ds, enc) = p10::read_file(bytes, &mut inflated, p10::Limits::default())?;
+    if enc != p10::TransferSyntax::from_uid(&meta.transfer_syntax).encoding {
+        bail!("the data set's encoding does not match its transfer syntax");
+    }
+    change(&mut ds, enc, &meta.transfer_syntax)?;
+    let mut out = Vec::with_capacity(bytes.len().saturating_add(8192));
+    p10::write_file(&meta.elements, &ds, &meta.transfer_syntax, &mut out);
+    Ok(out)
+}
+
+/// Parses a Part 10 file and hands its data set to `f`.
+pub fn with_dataset<T>(bytes: &[u8], f: impl FnOnce(&p10::DataSet<'_>) -> Result<T>) -> Result<T> {
+    let mut inflated = Vec::new();
+    let (_, ds, _) = p10::read_file(bytes, &mut inflated, p10::Limits::default())?;
+    f(&ds)
+}
+
+/// Where each input file's output goes, relative to the output directory: a file found
+/// under a directory given on the command line keeps its path below that directory (so
+/// `a/x.dcm` and `b/x.dcm` stay apart), a file referenced by a DICOMDIR keeps its path below
+/// the DICOMDIR's directory, and a file given by name keeps its name.
+pub struct OutputTree {
+    bases: Vec<PathBuf>,
+}
+
+impl OutputTree {
+    /// The tree of these command-line inputs.
+    pub fn new(inputs: &[PathBuf]) -> OutputTree {
+        let bases = inputs
+            .iter()
+            .filter_map(|input| {
+                if input.is_dir() {
+                    Some(input.clone())
+                } else if input
+                    .file_name()
+                    .is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"))
+                {
+                    Some(
+                        input
+                            .parent()
+                            .filter(|p| !p.as_os_str().is_empty())
+                            .unwrap_or(Path::new("."))
+                            .to_path_buf(),
+                    )
+                } else {
+                    None
+                }
+            })
+            .collect();
+        OutputTree { bases }
+    }
+
+    /// The relative output path of `file` (one of the files the inputs expand to). Only
+    /// plain names come out: never an absolute path or `..`.
+    pub fn relative(&self, file: &Path) -> Result<PathBuf> {
+        let below = self
+            .bases
+            .iter()
+            .filter_map(|b| file.strip_prefix(b).ok())
+            .filter(|rel| is_plain(rel))
+            .max_by_key(|rel| rel.components().count());
+        match below {
+            Some(rel) => Ok(rel.to_path_buf()),
+            None => Ok(PathBuf::from(
+                file.file_name().context("input without a file name")?,
+            )),
+        }
+    }
+}
+
+/// Whether `rel` is a non-empty relative path of plain names.
+fn is_plain(rel: &Path) -> bool {
+    rel.components().next().is_some() && rel.components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_keep_the_tree_below_each_directory_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("in");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::create_dir_all(root.join("b/c")).unwrap();
+        let single = dir.path().join("single.dcm");
+        let tree = OutputTree::new(&[root.clone(), single.clone()]);
+        assert_eq!(
+            tree.relative(&root.join("a/x.dcm")).unwrap(),
+            Path::new("a/x.dcm")
+        );
+        assert_eq!(
+            tree.relative(&root.join("b/c/x.dcm")).unwrap(),
+            Path::new("b/c/x.dcm")
+        );
+        assert_eq!(tree.relative(&single).unwrap(), Path::new("single.dcm"));
+        // A nested directory given too: the longer path below the outer one wins.
+        let tree = OutputTree::new(&[root.join("b"), root.clone()]);
+        assert_eq!(
+            tree.relative(&root.join("b/c/x.dcm")).unwrap(),
+            Path::new("b/c/x.dcm")
+        );
+    }
+}
