@@ -65,8 +65,6 @@ mod tags {
     pub const BURNED_IN_ANNOTATION: u32 = 0x0028_0301;
     pub const RECOGNIZABLE_VISUAL_FEATURES: u32 = 0x0028_0302;
     pub const LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED: u32 = 0x0028_0303;
-    pub const CODE_VALUE: u32 = 0x0008_0100;
-    pub const CODING_SCHEME_DESIGNATOR: u32 = 0x0008_0102;
     pub const CODE_MEANING: u32 = 0x0008_0104;
     pub const MEDIA_STORAGE_SOP_CLASS_UID: u32 = 0x0002_0002;
     pub const MEDIA_STORAGE_SOP_INSTANCE_UID: u32 = 0x0002_0003;
@@ -544,11 +542,7 @@ impl Deidentifier {
             ));
         }
         for (value, meaning) in codes {
-            let mut item = DataSet::default();
-            item.put(Element::text(tags::CODE_VALUE, Vr::SH, value));
-            item.put(Element::text(tags::CODING_SCHEME_DESIGNATOR, Vr::SH, "DCM"));
-            item.put(Element::text(tags::CODE_MEANING, Vr::LO, meaning));
-            items.push(item);
+            items.push(DataSet::code_item(value, "DCM", meaning));
         }
         ds.put(Element {
             tag: tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE,

@@ -167,7 +167,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_depth: 64,
-            max_inflated: 1 << 30,
+            // Deflated data sets are SR, waveforms and small images; nothing real comes near.
+            max_inflated: 1 << 29,
             // A tree of this many elements takes about 320 MB; the largest real objects
             // (enhanced multi-frame with thousands of frames) hold a few hundred thousand.
             max_elements: 1 << 22,
@@ -293,6 +294,20 @@ impl<'a> DataSet<'a> {
         match self.elements.binary_search_by_key(&element.tag, |e| e.tag) {
             Ok(i) => self.elements[i] = element,
             Err(i) => self.elements.insert(i, element),
+        }
+    }
+
+    /// An item of the Code Sequence Macro (PS3.3 Table 8.8-1): Code Value (SH), Coding
+    /// Scheme Designator (SH) and Code Meaning (LO). The one builder of code items, so every
+    /// writer of a coded record (CID 7050 de-identification methods, signature purposes)
+    /// writes them alike.
+    pub fn code_item(value: &str, scheme: &str, meaning: &str) -> DataSet<'static> {
+        DataSet {
+            elements: vec![
+                Element::text(0x0008_0100, Vr::SH, value),
+                Element::text(0x0008_0102, Vr::SH, scheme),
+                Element::text(0x0008_0104, Vr::LO, meaning),
+            ],
         }
     }
 
@@ -1548,6 +1563,18 @@ mod tests {
         assert_eq!(budget.in_use(), grant.bytes());
         drop(grant);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn code_items_are_sorted_and_padded() {
+        let item = DataSet::code_item("113100", "DCM", "Basic Application Confidentiality Profile");
+        let tags: Vec<u32> = item.elements.iter().map(|e| e.tag).collect();
+        assert_eq!(tags, [0x0008_0100, 0x0008_0102, 0x0008_0104]);
+        assert!(item
+            .elements
+            .iter()
+            .all(|e| e.bytes().unwrap().len() % 2 == 0));
+        assert_eq!(item.string(0x0008_0102).unwrap(), "DCM");
     }
 
     #[test]
