@@ -70,6 +70,14 @@ pub enum LedgerError {
         /// Where the torn line is.
         torn: TornTail,
     },
+    /// The latest checkpoint is older than one the caller trusts.
+    #[error("the trusted checkpoint (size {trusted}) is newer than the ledger's latest (size {latest}): checkpoints were rolled back")]
+    RolledBack {
+        /// The trusted checkpoint's size.
+        trusted: u64,
+        /// The latest checkpoint's size.
+        latest: u64,
+    },
     /// The ledger contradicts a checkpoint: an entry was rewritten, removed or reordered.
     #[error("ledger inconsistent with the checkpoint of size {size}: {what}")]
     Inconsistent {
@@ -542,6 +550,23 @@ impl Ledger {
         merkle::consistency_proof(old as usize, &self.leaves[..new as usize])
     }
 
+    /// Verifies the ledger itself: its latest checkpoint (signature, origin, consistency
+    /// with the entries) and, given one, a checkpoint the caller trusts, which the latest
+    /// must not be older than (else checkpoints were rolled back). Returns the latest.
+    pub fn verify_latest(&self, verifier: &Verifier, trusted: Option<&str>) -> Result<Checkpoint> {
+        let latest = self.verify_against(&self.latest_checkpoint()?, verifier)?;
+        if let Some(note) = trusted {
+            let t = self.verify_against(note, verifier)?;
+            if t.size > latest.size {
+                return Err(LedgerError::RolledBack {
+                    trusted: t.size,
+                    latest: latest.size,
+                });
+            }
+        }
+        Ok(latest)
+    }
+
     /// Checks the ledger against a checkpoint the caller trusts (held outside the ledger):
     /// its signature, origin, and that the ledger's first `size` entries still hash to its
     /// root and the current tree extends it (consistency proof generated and verified).
@@ -725,6 +750,32 @@ mod tests {
             }
         });
         assert_eq!(Ledger::open(dir.path()).unwrap().size(), 1);
+    }
+
+    #[test]
+    fn latest_checkpoint_must_not_be_older_than_a_trusted_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[6; 32]).unwrap();
+        let v = signer.verifier();
+        let mut l = Ledger::init(dir.path(), "o", &signer).unwrap();
+        l.append(&[record(1)]).unwrap();
+        let first = l.checkpoint(&signer).unwrap();
+        l.append(&[record(2)]).unwrap();
+        let second = l.checkpoint(&signer).unwrap();
+        assert_eq!(l.verify_latest(&v, Some(&first)).unwrap().size, 2);
+        // Roll the latest checkpoint back to the first.
+        std::fs::write(dir.path().join(CHECKPOINT), &first).unwrap();
+        assert_eq!(l.verify_latest(&v, None).unwrap().size, 1);
+        assert!(matches!(
+            l.verify_latest(&v, Some(&second)),
+            Err(LedgerError::RolledBack {
+                trusted: 2,
+                latest: 1
+            })
+        ));
+        // A checkpoint signed by another key verifies nothing.
+        let other = Signer::from_seed("o", &[7; 32]).unwrap();
+        assert!(l.verify_latest(&other.verifier(), None).is_err());
     }
 
     #[test]

@@ -482,24 +482,16 @@ impl VerifiedLedger {
                 ledger.stored_verifier()?
             }
         };
-        let cp = match latest(&ledger, &verifier) {
-            Ok((_, cp)) => cp,
-            Err(e) => return Ok(Err(format!("latest checkpoint: {e}"))),
+        let trusted_note = match trusted {
+            Some(t) => Some(
+                std::fs::read_to_string(t).with_context(|| format!("reading {}", t.display()))?,
+            ),
+            None => None,
         };
-        if let Some(t) = trusted {
-            let note =
-                std::fs::read_to_string(t).with_context(|| format!("reading {}", t.display()))?;
-            match ledger.verify_against(&note, &verifier) {
-                Ok(tcp) if tcp.size <= cp.size => {}
-                Ok(tcp) => {
-                    return Ok(Err(format!(
-                        "the trusted checkpoint (size {}) is newer than the ledger's latest (size {}): checkpoints were rolled back",
-                        tcp.size, cp.size
-                    )))
-                }
-                Err(e) => return Ok(Err(e.to_string())),
-            }
-        }
+        let cp = match ledger.verify_latest(&verifier, trusted_note.as_deref()) {
+            Ok(cp) => cp,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
         eprintln!(
             "radveil ledger: {} entries; latest checkpoint (size {}) signed by {} and consistent{}",
             ledger.size(),
