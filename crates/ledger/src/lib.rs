@@ -399,14 +399,7 @@ impl Ledger {
         repair: TornRepair,
         decide: impl FnOnce(&Ledger) -> Vec<Record>,
     ) -> Result<Appended> {
-        let lock_path = self.dir.join(LOCK);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        lock.lock().map_err(io(&lock_path))?;
+        let lock = self.lock_exclusive()?;
         *self = Ledger::read(&self.dir)?;
         let path = self.dir.join(ENTRIES);
         let mut repaired = None;
@@ -462,9 +455,15 @@ impl Ledger {
         Ok(kept)
     }
 
-    /// Signs and writes a checkpoint of the whole ledger as `checkpoint` and
+    /// Signs and writes a checkpoint of the whole ledger, re-read under the exclusive lock
+    /// (entries other processes appended are covered), as `checkpoint` and
     /// `checkpoints/<size>`; returns the signed note.
     pub fn checkpoint(&mut self, signer: &Signer) -> Result<String> {
+        // Under the exclusive lock, on the entries as they are now: two checkpoints at once
+        // never interleave their files, and the latest never covers fewer entries than one
+        // written before it.
+        let lock = self.lock_exclusive()?;
+        *self = Ledger::read(&self.dir)?;
         let cp = Checkpoint {
             origin: self.origin.clone(),
             size: self.size(),
@@ -476,7 +475,21 @@ impl Ledger {
             write_new(&numbered, note.as_bytes())?;
         }
         replace_atomically(&self.dir.join(CHECKPOINT), note.as_bytes())?;
+        drop(lock);
         Ok(note)
+    }
+
+    /// Takes the exclusive lock of the ledger directory (released when the file is dropped).
+    fn lock_exclusive(&self) -> Result<File> {
+        let lock_path = self.dir.join(LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        lock.lock().map_err(io(&lock_path))?;
+        Ok(lock)
     }
 
     /// The latest checkpoint note as written.
@@ -776,6 +789,35 @@ mod tests {
         // A checkpoint signed by another key verifies nothing.
         let other = Signer::from_seed("o", &[7; 32]).unwrap();
         assert!(l.verify_latest(&other.verifier(), None).is_err());
+    }
+
+    #[test]
+    fn concurrent_checkpoints_never_go_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        Ledger::init(dir.path(), "o", &signer).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..6u32 {
+                let (dir, signer) = (dir.path(), &signer);
+                s.spawn(move || {
+                    for i in 0..15 {
+                        let mut l = Ledger::open(dir).unwrap();
+                        l.append(&[record(t * 100 + i)]).unwrap();
+                        std::thread::yield_now();
+                        l.checkpoint(signer).unwrap();
+                    }
+                });
+            }
+        });
+        let l = Ledger::open(dir.path()).unwrap();
+        assert_eq!(l.size(), 90);
+        // The latest checkpoint covers every entry, and verifies.
+        let v = signer.verifier();
+        assert_eq!(l.verify_latest(&v, None).unwrap().size, 90);
+        for entry in std::fs::read_dir(dir.path().join("checkpoints")).unwrap() {
+            let note = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            l.verify_against(&note, &v).unwrap();
+        }
     }
 
     #[test]
