@@ -236,6 +236,9 @@ pub struct InclusionProof {
 }
 
 const ENTRIES: &str = "entries.jsonl";
+/// The longest entry line read (with its newline): records are a few hundred bytes, so a
+/// longer line is not one, and is never buffered whole.
+const MAX_LINE: u64 = 64 * 1024;
 const ORIGIN: &str = "origin";
 const CHECKPOINT: &str = "checkpoint";
 const VERIFIER: &str = "verifier.pub";
@@ -321,9 +324,17 @@ impl Ledger {
         let mut torn = None;
         loop {
             line.clear();
-            let n = reader.read_until(b'\n', &mut line).map_err(io(&path))?;
+            let n = std::io::Read::take(&mut reader, MAX_LINE + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(io(&path))?;
             if n == 0 {
                 break;
+            }
+            if n as u64 > MAX_LINE {
+                return Err(LedgerError::Record {
+                    index: leaves.len() as u64,
+                    what: format!("longer than {MAX_LINE} bytes: not a ledger record"),
+                });
             }
             if line.last() != Some(&b'\n') {
                 torn = Some(TornTail {
@@ -818,6 +829,25 @@ mod tests {
             let note = std::fs::read_to_string(entry.unwrap().path()).unwrap();
             l.verify_against(&note, &v).unwrap();
         }
+    }
+
+    #[test]
+    fn an_overlong_entry_is_refused_without_reading_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        let mut l = Ledger::init(dir.path(), "o", &signer).unwrap();
+        l.append(&[record(1)]).unwrap();
+        let path = dir.path().join(ENTRIES);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        // Valid JSON (a record after white space), but no record line is this long.
+        f.write_all(&vec![b' '; 200_000]).unwrap();
+        f.write_all(&serde_json::to_vec(&record(2)).unwrap())
+            .unwrap();
+        f.write_all(b"\n").unwrap();
+        assert!(matches!(
+            Ledger::open(dir.path()),
+            Err(LedgerError::Record { index: 1, .. })
+        ));
     }
 
     #[test]
