@@ -89,6 +89,8 @@ fn check_one(input: &Path, render_dir: Option<&Path>) -> Result<radveil_deface::
         let (files, _) = crate::inputs::collect(&[input.to_path_buf()]);
         radveil_deface::series::assemble(&files)?.volume
     } else {
+        // A FIFO or a device named as an input is refused, not read.
+        radveil_pipeline::input::open_regular(input)?;
         radveil_deface::nifti_io::read(input)?.0
     };
     let fc = radveil_deface::face_check(&volume)?;
@@ -196,10 +198,15 @@ pub fn deface(args: DefaceArgs) -> Result<ExitCode> {
         }
         // Volumes are grouped as `radveil deid` groups them (`series::group_volumes`).
         let mut images = Vec::new();
+        let budget = radveil_part10::MemoryBudget::new(radveil_pipeline::memory::default_limit());
+        let mut scratch = radveil_pipeline::Scratch::new();
         for f in files {
-            let header = std::fs::read(&f)
+            // The header only (up to the pixel data), from a regular file, within the budget.
+            let header = radveil_pipeline::input::Input::open(&f)
                 .ok()
-                .and_then(|b| radveil_deface::series::image_header(&b));
+                .and_then(|i| radveil_pipeline::input::load(i, &mut scratch, &budget, 0).ok())
+                .and_then(|l| radveil_deface::series::image_header(l.bytes));
+            scratch.release();
             match header {
                 Some(h) => images.push((f, h)),
                 None => {
@@ -323,6 +330,7 @@ fn deface_series(
     let done = run_mode(&mut series.volume, args)?;
     let defaced = &done.defaced;
     // Encode every file first: nothing is written unless all can be.
+    let out = radveil_pipeline::Dir::create(&args.out)?;
     let mut outputs = Vec::with_capacity(series.files.len());
     for (n, f) in series.files.iter().enumerate() {
         let bytes =
@@ -334,18 +342,23 @@ fn deface_series(
             .map(Path::to_path_buf)
             .or_else(|| f.file_name().map(PathBuf::from))
             .context("input without a file name")?;
-        let target = args.out.join(relative);
-        if target.exists() {
+        // A link (even a dangling one) counts as existing: nothing is written unless all
+        // the names are free.
+        let target = args.out.join(&relative);
+        if std::fs::symlink_metadata(&target).is_ok() {
             anyhow::bail!("output {} exists; not overwritten", target.display());
         }
-        outputs.push((target, bytes));
+        outputs.push((relative, bytes));
     }
-    for (target, bytes) in &outputs {
-        crate::output::write_new(target, bytes)?;
+    // Written below the opened output directory, never through a link planted in it.
+    let mut first = None;
+    for (relative, bytes) in &outputs {
+        let written = out.write_bytes_at(relative, bytes)?;
+        first.get_or_insert(written);
     }
-    let dir = outputs
-        .first()
-        .and_then(|(t, _)| t.parent())
+    let dir = first
+        .as_deref()
+        .and_then(Path::parent)
         .map_or_else(String::new, |p| p.display().to_string());
     Ok((dir, done))
 }
@@ -356,8 +369,8 @@ fn deface_one(input: &Path, args: &DefaceArgs) -> Result<(PathBuf, Done)> {
     let done = run_mode(&mut volume, args)?;
     let bytes = file.defaced(&header, &done.defaced.removed, &volume.data)?;
     let name = input.file_name().context("input without a file name")?;
-    let target = args.out.join(name);
-    crate::output::write_new(&target, &bytes)?;
+    let target =
+        radveil_pipeline::Dir::create(&args.out)?.write_bytes_at(Path::new(name), &bytes)?;
     if let (Some(dir), Some(after)) = (&args.render, done.after()) {
         let suffix = if done.refaced.is_some() {
             ".refaced"
@@ -378,9 +391,10 @@ fn save_renders(
     fc: &radveil_deface::FaceCheck,
 ) -> Result<()> {
     let stem = name.trim_end_matches(".gz").trim_end_matches(".nii");
+    let dir = radveil_pipeline::Dir::create(dir)?;
     for v in &fc.views {
-        let target = dir.join(format!("{stem}{suffix}.{}.png", v.view.name));
-        crate::output::write_new(&target, &v.render.to_png())?;
+        let name = format!("{stem}{suffix}.{}.png", v.view.name);
+        dir.write_bytes_at(Path::new(&name), &v.render.to_png())?;
     }
     Ok(())
 }

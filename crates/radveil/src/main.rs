@@ -121,6 +121,16 @@ struct DeidArgs {
     /// Which objects to hold back for possible burned-in text.
     #[arg(long, value_enum, default_value = "never")]
     assume_burned_in: BurnedIn,
+    /// Memory all workers share, like 4G or 512M (default: half of the available memory,
+    /// the cgroup's limit or `ulimit -v`, whichever is least). A file that needs more than
+    /// the whole budget is refused with the reason; one that needs memory others hold waits.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory_size)]
+    memory_limit: Option<u64>,
+    /// Finish an interrupted run into the same --out: an output already there that is byte
+    /// for byte what this run computes is kept (reported `kept`); a different one is never
+    /// overwritten.
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     keys: key::KeyPolicy,
 }
@@ -195,6 +205,10 @@ fn deid(args: DeidArgs) -> Result<ExitCode> {
         report: args.report.as_deref(),
         crosswalk: args.crosswalk.as_deref(),
         jobs,
+        memory_limit: args
+            .memory_limit
+            .unwrap_or_else(radveil_pipeline::memory::default_limit),
+        resume: args.resume,
         deface,
     })?;
     Ok(if summary.all_written() {
@@ -202,6 +216,11 @@ fn deid(args: DeidArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Parses `--memory-limit`.
+fn parse_memory_size(text: &str) -> std::result::Result<u64, String> {
+    radveil_pipeline::memory::parse_size(text).map_err(|e| format!("memory limit: {e}"))
 }
 
 /// Writes to standard output; exits quietly when the reader has gone away.
