@@ -122,7 +122,9 @@ pub enum DeidError {
     /// A DICOMDIR: it holds PHI of every object it lists and is never copied.
     #[error("DICOMDIR left out: it lists patient identities; its referenced files are de-identified on their own")]
     Dicomdir,
-    /// The object may carry identifying text in its pixels and pixel cleaning is not available.
+    /// The object is not passed: it may carry identifying text in its pixels and pixel
+    /// cleaning is not available, or a kept attribute holds a value that is not valid for its
+    /// VR where it cannot be cleaned. The reason names elements by tag, never a value.
     #[error("held back: {0}")]
     HeldBack(String),
     /// A required attribute is missing, so the object cannot be named or remapped.
