@@ -418,7 +418,15 @@ fn inflate_charged(body: &[u8], limit: usize, account: &mut Account<'_, '_>) -> 
                 .min(limit);
             account.take(cap.saturating_sub(charged))?;
             charged = cap;
-            out.reserve_exact(cap.saturating_sub(out.len()));
+            // Fallible: under an address-space limit a refused allocation fails this file,
+            // never the process.
+            out.try_reserve_exact(cap.saturating_sub(out.len()))
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::OutOfMemory,
+                        format!("cannot allocate {cap} bytes for the inflated data set"),
+                    )
+                })?;
         }
         out.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
