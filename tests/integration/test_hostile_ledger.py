@@ -148,6 +148,11 @@ def test_sign_dir_keeps_the_relative_tree(radveil, tmp_path):
     assert r.returncode == 0, r.stderr
     for sub in ["a", "b", "b/c"]:
         assert (q / sub / "x.dcm.tsq").is_file(), sorted(map(str, q.rglob("*")))
+    # Signatures are named by their order, never by their Digital Signature UID (0400,0100).
+    uids = {str(x.DigitalSignatureUID) for sub in ["a", "b", "b/c"]
+            for x in pydicom.dcmread(out / sub / "x.dcm").DigitalSignaturesSequence}
+    assert uids and not any(u in r.stdout + r.stderr for u in uids), r.stdout
+    assert "signature 1 of 1" in r.stdout, r.stdout
 
 
 def test_key_files_others_can_read_are_warned_and_refused_with_strict(radveil, tmp_path):

@@ -137,7 +137,8 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
                     .context("input without a file name")?
                     .to_string_lossy();
                 let mut written = Vec::new();
-                for (i, (uid, der)) in queries.iter().enumerate() {
+                // Signatures are named by their order in the file, never by their UID.
+                for (i, (_, der)) in queries.iter().enumerate() {
                     let file = if queries.len() == 1 {
                         format!("{name}.tsq")
                     } else {
@@ -145,7 +146,12 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
                     };
                     let target = out.join(&rel).with_file_name(file);
                     crate::output::write_new(&target, der)?;
-                    written.push(format!("{}\t{uid}", target.display()));
+                    written.push(format!(
+                        "{}\tsignature {} of {}",
+                        target.display(),
+                        i + 1,
+                        queries.len()
+                    ));
                 }
                 Ok(written.join("\n"))
             })
@@ -167,14 +173,13 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
             let token = timestamp::token_from_reply(&reply, query.as_ref(), None)?;
             let bytes =
                 std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
-            let mut uid = String::new();
             let stamped = rewrite(&bytes, |ds, _, _| {
-                uid = radveil_integrity::insert_timestamp(ds, &token)?;
+                radveil_integrity::insert_timestamp(ds, &token)?;
                 Ok(())
             })?;
             let target = out.join(input.file_name().context("input without a file name")?);
             crate::output::write_new(&target, &stamped)?;
-            outln!("inserted\t{}\t{}\t{uid}", input.display(), target.display());
+            outln!("inserted\t{}\t{}", input.display(), target.display());
             Ok(ExitCode::SUCCESS)
         }
     }
