@@ -28,6 +28,12 @@ fuzz_target!(|data: &[u8]| {
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(seen.len(), given);
-    let _ =
-        radveil_deface::series::assemble_with(&[PathBuf::from("fuzz.dcm")], |_| Ok(data.to_vec()));
+    // Within a small budget: whatever the header claims, nothing beyond it is allocated.
+    let budget = radveil_part10::MemoryBudget::new(64 << 20);
+    let _ = radveil_deface::series::assemble_with_budget(
+        &[PathBuf::from("fuzz.dcm")],
+        |_| Ok(data.to_vec()),
+        &budget,
+    );
+    assert_eq!(budget.in_use(), 0);
 });

@@ -125,6 +125,7 @@ impl Cut {
 
 /// Defaces `volume` in place and reports what was removed.
 pub fn deface(volume: &mut Volume, options: DefaceOptions) -> Result<Defaced, DefaceError> {
+    volume.check().map_err(DefaceError::NotAHead)?;
     let scene =
         Scene::of(volume).ok_or_else(|| DefaceError::NotAHead("the volume is empty".into()))?;
     // The grid covers the tissue's world bounding box (plus a margin), not the whole field

@@ -48,10 +48,14 @@ pub enum FaceCheckError {
     /// The bundled model did not load.
     #[error("face model: {0}")]
     Model(String),
+    /// A volume whose dimensions do not describe its values.
+    #[error("{0}")]
+    Volume(String),
 }
 
 /// Renders `volume` from every view of [`VIEWS`] and runs the detector on each.
 pub fn check(volume: &Volume) -> Result<FaceCheck, FaceCheckError> {
+    volume.check().map_err(FaceCheckError::Volume)?;
     let scene = Scene::of(volume).ok_or(FaceCheckError::Empty)?;
     check_scene(&Occupancy::new(volume, scene.threshold), &scene)
 }
@@ -135,6 +139,24 @@ mod tests {
                 [0.0, spacing, 0.0, 0.0],
                 [0.0, 0.0, spacing, 0.0],
             ],
+        }
+    }
+
+    #[test]
+    fn a_volume_whose_dimensions_do_not_describe_its_values_is_an_error() {
+        for dims in [[64, 64, 64], [usize::MAX, 2, 2], [1 << 40, 1 << 40, 1]] {
+            let v = Volume {
+                dims,
+                data: vec![1.0; 8],
+                affine: [
+                    [1.0, 0.0, 0.0, 0.0],
+                    [0.0, 1.0, 0.0, 0.0],
+                    [0.0, 0.0, 1.0, 0.0],
+                ],
+            };
+            assert!(matches!(check(&v), Err(FaceCheckError::Volume(_))));
+            let mut w = v.clone();
+            assert!(crate::deface(&mut w, crate::DefaceOptions::default()).is_err());
         }
     }
 

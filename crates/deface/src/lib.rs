@@ -7,6 +7,7 @@
 //! ([`render`]) and runs a face detector on the renders ([`face`]).
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod deface;
 pub mod face;

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use nifti::NiftiHeader;
+use radveil_part10::{MemoryBudget, DEFAULT_WAIT};
 
 use crate::volume::Volume;
 
@@ -26,6 +27,13 @@ const MAX_VOXELS: usize = 1 << 28;
 /// The largest uncompressed NIfTI file accepted (bytes).
 const MAX_FILE: usize = 4 << 30;
 
+/// Bytes a gzip-compressed file may hold after what its header describes (kept in the
+/// defaced copy); more is refused rather than inflated.
+const MAX_TRAILING: usize = 1 << 20;
+
+/// Size of the NIfTI-1 header and of the extension flag that follows it.
+const HEADER_LEN: usize = 348;
+
 /// A NIfTI-1 file's bytes, inflated when the file was gzip-compressed: read once, both to
 /// take the volume from ([`NiftiFile::volume`]) and to write the defaced copy
 /// ([`NiftiFile::defaced`]).
@@ -44,8 +52,21 @@ impl NiftiFile {
         NiftiFile::from_bytes(raw)
     }
 
-    /// NIfTI-1 bytes, plain or gzip-compressed (inflated here, at most 4 GiB).
+    /// NIfTI-1 bytes, plain or gzip-compressed, within the process-wide
+    /// [`radveil_pixeldata::default_budget`] (see [`NiftiFile::from_bytes_with_budget`]).
     pub fn from_bytes(raw: Vec<u8>) -> Result<NiftiFile, NiftiError> {
+        NiftiFile::from_bytes_with_budget(raw, radveil_pixeldata::default_budget())
+    }
+
+    /// NIfTI-1 bytes, plain or gzip-compressed. A gzip stream is inflated only as far as
+    /// its header needs: the header first, then the extensions and voxels it describes
+    /// (checked arithmetic, at most 4 GiB, reserved from `budget` before they are
+    /// allocated), and at most [`MAX_TRAILING`] bytes beyond; a stream that holds more is
+    /// refused, never inflated to the end.
+    pub fn from_bytes_with_budget(
+        raw: Vec<u8>,
+        budget: &MemoryBudget,
+    ) -> Result<NiftiFile, NiftiError> {
         use std::io::Read;
         if !raw.starts_with(&[0x1F, 0x8B]) {
             return Ok(NiftiFile {
@@ -53,14 +74,36 @@ impl NiftiFile {
                 gz: false,
             });
         }
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .take(MAX_FILE as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| NiftiError::Unreadable(format!("gzip: {e}")))?;
-        if out.len() > MAX_FILE {
+        let gzip = |e: std::io::Error| NiftiError::Unreadable(format!("gzip: {e}"));
+        let mut stream = flate2::read::MultiGzDecoder::new(&raw[..]);
+        let mut head = Vec::with_capacity(HEADER_LEN);
+        (&mut stream)
+            .take(HEADER_LEN as u64)
+            .read_to_end(&mut head)
+            .map_err(gzip)?;
+        let header = NiftiHeader::from_reader(&head[..])
+            .map_err(|e| NiftiError::Unreadable(e.to_string()))?;
+        let needed = described_len(&header)?.max(HEADER_LEN);
+        if needed > MAX_FILE {
             return Err(NiftiError::Unsupported(
                 "larger than 4 GiB uncompressed".into(),
+            ));
+        }
+        let limit = needed.saturating_add(MAX_TRAILING);
+        let _grant = budget
+            .reserve(limit as u64, DEFAULT_WAIT)
+            .map_err(|e| NiftiError::Unsupported(e.to_string()))?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(needed)
+            .map_err(|_| NiftiError::Unsupported(format!("{needed} bytes cannot be allocated")))?;
+        out.extend_from_slice(&head);
+        stream
+            .take((limit - head.len()) as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(gzip)?;
+        if out.len() > limit {
+            return Err(NiftiError::Unreadable(
+                "the gzip stream holds more than its header describes".into(),
             ));
         }
         Ok(NiftiFile {
@@ -161,37 +204,21 @@ fn parse(bytes: &[u8]) -> Result<(Volume, NiftiHeader), NiftiError> {
         )));
     }
     let dims = [dim[1] as usize, dim[2] as usize, dim[3] as usize];
-    let n = dims[0] * dims[1] * dims[2];
-    if n > MAX_VOXELS {
-        return Err(NiftiError::Unsupported(format!("{n} voxels is too large")));
-    }
-    // Every further dimension must fit in the file too (the reader allocates for all).
-    let all: usize = dim[1..=dim[0] as usize]
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1) as usize))
-        .ok_or_else(|| NiftiError::Unsupported("dimensions overflow".into()))?;
-    let size = match (header.datatype, header.bitpix) {
-        (2 | 256, 8) => 1,
-        (4 | 512, 16) => 2,
-        (8 | 768 | 16, 32) => 4,
-        (64 | 1024 | 1280, 64) => 8,
-        (t, b) => {
-            return Err(NiftiError::Unsupported(format!(
-                "datatype {t} with {b} bits a voxel is not a scalar voxel type"
-            )))
-        }
-    };
+    let n = dims[0]
+        .checked_mul(dims[1])
+        .and_then(|v| v.checked_mul(dims[2]))
+        .filter(|&n| n <= MAX_VOXELS)
+        .ok_or_else(|| NiftiError::Unsupported("too many voxels".into()))?;
+    let size = voxel_size(&header)?;
     let offset = header.vox_offset.max(0.0) as usize;
-    if header.vox_offset.is_nan()
-        || all
-            .checked_mul(size)
-            .and_then(|v| v.checked_add(offset))
-            .is_none_or(|end| end > bytes.len())
-    {
+    if described_len(&header)? > bytes.len() {
         return Err(NiftiError::Unreadable(
             "the file is shorter than its header describes".into(),
         ));
     }
+    let _values = radveil_pixeldata::default_budget()
+        .reserve((n as u64).saturating_mul(4), DEFAULT_WAIT)
+        .map_err(|e| NiftiError::Unsupported(e.to_string()))?;
     // The first volume's voxels, decoded straight from the file's bytes (checked above to
     // hold them all).
     let raw = &bytes[offset..offset + n * size];
@@ -205,6 +232,47 @@ fn parse(bytes: &[u8]) -> Result<(Volume, NiftiHeader), NiftiError> {
         ));
     }
     Ok((v, header))
+}
+
+/// Bytes of one voxel of a scalar datatype with its bit count.
+fn voxel_size(header: &NiftiHeader) -> Result<usize, NiftiError> {
+    Ok(match (header.datatype, header.bitpix) {
+        (2 | 256, 8) => 1,
+        (4 | 512, 16) => 2,
+        (8 | 768 | 16, 32) => 4,
+        (64 | 1024 | 1280, 64) => 8,
+        (t, b) => {
+            return Err(NiftiError::Unsupported(format!(
+                "datatype {t} with {b} bits a voxel is not a scalar voxel type"
+            )))
+        }
+    })
+}
+
+/// The bytes of a file with `header` up to its last voxel: the voxel offset plus every
+/// voxel of every dimension (checked arithmetic; an error when it overflows, when the
+/// offset is not a number, or for a header that is no scalar volume).
+fn described_len(header: &NiftiHeader) -> Result<usize, NiftiError> {
+    let dim = header.dim;
+    if dim[0] < 1 || dim[0] > 7 {
+        return Err(NiftiError::Unsupported(format!(
+            "a {}-D image is not a volume",
+            dim[0]
+        )));
+    }
+    let all: usize = dim[1..=dim[0] as usize]
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1) as usize))
+        .ok_or_else(|| NiftiError::Unsupported("dimensions overflow".into()))?;
+    if header.vox_offset.is_nan() {
+        return Err(NiftiError::Unreadable(
+            "the voxel offset is not a number".into(),
+        ));
+    }
+    let offset = header.vox_offset.max(0.0) as usize;
+    all.checked_mul(voxel_size(header)?)
+        .and_then(|v| v.checked_add(offset))
+        .ok_or_else(|| NiftiError::Unsupported("dimensions overflow".into()))
 }
 
 /// Voxel values of a NIfTI datatype code as `f32` (the scale slope is not applied: only
@@ -320,5 +388,76 @@ fn encode(v: f32, datatype: i16, big: bool) -> Option<Vec<u8>> {
             (v as f64).to_le_bytes().to_vec()
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// A NIfTI-1 file of an 8 x 8 x 8 int16 volume (voxels 352 bytes in).
+    fn nii() -> Vec<u8> {
+        let mut h = vec![0u8; 352];
+        h[0..4].copy_from_slice(&348i32.to_le_bytes());
+        for (i, d) in [3i16, 8, 8, 8, 1, 1, 1, 1].iter().enumerate() {
+            h[40 + 2 * i..42 + 2 * i].copy_from_slice(&d.to_le_bytes());
+        }
+        h[70..72].copy_from_slice(&4i16.to_le_bytes());
+        h[72..74].copy_from_slice(&16i16.to_le_bytes());
+        for i in 0..8 {
+            h[76 + 4 * i..80 + 4 * i].copy_from_slice(&1f32.to_le_bytes());
+        }
+        h[108..112].copy_from_slice(&352f32.to_le_bytes());
+        h[344..348].copy_from_slice(b"n+1\0");
+        h.extend((0..512u16).flat_map(|v| (v % 7).to_le_bytes()));
+        h
+    }
+
+    fn gz(parts: &[&[u8]], zeros: usize) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for p in parts {
+            e.write_all(p).unwrap();
+        }
+        let chunk = vec![0u8; 1 << 20];
+        let mut left = zeros;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            e.write_all(&chunk[..n]).unwrap();
+            left -= n;
+        }
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_stream_is_inflated_only_as_far_as_its_header_needs() {
+        let plain = nii();
+        let file = NiftiFile::from_bytes(gz(&[&plain], 0)).unwrap();
+        assert_eq!(file.bytes, plain);
+        assert_eq!(read_bytes(&gz(&[&plain], 0)).unwrap().0.dims, [8, 8, 8]);
+        // A little trailing data is kept, byte for byte.
+        let file = NiftiFile::from_bytes(gz(&[&plain], 100)).unwrap();
+        assert_eq!(file.bytes.len(), plain.len() + 100);
+        // 64 MiB past what the header describes: refused after at most 1 MiB more, where
+        // the whole stream (up to 4 GiB) was inflated before.
+        let bomb = gz(&[&plain], 64 << 20);
+        let budget = MemoryBudget::new(4 << 20);
+        assert!(matches!(
+            NiftiFile::from_bytes_with_budget(bomb, &budget),
+            Err(NiftiError::Unreadable(_))
+        ));
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn a_header_claiming_more_than_the_budget_is_refused_before_inflating() {
+        let mut plain = nii();
+        // 8 x 8 x 8 x 30000 x 30000 int16: 920 GB described.
+        plain[40..42].copy_from_slice(&5i16.to_le_bytes());
+        plain[48..50].copy_from_slice(&30000i16.to_le_bytes());
+        plain[50..52].copy_from_slice(&30000i16.to_le_bytes());
+        let r = NiftiFile::from_bytes_with_budget(gz(&[&plain], 0), &MemoryBudget::new(1 << 30));
+        assert!(matches!(r, Err(NiftiError::Unsupported(_))), "{r:?}");
     }
 }

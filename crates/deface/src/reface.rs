@@ -42,6 +42,13 @@ pub fn reface(
     original: &Volume,
     defaced: &Defaced,
 ) -> Result<Refaced, DefaceError> {
+    volume.check().map_err(DefaceError::NotAHead)?;
+    original.check().map_err(DefaceError::NotAHead)?;
+    if original.dims != volume.dims || defaced.removed.len() != volume.len() {
+        return Err(DefaceError::NotAHead(
+            "the defaced volume does not match the original".into(),
+        ));
+    }
     let scene =
         Scene::of(original).ok_or_else(|| DefaceError::NotAHead("the volume is empty".into()))?;
     let tissue = |i: usize| original.data[i] > scene.threshold;

@@ -6,7 +6,9 @@
 //! Features (0028,0302) = NO and the Clean Recognizable Visual Features Option (CID 7050,
 //! 113102) in the De-identification Method Code Sequence.
 //!
-//! Pixel data is decoded by `radveil-integrity` (native, RLE, JPEG, JPEG-LS, JPEG 2000).
+//! Pixel data is decoded by `radveil-pixeldata` (native, RLE, JPEG, JPEG-LS, JPEG 2000), from
+//! its one checked description of the image, within a memory budget: a header that claims
+//! more frames or pixels than the file holds is an error before anything is allocated.
 //! Native files keep their transfer syntax; compressed ones are written in Explicit VR
 //! Little Endian, since no encoder is built in (lossless either way).
 
@@ -14,7 +16,8 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use radveil_part10 as p10;
-use radveil_part10::{DataSet, Element, Encoding, Value, Vr};
+use radveil_part10::{DataSet, Element, Encoding, MemoryBudget, Value, Vr, DEFAULT_WAIT};
+use radveil_pixeldata::ImagePixel;
 
 use crate::volume::Volume;
 
@@ -264,11 +267,10 @@ fn numbers(ds: &DataSet<'_>, tag: u32) -> Vec<f64> {
         .collect()
 }
 
+/// Number of Frames, as the pixel description reads it; an impossible value counts as a
+/// multi-frame image here (it is refused when the image is read).
 fn number_of_frames(ds: &DataSet<'_>) -> usize {
-    ds.string(0x0028_0008)
-        .and_then(|s| s.trim().parse::<usize>().ok())
-        .unwrap_or(1)
-        .max(1)
+    radveil_pixeldata::number_of_frames(ds).unwrap_or(usize::MAX)
 }
 
 /// The first item of a sequence.
@@ -360,49 +362,66 @@ struct Format {
     signed: bool,
 }
 
-fn format(path: &Path, ds: &DataSet<'_>, enc: Encoding) -> Result<Format, SeriesError> {
-    if ds.u16_value(0x0028_0002, enc).unwrap_or(1) != 1 {
+fn format(
+    path: &Path,
+    ds: &DataSet<'_>,
+    enc: Encoding,
+) -> Result<(Format, ImagePixel), SeriesError> {
+    let d = ImagePixel::from_dataset(ds, enc).map_err(|e| file_error(path, e))?;
+    if d.samples_per_pixel != 1 {
         return Err(file_error(path, "not a greyscale image"));
     }
-    let rows = ds.u16_value(0x0028_0010, enc).unwrap_or(0) as usize;
-    let cols = ds.u16_value(0x0028_0011, enc).unwrap_or(0) as usize;
-    let bits_allocated = ds.u16_value(0x0028_0100, enc).unwrap_or(0);
-    let bits_stored = ds
-        .u16_value(0x0028_0101, enc)
-        .unwrap_or(bits_allocated)
-        .clamp(1, bits_allocated.max(1));
-    let signed = ds.u16_value(0x0028_0103, enc).unwrap_or(0) == 1;
-    if rows == 0 || cols == 0 || !(bits_allocated == 8 || bits_allocated == 16) {
+    let bits_allocated = d.bits_allocated;
+    if !(bits_allocated == 8 || bits_allocated == 16) {
         return Err(file_error(path, "no 8- or 16-bit pixel data"));
     }
-    Ok(Format {
-        rows,
-        cols,
+    let f = Format {
+        rows: usize::from(d.rows),
+        cols: usize::from(d.columns),
         bits_allocated,
-        bits_stored,
-        signed,
-    })
+        bits_stored: d.bits_stored.clamp(1, bits_allocated),
+        signed: d.pixel_representation == 1,
+    };
+    Ok((f, d))
+}
+
+/// A vector of `len` values whose memory the system granted (an error where `vec!` or
+/// `with_capacity` would abort the process on a refused allocation).
+fn try_vec<T>(path: &Path, len: usize) -> Result<Vec<T>, SeriesError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| file_error(path, format!("{len} values cannot be allocated")))?;
+    Ok(v)
 }
 
 /// Reads every frame of one file: the layout and, per frame, its position and values.
+/// The pixel description is checked against the pixel data before anything is allocated,
+/// and the frames' values are reserved from `budget`.
 fn read_frames(
     path: &Path,
     bytes: &[u8],
     file: usize,
+    budget: &MemoryBudget,
 ) -> Result<(Layout, Vec<Frame>), SeriesError> {
     let mut inflated = Vec::new();
     let (meta, ds, enc) = open(path, bytes, &mut inflated)?;
-    let f = format(path, &ds, enc)?;
-    let frames = number_of_frames(&ds);
-    let pixels = radveil_integrity::binding::decoded_pixels(&ds, enc, &meta.transfer_syntax)
+    let (f, d) = format(path, &ds, enc)?;
+    let frames = d.number_of_frames;
+    let pixels = radveil_pixeldata::decode_pixel_data(&ds, enc, &meta.transfer_syntax, budget)
         .map_err(|e| file_error(path, e))?;
     let n = f.rows * f.cols;
     let bytes_per = f.bits_allocated as usize / 8;
-    if pixels.len() < n * bytes_per * frames {
+    // The decoded pixels hold exactly `frames` frames of `n` samples (checked by the
+    // description against the bytes present), so these sizes cannot overflow.
+    if pixels.len() != d.frame_len().saturating_mul(frames) {
         return Err(file_error(path, "pixel data shorter than the image"));
     }
+    let values_bytes = (pixels.len() / bytes_per).saturating_mul(std::mem::size_of::<f32>());
+    let _values = budget
+        .reserve(values_bytes as u64, DEFAULT_WAIT)
+        .map_err(|e| file_error(path, e))?;
     let mut layout: Option<Layout> = None;
-    let mut out = Vec::with_capacity(frames);
+    let mut out = try_vec(path, frames)?;
     for frame in 0..frames {
         let g = frame_geometry(&ds, frame).ok_or_else(|| {
             file_error(
@@ -440,13 +459,15 @@ fn read_frames(
         let (slope, intercept) = g.rescale;
         let raw = &pixels[frame * n * bytes_per..(frame + 1) * n * bytes_per];
         let stored = |v: u32| sample(v, f.bits_stored, f.signed) as f64 * slope + intercept;
-        let values: Vec<f32> = if bytes_per == 1 {
-            raw.iter().map(|&b| stored(b as u32) as f32).collect()
+        let mut values: Vec<f32> = try_vec(path, n)?;
+        if bytes_per == 1 {
+            values.extend(raw.iter().map(|&b| stored(b as u32) as f32));
         } else {
-            raw.chunks_exact(2)
-                .map(|c| stored(u16::from_le_bytes([c[0], c[1]]) as u32) as f32)
-                .collect()
-        };
+            values.extend(
+                raw.chunks_exact(2)
+                    .map(|c| stored(u16::from_le_bytes([c[0], c[1]]) as u32) as f32),
+            );
+        }
         out.push(Frame {
             file,
             frame,
@@ -473,7 +494,7 @@ fn sample(raw: u32, bits_stored: u16, signed: bool) -> f32 {
 pub const MIN_SLICES: usize = 8;
 
 /// Assembles the frames of `paths` (single-frame slices of one series, or one multi-frame
-/// image) into a volume.
+/// image) into a volume, within the process-wide [`radveil_pixeldata::default_budget`].
 pub fn assemble(paths: &[PathBuf]) -> Result<SeriesVolume, SeriesError> {
     assemble_with(paths, |p| std::fs::read(p))
 }
@@ -484,11 +505,22 @@ pub fn assemble_with(
     paths: &[PathBuf],
     read: impl Fn(&Path) -> std::io::Result<Vec<u8>>,
 ) -> Result<SeriesVolume, SeriesError> {
+    assemble_with_budget(paths, read, radveil_pixeldata::default_budget())
+}
+
+/// [`assemble_with`], reserving from `budget` the memory for each file's decoded pixels and
+/// the volume's values while they are built (the returned volume is the caller's to
+/// account for).
+pub fn assemble_with_budget(
+    paths: &[PathBuf],
+    read: impl Fn(&Path) -> std::io::Result<Vec<u8>>,
+    budget: &MemoryBudget,
+) -> Result<SeriesVolume, SeriesError> {
     let mut layout: Option<Layout> = None;
     let mut slices = Vec::with_capacity(paths.len());
     for (file, p) in paths.iter().enumerate() {
         let bytes = read(p).map_err(|e| file_error(p, e))?;
-        let (l, frames) = read_frames(p, &bytes, file)?;
+        let (l, frames) = read_frames(p, &bytes, file, budget)?;
         match &layout {
             None => layout = Some(l),
             Some(first) if !first.matches(&l) => {
@@ -549,7 +581,18 @@ pub fn assemble_with(
     });
     let affine = [lps[0].map(|v| -v), lps[1].map(|v| -v), lps[2]];
     let (rows, cols) = (layout.rows, layout.cols);
-    let mut data = Vec::with_capacity(rows * cols * slices.len());
+    // Every slice's values are in memory already (reserved as they were read); the volume
+    // is one more copy of them.
+    let voxels = slices.iter().map(|s| s.values.len()).sum::<usize>();
+    let _volume = budget
+        .reserve(
+            (voxels as u64).saturating_mul(std::mem::size_of::<f32>() as u64),
+            DEFAULT_WAIT,
+        )
+        .map_err(|e| SeriesError::Geometry(format!("the volume: {e}")))?;
+    let mut data = Vec::new();
+    data.try_reserve_exact(voxels)
+        .map_err(|_| SeriesError::Geometry(format!("{voxels} voxels cannot be allocated")))?;
     for s in &slices {
         data.extend_from_slice(&s.values);
     }
@@ -582,14 +625,40 @@ pub fn rewrite(
     removed: &[bool],
     values: &[f32],
 ) -> Result<Vec<u8>, SeriesError> {
+    rewrite_with_budget(
+        series,
+        file,
+        removed,
+        values,
+        radveil_pixeldata::default_budget(),
+    )
+}
+
+/// [`rewrite`], reserving the memory for the file's decoded pixels from `budget`.
+pub fn rewrite_with_budget(
+    series: &SeriesVolume,
+    file: usize,
+    removed: &[bool],
+    values: &[f32],
+    budget: &MemoryBudget,
+) -> Result<Vec<u8>, SeriesError> {
     let path = &series.files[file];
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
     let mut inflated = Vec::new();
     let (meta, mut ds, enc) = open(path, &bytes, &mut inflated)?;
-    let f = format(path, &ds, enc)?;
-    let mut pixels = radveil_integrity::binding::decoded_pixels(&ds, enc, &meta.transfer_syntax)
-        .map_err(|e| file_error(path, e))?
-        .into_owned();
+    let (f, _) = format(path, &ds, enc)?;
+    let decoded = radveil_pixeldata::decode_pixel_data(&ds, enc, &meta.transfer_syntax, budget)
+        .map_err(|e| file_error(path, e))?;
+    // A borrowed decode is copied here: that copy is reserved too.
+    let _copy = match &decoded.pixels {
+        Cow::Borrowed(b) => Some(
+            budget
+                .reserve(b.len() as u64, DEFAULT_WAIT)
+                .map_err(|e| file_error(path, e))?,
+        ),
+        Cow::Owned(_) => None,
+    };
+    let (mut pixels, _grant) = decoded.into_owned();
     let [ni, nj, _] = series.volume.dims;
     let plane = ni * nj;
     let bytes_per = f.bits_allocated as usize / 8;
@@ -602,11 +671,16 @@ pub fn rewrite(
         let frame = series.slices[k].1;
         let g = frame_geometry(&ds, frame)
             .ok_or_else(|| file_error(path, "the file changed while it was defaced"))?;
-        let frame_pixels = &mut pixels[frame * plane * bytes_per..(frame + 1) * plane * bytes_per];
+        let frame_len = plane * bytes_per;
+        let frame_pixels = frame
+            .checked_mul(frame_len)
+            .and_then(|start| pixels.get_mut(start..start.checked_add(frame_len)?))
+            .ok_or_else(|| file_error(path, "the file changed while it was defaced"))?;
         for (p, px) in frame_pixels.chunks_exact_mut(bytes_per).enumerate() {
             let v = k * plane + p;
-            if removed[v] {
-                let raw = stored_value(values[v], g.rescale, f).to_le_bytes();
+            if removed.get(v) == Some(&true) {
+                let value = values.get(v).copied().unwrap_or_default();
+                let raw = stored_value(value, g.rescale, f).to_le_bytes();
                 px.copy_from_slice(&raw[..bytes_per]);
             }
         }
@@ -716,6 +790,94 @@ mod tests {
             position: Some([0, 0, z]),
             order: [echo, 0, 0, 0],
         }
+    }
+
+    /// A Part 10 file of a 4 x 4, 16-bit image with top-level plane geometry, claiming
+    /// `frames` frames and holding `pixel_bytes` of pixel data.
+    fn image_file(frames: &str, pixel_bytes: usize) -> Vec<u8> {
+        let mut ds = DataSet::default();
+        let us = |tag: u32, v: u16| Element {
+            tag,
+            vr: Vr::US,
+            value: Value::Bytes(Cow::Owned(v.to_le_bytes().to_vec())),
+        };
+        ds.put(Element::text(
+            0x0008_0016,
+            Vr::UI,
+            "1.2.840.10008.5.1.4.1.1.2",
+        ));
+        ds.put(Element::text(0x0008_0018, Vr::UI, "1.2.3.4"));
+        ds.put(Element::text(0x0008_0060, Vr::CS, "CT"));
+        ds.put(Element::text(0x0020_000E, Vr::UI, "1.2.3"));
+        ds.put(Element::text(0x0020_0032, Vr::DS, "0\\0\\0"));
+        ds.put(Element::text(0x0020_0037, Vr::DS, "1\\0\\0\\0\\1\\0"));
+        ds.put(Element::text(0x0028_0030, Vr::DS, "1\\1"));
+        ds.put(us(0x0028_0002, 1));
+        ds.put(Element::text(0x0028_0008, Vr::IS, frames));
+        ds.put(us(0x0028_0010, 4));
+        ds.put(us(0x0028_0011, 4));
+        ds.put(us(0x0028_0100, 16));
+        ds.put(us(0x0028_0101, 16));
+        ds.put(Element {
+            tag: p10::PIXEL_DATA,
+            vr: Vr::OW,
+            value: Value::Bytes(Cow::Owned(vec![0; pixel_bytes])),
+        });
+        let mut meta = DataSet::default();
+        meta.put(Element::text(
+            0x0002_0002,
+            Vr::UI,
+            "1.2.840.10008.5.1.4.1.1.2",
+        ));
+        meta.put(Element::text(0x0002_0003, Vr::UI, "1.2.3.4"));
+        meta.put(Element::text(
+            0x0002_0010,
+            Vr::UI,
+            p10::EXPLICIT_VR_LITTLE_ENDIAN,
+        ));
+        let mut out = Vec::new();
+        p10::write_file(&meta, &ds, p10::EXPLICIT_VR_LITTLE_ENDIAN, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_frame_count_the_pixel_data_cannot_hold_is_an_error_not_a_panic() {
+        let path = [PathBuf::from("hostile.dcm")];
+        // 2^63 frames: a capacity overflow panic before; 2^40 frames: an allocation of
+        // 2^40 frames that aborted the process.
+        for frames in [
+            "9223372036854775808",
+            "1099511627776",
+            "2305843009213693952",
+        ] {
+            let bytes = image_file(frames, 32);
+            assert_eq!(
+                image_header(&bytes).and_then(|h| h.stack),
+                Some(StackKey::MultiFrame)
+            );
+            let r = assemble_with(&path, |_| Ok(bytes.clone()));
+            assert!(
+                matches!(r, Err(SeriesError::File { .. })),
+                "{frames}: {r:?}"
+            );
+        }
+        // Ten frames present and described are read; they share one position, so it is the
+        // geometry that is refused.
+        let bytes = image_file("10", 320);
+        assert!(matches!(
+            assemble_with(&path, |_| Ok(bytes.clone())),
+            Err(SeriesError::Geometry(_))
+        ));
+    }
+
+    #[test]
+    fn a_volume_over_the_budget_is_refused_before_it_is_decoded() {
+        let path = [PathBuf::from("big.dcm")];
+        let bytes = image_file("10", 320);
+        let budget = MemoryBudget::new(100);
+        let r = assemble_with_budget(&path, |_| Ok(bytes.clone()), &budget);
+        assert!(matches!(r, Err(SeriesError::File { .. })), "{r:?}");
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[test]

@@ -13,9 +13,30 @@ pub struct Volume {
 }
 
 impl Volume {
-    /// Number of voxels.
+    /// Number of voxels (saturating: a volume whose dimensions overflow is refused by
+    /// [`Volume::check`]).
     pub fn len(&self) -> usize {
-        self.dims[0] * self.dims[1] * self.dims[2]
+        self.dims[0]
+            .saturating_mul(self.dims[1])
+            .saturating_mul(self.dims[2])
+    }
+
+    /// Checks that the dimensions describe the values held: their product does not
+    /// overflow and equals the number of values. Everything that walks a volume relies on
+    /// it; the public entry points (defacing, refacing, the face check) check it first, so
+    /// a volume built from a hostile header is an error, never an index out of bounds.
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.dims[0]
+            .checked_mul(self.dims[1])
+            .and_then(|v| v.checked_mul(self.dims[2]));
+        match n {
+            Some(n) if n == self.data.len() => Ok(()),
+            Some(n) => Err(format!(
+                "the volume's dimensions describe {n} voxels but it holds {}",
+                self.data.len()
+            )),
+            None => Err("the volume's dimensions overflow".into()),
+        }
     }
 
     /// Whether the volume has no voxels.

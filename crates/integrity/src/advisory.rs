@@ -83,26 +83,20 @@ pub fn check_image(ds: &DataSet<'_>, enc: Encoding) -> (Vec<String>, Option<Imag
     }
     let rows = ds.u16_value(0x0028_0010, enc);
     let cols = ds.u16_value(0x0028_0011, enc);
-    if let (Some(Value::Bytes(px)), Some(r), Some(c)) = (
+    if let (Some(Value::Bytes(px)), Some(_), Some(_)) = (
         ds.get(radveil_part10::PIXEL_DATA).map(|e| &e.value),
         rows,
         cols,
     ) {
-        let spp = ds.u16_value(0x0028_0002, enc).unwrap_or(1).max(1) as usize;
-        let bits = ds.u16_value(0x0028_0100, enc).unwrap_or(8) as usize;
-        let frames = ds
-            .string(0x0028_0008)
-            .and_then(|s| s.trim().parse::<usize>().ok())
-            .unwrap_or(1)
-            .max(1);
-        let bits_total = r as usize * c as usize * frames * spp * bits;
-        let expected = bits_total.div_ceil(8);
-        let padded = expected + expected % 2;
-        if px.len() != expected && px.len() != padded {
-            findings.push(format!(
-                "Pixel Data holds {} bytes but Rows × Columns × frames × samples × bits describe {expected}",
-                px.len()
-            ));
+        // The one checked description of the pixels (radveil-pixeldata).
+        match radveil_pixeldata::ImagePixel::from_dataset(ds, enc) {
+            Ok(d) if !d.matches_native_len(px.len()) => findings.push(format!(
+                "Pixel Data holds {} bytes but Rows × Columns × frames × samples × bits describe {}",
+                px.len(),
+                d.native_len()
+            )),
+            Ok(_) => {}
+            Err(e) => findings.push(format!("the pixel description is impossible: {e}")),
         }
     }
     let geometry = match (ds.string(0x0020_000E), rows, cols) {

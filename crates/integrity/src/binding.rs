@@ -5,16 +5,20 @@
 //! pixel change, or moving the image to another patient or study, breaks it. A DICOM
 //! signature covers the encoded bytes instead, which no transcode survives.
 //!
-//! Decoded here: native pixel data (little and big endian, planar or interleaved), RLE
-//! Lossless, and through [`crate::codec`] JPEG, JPEG-LS and JPEG 2000. Sample values are cut
-//! to Bits Stored. Other syntaxes (MPEG, HEVC, JPEG XL) are refused with
-//! [`BindingError::Unsupported`] rather than hashed in encoded form. A lossy codestream
-//! binds the values this build's decoder produces; only lossless transcodes of it are
-//! guaranteed to keep the hash.
+//! Pixels are decoded by `radveil-pixeldata` (native pixel data, little and big endian,
+//! planar or interleaved; RLE Lossless; JPEG, JPEG-LS and JPEG 2000), whose one checked
+//! description of the image ([`radveil_pixeldata::ImagePixel`]) fixes how many bytes are
+//! hashed: a description that does not match the bytes present (a Number of Frames whose
+//! byte count overflows, frames that are missing or left out) is an error, never a hash
+//! over fewer bytes. Sample values are cut to Bits Stored. Other syntaxes (MPEG, HEVC, JPEG
+//! XL) are refused with [`BindingError::Unsupported`] rather than hashed in encoded form. A
+//! lossy codestream binds the values this build's decoder produces; only lossless
+//! transcodes of it are guaranteed to keep the hash.
 
 use std::borrow::Cow;
 
-use radveil_part10::{DataSet, Element, Encoding, Value, Vr};
+use radveil_part10::{BudgetError, DataSet, Element, Encoding, MemoryBudget, Value};
+use radveil_pixeldata::PixelError;
 use sha2::{Digest, Sha256};
 
 /// Why no binding hash could be computed.
@@ -26,6 +30,19 @@ pub enum BindingError {
     /// Pixel data that does not match its description.
     #[error("pixel data: {0}")]
     Malformed(String),
+    /// Decoding the pixels would need more memory than the budget grants.
+    #[error("pixel data: {0}")]
+    Memory(BudgetError),
+}
+
+impl From<PixelError> for BindingError {
+    fn from(e: PixelError) -> BindingError {
+        match e {
+            PixelError::Unsupported(ts) => BindingError::Unsupported(ts),
+            PixelError::Malformed(why) => BindingError::Malformed(why),
+            PixelError::Memory(e) => BindingError::Memory(e),
+        }
+    }
 }
 
 /// Identity attributes bound to the pixels.
@@ -84,11 +101,28 @@ fn put(h: &mut Sha256, tag: u32, value: &[u8]) {
 }
 
 /// Computes the binding hash of a top-level data set stored with `transfer_syntax`
-/// (`enc` is how its values are encoded; a deflated data set must be given inflated).
+/// (`enc` is how its values are encoded; a deflated data set must be given inflated),
+/// decoding within the process-wide [`radveil_pixeldata::default_budget`].
 pub fn binding_hash(
     ds: &DataSet<'_>,
     enc: Encoding,
     transfer_syntax: &str,
+) -> Result<[u8; 32], BindingError> {
+    binding_hash_with_budget(
+        ds,
+        enc,
+        transfer_syntax,
+        radveil_pixeldata::default_budget(),
+    )
+}
+
+/// [`binding_hash`], reserving the memory for the decoded pixels from `budget` before
+/// anything is allocated.
+pub fn binding_hash_with_budget(
+    ds: &DataSet<'_>,
+    enc: Encoding,
+    transfer_syntax: &str,
+    budget: &MemoryBudget,
 ) -> Result<[u8; 32], BindingError> {
     let mut h = Sha256::new();
     h.update(b"radveil-binding-v2\0");
@@ -99,11 +133,21 @@ pub fn binding_hash(
             put(&mut h, *tag, b"\xFF<absent>");
         }
     }
-    let pixels = decoded_pixels(ds, enc, transfer_syntax)?;
+    let decoded = radveil_pixeldata::decode_pixel_data(ds, enc, transfer_syntax, budget)?;
     let bits_allocated = ds.u16_value(0x0028_0100, enc).unwrap_or(8) as u32;
     let bits_stored = ds
         .u16_value(0x0028_0101, enc)
         .map_or(bits_allocated, |b| b as u32);
+    // Cutting borrowed pixels to Bits Stored copies them: that copy is reserved too.
+    let _copy = match (&decoded.pixels, needs_mask(bits_allocated, bits_stored)) {
+        (Cow::Borrowed(p), true) => Some(
+            budget
+                .reserve(p.len() as u64, radveil_part10::DEFAULT_WAIT)
+                .map_err(BindingError::Memory)?,
+        ),
+        _ => None,
+    };
+    let (pixels, _grant) = decoded.into_parts();
     put(
         &mut h,
         radveil_part10::PIXEL_DATA,
@@ -112,13 +156,16 @@ pub fn binding_hash(
     Ok(h.finalize().into())
 }
 
+fn needs_mask(bits_allocated: u32, bits_stored: u32) -> bool {
+    (bits_allocated == 8 || bits_allocated == 16)
+        && bits_stored != 0
+        && bits_stored < bits_allocated
+}
+
 /// Sample values cut to Bits Stored: the bits above it (a sign extension, or old overlay
 /// bits) are not image content, and codecs do not keep them.
 fn masked(pixels: Cow<'_, [u8]>, bits_allocated: u32, bits_stored: u32) -> Cow<'_, [u8]> {
-    if !(bits_allocated == 8 || bits_allocated == 16)
-        || bits_stored == 0
-        || bits_stored >= bits_allocated
-    {
+    if !needs_mask(bits_allocated, bits_stored) {
         return pixels;
     }
     let mask = (1u32 << bits_stored) - 1;
@@ -134,220 +181,98 @@ fn masked(pixels: Cow<'_, [u8]>, bits_allocated: u32, bits_stored: u32) -> Cow<'
     Cow::Owned(out)
 }
 
-/// The pixel data decoded to native little endian, samples interleaved, without padding.
+/// The pixel data decoded to native little endian, samples interleaved, without padding
+/// (see [`radveil_pixeldata::decode_pixel_data`], which this calls with the process-wide
+/// default budget; the memory is no longer accounted once this returns).
 pub fn decoded_pixels<'d>(
     ds: &'d DataSet<'_>,
     enc: Encoding,
     transfer_syntax: &str,
 ) -> Result<Cow<'d, [u8]>, BindingError> {
-    let Some(el) = ds.get(radveil_part10::PIXEL_DATA) else {
-        return Ok(Cow::Borrowed(&[]));
-    };
-    let rows = ds.u16_value(0x0028_0010, enc).unwrap_or(0) as usize;
-    let cols = ds.u16_value(0x0028_0011, enc).unwrap_or(0) as usize;
-    let spp = ds.u16_value(0x0028_0002, enc).unwrap_or(1).max(1) as usize;
-    let bits = ds.u16_value(0x0028_0100, enc).unwrap_or(8) as usize;
-    let planar = ds.u16_value(0x0028_0006, enc).unwrap_or(0) == 1;
-    let frames = ds
-        .string(0x0028_0008)
-        .and_then(|s| s.trim().parse::<usize>().ok())
-        .unwrap_or(1)
-        .max(1);
-    let pixels_per_frame = rows * cols;
-    let (frame_len, bytes_per_sample) = if bits == 1 {
-        ((pixels_per_frame * spp).div_ceil(8), 1)
-    } else {
-        let b = bits.div_ceil(8);
-        (pixels_per_frame * spp * b, b)
-    };
-    let total = frame_len * frames;
-    let native: Cow<'d, [u8]> = match &el.value {
-        Value::Bytes(b) => {
-            if b.len() < total {
-                return Err(BindingError::Malformed(format!(
-                    "{} bytes where {total} are described",
-                    b.len()
-                )));
-            }
-            let v = &b[..total];
-            if enc == Encoding::ExplicitBig && el.vr == Vr::OW && bytes_per_sample > 1 {
-                Cow::Owned(v.chunks(2).flat_map(|c| c.iter().rev().copied()).collect())
-            } else {
-                Cow::Borrowed(v)
-            }
-        }
-        Value::Fragments(frags) => {
-            let rle = transfer_syntax == "1.2.840.10008.1.2.5";
-            let codec = crate::codec::Codec::for_transfer_syntax(transfer_syntax);
-            if !rle && codec.is_none() {
-                return Err(BindingError::Unsupported(transfer_syntax.to_string()));
-            }
-            let items: Vec<&[u8]> = frags.iter().skip(1).map(|f| f.as_ref()).collect();
-            let offsets = frags.first().map_or(&[][..], |f| f.as_ref());
-            let frame_data = crate::codec::frames(&items, offsets, frames)?;
-            let mut out = Vec::with_capacity(total);
-            let Some(codec) = codec else {
-                for f in &frame_data {
-                    out.extend(rle_frame(f, pixels_per_frame, spp, bytes_per_sample)?);
-                }
-                // RLE decodes colour by plane.
-                return Ok(Cow::Owned(interleave(
-                    out,
-                    frames,
-                    pixels_per_frame,
-                    spp,
-                    bytes_per_sample,
-                    true,
-                )));
-            };
-            if bytes_per_sample > 2 || bits == 1 {
-                return Err(BindingError::Malformed(format!(
-                    "{bits}-bit samples in a compressed transfer syntax"
-                )));
-            }
-            for f in &frame_data {
-                let frame = crate::codec::decode(codec, f, (cols, rows, spp))?;
-                for v in frame.samples {
-                    out.extend_from_slice(&v.to_le_bytes()[..bytes_per_sample]);
-                }
-            }
-            return Ok(Cow::Owned(out));
-        }
-        Value::Sequence(_) => {
-            return Err(BindingError::Malformed("pixel data is a sequence".into()))
-        }
-    };
-    if spp > 1 && bits != 1 && planar {
-        return Ok(Cow::Owned(interleave(
-            native.into_owned(),
-            frames,
-            pixels_per_frame,
-            spp,
-            bytes_per_sample,
-            true,
-        )));
-    }
-    Ok(native)
-}
-
-/// Converts colour-by-plane frames to colour-by-pixel (when `planar`).
-fn interleave(
-    data: Vec<u8>,
-    frames: usize,
-    pixels: usize,
-    spp: usize,
-    bps: usize,
-    planar: bool,
-) -> Vec<u8> {
-    if !planar || spp == 1 {
-        return data;
-    }
-    let frame_len = pixels * spp * bps;
-    let mut out = vec![0u8; data.len()];
-    for f in 0..frames {
-        let src = &data[f * frame_len..((f + 1) * frame_len).min(data.len())];
-        let dst = &mut out[f * frame_len..((f + 1) * frame_len).min(data.len())];
-        for s in 0..spp {
-            for p in 0..pixels {
-                let from = (s * pixels + p) * bps;
-                let to = (p * spp + s) * bps;
-                if from + bps <= src.len() && to + bps <= dst.len() {
-                    dst[to..to + bps].copy_from_slice(&src[from..from + bps]);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Decodes one RLE Lossless frame (PS3.5 Annex G) to colour-by-plane, little-endian samples.
-fn rle_frame(frame: &[u8], pixels: usize, spp: usize, bps: usize) -> Result<Vec<u8>, BindingError> {
-    if frame.len() < 64 {
-        return Err(BindingError::Malformed(
-            "RLE header shorter than 64 bytes".into(),
-        ));
-    }
-    let word = |i: usize| {
-        u32::from_le_bytes([
-            frame[4 * i],
-            frame[4 * i + 1],
-            frame[4 * i + 2],
-            frame[4 * i + 3],
-        ]) as usize
-    };
-    let segments = word(0);
-    if segments != spp * bps || segments > 15 {
-        return Err(BindingError::Malformed(format!(
-            "{segments} RLE segments for {spp} samples of {bps} bytes"
-        )));
-    }
-    let mut out = vec![0u8; pixels * spp * bps];
-    for seg in 0..segments {
-        let start = word(seg + 1);
-        let end = if seg + 1 < segments {
-            word(seg + 2)
-        } else {
-            frame.len()
-        };
-        if start < 64 || start > end || end > frame.len() {
-            return Err(BindingError::Malformed(
-                "RLE segment offsets out of range".into(),
-            ));
-        }
-        let decoded = packbits(&frame[start..end], pixels)?;
-        // Segment order: for each sample, its bytes from most to least significant.
-        let (sample, byte_from_msb) = (seg / bps, seg % bps);
-        let byte_le = bps - 1 - byte_from_msb;
-        for (p, v) in decoded.iter().enumerate() {
-            out[(sample * pixels + p) * bps + byte_le] = *v;
-        }
-    }
-    Ok(out)
-}
-
-/// PackBits as used by DICOM RLE: decodes up to `len` bytes.
-fn packbits(src: &[u8], len: usize) -> Result<Vec<u8>, BindingError> {
-    let mut out = Vec::with_capacity(len);
-    let mut i = 0;
-    while i < src.len() && out.len() < len {
-        let n = src[i] as i8;
-        i += 1;
-        if n >= 0 {
-            let count = n as usize + 1;
-            let end = (i + count).min(src.len());
-            out.extend_from_slice(&src[i..end]);
-            i = end;
-        } else if n != -128 {
-            let count = (1 - n as isize) as usize;
-            let Some(&v) = src.get(i) else { break };
-            out.extend(std::iter::repeat_n(v, count));
-            i += 1;
-        }
-    }
-    if out.len() < len {
-        return Err(BindingError::Malformed(
-            "RLE segment decodes to too few bytes".into(),
-        ));
-    }
-    out.truncate(len);
-    Ok(out)
+    let decoded = radveil_pixeldata::decode_pixel_data(
+        ds,
+        enc,
+        transfer_syntax,
+        radveil_pixeldata::default_budget(),
+    )?;
+    Ok(decoded.pixels)
 }
 
 #[cfg(test)]
 mod tests {
+    use radveil_part10::Vr;
+
     use super::*;
 
+    fn image<'a>(frames: &str, pixels: &'a [u8]) -> DataSet<'a> {
+        let mut ds = DataSet::default();
+        let us = |v: u16| Value::Bytes(Cow::Owned(v.to_le_bytes().to_vec()));
+        for (tag, v) in [(0x0028_0010u32, 4u16), (0x0028_0011, 4), (0x0028_0100, 16)] {
+            ds.put(Element {
+                tag,
+                vr: Vr::US,
+                value: us(v),
+            });
+        }
+        ds.put(Element::text(0x0008_0018, Vr::UI, "1.2.3"));
+        ds.put(Element::text(0x0028_0008, Vr::IS, frames));
+        ds.put(Element {
+            tag: radveil_part10::PIXEL_DATA,
+            vr: Vr::OW,
+            value: Value::Bytes(Cow::Borrowed(pixels)),
+        });
+        ds
+    }
+
+    const TS: &str = radveil_part10::EXPLICIT_VR_LITTLE_ENDIAN;
+
     #[test]
-    fn packbits_literals_and_runs() {
-        // 2 literals, then a run of 3 'z'.
-        assert_eq!(packbits(&[1, b'a', b'b', 0xFE, b'z'], 5).unwrap(), b"abzzz");
-        assert!(packbits(&[0x00, b'a'], 2).is_err());
+    fn a_number_of_frames_whose_byte_count_overflows_is_an_error_not_an_empty_hash() {
+        let pixels = vec![9u8; 4 * 4 * 2 * 2];
+        let good = image("2", &pixels);
+        assert!(binding_hash(&good, Encoding::ExplicitLittle, TS).is_ok());
+        // 4 × 4 × 2 bytes × 2^61 frames = 2^66: it wrapped to 0 bytes, and the hash covered
+        // no pixel at all, so any pixel edit kept it.
+        let mut edited = pixels.clone();
+        edited[7] ^= 1;
+        for frames in ["2305843009213693952", "9223372036854775808"] {
+            let hostile = image(frames, &edited);
+            assert!(
+                binding_hash(&hostile, Encoding::ExplicitLittle, TS).is_err(),
+                "{frames}"
+            );
+        }
     }
 
     #[test]
-    fn planar_frames_are_interleaved() {
-        // 2 pixels, RGB, planar: RR GG BB -> RGB RGB
-        let planar = vec![1, 2, 3, 4, 5, 6];
-        assert_eq!(interleave(planar, 1, 2, 3, 1, true), vec![1, 3, 5, 2, 4, 6]);
+    fn pixel_bytes_the_description_leaves_out_are_an_error() {
+        let pixels = vec![9u8; 4 * 4 * 2 * 2];
+        // One frame described, two present: the second frame was not hashed.
+        assert!(binding_hash(&image("1", &pixels), Encoding::ExplicitLittle, TS).is_err());
+        // Fewer bytes than described.
+        assert!(binding_hash(&image("3", &pixels), Encoding::ExplicitLittle, TS).is_err());
+    }
+
+    #[test]
+    fn the_budget_bounds_the_decoded_pixels() {
+        let pixels = vec![9u8; 4 * 4 * 2 * 2];
+        let mut ds = image("2", &pixels);
+        // Bits Stored 12: the masked copy needs 64 bytes.
+        ds.put(Element {
+            tag: 0x0028_0101,
+            vr: Vr::US,
+            value: Value::Bytes(Cow::Owned(12u16.to_le_bytes().to_vec())),
+        });
+        let small = MemoryBudget::new(16);
+        assert!(matches!(
+            binding_hash_with_budget(&ds, Encoding::ExplicitLittle, TS, &small),
+            Err(BindingError::Memory(_))
+        ));
+        let enough = MemoryBudget::new(64);
+        assert_eq!(
+            binding_hash_with_budget(&ds, Encoding::ExplicitLittle, TS, &enough),
+            binding_hash(&ds, Encoding::ExplicitLittle, TS)
+        );
+        assert_eq!(enough.in_use(), 0);
     }
 }

@@ -8,12 +8,11 @@
 //! stored: a verifier recomputes the stream from the data set as it is.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod advisory;
 pub mod binding;
-pub mod codec;
 pub mod crypto;
-pub mod jpegls;
 pub mod profile;
 mod stream;
 pub mod timestamp;
@@ -23,9 +22,11 @@ use std::borrow::Cow;
 
 use radveil_part10::{DataSet, Element, Encoding, Value, Vr};
 
-pub use binding::{binding_hash, BindingError};
+pub use binding::{binding_hash, binding_hash_with_budget, BindingError};
 pub use crypto::{MacAlgorithm, Public, SignerCertificate, SignerIdentity};
 pub use profile::SignatureProfile;
+/// The pixel codecs, now in `radveil-pixeldata` (re-exported for existing callers).
+pub use radveil_pixeldata::{codec, jpegls};
 pub use stream::{signature_stream, StreamContext};
 pub use timestamp::{TimestampOutcome, TimestampReport};
 pub use trust::TrustStore;

@@ -50,6 +50,8 @@ impl StreamContext {
     }
 }
 
+/// The byte stream a signature covers: the elements `tags` of `ds` and the attributes of
+/// the Digital Signatures item `sig`, in the signature format of PS3.15 C.12.1.1.3.
 pub fn signature_stream(
     ds: &DataSet<'_>,
     tags: &[u32],

@@ -79,6 +79,8 @@ fn err<T>(msg: &str) -> Res<T> {
 ///
 /// Bytes after the EOI marker (such as the padding of an odd-length DICOM fragment) are
 /// ignored.
+// No arithmetic on input here beyond what `Decoder` documents.
+#[allow(clippy::arithmetic_side_effects)]
 pub fn decode(data: &[u8]) -> Result<Image, String> {
     Decoder {
         data,
@@ -121,6 +123,12 @@ struct Decoder<'a> {
     done: Vec<bool>,
 }
 
+// Positions are inside the codestream (at most `isize::MAX` bytes) plus a marker's few
+// bytes or a checked 16-bit segment length; segment offsets are bounded by `body.len()` and
+// by the component count (at most 4); width and height are at most 65535 and their product
+// with the component count is checked against MAX_SAMPLES before the planes grow. None of
+// it can overflow.
+#[allow(clippy::arithmetic_side_effects)]
 impl<'a> Decoder<'a> {
     fn byte(&self, pos: usize) -> Res<u8> {
         match self.data.get(pos) {
@@ -387,6 +395,8 @@ impl<'a> Decoder<'a> {
 
 /// Position of the first marker (0xFF followed by a byte with its high bit set) at or
 /// after `from`, or the data length when there is none.
+// `i` stays below `data.len()`.
+#[allow(clippy::arithmetic_side_effects)]
 fn find_marker(data: &[u8], from: usize) -> usize {
     let mut i = from;
     while i + 1 < data.len() {
@@ -420,6 +430,8 @@ struct Params {
 }
 
 /// Number of bits needed for values 0..n-1, i.e. ceil(log2(n)) for n >= 1.
+// `n - 1` with n >= 2; `32 - leading_zeros` with leading_zeros <= 32.
+#[allow(clippy::arithmetic_side_effects)]
 fn ceil_log2(n: u32) -> u32 {
     if n <= 1 {
         0
@@ -428,6 +440,9 @@ fn ceil_log2(n: u32) -> u32 {
     }
 }
 
+// Sample precision is at most 16 bits, so MAXVAL, NEAR (at most 255), RANGE and the
+// thresholds all lie below 2^17: their sums and products here stay far inside i32/u32.
+#[allow(clippy::arithmetic_side_effects)]
 impl Params {
     fn new(precision: u8, near: u32, preset: &Preset) -> Res<Params> {
         let max_possible = (1u32 << precision) - 1;
@@ -500,6 +515,9 @@ struct BitReader<'a> {
     overrun: u64,
 }
 
+// `nbits` stays within 0..=64 (filled to at most 64, consumed by at most 32), `pos` within
+// the segment, and the zero-bit count saturates.
+#[allow(clippy::arithmetic_side_effects)]
 impl<'a> BitReader<'a> {
     fn new(data: &'a [u8]) -> Self {
         BitReader {
@@ -609,6 +627,12 @@ struct Scan {
     cur: Vec<Vec<i32>>,
 }
 
+// Sample values, predictions and errors are bounded by RANGE and MAXVAL (< 2^17) with
+// NEAR <= 255; the context sums A (in i64), B and N are halved whenever N reaches RESET
+// (<= 65535), so they stay far inside their types; line indices stay below width + 2
+// (<= 65537), and run lengths are checked against the samples left in the line. None of
+// it can overflow.
+#[allow(clippy::arithmetic_side_effects)]
 impl Scan {
     fn new(p: Params, width: usize, ns: usize) -> Scan {
         let quant = (-p.t3..=p.t3)
@@ -999,6 +1023,7 @@ impl Scan {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // test code on fixed, small vectors
 mod tests {
     use super::*;
 

@@ -1,13 +1,19 @@
-//! Decoding encapsulated pixel data (PS3.5 A.4) for the binding hash: JPEG (baseline,
+//! Decoding encapsulated pixel data (PS3.5 A.4): JPEG (baseline,
 //! extended 8-bit and lossless, via `jpeg-decoder`), JPEG-LS (lossless and near-lossless,
 //! [`crate::jpegls`]) and JPEG 2000 (lossless and lossy, via `jpeg2k` on the pure-Rust
 //! OpenJPEG port `openjp2`).
 //!
 //! Each frame comes out as samples interleaved by pixel, as the sample values the codec
-//! stored (no colour transform is applied, so YBR stays YBR), for [`crate::binding`] to
-//! lay out like native pixel data.
+//! stored (no colour transform is applied, so YBR stays YBR), for
+//! [`crate::decode_pixel_data`] to lay out like native pixel data.
+//!
+//! A codestream's frame header is checked against the size the data set describes before
+//! anything is decoded, and the memory the decoder will use is reserved from the budget
+//! first: a small codestream that claims a huge image is refused, not decoded.
 
-use crate::binding::BindingError;
+use radveil_part10::{MemoryBudget, DEFAULT_WAIT};
+
+use crate::PixelError;
 
 /// The codec a transfer syntax needs, if this build decodes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,12 +62,15 @@ pub struct Frame {
 /// radiograph or tile, and a bound on what a hostile header can make the decoder allocate.
 const MAX_SAMPLES: usize = 1 << 27;
 
-fn malformed(what: &str, e: impl std::fmt::Display) -> BindingError {
-    BindingError::Malformed(format!("{what}: {e}"))
+fn malformed(what: &str, e: impl std::fmt::Display) -> PixelError {
+    PixelError::Malformed(format!("{what}: {e}"))
 }
 
 /// The size a codestream declares (columns, rows, components), read from its frame header
 /// (JPEG SOFn, JPEG-LS SOF55, JPEG 2000 SIZ) without decoding anything.
+// Offsets are positions inside `data` plus at most 44, and `data.len()` is at most
+// `isize::MAX`: no overflow.
+#[allow(clippy::arithmetic_side_effects)]
 pub fn dimensions(codec: Codec, data: &[u8]) -> Option<(usize, usize, usize)> {
     match codec {
         Codec::Jpeg | Codec::JpegLs => jpeg_frame_header(data),
@@ -81,7 +90,36 @@ pub fn dimensions(codec: Codec, data: &[u8]) -> Option<(usize, usize, usize)> {
     }
 }
 
+/// The number of tiles a JPEG 2000 codestream's SIZ declares, when the tiling is valid
+/// (tiles of at least one sample that cover the image).
+fn jpeg2000_tiles(data: &[u8]) -> Option<u64> {
+    let at = data
+        .windows(4)
+        .take(4096)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?;
+    let siz = data.get(at.checked_add(2)?..at.checked_add(44)?)?;
+    let u32_at = |o: usize| -> Option<u64> {
+        Some(u64::from(u32::from_be_bytes(
+            siz.get(o..o.checked_add(4)?)?.try_into().ok()?,
+        )))
+    };
+    let (x, y) = (u32_at(6)?, u32_at(10)?);
+    let (xt, yt, xto, yto) = (u32_at(22)?, u32_at(26)?, u32_at(30)?, u32_at(34)?);
+    if xt == 0 || yt == 0 || xto > x || yto > y {
+        return None;
+    }
+    x.checked_sub(xto)?
+        .div_ceil(xt)
+        .checked_mul(y.checked_sub(yto)?.div_ceil(yt))
+}
+
+/// The most tiles a JPEG 2000 codestream may have (Isot is a 16-bit tile index).
+const MAX_TILES: u64 = 65_535;
+
 /// The frame header of a JPEG or JPEG-LS codestream: walks the marker segments from SOI.
+// `i` stays at most `data.len()` + 65537 (each step adds a checked 16-bit length to a
+// position inside `data`), far from overflowing.
+#[allow(clippy::arithmetic_side_effects)]
 fn jpeg_frame_header(data: &[u8]) -> Option<(usize, usize, usize)> {
     if !data.starts_with(&[0xFF, 0xD8]) {
         return None;
@@ -116,41 +154,68 @@ fn jpeg_frame_header(data: &[u8]) -> Option<(usize, usize, usize)> {
     }
 }
 
+/// Bytes of working memory a decoder may use per sample of a frame: its own buffers and
+/// the [`Frame`] (4 bytes a sample) it returns. JPEG 2000 keeps 32-bit component planes and
+/// code-block buffers besides.
+fn working_bytes_per_sample(codec: Codec) -> u64 {
+    match codec {
+        Codec::Jpeg | Codec::JpegLs => 8,
+        Codec::Jpeg2000 => 12,
+    }
+}
+
 /// Decodes one frame's codestream, which must declare `expect` (columns, rows, samples
 /// per pixel): the frame header is checked against the data set's description before
 /// anything is decoded, so a codestream cannot make the decoder allocate more than the
-/// image described.
+/// image described; the decoder's working memory is then reserved from `budget` (waiting
+/// up to [`DEFAULT_WAIT`] for other work to release it) and released on return.
 pub fn decode(
     codec: Codec,
     data: &[u8],
     expect: (usize, usize, usize),
-) -> Result<Frame, BindingError> {
+    budget: &MemoryBudget,
+) -> Result<Frame, PixelError> {
     let declared = dimensions(codec, data)
         .ok_or_else(|| malformed("codestream", "no readable frame header"))?;
     if declared != expect {
-        return Err(BindingError::Malformed(format!(
+        return Err(PixelError::Malformed(format!(
             "the codestream declares {}x{}x{} where {}x{}x{} is described",
             declared.0, declared.1, declared.2, expect.0, expect.1, expect.2
         )));
     }
-    if expect.0.saturating_mul(expect.1).saturating_mul(expect.2) > MAX_SAMPLES {
-        return Err(malformed("codestream", "image too large"));
+    let samples = expect
+        .0
+        .checked_mul(expect.1)
+        .and_then(|v| v.checked_mul(expect.2))
+        .filter(|&n| n <= MAX_SAMPLES)
+        .ok_or_else(|| malformed("codestream", "image too large"))?;
+    if codec == Codec::Jpeg2000 && !jpeg2000_tiles(data).is_some_and(|t| t <= MAX_TILES) {
+        // Each tile costs the decoder its own structures: a codestream of millions of
+        // one-sample tiles would cost far more than its samples.
+        return Err(malformed(
+            "JPEG 2000",
+            "invalid tiling or more than 65535 tiles",
+        ));
     }
+    let working = (samples as u64).saturating_mul(working_bytes_per_sample(codec));
+    let _grant = budget.reserve(working, DEFAULT_WAIT)?;
     let frame = match codec {
-        Codec::Jpeg => decode_jpeg(data)?,
+        Codec::Jpeg => contained("JPEG", || decode_jpeg(data))?,
         Codec::JpegLs => {
             let img = crate::jpegls::decode(data).map_err(|e| malformed("JPEG-LS", e))?;
+            let mut samples = crate::with_capacity(img.samples.len())?;
+            samples.extend(img.samples.into_iter().map(u32::from));
             Frame {
                 width: img.width,
                 height: img.height,
                 components: img.components,
-                samples: img.samples.into_iter().map(u32::from).collect(),
+                samples,
             }
         }
-        Codec::Jpeg2000 => decode_jpeg2000(data)?,
+        Codec::Jpeg2000 => contained("JPEG 2000", || decode_jpeg2000(data))?,
     };
     if (frame.width, frame.height, frame.components) != expect {
-        return Err(BindingError::Malformed(format!(
+        return Err(PixelError::Malformed(format!(
             "a frame decodes to {}x{}x{} where {}x{}x{} is described",
             frame.width, frame.height, frame.components, expect.0, expect.1, expect.2
         )));
@@ -158,10 +223,22 @@ pub fn decode(
     Ok(frame)
 }
 
-fn decode_jpeg(data: &[u8]) -> Result<Frame, BindingError> {
+/// Runs a third-party decoder, turning a panic inside it into an error: `jpeg-decoder`
+/// unwraps on some valid chroma-subsampled streams when asked for untransformed samples,
+/// and one file must never end a batch. The decoder works on `data` and its own state
+/// only, so nothing is left half-changed when it unwinds.
+fn contained(
+    what: &str,
+    decoder: impl FnOnce() -> Result<Frame, PixelError>,
+) -> Result<Frame, PixelError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decoder))
+        .unwrap_or_else(|_| Err(malformed(what, "the decoder failed on this codestream")))
+}
+
+fn decode_jpeg(data: &[u8]) -> Result<Frame, PixelError> {
     let mut d = jpeg_decoder::Decoder::new(data);
     d.set_color_transform(jpeg_decoder::ColorTransform::None);
-    d.set_max_decoding_buffer_size(MAX_SAMPLES * 2);
+    d.set_max_decoding_buffer_size(MAX_SAMPLES.saturating_mul(2));
     d.read_info().map_err(|e| malformed("JPEG", e))?;
     let info = d
         .info()
@@ -173,15 +250,20 @@ fn decode_jpeg(data: &[u8]) -> Result<Frame, BindingError> {
         jpeg_decoder::PixelFormat::RGB24 => 3,
         jpeg_decoder::PixelFormat::CMYK32 => 4,
     };
-    let n = width * height * components;
+    let n = width
+        .checked_mul(height)
+        .and_then(|v| v.checked_mul(components))
+        .ok_or_else(|| malformed("JPEG", "image too large"))?;
     // Lossless frames of more than 8 bits (of any component count) come as native-endian u16.
-    let samples: Vec<u32> = if pixels.len() == n * 2 {
-        pixels
-            .chunks_exact(2)
-            .map(|c| u16::from_ne_bytes([c[0], c[1]]) as u32)
-            .collect()
+    let mut samples: Vec<u32> = crate::with_capacity(n)?;
+    if Some(pixels.len()) == n.checked_mul(2) {
+        samples.extend(
+            pixels
+                .chunks_exact(2)
+                .map(|c| u16::from_ne_bytes([c[0], c[1]]) as u32),
+        );
     } else if pixels.len() == n {
-        pixels.iter().map(|&b| b as u32).collect()
+        samples.extend(pixels.iter().map(|&b| b as u32));
     } else {
         return Err(malformed(
             "JPEG",
@@ -190,7 +272,7 @@ fn decode_jpeg(data: &[u8]) -> Result<Frame, BindingError> {
                 pixels.len()
             ),
         ));
-    };
+    }
     Ok(Frame {
         width,
         height,
@@ -199,7 +281,7 @@ fn decode_jpeg(data: &[u8]) -> Result<Frame, BindingError> {
     })
 }
 
-fn decode_jpeg2000(data: &[u8]) -> Result<Frame, BindingError> {
+fn decode_jpeg2000(data: &[u8]) -> Result<Frame, PixelError> {
     // Check the header before handing the stream to the decoder: size it and refuse absurd
     // images up front.
     let image = jpeg2k::Image::from_bytes(data).map_err(|e| malformed("JPEG 2000", e))?;
@@ -220,7 +302,9 @@ fn decode_jpeg2000(data: &[u8]) -> Result<Frame, BindingError> {
         .and_then(|p| p.checked_mul(components))
         .filter(|&n| n <= MAX_SAMPLES)
         .ok_or_else(|| malformed("JPEG 2000", "image too large"))?;
-    let mut samples = vec![0u32; n];
+    let mut samples = crate::zeroed::<u32>(n)?;
+    // `width * height * components` = `n` did not overflow, and every index is below it.
+    #[allow(clippy::arithmetic_side_effects)]
     for (c, comp) in comps.iter().enumerate() {
         let data = comp.data();
         if data.len() < width * height {
@@ -240,14 +324,22 @@ fn decode_jpeg2000(data: &[u8]) -> Result<Frame, BindingError> {
 
 /// Splits encapsulated pixel data items (after the Basic Offset Table) into frames:
 /// by the offset table when it has one entry per frame, one item per frame when the counts
-/// agree, all items for a single frame, else at items that start a new codestream.
+/// agree, all items for a single frame, else at items that start a new codestream. Every
+/// frame needs an item of its own, so `count` is checked against the items present before
+/// anything is allocated for the frames.
 pub fn frames<'a>(
     items: &'a [&'a [u8]],
     offsets: &[u8],
     count: usize,
-) -> Result<Vec<Vec<u8>>, BindingError> {
+) -> Result<Vec<Vec<u8>>, PixelError> {
     if count == 1 {
         return Ok(vec![items.concat()]);
+    }
+    if count > items.len() {
+        return Err(PixelError::Malformed(format!(
+            "{} pixel data items cannot hold the {count} frames described",
+            items.len()
+        )));
     }
     if items.len() == count {
         return Ok(items.iter().map(|f| f.to_vec()).collect());
@@ -263,10 +355,11 @@ pub fn frames<'a>(
         let mut starts = Vec::with_capacity(items.len());
         for f in items {
             starts.push(pos);
-            pos += 8 + f.len();
+            pos = pos.saturating_add(f.len()).saturating_add(8);
         }
-        for (i, f) in items.iter().enumerate() {
-            let frame = table.iter().rposition(|&o| o <= starts[i]).unwrap_or(0);
+        for (f, &start) in items.iter().zip(&starts) {
+            let frame = table.iter().rposition(|&o| o <= start).unwrap_or(0);
+            // `frame` < `table.len()` = `count` <= `items.len()`.
             while out.len() <= frame {
                 out.push(Vec::new());
             }
@@ -284,10 +377,59 @@ pub fn frames<'a>(
         }
     }
     if out.len() != count {
-        return Err(BindingError::Malformed(format!(
+        return Err(PixelError::Malformed(format!(
             "{} frames found in the pixel data items where {count} are described",
             out.len()
         )));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // test code on fixed, small values
+mod tests {
+    use super::*;
+
+    /// A JPEG-LS codestream of an 8 x 1 black 8-bit image (one run).
+    fn jpegls_black_line() -> Vec<u8> {
+        let mut v = vec![0xFF, 0xD8, 0xFF, 0xF7, 0, 11, 8, 0, 1, 0, 8, 1, 1, 0x11, 0];
+        v.extend_from_slice(&[0xFF, 0xDA, 0, 8, 1, 1, 0, 0, 0, 0, 0xFC, 0xFF, 0xD9]);
+        v
+    }
+
+    #[test]
+    fn a_frame_is_decoded_only_within_the_budget() {
+        let data = jpegls_black_line();
+        let frame = decode(Codec::JpegLs, &data, (8, 1, 1), &MemoryBudget::new(1 << 10)).unwrap();
+        assert_eq!(frame.samples, vec![0; 8]);
+        let small = MemoryBudget::new(16);
+        assert!(matches!(
+            decode(Codec::JpegLs, &data, (8, 1, 1), &small),
+            Err(PixelError::Memory(_))
+        ));
+        // A codestream that declares another size than the data set is refused first.
+        assert!(decode(Codec::JpegLs, &data, (8, 2, 1), &MemoryBudget::new(1 << 10)).is_err());
+    }
+
+    #[test]
+    fn a_jpeg2000_codestream_of_too_many_tiles_is_refused() {
+        let siz = |tile: u32| {
+            let mut v = vec![0xFF, 0x4F, 0xFF, 0x51, 0, 41, 0, 0];
+            for x in [512u32, 512, 0, 0, tile, tile, 0, 0] {
+                v.extend_from_slice(&x.to_be_bytes());
+            }
+            v.extend_from_slice(&[0, 1, 7, 1, 1]);
+            v
+        };
+        assert_eq!(jpeg2000_tiles(&siz(1)), Some(512 * 512));
+        assert_eq!(jpeg2000_tiles(&siz(512)), Some(1));
+        assert_eq!(jpeg2000_tiles(&siz(0)), None);
+        let e = decode(
+            Codec::Jpeg2000,
+            &siz(1),
+            (512, 512, 1),
+            &MemoryBudget::unlimited(),
+        );
+        assert!(format!("{e:?}").contains("tiles"), "{e:?}");
+    }
 }
