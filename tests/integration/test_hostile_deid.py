@@ -274,14 +274,17 @@ def tiny_element_bomb(path: Path, inflated: int):
     path.write_bytes(b"\0" * 128 + b"DICM" + group + meta + b"".join(parts))
 
 
+@pytest.mark.parametrize("inflated_mb", [300, 1200])
 def test_tiny_element_deflate_bomb_fails_alone_under_an_address_space_limit(radveil_bin, key_file,
-                                                                            tmp_path):
+                                                                            tmp_path, inflated_mb):
+    """300 MB inflated is 39 million elements: small enough for the run's memory budget to let
+    it be inflated, some 3 GB as a naive element tree (the element cap and the tree's charge
+    to the budget stop it). 1.2 GB is 150 million elements, some 10 GB as a naive tree."""
     prlimit = require_tool("prlimit")
     d = tmp_path / "in"
     corpus.make_bench_corpus(4, d, seed=41, patients=1, studies=1, series=1)
     good = sorted(p.name for p in d.glob("*.dcm"))
-    # 1.2 GB inflated: 150 million elements, some 10 GB as a naive tree.
-    tiny_element_bomb(d / "bomb-tiny.dcm", 1200 << 20)
+    tiny_element_bomb(d / "bomb-tiny.dcm", inflated_mb << 20)
     assert (d / "bomb-tiny.dcm").stat().st_size < 16 << 20
     r, recs = run_deid(radveil_bin, [d], tmp_path / "out", key_file, report=tmp_path / "r.jsonl",
                        timeout=300, prefix=[prlimit, f"--as={2 << 30}", "--"])
