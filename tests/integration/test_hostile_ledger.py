@@ -216,3 +216,55 @@ def test_verify_messages_do_not_echo_series_or_position_values(radveil, tmp_path
     assert "-158.135803" not in text and "-179.0358" not in text
     assert any("(0020,000E)" in a["detail"] for a in advisories), advisories
     assert any("(0020,0032)" in a["detail"] for a in advisories), advisories
+
+
+def test_hostile_intermediate_bundle_is_searched_within_a_budget(radveil, tmp_path):
+    """Eight levels of six duplicated intermediates, each issued by every one above, none
+    reaching the anchor: the path search gives up after its budget, in well under a second,
+    instead of trying 6^8 paths."""
+    import time
+
+    openssl = require_tool("openssl")
+
+    def run(*args):
+        subprocess.run([openssl, *map(str, args)], check=True, capture_output=True)
+
+    ca_key = tmp_path / "ca.key"
+    run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", ca_key)
+    ext = tmp_path / "ca.ext"
+    ext.write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n")
+    root = tmp_path / "root.pem"
+    run("req", "-x509", "-new", "-key", ca_key, "-subj", "/CN=Root", "-days", "30", "-out", root)
+    top = tmp_path / "elsewhere.pem"  # issues level 0, and is not trusted
+    run("req", "-x509", "-new", "-key", ca_key, "-subj", "/CN=Elsewhere", "-days", "30", "-out", top)
+    bundle, issuer, serial = [], top, 100
+    for level in range(8):
+        csr = tmp_path / f"l{level}.csr"
+        run("req", "-new", "-key", ca_key, "-subj", f"/CN=L{level}", "-out", csr)
+        copies = []
+        for copy in range(6):
+            serial += 1
+            cert = tmp_path / f"l{level}-{copy}.pem"
+            run("x509", "-req", "-in", csr, "-CA", issuer, "-CAkey", ca_key, "-set_serial", serial,
+                "-days", "30", "-extfile", ext, "-out", cert)
+            copies.append(cert)
+        bundle += copies
+        issuer = copies[0]
+    intermediates = tmp_path / "intermediates.pem"
+    intermediates.write_text("".join(p.read_text() for p in bundle))
+    leaf_key, leaf_csr, leaf = tmp_path / "leaf.key", tmp_path / "leaf.csr", tmp_path / "leaf.pem"
+    run("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", leaf_key, "-subj", "/CN=signer", "-out", leaf_csr)
+    os.chmod(leaf_key, 0o600)
+    run("x509", "-req", "-in", leaf_csr, "-CA", issuer, "-CAkey", ca_key, "-set_serial", 9999, "-days", "30",
+        "-out", leaf)
+    src = corpus.pydicom_test_dir() / "CT_small.dcm"
+    r = radveil.run("sign", src, "--key", leaf_key, "--cert", leaf, "--out", tmp_path / "signed")
+    assert r.returncode == 0, r.stderr
+    start = time.monotonic()
+    r = radveil.run("verify", tmp_path / "signed" / "CT_small.dcm", "--trust", root, "--intermediate", intermediates,
+                    "--json", timeout=60)
+    took = time.monotonic() - start
+    res = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+    assert r.returncode == 1 and [x["status"] for x in res] == ["untrusted"], res
+    assert "within" in res[0]["detail"], res
+    assert took < 5, took

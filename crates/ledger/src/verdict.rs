@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::merkle::{self, Hash};
 use crate::note::Checkpoint;
-use crate::{unhex, Ledger, Record, RecordKind};
+use crate::{unhex, InclusionProof, Ledger, Record, RecordKind};
 
 /// Outcome of an image's own digital signatures when it was observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +250,44 @@ impl Ledger {
         }
     }
 
+    /// The inclusion proof, in the tree of `cp`, of the entry of an image logged with exactly
+    /// these bytes; else the verdict that says why there is none (unknown, deleted, altered
+    /// or re-encoded, or recorded after the checkpoint).
+    pub fn prove_observed(
+        &self,
+        obs: &Observation,
+        cp: &Checkpoint,
+    ) -> Result<InclusionProof, Verdict> {
+        let Some((index, record)) = self.find_instance(&obs.instance) else {
+            return Err(self.verdict(obs, cp));
+        };
+        if record.kind == RecordKind::Tombstone {
+            return Err(self.verdict(obs, cp));
+        }
+        if record.sha256 != obs.sha256 {
+            return Err(Verdict {
+                status: Status::Altered,
+                index: Some(index),
+                reason: format!("bytes differ from ledger entry {index}: only an image logged with these bytes is proven"),
+            });
+        }
+        if index >= cp.size {
+            return Err(Verdict {
+                status: Status::Unproven,
+                index: Some(index),
+                reason: format!(
+                    "entry {index} is newer than the checkpoint (size {}): sign a checkpoint first",
+                    cp.size
+                ),
+            });
+        }
+        self.prove_inclusion(index, cp.size).ok_or(Verdict {
+            status: Status::Unproven,
+            index: Some(index),
+            reason: "no inclusion proof".into(),
+        })
+    }
+
     /// Proves entry `index` included in the tree of `cp` and verifies the proof against the
     /// checkpoint's root.
     fn check_inclusion(&self, index: u64, cp: &Checkpoint) -> Result<(), String> {
@@ -417,6 +455,44 @@ mod tests {
         // Without a binding hash there is nothing to compare: altered.
         edited.binding = None;
         assert_eq!(l.verdict(&edited, &cp).status, Status::Altered);
+    }
+
+    #[test]
+    fn proofs_are_given_only_for_the_logged_bytes_within_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut l, signer) = ledger(dir.path());
+        let (a, b) = (obs(1, 100), obs(2, 200));
+        l.append(&[
+            a.record(RecordKind::Ingest, T),
+            obs(3, 1).record(RecordKind::Ingest, T),
+        ])
+        .unwrap();
+        let cp = checkpoint(&mut l, &signer);
+        l.append(&[b.record(RecordKind::Ingest, T)]).unwrap();
+        let p = l.prove_observed(&a, &cp).unwrap();
+        assert_eq!((p.index, p.size), (0, 2));
+        let proof: Vec<Hash> = p.proof.iter().map(|h| unhex(h).unwrap()).collect();
+        merkle::verify_inclusion(0, 2, &unhex(&p.leaf).unwrap(), &proof, &cp.root).unwrap();
+        assert_eq!(
+            l.prove_observed(&b, &cp).unwrap_err().status,
+            Status::Unproven
+        );
+        assert_eq!(
+            l.prove_observed(&obs(1, 101), &cp).unwrap_err().status,
+            Status::Altered
+        );
+        // Re-encoded (same binding hash) is proven by `verdict`, but has no proof of its bytes.
+        let mut re = obs(1, 101);
+        re.binding = a.binding.clone();
+        assert_eq!(l.verdict(&re, &cp).status, Status::Proven);
+        assert_eq!(
+            l.prove_observed(&re, &cp).unwrap_err().status,
+            Status::Altered
+        );
+        assert_eq!(
+            l.prove_observed(&obs(9, 9), &cp).unwrap_err().status,
+            Status::Unknown
+        );
     }
 
     #[test]

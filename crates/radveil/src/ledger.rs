@@ -426,19 +426,9 @@ fn prove(
         let key = crate::key::load_with(key_file, keys)?;
         let path = input.context("an image to prove")?;
         let obs = observe(path, &key).with_context(|| path.display().to_string())?;
-        let (index, record) = ledger
-            .find_instance(&obs.instance)
-            .with_context(|| format!("{} is not in the ledger", path.display()))?;
-        if record.sha256 != obs.sha256 {
-            bail!(
-                "{} differs from its ledger entry {index} (altered)",
-                path.display()
-            );
-        }
-        if index >= cp.size {
-            bail!("entry {index} is newer than the latest checkpoint (size {}): run `radveil ledger checkpoint` first", cp.size);
-        }
-        let p = ledger.prove_inclusion(index, cp.size).context("proof")?;
+        let p = ledger
+            .prove_observed(&obs, &cp)
+            .map_err(|v| anyhow::anyhow!("{}: {}: {}", path.display(), v.status, v.reason))?;
         serde_json::json!({ "inclusion": p, "checkpoint": note })
     };
     outln!("{}", serde_json::to_string_pretty(&out)?);
