@@ -1,8 +1,11 @@
-//! De-identifies arbitrary bytes: must never panic, abort or hang, whatever the input.
+//! De-identifies arbitrary bytes: must never panic, abort or hang, whatever the input; under a
+//! run's memory budget the output is the same (or the budget refuses) and the memory is given
+//! back.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use radveil_deid::{Config, Deidentifier, Key, ProfileOption};
+use radveil_deid::{Config, Deidentifier, Key, ProfileOption, VisualFeatures};
+use radveil_part10::MemoryBudget;
 use std::sync::OnceLock;
 
 fn deidentifiers() -> &'static [Deidentifier; 2] {
@@ -28,12 +31,22 @@ fn deidentifiers() -> &'static [Deidentifier; 2] {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let budget = MemoryBudget::new(16 << 20);
     for d in deidentifiers() {
-        if let Ok(out) = d.deidentify(data) {
+        let plain = d.deidentify(data);
+        if let Ok(out) = &plain {
             let out = out.file.to_vec();
             // Whatever we write must read back.
             let meta = radveil_part10::read_file_meta(&out).expect("output meta reads back");
             assert!(!meta.transfer_syntax.is_empty());
         }
+        {
+            let mut grant = budget.try_reserve(0).unwrap();
+            let charged = d.deidentify_in(data, VisualFeatures::Untouched, &mut grant);
+            if let (Ok(a), Ok(b)) = (&plain, &charged) {
+                assert_eq!(a.file.to_vec(), b.file.to_vec(), "a budget changed the output");
+            }
+        }
+        assert_eq!(budget.in_use(), 0, "memory not given back");
     }
 });

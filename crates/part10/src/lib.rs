@@ -1573,6 +1573,61 @@ mod tests {
         assert_eq!(budget.in_use(), 0);
     }
 
+    /// Every truncation and every single-byte corruption of a data set whose values, VR codes
+    /// and lengths are made of a marker's letters: no error message quotes any of it.
+    #[test]
+    fn no_error_message_quotes_the_input() {
+        const MARKER: &[u8] = b"QZXW";
+        let mut item = DataSet::default();
+        item.put(Element::text(0x0010_0010, Vr::PN, "QZXW^QZXW"));
+        let mut ds = DataSet::default();
+        ds.put(Element::text(0x0008_0018, Vr::UI, "1.2.3"));
+        ds.put(Element::text(0x0008_1030, Vr::LO, "QZXWQZXW"));
+        ds.put(Element {
+            tag: 0x0008_1140,
+            vr: Vr::SQ,
+            value: Value::Sequence(vec![item]),
+        });
+        let mut clean = Vec::new();
+        write_dataset(&ds, Encoding::ExplicitLittle, &mut clean);
+        let mut checked = 0usize;
+        let mut check = |buf: &[u8]| {
+            for enc in [
+                Encoding::ExplicitLittle,
+                Encoding::ImplicitLittle,
+                Encoding::ExplicitBig,
+            ] {
+                if let Err(e) = read_dataset(buf, enc, Limits::default()) {
+                    let msg = e.to_string();
+                    for w in MARKER.windows(2) {
+                        let w = std::str::from_utf8(w).unwrap();
+                        assert!(!msg.contains(w), "{msg}");
+                    }
+                    checked = checked.saturating_add(1);
+                }
+            }
+        };
+        for cut in 0..clean.len() {
+            check(&clean[..cut]);
+        }
+        for at in 0..clean.len() {
+            for b in MARKER {
+                let mut bad = clean.clone();
+                bad[at] = *b;
+                check(&bad);
+            }
+            // The marker as a VR code at every position.
+            let mut bad = clean.clone();
+            if let Some(two) = bad.get_mut(at..at.saturating_add(2)) {
+                if two.len() == 2 {
+                    two.copy_from_slice(b"QZ");
+                    check(&bad);
+                }
+            }
+        }
+        assert!(checked > 100, "only {checked} errors");
+    }
+
     #[test]
     fn code_items_are_sorted_and_padded() {
         let item = DataSet::code_item("113100", "DCM", "Basic Application Confidentiality Profile");
