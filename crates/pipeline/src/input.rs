@@ -295,14 +295,8 @@ impl Loaded<'_, '_> {
     }
 }
 
-/// How much memory the work on `n` bytes of input is granted beside the bytes themselves:
-/// the element tree and the encoded headers.
-pub fn work_allowance(n: u64) -> u64 {
-    n.saturating_add(64 * 1024)
-}
-
-/// Reads `input` into `scratch` under `budget`, with `extra` bytes more granted for the work
-/// on it. A large file whose pixel data ends it is read only up to the pixel data: the
+/// Reads `input` into `scratch` under `budget`, with `extra` bytes more granted beside the
+/// bytes read (the de-identifier charges what it allocates to the grant as it goes). A large file whose pixel data ends it is read only up to the pixel data: the
 /// element is copied to the output later without passing through memory (pixel data is never
 /// changed by de-identification). A file that does not fit the budget is refused before it
 /// is read.
@@ -319,7 +313,7 @@ pub fn load<'s, 'b>(
     let mut grant = None;
     if len >= SPLIT_READ_MIN {
         let first = PREFIX_LENS[PREFIX_LENS.len() - 1] as u64;
-        let g = scratch.reserve(budget, first, work_allowance(first).saturating_add(extra))?;
+        let g = scratch.reserve(budget, first, extra)?;
         let buf = &mut scratch.buf;
         buf.clear();
         let f = &input.file;
@@ -346,9 +340,7 @@ pub fn load<'s, 'b>(
     }
     // The whole file: its size plus one byte (to see that it did not grow), and the work.
     let whole = len.saturating_add(1);
-    let need = whole
-        .saturating_add(work_allowance(len))
-        .saturating_add(extra);
+    let need = whole.saturating_add(extra);
     let g = match grant {
         Some(mut g) => match g.grow(need.saturating_sub(g.bytes())) {
             Ok(()) => g,
@@ -358,7 +350,7 @@ pub fn load<'s, 'b>(
                 budget.reserve(need, DEFAULT_WAIT)?
             }
         },
-        None => scratch.reserve(budget, whole, work_allowance(len).saturating_add(extra))?,
+        None => scratch.reserve(budget, whole, extra)?,
     };
     let buf = &mut scratch.buf;
     buf.clear();

@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use radveil_deid::{ActionCounts, DeidError, Deidentifier, VisualFeatures};
-use radveil_part10::{BudgetError, MemoryBudget};
+use radveil_part10::{BudgetError, Grant, MemoryBudget, DEFAULT_WAIT};
 
 pub use input::{InputError, Scratch};
 pub use outdir::{write_new_file, Dir, OutputError};
@@ -66,6 +66,19 @@ pub enum Outcome {
     Duplicate,
     /// Left out by design (a DICOMDIR).
     Skipped(String),
+}
+
+/// How often one input is tried when the memory it needs is in use by other workers.
+const ATTEMPTS: usize = 3;
+
+/// Where de-identifying one object stands.
+enum Step<'a> {
+    /// De-identified, to be written.
+    Done(radveil_deid::Outcome<'a>),
+    /// Not to be written, with the reason.
+    Refused(Outcome),
+    /// The memory (about this many bytes) is in use by other workers: wait and try again.
+    Wait(u64),
 }
 
 /// The reason given for a second copy of an SOP instance.
@@ -137,6 +150,8 @@ pub struct Run {
     claimed: Mutex<HashSet<u128>>,
     crosswalk: Mutex<BTreeSet<(CrosswalkKind, String, String)>>,
     sweeper: outdir::Sweeper,
+    /// Series directories recently written into, open.
+    dirs: Mutex<std::collections::HashMap<[String; 3], std::sync::Arc<Dir>>>,
 }
 
 impl Run {
@@ -167,6 +182,7 @@ impl Run {
             claimed: Mutex::new(HashSet::new()),
             crosswalk: Mutex::new(BTreeSet::new()),
             sweeper: outdir::Sweeper::default(),
+            dirs: Mutex::default(),
         })
     }
 
@@ -191,69 +207,121 @@ impl Run {
     }
 
     /// Reads and de-identifies one file and writes the result. The file is opened once and
-    /// never blocks (a FIFO or device is refused); its memory is granted from the budget
-    /// before it is read (a file that never fits is refused, one that fits waits);
-    /// the part copied without parsing is copied from the same descriptor and the output
-    /// dropped when the file changed meanwhile.
+    /// never blocks (a FIFO or device is refused); its bytes are granted from the budget
+    /// before they are read and what de-identification allocates is charged to the same
+    /// grant (a file that never fits is refused; one that fits waits, holding nothing, for
+    /// other workers to give memory back); the part copied without parsing is copied from
+    /// the same descriptor and the output dropped when the file changed meanwhile.
     pub fn deidentify_file(
         &self,
         path: &Path,
         scratch: &mut Scratch,
         visual: VisualFeatures,
     ) -> Outcome {
-        let mut extra = 0;
-        for _ in 0..2 {
+        let mut wait_for = 0;
+        for _ in 0..ATTEMPTS {
+            if wait_for > 0 {
+                // Wait, holding nothing, until what this file needs is free; then try again.
+                scratch.free();
+                if let Err(e) = self.budget.reserve(wait_for, DEFAULT_WAIT) {
+                    return Outcome::Failed(e.to_string());
+                }
+            }
             let input = match Input::open(path) {
                 Ok(i) => i,
                 Err(e) => return Outcome::Failed(e.to_string()),
             };
-            let mut loaded = match input::load(input, scratch, &self.budget, extra) {
+            let len = input.len();
+            let mut loaded = match input::load(input, scratch, &self.budget, 0) {
                 Ok(l) => l,
                 Err(e) => return Outcome::Failed(e.to_string()),
             };
-            // A deflated data set is inflated in memory: measured first (streaming, nothing
-            // kept), then granted, so a bomb is refused before it is inflated.
-            match self.inflation_needed(loaded.bytes) {
-                Ok(0) => {}
-                Ok(need) if need <= extra => {}
-                Ok(need) => {
-                    if loaded.grant.grow(need).is_err() {
-                        // Wait for it holding nothing: give back this file's memory first.
-                        drop(loaded);
-                        scratch.free();
-                        extra = need;
-                        continue;
-                    }
+            let step = self.deidentify_step(loaded.bytes, visual, &mut loaded.grant);
+            let outcome = match step {
+                Step::Done(o) => self.write(o, Some(&loaded)),
+                Step::Refused(o) => o,
+                Step::Wait(need) => {
+                    wait_for = need.saturating_add(len);
+                    continue;
                 }
-                Err(e) => return Outcome::Failed(e.to_string()),
-            }
-            let outcome = self.finish(loaded.bytes, Some(&loaded), visual);
+            };
             drop(loaded);
             scratch.release();
             return outcome;
         }
-        Outcome::Failed(BudgetError::Busy { requested: extra }.to_string())
+        Outcome::Failed(
+            BudgetError::Busy {
+                requested: wait_for,
+            }
+            .to_string(),
+        )
     }
 
     /// De-identifies one object held in memory (an instance received from the network, or
-    /// a file rewritten by defacing) and writes the result.
+    /// a file rewritten by defacing) and writes the result. The bytes are counted in the
+    /// budget while the work is done.
     pub fn deidentify_bytes(&self, bytes: &[u8], visual: VisualFeatures) -> Outcome {
-        let need = match self.inflation_needed(bytes) {
-            Ok(n) => n,
-            Err(e) => return Outcome::Failed(e.to_string()),
-        };
-        let need = need.saturating_add(input::work_allowance(bytes.len() as u64));
-        let _grant = match self.budget.reserve(need, radveil_part10::DEFAULT_WAIT) {
-            Ok(g) => g,
-            Err(e) => return Outcome::Failed(e.to_string()),
-        };
-        self.finish(bytes, None, visual)
+        self.deidentify_held(bytes, visual, bytes.len() as u64)
     }
 
-    /// De-identifies one object held in memory whose memory the caller has already been
-    /// granted (a file rewritten from a volume the caller reserved for), and writes it.
+    /// De-identifies one object held in memory that the caller has already counted in the
+    /// budget (a file rewritten from a volume the caller reserved for), and writes it.
     pub fn deidentify_reserved(&self, bytes: &[u8], visual: VisualFeatures) -> Outcome {
-        self.finish(bytes, None, visual)
+        self.deidentify_held(bytes, visual, 0)
+    }
+
+    fn deidentify_held(&self, bytes: &[u8], visual: VisualFeatures, held: u64) -> Outcome {
+        let mut wait_for = 0;
+        for _ in 0..ATTEMPTS {
+            if wait_for > 0 {
+                if let Err(e) = self.budget.reserve(wait_for, DEFAULT_WAIT) {
+                    return Outcome::Failed(e.to_string());
+                }
+            }
+            let mut grant = match self.budget.reserve(held, DEFAULT_WAIT) {
+                Ok(g) => g,
+                Err(e) => return Outcome::Failed(e.to_string()),
+            };
+            match self.deidentify_step(bytes, visual, &mut grant) {
+                Step::Done(o) => return self.write(o, None),
+                Step::Refused(o) => return o,
+                Step::Wait(need) => wait_for = need.saturating_add(held),
+            }
+        }
+        Outcome::Failed(
+            BudgetError::Busy {
+                requested: wait_for,
+            }
+            .to_string(),
+        )
+    }
+
+    /// De-identifies `bytes`, charging what it allocates to `grant` (which grows without
+    /// waiting). A deflated data set is measured first (streaming, nothing kept): one that
+    /// can never fit is refused before it is inflated, one that does not fit now waits.
+    fn deidentify_step<'a>(
+        &self,
+        bytes: &'a [u8],
+        visual: VisualFeatures,
+        grant: &mut Grant<'_>,
+    ) -> Step<'a> {
+        let inflation = match self.inflation_needed(bytes) {
+            Ok(n) => n,
+            Err(e) => return Step::Refused(Outcome::Failed(e.to_string())),
+        };
+        let estimate = radveil_part10::first_estimate(bytes.len()).saturating_add(inflation);
+        if inflation > 0 && self.budget.try_reserve(inflation).is_err() {
+            return Step::Wait(estimate);
+        }
+        match self.deidentifier.deidentify_in(bytes, visual, grant) {
+            Ok(o) => Step::Done(o),
+            Err(DeidError::Read(radveil_part10::Error::Budget(BudgetError::Busy { .. }))) => {
+                Step::Wait(estimate)
+            }
+            Err(e @ DeidError::HeldBack(_)) => Step::Refused(Outcome::Held(e.to_string())),
+            Err(e @ DeidError::Dicomdir) => Step::Refused(Outcome::Skipped(e.to_string())),
+            Err(e) => Step::Refused(Outcome::Failed(e.to_string())),
+        }
     }
 
     /// The memory inflating a deflated data set takes (the inflated bytes, their growth,
@@ -283,20 +351,13 @@ impl Run {
         Ok(inflated.saturating_mul(FACTOR))
     }
 
-    /// De-identifies `bytes` (followed by `loaded`'s tail, when only the head was read) and
-    /// writes the output.
-    fn finish(
+    /// Writes a de-identified object (followed by `loaded`'s tail, when only the head was
+    /// read): claims its SOP instance, opens its directory, writes or (resumed) keeps it.
+    fn write(
         &self,
-        bytes: &[u8],
+        outcome: radveil_deid::Outcome<'_>,
         loaded: Option<&Loaded<'_, '_>>,
-        visual: VisualFeatures,
     ) -> Outcome {
-        let outcome = match self.deidentifier.deidentify_with(bytes, visual) {
-            Ok(o) => o,
-            Err(e @ DeidError::HeldBack(_)) => return Outcome::Held(e.to_string()),
-            Err(e @ DeidError::Dicomdir) => return Outcome::Skipped(e.to_string()),
-            Err(e) => return Outcome::Failed(e.to_string()),
-        };
         let id = &outcome.identity;
         {
             let Ok(mut c) = self.claimed.lock() else {
@@ -306,19 +367,10 @@ impl Run {
                 return Outcome::Duplicate;
             }
         }
-        let mut dir = None;
-        for component in [&id.patient, &id.study_uid, &id.series_uid] {
-            let c = safe_component(component);
-            let next = match dir.as_ref().unwrap_or(&self.out).subdir(OsStr::new(&c)) {
-                Ok(d) => d,
-                Err(e) => return Outcome::Failed(e.to_string()),
-            };
-            dir = Some(next);
-        }
-        let Some(dir) = dir else {
-            return Outcome::Failed("internal error: no output directory".into());
+        let dir = match self.series_dir([&id.patient, &id.study_uid, &id.series_uid]) {
+            Ok(d) => d,
+            Err(e) => return Outcome::Failed(e.to_string()),
         };
-        self.sweeper.sweep(&dir, &self.tag, self.started);
         let name = format!("{}.dcm", safe_component(&id.sop_instance_uid));
         let name = OsStr::new(&name);
         let file = &outcome.file;
@@ -382,6 +434,36 @@ impl Run {
         }
     }
 }
+
+impl Run {
+    /// The directory `OUT/PATIENT/STUDY/SERIES` (names made safe), opened component by
+    /// component without following links, made when missing; kept open for the next files
+    /// of the series. A directory that was already there is swept of temporaries a killed
+    /// run left in it.
+    fn series_dir(&self, names: [&String; 3]) -> Result<std::sync::Arc<Dir>, OutputError> {
+        let key = names.map(|n| safe_component(n));
+        if let Some(d) = self.dirs.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(d);
+        }
+        let patient = self.out.subdir(OsStr::new(&key[0]))?;
+        let study = patient.subdir(OsStr::new(&key[1]))?;
+        let (series, made) = study.subdir_mode(OsStr::new(&key[2]), 0o777)?;
+        if !made {
+            self.sweeper.sweep(&series, &self.tag, self.started);
+        }
+        let series = std::sync::Arc::new(series);
+        if let Ok(mut c) = self.dirs.lock() {
+            if c.len() >= OPEN_DIRS {
+                c.clear();
+            }
+            c.insert(key, series.clone());
+        }
+        Ok(series)
+    }
+}
+
+/// How many series directories a run keeps open.
+const OPEN_DIRS: usize = 64;
 
 /// A 128-bit fingerprint of a UID, to detect a second input with the same SOP instance
 /// without keeping every UID of a large batch in memory.

@@ -81,16 +81,26 @@ const TEMP_SUFFIX: &str = ".part";
 
 /// A random name for a temporary, tagged with the run that makes it.
 fn temp_name(tag: &str) -> String {
-    let mut r = [0u8; 8];
-    if getrandom::getrandom(&mut r).is_err() {
-        // Unpredictable enough for a name that O_EXCL protects anyway.
-        let t = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        r = (t ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
-    }
-    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{TEMP_PREFIX}{tag}{hex}{TEMP_SUFFIX}")
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let mut r = [0u8; 8];
+        if getrandom::getrandom(&mut r).is_err() {
+            // Unpredictable enough for names that O_EXCL protects anyway.
+            let t = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            r = (t ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+        }
+        u64::from_le_bytes(r)
+    });
+    // Distinct for every call in this process (an odd multiplier is a bijection).
+    let n = seed
+        .wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!("{TEMP_PREFIX}{tag}{n:016x}{TEMP_SUFFIX}")
 }
 
 /// Checks that `name` is one plain path component.

@@ -340,3 +340,40 @@ fn safe_components() {
     assert_eq!(safe_component(""), "_");
     assert_eq!(safe_component("a/b\\c"), "a_b_c");
 }
+
+#[test]
+fn a_file_waits_for_memory_other_workers_hold_and_one_too_large_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("in.dcm");
+    std::fs::write(&src, ct_file("1.2.3.9.7", "DOE^JANE", 400_000)).unwrap();
+    let r = run(&d.path().join("out"), 1 << 20, false);
+    let mut scratch = Scratch::new();
+    std::thread::scope(|s| {
+        let held = r.budget().try_reserve(900 << 10).unwrap();
+        s.spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let started = std::time::Instant::now();
+        let o = r.deidentify_file(&src, &mut scratch, VisualFeatures::Untouched);
+        assert!(matches!(o, Outcome::Written { .. }), "{o:?}");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    });
+    assert_eq!(r.budget().in_use(), 0);
+    let big = d.path().join("big.dcm");
+    std::fs::write(&big, ct_file("1.2.3.9.8", "DOE^JANE", 1 << 20)).unwrap();
+    // Its pixel data ends it, so only the head is read: it goes through.
+    let o = r.deidentify_file(&big, &mut scratch, VisualFeatures::Untouched);
+    assert!(matches!(o, Outcome::Written { .. }), "{o:?}");
+    // The same bytes followed by one more element must be read whole: more than the budget.
+    let mut whole = ct_file("1.2.3.9.9", "DOE^JANE", 1 << 20);
+    whole.extend(element(0xFFFA_FFFA, b"OB", &[0, 0]));
+    let big2 = d.path().join("big2.dcm");
+    std::fs::write(&big2, whole).unwrap();
+    let o = r.deidentify_file(&big2, &mut scratch, VisualFeatures::Untouched);
+    assert!(
+        matches!(&o, Outcome::Failed(w) if w.contains("memory budget")),
+        "{o:?}"
+    );
+    assert_eq!(r.budget().in_use(), 0);
+}
