@@ -155,6 +155,28 @@ def test_sign_dir_keeps_the_relative_tree(radveil, tmp_path):
     assert "signature 1 of 1" in r.stdout, r.stdout
 
 
+def test_sign_never_writes_through_a_link_planted_in_the_output_tree(radveil, tmp_path):
+    import pydicom
+
+    key, cert = _self_signed(tmp_path, "signer")
+    tree = tmp_path / "tree"
+    (tree / "a").mkdir(parents=True)
+    (tree / "b").mkdir(parents=True)
+    src = corpus.pydicom_test_dir() / "CT_small.dcm"
+    for i, sub in enumerate(["a", "b"]):
+        ds = pydicom.dcmread(src)
+        ds.SOPInstanceUID += f".{i + 1}"
+        ds.save_as(tree / sub / "x.dcm")
+    out, elsewhere = tmp_path / "signed", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "a").symlink_to(elsewhere)
+    r = radveil.run("sign", tree, "--key", key, "--cert", cert, "--out", out)
+    assert r.returncode == 1, r.stderr
+    assert not any(elsewhere.iterdir()), "wrote through the planted link"
+    assert (out / "b" / "x.dcm").is_file(), r.stderr  # the rest of the batch goes on
+
+
 def test_key_files_others_can_read_are_warned_and_refused_with_strict(radveil, tmp_path):
     import pydicom
 

@@ -142,7 +142,9 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
         )?),
         None => None,
     };
-    std::fs::create_dir_all(&args.out)?;
+    // The output directory is opened once; every file is written below it without following
+    // a link (a link planted in the output tree is refused, never written through).
+    let out_dir = radveil_pipeline::Dir::create(&args.out)?;
     let (files, errors) = crate::inputs::collect(&args.inputs);
     let tree = crate::dicom_file::OutputTree::new(&args.inputs);
     let mut failed = errors.len();
@@ -170,8 +172,10 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(f) = files.get(i) else { break };
-                let target = tree.relative(f).map(|rel| args.out.join(rel));
-                match target.and_then(|target| sign_file(f, &target, &signer, &choices)) {
+                let signed_file = tree
+                    .relative(f)
+                    .and_then(|rel| sign_file(f, &out_dir, &rel, &signer, &choices));
+                match signed_file {
                     Ok(out) => {
                         signed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         outln!("signed\t{}\t{}", f.display(), out.display());
@@ -232,10 +236,11 @@ struct SignChoices<'a> {
     tsa: Option<&'a crate::timestamping::Tsa>,
 }
 
-/// Signs the file at `path` and writes it to `target`; returns `target`.
+/// Signs the file at `path` and writes it as `relative` below `out`; returns its path.
 fn sign_file(
     path: &Path,
-    target: &Path,
+    out: &radveil_pipeline::Dir,
+    relative: &Path,
     signer: &SignerIdentity,
     choices: &SignChoices<'_>,
 ) -> Result<PathBuf> {
@@ -249,7 +254,7 @@ fn sign_file(
     } = *choices;
     let bytes = std::fs::read(path)?;
     let uid = new_uid()?;
-    let out = crate::dicom_file::rewrite(&bytes, |ds, enc, transfer_syntax| {
+    let signed = crate::dicom_file::rewrite(&bytes, |ds, enc, transfer_syntax| {
         let request = SignRequest {
             mac,
             tags: tags.map(|t| t.to_vec()),
@@ -273,8 +278,7 @@ fn sign_file(
         }
         Ok(())
     })?;
-    crate::output::write_new(target, &out)?;
-    Ok(target.to_path_buf())
+    Ok(out.write_bytes_at(relative, &signed)?)
 }
 
 pub fn verify(args: VerifyArgs) -> Result<ExitCode> {

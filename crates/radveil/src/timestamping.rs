@@ -12,6 +12,7 @@ use radveil_integrity::MacAlgorithm;
 use radveil_part10 as p10;
 
 use crate::dicom_file::{rewrite, with_dataset, OutputTree};
+use radveil_pipeline::Dir;
 
 /// How timestamp queries are made.
 #[derive(clap::Args, Clone)]
@@ -105,6 +106,7 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
         } => {
             let tsa = Tsa::new(&tsa, ts.query_options()?)?;
             let tree = OutputTree::new(&inputs);
+            let out = Dir::create(&out)?;
             batch(&inputs, "stamped", |f| {
                 let bytes = std::fs::read(f)?;
                 let mut count = 0;
@@ -115,14 +117,14 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
                 if count == 0 {
                     bail!("no signature without a timestamp");
                 }
-                let target = out.join(tree.relative(f)?);
-                crate::output::write_new(&target, &stamped)?;
+                let target = out.write_bytes_at(&tree.relative(f)?, &stamped)?;
                 Ok(format!("{}\t{count}", target.display()))
             })
         }
         TimestampCommand::Query { inputs, out, ts } => {
             let options = ts.query_options()?;
             let tree = OutputTree::new(&inputs);
+            let out = Dir::create(&out)?;
             batch(&inputs, "query", |f| {
                 let bytes = std::fs::read(f)?;
                 let queries = with_dataset(&bytes, |ds| {
@@ -144,8 +146,7 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
                     } else {
                         format!("{name}.{}.tsq", i + 1)
                     };
-                    let target = out.join(&rel).with_file_name(file);
-                    crate::output::write_new(&target, der)?;
+                    let target = out.write_bytes_at(&rel.with_file_name(file), der)?;
                     written.push(format!(
                         "{}\tsignature {} of {}",
                         target.display(),
@@ -177,6 +178,7 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
                 radveil_integrity::insert_timestamp(ds, &token)?;
                 Ok(())
             })?;
+            // One file named by the operator: the simple no-clobber, no-follow write.
             let target = out.join(input.file_name().context("input without a file name")?);
             crate::output::write_new(&target, &stamped)?;
             outln!("inserted\t{}\t{}", input.display(), target.display());
