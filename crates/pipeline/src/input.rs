@@ -149,6 +149,30 @@ pub fn open_regular(path: &Path) -> Result<File, InputError> {
     Ok(file)
 }
 
+/// Reads a whole regular file of at most `max` bytes (see [`open_regular`]): for readers
+/// that take a file's bytes, with the caller holding a grant for `max`.
+pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let file = open_regular(path).map_err(|e| match e {
+        InputError::Open(e) | InputError::Read(e) => e,
+        e => std::io::Error::other(e.to_string()),
+    })?;
+    let len = file.metadata()?.len();
+    if len > max {
+        return Err(std::io::Error::other(format!(
+            "{len} bytes, more than the {max} bytes granted"
+        )));
+    }
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(len as usize)
+        .map_err(|_| std::io::Error::other(format!("cannot allocate {len} bytes")))?;
+    file.take(len.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 != len {
+        return Err(std::io::Error::other(InputError::Changed.to_string()));
+    }
+    Ok(bytes)
+}
+
 impl Input {
     /// Opens an input (see [`open_regular`]).
     pub fn open(path: &Path) -> Result<Input, InputError> {
@@ -415,6 +439,9 @@ mod tests {
         ));
         let p = file_with(d.path(), "f", b"abc");
         assert_eq!(Input::open(&p).unwrap().len(), 3);
+        assert_eq!(read_regular(&p, 3).unwrap(), b"abc");
+        assert!(read_regular(&p, 2).is_err());
+        assert!(read_regular(&fifo, 100).is_err());
     }
 
     #[test]

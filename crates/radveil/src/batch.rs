@@ -274,24 +274,27 @@ fn process_volume(
             ));
         }
     };
-    // The files, the volume built from them and each rewritten file: granted before the
-    // volume is read (a volume that never fits the budget is held back, not read).
-    let bytes: u64 = paths
+    // The files are read one at a time (regular files only, never blocking), the largest
+    // granted before any is read; the decoded pixels are reserved by `assemble` itself.
+    let largest = paths
         .iter()
         .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-        .fold(0u64, u64::saturating_add);
-    let grant = match run
-        .budget()
-        .reserve(bytes.saturating_mul(3), radveil_part10::DEFAULT_WAIT)
-    {
+        .max()
+        .unwrap_or(0);
+    let reading = match run.budget().reserve(largest, radveil_part10::DEFAULT_WAIT) {
         Ok(g) => g,
         Err(e) => return hold_all(records, format!("the volume cannot be defaced: {e}")),
     };
-    let mut series = match radveil_deface::series::assemble(paths) {
+    let assembled = radveil_deface::series::assemble_with_budget(
+        paths,
+        |p| input::read_regular(p, largest),
+        run.budget(),
+    );
+    drop(reading);
+    let mut series = match assembled {
         Ok(s) => s,
         // A localizer or a few images: not a volume a face could be rendered from.
         Err(SeriesError::TooFewSlices(_)) => {
-            drop(grant);
             return each(records, scratch, VisualFeatures::Untouched);
         }
         Err(e) => {
@@ -301,14 +304,24 @@ fn process_volume(
             )
         }
     };
+    // The volume (returned to us to account for) and the mask of removed voxels.
+    let voxels = series.volume.data.len() as u64;
+    let volume_grant = match run
+        .budget()
+        .reserve(voxels.saturating_mul(5), radveil_part10::DEFAULT_WAIT)
+    {
+        Ok(g) => g,
+        Err(e) => return hold_all(records, format!("the volume cannot be defaced: {e}")),
+    };
     match radveil_deface::deface(&mut series.volume, options) {
         Ok(defaced) => {
             for (n, p) in series.files.iter().enumerate() {
-                let outcome = match radveil_deface::series::rewrite(
+                let outcome = match radveil_deface::series::rewrite_with_budget(
                     &series,
                     n,
                     &defaced.removed,
                     &series.volume.data,
+                    run.budget(),
                 ) {
                     Ok(bytes) => run.deidentify_reserved(&bytes, VisualFeatures::Cleaned),
                     Err(e) => Outcome::Failed(format!("cannot deface: {e}")),
@@ -320,7 +333,7 @@ fn process_volume(
             match radveil_deface::face_check(&series.volume) {
                 Ok(fc) if !fc.face_found => {
                     drop(series);
-                    drop(grant);
+                    drop(volume_grant);
                     each(records, scratch, VisualFeatures::NoneFound);
                 }
                 Ok(fc) => hold_all(
