@@ -11,6 +11,7 @@ use radveil_ledger::{
     admit, hex, Admission, Intent, Ledger, LedgerError, Observation, Status, TornRepair, Verdict,
     Verification,
 };
+use radveil_part10::MemoryBudget;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -262,11 +263,13 @@ fn report_torn(ledger: &Ledger) {
 /// Observes one DICOM file as the ledger sees it: keyed hashes of its SOP Instance UID,
 /// series and equipment, the SHA-256 of its bytes, its binding hash and the outcome of its
 /// own signatures.
-fn observe(path: &Path, key: &Key) -> Result<Observation> {
+fn observe(path: &Path, key: &Key, budget: &MemoryBudget) -> Result<Observation> {
     use radveil_part10 as p10;
-    let bytes = std::fs::read(path).context("cannot read")?;
+    let crate::dicom_file::WholeFile { bytes, mut grant } =
+        crate::dicom_file::read_whole(path, budget).context("cannot read")?;
     let mut inflated = Vec::new();
-    let (meta, ds, enc) = p10::read_file(&bytes, &mut inflated, p10::Limits::default())?;
+    let (meta, ds, enc) =
+        p10::read_file_in(&bytes, &mut inflated, p10::Limits::default(), &mut grant)?;
     let reports = radveil_integrity::verify(&ds, enc);
     let valid = reports
         .iter()
@@ -321,6 +324,7 @@ fn append(
 ) -> Result<ExitCode> {
     let mut ledger = Ledger::open(dir)?;
     let (files, errors) = crate::inputs::collect(inputs);
+    let budget = crate::dicom_file::default_budget();
     let mut problems = errors.len();
     for (p, reason) in &errors {
         eprintln!("radveil: {}: {reason}", p.display());
@@ -329,7 +333,7 @@ fn append(
     // writing it happen under it, against the ledger as it is then.
     let mut observed = Vec::new();
     for f in &files {
-        match observe(f, key) {
+        match observe(f, key, &budget) {
             Ok(o) => observed.push((f, o)),
             Err(e) => {
                 eprintln!("radveil: {}: not logged: {e:#}", f.display());
@@ -425,7 +429,8 @@ fn prove(
     } else {
         let key = crate::key::load_with(key_file, keys)?;
         let path = input.context("an image to prove")?;
-        let obs = observe(path, &key).with_context(|| path.display().to_string())?;
+        let budget = crate::dicom_file::default_budget();
+        let obs = observe(path, &key, &budget).with_context(|| path.display().to_string())?;
         let p = ledger
             .prove_observed(&obs, &cp)
             .map_err(|v| anyhow::anyhow!("{}: {}: {}", path.display(), v.status, v.reason))?;
@@ -500,8 +505,8 @@ impl VerifiedLedger {
     }
 
     /// What the ledger says of one image, with any equipment advisory.
-    pub fn image_status(&self, path: &Path, key: &Key) -> ImageCheck {
-        let obs = match observe(path, key) {
+    pub fn image_status(&self, path: &Path, key: &Key, budget: &MemoryBudget) -> ImageCheck {
+        let obs = match observe(path, key, budget) {
             Ok(o) => o,
             Err(e) => {
                 return ImageCheck {
@@ -534,12 +539,13 @@ fn verify_images(
     json: bool,
 ) -> Result<ExitCode> {
     let (files, errors) = crate::inputs::collect(inputs);
+    let budget = crate::dicom_file::default_budget();
     let mut flagged = errors.len();
     for (p, reason) in errors {
         report(json, &p, &Status::Unreadable.to_string(), None, &reason);
     }
     for f in &files {
-        let ImageCheck { verdict, advisory } = verified.image_status(f, key);
+        let ImageCheck { verdict, advisory } = verified.image_status(f, key, &budget);
         if let Some(advice) = advisory {
             report(json, f, "advisory", verdict.index, &advice);
         }

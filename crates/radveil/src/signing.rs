@@ -145,6 +145,9 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
     // The output directory is opened once; every file is written below it without following
     // a link (a link planted in the output tree is refused, never written through).
     let out_dir = radveil_pipeline::Dir::create(&args.out)?;
+    // Each worker reserves a file's size before reading it, and waits for memory others
+    // hold: a batch of large files never holds more than the budget.
+    let budget = crate::dicom_file::default_budget();
     let (files, errors) = crate::inputs::collect(&args.inputs);
     let tree = crate::dicom_file::OutputTree::new(&args.inputs);
     let mut failed = errors.len();
@@ -174,7 +177,7 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
                 let Some(f) = files.get(i) else { break };
                 let signed_file = tree
                     .relative(f)
-                    .and_then(|rel| sign_file(f, &out_dir, &rel, &signer, &choices));
+                    .and_then(|rel| sign_file(f, &out_dir, &rel, &signer, &choices, &budget));
                 match signed_file {
                     Ok(out) => {
                         signed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -243,6 +246,7 @@ fn sign_file(
     relative: &Path,
     signer: &SignerIdentity,
     choices: &SignChoices<'_>,
+    budget: &radveil_part10::MemoryBudget,
 ) -> Result<PathBuf> {
     let SignChoices {
         mac,
@@ -252,9 +256,10 @@ fn sign_file(
         item,
         tsa,
     } = *choices;
-    let bytes = std::fs::read(path)?;
+    let crate::dicom_file::WholeFile { bytes, mut grant } =
+        crate::dicom_file::read_whole(path, budget)?;
     let uid = new_uid()?;
-    let signed = crate::dicom_file::rewrite(&bytes, |ds, enc, transfer_syntax| {
+    let signed = crate::dicom_file::rewrite(&bytes, &mut grant, |ds, enc, transfer_syntax| {
         let request = SignRequest {
             mac,
             tags: tags.map(|t| t.to_vec()),
@@ -304,6 +309,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
         }
     };
     let required = parse_profile(args.require_profile.as_deref())?;
+    let budget = crate::dicom_file::default_budget();
     let ledger = match &args.ledger {
         Some(dir) => {
             match crate::ledger::VerifiedLedger::open(
@@ -333,7 +339,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     }
     for f in &files {
         if let Some((l, key)) = &ledger {
-            let check = l.image_status(f, key);
+            let check = l.image_status(f, key, &budget);
             if let Some(advice) = &check.advisory {
                 line(args.json, f, "advisory", advice, None);
             }
@@ -349,14 +355,15 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                 None,
             );
         }
-        let bytes = match std::fs::read(f) {
-            Ok(b) => b,
-            Err(e) => {
-                bad += 1;
-                line(args.json, f, "unreadable", &e.to_string(), None);
-                continue;
-            }
-        };
+        let crate::dicom_file::WholeFile { bytes, mut grant } =
+            match crate::dicom_file::read_whole(f, &budget) {
+                Ok(w) => w,
+                Err(e) => {
+                    bad += 1;
+                    line(args.json, f, "unreadable", &format!("{e:#}"), None);
+                    continue;
+                }
+            };
         let examine = |ds: &p10::DataSet<'_>, enc: p10::Encoding, ts: &str| {
             let reports = check(ds, enc);
             let (mut findings, geometry) = radveil_integrity::advisory::check_image(ds, enc);
@@ -372,7 +379,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
             )
         };
         let mut inflated = Vec::new();
-        let parsed = p10::read_file(&bytes, &mut inflated, p10::Limits::default())
+        let parsed = p10::read_file_in(&bytes, &mut inflated, p10::Limits::default(), &mut grant)
             .map(|(meta, ds, enc)| examine(&ds, enc, &meta.transfer_syntax));
         let reports = match parsed {
             Ok((r, binding, (findings, geometry), profile)) => {

@@ -11,7 +11,7 @@ use radveil_integrity::timestamp::{self, QueryOptions};
 use radveil_integrity::MacAlgorithm;
 use radveil_part10 as p10;
 
-use crate::dicom_file::{rewrite, with_dataset, OutputTree};
+use crate::dicom_file::{default_budget, read_whole, rewrite, with_dataset, OutputTree, WholeFile};
 use radveil_pipeline::Dir;
 
 /// How timestamp queries are made.
@@ -107,10 +107,11 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
             let tsa = Tsa::new(&tsa, ts.query_options()?)?;
             let tree = OutputTree::new(&inputs);
             let out = Dir::create(&out)?;
+            let budget = default_budget();
             batch(&inputs, "stamped", |f| {
-                let bytes = std::fs::read(f)?;
+                let WholeFile { bytes, mut grant } = read_whole(f, &budget)?;
                 let mut count = 0;
-                let stamped = rewrite(&bytes, |ds, _, _| {
+                let stamped = rewrite(&bytes, &mut grant, |ds, _, _| {
                     count = tsa.stamp(ds, None)?;
                     Ok(())
                 })?;
@@ -125,9 +126,10 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
             let options = ts.query_options()?;
             let tree = OutputTree::new(&inputs);
             let out = Dir::create(&out)?;
+            let budget = default_budget();
             batch(&inputs, "query", |f| {
-                let bytes = std::fs::read(f)?;
-                let queries = with_dataset(&bytes, |ds| {
+                let WholeFile { bytes, mut grant } = read_whole(f, &budget)?;
+                let queries = with_dataset(&bytes, &mut grant, |ds| {
                     Ok(radveil_integrity::timestamp_queries(ds, &options)?)
                 })?;
                 if queries.is_empty() {
@@ -163,18 +165,16 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
             query,
             out,
         } => {
-            let reply =
-                std::fs::read(&reply).with_context(|| format!("reading {}", reply.display()))?;
+            let reply = read_small(&reply)?;
             let query = match &query {
-                Some(q) => Some(timestamp::parse_query(
-                    &std::fs::read(q).with_context(|| format!("reading {}", q.display()))?,
-                )?),
+                Some(q) => Some(timestamp::parse_query(&read_small(q)?)?),
                 None => None,
             };
             let token = timestamp::token_from_reply(&reply, query.as_ref(), None)?;
-            let bytes =
-                std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
-            let stamped = rewrite(&bytes, |ds, _, _| {
+            let budget = default_budget();
+            let WholeFile { bytes, mut grant } = read_whole(&input, &budget)
+                .with_context(|| format!("reading {}", input.display()))?;
+            let stamped = rewrite(&bytes, &mut grant, |ds, _, _| {
                 radveil_integrity::insert_timestamp(ds, &token)?;
                 Ok(())
             })?;
@@ -219,6 +219,24 @@ fn batch(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Reads a timestamp query or reply file (DER), at most [`MAX_REPLY`] bytes.
+fn read_small(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = radveil_pipeline::input::open_regular(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_REPLY + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > MAX_REPLY {
+        bail!(
+            "{} is larger than {MAX_REPLY} bytes: not a timestamp query or reply",
+            path.display()
+        );
+    }
+    Ok(bytes)
 }
 
 /// A timestamp authority reached over HTTP (RFC 3161 §3.4: POST of
