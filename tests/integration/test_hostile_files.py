@@ -51,7 +51,10 @@ def run_deid(radveil_bin, inputs, out, key, *extra, report=None, timeout=120, um
         pytest.fail(f"radveil deid did not finish in {timeout} s (hung on an input?)")
     recs = None
     if report is not None and Path(report).exists():
-        recs = [json.loads(ln) for ln in Path(report).read_text().splitlines() if ln.strip()]
+        try:
+            recs = [json.loads(ln) for ln in Path(report).read_text().splitlines() if ln.strip()]
+        except ValueError:
+            recs = None  # a truncated report; the caller's assertions say what is wrong
     return r, recs
 
 
@@ -436,3 +439,31 @@ def test_memory_limit_is_checked(radveil_bin, key_file, good, tmp_path, bad):
     r, _ = run_deid(radveil_bin, good[:1], tmp_path / "out", key_file, f"--memory-limit={bad}")
     assert r.returncode == 2 and "memory" in r.stderr.lower(), r.stderr
     assert not files_under(tmp_path / "out")
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 16 KiB tmpfs (needs root and mount permission; skipped elsewhere)."""
+    d = tmp_path / "tiny"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    yield d
+    subprocess.run(["umount", str(d)], capture_output=True)
+
+
+def test_report_on_a_full_disk_stops_the_run_and_leaves_no_truncated_report(
+        radveil_bin, key_file, tmp_path, tiny_fs):
+    src = tmp_path / "in"
+    corpus.make_bench_corpus(300, src, seed=9, patients=1, studies=1, series=3)
+    report = tiny_fs / "r.jsonl"
+    out = tmp_path / "out"
+    r, _ = run_deid(radveil_bin, [src], out, key_file, report=report, timeout=600)
+    no_panic(r, "full disk")
+    assert r.returncode == 2, f"exit {r.returncode}: {r.stderr[-2000:]}"
+    assert "report" in r.stderr, r.stderr
+    assert list(tiny_fs.iterdir()) == [], f"left on the full disk: {list(tiny_fs.iterdir())}"
+    written = [p for p in out.rglob("*.dcm")]
+    assert len(written) < 300, "the run went on to the end with a report it could not write"

@@ -377,3 +377,36 @@ fn a_file_waits_for_memory_other_workers_hold_and_one_too_large_is_refused() {
     );
     assert_eq!(r.budget().in_use(), 0);
 }
+
+#[test]
+fn bytes_from_elsewhere_give_the_same_output_as_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let bytes = ct_file("1.2.3.9.10", "DOE^JANE", 700_000);
+    let src = d.path().join("in.dcm");
+    std::fs::write(&src, &bytes).unwrap();
+    let mut scratch = Scratch::new();
+    let a = run(&d.path().join("a"), 1 << 30, false);
+    let Outcome::Written {
+        output: from_file, ..
+    } = a.deidentify_file(&src, &mut scratch, VisualFeatures::Untouched)
+    else {
+        panic!()
+    };
+    let b = run(&d.path().join("b"), 1 << 30, false);
+    let o = b.deidentify_bytes(&bytes, VisualFeatures::Untouched);
+    let Outcome::Written {
+        output: from_bytes, ..
+    } = o
+    else {
+        panic!("{o:?}")
+    };
+    assert_eq!(
+        std::fs::read(from_file).unwrap(),
+        std::fs::read(from_bytes).unwrap()
+    );
+    assert!(matches!(
+        b.deidentify_bytes(&bytes, VisualFeatures::Untouched),
+        Outcome::Duplicate
+    ));
+    assert_eq!(b.budget().in_use(), 0);
+}
