@@ -285,9 +285,10 @@ fn observe(path: &Path, key: &Key, budget: &MemoryBudget) -> Result<Observation>
         Verification::Invalid
     };
     let signer = valid.map(|r| r.fingerprint.clone());
-    let binding = radveil_integrity::binding_hash(&ds, enc, &meta.transfer_syntax)
-        .ok()
-        .map(|h| hex(&h));
+    let binding =
+        radveil_integrity::binding_hash_with_budget(&ds, enc, &meta.transfer_syntax, budget)
+            .ok()
+            .map(|h| hex(&h));
     let series = ds
         .string(0x0020_000E)
         .filter(|s| !s.is_empty())

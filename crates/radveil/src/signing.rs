@@ -373,7 +373,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
             let profile = required.map(|p| profile_outcome(ds, &reports, p));
             (
                 reports,
-                radveil_integrity::binding_hash(ds, enc, ts),
+                radveil_integrity::binding_hash_with_budget(ds, enc, ts, &budget),
                 (findings, geometry),
                 profile,
             )
