@@ -290,3 +290,57 @@ def test_hostile_intermediate_bundle_is_searched_within_a_budget(radveil, tmp_pa
     assert r.returncode == 1 and [x["status"] for x in res] == ["untrusted"], res
     assert "within" in res[0]["detail"], res
     assert took < 5, took
+
+
+def test_timestamp_stamp_keeps_the_relative_tree(radveil, keys, tmp_path):
+    """`timestamp stamp DIR` writes a/x.dcm and b/x.dcm apart (an RFC 3161 TSA over HTTP
+    around `openssl ts -reply`, as test_timestamp's)."""
+    import http.server
+    import threading
+
+    import pydicom
+
+    openssl = require_tool("openssl")
+    key, cert = keys["rsa"]
+    src = corpus.pydicom_test_dir() / "CT_small.dcm"
+    tree = tmp_path / "tree"
+    for i, sub in enumerate(["a", "b"]):
+        (tree / sub).mkdir(parents=True)
+        ds = pydicom.dcmread(src)
+        ds.SOPInstanceUID += f".{i + 1}"
+        ds.save_as(tree / sub / "x.dcm")
+    signed = tmp_path / "signed"
+    r = radveil.run("sign", tree, "--key", key, "--cert", cert, "--out", signed)
+    assert r.returncode == 0, r.stderr
+    lock = threading.Lock()
+
+    class Tsa(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                q, rep = tmp_path / "q.tsq", tmp_path / "r.tsr"
+                q.write_bytes(body)
+                subprocess.run([openssl, "ts", "-reply", "-config", keys["tsa"] / "tsa.cnf", "-queryfile", q,
+                                "-out", rep], check=True, capture_output=True)
+                reply = rep.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/timestamp-reply")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tsa)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/tsa"
+        r = radveil.run("timestamp", "stamp", signed, "--tsa", url, "--out", tmp_path / "stamped")
+    finally:
+        server.shutdown()
+    assert r.returncode == 0, r.stderr
+    for i, sub in enumerate(["a", "b"]):
+        out = tmp_path / "stamped" / sub / "x.dcm"
+        assert out.is_file(), r.stderr
+        assert pydicom.dcmread(out).SOPInstanceUID.endswith(f".{i + 1}")
