@@ -34,7 +34,6 @@ use radveil_part10::{BudgetError, Grant, MemoryBudget, DEFAULT_WAIT};
 
 pub use input::{InputError, Scratch};
 pub use outdir::{write_new_file, Dir, OutputError};
-pub use radveil_part10::MemoryBudget as Budget;
 pub use report::{Record, Status, Summary};
 
 use input::{Input, Loaded};
