@@ -2,8 +2,8 @@
 //!
 //! A head scan holds enough geometry to render a recognisable face. This crate reads
 //! volumes (NIfTI: [`nifti_io`]; DICOM series: [`series`]), removes the face and ears with the head's own geometry
-//! ([`deface`], on a patient-aligned [`grid`]), or replaces the face with a smooth surface
-//! ([`reface`]), renders the skin surface from several views
+//! ([`deface`](mod@deface), on a patient-aligned [`grid`]), or replaces the face with a smooth surface
+//! ([`reface`](mod@reface)), renders the skin surface from several views
 //! ([`render`]) and runs a face detector on the renders ([`face`]).
 
 #![forbid(unsafe_code)]

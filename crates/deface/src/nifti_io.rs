@@ -61,7 +61,7 @@ impl NiftiFile {
     /// NIfTI-1 bytes, plain or gzip-compressed. A gzip stream is inflated only as far as
     /// its header needs: the header first, then the extensions and voxels it describes
     /// (checked arithmetic, at most 4 GiB, reserved from `budget` before they are
-    /// allocated), and at most [`MAX_TRAILING`] bytes beyond; a stream that holds more is
+    /// allocated), and at most 1 MiB beyond; a stream that holds more is
     /// refused, never inflated to the end.
     pub fn from_bytes_with_budget(
         raw: Vec<u8>,

@@ -133,26 +133,55 @@ pub fn binding_hash_with_budget(
             put(&mut h, *tag, b"\xFF<absent>");
         }
     }
-    let decoded = radveil_pixeldata::decode_pixel_data(ds, enc, transfer_syntax, budget)?;
     let bits_allocated = ds.u16_value(0x0028_0100, enc).unwrap_or(8) as u32;
     let bits_stored = ds
         .u16_value(0x0028_0101, enc)
         .map_or(bits_allocated, |b| b as u32);
-    // Cutting borrowed pixels to Bits Stored copies them: that copy is reserved too.
-    let _copy = match (&decoded.pixels, needs_mask(bits_allocated, bits_stored)) {
-        (Cow::Borrowed(p), true) => Some(
-            budget
-                .reserve(p.len() as u64, radveil_part10::DEFAULT_WAIT)
-                .map_err(BindingError::Memory)?,
-        ),
-        _ => None,
+    // The pixels, frame by frame (one decoded frame in memory at a time): the length of
+    // the whole goes first, as `put` writes it.
+    let described = match ds.get(radveil_part10::PIXEL_DATA) {
+        Some(_) => radveil_pixeldata::ImagePixel::from_dataset(ds, enc)?.native_len(),
+        None => 0,
     };
-    let (pixels, _grant) = decoded.into_parts();
-    put(
-        &mut h,
-        radveil_part10::PIXEL_DATA,
-        &masked(pixels, bits_allocated, bits_stored),
-    );
+    h.update(radveil_part10::PIXEL_DATA.to_be_bytes());
+    h.update((described as u64).to_be_bytes());
+    let mut hashed = 0usize;
+    let mut cut: Option<Vec<u8>> = None;
+    let mut reserved: Option<radveil_part10::Grant<'_>> = None;
+    let mut failed: Option<BindingError> = None;
+    radveil_pixeldata::for_each_frame(ds, enc, transfer_syntax, budget, &mut |frame| {
+        if failed.is_some() {
+            return;
+        }
+        hashed = hashed.saturating_add(frame.len());
+        if !needs_mask(bits_allocated, bits_stored) {
+            h.update(frame);
+            return;
+        }
+        // Cutting to Bits Stored needs a copy of the frame: reserved once.
+        if reserved.is_none() {
+            match budget.reserve(frame.len() as u64, radveil_part10::DEFAULT_WAIT) {
+                Ok(g) => reserved = Some(g),
+                Err(e) => {
+                    failed = Some(BindingError::Memory(e));
+                    return;
+                }
+            }
+        }
+        let buf = cut.get_or_insert_with(Vec::new);
+        buf.clear();
+        buf.extend_from_slice(frame);
+        mask(buf, bits_allocated, bits_stored);
+        h.update(&buf[..]);
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if hashed != described {
+        return Err(BindingError::Malformed(format!(
+            "{hashed} bytes of pixels decoded where {described} are described"
+        )));
+    }
     Ok(h.finalize().into())
 }
 
@@ -164,21 +193,19 @@ fn needs_mask(bits_allocated: u32, bits_stored: u32) -> bool {
 
 /// Sample values cut to Bits Stored: the bits above it (a sign extension, or old overlay
 /// bits) are not image content, and codecs do not keep them.
-fn masked(pixels: Cow<'_, [u8]>, bits_allocated: u32, bits_stored: u32) -> Cow<'_, [u8]> {
+fn mask(pixels: &mut [u8], bits_allocated: u32, bits_stored: u32) {
     if !needs_mask(bits_allocated, bits_stored) {
-        return pixels;
+        return;
     }
     let mask = (1u32 << bits_stored) - 1;
-    let mut out = pixels.into_owned();
     if bits_allocated == 8 {
-        out.iter_mut().for_each(|b| *b &= mask as u8);
+        pixels.iter_mut().for_each(|b| *b &= mask as u8);
     } else {
-        for c in out.chunks_exact_mut(2) {
+        for c in pixels.chunks_exact_mut(2) {
             let v = u16::from_le_bytes([c[0], c[1]]) & mask as u16;
             c.copy_from_slice(&v.to_le_bytes());
         }
     }
-    Cow::Owned(out)
 }
 
 /// The pixel data decoded to native little endian, samples interleaved, without padding

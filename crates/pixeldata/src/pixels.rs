@@ -4,10 +4,13 @@
 use std::borrow::Cow;
 use std::ops::Deref;
 
-use radveil_part10::{DataSet, Encoding, Grant, MemoryBudget, Value, Vr, DEFAULT_WAIT};
+use radveil_part10::{
+    BudgetError, DataSet, Encoding, Grant, MemoryBudget, Value, Vr, DEFAULT_WAIT,
+};
 
 use crate::codec::{self, Codec};
 use crate::description::ImagePixel;
+
 use crate::rle;
 use crate::PixelError;
 
@@ -73,40 +76,122 @@ pub fn decode_pixel_data<'d, 'b>(
         });
     };
     let d = ImagePixel::from_dataset(ds, enc)?;
+    if let Value::Bytes(b) = &el.value {
+        d.check_native_len(b.len())?;
+        if !needs_copy(&d, el.vr, enc) {
+            return Ok(DecodedPixels {
+                pixels: Cow::Borrowed(&b[..d.native_len()]),
+                description: Some(d),
+                grant: None,
+            });
+        }
+    }
+    let total = d.native_len();
+    let grant = budget.reserve(total as u64, DEFAULT_WAIT)?;
+    let mut out = crate::with_capacity::<u8>(total)?;
+    frames_of(el, enc, &d, transfer_syntax, budget, &mut |f| {
+        out.extend_from_slice(f)
+    })?;
+    Ok(DecodedPixels {
+        pixels: Cow::Owned(out),
+        description: Some(d),
+        grant: Some(grant),
+    })
+}
+
+/// [`decode_pixel_data`] one frame at a time: calls `each` with the decoded bytes of each
+/// frame in order (for a bit-packed image, once with all of them), so that only one frame
+/// is held in memory (and reserved from `budget`) at a time. Returns the description, or
+/// `None` when the data set has no Pixel Data (and `each` is not called). What `each` was
+/// given adds up to [`ImagePixel::native_len`] bytes when this returns `Ok`.
+///
+/// An image whose decoded size exceeds the whole budget is refused before anything is
+/// decoded, although only a frame would be held: no reader of this run could hold it, and
+/// decoding it would be work out of all proportion to a small codestream that claims it.
+pub fn for_each_frame(
+    ds: &DataSet<'_>,
+    enc: Encoding,
+    transfer_syntax: &str,
+    budget: &MemoryBudget,
+    each: &mut dyn FnMut(&[u8]),
+) -> Result<Option<ImagePixel>, PixelError> {
+    let Some(el) = ds.get(radveil_part10::PIXEL_DATA) else {
+        return Ok(None);
+    };
+    let d = ImagePixel::from_dataset(ds, enc)?;
+    let total = d.native_len() as u64;
+    if total > budget.limit() {
+        return Err(PixelError::Memory(BudgetError::TooLarge {
+            requested: total,
+            limit: budget.limit(),
+        }));
+    }
+    frames_of(el, enc, &d, transfer_syntax, budget, each)?;
+    Ok(Some(d))
+}
+
+/// Whether native Pixel Data must be rewritten to give the decoded layout: byte-swapped
+/// (big endian OW) or interleaved (colour by plane).
+fn needs_copy(d: &ImagePixel, vr: Vr, enc: Encoding) -> bool {
+    let swap = enc == Encoding::ExplicitBig && vr == Vr::OW && d.bytes_per_sample() > 1;
+    swap || planar(d)
+}
+
+fn planar(d: &ImagePixel) -> bool {
+    d.planar_configuration == 1 && d.samples_per_pixel > 1 && d.bits_allocated != 1
+}
+
+/// The decoding shared by [`decode_pixel_data`] and [`for_each_frame`]: checks the pixel
+/// data against `d` and hands each decoded frame to `each`, holding one frame's working
+/// memory (reserved from `budget`) at a time.
+fn frames_of(
+    el: &radveil_part10::Element<'_>,
+    enc: Encoding,
+    d: &ImagePixel,
+    transfer_syntax: &str,
+    budget: &MemoryBudget,
+    each: &mut dyn FnMut(&[u8]),
+) -> Result<(), PixelError> {
     let spp = usize::from(d.samples_per_pixel);
     let bps = d.bytes_per_sample();
-    let bit_packed = d.bits_allocated == 1;
-    let planar = d.planar_configuration == 1 && spp > 1 && !bit_packed;
+    let ppf = d.pixels_per_frame();
+    let frame_len = d.frame_len();
     let reserve = |bytes: usize| budget.reserve(bytes as u64, DEFAULT_WAIT);
     match &el.value {
         Value::Bytes(b) => {
             d.check_native_len(b.len())?;
             let v = &b[..d.native_len()];
+            if !needs_copy(d, el.vr, enc) {
+                each(v);
+                return Ok(());
+            }
             let swap = enc == Encoding::ExplicitBig && el.vr == Vr::OW && bps > 1;
-            if !swap && !planar {
-                return Ok(DecodedPixels {
-                    pixels: Cow::Borrowed(v),
-                    description: Some(d),
-                    grant: None,
-                });
-            }
-            // A copy (byte-swapped), and for planar frames a second one.
-            let copies = if planar { 2 } else { 1 };
-            let grant = reserve(v.len().saturating_mul(copies))?;
-            let mut owned = crate::with_capacity(v.len())?;
-            if swap {
-                owned.extend(v.chunks(2).flat_map(|c| c.iter().rev().copied()));
+            // A frame copied (byte-swapped), and for planar frames a second one.
+            let copies = if planar(d) { 2 } else { 1 };
+            // Byte pairs are swapped across the whole pixel data: frames of an odd length
+            // (3-byte samples) are swapped as one unit, as they always were.
+            let unit = if swap && frame_len % 2 == 1 {
+                v.len()
             } else {
-                owned.extend_from_slice(v);
+                frame_len
+            };
+            let frames_per_unit = unit.checked_div(frame_len).unwrap_or(1);
+            let _grant = reserve(unit.saturating_mul(copies))?;
+            let mut frame = crate::with_capacity::<u8>(unit)?;
+            for src in v.chunks_exact(unit) {
+                frame.clear();
+                if swap {
+                    // `frame_len` is a whole number of 2-byte samples here.
+                    frame.extend(src.chunks(2).flat_map(|c| c.iter().rev().copied()));
+                } else {
+                    frame.extend_from_slice(src);
+                }
+                if planar(d) {
+                    frame = rle::interleave(frame, frames_per_unit, ppf, spp, bps)?;
+                }
+                each(&frame);
             }
-            if planar {
-                owned = rle::interleave(owned, d.number_of_frames, d.pixels_per_frame(), spp, bps)?;
-            }
-            Ok(DecodedPixels {
-                pixels: Cow::Owned(owned),
-                description: Some(d),
-                grant: Some(grant),
-            })
+            Ok(())
         }
         Value::Fragments(frags) => {
             let rle = transfer_syntax == RLE_LOSSLESS;
@@ -114,7 +199,7 @@ pub fn decode_pixel_data<'d, 'b>(
             if !rle && codec.is_none() {
                 return Err(PixelError::Unsupported(transfer_syntax.to_string()));
             }
-            if bit_packed || (codec.is_some() && bps > 2) {
+            if d.bits_allocated == 1 || (codec.is_some() && bps > 2) {
                 return Err(PixelError::Malformed(format!(
                     "{}-bit samples in a compressed transfer syntax",
                     d.bits_allocated
@@ -124,39 +209,33 @@ pub fn decode_pixel_data<'d, 'b>(
             let offsets = frags.first().map_or(&[][..], |f| f.as_ref());
             // Checks the frame count against the items present before anything else.
             let frame_data = codec::frames(&items, offsets, d.number_of_frames)?;
-            let total = d.native_len();
-            // RLE decodes colour by plane: a second copy to interleave.
+            // One frame out; RLE decodes colour by plane, into a second copy to interleave.
             let copies = if rle && spp > 1 { 2 } else { 1 };
-            let grant = reserve(total.saturating_mul(copies))?;
-            let mut out = crate::with_capacity::<u8>(total)?;
-            match codec {
-                None => {
-                    for f in &frame_data {
-                        out.extend(rle::rle_frame(f, d.pixels_per_frame(), spp, bps)?);
+            let _grant = reserve(frame_len.saturating_mul(copies))?;
+            let mut out = crate::with_capacity::<u8>(frame_len)?;
+            for f in &frame_data {
+                match codec {
+                    None => {
+                        out = rle::interleave(rle::rle_frame(f, ppf, spp, bps)?, 1, ppf, spp, bps)?
                     }
-                    out = rle::interleave(out, d.number_of_frames, d.pixels_per_frame(), spp, bps)?;
-                }
-                Some(codec) => {
-                    let expect = (usize::from(d.columns), usize::from(d.rows), spp);
-                    for f in &frame_data {
+                    Some(codec) => {
+                        let expect = (usize::from(d.columns), usize::from(d.rows), spp);
                         let frame = codec::decode(codec, f, expect, budget)?;
+                        out.clear();
                         for v in frame.samples {
                             out.extend_from_slice(&v.to_le_bytes()[..bps]);
                         }
                     }
                 }
+                if out.len() != frame_len {
+                    return Err(PixelError::Malformed(format!(
+                        "a frame decodes to {} bytes where {frame_len} are described",
+                        out.len()
+                    )));
+                }
+                each(&out);
             }
-            if out.len() != total {
-                return Err(PixelError::Malformed(format!(
-                    "the frames decode to {} bytes where {total} are described",
-                    out.len()
-                )));
-            }
-            Ok(DecodedPixels {
-                pixels: Cow::Owned(out),
-                description: Some(d),
-                grant: Some(grant),
-            })
+            Ok(())
         }
         Value::Sequence(_) => Err(PixelError::Malformed("pixel data is a sequence".into())),
     }
@@ -211,6 +290,64 @@ mod tests {
             Value::Bytes(Cow::Borrowed(&bytes)),
         );
         assert!(decode_pixel_data(&hostile, Encoding::ExplicitLittle, EXPLICIT, &budget).is_err());
+    }
+
+    #[test]
+    fn frames_one_at_a_time_are_the_whole_decode() {
+        let budget = MemoryBudget::new(1 << 20);
+        let bytes: Vec<u8> = (0..2 * 4 * 4 * 2 * 3).map(|i| i as u8).collect();
+        for enc in [Encoding::ExplicitLittle, Encoding::ExplicitBig] {
+            let mut ds = DataSet::default();
+            let us = |v: u16| {
+                let b = if enc == Encoding::ExplicitBig {
+                    v.to_be_bytes()
+                } else {
+                    v.to_le_bytes()
+                };
+                Value::Bytes(Cow::Owned(b.to_vec()))
+            };
+            for (tag, v) in [
+                (0x0028_0010u32, 4u16),
+                (0x0028_0011, 4),
+                (0x0028_0100, 16),
+                (0x0028_0002, 3),
+                (0x0028_0006, 1),
+            ] {
+                ds.put(Element {
+                    tag,
+                    vr: Vr::US,
+                    value: us(v),
+                });
+            }
+            ds.put(Element::text(0x0028_0008, Vr::IS, "2"));
+            ds.put(Element {
+                tag: radveil_part10::PIXEL_DATA,
+                vr: Vr::OW,
+                value: Value::Bytes(Cow::Borrowed(&bytes)),
+            });
+            let whole = decode_pixel_data(&ds, enc, EXPLICIT, &budget).unwrap();
+            let mut frames = Vec::new();
+            let mut calls = 0;
+            for_each_frame(&ds, enc, EXPLICIT, &budget, &mut |f| {
+                frames.extend_from_slice(f);
+                calls += 1;
+            })
+            .unwrap();
+            assert_eq!(calls, 2);
+            assert_eq!(frames, &whole[..]);
+            // Planar RGB: the first pixel is R, G, B from the three planes.
+            let first: Vec<u8> = if enc == Encoding::ExplicitLittle {
+                vec![0, 1, 32, 33, 64, 65]
+            } else {
+                vec![1, 0, 33, 32, 65, 64]
+            };
+            assert_eq!(&whole[..6], &first[..]);
+            // An image larger than the whole budget is refused, though a frame would fit.
+            let small = MemoryBudget::new(150);
+            let r = for_each_frame(&ds, enc, EXPLICIT, &small, &mut |_| {});
+            assert!(matches!(r, Err(PixelError::Memory(_))), "{r:?}");
+        }
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[test]
