@@ -1,7 +1,7 @@
 //! Decodes arbitrary codestreams with every pixel codec of `radveil-pixeldata` (JPEG,
-//! JPEG-LS, JPEG 2000) and arbitrary RLE / native pixel data through `decode_pixel_data`: a
-//! malformed codestream must give an error, never a panic, and nothing may be allocated
-//! beyond the memory budget.
+//! JPEG-LS, JPEG 2000), and arbitrary RLE and native pixel data through `decode_pixel_data`
+//! and `for_each_frame` (which must agree): a malformed codestream must give an error,
+//! never a panic, and nothing may be allocated beyond the memory budget.
 #![no_main]
 
 use std::borrow::Cow;
@@ -60,11 +60,23 @@ fuzz_target!(|data: &[u8]| {
             vr: Vr::OB,
             value,
         });
-        if let Ok(d) =
-            radveil_pixeldata::decode_pixel_data(&ds, Encoding::ExplicitLittle, ts, &budget)
-        {
+        let whole =
+            radveil_pixeldata::decode_pixel_data(&ds, Encoding::ExplicitLittle, ts, &budget);
+        if let Ok(d) = &whole {
             let description = d.description.clone().expect("pixel data present");
             assert_eq!(d.len(), description.native_len());
+        }
+        // Frame by frame (as the binding hash reads them): the same bytes, or an error.
+        let mut frames = Vec::new();
+        let streamed = radveil_pixeldata::for_each_frame(
+            &ds,
+            Encoding::ExplicitLittle,
+            ts,
+            &budget,
+            &mut |f| frames.extend_from_slice(f),
+        );
+        if let (Ok(d), Ok(_)) = (&whole, &streamed) {
+            assert_eq!(&d[..], &frames[..]);
         }
     }
     assert_eq!(budget.in_use(), 0);
