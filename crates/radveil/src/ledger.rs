@@ -324,6 +324,14 @@ fn append(
     repair: TornRepair,
 ) -> Result<ExitCode> {
     let mut ledger = Ledger::open(dir)?;
+    if let (Some(torn), TornRepair::Refuse) = (ledger.torn_tail(), repair) {
+        // Said before any image is read; checked again under the lock.
+        let e = LedgerError::TornTail {
+            path: ledger.entries_path(),
+            torn,
+        };
+        bail!("{e}; `radveil ledger append --repair-torn` keeps its bytes aside, cuts it off and appends");
+    }
     let (files, errors) = crate::inputs::collect(inputs);
     let budget = crate::dicom_file::default_budget();
     let mut problems = errors.len();
