@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let budget = MemoryBudget::new(64 << 20);
     if let Ok(file) = radveil_deface::nifti_io::NiftiFile::from_bytes_with_budget(gz, &budget) {
         assert!(file.bytes.len() <= data.len());
-        let _ = file.volume();
+        let _ = file.volume_with_budget(&budget);
     }
     assert_eq!(budget.in_use(), 0);
 });

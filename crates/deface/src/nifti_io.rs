@@ -112,9 +112,19 @@ impl NiftiFile {
         })
     }
 
-    /// The volume (the first of a 4-D series) and the header.
+    /// The volume (the first of a 4-D series) and the header, within the process-wide
+    /// [`radveil_pixeldata::default_budget`].
     pub fn volume(&self) -> Result<(Volume, NiftiHeader), NiftiError> {
-        parse(&self.bytes)
+        parse(&self.bytes, radveil_pixeldata::default_budget())
+    }
+
+    /// [`NiftiFile::volume`], reserving the volume's values from `budget` while they are
+    /// decoded (the returned volume is the caller's to account for).
+    pub fn volume_with_budget(
+        &self,
+        budget: &MemoryBudget,
+    ) -> Result<(Volume, NiftiHeader), NiftiError> {
+        parse(&self.bytes, budget)
     }
 
     /// A copy of the file in which the voxels marked in `removed` (of the first 3-D volume,
@@ -185,15 +195,24 @@ pub fn read(path: &Path) -> Result<(Volume, NiftiHeader), NiftiError> {
 /// Reads NIfTI-1 bytes (plain or gzip-compressed). The header is checked against the data
 /// before anything is allocated for the volume, so a hostile header cannot exhaust memory.
 pub fn read_bytes(raw: &[u8]) -> Result<(Volume, NiftiHeader), NiftiError> {
+    read_bytes_with_budget(raw, radveil_pixeldata::default_budget())
+}
+
+/// [`read_bytes`] within `budget`: the inflated file and the volume's values are reserved
+/// from it before they are allocated.
+pub fn read_bytes_with_budget(
+    raw: &[u8],
+    budget: &MemoryBudget,
+) -> Result<(Volume, NiftiHeader), NiftiError> {
     if raw.starts_with(&[0x1F, 0x8B]) {
-        NiftiFile::from_bytes(raw.to_vec())?.volume()
+        NiftiFile::from_bytes_with_budget(raw.to_vec(), budget)?.volume_with_budget(budget)
     } else {
-        parse(raw)
+        parse(raw, budget)
     }
 }
 
 /// Parses uncompressed NIfTI-1 bytes; the header is checked against the data first.
-fn parse(bytes: &[u8]) -> Result<(Volume, NiftiHeader), NiftiError> {
+fn parse(bytes: &[u8], budget: &MemoryBudget) -> Result<(Volume, NiftiHeader), NiftiError> {
     let header =
         NiftiHeader::from_reader(bytes).map_err(|e| NiftiError::Unreadable(e.to_string()))?;
     let dim = header.dim;
@@ -216,7 +235,7 @@ fn parse(bytes: &[u8]) -> Result<(Volume, NiftiHeader), NiftiError> {
             "the file is shorter than its header describes".into(),
         ));
     }
-    let _values = radveil_pixeldata::default_budget()
+    let _values = budget
         .reserve((n as u64).saturating_mul(4), DEFAULT_WAIT)
         .map_err(|e| NiftiError::Unsupported(e.to_string()))?;
     // The first volume's voxels, decoded straight from the file's bytes (checked above to
@@ -447,6 +466,19 @@ mod tests {
             NiftiFile::from_bytes_with_budget(bomb, &budget),
             Err(NiftiError::Unreadable(_))
         ));
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn the_volume_is_decoded_within_the_budget() {
+        let plain = nii();
+        // 512 voxels as f32: 2 KiB.
+        assert!(read_bytes_with_budget(&plain, &MemoryBudget::new(1 << 10)).is_err());
+        let budget = MemoryBudget::new(4 << 10);
+        assert_eq!(
+            read_bytes_with_budget(&plain, &budget).unwrap().0.len(),
+            512
+        );
         assert_eq!(budget.in_use(), 0);
     }
 
