@@ -28,6 +28,7 @@
 use std::borrow::Cow;
 use std::io::Read;
 
+use radveil_standard::tags;
 pub use radveil_standard::Vr;
 
 mod budget;
@@ -39,8 +40,8 @@ pub const ITEM: u32 = 0xFFFE_E000;
 pub const ITEM_DELIMITATION: u32 = 0xFFFE_E00D;
 /// Tag of Sequence Delimitation Item (FFFE,E0DD).
 pub const SEQUENCE_DELIMITATION: u32 = 0xFFFE_E0DD;
-/// Tag of Pixel Data (7FE0,0010).
-pub const PIXEL_DATA: u32 = 0x7FE0_0010;
+/// Tag of Pixel Data (7FE0,0010); the same as `radveil_standard::tags::PIXEL_DATA`.
+pub const PIXEL_DATA: u32 = tags::PIXEL_DATA;
 /// Undefined length (PS3.5 §7.1.1).
 pub const UNDEFINED_LENGTH: u32 = 0xFFFF_FFFF;
 
@@ -304,9 +305,9 @@ impl<'a> DataSet<'a> {
     pub fn code_item(value: &str, scheme: &str, meaning: &str) -> DataSet<'static> {
         DataSet {
             elements: vec![
-                Element::text(0x0008_0100, Vr::SH, value),
-                Element::text(0x0008_0102, Vr::SH, scheme),
-                Element::text(0x0008_0104, Vr::LO, meaning),
+                Element::text(tags::CODE_VALUE, Vr::SH, value),
+                Element::text(tags::CODING_SCHEME_DESIGNATOR, Vr::SH, scheme),
+                Element::text(tags::CODE_MEANING, Vr::LO, meaning),
             ],
         }
     }
@@ -368,7 +369,7 @@ pub fn read_file_meta(file: &[u8]) -> Result<FileMeta<'_>> {
         return Err(Error::InvalidMeta("empty file meta group"));
     }
     let ts = meta
-        .string(0x0002_0010)
+        .string(tags::TRANSFER_SYNTAX_UID)
         .filter(|s| !s.is_empty())
         .ok_or(Error::InvalidMeta("no Transfer Syntax UID (0002,0010)"))?;
     let body = file.get(r.pos..).unwrap_or_default();
@@ -1281,12 +1282,18 @@ pub fn write_file<'a>(
     out.put(b"DICM");
     let mut group = Vec::with_capacity(256);
     for el in &meta.elements {
-        if el.tag == 0x0002_0000 || el.tag >> 16 != 0x0002 {
+        if el.tag == tags::FILE_META_INFORMATION_GROUP_LENGTH || el.tag >> 16 != 0x0002 {
             continue;
         }
         write_element(el, Encoding::ExplicitLittle, &mut group);
     }
-    put_header(out, 0x0002_0000, Vr::UL, 4, Encoding::ExplicitLittle);
+    put_header(
+        out,
+        tags::FILE_META_INFORMATION_GROUP_LENGTH,
+        Vr::UL,
+        4,
+        Encoding::ExplicitLittle,
+    );
     out.put(&(group.len() as u32).to_le_bytes());
     out.put(&group);
     let ts = TransferSyntax::from_uid(transfer_syntax);
@@ -1316,11 +1323,11 @@ mod tests {
     #[test]
     fn round_trips_every_encoding_with_nested_sequences() {
         let mut inner = DataSet::default();
-        inner.put(Element::text(0x0010_0010, Vr::PN, "DOE^JOHN"));
+        inner.put(Element::text(tags::PATIENT_NAME, Vr::PN, "DOE^JOHN"));
         let mut ds = DataSet::default();
-        ds.put(Element::text(0x0008_0018, Vr::UI, "1.2.3"));
+        ds.put(Element::text(tags::SOP_INSTANCE_UID, Vr::UI, "1.2.3"));
         ds.put(Element {
-            tag: 0x0008_1140,
+            tag: tags::REFERENCED_IMAGE_SEQUENCE,
             vr: Vr::SQ,
             value: Value::Sequence(vec![inner.clone(), DataSet::default()]),
         });
@@ -1340,12 +1347,16 @@ mod tests {
             let mut out = Vec::new();
             write_dataset(&ds, enc, &mut out);
             let back = read_dataset(&out, enc, Limits::default()).unwrap();
-            assert_eq!(back.get(0x0008_0018).unwrap().to_str().unwrap(), "1.2.3");
-            let Value::Sequence(items) = &back.get(0x0008_1140).unwrap().value else {
+            assert_eq!(
+                back.get(tags::SOP_INSTANCE_UID).unwrap().to_str().unwrap(),
+                "1.2.3"
+            );
+            let Value::Sequence(items) = &back.get(tags::REFERENCED_IMAGE_SEQUENCE).unwrap().value
+            else {
                 panic!("not a sequence")
             };
             assert_eq!(items.len(), 2);
-            assert_eq!(items[0].string(0x0010_0010).unwrap(), "DOE^JOHN");
+            assert_eq!(items[0].string(tags::PATIENT_NAME).unwrap(), "DOE^JOHN");
             let Value::Fragments(f) = &back.get(PIXEL_DATA).unwrap().value else {
                 panic!("not fragments")
             };
@@ -1355,7 +1366,7 @@ mod tests {
 
     #[test]
     fn hostile_length_is_an_error_not_an_allocation() {
-        let mut buf = explicit(0x0010_0010, b"PN", b"AB");
+        let mut buf = explicit(tags::PATIENT_NAME, b"PN", b"AB");
         buf.extend_from_slice(&[
             0x10, 0x00, 0x20, 0x00, b'U', b'T', 0, 0, 0xF0, 0xFF, 0xFF, 0xFF,
         ]);
@@ -1392,7 +1403,7 @@ mod tests {
         let Value::Sequence(items) = &ds.elements[0].value else {
             panic!()
         };
-        assert_eq!(items[0].string(0x0010_0010).unwrap(), "AB^C");
+        assert_eq!(items[0].string(tags::PATIENT_NAME).unwrap(), "AB^C");
     }
 
     #[test]
@@ -1409,7 +1420,7 @@ mod tests {
     fn explicit_meta() -> DataSet<'static> {
         let mut meta = DataSet::default();
         meta.put(Element::text(
-            0x0002_0010,
+            tags::TRANSFER_SYNTAX_UID,
             Vr::UI,
             EXPLICIT_VR_LITTLE_ENDIAN,
         ));
@@ -1420,7 +1431,7 @@ mod tests {
     fn file_meta_round_trip() {
         let meta = explicit_meta();
         let mut ds = DataSet::default();
-        ds.put(Element::text(0x0010_0020, Vr::LO, "ID"));
+        ds.put(Element::text(tags::PATIENT_ID, Vr::LO, "ID"));
         let mut out = Vec::new();
         write_file(&meta, &ds, EXPLICIT_VR_LITTLE_ENDIAN, &mut out);
         let m = read_file_meta(&out).unwrap();
@@ -1434,7 +1445,7 @@ mod tests {
     fn finds_trailing_pixel_data_only_when_it_ends_the_file() {
         let meta = explicit_meta();
         let mut ds = DataSet::default();
-        ds.put(Element::text(0x0010_0020, Vr::LO, "ID"));
+        ds.put(Element::text(tags::PATIENT_ID, Vr::LO, "ID"));
         ds.put(Element {
             tag: PIXEL_DATA,
             vr: Vr::OW,
@@ -1455,7 +1466,7 @@ mod tests {
     fn invalid_vr_message_names_the_tag_not_the_bytes() {
         // A valid first element (so the body is read as explicit VR), then one whose VR
         // code is not a VR: the message names the tag and never quotes the code found.
-        let mut buf = explicit(0x0008_0018, b"UI", b"1\0");
+        let mut buf = explicit(tags::SOP_INSTANCE_UID, b"UI", b"1\0");
         buf.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, b'Z', b'Q', 2, 0, b'A', b'B']);
         let msg = read_dataset(&buf, Encoding::ExplicitLittle, Limits::default())
             .unwrap_err()
@@ -1476,7 +1487,7 @@ mod tests {
     fn deflated_file(body: &[u8]) -> Vec<u8> {
         let mut meta = DataSet::default();
         meta.put(Element::text(
-            0x0002_0010,
+            tags::TRANSFER_SYNTAX_UID,
             Vr::UI,
             DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
         ));
@@ -1579,12 +1590,12 @@ mod tests {
     fn no_error_message_quotes_the_input() {
         const MARKER: &[u8] = b"QZXW";
         let mut item = DataSet::default();
-        item.put(Element::text(0x0010_0010, Vr::PN, "QZXW^QZXW"));
+        item.put(Element::text(tags::PATIENT_NAME, Vr::PN, "QZXW^QZXW"));
         let mut ds = DataSet::default();
-        ds.put(Element::text(0x0008_0018, Vr::UI, "1.2.3"));
-        ds.put(Element::text(0x0008_1030, Vr::LO, "QZXWQZXW"));
+        ds.put(Element::text(tags::SOP_INSTANCE_UID, Vr::UI, "1.2.3"));
+        ds.put(Element::text(tags::STUDY_DESCRIPTION, Vr::LO, "QZXWQZXW"));
         ds.put(Element {
-            tag: 0x0008_1140,
+            tag: tags::REFERENCED_IMAGE_SEQUENCE,
             vr: Vr::SQ,
             value: Value::Sequence(vec![item]),
         });
@@ -1631,13 +1642,20 @@ mod tests {
     #[test]
     fn code_items_are_sorted_and_padded() {
         let item = DataSet::code_item("113100", "DCM", "Basic Application Confidentiality Profile");
-        let tags: Vec<u32> = item.elements.iter().map(|e| e.tag).collect();
-        assert_eq!(tags, [0x0008_0100, 0x0008_0102, 0x0008_0104]);
+        let order: Vec<u32> = item.elements.iter().map(|e| e.tag).collect();
+        assert_eq!(
+            order,
+            [
+                tags::CODE_VALUE,
+                tags::CODING_SCHEME_DESIGNATOR,
+                tags::CODE_MEANING
+            ]
+        );
         assert!(item
             .elements
             .iter()
             .all(|e| e.bytes().unwrap().len() % 2 == 0));
-        assert_eq!(item.string(0x0008_0102).unwrap(), "DCM");
+        assert_eq!(item.string(tags::CODING_SCHEME_DESIGNATOR).unwrap(), "DCM");
     }
 
     #[test]
