@@ -25,7 +25,7 @@ pub mod note;
 pub mod verdict;
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use merkle::Hash;
@@ -291,7 +291,7 @@ impl Ledger {
     pub fn open(dir: &Path) -> Result<Ledger> {
         let lock_path = dir.join(LOCK);
         // A reader may lack write access: lock when the lock file can be opened at all.
-        let lock = File::open(&lock_path).ok();
+        let lock = open_regular(&lock_path).ok();
         if let Some(lock) = &lock {
             lock.lock_shared().map_err(io(&lock_path))?;
         }
@@ -301,7 +301,7 @@ impl Ledger {
     /// Reads the ledger; the caller holds a lock.
     fn read(dir: &Path) -> Result<Ledger> {
         let origin_path = dir.join(ORIGIN);
-        let origin = std::fs::read_to_string(&origin_path)
+        let origin = read_small(&origin_path)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => LedgerError::Layout(format!(
                     "{} is not a ledger (no origin file; create one with `radveil ledger init`)",
@@ -315,7 +315,7 @@ impl Ledger {
             .trim_end_matches('\n')
             .to_string();
         let path = dir.join(ENTRIES);
-        let f = File::open(&path).map_err(io(&path))?;
+        let f = open_regular(&path).map_err(io(&path))?;
         let mut reader = BufReader::new(f);
         let mut leaves = Vec::new();
         let mut records = Vec::new();
@@ -493,6 +493,15 @@ impl Ledger {
     /// Takes the exclusive lock of the ledger directory (released when the file is dropped).
     fn lock_exclusive(&self) -> Result<File> {
         let lock_path = self.dir.join(LOCK);
+        // Opening a FIFO planted as the lock file for writing would wait for a reader.
+        if let Ok(meta) = std::fs::metadata(&lock_path) {
+            if !meta.is_file() {
+                return Err(LedgerError::Io {
+                    path: lock_path,
+                    source: not_regular(),
+                });
+            }
+        }
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -506,16 +515,14 @@ impl Ledger {
     /// The latest checkpoint note as written.
     pub fn latest_checkpoint(&self) -> Result<String> {
         let p = self.dir.join(CHECKPOINT);
-        std::fs::read_to_string(&p).map_err(io(&p))
+        read_small(&p).map_err(io(&p))
     }
 
     /// The verifier key stored beside the ledger (convenient, but a verifier should hold its
     /// own copy: whoever can rewrite the ledger can rewrite this file too).
     pub fn stored_verifier(&self) -> Result<Verifier> {
         let p = self.dir.join(VERIFIER);
-        Ok(Verifier::parse(
-            &std::fs::read_to_string(&p).map_err(io(&p))?,
-        )?)
+        Ok(Verifier::parse(&read_small(&p).map_err(io(&p))?)?)
     }
 
     /// Index of the last entry whose record matches `instance` (keyed UID hash).
@@ -635,6 +642,38 @@ impl Ledger {
         )?;
         Ok(cp)
     }
+}
+
+/// The largest origin, checkpoint or verifier file read: each is a few lines.
+const MAX_SMALL: u64 = 64 * 1024;
+
+fn not_regular() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, "not a regular file")
+}
+
+/// Opens a file of the ledger for reading, only when it is a regular file: a FIFO or device
+/// planted in a ledger directory is refused before it is opened, never waited on.
+fn open_regular(path: &Path) -> std::io::Result<File> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    File::open(path)
+}
+
+/// Reads a small text file of the ledger (origin, checkpoint, verifier key): at most
+/// [`MAX_SMALL`] bytes, so an endless file is refused after a bounded read.
+fn read_small(path: &Path) -> std::io::Result<String> {
+    let mut text = String::new();
+    open_regular(path)?
+        .take(MAX_SMALL + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SMALL {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("longer than {MAX_SMALL} bytes"),
+        ));
+    }
+    Ok(text)
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -848,6 +887,38 @@ mod tests {
             Ledger::open(dir.path()),
             Err(LedgerError::Record { index: 1, .. })
         ));
+    }
+
+    #[test]
+    fn a_fifo_or_endless_file_in_the_ledger_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        Ledger::init(dir.path(), "o", &signer).unwrap();
+        // The entries as a FIFO (no writer would ever come): refused at once.
+        let entries = dir.path().join(ENTRIES);
+        std::fs::remove_file(&entries).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&entries)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(Ledger::open(&path).is_err());
+        });
+        let refused = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("opening a ledger whose entries are a FIFO hung");
+        assert!(refused);
+        // The latest checkpoint as an endless file: refused after a bounded read.
+        let cp = dir.path().join(CHECKPOINT);
+        std::fs::remove_file(&cp).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &cp).unwrap();
+        std::fs::remove_file(&entries).unwrap();
+        std::fs::write(&entries, b"").unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        assert!(l.latest_checkpoint().is_err());
     }
 
     #[test]
