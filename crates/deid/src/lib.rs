@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use radveil_part10::{self as part10, DataSet, Element, Encoding, Grant, Value};
 use radveil_standard::{
-    self as standard, AttributeType, BasicAction, IodRequirements, OptionAction,
+    self as standard, tags, AttributeType, BasicAction, IodRequirements, OptionAction,
     PrivateDisposition, Vr,
 };
 
@@ -49,28 +49,6 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.180939398471032768542105324128493460049";
 /// Implementation Version Name written in the file meta of every output.
 pub const IMPLEMENTATION_VERSION_NAME: &str = "RADVEIL_0_1";
-
-mod tags {
-    pub const SOP_CLASS_UID: u32 = 0x0008_0016;
-    pub const SOP_INSTANCE_UID: u32 = 0x0008_0018;
-    pub const MODALITY: u32 = 0x0008_0060;
-    pub const PATIENT_NAME: u32 = 0x0010_0010;
-    pub const PATIENT_ID: u32 = 0x0010_0020;
-    pub const PATIENT_BIRTH_DATE: u32 = 0x0010_0030;
-    pub const PATIENT_IDENTITY_REMOVED: u32 = 0x0012_0062;
-    pub const DEIDENTIFICATION_METHOD: u32 = 0x0012_0063;
-    pub const DEIDENTIFICATION_METHOD_CODE_SEQUENCE: u32 = 0x0012_0064;
-    pub const STUDY_INSTANCE_UID: u32 = 0x0020_000D;
-    pub const SERIES_INSTANCE_UID: u32 = 0x0020_000E;
-    pub const BURNED_IN_ANNOTATION: u32 = 0x0028_0301;
-    pub const RECOGNIZABLE_VISUAL_FEATURES: u32 = 0x0028_0302;
-    pub const LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED: u32 = 0x0028_0303;
-    pub const CODE_MEANING: u32 = 0x0008_0104;
-    pub const MEDIA_STORAGE_SOP_CLASS_UID: u32 = 0x0002_0002;
-    pub const MEDIA_STORAGE_SOP_INSTANCE_UID: u32 = 0x0002_0003;
-    pub const TRANSFER_SYNTAX_UID: u32 = 0x0002_0010;
-    pub const DIRECTORY_RECORD_SEQUENCE: u32 = 0x0004_1220;
-}
 
 /// SOP Class UID of a Media Storage Directory (DICOMDIR).
 pub const MEDIA_STORAGE_DIRECTORY: &str = "1.2.840.10008.1.3.10";
@@ -445,7 +423,7 @@ impl Deidentifier {
 
         let mut out_meta = DataSet::default();
         out_meta.put(Element {
-            tag: 0x0002_0001,
+            tag: tags::FILE_META_INFORMATION_VERSION,
             vr: Vr::OB,
             value: Value::Bytes(Cow::Borrowed(&[0, 1])),
         });
@@ -464,9 +442,13 @@ impl Deidentifier {
             Vr::UI,
             &meta.transfer_syntax,
         ));
-        out_meta.put(Element::text(0x0002_0012, Vr::UI, IMPLEMENTATION_CLASS_UID));
         out_meta.put(Element::text(
-            0x0002_0013,
+            tags::IMPLEMENTATION_CLASS_UID,
+            Vr::UI,
+            IMPLEMENTATION_CLASS_UID,
+        ));
+        out_meta.put(Element::text(
+            tags::IMPLEMENTATION_VERSION_NAME,
             Vr::SH,
             IMPLEMENTATION_VERSION_NAME,
         ));
@@ -591,19 +573,19 @@ fn element_name(path: &[u32]) -> String {
 fn describes_pixels(tag: u32) -> bool {
     matches!(
         tag,
-        0x0008_0005 // Specific Character Set
-            | 0x0028_0002 // Samples per Pixel
-            | 0x0028_0004 // Photometric Interpretation
-            | 0x0028_0006 // Planar Configuration
-            | 0x0028_0008 // Number of Frames
-            | 0x0028_0010 // Rows
-            | 0x0028_0011 // Columns
-            | 0x0028_0100 // Bits Allocated
-            | 0x0028_0101 // Bits Stored
-            | 0x0028_0102 // High Bit
-            | 0x0028_0103 // Pixel Representation
-            | 0x0028_0301 // Burned In Annotation
-            | 0x0028_0302 // Recognizable Visual Features
+        tags::SPECIFIC_CHARACTER_SET
+            | tags::SAMPLES_PER_PIXEL
+            | tags::PHOTOMETRIC_INTERPRETATION
+            | tags::PLANAR_CONFIGURATION
+            | tags::NUMBER_OF_FRAMES
+            | tags::ROWS
+            | tags::COLUMNS
+            | tags::BITS_ALLOCATED
+            | tags::BITS_STORED
+            | tags::HIGH_BIT
+            | tags::PIXEL_REPRESENTATION
+            | tags::BURNED_IN_ANNOTATION
+            | tags::RECOGNIZABLE_VISUAL_FEATURES
     )
 }
 
@@ -611,23 +593,23 @@ fn describes_pixels(tag: u32) -> bool {
 fn is_code_attribute(tag: u32) -> bool {
     matches!(
         tag,
-        0x0008_0100
-            | 0x0008_0102
-            | 0x0008_0103
-            | 0x0008_0105
-            | 0x0008_0106
-            | 0x0008_0107
-            | 0x0008_010B
-            | 0x0008_010D
-            | 0x0008_010F
-            | 0x0008_0117
-            | 0x0008_0118
-            | 0x0008_0119
-            | 0x0008_0120
-            | 0x0008_0121
-            | 0x0008_0122
-            | 0x0008_0123
-            | 0x0008_0124
+        tags::CODE_VALUE
+            | tags::CODING_SCHEME_DESIGNATOR
+            | tags::CODING_SCHEME_VERSION
+            | tags::MAPPING_RESOURCE
+            | tags::CONTEXT_GROUP_VERSION
+            | tags::CONTEXT_GROUP_LOCAL_VERSION
+            | tags::CONTEXT_GROUP_EXTENSION_FLAG
+            | tags::CONTEXT_GROUP_EXTENSION_CREATOR_UID
+            | tags::CONTEXT_IDENTIFIER
+            | tags::CONTEXT_UID
+            | tags::MAPPING_RESOURCE_UID
+            | tags::LONG_CODE_VALUE
+            | tags::URN_CODE_VALUE
+            | tags::EQUIVALENT_CODE_SEQUENCE
+            | tags::MAPPING_RESOURCE_NAME
+            | tags::CONTEXT_GROUP_IDENTIFICATION_SEQUENCE
+            | tags::MAPPING_RESOURCE_IDENTIFICATION_SEQUENCE
     )
 }
 
@@ -910,7 +892,7 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
         let overlays: Vec<u32> = ds
             .elements
             .iter()
-            .filter(|el| el.tag & 0xFF01_FFFF == 0x6000_3000)
+            .filter(|el| el.tag & 0xFF01_FFFF == tags::repeating::OVERLAY_DATA)
             .map(|el| el.tag >> 16)
             .collect();
         let mut elements = std::mem::take(&mut ds.elements);

@@ -174,6 +174,7 @@ impl Profile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use radveil_standard::tags;
 
     #[test]
     fn parses_options_rules_and_root() {
@@ -190,10 +191,10 @@ InstitutionName = { replace = "SITE 7" }
         .unwrap();
         assert!(p.options.contains(&ProfileOption::CleanDescriptors));
         assert!(!p.clean_visual_features);
-        assert_eq!(p.overrides[&0x0010_1010], Override::Keep);
-        assert_eq!(p.overrides[&0x0008_1030], Override::Remove);
+        assert_eq!(p.overrides[&tags::PATIENT_AGE], Override::Keep);
+        assert_eq!(p.overrides[&tags::STUDY_DESCRIPTION], Override::Remove);
         assert_eq!(
-            p.overrides[&0x0008_0080],
+            p.overrides[&tags::INSTITUTION_NAME],
             Override::Replace("SITE 7".into())
         );
     }

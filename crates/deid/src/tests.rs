@@ -34,22 +34,22 @@ fn seq(tag: u32, items: Vec<DataSet<'static>>) -> Element<'static> {
 fn ct() -> DataSet<'static> {
     let mut ds = DataSet::default();
     for (tag, v) in [
-        (0x0008_0016, CT),
-        (0x0008_0018, "1.2.3.4.5.6.7.1"),
-        (0x0008_0020, "20210405"),
-        (0x0008_0022, "20210406"),
-        (0x0008_0030, "101010"),
-        (0x0008_0050, "ACC998877"),
-        (0x0008_0060, "CT"),
-        (0x0008_0090, "WELBY^MARCUS"),
-        (0x0010_0010, "DOE^JANE"),
-        (0x0010_0020, "MRN0042"),
-        (0x0010_0030, "19700101"),
-        (0x0010_0040, "F"),
-        (0x0020_000D, "1.2.3.4.5.6"),
-        (0x0020_000E, "1.2.3.4.5.6.7"),
-        (0x0020_0010, "STUDY77"),
-        (0x0028_0010, "2"),
+        (tags::SOP_CLASS_UID, CT),
+        (tags::SOP_INSTANCE_UID, "1.2.3.4.5.6.7.1"),
+        (tags::STUDY_DATE, "20210405"),
+        (tags::ACQUISITION_DATE, "20210406"),
+        (tags::STUDY_TIME, "101010"),
+        (tags::ACCESSION_NUMBER, "ACC998877"),
+        (tags::MODALITY, "CT"),
+        (tags::REFERRING_PHYSICIAN_NAME, "WELBY^MARCUS"),
+        (tags::PATIENT_NAME, "DOE^JANE"),
+        (tags::PATIENT_ID, "MRN0042"),
+        (tags::PATIENT_BIRTH_DATE, "19700101"),
+        (tags::PATIENT_SEX, "F"),
+        (tags::STUDY_INSTANCE_UID, "1.2.3.4.5.6"),
+        (tags::SERIES_INSTANCE_UID, "1.2.3.4.5.6.7"),
+        (tags::STUDY_ID, "STUDY77"),
+        (tags::ROWS, "2"),
     ] {
         ds.put(text(tag, v));
     }
@@ -64,17 +64,21 @@ fn ct() -> DataSet<'static> {
 fn encode(ds: &DataSet<'_>, ts: &str) -> Vec<u8> {
     let mut meta = DataSet::default();
     meta.put(Element::text(
-        0x0002_0002,
+        tags::MEDIA_STORAGE_SOP_CLASS_UID,
         Vr::UI,
-        &ds.string(0x0008_0016).unwrap_or_default(),
+        &ds.string(tags::SOP_CLASS_UID).unwrap_or_default(),
     ));
     meta.put(Element::text(
-        0x0002_0003,
+        tags::MEDIA_STORAGE_SOP_INSTANCE_UID,
         Vr::UI,
-        &ds.string(0x0008_0018).unwrap_or_default(),
+        &ds.string(tags::SOP_INSTANCE_UID).unwrap_or_default(),
     ));
-    meta.put(Element::text(0x0002_0010, Vr::UI, ts));
-    meta.put(Element::text(0x0002_0016, Vr::AE, "MODALITY_AE"));
+    meta.put(Element::text(tags::TRANSFER_SYNTAX_UID, Vr::UI, ts));
+    meta.put(Element::text(
+        tags::SOURCE_APPLICATION_ENTITY_TITLE,
+        Vr::AE,
+        "MODALITY_AE",
+    ));
     let mut out = Vec::new();
     part10::write_file(&meta, ds, ts, &mut out);
     out
@@ -137,7 +141,10 @@ fn every_basic_profile_row_gets_its_action() {
             || row.tag >> 16 == 0x0002
             || matches!(
                 row.tag,
-                0x0008_0016 | 0x0008_0018 | 0x0020_000D | 0x0020_000E
+                tags::SOP_CLASS_UID
+                    | tags::SOP_INSTANCE_UID
+                    | tags::STUDY_INSTANCE_UID
+                    | tags::SERIES_INSTANCE_UID
             )
         {
             continue;
@@ -177,7 +184,10 @@ fn every_basic_profile_row_gets_its_action() {
             if matches!(row.basic, D | U) || needs_value {
                 assert!(!v.is_empty(), "{ctx}");
             }
-            if matches!(row.basic, Z | XZ) && !needs_value && vr != Vr::PN && row.tag != 0x0010_0020
+            if matches!(row.basic, Z | XZ)
+                && !needs_value
+                && vr != Vr::PN
+                && row.tag != tags::PATIENT_ID
             {
                 assert!(v.is_empty(), "{ctx}");
             }
@@ -192,18 +202,21 @@ fn required_attributes_survive_with_valid_values() {
     let d = deid_with(&[]);
     let (out, ds) = run(&d, &ct());
     // Type 2 in the CT Image IOD: present, emptied.
-    assert_eq!(ds.string(0x0008_0050).unwrap(), "");
-    assert_eq!(ds.string(0x0008_0020).unwrap(), "");
-    assert_eq!(ds.string(0x0010_0030).unwrap(), "");
+    assert_eq!(ds.string(tags::ACCESSION_NUMBER).unwrap(), "");
+    assert_eq!(ds.string(tags::STUDY_DATE).unwrap(), "");
+    assert_eq!(ds.string(tags::PATIENT_BIRTH_DATE).unwrap(), "");
     // Names and IDs are keyed pseudonyms.
-    let pid = ds.string(0x0010_0020).unwrap();
+    let pid = ds.string(tags::PATIENT_ID).unwrap();
     assert!(pid.starts_with("RV") && pid.len() == 14, "{pid}");
-    assert_eq!(ds.string(0x0010_0010).unwrap(), pid);
-    assert!(ds.string(0x0008_0090).unwrap().starts_with("ANON^"));
+    assert_eq!(ds.string(tags::PATIENT_NAME).unwrap(), pid);
+    assert!(ds
+        .string(tags::REFERRING_PHYSICIAN_NAME)
+        .unwrap()
+        .starts_with("ANON^"));
     assert_eq!(out.identity.patient, pid);
     // Kept: Patient's Sex is not in the table's removal list for CT? It is X with
     // retain-patient-characteristics K, but Type 2 in the Patient module: emptied.
-    assert_eq!(ds.string(0x0010_0040).unwrap(), "");
+    assert_eq!(ds.string(tags::PATIENT_SEX).unwrap(), "");
     // Pixel data untouched.
     assert_eq!(
         ds.get(part10::PIXEL_DATA).unwrap().bytes().unwrap(),
@@ -216,26 +229,32 @@ fn uids_are_remapped_everywhere_consistently() {
     let d = deid_with(&[]);
     let mut ds = ct();
     let mut item = DataSet::default();
-    item.put(text(0x0008_1150, "1.2.840.10008.5.1.4.1.1.2"));
-    item.put(text(0x0008_1155, "1.2.3.4.5.6.7.1"));
-    ds.put(seq(0x0008_1140, vec![item]));
+    item.put(text(
+        tags::REFERENCED_SOP_CLASS_UID,
+        "1.2.840.10008.5.1.4.1.1.2",
+    ));
+    item.put(text(tags::REFERENCED_SOP_INSTANCE_UID, "1.2.3.4.5.6.7.1"));
+    ds.put(seq(tags::REFERENCED_IMAGE_SEQUENCE, vec![item]));
     let (out, back) = run(&d, &ds);
-    let sop = back.string(0x0008_0018).unwrap();
+    let sop = back.string(tags::SOP_INSTANCE_UID).unwrap();
     assert!(sop.starts_with("2.25."));
     let (meta, _) = decode(&out.bytes);
-    assert_eq!(meta.string(0x0002_0003).unwrap(), sop);
-    assert_eq!(meta.string(0x0002_0002).unwrap(), CT);
+    assert_eq!(
+        meta.string(tags::MEDIA_STORAGE_SOP_INSTANCE_UID).unwrap(),
+        sop
+    );
+    assert_eq!(meta.string(tags::MEDIA_STORAGE_SOP_CLASS_UID).unwrap(), CT);
     assert!(
-        meta.get(0x0002_0016).is_none(),
+        meta.get(tags::SOURCE_APPLICATION_ENTITY_TITLE).is_none(),
         "source AE title must not survive"
     );
     // X/Z/U*: Referenced Image Sequence is Type 3 in CT: removed.
-    assert!(back.get(0x0008_1140).is_none());
+    assert!(back.get(tags::REFERENCED_IMAGE_SEQUENCE).is_none());
     // The same original UID maps to the same new one across objects.
     let (_, again) = run(&d, &ds);
-    assert_eq!(again.string(0x0008_0018).unwrap(), sop);
+    assert_eq!(again.string(tags::SOP_INSTANCE_UID).unwrap(), sop);
     assert_eq!(
-        back.string(0x0008_0016).unwrap(),
+        back.string(tags::SOP_CLASS_UID).unwrap(),
         CT,
         "standard UIDs are kept"
     );
@@ -246,102 +265,138 @@ fn references_inside_kept_sequences_are_remapped_like_the_referenced_object() {
     let d = deid_with(&[ProfileOption::CleanStructuredContent]);
     let mut ds = ct();
     let mut item = DataSet::default();
-    item.put(text(0x0008_1150, CT));
-    item.put(text(0x0008_1155, "1.2.3.4.5.6.7.1"));
+    item.put(text(tags::REFERENCED_SOP_CLASS_UID, CT));
+    item.put(text(tags::REFERENCED_SOP_INSTANCE_UID, "1.2.3.4.5.6.7.1"));
     // Source Image Sequence is kept with U on the contained UIDs where Type 1;
     // use Referenced Series? Check via Content Sequence cleaning path instead.
     let mut content = DataSet::default();
-    content.put(seq(0x0008_1199, vec![item]));
-    ds.put(seq(0x0040_A730, vec![content]));
+    content.put(seq(tags::REFERENCED_SOP_SEQUENCE, vec![item]));
+    ds.put(seq(tags::CONTENT_SEQUENCE, vec![content]));
     let (_, back) = run(&d, &ds);
-    let sop = back.string(0x0008_0018).unwrap();
-    let Some(Value::Sequence(items)) = back.get(0x0040_A730).map(|e| &e.value) else {
+    let sop = back.string(tags::SOP_INSTANCE_UID).unwrap();
+    let Some(Value::Sequence(items)) = back.get(tags::CONTENT_SEQUENCE).map(|e| &e.value) else {
         panic!("content kept")
     };
-    let Some(Value::Sequence(refs)) = items[0].get(0x0008_1199).map(|e| &e.value) else {
+    let Some(Value::Sequence(refs)) = items[0]
+        .get(tags::REFERENCED_SOP_SEQUENCE)
+        .map(|e| &e.value)
+    else {
         panic!("refs kept")
     };
-    assert_eq!(refs[0].string(0x0008_1155).unwrap(), sop);
+    assert_eq!(
+        refs[0].string(tags::REFERENCED_SOP_INSTANCE_UID).unwrap(),
+        sop
+    );
 }
 
 #[test]
 fn retain_uids_keeps_uids() {
     let d = deid_with(&[ProfileOption::RetainUids]);
     let (_, back) = run(&d, &ct());
-    assert_eq!(back.string(0x0008_0018).unwrap(), "1.2.3.4.5.6.7.1");
-    assert_eq!(back.string(0x0020_000D).unwrap(), "1.2.3.4.5.6");
+    assert_eq!(
+        back.string(tags::SOP_INSTANCE_UID).unwrap(),
+        "1.2.3.4.5.6.7.1"
+    );
+    assert_eq!(
+        back.string(tags::STUDY_INSTANCE_UID).unwrap(),
+        "1.2.3.4.5.6"
+    );
 }
 
 #[test]
 fn retain_device_and_institution_identity() {
     let mut ds = ct();
-    ds.put(text(0x0018_1000, "SERIAL-4711"));
-    ds.put(text(0x0008_0080, "ST ELSEWHERE HOSPITAL"));
-    ds.put(text(0x0008_1010, "CTSTATION9"));
+    ds.put(text(tags::DEVICE_SERIAL_NUMBER, "SERIAL-4711"));
+    ds.put(text(tags::INSTITUTION_NAME, "ST ELSEWHERE HOSPITAL"));
+    ds.put(text(tags::STATION_NAME, "CTSTATION9"));
     let (_, plain) = run(&deid_with(&[]), &ds);
-    assert_ne!(plain.string(0x0018_1000).as_deref(), Some("SERIAL-4711"));
     assert_ne!(
-        plain.string(0x0008_0080).as_deref(),
+        plain.string(tags::DEVICE_SERIAL_NUMBER).as_deref(),
+        Some("SERIAL-4711")
+    );
+    assert_ne!(
+        plain.string(tags::INSTITUTION_NAME).as_deref(),
         Some("ST ELSEWHERE HOSPITAL")
     );
     let (_, dev) = run(&deid_with(&[ProfileOption::RetainDeviceIdentity]), &ds);
-    assert_eq!(dev.string(0x0018_1000).unwrap(), "SERIAL-4711");
-    assert_eq!(dev.string(0x0008_1010).unwrap(), "CTSTATION9");
+    assert_eq!(
+        dev.string(tags::DEVICE_SERIAL_NUMBER).unwrap(),
+        "SERIAL-4711"
+    );
+    assert_eq!(dev.string(tags::STATION_NAME).unwrap(), "CTSTATION9");
     let (_, inst) = run(&deid_with(&[ProfileOption::RetainInstitutionIdentity]), &ds);
-    assert_eq!(inst.string(0x0008_0080).unwrap(), "ST ELSEWHERE HOSPITAL");
+    assert_eq!(
+        inst.string(tags::INSTITUTION_NAME).unwrap(),
+        "ST ELSEWHERE HOSPITAL"
+    );
 }
 
 #[test]
 fn retain_patient_characteristics() {
     let mut ds = ct();
-    ds.put(text(0x0010_1010, "042Y"));
-    ds.put(text(0x0010_1030, "71.5"));
+    ds.put(text(tags::PATIENT_AGE, "042Y"));
+    ds.put(text(tags::PATIENT_WEIGHT, "71.5"));
     let (_, plain) = run(&deid_with(&[]), &ds);
-    assert!(plain.get(0x0010_1010).is_none());
+    assert!(plain.get(tags::PATIENT_AGE).is_none());
     let (_, kept) = run(
         &deid_with(&[ProfileOption::RetainPatientCharacteristics]),
         &ds,
     );
-    assert_eq!(kept.string(0x0010_1010).unwrap(), "042Y");
-    assert_eq!(kept.string(0x0010_1030).unwrap(), "71.5");
-    assert_eq!(kept.string(0x0010_0040).unwrap(), "F");
+    assert_eq!(kept.string(tags::PATIENT_AGE).unwrap(), "042Y");
+    assert_eq!(kept.string(tags::PATIENT_WEIGHT).unwrap(), "71.5");
+    assert_eq!(kept.string(tags::PATIENT_SEX).unwrap(), "F");
 }
 
 #[test]
 fn full_dates_are_kept_and_modified_dates_shifted_per_patient() {
     let (_, full) = run(&deid_with(&[ProfileOption::RetainLongFullDates]), &ct());
-    assert_eq!(full.string(0x0008_0020).unwrap(), "20210405");
-    assert_eq!(full.string(0x0028_0303).unwrap(), "UNMODIFIED");
+    assert_eq!(full.string(tags::STUDY_DATE).unwrap(), "20210405");
+    assert_eq!(
+        full.string(tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED)
+            .unwrap(),
+        "UNMODIFIED"
+    );
 
     let d = deid_with(&[ProfileOption::RetainLongModifiedDates]);
     let (_, a) = run(&d, &ct());
-    let study = a.string(0x0008_0020).unwrap();
-    let acq = a.string(0x0008_0022).unwrap();
+    let study = a.string(tags::STUDY_DATE).unwrap();
+    let acq = a.string(tags::ACQUISITION_DATE).unwrap();
     assert_ne!(study, "20210405");
     assert_eq!(study.len(), 8);
     // One day apart before, one day apart after.
     assert_eq!(dates::shift_da(&study, 1).unwrap(), acq);
-    assert_eq!(a.string(0x0008_0030).unwrap(), "101010", "times are kept");
-    assert_eq!(a.string(0x0028_0303).unwrap(), "MODIFIED");
+    assert_eq!(
+        a.string(tags::STUDY_TIME).unwrap(),
+        "101010",
+        "times are kept"
+    );
+    assert_eq!(
+        a.string(tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED)
+            .unwrap(),
+        "MODIFIED"
+    );
     // Another object of the same patient: the same offset.
     let mut other = ct();
-    other.put(text(0x0008_0018, "1.2.3.99"));
-    other.put(text(0x0008_0020, "20210406"));
+    other.put(text(tags::SOP_INSTANCE_UID, "1.2.3.99"));
+    other.put(text(tags::STUDY_DATE, "20210406"));
     let (_, b) = run(&d, &other);
-    assert_eq!(b.string(0x0008_0020).unwrap(), acq);
+    assert_eq!(b.string(tags::STUDY_DATE).unwrap(), acq);
     // Dates in nested sequences are shifted too.
     let mut nested = ct();
     let mut item = DataSet::default();
-    item.put(text(0x0018_A002, "20210405120000"));
-    item.put(text(0x0008_0070, "ACME"));
-    nested.put(seq(0x0018_A001, vec![item]));
+    item.put(text(tags::CONTRIBUTION_DATE_TIME, "20210405120000"));
+    item.put(text(tags::MANUFACTURER, "ACME"));
+    nested.put(seq(tags::CONTRIBUTING_EQUIPMENT_SEQUENCE, vec![item]));
     let (out, c) = run(&d, &nested);
     assert!(!contains(&out.bytes, "20210405"));
-    let Some(Value::Sequence(items)) = c.get(0x0018_A001).map(|e| &e.value) else {
+    let Some(Value::Sequence(items)) = c
+        .get(tags::CONTRIBUTING_EQUIPMENT_SEQUENCE)
+        .map(|e| &e.value)
+    else {
         panic!("kept")
     };
     assert_eq!(
-        items[0].string(0x0018_A002).unwrap(),
+        items[0].string(tags::CONTRIBUTION_DATE_TIME).unwrap(),
         format!("{study}120000")
     );
 }
@@ -350,42 +405,52 @@ fn full_dates_are_kept_and_modified_dates_shifted_per_patient() {
 fn dates_are_removed_without_a_date_option() {
     let (out, ds) = run(&deid_with(&[]), &ct());
     assert!(!contains(&out.bytes, "20210405") && !contains(&out.bytes, "19700101"));
-    assert_eq!(ds.string(0x0028_0303).unwrap(), "REMOVED");
+    assert_eq!(
+        ds.string(tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED)
+            .unwrap(),
+        "REMOVED"
+    );
 }
 
 #[test]
 fn clean_descriptors_keeps_descriptions_without_identifiers() {
     let mut ds = ct();
-    ds.put(text(0x0008_1030, "CT HEAD FOR JANE DOE MRN0042"));
-    ds.put(text(0x0008_103E, "AXIAL 5MM seen 2021-04-05"));
+    ds.put(text(
+        tags::STUDY_DESCRIPTION,
+        "CT HEAD FOR JANE DOE MRN0042",
+    ));
+    ds.put(text(tags::SERIES_DESCRIPTION, "AXIAL 5MM seen 2021-04-05"));
     let (_, plain) = run(&deid_with(&[]), &ds);
-    assert!(plain.get(0x0008_1030).is_none());
+    assert!(plain.get(tags::STUDY_DESCRIPTION).is_none());
     let (out, clean) = run(&deid_with(&[ProfileOption::CleanDescriptors]), &ds);
-    let s = clean.string(0x0008_1030).unwrap();
+    let s = clean.string(tags::STUDY_DESCRIPTION).unwrap();
     assert!(s.starts_with("CT HEAD FOR"), "{s}");
     for phi in ["JANE", "DOE", "MRN0042", "2021-04-05"] {
         assert!(!contains(&out.bytes, phi), "{phi} survived: {s}");
     }
-    assert!(clean.string(0x0008_103E).unwrap().starts_with("AXIAL 5MM"));
+    assert!(clean
+        .string(tags::SERIES_DESCRIPTION)
+        .unwrap()
+        .starts_with("AXIAL 5MM"));
 }
 
 fn sr() -> DataSet<'static> {
     let mut ds = ct();
-    ds.put(text(0x0008_0016, "1.2.840.10008.5.1.4.1.1.88.11"));
-    ds.put(text(0x0008_0060, "SR"));
+    ds.put(text(tags::SOP_CLASS_UID, "1.2.840.10008.5.1.4.1.1.88.11"));
+    ds.put(text(tags::MODALITY, "SR"));
     let mut concept = DataSet::default();
-    concept.put(text(0x0008_0100, "121071"));
-    concept.put(text(0x0008_0102, "DCM"));
-    concept.put(text(0x0008_0104, "Finding"));
+    concept.put(text(tags::CODE_VALUE, "121071"));
+    concept.put(text(tags::CODING_SCHEME_DESIGNATOR, "DCM"));
+    concept.put(text(tags::CODE_MEANING, "Finding"));
     let mut item = DataSet::default();
-    item.put(text(0x0040_A010, "CONTAINS"));
-    item.put(text(0x0040_A040, "TEXT"));
-    item.put(seq(0x0040_A043, vec![concept]));
+    item.put(text(tags::RELATIONSHIP_TYPE, "CONTAINS"));
+    item.put(text(tags::VALUE_TYPE, "TEXT"));
+    item.put(seq(tags::CONCEPT_NAME_CODE_SEQUENCE, vec![concept]));
     item.put(text(
-        0x0040_A160,
+        tags::TEXT_VALUE,
         "Nodule in Jane Doe's left lung, MRN0042, see 04/05/2021",
     ));
-    ds.put(seq(0x0040_A730, vec![item]));
+    ds.put(seq(tags::CONTENT_SEQUENCE, vec![item]));
     ds
 }
 
@@ -393,53 +458,61 @@ fn sr() -> DataSet<'static> {
 fn structured_content_is_replaced_or_cleaned() {
     let (out, plain) = run(&deid_with(&[]), &sr());
     assert!(!contains(&out.bytes, "JANE") && !contains(&out.bytes, "Nodule"));
-    let Some(Value::Sequence(items)) = plain.get(0x0040_A730).map(|e| &e.value) else {
+    let Some(Value::Sequence(items)) = plain.get(tags::CONTENT_SEQUENCE).map(|e| &e.value) else {
         panic!("content")
     };
     assert_eq!(
-        items[0].string(0x0040_A040).unwrap(),
+        items[0].string(tags::VALUE_TYPE).unwrap(),
         "TEXT",
         "value types are kept"
     );
     let (out, clean) = run(&deid_with(&[ProfileOption::CleanStructuredContent]), &sr());
-    let Some(Value::Sequence(items)) = clean.get(0x0040_A730).map(|e| &e.value) else {
+    let Some(Value::Sequence(items)) = clean.get(tags::CONTENT_SEQUENCE).map(|e| &e.value) else {
         panic!("content")
     };
-    let t = items[0].string(0x0040_A160).unwrap();
+    let t = items[0].string(tags::TEXT_VALUE).unwrap();
     assert!(t.starts_with("Nodule in"), "{t}");
     for phi in ["JANE", "DOE", "MRN0042", "04/05/2021"] {
         assert!(!contains(&out.bytes, phi), "{phi} survived: {t}");
     }
-    let Some(Value::Sequence(codes)) = items[0].get(0x0040_A043).map(|e| &e.value) else {
+    let Some(Value::Sequence(codes)) = items[0]
+        .get(tags::CONCEPT_NAME_CODE_SEQUENCE)
+        .map(|e| &e.value)
+    else {
         panic!("code")
     };
-    assert_eq!(codes[0].string(0x0008_0100).unwrap(), "121071");
+    assert_eq!(codes[0].string(tags::CODE_VALUE).unwrap(), "121071");
 }
 
 #[test]
 fn clean_graphics_keeps_annotations_without_identifiers() {
     let mut ds = ct();
     let mut text_obj = DataSet::default();
-    text_obj.put(text(0x0070_0006, "DOE JANE arrow"));
+    text_obj.put(text(tags::UNFORMATTED_TEXT_VALUE, "DOE JANE arrow"));
     let mut ann = DataSet::default();
-    ann.put(seq(0x0070_0008, vec![text_obj]));
-    ds.put(seq(0x0070_0001, vec![ann]));
+    ann.put(seq(tags::TEXT_OBJECT_SEQUENCE, vec![text_obj]));
+    ds.put(seq(tags::GRAPHIC_ANNOTATION_SEQUENCE, vec![ann]));
     ds.put(Element {
-        tag: 0x6000_3000,
+        tag: tags::repeating::OVERLAY_DATA,
         vr: Vr::OW,
         value: Value::Bytes(Cow::Owned(vec![0xFF; 8])),
     });
     let (out, g) = run(&deid_with(&[ProfileOption::CleanGraphics]), &ds);
     assert!(!contains(&out.bytes, "JANE"));
-    let Some(Value::Sequence(items)) = g.get(0x0070_0001).map(|e| &e.value) else {
+    let Some(Value::Sequence(items)) = g.get(tags::GRAPHIC_ANNOTATION_SEQUENCE).map(|e| &e.value)
+    else {
         panic!("kept")
     };
-    let Some(Value::Sequence(objs)) = items[0].get(0x0070_0008).map(|e| &e.value) else {
+    let Some(Value::Sequence(objs)) = items[0].get(tags::TEXT_OBJECT_SEQUENCE).map(|e| &e.value)
+    else {
         panic!("kept")
     };
-    assert!(objs[0].string(0x0070_0006).unwrap().ends_with("arrow"));
+    assert!(objs[0]
+        .string(tags::UNFORMATTED_TEXT_VALUE)
+        .unwrap()
+        .ends_with("arrow"));
     assert!(
-        g.get(0x6000_3000).is_none(),
+        g.get(tags::repeating::OVERLAY_DATA).is_none(),
         "overlay bitmaps cannot be checked and are removed"
     );
 }
@@ -474,7 +547,7 @@ fn private_attributes_are_removed_unless_safe() {
 fn private_sequences_are_walked() {
     let mut ds = ct();
     let mut inner = DataSet::default();
-    inner.put(text(0x0010_0010, "DOE^JANE"));
+    inner.put(text(tags::PATIENT_NAME, "DOE^JANE"));
     inner.put(text(0x0011_0010, "NESTED"));
     inner.put(Element::text(0x0011_1001, Vr::LO, "SECRET"));
     ds.put(text(0x0029_0010, "SIEMENS CSA HEADER"));
@@ -490,20 +563,23 @@ fn records_what_was_done() {
         ProfileOption::RetainLongModifiedDates,
     ]);
     let (_, ds) = run(&d, &ct());
-    assert_eq!(ds.string(0x0012_0062).unwrap(), "YES");
-    let method = ds.string(0x0012_0063).unwrap();
+    assert_eq!(ds.string(tags::PATIENT_IDENTITY_REMOVED).unwrap(), "YES");
+    let method = ds.string(tags::DEIDENTIFICATION_METHOD).unwrap();
     assert!(method.contains(standard::ANNEX_E_REVISION) && method.contains("clean-descriptors"));
-    let Some(Value::Sequence(codes)) = ds.get(0x0012_0064).map(|e| &e.value) else {
+    let Some(Value::Sequence(codes)) = ds
+        .get(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
+        .map(|e| &e.value)
+    else {
         panic!("codes")
     };
     let values: Vec<String> = codes
         .iter()
-        .map(|c| c.string(0x0008_0100).unwrap())
+        .map(|c| c.string(tags::CODE_VALUE).unwrap())
         .collect();
     assert_eq!(values, ["113100", "113107", "113105"]);
     assert!(codes
         .iter()
-        .all(|c| c.string(0x0008_0102).unwrap() == "DCM"));
+        .all(|c| c.string(tags::CODING_SCHEME_DESIGNATOR).unwrap() == "DCM"));
 }
 
 #[test]
@@ -512,7 +588,7 @@ fn defaced_objects_record_the_clean_recognizable_visual_features_option() {
     config.profile.clean_visual_features = true;
     let d = Deidentifier::new(key(7), config).unwrap();
     let mut input = ct();
-    input.put(text(0x0028_0302, "YES"));
+    input.put(text(tags::RECOGNIZABLE_VISUAL_FEATURES, "YES"));
     let bytes = encode(&input, part10::EXPLICIT_VR_LITTLE_ENDIAN);
     // A face nobody removed is held back under the option.
     assert!(matches!(
@@ -520,12 +596,15 @@ fn defaced_objects_record_the_clean_recognizable_visual_features_option() {
         Err(DeidError::HeldBack(r)) if r.contains("Recognizable Visual Features")
     ));
     let codes = |ds: &DataSet<'_>| -> Vec<String> {
-        let Some(Value::Sequence(items)) = ds.get(0x0012_0064).map(|e| &e.value) else {
+        let Some(Value::Sequence(items)) = ds
+            .get(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
+            .map(|e| &e.value)
+        else {
             panic!("codes")
         };
         items
             .iter()
-            .map(|c| c.string(0x0008_0100).unwrap())
+            .map(|c| c.string(tags::CODE_VALUE).unwrap())
             .collect()
     };
     let out = d
@@ -535,9 +614,9 @@ fn defaced_objects_record_the_clean_recognizable_visual_features_option() {
         .to_vec();
     let (_, ds) = decode(&out);
     assert_eq!(codes(&ds), ["113100", "113102"]);
-    assert_eq!(ds.string(0x0028_0302).unwrap(), "NO");
+    assert_eq!(ds.string(tags::RECOGNIZABLE_VISUAL_FEATURES).unwrap(), "NO");
     assert!(ds
-        .string(0x0012_0063)
+        .string(tags::DEIDENTIFICATION_METHOD)
         .unwrap()
         .contains("clean-recognizable-visual-features"));
     // Looked at and no face found: passed, but nothing is claimed.
@@ -548,20 +627,23 @@ fn defaced_objects_record_the_clean_recognizable_visual_features_option() {
         .to_vec();
     let (_, ds) = decode(&out);
     assert_eq!(codes(&ds), ["113100"]);
-    assert_eq!(ds.string(0x0028_0302).unwrap(), "YES");
+    assert_eq!(
+        ds.string(tags::RECOGNIZABLE_VISUAL_FEATURES).unwrap(),
+        "YES"
+    );
 }
 
 #[test]
 fn burned_in_annotation_is_held_back() {
     let mut ds = ct();
-    ds.put(text(0x0028_0301, "YES"));
+    ds.put(text(tags::BURNED_IN_ANNOTATION, "YES"));
     let bytes = encode(&ds, part10::EXPLICIT_VR_LITTLE_ENDIAN);
     assert!(matches!(
         deid_with(&[]).deidentify(&bytes),
         Err(DeidError::HeldBack(_))
     ));
     let mut us = ct();
-    us.put(text(0x0008_0060, "US"));
+    us.put(text(tags::MODALITY, "US"));
     let bytes = encode(&us, part10::EXPLICIT_VR_LITTLE_ENDIAN);
     assert!(deid_with(&[]).deidentify(&bytes).is_ok());
     let strict = Deidentifier::new(
@@ -576,7 +658,7 @@ fn burned_in_annotation_is_held_back() {
         strict.deidentify(&bytes),
         Err(DeidError::HeldBack(_))
     ));
-    us.put(text(0x0028_0301, "NO"));
+    us.put(text(tags::BURNED_IN_ANNOTATION, "NO"));
     assert!(strict
         .deidentify(&encode(&us, part10::EXPLICIT_VR_LITTLE_ENDIAN))
         .is_ok());
@@ -593,12 +675,12 @@ fn site_rules_override_the_table() {
     };
     let d = Deidentifier::new(key(7), config).unwrap();
     let mut ds = ct();
-    ds.put(text(0x0008_0080, "ST ELSEWHERE"));
+    ds.put(text(tags::INSTITUTION_NAME, "ST ELSEWHERE"));
     let (out, back) = run(&d, &ds);
-    assert_eq!(back.string(0x0010_0040).unwrap(), "F");
-    assert_eq!(back.string(0x0008_0080).unwrap(), "SITE 7");
+    assert_eq!(back.string(tags::PATIENT_SEX).unwrap(), "F");
+    assert_eq!(back.string(tags::INSTITUTION_NAME).unwrap(), "SITE 7");
     // Modality is Type 1 in CT: a removal rule still leaves a valid value.
-    assert!(!back.string(0x0008_0060).unwrap().is_empty());
+    assert!(!back.string(tags::MODALITY).unwrap().is_empty());
     assert_eq!(out.counts.overridden, 3);
 }
 
@@ -617,7 +699,7 @@ fn every_transfer_syntax_round_trips_and_is_deterministic() {
         let (a, b) = (a.file.to_vec(), b.file.to_vec());
         assert_eq!(a, b, "{ts}");
         let (meta, ds) = decode(&a);
-        assert_eq!(meta.string(0x0002_0010).unwrap(), ts);
+        assert_eq!(meta.string(tags::TRANSFER_SYNTAX_UID).unwrap(), ts);
         assert_eq!(
             ds.get(part10::PIXEL_DATA).unwrap().bytes().unwrap(),
             &[1, 2, 3, 4, 5, 6, 7, 8]
@@ -665,7 +747,7 @@ fn plantable() -> Vec<(u32, Vr)> {
             .then_some((r.tag, e.vr))
         })
         .collect();
-    v.push((0x0040_A123, Vr::PN));
+    v.push((tags::PERSON_NAME, Vr::PN));
     v
 }
 
@@ -718,13 +800,13 @@ proptest! {
             .iter()
             .map(|(_, token, _)| {
                 let mut item = DataSet::default();
-                item.put(Element::text(0x0010_0020, Vr::LO, token));
+                item.put(Element::text(tags::PATIENT_ID, Vr::LO, token));
                 item
             })
             .collect();
-        ds.put(seq(0x0010_1002, ids));
-        ds.put(seq(0x0040_A730, vec![nested.clone()]));
-        ds.put(seq(0x0008_1110, vec![nested]));
+        ds.put(seq(tags::OTHER_PATIENT_IDS_SEQUENCE, ids));
+        ds.put(seq(tags::CONTENT_SEQUENCE, vec![nested.clone()]));
+        ds.put(seq(tags::REFERENCED_STUDY_SEQUENCE, vec![nested]));
         ds.put(Element::text(0x0029_0010, Vr::LO, "SIEMENS CSA HEADER"));
         ds.put(seq(0x0029_1010, vec![private_item]));
         let input = encode(&ds, part10::EXPLICIT_VR_LITTLE_ENDIAN);
@@ -733,7 +815,15 @@ proptest! {
             prop_assert!(!contains(&out, token), "{} survived", token);
         }
         let (_, back) = decode(&out);
-        for tag in [0x0008_0016u32, 0x0008_0018, 0x0020_000D, 0x0020_000E, 0x0010_0010, 0x0010_0020, 0x0008_0060] {
+        for tag in [
+            tags::SOP_CLASS_UID,
+            tags::SOP_INSTANCE_UID,
+            tags::STUDY_INSTANCE_UID,
+            tags::SERIES_INSTANCE_UID,
+            tags::PATIENT_NAME,
+            tags::PATIENT_ID,
+            tags::MODALITY,
+        ] {
             prop_assert!(back.get(tag).is_some(), "({:08X}) missing", tag);
         }
     }
@@ -741,11 +831,20 @@ proptest! {
 
 #[test]
 fn an_overlay_without_its_data_goes_whole() {
+    use tags::repeating::{in_group, OVERLAY_DATA, OVERLAY_DESCRIPTION, OVERLAY_ROWS};
     let mut ds = ct();
-    ds.put(Element::text(0x6002_0010, Vr::US, "\u{2c}\u{1}"));
-    ds.put(Element::text(0x6002_0022, Vr::LO, "DOE JANE overlay"));
+    ds.put(Element::text(
+        in_group(OVERLAY_ROWS, 0x6002),
+        Vr::US,
+        "\u{2c}\u{1}",
+    ));
+    ds.put(Element::text(
+        in_group(OVERLAY_DESCRIPTION, 0x6002),
+        Vr::LO,
+        "DOE JANE overlay",
+    ));
     ds.put(Element {
-        tag: 0x6002_3000,
+        tag: in_group(OVERLAY_DATA, 0x6002),
         vr: Vr::OW,
         value: Value::Bytes(Cow::Owned(vec![0xFF; 8])),
     });
@@ -761,29 +860,36 @@ fn referencing_sequences_keep_their_items_where_the_iod_has_them() {
     // Source Image Sequence (X/Z/U*) inside the Derivation Image Sequence of a segmentation's
     // functional groups: kept with remapped UIDs, so cross-references stay intact.
     let mut ds = ct();
-    ds.put(text(0x0008_0016, "1.2.840.10008.5.1.4.1.1.66.4"));
+    ds.put(text(tags::SOP_CLASS_UID, "1.2.840.10008.5.1.4.1.1.66.4"));
     let mut source = DataSet::default();
-    source.put(text(0x0008_1150, CT));
-    source.put(text(0x0008_1155, "1.2.3.4.5.6.7.1"));
+    source.put(text(tags::REFERENCED_SOP_CLASS_UID, CT));
+    source.put(text(tags::REFERENCED_SOP_INSTANCE_UID, "1.2.3.4.5.6.7.1"));
     let mut derivation = DataSet::default();
-    derivation.put(seq(0x0008_2112, vec![source]));
+    derivation.put(seq(tags::SOURCE_IMAGE_SEQUENCE, vec![source]));
     let mut frame = DataSet::default();
-    frame.put(seq(0x0008_9124, vec![derivation]));
-    ds.put(seq(0x5200_9230, vec![frame]));
+    frame.put(seq(tags::DERIVATION_IMAGE_SEQUENCE, vec![derivation]));
+    ds.put(seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, vec![frame]));
     let (_, out) = run(&deid_with(&[]), &ds);
-    let sop = out.string(0x0008_0018).unwrap();
-    let Some(Value::Sequence(frames)) = out.get(0x5200_9230).map(|e| &e.value) else {
+    let sop = out.string(tags::SOP_INSTANCE_UID).unwrap();
+    let Some(Value::Sequence(frames)) = out
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .map(|e| &e.value)
+    else {
         panic!("frames")
     };
-    let Some(Value::Sequence(der)) = frames[0].get(0x0008_9124).map(|e| &e.value) else {
+    let Some(Value::Sequence(der)) = frames[0]
+        .get(tags::DERIVATION_IMAGE_SEQUENCE)
+        .map(|e| &e.value)
+    else {
         panic!("derivation")
     };
-    let Some(Value::Sequence(src)) = der[0].get(0x0008_2112).map(|e| &e.value) else {
+    let Some(Value::Sequence(src)) = der[0].get(tags::SOURCE_IMAGE_SEQUENCE).map(|e| &e.value)
+    else {
         panic!("source")
     };
     assert_eq!(src.len(), 1);
     assert_eq!(
-        src[0].string(0x0008_1155).unwrap(),
+        src[0].string(tags::REFERENCED_SOP_INSTANCE_UID).unwrap(),
         sop,
         "same UID, same remapping"
     );
@@ -802,7 +908,7 @@ fn held_back(d: &Deidentifier, ds: &DataSet<'_>, tag: &str, secret: &str) -> Str
         Err(e) => panic!("expected held back ({tag}), got: {e}"),
         Ok(o) => panic!(
             "expected held back ({tag}), got an output: {:?}",
-            decode(&o.file.to_vec()).1.get(0x0008_0008)
+            decode(&o.file.to_vec()).1.get(tags::IMAGE_TYPE)
         ),
     };
     assert!(err.contains(tag), "{err}");
@@ -817,28 +923,28 @@ fn malformed_kept_values_of_required_attributes_are_held_back() {
     let d = deid_with(&[]);
     // Type 1 in the CT Image IOD, kept by the profile, free text instead of CS.
     let mut ds = ct();
-    ds.put(text(0x0008_0008, "Doe^John"));
+    ds.put(text(tags::IMAGE_TYPE, "Doe^John"));
     held_back(&d, &ds, "(0008,0008)", "Doe^John");
     // Number of Frames holding a name: it describes the pixel data, so never cleaned away.
     let mut ds = ct();
-    ds.put(text(0x0028_0008, "DOE^JOHN"));
+    ds.put(text(tags::NUMBER_OF_FRAMES, "DOE^JOHN"));
     held_back(&d, &ds, "(0028,0008)", "DOE^JOHN");
     // Specific Character Set that is not a defined term: text cannot be read (or cleaned).
     let mut ds = ct();
-    ds.put(text(0x0008_0005, "JANE DOE"));
+    ds.put(text(tags::SPECIFIC_CHARACTER_SET, "JANE DOE"));
     held_back(&d, &ds, "(0008,0005)", "JANE DOE");
     // SOP Class UID that is not a UID.
     let mut ds = ct();
-    ds.put(text(0x0008_0016, "1.2.840.10008.5.1.4.1.1.2 SMITH"));
+    ds.put(text(tags::SOP_CLASS_UID, "1.2.840.10008.5.1.4.1.1.2 SMITH"));
     held_back(&d, &ds, "(0008,0016)", "SMITH");
     // A DS of Type 1 (Pixel Spacing, Image Plane) with a name.
     let mut ds = ct();
-    ds.put(text(0x0028_0030, "DOE^JOHN"));
+    ds.put(text(tags::PIXEL_SPACING, "DOE^JOHN"));
     held_back(&d, &ds, "(0028,0030)", "DOE^JOHN");
     // Rows (US, Type 1) of a length that is no number of values.
     let mut ds = ct();
     ds.put(Element {
-        tag: 0x0028_0010,
+        tag: tags::ROWS,
         vr: Vr::UL,
         value: Value::Bytes(Cow::Owned(b"JD".to_vec())),
     });
@@ -862,14 +968,14 @@ fn burned_in_annotation_neither_yes_nor_no_is_treated_as_yes() {
     let d = deid_with(&[]);
     for v in ["DOE^JOHN", "MAYBE", "yes", "N"] {
         let mut ds = ct();
-        ds.put(text(0x0028_0301, v));
+        ds.put(text(tags::BURNED_IN_ANNOTATION, v));
         let err = held_back(&d, &ds, "(0028,0301)", v);
         assert!(err.contains("treated as YES"), "{err}");
     }
     let mut ds = ct();
-    ds.put(text(0x0028_0301, "NO"));
+    ds.put(text(tags::BURNED_IN_ANNOTATION, "NO"));
     let (_, out) = run(&d, &ds);
-    assert_eq!(out.string(0x0028_0301).unwrap(), "NO");
+    assert_eq!(out.string(tags::BURNED_IN_ANNOTATION).unwrap(), "NO");
 }
 
 #[test]
@@ -877,38 +983,38 @@ fn malformed_optional_values_are_removed_and_type_2_emptied() {
     let d = deid_with(&[]);
     let mut ds = ct();
     // Scan Options (CS, Type 3 in CT Image, kept): a name in it goes.
-    ds.put(text(0x0018_0022, "Doe^John"));
+    ds.put(text(tags::SCAN_OPTIONS, "Doe^John"));
     // Slice Thickness (DS, Type 2 in Image Plane): emptied.
-    ds.put(text(0x0018_0050, "JOHN DOE"));
+    ds.put(text(tags::SLICE_THICKNESS, "JOHN DOE"));
     // KVP (DS, Type 2 in CT Image) that is a valid number stays as it is.
-    ds.put(text(0x0018_0060, "120"));
+    ds.put(text(tags::KVP, "120"));
     // An FD of a length that is no number of values, Type 3 (CTDIvol), goes.
     ds.put(Element {
-        tag: 0x0018_9345,
+        tag: tags::CTDI_VOL,
         vr: Vr::FD,
         value: Value::Bytes(Cow::Owned(b"DOE^JO".to_vec())),
     });
     let (_, out) = run(&d, &ds);
-    assert!(out.get(0x0018_0022).is_none());
-    assert_eq!(out.string(0x0018_0050).unwrap(), "");
-    assert_eq!(out.string(0x0018_0060).unwrap(), "120");
-    assert!(out.get(0x0018_9345).is_none());
+    assert!(out.get(tags::SCAN_OPTIONS).is_none());
+    assert_eq!(out.string(tags::SLICE_THICKNESS).unwrap(), "");
+    assert_eq!(out.string(tags::KVP).unwrap(), "120");
+    assert!(out.get(tags::CTDI_VOL).is_none());
 }
 
 #[test]
 fn acr_nema_dates_and_times_kept_are_cleaned_to_the_standard_form() {
     let d = deid_with(&[ProfileOption::RetainLongFullDates]);
     let mut ds = ct();
-    ds.put(text(0x0008_0020, "1994.11.05"));
-    ds.put(text(0x0008_0030, "11:20:00"));
+    ds.put(text(tags::STUDY_DATE, "1994.11.05"));
+    ds.put(text(tags::STUDY_TIME, "11:20:00"));
     let (_, out) = run(&d, &ds);
-    assert_eq!(out.string(0x0008_0020).unwrap(), "19941105");
-    assert_eq!(out.string(0x0008_0030).unwrap(), "112000");
+    assert_eq!(out.string(tags::STUDY_DATE).unwrap(), "19941105");
+    assert_eq!(out.string(tags::STUDY_TIME).unwrap(), "112000");
     // A kept date that is no date at all is emptied (Study Date is Type 2).
     let mut ds = ct();
-    ds.put(text(0x0008_0020, "SMITH"));
+    ds.put(text(tags::STUDY_DATE, "SMITH"));
     let (_, out) = run(&d, &ds);
-    assert_eq!(out.string(0x0008_0020).unwrap(), "");
+    assert_eq!(out.string(tags::STUDY_DATE).unwrap(), "");
 }
 
 #[test]
@@ -917,14 +1023,14 @@ fn blank_uids_never_come_out_as_empty_required_uids() {
     // Series Instance UID of spaces: Type 1, so held back.
     let mut ds = ct();
     ds.put(Element {
-        tag: 0x0020_000E,
+        tag: tags::SERIES_INSTANCE_UID,
         vr: Vr::UI,
         value: Value::Bytes(Cow::Owned(b"        ".to_vec())),
     });
     held_back(&d, &ds, "(0020,000E)", "");
     let mut ds = ct();
     ds.put(Element {
-        tag: 0x0020_000D,
+        tag: tags::STUDY_INSTANCE_UID,
         vr: Vr::UI,
         value: Value::Bytes(Cow::Owned(b"  \0\0".to_vec())),
     });
@@ -932,7 +1038,7 @@ fn blank_uids_never_come_out_as_empty_required_uids() {
     // The same under Retain UIDs.
     let mut ds = ct();
     ds.put(Element {
-        tag: 0x0020_000E,
+        tag: tags::SERIES_INSTANCE_UID,
         vr: Vr::UI,
         value: Value::Bytes(Cow::Owned(b"  ".to_vec())),
     });
@@ -970,14 +1076,17 @@ fn malformed_uids_are_replaced_even_under_retain_uids() {
     for options in [&[][..], &[ProfileOption::RetainUids][..]] {
         let d = deid_with(options);
         let mut ds = ct();
-        ds.put(text(0x0020_000D, "dccc9599087131742838cc1162a630fea87ba9"));
-        ds.put(text(0x0020_0052, "1.2.0123.4"));
+        ds.put(text(
+            tags::STUDY_INSTANCE_UID,
+            "dccc9599087131742838cc1162a630fea87ba9",
+        ));
+        ds.put(text(tags::FRAME_OF_REFERENCE_UID, "1.2.0123.4"));
         ds.put(seq(
-            0x0008_1140,
+            tags::REFERENCED_IMAGE_SEQUENCE,
             vec![{
                 let mut i = DataSet::default();
-                i.put(text(0x0008_1150, CT));
-                i.put(text(0x0008_1155, "1.2.3.DOE JOHN"));
+                i.put(text(tags::REFERENCED_SOP_CLASS_UID, CT));
+                i.put(text(tags::REFERENCED_SOP_INSTANCE_UID, "1.2.3.DOE JOHN"));
                 i
             }],
         ));
@@ -990,7 +1099,10 @@ fn malformed_uids_are_replaced_even_under_retain_uids() {
             continue;
         }
         // Under Retain UIDs a valid UID is still kept as it is.
-        assert_eq!(out.string(0x0020_000E).unwrap(), "1.2.3.4.5.6.7");
+        assert_eq!(
+            out.string(tags::SERIES_INSTANCE_UID).unwrap(),
+            "1.2.3.4.5.6.7"
+        );
     }
 }
 
@@ -1007,14 +1119,14 @@ fn no_error_message_quotes_a_value() {
         .step_by(7)
         .collect();
     tags.extend([
-        (0x0008_0005, Vr::CS),
-        (0x0008_0016, Vr::UI),
-        (0x0008_0018, Vr::UI),
-        (0x0008_0060, Vr::CS),
-        (0x0020_000E, Vr::UI),
-        (0x0028_0008, Vr::IS),
-        (0x0028_0301, Vr::CS),
-        (0x0028_0302, Vr::CS),
+        (tags::SPECIFIC_CHARACTER_SET, Vr::CS),
+        (tags::SOP_CLASS_UID, Vr::UI),
+        (tags::SOP_INSTANCE_UID, Vr::UI),
+        (tags::MODALITY, Vr::CS),
+        (tags::SERIES_INSTANCE_UID, Vr::UI),
+        (tags::NUMBER_OF_FRAMES, Vr::IS),
+        (tags::BURNED_IN_ANNOTATION, Vr::CS),
+        (tags::RECOGNIZABLE_VISUAL_FEATURES, Vr::CS),
     ]);
     let mut errors = 0;
     let mut check = |bytes: &[u8]| {
@@ -1039,8 +1151,8 @@ fn no_error_message_quotes_a_value() {
     )
     .unwrap();
     let mut ds = ct();
-    ds.put(text(0x0008_0060, "SC"));
-    ds.put(text(0x0008_0016, "1.2.840.10008.5.1.4.1.1.7"));
+    ds.put(text(tags::MODALITY, "SC"));
+    ds.put(text(tags::SOP_CLASS_UID, "1.2.840.10008.5.1.4.1.1.7"));
     let msg = strict
         .deidentify(&encode(&ds, part10::EXPLICIT_VR_LITTLE_ENDIAN))
         .unwrap_err()
@@ -1088,10 +1200,14 @@ fn a_run_budget_bounds_a_deflate_bomb_and_changes_nothing_else() {
         body.extend_from_slice(&[0x09, 0x00, 0x01, 0x10, b'L', b'O', 0, 0]);
     }
     let mut meta = DataSet::default();
-    meta.put(Element::text(0x0002_0002, Vr::UI, CT));
-    meta.put(Element::text(0x0002_0003, Vr::UI, "1.2.3.4.5.6.7.1"));
+    meta.put(Element::text(tags::MEDIA_STORAGE_SOP_CLASS_UID, Vr::UI, CT));
     meta.put(Element::text(
-        0x0002_0010,
+        tags::MEDIA_STORAGE_SOP_INSTANCE_UID,
+        Vr::UI,
+        "1.2.3.4.5.6.7.1",
+    ));
+    meta.put(Element::text(
+        tags::TRANSFER_SYNTAX_UID,
         Vr::UI,
         part10::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     ));

@@ -5,7 +5,7 @@
 //! Free-text VRs (LO, SH, ST, LT, UT, UC, PN) are not checked here: kept text is cleaned of
 //! identifying values instead. OB, UN and sequences have no form to check.
 
-use radveil_standard::Vr;
+use radveil_standard::{tags, Vr};
 
 use crate::dates;
 
@@ -50,16 +50,14 @@ pub fn is_valid_uid(uid: &str) -> bool {
 /// de-identifier keeps and that decide how the object is read or treated.
 pub fn allowed_values(tag: u32) -> Option<&'static [&'static str]> {
     Some(match tag {
-        // Burned In Annotation, Recognizable Visual Features, Patient Identity Removed.
-        0x0028_0301 | 0x0028_0302 | 0x0012_0062 => &["YES", "NO"],
-        // Longitudinal Temporal Information Modified.
-        0x0028_0303 => &["UNMODIFIED", "MODIFIED", "REMOVED"],
-        // Patient's Sex.
-        0x0010_0040 => &["M", "F", "O"],
-        // Lossy Image Compression.
-        0x0028_2110 => &["00", "01"],
+        tags::BURNED_IN_ANNOTATION
+        | tags::RECOGNIZABLE_VISUAL_FEATURES
+        | tags::PATIENT_IDENTITY_REMOVED => &["YES", "NO"],
+        tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED => &["UNMODIFIED", "MODIFIED", "REMOVED"],
+        tags::PATIENT_SEX => &["M", "F", "O"],
+        tags::LOSSY_IMAGE_COMPRESSION => &["00", "01"],
         // Photometric Interpretation (C.7.6.3.1.2).
-        0x0028_0004 => &[
+        tags::PHOTOMETRIC_INTERPRETATION => &[
             "MONOCHROME1",
             "MONOCHROME2",
             "PALETTE COLOR",
@@ -77,7 +75,7 @@ pub fn allowed_values(tag: u32) -> Option<&'static [&'static str]> {
         ],
         // Specific Character Set (C.12.1.1.2): single-byte and multi-byte, without and
         // with code extensions; an empty first value means the default repertoire.
-        0x0008_0005 => &[
+        tags::SPECIFIC_CHARACTER_SET => &[
             "",
             "ISO_IR 6",
             "ISO_IR 100",
@@ -143,7 +141,7 @@ pub fn check(tag: u32, vr: Vr, bytes: &[u8]) -> Result<(), Problem> {
             let v = trim_spaces(value);
             // An empty value is "no value" (allowed in Type 2 and 3 attributes, and as the
             // first value of Specific Character Set); any other must be listed.
-            if v.is_empty() && (i == 0 || tag == 0x0008_0005) {
+            if v.is_empty() && (i == 0 || tag == tags::SPECIFIC_CHARACTER_SET) {
                 continue;
             }
             if !allowed.iter().any(|a| a.as_bytes() == v) {
@@ -427,13 +425,16 @@ mod tests {
 
     #[test]
     fn enumerated_values() {
-        assert_eq!(check(0x0028_0301, Vr::CS, b"NO"), Ok(()));
+        assert_eq!(check(tags::BURNED_IN_ANNOTATION, Vr::CS, b"NO"), Ok(()));
         assert_eq!(
-            check(0x0028_0301, Vr::CS, b"JOHN DOE"),
+            check(tags::BURNED_IN_ANNOTATION, Vr::CS, b"JOHN DOE"),
             Err(Problem::NotAnAllowedValue)
         );
-        assert_eq!(check(0x0008_0005, Vr::CS, b"\\ISO 2022 IR 87"), Ok(()));
-        assert!(check(0x0008_0005, Vr::CS, b"JANE DOE").is_err());
+        assert_eq!(
+            check(tags::SPECIFIC_CHARACTER_SET, Vr::CS, b"\\ISO 2022 IR 87"),
+            Ok(())
+        );
+        assert!(check(tags::SPECIFIC_CHARACTER_SET, Vr::CS, b"JANE DOE").is_err());
     }
 
     #[test]
