@@ -113,14 +113,17 @@ struct Snapshot {
 
 impl Snapshot {
     fn of(f: &File) -> std::io::Result<Snapshot> {
-        let m = f.metadata()?;
-        Ok(Snapshot {
+        Ok(Snapshot::from_metadata(&f.metadata()?))
+    }
+
+    fn from_metadata(m: &std::fs::Metadata) -> Snapshot {
+        Snapshot {
             dev: m.dev(),
             ino: m.ino(),
             len: m.len(),
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
-        })
+        }
     }
 }
 
@@ -134,6 +137,11 @@ pub struct Input {
 /// Opens `path` for reading without blocking (a FIFO opens at once and is then refused) and
 /// without becoming its controlling terminal; only a regular file is accepted.
 pub fn open_regular(path: &Path) -> Result<File, InputError> {
+    open_regular_with_metadata(path).map(|(f, _)| f)
+}
+
+/// [`open_regular`], with the file's status as read when it was accepted.
+fn open_regular_with_metadata(path: &Path) -> Result<(File, std::fs::Metadata), InputError> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::open(
         path,
@@ -142,11 +150,12 @@ pub fn open_regular(path: &Path) -> Result<File, InputError> {
     )
     .map_err(|e| InputError::Open(e.into()))?;
     let file = File::from(fd);
-    let kind = FileKind::of(file.metadata().map_err(InputError::Open)?.file_type());
+    let meta = file.metadata().map_err(InputError::Open)?;
+    let kind = FileKind::of(meta.file_type());
     if kind != FileKind::Regular {
         return Err(InputError::NotRegular(kind));
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// Reads a whole regular file of at most `max` bytes (see [`open_regular`]): for readers
@@ -176,9 +185,11 @@ pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
 impl Input {
     /// Opens an input (see [`open_regular`]).
     pub fn open(path: &Path) -> Result<Input, InputError> {
-        let file = open_regular(path)?;
-        let snapshot = Snapshot::of(&file).map_err(InputError::Open)?;
-        Ok(Input { file, snapshot })
+        let (file, meta) = open_regular_with_metadata(path)?;
+        Ok(Input {
+            file,
+            snapshot: Snapshot::from_metadata(&meta),
+        })
     }
 
     /// The file's size when it was opened.

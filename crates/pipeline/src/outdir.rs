@@ -214,7 +214,26 @@ impl Dir {
 
     /// Creates a temporary file here (mode `mode`), to be moved into place by
     /// [`Pending::commit`]; dropped uncommitted, it is removed.
-    pub fn temp(&self, tag: &str, mode: u32) -> Result<Pending, OutputError> {
+    pub fn temp(&self, tag: &str, mode: u32) -> Result<Pending<'_>, OutputError> {
+        let (name, file) = self.create_temp(tag, mode)?;
+        Ok(Pending {
+            dir: DirRef::Borrowed(self),
+            name,
+            file,
+        })
+    }
+
+    /// [`Dir::temp`], the temporary owning its directory handle.
+    pub fn into_temp(self, tag: &str, mode: u32) -> Result<Pending<'static>, OutputError> {
+        let (name, file) = self.create_temp(tag, mode)?;
+        Ok(Pending {
+            dir: DirRef::Owned(self),
+            name,
+            file,
+        })
+    }
+
+    fn create_temp(&self, tag: &str, mode: u32) -> Result<(String, File), OutputError> {
         let mut last = None;
         for _ in 0..16 {
             let name = temp_name(tag);
@@ -224,13 +243,7 @@ impl Dir {
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(mode),
             ) {
-                Ok(fd) => {
-                    return Ok(Pending {
-                        dir: self.try_clone()?,
-                        name,
-                        file: File::from(fd),
-                    })
-                }
+                Ok(fd) => return Ok((name, File::from(fd))),
                 Err(Errno::EXIST) => last = Some(Errno::EXIST),
                 Err(e) => return Err(io("cannot create a temporary file in", &self.path, e)),
             }
@@ -267,9 +280,13 @@ impl Dir {
         let name = relative
             .file_name()
             .ok_or_else(|| OutputError::BadName(relative.display().to_string()))?;
+        let below;
         let dir = match relative.parent().filter(|p| !p.as_os_str().is_empty()) {
-            Some(p) => self.descend(p)?,
-            None => self.try_clone()?,
+            Some(p) => {
+                below = self.descend(p)?;
+                &below
+            }
+            None => self,
         };
         let target = dir.path.join(name);
         dir.write_new(name, "", |f| {
@@ -418,15 +435,32 @@ impl<R: Read> Write for Compare<R> {
     }
 }
 
+/// A directory a [`Pending`] lives in: borrowed, or owned by it.
+#[derive(Debug)]
+enum DirRef<'d> {
+    Borrowed(&'d Dir),
+    Owned(Dir),
+}
+
+impl std::ops::Deref for DirRef<'_> {
+    type Target = Dir;
+    fn deref(&self) -> &Dir {
+        match self {
+            DirRef::Borrowed(d) => d,
+            DirRef::Owned(d) => d,
+        }
+    }
+}
+
 /// A temporary file in a [`Dir`], removed unless committed.
 #[derive(Debug)]
-pub struct Pending {
-    dir: Dir,
+pub struct Pending<'d> {
+    dir: DirRef<'d>,
     name: String,
     file: File,
 }
 
-impl Pending {
+impl Pending<'_> {
     /// The open temporary file.
     pub fn file(&mut self) -> &mut File {
         &mut self.file
@@ -465,7 +499,7 @@ impl Pending {
     }
 }
 
-impl Drop for Pending {
+impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if !self.name.is_empty() {
             let _ = rustix::fs::unlinkat(&self.dir.fd, self.name.as_str(), AtFlags::empty());

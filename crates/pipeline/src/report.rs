@@ -89,7 +89,7 @@ pub enum ReportError {
 /// A file prepared at the start of a run and moved into place at its end.
 #[derive(Debug)]
 pub struct Prepared {
-    pending: Pending,
+    pending: Pending<'static>,
     name: OsString,
     target: PathBuf,
 }
@@ -102,7 +102,7 @@ impl Prepared {
         if dir.exists(&name)? {
             return Err(ReportError::Exists(target));
         }
-        let pending = dir.temp("", mode)?;
+        let pending = dir.into_temp("", mode)?;
         Ok(Prepared {
             pending,
             name,
