@@ -464,7 +464,11 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     // Series findings go on the line of the first image concerned, naming the others by
     // path (never the Series Instance UID or a position).
     for found in radveil_integrity::advisory::check_series(&geometries) {
-        let paths: Vec<&Path> = found.images.iter().map(|&i| geometry_files[i]).collect();
+        let paths: Vec<&Path> = found
+            .images
+            .iter()
+            .filter_map(|&i| geometry_files.get(i).copied())
+            .collect();
         let Some((first, others)) = paths.split_first() else {
             continue;
         };
