@@ -271,7 +271,14 @@ impl Ledger {
         writeln!(f, "{origin}").map_err(io(&origin_path))?;
         f.sync_all().map_err(io(&origin_path))?;
         write_new(&dir.join(ENTRIES), b"")?;
-        write_new(&dir.join(LOCK), b"")?;
+        // The lock file readers take a shared lock on (kept if it is there already).
+        let lock_path = dir.join(LOCK);
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
         std::fs::write(dir.join(VERIFIER), format!("{}\n", signer.verifier()))
             .map_err(io(&dir.join(VERIFIER)))?;
         let mut ledger = Ledger {
