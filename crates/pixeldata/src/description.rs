@@ -1,18 +1,9 @@
 //! The Image Pixel description of a data set (PS3.3 C.7.6.3), read once and checked.
 
 use radveil_part10::{DataSet, Encoding};
+use radveil_standard::tags;
 
 use crate::PixelError;
-
-const SAMPLES_PER_PIXEL: u32 = 0x0028_0002;
-const PHOTOMETRIC_INTERPRETATION: u32 = 0x0028_0004;
-const PLANAR_CONFIGURATION: u32 = 0x0028_0006;
-const NUMBER_OF_FRAMES: u32 = 0x0028_0008;
-const ROWS: u32 = 0x0028_0010;
-const COLUMNS: u32 = 0x0028_0011;
-const BITS_ALLOCATED: u32 = 0x0028_0100;
-const BITS_STORED: u32 = 0x0028_0101;
-const PIXEL_REPRESENTATION: u32 = 0x0028_0103;
 
 /// How an image's pixels are described: the attributes of the Image Pixel module that fix
 /// the size and layout of Pixel Data, and the byte counts they imply, computed with checked
@@ -54,7 +45,7 @@ fn overflow() -> PixelError {
 /// Number of Frames (0028,0008) of a data set: 1 when absent, empty or 0 (a single-frame
 /// image); an error when it is not a non-negative integer that fits in memory sizes.
 pub fn number_of_frames(ds: &DataSet<'_>) -> Result<usize, PixelError> {
-    let Some(text) = ds.string(NUMBER_OF_FRAMES) else {
+    let Some(text) = ds.string(tags::NUMBER_OF_FRAMES) else {
         return Ok(1);
     };
     let text = text.trim();
@@ -79,21 +70,26 @@ impl ImagePixel {
     /// zero or above 64, a Number of Frames that is not an integer, and sizes whose product
     /// overflows.
     pub fn from_dataset(ds: &DataSet<'_>, enc: Encoding) -> Result<ImagePixel, PixelError> {
-        let rows = ds.u16_value(ROWS, enc).unwrap_or(0);
-        let columns = ds.u16_value(COLUMNS, enc).unwrap_or(0);
+        let rows = ds.u16_value(tags::ROWS, enc).unwrap_or(0);
+        let columns = ds.u16_value(tags::COLUMNS, enc).unwrap_or(0);
         if rows == 0 || columns == 0 {
             return Err(PixelError::Malformed(
                 "Rows (0028,0010) or Columns (0028,0011) is absent or zero".into(),
             ));
         }
-        let samples_per_pixel = ds.u16_value(SAMPLES_PER_PIXEL, enc).unwrap_or(1).max(1);
-        let bits_allocated = ds.u16_value(BITS_ALLOCATED, enc).unwrap_or(8);
+        let samples_per_pixel = ds
+            .u16_value(tags::SAMPLES_PER_PIXEL, enc)
+            .unwrap_or(1)
+            .max(1);
+        let bits_allocated = ds.u16_value(tags::BITS_ALLOCATED, enc).unwrap_or(8);
         if bits_allocated == 0 || bits_allocated > 64 {
             return Err(PixelError::Malformed(
                 "Bits Allocated (0028,0100) is not between 1 and 64".into(),
             ));
         }
-        let bits_stored = ds.u16_value(BITS_STORED, enc).unwrap_or(bits_allocated);
+        let bits_stored = ds
+            .u16_value(tags::BITS_STORED, enc)
+            .unwrap_or(bits_allocated);
         let number_of_frames = number_of_frames(ds)?;
         let pixels_per_frame = usize::from(rows)
             .checked_mul(usize::from(columns))
@@ -122,11 +118,11 @@ impl ImagePixel {
             samples_per_pixel,
             bits_allocated,
             bits_stored,
-            pixel_representation: ds.u16_value(PIXEL_REPRESENTATION, enc).unwrap_or(0),
+            pixel_representation: ds.u16_value(tags::PIXEL_REPRESENTATION, enc).unwrap_or(0),
             number_of_frames,
-            planar_configuration: ds.u16_value(PLANAR_CONFIGURATION, enc).unwrap_or(0),
+            planar_configuration: ds.u16_value(tags::PLANAR_CONFIGURATION, enc).unwrap_or(0),
             photometric_interpretation: ds
-                .string(PHOTOMETRIC_INTERPRETATION)
+                .string(tags::PHOTOMETRIC_INTERPRETATION)
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default(),
             pixels_per_frame,
@@ -195,10 +191,10 @@ mod tests {
         let mut ds = DataSet::default();
         let us = |v: u16| Value::Bytes(Cow::Owned(v.to_le_bytes().to_vec()));
         for (tag, v) in [
-            (ROWS, rows),
-            (COLUMNS, cols),
-            (SAMPLES_PER_PIXEL, spp),
-            (BITS_ALLOCATED, bits),
+            (tags::ROWS, rows),
+            (tags::COLUMNS, cols),
+            (tags::SAMPLES_PER_PIXEL, spp),
+            (tags::BITS_ALLOCATED, bits),
         ] {
             ds.put(Element {
                 tag,
@@ -207,7 +203,7 @@ mod tests {
             });
         }
         if let Some(f) = frames {
-            ds.put(Element::text(NUMBER_OF_FRAMES, Vr::IS, f));
+            ds.put(Element::text(tags::NUMBER_OF_FRAMES, Vr::IS, f));
         }
         ds
     }

@@ -244,6 +244,7 @@ fn frames_of(
 #[cfg(test)]
 mod tests {
     use radveil_part10::{Element, Value, Vr};
+    use radveil_standard::tags;
 
     use super::*;
 
@@ -251,9 +252,9 @@ mod tests {
         let mut ds = DataSet::default();
         let us = |v: u16| Value::Bytes(Cow::Owned(v.to_le_bytes().to_vec()));
         for (tag, v) in [
-            (0x0028_0010u32, rows),
-            (0x0028_0011, cols),
-            (0x0028_0100, 16),
+            (tags::ROWS, rows),
+            (tags::COLUMNS, cols),
+            (tags::BITS_ALLOCATED, 16),
         ] {
             ds.put(Element {
                 tag,
@@ -261,7 +262,7 @@ mod tests {
                 value: us(v),
             });
         }
-        ds.put(Element::text(0x0028_0008, Vr::IS, frames));
+        ds.put(Element::text(tags::NUMBER_OF_FRAMES, Vr::IS, frames));
         ds.put(Element {
             tag: radveil_part10::PIXEL_DATA,
             vr: Vr::OW,
@@ -307,11 +308,11 @@ mod tests {
                 Value::Bytes(Cow::Owned(b.to_vec()))
             };
             for (tag, v) in [
-                (0x0028_0010u32, 4u16),
-                (0x0028_0011, 4),
-                (0x0028_0100, 16),
-                (0x0028_0002, 3),
-                (0x0028_0006, 1),
+                (tags::ROWS, 4u16),
+                (tags::COLUMNS, 4),
+                (tags::BITS_ALLOCATED, 16),
+                (tags::SAMPLES_PER_PIXEL, 3),
+                (tags::PLANAR_CONFIGURATION, 1),
             ] {
                 ds.put(Element {
                     tag,
@@ -319,7 +320,7 @@ mod tests {
                     value: us(v),
                 });
             }
-            ds.put(Element::text(0x0028_0008, Vr::IS, "2"));
+            ds.put(Element::text(tags::NUMBER_OF_FRAMES, Vr::IS, "2"));
             ds.put(Element {
                 tag: radveil_part10::PIXEL_DATA,
                 vr: Vr::OW,
