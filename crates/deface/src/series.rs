@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use radveil_part10 as p10;
 use radveil_part10::{DataSet, Element, Encoding, MemoryBudget, Value, Vr, DEFAULT_WAIT};
 use radveil_pixeldata::ImagePixel;
+use radveil_standard::tags;
 
 use crate::volume::Volume;
 
@@ -139,7 +140,7 @@ pub fn image_header(bytes: &[u8]) -> Option<ImageHeader> {
     let mut inflated = Vec::new();
     let (_, ds, enc) = open(Path::new(""), bytes, &mut inflated).ok()?;
     let modality = ds
-        .string(0x0008_0060)
+        .string(tags::MODALITY)
         .unwrap_or_default()
         .trim()
         .to_ascii_uppercase();
@@ -147,36 +148,38 @@ pub fn image_header(bytes: &[u8]) -> Option<ImageHeader> {
     let stack = if frames > 1 {
         frame_geometry(&ds, 0).map(|_| StackKey::MultiFrame)
     } else {
-        let orientation = numbers(&ds, 0x0020_0037);
-        let series_uid = ds.string(0x0020_000E).filter(|s| !s.is_empty());
+        let orientation = numbers(&ds, tags::IMAGE_ORIENTATION_PATIENT);
+        let series_uid = ds
+            .string(tags::SERIES_INSTANCE_UID)
+            .filter(|s| !s.is_empty());
         match (series_uid, <[f64; 6]>::try_from(orientation)) {
-            (Some(series_uid), Ok(o)) if numbers(&ds, 0x0020_0032).len() == 3 => {
+            (Some(series_uid), Ok(o)) if numbers(&ds, tags::IMAGE_POSITION_PATIENT).len() == 3 => {
                 Some(StackKey::Slices {
                     series_uid,
                     orientation: o.map(|v| (v * 1000.0).round() as i32),
                     matrix: (
-                        ds.u16_value(0x0028_0010, enc).unwrap_or(0),
-                        ds.u16_value(0x0028_0011, enc).unwrap_or(0),
+                        ds.u16_value(tags::ROWS, enc).unwrap_or(0),
+                        ds.u16_value(tags::COLUMNS, enc).unwrap_or(0),
                     ),
                 })
             }
             _ => None,
         }
     };
-    let position = <[f64; 3]>::try_from(numbers(&ds, 0x0020_0032))
+    let position = <[f64; 3]>::try_from(numbers(&ds, tags::IMAGE_POSITION_PATIENT))
         .ok()
         .map(|p| p.map(|v| (v * 100.0).round() as i64));
     let integer = |tag: u32| numbers(&ds, tag).first().map_or(0, |&v| v as i64);
     Some(ImageHeader {
         modality,
         stack,
-        sop_instance_uid: ds.string(0x0008_0018).unwrap_or_default(),
+        sop_instance_uid: ds.string(tags::SOP_INSTANCE_UID).unwrap_or_default(),
         position,
         order: [
-            integer(0x0018_0086),
-            integer(0x0020_0012),
-            integer(0x0020_0100),
-            integer(0x0020_0013),
+            integer(tags::ECHO_NUMBERS),
+            integer(tags::ACQUISITION_NUMBER),
+            integer(tags::TEMPORAL_POSITION_IDENTIFIER),
+            integer(tags::INSTANCE_NUMBER),
         ],
     })
 }
@@ -292,13 +295,14 @@ struct FrameGeometry {
 /// The geometry of frame `n`: from the top level for a single-frame image, from the
 /// functional groups (per-frame, else shared) for a multi-frame one.
 fn frame_geometry(ds: &DataSet<'_>, n: usize) -> Option<FrameGeometry> {
-    const SHARED: u32 = 0x5200_9229;
-    const PER_FRAME: u32 = 0x5200_9230;
-    let per_frame = match ds.get(PER_FRAME).map(|e| &e.value) {
+    let per_frame = match ds
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .map(|e| &e.value)
+    {
         Some(Value::Sequence(items)) => items.get(n),
         _ => None,
     };
-    let shared = first_item(ds, SHARED);
+    let shared = first_item(ds, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
     // An attribute of a functional group macro: per-frame first, then shared; a
     // single-frame image without functional groups has it at the top level.
     let attribute = |group: u32, tag: u32| -> Vec<f64> {
@@ -316,17 +320,35 @@ fn frame_geometry(ds: &DataSet<'_>, n: usize) -> Option<FrameGeometry> {
             Vec::new()
         }
     };
-    let position = <[f64; 3]>::try_from(attribute(0x0020_9113, 0x0020_0032)).ok()?;
-    let orientation = <[f64; 6]>::try_from(attribute(0x0020_9116, 0x0020_0037)).ok()?;
-    let spacing = <[f64; 2]>::try_from(attribute(0x0028_9110, 0x0028_0030)).ok()?;
-    let slope = attribute(0x0028_9145, 0x0028_1053)
-        .first()
-        .copied()
-        .unwrap_or(1.0);
-    let intercept = attribute(0x0028_9145, 0x0028_1052)
-        .first()
-        .copied()
-        .unwrap_or(0.0);
+    let position = <[f64; 3]>::try_from(attribute(
+        tags::PLANE_POSITION_SEQUENCE,
+        tags::IMAGE_POSITION_PATIENT,
+    ))
+    .ok()?;
+    let orientation = <[f64; 6]>::try_from(attribute(
+        tags::PLANE_ORIENTATION_SEQUENCE,
+        tags::IMAGE_ORIENTATION_PATIENT,
+    ))
+    .ok()?;
+    let spacing = <[f64; 2]>::try_from(attribute(
+        tags::PIXEL_MEASURES_SEQUENCE,
+        tags::PIXEL_SPACING,
+    ))
+    .ok()?;
+    let slope = attribute(
+        tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+        tags::RESCALE_SLOPE,
+    )
+    .first()
+    .copied()
+    .unwrap_or(1.0);
+    let intercept = attribute(
+        tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+        tags::RESCALE_INTERCEPT,
+    )
+    .first()
+    .copied()
+    .unwrap_or(0.0);
     let valid = position
         .iter()
         .chain(&orientation)
@@ -714,7 +736,11 @@ pub fn rewrite_with_budget(
     });
     record(&mut ds);
     let mut file_meta = meta.elements.clone();
-    file_meta.put(Element::text(0x0002_0010, Vr::UI, &transfer_syntax));
+    file_meta.put(Element::text(
+        tags::TRANSFER_SYNTAX_UID,
+        Vr::UI,
+        &transfer_syntax,
+    ));
     let mut out = Vec::with_capacity(bytes.len() + 1024);
     p10::write_file(&file_meta, &ds, &transfer_syntax, &mut out);
     Ok(out)
@@ -735,33 +761,41 @@ fn stored_value(value: f32, (slope, intercept): (f64, f64), f: Format) -> u16 {
 
 /// Records the defacing: Recognizable Visual Features NO, the CID 7050 code, the method.
 fn record(ds: &mut DataSet<'_>) {
-    ds.put(Element::text(0x0028_0302, Vr::CS, "NO"));
-    let method = match ds.string(0x0012_0063) {
+    ds.put(Element::text(
+        tags::RECOGNIZABLE_VISUAL_FEATURES,
+        Vr::CS,
+        "NO",
+    ));
+    let method = match ds.string(tags::DEIDENTIFICATION_METHOD) {
         Some(m) if !m.trim().is_empty() && !m.contains("radveil deface") => {
             format!("{}\\radveil deface", m.trim())
         }
         Some(m) if !m.trim().is_empty() => m.trim().to_string(),
         _ => "radveil deface".to_string(),
     };
-    ds.put(Element::text(0x0012_0063, Vr::LO, &method));
+    ds.put(Element::text(
+        tags::DEIDENTIFICATION_METHOD,
+        Vr::LO,
+        &method,
+    ));
     let mut item = DataSet::default();
     item.put(Element::text(
-        0x0008_0100,
+        tags::CODE_VALUE,
         Vr::SH,
         CLEAN_RECOGNIZABLE_VISUAL_FEATURES.0,
     ));
-    item.put(Element::text(0x0008_0102, Vr::SH, "DCM"));
+    item.put(Element::text(tags::CODING_SCHEME_DESIGNATOR, Vr::SH, "DCM"));
     item.put(Element::text(
-        0x0008_0104,
+        tags::CODE_MEANING,
         Vr::LO,
         CLEAN_RECOGNIZABLE_VISUAL_FEATURES.1,
     ));
     let has = |items: &[DataSet<'_>]| {
-        items
-            .iter()
-            .any(|i| i.string(0x0008_0100).as_deref() == Some(CLEAN_RECOGNIZABLE_VISUAL_FEATURES.0))
+        items.iter().any(|i| {
+            i.string(tags::CODE_VALUE).as_deref() == Some(CLEAN_RECOGNIZABLE_VISUAL_FEATURES.0)
+        })
     };
-    match ds.get_mut(0x0012_0064) {
+    match ds.get_mut(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE) {
         Some(Element {
             value: Value::Sequence(items),
             ..
@@ -771,7 +805,7 @@ fn record(ds: &mut DataSet<'_>) {
             }
         }
         _ => ds.put(Element {
-            tag: 0x0012_0064,
+            tag: tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE,
             vr: Vr::SQ,
             value: Value::Sequence(vec![item]),
         }),
@@ -802,22 +836,30 @@ mod tests {
             value: Value::Bytes(Cow::Owned(v.to_le_bytes().to_vec())),
         };
         ds.put(Element::text(
-            0x0008_0016,
+            tags::SOP_CLASS_UID,
             Vr::UI,
             "1.2.840.10008.5.1.4.1.1.2",
         ));
-        ds.put(Element::text(0x0008_0018, Vr::UI, "1.2.3.4"));
-        ds.put(Element::text(0x0008_0060, Vr::CS, "CT"));
-        ds.put(Element::text(0x0020_000E, Vr::UI, "1.2.3"));
-        ds.put(Element::text(0x0020_0032, Vr::DS, "0\\0\\0"));
-        ds.put(Element::text(0x0020_0037, Vr::DS, "1\\0\\0\\0\\1\\0"));
-        ds.put(Element::text(0x0028_0030, Vr::DS, "1\\1"));
-        ds.put(us(0x0028_0002, 1));
-        ds.put(Element::text(0x0028_0008, Vr::IS, frames));
-        ds.put(us(0x0028_0010, 4));
-        ds.put(us(0x0028_0011, 4));
-        ds.put(us(0x0028_0100, 16));
-        ds.put(us(0x0028_0101, 16));
+        ds.put(Element::text(tags::SOP_INSTANCE_UID, Vr::UI, "1.2.3.4"));
+        ds.put(Element::text(tags::MODALITY, Vr::CS, "CT"));
+        ds.put(Element::text(tags::SERIES_INSTANCE_UID, Vr::UI, "1.2.3"));
+        ds.put(Element::text(
+            tags::IMAGE_POSITION_PATIENT,
+            Vr::DS,
+            "0\\0\\0",
+        ));
+        ds.put(Element::text(
+            tags::IMAGE_ORIENTATION_PATIENT,
+            Vr::DS,
+            "1\\0\\0\\0\\1\\0",
+        ));
+        ds.put(Element::text(tags::PIXEL_SPACING, Vr::DS, "1\\1"));
+        ds.put(us(tags::SAMPLES_PER_PIXEL, 1));
+        ds.put(Element::text(tags::NUMBER_OF_FRAMES, Vr::IS, frames));
+        ds.put(us(tags::ROWS, 4));
+        ds.put(us(tags::COLUMNS, 4));
+        ds.put(us(tags::BITS_ALLOCATED, 16));
+        ds.put(us(tags::BITS_STORED, 16));
         ds.put(Element {
             tag: p10::PIXEL_DATA,
             vr: Vr::OW,
@@ -825,13 +867,17 @@ mod tests {
         });
         let mut meta = DataSet::default();
         meta.put(Element::text(
-            0x0002_0002,
+            tags::MEDIA_STORAGE_SOP_CLASS_UID,
             Vr::UI,
             "1.2.840.10008.5.1.4.1.1.2",
         ));
-        meta.put(Element::text(0x0002_0003, Vr::UI, "1.2.3.4"));
         meta.put(Element::text(
-            0x0002_0010,
+            tags::MEDIA_STORAGE_SOP_INSTANCE_UID,
+            Vr::UI,
+            "1.2.3.4",
+        ));
+        meta.put(Element::text(
+            tags::TRANSFER_SYNTAX_UID,
             Vr::UI,
             p10::EXPLICIT_VR_LITTLE_ENDIAN,
         ));
