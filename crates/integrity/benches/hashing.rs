@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use radveil_integrity::{binding_hash, MacAlgorithm};
 use radveil_part10::{DataSet, Element, Encoding, Value, Vr};
+use radveil_standard::tags;
 
 fn main() {
     let size = 256 << 20;
@@ -31,10 +32,10 @@ fn main() {
     let mut ds = DataSet::default();
     let us = |v: u16| Value::Bytes(Cow::Owned(v.to_le_bytes().to_vec()));
     for (tag, v) in [
-        (0x0028_0010u32, 4096u16),
-        (0x0028_0011, 4096),
-        (0x0028_0100, 16),
-        (0x0028_0002, 1),
+        (tags::ROWS, 4096u16),
+        (tags::COLUMNS, 4096),
+        (tags::BITS_ALLOCATED, 16),
+        (tags::SAMPLES_PER_PIXEL, 1),
     ] {
         ds.put(Element {
             tag,
@@ -42,7 +43,7 @@ fn main() {
             value: us(v),
         });
     }
-    ds.put(Element::text(0x0028_0008, Vr::IS, "8"));
+    ds.put(Element::text(tags::NUMBER_OF_FRAMES, Vr::IS, "8"));
     ds.put(Element {
         tag: radveil_part10::PIXEL_DATA,
         vr: Vr::OW,

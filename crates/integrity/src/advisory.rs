@@ -4,6 +4,7 @@
 //! certificate signing an image that names another device.
 
 use radveil_part10::{DataSet, Encoding, Value};
+use radveil_standard::tags;
 
 /// What one image contributes to the series-level checks.
 #[derive(Debug, Clone)]
@@ -29,7 +30,7 @@ pub struct ImageGeometry {
 /// image.
 pub fn check_signer_equipment(ds: &DataSet<'_>, reports: &[crate::SignatureReport]) -> Vec<String> {
     let Some(device) = ds
-        .string(0x0018_1000)
+        .string(tags::DEVICE_SERIAL_NUMBER)
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
     else {
@@ -74,15 +75,15 @@ pub fn check_signer_equipment(ds: &DataSet<'_>, reports: &[crate::SignatureRepor
 pub fn check_image(ds: &DataSet<'_>, enc: Encoding) -> (Vec<String>, Option<ImageGeometry>) {
     let mut findings = Vec::new();
     if ds
-        .string(0x0008_001C)
+        .string(tags::SYNTHETIC_DATA)
         .is_some_and(|s| s.eq_ignore_ascii_case("YES"))
     {
         findings.push(
             "Synthetic Data (0008,001C) is YES: the image says it is not a real acquisition".into(),
         );
     }
-    let rows = ds.u16_value(0x0028_0010, enc);
-    let cols = ds.u16_value(0x0028_0011, enc);
+    let rows = ds.u16_value(tags::ROWS, enc);
+    let cols = ds.u16_value(tags::COLUMNS, enc);
     if let (Some(Value::Bytes(px)), Some(_), Some(_)) = (
         ds.get(radveil_part10::PIXEL_DATA).map(|e| &e.value),
         rows,
@@ -99,14 +100,16 @@ pub fn check_image(ds: &DataSet<'_>, enc: Encoding) -> (Vec<String>, Option<Imag
             Err(e) => findings.push(format!("the pixel description is impossible: {e}")),
         }
     }
-    let geometry = match (ds.string(0x0020_000E), rows, cols) {
+    let geometry = match (ds.string(tags::SERIES_INSTANCE_UID), rows, cols) {
         (Some(series), Some(r), Some(c)) if !series.is_empty() => Some(ImageGeometry {
             series,
-            instance: ds.string(0x0008_0018).unwrap_or_default(),
+            instance: ds.string(tags::SOP_INSTANCE_UID).unwrap_or_default(),
             matrix: (r, c),
-            spacing: ds.string(0x0028_0030).unwrap_or_default(),
-            orientation: ds.string(0x0020_0037).unwrap_or_default(),
-            position: ds.string(0x0020_0032).unwrap_or_default(),
+            spacing: ds.string(tags::PIXEL_SPACING).unwrap_or_default(),
+            orientation: ds
+                .string(tags::IMAGE_ORIENTATION_PATIENT)
+                .unwrap_or_default(),
+            position: ds.string(tags::IMAGE_POSITION_PATIENT).unwrap_or_default(),
         }),
         _ => None,
     };

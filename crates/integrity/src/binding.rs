@@ -19,6 +19,7 @@ use std::borrow::Cow;
 
 use radveil_part10::{BudgetError, DataSet, Element, Encoding, MemoryBudget, Value};
 use radveil_pixeldata::PixelError;
+use radveil_standard::tags;
 use sha2::{Digest, Sha256};
 
 /// Why no binding hash could be computed.
@@ -47,33 +48,33 @@ impl From<PixelError> for BindingError {
 
 /// Identity attributes bound to the pixels.
 const IDENTITY: [u32; 10] = [
-    0x0008_0016, // SOP Class UID
-    0x0008_0018, // SOP Instance UID
-    0x0008_0060, // Modality
-    0x0010_0010, // Patient's Name
-    0x0010_0020, // Patient ID
-    0x0010_0021, // Issuer of Patient ID
-    0x0010_0030, // Patient's Birth Date
-    0x0010_0040, // Patient's Sex
-    0x0020_000D, // Study Instance UID
-    0x0020_000E, // Series Instance UID
+    tags::SOP_CLASS_UID,
+    tags::SOP_INSTANCE_UID,
+    tags::MODALITY,
+    tags::PATIENT_NAME,
+    tags::PATIENT_ID,
+    tags::ISSUER_OF_PATIENT_ID,
+    tags::PATIENT_BIRTH_DATE,
+    tags::PATIENT_SEX,
+    tags::STUDY_INSTANCE_UID,
+    tags::SERIES_INSTANCE_UID,
 ];
 
 /// Geometry attributes bound to the pixels (Planar Configuration is normalised away).
 const GEOMETRY: [u32; 13] = [
-    0x0018_0050, // Slice Thickness
-    0x0020_0032, // Image Position (Patient)
-    0x0020_0037, // Image Orientation (Patient)
-    0x0028_0002, // Samples per Pixel
-    0x0028_0004, // Photometric Interpretation
-    0x0028_0008, // Number of Frames
-    0x0028_0010, // Rows
-    0x0028_0011, // Columns
-    0x0028_0030, // Pixel Spacing
-    0x0028_0100, // Bits Allocated
-    0x0028_0101, // Bits Stored
-    0x0028_0102, // High Bit
-    0x0028_0103, // Pixel Representation
+    tags::SLICE_THICKNESS,
+    tags::IMAGE_POSITION_PATIENT,
+    tags::IMAGE_ORIENTATION_PATIENT,
+    tags::SAMPLES_PER_PIXEL,
+    tags::PHOTOMETRIC_INTERPRETATION,
+    tags::NUMBER_OF_FRAMES,
+    tags::ROWS,
+    tags::COLUMNS,
+    tags::PIXEL_SPACING,
+    tags::BITS_ALLOCATED,
+    tags::BITS_STORED,
+    tags::HIGH_BIT,
+    tags::PIXEL_REPRESENTATION,
 ];
 
 /// A value in a transfer-syntax-independent form: text trimmed, binary little endian.
@@ -133,9 +134,9 @@ pub fn binding_hash_with_budget(
             put(&mut h, *tag, b"\xFF<absent>");
         }
     }
-    let bits_allocated = ds.u16_value(0x0028_0100, enc).unwrap_or(8) as u32;
+    let bits_allocated = ds.u16_value(tags::BITS_ALLOCATED, enc).unwrap_or(8) as u32;
     let bits_stored = ds
-        .u16_value(0x0028_0101, enc)
+        .u16_value(tags::BITS_STORED, enc)
         .map_or(bits_allocated, |b| b as u32);
     // The pixels, frame by frame (one decoded frame in memory at a time): the length of
     // the whole goes first, as `put` writes it.
@@ -234,15 +235,19 @@ mod tests {
     fn image<'a>(frames: &str, pixels: &'a [u8]) -> DataSet<'a> {
         let mut ds = DataSet::default();
         let us = |v: u16| Value::Bytes(Cow::Owned(v.to_le_bytes().to_vec()));
-        for (tag, v) in [(0x0028_0010u32, 4u16), (0x0028_0011, 4), (0x0028_0100, 16)] {
+        for (tag, v) in [
+            (tags::ROWS, 4u16),
+            (tags::COLUMNS, 4),
+            (tags::BITS_ALLOCATED, 16),
+        ] {
             ds.put(Element {
                 tag,
                 vr: Vr::US,
                 value: us(v),
             });
         }
-        ds.put(Element::text(0x0008_0018, Vr::UI, "1.2.3"));
-        ds.put(Element::text(0x0028_0008, Vr::IS, frames));
+        ds.put(Element::text(tags::SOP_INSTANCE_UID, Vr::UI, "1.2.3"));
+        ds.put(Element::text(tags::NUMBER_OF_FRAMES, Vr::IS, frames));
         ds.put(Element {
             tag: radveil_part10::PIXEL_DATA,
             vr: Vr::OW,
@@ -286,7 +291,7 @@ mod tests {
         let mut ds = image("2", &pixels);
         // Bits Stored 12: the masked copy needs 64 bytes.
         ds.put(Element {
-            tag: 0x0028_0101,
+            tag: tags::BITS_STORED,
             vr: Vr::US,
             value: Value::Bytes(Cow::Owned(12u16.to_le_bytes().to_vec())),
         });

@@ -21,6 +21,7 @@ pub mod trust;
 use std::borrow::Cow;
 
 use radveil_part10::{DataSet, Element, Encoding, Value, Vr};
+use radveil_standard::tags;
 
 pub use binding::{binding_hash, binding_hash_with_budget, BindingError};
 pub use crypto::{MacAlgorithm, Public, SignerCertificate, SignerIdentity};
@@ -32,19 +33,9 @@ pub use timestamp::{TimestampOutcome, TimestampReport};
 pub use trust::TrustStore;
 
 /// Digital Signatures Sequence (FFFA,FFFA).
-pub const DIGITAL_SIGNATURES_SEQUENCE: u32 = 0xFFFA_FFFA;
+pub const DIGITAL_SIGNATURES_SEQUENCE: u32 = tags::DIGITAL_SIGNATURES_SEQUENCE;
 /// MAC Parameters Sequence (4FFE,0001).
-pub const MAC_PARAMETERS_SEQUENCE: u32 = 0x4FFE_0001;
-const MAC_ID_NUMBER: u32 = 0x0400_0005;
-const MAC_CALCULATION_TRANSFER_SYNTAX_UID: u32 = 0x0400_0010;
-const MAC_ALGORITHM: u32 = 0x0400_0015;
-const DATA_ELEMENTS_SIGNED: u32 = 0x0400_0020;
-const DIGITAL_SIGNATURE_UID: u32 = 0x0400_0100;
-const DIGITAL_SIGNATURE_DATETIME: u32 = 0x0400_0105;
-const CERTIFICATE_TYPE: u32 = 0x0400_0110;
-const CERTIFICATE_OF_SIGNER: u32 = 0x0400_0115;
-const SIGNATURE: u32 = 0x0400_0120;
-const DIGITAL_SIGNATURE_PURPOSE_CODE_SEQUENCE: u32 = 0x0400_0401;
+pub const MAC_PARAMETERS_SEQUENCE: u32 = tags::MAC_PARAMETERS_SEQUENCE;
 
 /// Why signing or verification could not proceed.
 #[derive(Debug, thiserror::Error)]
@@ -62,10 +53,10 @@ pub fn signable(tag: u32) -> bool {
     let group = tag >> 16;
     !(group < 0x0008
         || tag & 0xFFFF == 0
-        || tag == 0x0008_0001
+        || tag == tags::LENGTH_TO_END
         || group == 0xFFFA
         || tag == MAC_PARAMETERS_SEQUENCE
-        || tag == 0xFFFC_FFFC
+        || tag == tags::DATA_SET_TRAILING_PADDING
         || group == 0xFFFE)
 }
 
@@ -260,17 +251,17 @@ pub fn sign(
     // The next free MAC ID Number.
     let mac_id = items(ds, MAC_PARAMETERS_SEQUENCE)
         .iter()
-        .filter_map(|i| i.u16_value(MAC_ID_NUMBER, enc))
+        .filter_map(|i| i.u16_value(tags::MACID_NUMBER, enc))
         .max()
         .map_or(0, |m| m + 1);
     let mut mac_item = DataSet::default();
-    mac_item.put(us(MAC_ID_NUMBER, mac_id, enc));
+    mac_item.put(us(tags::MACID_NUMBER, mac_id, enc));
     mac_item.put(text(
-        MAC_CALCULATION_TRANSFER_SYNTAX_UID,
+        tags::MAC_CALCULATION_TRANSFER_SYNTAX_UID,
         Vr::UI,
         mac_transfer_syntax(transfer_syntax),
     ));
-    mac_item.put(text(MAC_ALGORITHM, Vr::CS, request.mac.term()));
+    mac_item.put(text(tags::MAC_ALGORITHM, Vr::CS, request.mac.term()));
     let mut at = Vec::with_capacity(tags.len() * 4);
     for t in &tags {
         let (g, e) = ((t >> 16) as u16, *t as u16);
@@ -282,32 +273,40 @@ pub fn sign(
             at.extend_from_slice(&e.to_le_bytes());
         }
     }
-    mac_item.put(bytes(DATA_ELEMENTS_SIGNED, Vr::AT, at));
+    mac_item.put(bytes(tags::DATA_ELEMENTS_SIGNED, Vr::AT, at));
 
     let mut sig_item = DataSet::default();
-    sig_item.put(us(MAC_ID_NUMBER, mac_id, enc));
-    sig_item.put(text(DIGITAL_SIGNATURE_UID, Vr::UI, &request.uid));
-    sig_item.put(text(DIGITAL_SIGNATURE_DATETIME, Vr::DT, &request.datetime));
-    sig_item.put(text(CERTIFICATE_TYPE, Vr::CS, "X509_1993_SIG"));
+    sig_item.put(us(tags::MACID_NUMBER, mac_id, enc));
+    sig_item.put(text(tags::DIGITAL_SIGNATURE_UID, Vr::UI, &request.uid));
+    sig_item.put(text(
+        tags::DIGITAL_SIGNATURE_DATE_TIME,
+        Vr::DT,
+        &request.datetime,
+    ));
+    sig_item.put(text(tags::CERTIFICATE_TYPE, Vr::CS, "X509_1993_SIG"));
     sig_item.put(bytes(
-        CERTIFICATE_OF_SIGNER,
+        tags::CERTIFICATE_OF_SIGNER,
         Vr::OB,
         signer.certificate().to_vec(),
     ));
     if let Some(code) = &request.purpose {
         let mut c = DataSet::default();
-        c.put(text(0x0008_0100, Vr::SH, code));
-        c.put(text(0x0008_0102, Vr::SH, "ASTM-sigpurpose"));
-        c.put(text(0x0008_0104, Vr::LO, purpose_meaning(code)));
+        c.put(text(tags::CODE_VALUE, Vr::SH, code));
+        c.put(text(
+            tags::CODING_SCHEME_DESIGNATOR,
+            Vr::SH,
+            "ASTM-sigpurpose",
+        ));
+        c.put(text(tags::CODE_MEANING, Vr::LO, purpose_meaning(code)));
         sig_item.put(Element {
-            tag: DIGITAL_SIGNATURE_PURPOSE_CODE_SEQUENCE,
+            tag: tags::DIGITAL_SIGNATURE_PURPOSE_CODE_SEQUENCE,
             vr: Vr::SQ,
             value: Value::Sequence(vec![c]),
         });
     }
     let stream = signature_stream(ds, &tags, &sig_item, StreamContext::of(ds, enc))?;
     let signature = signer.sign_stream(request.mac, &stream)?;
-    sig_item.put(bytes(SIGNATURE, Vr::OB, signature));
+    sig_item.put(bytes(tags::SIGNATURE, Vr::OB, signature));
 
     append_item(ds, MAC_PARAMETERS_SEQUENCE, mac_item);
     append_item(ds, DIGITAL_SIGNATURES_SEQUENCE, sig_item);
@@ -506,34 +505,36 @@ fn verify_one(
 ) -> SignatureReport {
     let mut report = SignatureReport {
         location: location.to_string(),
-        uid: sig.string(DIGITAL_SIGNATURE_UID).unwrap_or_default(),
+        uid: sig.string(tags::DIGITAL_SIGNATURE_UID).unwrap_or_default(),
         mac: None,
-        datetime: sig.string(DIGITAL_SIGNATURE_DATETIME).unwrap_or_default(),
+        datetime: sig
+            .string(tags::DIGITAL_SIGNATURE_DATE_TIME)
+            .unwrap_or_default(),
         covered: Vec::new(),
         signer: String::new(),
         fingerprint: String::new(),
         certificate: None,
-        purpose: items(sig, DIGITAL_SIGNATURE_PURPOSE_CODE_SEQUENCE)
+        purpose: items(sig, tags::DIGITAL_SIGNATURE_PURPOSE_CODE_SEQUENCE)
             .first()
-            .and_then(|c| c.string(0x0008_0100)),
+            .and_then(|c| c.string(tags::CODE_VALUE)),
         timestamp: None,
         outcome: Outcome::Invalid(String::new()),
     };
     let result = (|| -> Result<(), String> {
         let id = sig
-            .u16_value(MAC_ID_NUMBER, enc)
+            .u16_value(tags::MACID_NUMBER, enc)
             .ok_or("no MAC ID Number")?;
         let mac_item = macs
             .iter()
-            .find(|m| m.u16_value(MAC_ID_NUMBER, enc) == Some(id))
+            .find(|m| m.u16_value(tags::MACID_NUMBER, enc) == Some(id))
             .ok_or("no MAC Parameters item with its MAC ID Number")?;
         let mac = mac_item
-            .string(MAC_ALGORITHM)
+            .string(tags::MAC_ALGORITHM)
             .and_then(|a| MacAlgorithm::from_term(&a))
             .ok_or("unknown MAC Algorithm")?;
         report.mac = Some(mac);
         let ts = mac_item
-            .string(MAC_CALCULATION_TRANSFER_SYNTAX_UID)
+            .string(tags::MAC_CALCULATION_TRANSFER_SYNTAX_UID)
             .unwrap_or_default();
         let parsed = radveil_part10::TransferSyntax::from_uid(&ts);
         if ts.is_empty() || parsed.encoding != Encoding::ExplicitLittle || parsed.deflated {
@@ -542,7 +543,7 @@ fn verify_one(
             ));
         }
         let at = mac_item
-            .get(DATA_ELEMENTS_SIGNED)
+            .get(tags::DATA_ELEMENTS_SIGNED)
             .and_then(|e| e.bytes())
             .ok_or("no Data Elements Signed")?;
         let tags: Vec<u32> = at
@@ -559,7 +560,7 @@ fn verify_one(
             .collect();
         report.covered = tags.clone();
         let cert_der = sig
-            .get(CERTIFICATE_OF_SIGNER)
+            .get(tags::CERTIFICATE_OF_SIGNER)
             .and_then(|e| e.bytes())
             .ok_or("no Certificate of Signer")?;
         let cert = SignerCertificate::from_der(cert_der).map_err(|e| e.to_string())?;
@@ -567,7 +568,7 @@ fn verify_one(
         report.fingerprint = cert.fingerprint();
         report.certificate = Some(cert.certificate.clone());
         let signature = sig
-            .get(SIGNATURE)
+            .get(tags::SIGNATURE)
             .and_then(|e| e.bytes())
             .ok_or("no Signature")?;
         let stream = signature_stream(ds, &tags, sig, ctx).map_err(|e| e.to_string())?;
@@ -597,9 +598,10 @@ fn check_timestamp(sig: &DataSet<'_>, extra: &[x509_cert::Certificate], r: &mut 
         (None, None) => return,
         (k, t) => (k.unwrap_or_default(), t.unwrap_or_default()),
     };
-    let (Some(cert), Some(signature)) =
-        (&r.certificate, sig.get(SIGNATURE).and_then(|e| e.bytes()))
-    else {
+    let (Some(cert), Some(signature)) = (
+        &r.certificate,
+        sig.get(tags::SIGNATURE).and_then(|e| e.bytes()),
+    ) else {
         return;
     };
     let Ok(public) = Public::from_certificate(cert) else {
@@ -674,12 +676,12 @@ fn find_stamped(
 
 /// The UID of the signature in `sig` when `token` stamps it.
 fn stamps(sig: &DataSet<'_>, token: &timestamp::Token) -> Option<String> {
-    let signature = sig.get(SIGNATURE)?.bytes()?;
-    let cert = SignerCertificate::from_der(sig.get(CERTIFICATE_OF_SIGNER)?.bytes()?).ok()?;
+    let signature = sig.get(tags::SIGNATURE)?.bytes()?;
+    let cert = SignerCertificate::from_der(sig.get(tags::CERTIFICATE_OF_SIGNER)?.bytes()?).ok()?;
     let imprinted = timestamp::imprinted_signature(signature, &cert.public);
     let mac = timestamp::digest_for_oid(&token.info.message_imprint.hash_algorithm.oid)?;
     (mac.digest(imprinted) == token.info.message_imprint.hashed_message.as_bytes())
-        .then(|| sig.string(DIGITAL_SIGNATURE_UID).unwrap_or_default())
+        .then(|| sig.string(tags::DIGITAL_SIGNATURE_UID).unwrap_or_default())
 }
 
 /// Timestamp queries for the signatures in `ds` (at every level) that have no timestamp
@@ -706,15 +708,15 @@ fn collect_queries(
             if el.tag == DIGITAL_SIGNATURES_SEQUENCE
                 && item.get(timestamp::CERTIFIED_TIMESTAMP).is_none()
             {
-                let signature = item.get(SIGNATURE).and_then(|e| e.bytes());
+                let signature = item.get(tags::SIGNATURE).and_then(|e| e.bytes());
                 let cert = item
-                    .get(CERTIFICATE_OF_SIGNER)
+                    .get(tags::CERTIFICATE_OF_SIGNER)
                     .and_then(|e| e.bytes())
                     .and_then(|c| SignerCertificate::from_der(c).ok());
                 if let (Some(signature), Some(cert)) = (signature, cert) {
                     let imprinted = timestamp::imprinted_signature(signature, &cert.public);
                     out.push((
-                        item.string(DIGITAL_SIGNATURE_UID).unwrap_or_default(),
+                        item.string(tags::DIGITAL_SIGNATURE_UID).unwrap_or_default(),
                         timestamp::query(imprinted, options)?,
                     ));
                 }
