@@ -538,9 +538,11 @@ fn verify_one(
             .unwrap_or_default();
         let parsed = radveil_part10::TransferSyntax::from_uid(&ts);
         if ts.is_empty() || parsed.encoding != Encoding::ExplicitLittle || parsed.deflated {
-            return Err(format!(
-                "MAC Calculation Transfer Syntax {ts} is not supported"
-            ));
+            // The value itself is not echoed: it comes from the file.
+            return Err(
+                "MAC Calculation Transfer Syntax UID (0400,0010) is not Explicit VR Little Endian"
+                    .into(),
+            );
         }
         let at = mac_item
             .get(tags::DATA_ELEMENTS_SIGNED)
