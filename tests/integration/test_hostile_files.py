@@ -467,3 +467,22 @@ def test_report_on_a_full_disk_stops_the_run_and_leaves_no_truncated_report(
     assert list(tiny_fs.iterdir()) == [], f"left on the full disk: {list(tiny_fs.iterdir())}"
     written = [p for p in out.rglob("*.dcm")]
     assert len(written) < 300, "the run went on to the end with a report it could not write"
+
+
+@pytest.mark.parametrize("command", ["deface", "face-check"])
+def test_deface_and_face_check_refuse_a_fifo(radveil_bin, tmp_path, command):
+    """A FIFO named as a head volume is refused with the reason, never waited on."""
+    fifo = tmp_path / "head.nii"
+    os.mkfifo(fifo)
+    args = [str(radveil_bin), command, str(fifo), "--json"]
+    if command == "deface":
+        args += ["--out", str(tmp_path / "out")]
+    try:
+        r = subprocess.run(args, capture_output=True, text=True, env=clean_env(), timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"radveil {command} waited on a FIFO")
+    no_panic(r, command)
+    assert r.returncode == 1, f"exit {r.returncode}: {r.stderr}"
+    line = json.loads(r.stdout.splitlines()[0])
+    assert line["status"] in ("declined", "unreadable"), line
+    assert "fifo" in line["detail"].lower(), line

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use radveil_part10::{Grant, MemoryBudget, DEFAULT_WAIT};
 
 /// `radveil face-check` arguments.
 #[derive(clap::Args)]
@@ -85,13 +86,13 @@ pub fn face_check(args: FaceCheckArgs) -> Result<ExitCode> {
 }
 
 fn check_one(input: &Path, render_dir: Option<&Path>) -> Result<radveil_deface::FaceCheck> {
+    let budget = MemoryBudget::new(radveil_pipeline::memory::default_limit());
     let volume = if input.is_dir() {
         let (files, _) = crate::inputs::collect(&[input.to_path_buf()]);
-        radveil_deface::series::assemble(&files)?.volume
+        assemble(&files, &budget)?.volume
     } else {
-        // A FIFO or a device named as an input is refused, not read.
-        radveil_pipeline::input::open_regular(input)?;
-        radveil_deface::nifti_io::read(input)?.0
+        let raw = read_file(input, &budget)?;
+        radveil_deface::nifti_io::read_bytes_with_budget(&raw.0, &budget)?.0
     };
     let fc = radveil_deface::face_check(&volume)?;
     if let Some(dir) = render_dir {
@@ -99,6 +100,35 @@ fn check_one(input: &Path, render_dir: Option<&Path>) -> Result<radveil_deface::
         save_renders(dir, &name.to_string_lossy(), "", &fc)?;
     }
     Ok(fc)
+}
+
+/// Reads a whole input file: a regular file only (a FIFO or device named as an input is
+/// refused, never waited on), its size granted from `budget` first (the grant is returned
+/// with the bytes).
+fn read_file<'b>(path: &Path, budget: &'b MemoryBudget) -> Result<(Vec<u8>, Grant<'b>)> {
+    let len = radveil_pipeline::input::Input::open(path)?.len();
+    let grant = budget.reserve(len, DEFAULT_WAIT)?;
+    let bytes = radveil_pipeline::input::read_regular(path, len)?;
+    Ok((bytes, grant))
+}
+
+/// Assembles a DICOM series from regular files, read one at a time (the largest granted
+/// first) and decoded within `budget`.
+fn assemble(
+    files: &[PathBuf],
+    budget: &MemoryBudget,
+) -> Result<radveil_deface::series::SeriesVolume> {
+    let largest = files
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .max()
+        .unwrap_or(0);
+    let _reading = budget.reserve(largest, DEFAULT_WAIT)?;
+    Ok(radveil_deface::series::assemble_with_budget(
+        files,
+        |p| radveil_pipeline::input::read_regular(p, largest),
+        budget,
+    )?)
 }
 
 /// What replaces the face.
@@ -127,11 +157,21 @@ impl Done {
 }
 
 /// Defaces `volume` in place, then refaces it when asked.
-fn run_mode(volume: &mut radveil_deface::Volume, args: &DefaceArgs) -> Result<Done> {
+fn run_mode(
+    volume: &mut radveil_deface::Volume,
+    args: &DefaceArgs,
+    budget: &MemoryBudget,
+) -> Result<Done> {
     let options = radveil_deface::DefaceOptions {
         ears: !args.keep_ears,
         verify: true,
     };
+    // The volume (4 bytes a voxel), the mask of removed voxels, and the copy `reface` keeps.
+    let per_voxel = if args.mode == Mode::Reface { 9 } else { 5 };
+    let _volume = budget.reserve(
+        (volume.data.len() as u64).saturating_mul(per_voxel),
+        DEFAULT_WAIT,
+    )?;
     let original = (args.mode == Mode::Reface).then(|| volume.clone());
     let defaced = radveil_deface::deface(volume, options)?;
     let refaced = match original {
@@ -179,10 +219,11 @@ pub fn deface(args: DefaceArgs) -> Result<ExitCode> {
         .iter()
         .cloned()
         .partition(|p| p.is_file() && is_nifti(p));
+    let budget = MemoryBudget::new(radveil_pipeline::memory::default_limit());
     let mut bad = 0;
     for input in &nifti {
         let started = std::time::Instant::now();
-        let result = deface_one(input, &args).map(|(t, d)| (t.display().to_string(), d));
+        let result = deface_one(input, &args, &budget).map(|(t, d)| (t.display().to_string(), d));
         bad += report(&args, &input.display().to_string(), result, started) as usize;
     }
     if !dicom.is_empty() {
@@ -198,7 +239,6 @@ pub fn deface(args: DefaceArgs) -> Result<ExitCode> {
         }
         // Volumes are grouped as `radveil deid` groups them (`series::group_volumes`).
         let mut images = Vec::new();
-        let budget = radveil_part10::MemoryBudget::new(radveil_pipeline::memory::default_limit());
         let mut scratch = radveil_pipeline::Scratch::new();
         for f in files {
             // The header only (up to the pixel data), from a regular file, within the budget.
@@ -233,7 +273,7 @@ pub fn deface(args: DefaceArgs) -> Result<ExitCode> {
                 files.len(),
                 files[0].display()
             );
-            let result = deface_series(files, &dicom, &args);
+            let result = deface_series(files, &dicom, &args, &budget);
             bad += report(&args, &label, result, started) as usize;
             for f in &group.duplicates {
                 bad += 1;
@@ -325,16 +365,22 @@ fn deface_series(
     files: &[PathBuf],
     roots: &[PathBuf],
     args: &DefaceArgs,
+    budget: &MemoryBudget,
 ) -> Result<(String, Done)> {
-    let mut series = radveil_deface::series::assemble(files)?;
-    let done = run_mode(&mut series.volume, args)?;
+    let mut series = assemble(files, budget)?;
+    let done = run_mode(&mut series.volume, args, budget)?;
     let defaced = &done.defaced;
     // Encode every file first: nothing is written unless all can be.
     let out = radveil_pipeline::Dir::create(&args.out)?;
     let mut outputs = Vec::with_capacity(series.files.len());
     for (n, f) in series.files.iter().enumerate() {
-        let bytes =
-            radveil_deface::series::rewrite(&series, n, &defaced.removed, &series.volume.data)?;
+        let bytes = radveil_deface::series::rewrite_with_budget(
+            &series,
+            n,
+            &defaced.removed,
+            &series.volume.data,
+            budget,
+        )?;
         let relative = roots
             .iter()
             .filter(|r| r.is_dir())
@@ -363,10 +409,11 @@ fn deface_series(
     Ok((dir, done))
 }
 
-fn deface_one(input: &Path, args: &DefaceArgs) -> Result<(PathBuf, Done)> {
-    let file = radveil_deface::nifti_io::NiftiFile::open(input)?;
-    let (mut volume, header) = file.volume()?;
-    let done = run_mode(&mut volume, args)?;
+fn deface_one(input: &Path, args: &DefaceArgs, budget: &MemoryBudget) -> Result<(PathBuf, Done)> {
+    let (raw, _raw_grant) = read_file(input, budget)?;
+    let file = radveil_deface::nifti_io::NiftiFile::from_bytes_with_budget(raw, budget)?;
+    let (mut volume, header) = file.volume_with_budget(budget)?;
+    let done = run_mode(&mut volume, args, budget)?;
     let bytes = file.defaced(&header, &done.defaced.removed, &volume.data)?;
     let name = input.file_name().context("input without a file name")?;
     let target =
