@@ -17,6 +17,7 @@
 
 pub mod input;
 pub mod memory;
+pub mod ordered;
 pub mod outdir;
 pub mod pool;
 pub mod report;

@@ -12,6 +12,8 @@ use radveil_ledger::{
     Verification,
 };
 use radveil_part10::MemoryBudget;
+use radveil_pipeline::ordered::for_each_in_order;
+use radveil_pipeline::pool::Pool;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -341,15 +343,19 @@ fn append(
     // Reading and hashing the images happens before the lock; deciding what to record and
     // writing it happen under it, against the ledger as it is then.
     let mut observed = Vec::new();
-    for f in &files {
-        match observe(f, key, &budget) {
+    for_each_in_order(
+        &Pool::new(jobs()),
+        &files,
+        || (),
+        |(), f| observe(f, key, &budget),
+        |f, result| match result.map_err(anyhow::Error::from).and_then(|r| r) {
             Ok(o) => observed.push((f, o)),
             Err(e) => {
                 eprintln!("radveil: {}: not logged: {e:#}", f.display());
                 problems += 1;
             }
-        }
-    }
+        },
+    );
     let now = radveil_ledger::rfc3339_now();
     let mut skipped = 0;
     let mut refused = Vec::new();
@@ -541,6 +547,11 @@ impl VerifiedLedger {
     }
 }
 
+/// Worker threads for reading images: all cores.
+fn jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn verify_images(
     verified: &VerifiedLedger,
     inputs: &[PathBuf],
@@ -553,22 +564,35 @@ fn verify_images(
     for (p, reason) in errors {
         report(json, &p, &Status::Unreadable.to_string(), None, &reason);
     }
-    for f in &files {
-        let ImageCheck { verdict, advisory } = verified.image_status(f, key, &budget);
-        if let Some(advice) = advisory {
-            report(json, f, "advisory", verdict.index, &advice);
-        }
-        if verdict.status != Status::Proven {
-            flagged += 1;
-        }
-        report(
-            json,
-            f,
-            &verdict.status.to_string(),
-            verdict.index,
-            &verdict.reason,
-        );
-    }
+    for_each_in_order(
+        &Pool::new(jobs()),
+        &files,
+        || (),
+        |(), f| verified.image_status(f, key, &budget),
+        |f, check| {
+            let ImageCheck { verdict, advisory } = check.unwrap_or_else(|p| ImageCheck {
+                verdict: Verdict {
+                    status: Status::Unreadable,
+                    index: None,
+                    reason: p.to_string(),
+                },
+                advisory: None,
+            });
+            if let Some(advice) = advisory {
+                report(json, f, "advisory", verdict.index, &advice);
+            }
+            if verdict.status != Status::Proven {
+                flagged += 1;
+            }
+            report(
+                json,
+                f,
+                &verdict.status.to_string(),
+                verdict.index,
+                &verdict.reason,
+            );
+        },
+    );
     Ok(if flagged == 0 {
         ExitCode::SUCCESS
     } else {

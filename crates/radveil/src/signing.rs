@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use radveil_integrity::{MacAlgorithm, Outcome, SignRequest, SignerIdentity};
 use radveil_part10 as p10;
+use radveil_pipeline::pool::{Flow, Pool};
 
 /// `radveil sign` arguments.
 #[derive(clap::Args)]
@@ -163,34 +164,32 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
         tsa: tsa.as_ref(),
     };
     // Files are signed on every core (`--jobs`); RSA signing dominates the time.
-    let next = std::sync::atomic::AtomicUsize::new(0);
     let signed = std::sync::atomic::AtomicUsize::new(0);
     let errors = std::sync::atomic::AtomicUsize::new(0);
     let jobs = args
         .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.min(files.len().max(1)) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(f) = files.get(i) else { break };
-                let signed_file = tree
-                    .relative(f)
-                    .and_then(|rel| sign_file(f, &out_dir, &rel, &signer, &choices, &budget));
-                match signed_file {
-                    Ok(out) => {
-                        signed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        outln!("signed\t{}\t{}", f.display(), out.display());
-                    }
-                    Err(e) => {
-                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        eprintln!("radveil: {}: not signed: {e:#}", f.display());
-                    }
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    Pool::new(jobs).run(
+        &files,
+        || (),
+        |(), f| {
+            tree.relative(f)
+                .and_then(|rel| sign_file(f, &out_dir, &rel, &signer, &choices, &budget))
+        },
+        |f, result| {
+            match result.map_err(anyhow::Error::from).and_then(|r| r) {
+                Ok(out) => {
+                    signed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    outln!("signed\t{}\t{}", f.display(), out.display());
                 }
-            });
-        }
-    });
+                Err(e) => {
+                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    eprintln!("radveil: {}: not signed: {e:#}", f.display());
+                }
+            }
+            Flow::Continue
+        },
+    );
     let signed = signed.into_inner();
     failed += errors.into_inner();
     eprintln!("radveil sign: {signed} signed, {failed} failed");
