@@ -17,11 +17,15 @@
 
 pub mod input;
 pub mod memory;
+pub mod observe;
 pub mod ordered;
 pub mod outdir;
 pub mod pool;
 pub mod report;
+pub mod sign;
+pub mod verify;
 pub mod walk;
+pub mod whole;
 
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;

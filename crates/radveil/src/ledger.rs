@@ -8,13 +8,12 @@ use clap::Subcommand;
 use radveil_deid::Key;
 use radveil_ledger::note::{Checkpoint, Signer, Verifier};
 use radveil_ledger::{
-    admit, hex, Admission, Intent, Ledger, LedgerError, Observation, Status, TornRepair, Verdict,
-    Verification,
+    admit, hex, Admission, Intent, Ledger, LedgerError, Status, TornRepair, Verdict,
 };
 use radveil_part10::MemoryBudget;
+use radveil_pipeline::observe::observe;
 use radveil_pipeline::ordered::for_each_in_order;
 use radveil_pipeline::pool::Pool;
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::key::KeyPolicy;
@@ -262,62 +261,6 @@ fn report_torn(ledger: &Ledger) {
     }
 }
 
-/// Observes one DICOM file as the ledger sees it: keyed hashes of its SOP Instance UID,
-/// series and equipment, the SHA-256 of its bytes, its binding hash and the outcome of its
-/// own signatures.
-fn observe(path: &Path, key: &Key, budget: &MemoryBudget) -> Result<Observation> {
-    use radveil_part10 as p10;
-    let crate::dicom_file::WholeFile { bytes, mut grant } =
-        crate::dicom_file::read_whole(path, budget).context("cannot read")?;
-    let mut inflated = Vec::new();
-    let (meta, ds, enc) =
-        p10::read_file_in(&bytes, &mut inflated, p10::Limits::default(), &mut grant)?;
-    let reports = radveil_integrity::verify(&ds, enc);
-    let valid = reports
-        .iter()
-        .find(|r| r.outcome == radveil_integrity::Outcome::Valid);
-    let verification = if reports.is_empty() {
-        Verification::Unsigned
-    } else if reports
-        .iter()
-        .all(|r| r.outcome == radveil_integrity::Outcome::Valid)
-    {
-        Verification::Valid
-    } else {
-        Verification::Invalid
-    };
-    let signer = valid.map(|r| r.fingerprint.clone());
-    let binding =
-        radveil_integrity::binding_hash_with_budget(&ds, enc, &meta.transfer_syntax, budget)
-            .ok()
-            .map(|h| hex(&h));
-    let series = ds
-        .string(0x0020_000E)
-        .filter(|s| !s.is_empty())
-        .map(|s| hex(&key.mac("series-instance", s.as_bytes())));
-    let equipment_text: Vec<String> = [0x0008_0070u32, 0x0008_1090, 0x0018_1000, 0x0008_1010]
-        .iter()
-        .map(|t| ds.string(*t).unwrap_or_default())
-        .collect();
-    let equipment = equipment_text
-        .iter()
-        .any(|v| !v.is_empty())
-        .then(|| hex(&key.mac("equipment", equipment_text.join("\\").as_bytes())));
-    let uid = ds
-        .string(0x0008_0018)
-        .filter(|u| !u.is_empty())
-        .context("no SOP Instance UID (0008,0018)")?;
-    Ok(Observation {
-        instance: hex(&key.mac("sop-instance", uid.as_bytes())),
-        sha256: hex(&Sha256::digest(&bytes)),
-        binding,
-        signer,
-        series,
-        equipment,
-        verification,
-    })
-}
-
 fn append(
     dir: &Path,
     inputs: &[PathBuf],
@@ -348,7 +291,7 @@ fn append(
         &files,
         || (),
         |(), f| observe(f, key, &budget),
-        |f, result| match result.map_err(anyhow::Error::from).and_then(|r| r) {
+        |f, result| match result.map_err(anyhow::Error::from).and_then(|r| Ok(r?)) {
             Ok(o) => observed.push((f, o)),
             Err(e) => {
                 eprintln!("radveil: {}: not logged: {e:#}", f.display());
@@ -528,7 +471,7 @@ impl VerifiedLedger {
                     verdict: Verdict {
                         status: Status::Unreadable,
                         index: None,
-                        reason: format!("{e:#}"),
+                        reason: format!("{:#}", anyhow::Error::from(e)),
                     },
                     advisory: None,
                 }

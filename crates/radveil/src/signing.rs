@@ -3,10 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use radveil_integrity::{MacAlgorithm, Outcome, SignRequest, SignerIdentity};
+use anyhow::{Context, Result};
+use radveil_integrity::{MacAlgorithm, SignerIdentity};
 use radveil_part10 as p10;
+use radveil_pipeline::ordered::for_each_in_order;
 use radveil_pipeline::pool::{Flow, Pool};
+use radveil_pipeline::sign::sign_file;
+use radveil_pipeline::verify::{series_findings, verify_file, Checks, Finding, Status};
 
 /// `radveil sign` arguments.
 #[derive(clap::Args)]
@@ -155,14 +158,23 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
     for (p, reason) in errors {
         eprintln!("radveil: {}: {reason}", p.display());
     }
-    let choices = SignChoices {
+    let choices = radveil_pipeline::sign::Choices {
         mac,
         tags: tags.as_deref(),
         purpose: args.purpose.as_deref(),
         profile,
         item: args.item.as_deref(),
-        tsa: tsa.as_ref(),
     };
+    let stamp = tsa.as_ref().map(|tsa| {
+        move |ds: &mut p10::DataSet<'_>, uid: &str| {
+            tsa.stamp(ds, Some(uid))
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        }
+    });
+    let stamp = stamp
+        .as_ref()
+        .map(|s| s as &radveil_pipeline::sign::Stamp<'_>);
     // Files are signed on every core (`--jobs`); RSA signing dominates the time.
     let signed = std::sync::atomic::AtomicUsize::new(0);
     let errors = std::sync::atomic::AtomicUsize::new(0);
@@ -173,14 +185,16 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
         &files,
         || (),
         |(), f| {
-            tree.relative(f)
-                .and_then(|rel| sign_file(f, &out_dir, &rel, &signer, &choices, &budget))
+            let rel = tree.relative(f)?;
+            Ok(sign_file(
+                f, &out_dir, &rel, &signer, &choices, stamp, &budget,
+            )?)
         },
         |f, result| {
             match result.map_err(anyhow::Error::from).and_then(|r| r) {
-                Ok(out) => {
+                Ok(done) => {
                     signed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    outln!("signed\t{}\t{}", f.display(), out.display());
+                    outln!("{done}");
                 }
                 Err(e) => {
                     errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -200,91 +214,6 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
     })
 }
 
-/// A fresh Digital Signature UID (2.25 form of a random UUID).
-fn new_uid() -> Result<String> {
-    let mut b = [0u8; 16];
-    getrandom::getrandom(&mut b).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
-    b[6] = (b[6] & 0x0F) | 0x40;
-    b[8] = (b[8] & 0x3F) | 0x80;
-    Ok(format!("2.25.{}", u128::from_be_bytes(b)))
-}
-
-fn now_dt() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let t = radveil_ledger::rfc3339_at(i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
-    // 2026-11-23T12:00:00Z -> 20261123120000.123456+0000
-    format!(
-        "{}{}{}{}{}{}.{:06}+0000",
-        &t[0..4],
-        &t[5..7],
-        &t[8..10],
-        &t[11..13],
-        &t[14..16],
-        &t[17..19],
-        now.subsec_micros()
-    )
-}
-
-/// What every signature of one `radveil sign` run is made of.
-struct SignChoices<'a> {
-    mac: MacAlgorithm,
-    tags: Option<&'a [u32]>,
-    purpose: Option<&'a str>,
-    profile: Option<radveil_integrity::SignatureProfile>,
-    item: Option<&'a str>,
-    /// Stamp each new signature at this timestamp authority.
-    tsa: Option<&'a crate::timestamping::Tsa>,
-}
-
-/// Signs the file at `path` and writes it as `relative` below `out`; returns its path.
-fn sign_file(
-    path: &Path,
-    out: &radveil_pipeline::Dir,
-    relative: &Path,
-    signer: &SignerIdentity,
-    choices: &SignChoices<'_>,
-    budget: &radveil_part10::MemoryBudget,
-) -> Result<PathBuf> {
-    let SignChoices {
-        mac,
-        tags,
-        purpose,
-        profile,
-        item,
-        tsa,
-    } = *choices;
-    let crate::dicom_file::WholeFile { bytes, mut grant } =
-        crate::dicom_file::read_whole(path, budget)?;
-    let uid = new_uid()?;
-    let signed = crate::dicom_file::rewrite(&bytes, &mut grant, |ds, enc, transfer_syntax| {
-        let request = SignRequest {
-            mac,
-            tags: tags.map(|t| t.to_vec()),
-            uid: uid.clone(),
-            datetime: now_dt(),
-            purpose: purpose.map(str::to_string),
-            profile,
-        };
-        match item {
-            None => radveil_integrity::sign(ds, signer, &request, enc, transfer_syntax)?,
-            Some(path) => {
-                if profile.is_some() {
-                    bail!("profiles apply to whole objects, not to sequence items");
-                }
-                let target = item_mut(ds, path)?;
-                radveil_integrity::sign(target, signer, &request, enc, transfer_syntax)?
-            }
-        }
-        if let Some(tsa) = tsa {
-            tsa.stamp(ds, Some(&uid))?;
-        }
-        Ok(())
-    })?;
-    Ok(out.write_bytes_at(relative, &signed)?)
-}
-
 pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let mut trust = radveil_integrity::TrustStore::default();
     for t in &args.trust {
@@ -300,14 +229,6 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let check = |ds: &p10::DataSet<'_>, enc: p10::Encoding| {
-        if trust.is_empty() {
-            radveil_integrity::verify(ds, enc)
-        } else {
-            radveil_integrity::verify_trusted(ds, enc, &trust, now)
-        }
-    };
-    let required = parse_profile(args.require_profile.as_deref())?;
     let budget = crate::dicom_file::default_budget();
     let ledger = match &args.ledger {
         Some(dir) => {
@@ -328,247 +249,62 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    let checks = Checks {
+        trust: &trust,
+        now,
+        required: parse_profile(args.require_profile.as_deref())?,
+        binding: args.binding,
+        require_timestamp: args.require_timestamp,
+    };
     let (files, errors) = crate::inputs::collect(&args.inputs);
     let mut bad = 0;
     let mut geometries = Vec::new();
-    let mut geometry_files: Vec<&Path> = Vec::new();
+    let mut print = |path: &Path, finding: &Finding| {
+        if finding.status.fails(args.allow_unsigned) {
+            bad += 1;
+        }
+        outln!("{}", finding.line(path, args.json));
+    };
     for (p, reason) in errors {
-        bad += 1;
-        line(args.json, &p, "unreadable", &reason, None);
+        print(&p, &Finding::new(Status::Unreadable, reason));
     }
-    for f in &files {
-        if let Some((l, key)) = &ledger {
-            let check = l.image_status(f, key, &budget);
-            if let Some(advice) = &check.advisory {
-                line(args.json, f, "advisory", advice, None);
+    // Files are verified on every core; their lines come out in input order.
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for_each_in_order(
+        &Pool::new(jobs),
+        &files,
+        || (),
+        |(), f| {
+            let mut lines = Vec::new();
+            if let Some((l, key)) = &ledger {
+                let check = l.image_status(f, key, &budget);
+                if let Some(advice) = check.advisory {
+                    lines.push(Finding::new(Status::Advisory, advice));
+                }
+                let verdict = check.verdict;
+                lines.push(Finding::new(Status::Ledger(verdict.status), verdict.reason));
             }
-            let verdict = check.verdict;
-            if verdict.status != radveil_ledger::Status::Proven {
-                bad += 1;
+            let mut verified = verify_file(f, &checks, &budget);
+            lines.append(&mut verified.findings);
+            (lines, verified.geometry)
+        },
+        |f, result| {
+            let (lines, geometry) = result
+                .unwrap_or_else(|p| (vec![Finding::new(Status::Unreadable, p.to_string())], None));
+            for finding in &lines {
+                print(f, finding);
             }
-            line(
-                args.json,
-                f,
-                &format!("ledger-{}", verdict.status),
-                &verdict.reason,
-                None,
-            );
-        }
-        let crate::dicom_file::WholeFile { bytes, mut grant } =
-            match crate::dicom_file::read_whole(f, &budget) {
-                Ok(w) => w,
-                Err(e) => {
-                    bad += 1;
-                    line(args.json, f, "unreadable", &format!("{e:#}"), None);
-                    continue;
-                }
-            };
-        let examine = |ds: &p10::DataSet<'_>, enc: p10::Encoding, ts: &str| {
-            let reports = check(ds, enc);
-            let (mut findings, geometry) = radveil_integrity::advisory::check_image(ds, enc);
-            findings.extend(radveil_integrity::advisory::check_signer_equipment(
-                ds, &reports,
-            ));
-            let profile = required.map(|p| profile_outcome(ds, &reports, p));
-            (
-                reports,
-                radveil_integrity::binding_hash_with_budget(ds, enc, ts, &budget),
-                (findings, geometry),
-                profile,
-            )
-        };
-        let mut inflated = Vec::new();
-        let parsed = p10::read_file_in(&bytes, &mut inflated, p10::Limits::default(), &mut grant)
-            .map(|(meta, ds, enc)| examine(&ds, enc, &meta.transfer_syntax));
-        let reports = match parsed {
-            Ok((r, binding, (findings, geometry), profile)) => {
-                if let Some(outcome) = profile {
-                    match outcome {
-                        Ok(p) => line(
-                            args.json,
-                            f,
-                            "profile",
-                            &format!("a valid signature satisfies the {p} profile"),
-                            None,
-                        ),
-                        Err(why) => {
-                            bad += 1;
-                            line(args.json, f, "insufficient", &why, None);
-                        }
-                    }
-                }
-                for finding in findings {
-                    line(args.json, f, "advisory", &finding, None);
-                }
-                if let Some(g) = geometry {
-                    geometries.push(g);
-                    geometry_files.push(f);
-                }
-                if args.binding {
-                    match binding {
-                        Ok(h) => line(args.json, f, "binding", &radveil_ledger::hex(&h), None),
-                        Err(e) => line(args.json, f, "binding-unavailable", &e.to_string(), None),
-                    }
-                }
-                r
+            if let Some(g) = geometry {
+                geometries.push((f.clone(), g));
             }
-            Err(e) => {
-                bad += 1;
-                line(args.json, f, "unreadable", &format!("{e:#}"), None);
-                continue;
-            }
-        };
-        if reports.is_empty() {
-            if !args.allow_unsigned {
-                bad += 1;
-            }
-            line(args.json, f, "unsigned", "no digital signature", None);
-            continue;
-        }
-        for r in &reports {
-            let covers = |t: u32| r.location.is_empty() && r.covered.contains(&t);
-            let coverage = format!(
-                "covers {} attributes; PatientName {}; PixelData {}",
-                r.covered.len(),
-                if covers(0x0010_0010) { "yes" } else { "NO" },
-                if covers(0x7FE0_0010) { "yes" } else { "NO" }
-            );
-            let stamp = match &r.timestamp {
-                Some(t) if t.outcome == radveil_integrity::TimestampOutcome::Valid => {
-                    format!("; timestamp {} by {}", t.time_text, t.tsa)
-                }
-                _ => String::new(),
-            };
-            let (status, why) = match &r.outcome {
-                Outcome::Valid if args.require_timestamp && stamp.is_empty() => {
-                    bad += 1;
-                    (
-                        "unstamped",
-                        format!("no certified timestamp, and one is required; {coverage}"),
-                    )
-                }
-                Outcome::Valid => ("valid", format!("{coverage}{stamp}")),
-                Outcome::Untrusted(why) => {
-                    bad += 1;
-                    ("untrusted", format!("{why}; {coverage}"))
-                }
-                Outcome::Invalid(why) => {
-                    bad += 1;
-                    ("invalid", why.clone())
-                }
-            };
-            line(args.json, f, status, &why, Some(r));
-        }
-    }
-    // Series findings go on the line of the first image concerned, naming the others by
-    // path (never the Series Instance UID or a position).
-    for found in radveil_integrity::advisory::check_series(&geometries) {
-        let paths: Vec<&Path> = found
-            .images
-            .iter()
-            .filter_map(|&i| geometry_files.get(i).copied())
-            .collect();
-        let Some((first, others)) = paths.split_first() else {
-            continue;
-        };
-        let others: Vec<String> = others.iter().map(|p| p.display().to_string()).collect();
-        let detail = format!("{}; with {}", found.finding, others.join(", "));
-        line(args.json, first, "advisory", &detail, None);
+        },
+    );
+    for (path, finding) in series_findings(&geometries) {
+        print(&path, &finding);
     }
     Ok(if bad == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
-}
-
-/// The sequence item at `path` (`Keyword[i]` or `(gggg,eeee)[i]` steps separated by `/` or `.`).
-fn item_mut<'d, 'a>(ds: &'d mut p10::DataSet<'a>, path: &str) -> Result<&'d mut p10::DataSet<'a>> {
-    let mut current = ds;
-    for step in path.split(['/', '.']).filter(|s| !s.is_empty()) {
-        let (name, index) = step
-            .strip_suffix(']')
-            .and_then(|s| s.rsplit_once('['))
-            .with_context(|| format!("item path step {step:?} is not NAME[INDEX]"))?;
-        let tag = parse_tag(name)?;
-        let index: usize = index
-            .parse()
-            .with_context(|| format!("bad item index in {step:?}"))?;
-        let el = current
-            .get_mut(tag)
-            .with_context(|| format!("{name} is not in the data set"))?;
-        let p10::Value::Sequence(items) = &mut el.value else {
-            bail!("{name} is not a sequence");
-        };
-        let count = items.len();
-        current = items
-            .get_mut(index)
-            .with_context(|| format!("{name} has {count} items, not {}", index + 1))?;
-    }
-    Ok(current)
-}
-
-/// Whether some signature of `ds` satisfies `profile`: `Ok(name)`, or why none does.
-fn profile_outcome(
-    ds: &p10::DataSet<'_>,
-    reports: &[radveil_integrity::SignatureReport],
-    profile: radveil_integrity::SignatureProfile,
-) -> std::result::Result<&'static str, String> {
-    let mut why = vec![];
-    for r in reports {
-        match radveil_integrity::satisfies(r, ds, profile) {
-            Ok(()) => return Ok(profile.name()),
-            Err(e) => why.push(e),
-        }
-    }
-    if why.is_empty() {
-        why.push("no signature".into());
-    }
-    Err(why.join("; "))
-}
-
-fn line(
-    json: bool,
-    path: &Path,
-    status: &str,
-    detail: &str,
-    r: Option<&radveil_integrity::SignatureReport>,
-) {
-    if json {
-        let mut v = serde_json::json!({"input": path.display().to_string(), "status": status, "detail": detail});
-        if let Some(r) = r {
-            v["signature_uid"] = r.uid.clone().into();
-            v["location"] = r.location.clone().into();
-            v["mac"] = r.mac.map(|m| m.term()).into();
-            v["signer"] = r.signer.clone().into();
-            v["signer_sha256"] = r.fingerprint.clone().into();
-            v["datetime"] = r.datetime.clone().into();
-            v["purpose"] = r.purpose.clone().into();
-            if let Some(t) = &r.timestamp {
-                let (status, detail) = match &t.outcome {
-                    radveil_integrity::TimestampOutcome::Valid => ("valid", String::new()),
-                    radveil_integrity::TimestampOutcome::Untrusted(w) => ("untrusted", w.clone()),
-                    radveil_integrity::TimestampOutcome::Invalid(w) => ("invalid", w.clone()),
-                };
-                v["timestamp"] = serde_json::json!({
-                    "status": status,
-                    "detail": detail,
-                    "time": t.time_text,
-                    "tsa": t.tsa,
-                    "serial": t.serial,
-                    "policy": t.policy,
-                });
-            }
-            v["covered"] = r
-                .covered
-                .iter()
-                .map(|t| format!("{:04X},{:04X}", t >> 16, t & 0xFFFF))
-                .collect::<Vec<_>>()
-                .into();
-        }
-        outln!("{v}");
-    } else {
-        let signer = r.map(|r| format!("\t{}", r.signer)).unwrap_or_default();
-        outln!("{status}\t{}\t{detail}{signer}", path.display());
-    }
 }

@@ -1,0 +1,173 @@
+//! Observing one image as the transparency ledger sees it ([`radveil_ledger::Observation`]):
+//! keyed hashes of its instance, series and equipment (never a value in clear), the
+//! SHA-256 of its bytes, its binding hash and the outcome of its own signatures.
+
+use std::path::Path;
+
+use radveil_deid::Key;
+use radveil_integrity::Outcome;
+use radveil_ledger::{hex, Observation, Verification};
+use radveil_part10 as p10;
+use radveil_part10::MemoryBudget;
+use radveil_standard::tags;
+use sha2::{Digest, Sha256};
+
+use crate::whole::{read_whole, ReadError, WholeFile};
+
+/// Why an image could not be observed.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// The file could not be read.
+    #[error("cannot read")]
+    Read(#[source] ReadError),
+    /// Not a readable Part 10 file.
+    #[error(transparent)]
+    Parse(#[from] p10::Error),
+    /// It has no SOP Instance UID to find it by.
+    #[error("no SOP Instance UID (0008,0018)")]
+    NoInstance,
+}
+
+/// Reads the file at `path` whole under `budget` and observes it, its UIDs hashed with
+/// `key`.
+pub fn observe(path: &Path, key: &Key, budget: &MemoryBudget) -> Result<Observation, ObserveError> {
+    let WholeFile { bytes, mut grant } = read_whole(path, budget).map_err(ObserveError::Read)?;
+    let mut inflated = Vec::new();
+    let (meta, ds, enc) =
+        p10::read_file_in(&bytes, &mut inflated, p10::Limits::default(), &mut grant)?;
+    let reports = radveil_integrity::verify(&ds, enc);
+    let verification = if reports.is_empty() {
+        Verification::Unsigned
+    } else if reports.iter().all(|r| r.outcome == Outcome::Valid) {
+        Verification::Valid
+    } else {
+        Verification::Invalid
+    };
+    let signer = reports
+        .iter()
+        .find(|r| r.outcome == Outcome::Valid)
+        .map(|r| r.fingerprint.clone());
+    let binding =
+        radveil_integrity::binding_hash_with_budget(&ds, enc, &meta.transfer_syntax, budget)
+            .ok()
+            .map(|h| hex(&h));
+    let series = ds
+        .string(tags::SERIES_INSTANCE_UID)
+        .filter(|s| !s.is_empty())
+        .map(|s| hex(&key.mac("series-instance", s.as_bytes())));
+    let equipment_text: Vec<String> = [
+        tags::MANUFACTURER,
+        tags::MANUFACTURER_MODEL_NAME,
+        tags::DEVICE_SERIAL_NUMBER,
+        tags::STATION_NAME,
+    ]
+    .iter()
+    .map(|t| ds.string(*t).unwrap_or_default())
+    .collect();
+    let equipment = equipment_text
+        .iter()
+        .any(|v| !v.is_empty())
+        .then(|| hex(&key.mac("equipment", equipment_text.join("\\").as_bytes())));
+    let uid = ds
+        .string(tags::SOP_INSTANCE_UID)
+        .filter(|u| !u.is_empty())
+        .ok_or(ObserveError::NoInstance)?;
+    Ok(Observation {
+        instance: hex(&key.mac("sop-instance", uid.as_bytes())),
+        sha256: hex(&Sha256::digest(&bytes)),
+        binding,
+        signer,
+        series,
+        equipment,
+        verification,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::testing;
+    use radveil_ledger::note::Signer;
+    use radveil_ledger::{admit, Admission, Intent, Ledger, Status, TornRepair};
+
+    fn key() -> Key {
+        Key::new(zeroize::Zeroizing::new(vec![7u8; 32])).unwrap()
+    }
+
+    #[test]
+    fn an_observed_image_is_proven_and_a_changed_pixel_is_altered() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = MemoryBudget::new(64 << 20);
+        let key = key();
+        let signed = testing::signed_file(&budget);
+        let image = dir.path().join("image.dcm");
+        std::fs::write(&image, &signed).unwrap();
+
+        let obs = observe(&image, &key, &budget).unwrap();
+        assert_eq!(obs.verification, Verification::Valid);
+        assert!(obs.signer.is_some() && obs.binding.is_some());
+        assert!(obs.series.is_some() && obs.equipment.is_some());
+        // No UID in clear.
+        assert!(!obs.instance.contains("1.2.826"));
+        assert_eq!(obs.sha256, hex(&Sha256::digest(&signed)));
+
+        let signer = Signer::from_seed("test-ledger", &[3; 32]).unwrap();
+        let ledger_dir = dir.path().join("ledger");
+        Ledger::init(&ledger_dir, "example.org/test", &signer).unwrap();
+        let mut ledger = Ledger::open(&ledger_dir).unwrap();
+        ledger
+            .append_with(TornRepair::Refuse, |l| {
+                let intent = Intent::Ingest {
+                    allow_changed: false,
+                };
+                match admit(l, &[], &obs, intent, "2026-12-03T10:00:00Z") {
+                    Admission::Append(r) => vec![r],
+                    _ => panic!("not admitted"),
+                }
+            })
+            .unwrap();
+        let note = ledger.checkpoint(&signer).unwrap();
+        let cp = ledger.verify_against(&note, &signer.verifier()).unwrap();
+        assert_eq!(ledger.verdict(&obs, &cp).status, Status::Proven);
+
+        // One pixel byte changed: the same instance, other bytes and pixels.
+        let mut altered = signed.clone();
+        let at = testing::find(&altered, &[1, 0, 2, 0, 3, 0, 4, 0]);
+        altered[at] = 9;
+        std::fs::write(&image, &altered).unwrap();
+        let changed = observe(&image, &key, &budget).unwrap();
+        assert_eq!(changed.instance, obs.instance);
+        assert_eq!(changed.verification, Verification::Invalid);
+        assert_eq!(ledger.verdict(&changed, &cp).status, Status::Altered);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn unreadable_and_uid_less_images_are_not_observed() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = MemoryBudget::new(64 << 20);
+        let missing = observe(&dir.path().join("missing.dcm"), &key(), &budget).unwrap_err();
+        assert!(matches!(missing, ObserveError::Read(_)));
+        assert_eq!(missing.to_string(), "cannot read");
+        let junk = dir.path().join("junk.dcm");
+        std::fs::write(&junk, b"not dicom").unwrap();
+        assert!(matches!(
+            observe(&junk, &key(), &budget),
+            Err(ObserveError::Parse(_))
+        ));
+        let bytes = testing::unsigned_file();
+        let uid = b"1.2.826.0.1.3680043.10.1.1";
+        // Blank the SOP Instance UID of the data set (its second occurrence; the first is
+        // the file meta's).
+        let first = testing::find(&bytes, uid);
+        let second = first + 1 + testing::find(&bytes[first + 1..], uid);
+        let mut no_uid = bytes.clone();
+        no_uid[second..second + uid.len()].fill(b' ');
+        let path = dir.path().join("no-uid.dcm");
+        std::fs::write(&path, &no_uid).unwrap();
+        assert!(matches!(
+            observe(&path, &key(), &budget),
+            Err(ObserveError::NoInstance)
+        ));
+    }
+}
