@@ -2,16 +2,19 @@
 //! keyed hashes of its instance, series and equipment (never a value in clear), the
 //! SHA-256 of its bytes, its binding hash and the outcome of its own signatures.
 
+use std::fmt;
 use std::path::Path;
 
 use radveil_deid::Key;
 use radveil_integrity::Outcome;
-use radveil_ledger::{hex, Observation, Verification};
+use radveil_ledger::note::Checkpoint;
+use radveil_ledger::{hex, Ledger, Observation, Status, Verdict, Verification};
 use radveil_part10 as p10;
 use radveil_part10::MemoryBudget;
 use radveil_standard::tags;
 use sha2::{Digest, Sha256};
 
+use crate::verify::chain;
 use crate::whole::{read_whole, ReadError, WholeFile};
 
 /// Why an image could not be observed.
@@ -83,12 +86,105 @@ pub fn observe(path: &Path, key: &Key, budget: &MemoryBudget) -> Result<Observat
     })
 }
 
+/// What the ledger says of one image.
+#[derive(Debug, Clone)]
+pub struct ImageCheck {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// An advisory finding (equipment inconsistent with the series or signer), if any.
+    pub advisory: Option<String>,
+}
+
+impl ImageCheck {
+    /// An image that could not be read, for `reason`.
+    pub fn unreadable(reason: impl Into<String>) -> ImageCheck {
+        ImageCheck {
+            verdict: Verdict {
+                status: Status::Unreadable,
+                index: None,
+                reason: reason.into(),
+            },
+            advisory: None,
+        }
+    }
+
+    /// The lines for the image at `path`: the advisory (if any), then the verdict; each
+    /// `STATUS<TAB>PATH<TAB>REASON`, or a JSON object with the entry's index.
+    pub fn lines<'a>(&'a self, path: &'a Path, json: bool) -> ImageLines<'a> {
+        ImageLines {
+            check: self,
+            path,
+            json,
+        }
+    }
+}
+
+/// An [`ImageCheck`] printed for a path (see [`ImageCheck::lines`]).
+#[derive(Debug)]
+pub struct ImageLines<'a> {
+    check: &'a ImageCheck,
+    path: &'a Path,
+    json: bool,
+}
+
+impl fmt::Display for ImageLines<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Verdict {
+            status,
+            index,
+            reason,
+        } = &self.check.verdict;
+        let line = |f: &mut fmt::Formatter<'_>, status: &str, reason: &str| {
+            if self.json {
+                let v = serde_json::json!({
+                    "input": self.path.display().to_string(),
+                    "status": status,
+                    "entry": index,
+                    "reason": reason,
+                });
+                write!(f, "{v}")
+            } else {
+                write!(f, "{status}\t{}\t{reason}", self.path.display())
+            }
+        };
+        if let Some(advice) = &self.check.advisory {
+            line(f, "advisory", advice)?;
+            writeln!(f)?;
+        }
+        line(f, &status.to_string(), reason)
+    }
+}
+
+/// Observes the image at `path` and gives the ledger's verdict on it against `checkpoint`,
+/// with any equipment advisory.
+pub fn check_image(
+    ledger: &Ledger,
+    checkpoint: &Checkpoint,
+    path: &Path,
+    key: &Key,
+    budget: &MemoryBudget,
+) -> ImageCheck {
+    let obs = match observe(path, key, budget) {
+        Ok(o) => o,
+        Err(e) => return ImageCheck::unreadable(chain(&e)),
+    };
+    let advisories: Vec<String> = ledger
+        .equipment_advisories(&obs)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    ImageCheck {
+        verdict: ledger.verdict(&obs, checkpoint),
+        advisory: (!advisories.is_empty()).then(|| advisories.join("; ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sign::testing;
     use radveil_ledger::note::Signer;
-    use radveil_ledger::{admit, Admission, Intent, Ledger, Status, TornRepair};
+    use radveil_ledger::{admit, Admission, Intent, TornRepair};
 
     fn key() -> Key {
         Key::new(zeroize::Zeroizing::new(vec![7u8; 32])).unwrap()
@@ -129,6 +225,18 @@ mod tests {
         let note = ledger.checkpoint(&signer).unwrap();
         let cp = ledger.verify_against(&note, &signer.verifier()).unwrap();
         assert_eq!(ledger.verdict(&obs, &cp).status, Status::Proven);
+        let check = check_image(&ledger, &cp, &image, &key, &budget);
+        assert_eq!(check.verdict.status, Status::Proven);
+        assert_eq!(check.advisory, None);
+        let line = check.lines(&image, false).to_string();
+        assert!(
+            line.starts_with(&format!("proven\t{}\t", image.display())),
+            "{line}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&check.lines(&image, true).to_string()).unwrap();
+        assert_eq!(json["status"], "proven");
+        assert_eq!(json["entry"], 0);
 
         // One pixel byte changed: the same instance, other bytes and pixels.
         let mut altered = signed.clone();
@@ -139,6 +247,26 @@ mod tests {
         assert_eq!(changed.instance, obs.instance);
         assert_eq!(changed.verification, Verification::Invalid);
         assert_eq!(ledger.verdict(&changed, &cp).status, Status::Altered);
+        let check = check_image(&ledger, &cp, &image, &key, &budget);
+        assert_eq!(check.verdict.status, Status::Altered);
+        let missing = dir.path().join("missing.dcm");
+        let check = check_image(&ledger, &cp, &missing, &key, &budget);
+        assert_eq!(check.verdict.status, Status::Unreadable);
+        assert!(check
+            .lines(&missing, false)
+            .to_string()
+            .starts_with(&format!(
+                "unreadable\t{}\tcannot read: cannot read: ",
+                missing.display()
+            )));
+        let advised = ImageCheck {
+            advisory: Some("equipment differs".into()),
+            ..ImageCheck::unreadable("why")
+        };
+        assert_eq!(
+            advised.lines(Path::new("x.dcm"), false).to_string(),
+            "advisory\tx.dcm\tequipment differs\nunreadable\tx.dcm\twhy"
+        );
         assert_eq!(budget.in_use(), 0);
     }
 

@@ -7,11 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use radveil_deid::Key;
 use radveil_ledger::note::{Checkpoint, Signer, Verifier};
-use radveil_ledger::{
-    admit, hex, Admission, Intent, Ledger, LedgerError, Status, TornRepair, Verdict,
-};
+use radveil_ledger::{admit, hex, Admission, Intent, Ledger, LedgerError, Status, TornRepair};
 use radveil_part10::MemoryBudget;
-use radveil_pipeline::observe::observe;
+use radveil_pipeline::observe::{check_image, observe, ImageCheck};
 use radveil_pipeline::ordered::for_each_in_order;
 use radveil_pipeline::pool::Pool;
 use zeroize::Zeroizing;
@@ -398,14 +396,6 @@ fn prove(
     Ok(ExitCode::SUCCESS)
 }
 
-/// What the ledger says of one image.
-pub struct ImageCheck {
-    /// The verdict.
-    pub verdict: Verdict,
-    /// An advisory finding (equipment inconsistent with the series or signer), if any.
-    pub advisory: Option<String>,
-}
-
 /// A ledger whose latest checkpoint (and a trusted one, if given) verified.
 pub struct VerifiedLedger {
     ledger: Ledger,
@@ -464,29 +454,7 @@ impl VerifiedLedger {
 
     /// What the ledger says of one image, with any equipment advisory.
     pub fn image_status(&self, path: &Path, key: &Key, budget: &MemoryBudget) -> ImageCheck {
-        let obs = match observe(path, key, budget) {
-            Ok(o) => o,
-            Err(e) => {
-                return ImageCheck {
-                    verdict: Verdict {
-                        status: Status::Unreadable,
-                        index: None,
-                        reason: format!("{:#}", anyhow::Error::from(e)),
-                    },
-                    advisory: None,
-                }
-            }
-        };
-        let advisories: Vec<String> = self
-            .ledger
-            .equipment_advisories(&obs)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        ImageCheck {
-            verdict: self.ledger.verdict(&obs, &self.checkpoint),
-            advisory: (!advisories.is_empty()).then(|| advisories.join("; ")),
-        }
+        check_image(&self.ledger, &self.checkpoint, path, key, budget)
     }
 }
 
@@ -505,7 +473,7 @@ fn verify_images(
     let budget = crate::dicom_file::default_budget();
     let mut flagged = errors.len();
     for (p, reason) in errors {
-        report(json, &p, &Status::Unreadable.to_string(), None, &reason);
+        outln!("{}", ImageCheck::unreadable(reason).lines(&p, json));
     }
     for_each_in_order(
         &Pool::new(jobs()),
@@ -513,27 +481,11 @@ fn verify_images(
         || (),
         |(), f| verified.image_status(f, key, &budget),
         |f, check| {
-            let ImageCheck { verdict, advisory } = check.unwrap_or_else(|p| ImageCheck {
-                verdict: Verdict {
-                    status: Status::Unreadable,
-                    index: None,
-                    reason: p.to_string(),
-                },
-                advisory: None,
-            });
-            if let Some(advice) = advisory {
-                report(json, f, "advisory", verdict.index, &advice);
-            }
-            if verdict.status != Status::Proven {
+            let check = check.unwrap_or_else(|p| ImageCheck::unreadable(p.to_string()));
+            if check.verdict.status != Status::Proven {
                 flagged += 1;
             }
-            report(
-                json,
-                f,
-                &verdict.status.to_string(),
-                verdict.index,
-                &verdict.reason,
-            );
+            outln!("{}", check.lines(f, json));
         },
     );
     Ok(if flagged == 0 {
@@ -541,15 +493,4 @@ fn verify_images(
     } else {
         ExitCode::from(1)
     })
-}
-
-fn report(json: bool, path: &Path, status: &str, index: Option<u64>, reason: &str) {
-    if json {
-        outln!(
-            "{}",
-            serde_json::json!({"input": path.display().to_string(), "status": status, "entry": index, "reason": reason})
-        );
-    } else {
-        outln!("{status}\t{}\t{reason}", path.display());
-    }
 }

@@ -10,9 +10,11 @@ use anyhow::{bail, Context, Result};
 use radveil_integrity::timestamp::{self, QueryOptions};
 use radveil_integrity::MacAlgorithm;
 use radveil_part10 as p10;
+use radveil_pipeline::ordered::for_each_in_order;
+use radveil_pipeline::pool::Pool;
+use radveil_pipeline::Dir;
 
 use crate::dicom_file::{default_budget, read_whole, rewrite, with_dataset, OutputTree, WholeFile};
-use radveil_pipeline::Dir;
 
 /// How timestamp queries are made.
 #[derive(clap::Args, Clone)]
@@ -187,11 +189,13 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
     }
 }
 
-/// Runs `each` on every input file; a failure is reported and the batch goes on.
+/// Runs `each` on every input file on every core (signing's pace: one timestamp query per
+/// worker at a time); lines come out in input order, a failure is reported and the batch
+/// goes on.
 fn batch(
     inputs: &[PathBuf],
     verb: &str,
-    mut each: impl FnMut(&Path) -> Result<String>,
+    each: impl Fn(&Path) -> Result<String> + Sync,
 ) -> Result<ExitCode> {
     let (files, errors) = crate::inputs::collect(inputs);
     let mut failed = errors.len();
@@ -199,8 +203,13 @@ fn batch(
         eprintln!("radveil: {}: {reason}", p.display());
     }
     let mut done = 0;
-    for f in &files {
-        match each(f) {
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for_each_in_order(
+        &Pool::new(jobs),
+        &files,
+        || (),
+        |(), f| each(f),
+        |f, result| match result.map_err(anyhow::Error::from).and_then(|r| r) {
             Ok(lines) => {
                 done += 1;
                 for l in lines.lines() {
@@ -211,8 +220,8 @@ fn batch(
                 failed += 1;
                 eprintln!("radveil: {}: {e:#}", f.display());
             }
-        }
-    }
+        },
+    );
     eprintln!("radveil timestamp: {done} done, {failed} failed");
     Ok(if failed == 0 {
         ExitCode::SUCCESS
