@@ -8,7 +8,10 @@ use std::path::Path;
 use radveil_deid::Key;
 use radveil_integrity::Outcome;
 use radveil_ledger::note::Checkpoint;
-use radveil_ledger::{hex, Ledger, Observation, Status, Verdict, Verification};
+use radveil_ledger::{
+    admit, hex, Admission, Appended, Intent, Ledger, LedgerError, Observation, Status, TornRepair,
+    Verdict, Verification,
+};
 use radveil_part10 as p10;
 use radveil_part10::MemoryBudget;
 use radveil_standard::tags;
@@ -179,12 +182,52 @@ pub fn check_image(
     }
 }
 
+/// What appending observed images did.
+#[derive(Debug)]
+pub struct Admitted<'a, T> {
+    /// The entries appended (and a torn line repaired first).
+    pub appended: Appended,
+    /// Images whose bytes were already logged: nothing added.
+    pub skipped: usize,
+    /// Images refused: their bytes differ from their last ingest (altered?).
+    pub refused: Vec<&'a T>,
+}
+
+/// Appends to `ledger` what `observed` (each image with what names it to the caller) calls
+/// for under `intent`, decided under the ledger's lock against its entries as they are
+/// then, so two appends at once never log the same image twice.
+pub fn append_observed<'a, T>(
+    ledger: &mut Ledger,
+    observed: &'a [(T, Observation)],
+    intent: Intent,
+    repair: TornRepair,
+    now: &str,
+) -> Result<Admitted<'a, T>, LedgerError> {
+    let mut skipped = 0;
+    let mut refused = Vec::new();
+    let appended = ledger.append_with(repair, |fresh| {
+        let mut records = Vec::new();
+        for (name, o) in observed {
+            match admit(fresh, &records, o, intent, now) {
+                Admission::Append(r) => records.push(r),
+                Admission::AlreadyLogged => skipped += 1,
+                Admission::Changed => refused.push(name),
+            }
+        }
+        records
+    })?;
+    Ok(Admitted {
+        appended,
+        skipped,
+        refused,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sign::testing;
     use radveil_ledger::note::Signer;
-    use radveil_ledger::{admit, Admission, Intent, TornRepair};
 
     fn key() -> Key {
         Key::new(zeroize::Zeroizing::new(vec![7u8; 32])).unwrap()
@@ -297,5 +340,48 @@ mod tests {
             observe(&path, &key(), &budget),
             Err(ObserveError::NoInstance)
         ));
+    }
+
+    #[test]
+    fn appending_logs_an_image_once_and_refuses_changed_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = MemoryBudget::new(64 << 20);
+        let key = key();
+        let image = dir.path().join("image.dcm");
+        let bytes = testing::unsigned_file();
+        std::fs::write(&image, &bytes).unwrap();
+        let obs = observe(&image, &key, &budget).unwrap();
+        let mut changed_bytes = bytes.clone();
+        let at = testing::find(&changed_bytes, &[1, 0, 2, 0, 3, 0, 4, 0]);
+        changed_bytes[at] = 9;
+        std::fs::write(&image, &changed_bytes).unwrap();
+        let changed = observe(&image, &key, &budget).unwrap();
+
+        let signer = Signer::from_seed("test-ledger", &[3; 32]).unwrap();
+        let ledger_dir = dir.path().join("ledger");
+        Ledger::init(&ledger_dir, "example.org/test", &signer).unwrap();
+        let mut ledger = Ledger::open(&ledger_dir).unwrap();
+        let ingest = Intent::Ingest {
+            allow_changed: false,
+        };
+        let now = "2026-12-03T10:00:00Z";
+        // The same image twice in one append: logged once.
+        let both = [("a", obs.clone()), ("b", obs.clone())];
+        let a = append_observed(&mut ledger, &both, ingest, TornRepair::Refuse, now).unwrap();
+        assert_eq!(a.appended.range, 0..1);
+        assert_eq!((a.skipped, a.refused.len()), (1, 0));
+        // Again: already logged. Changed bytes: refused, unless allowed.
+        let next = [("a", obs), ("c", changed.clone())];
+        let a = append_observed(&mut ledger, &next, ingest, TornRepair::Refuse, now).unwrap();
+        assert_eq!(a.appended.range, 1..1);
+        assert_eq!(a.skipped, 1);
+        assert_eq!(a.refused, [&"c"]);
+        let allow = Intent::Ingest {
+            allow_changed: true,
+        };
+        let update = [("c", changed)];
+        let a = append_observed(&mut ledger, &update, allow, TornRepair::Refuse, now).unwrap();
+        assert_eq!(a.appended.range, 1..2);
+        assert!(a.refused.is_empty());
     }
 }

@@ -7,9 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use radveil_deid::Key;
 use radveil_ledger::note::{Checkpoint, Signer, Verifier};
-use radveil_ledger::{admit, hex, Admission, Intent, Ledger, LedgerError, Status, TornRepair};
+use radveil_ledger::{hex, Intent, Ledger, LedgerError, Status, TornRepair};
 use radveil_part10::MemoryBudget;
-use radveil_pipeline::observe::{check_image, observe, ImageCheck};
+use radveil_pipeline::observe::{append_observed, check_image, observe, Admitted, ImageCheck};
 use radveil_pipeline::ordered::for_each_in_order;
 use radveil_pipeline::pool::Pool;
 use zeroize::Zeroizing;
@@ -298,20 +298,11 @@ fn append(
         },
     );
     let now = radveil_ledger::rfc3339_now();
-    let mut skipped = 0;
-    let mut refused = Vec::new();
-    let appended = ledger.append_with(repair, |fresh| {
-        let mut records = Vec::new();
-        for (f, o) in &observed {
-            match admit(fresh, &records, o, intent, &now) {
-                Admission::Append(r) => records.push(r),
-                Admission::AlreadyLogged => skipped += 1,
-                Admission::Changed => refused.push(*f),
-            }
-        }
-        records
-    });
-    let appended = match appended {
+    let Admitted {
+        appended,
+        skipped,
+        refused,
+    } = match append_observed(&mut ledger, &observed, intent, repair, &now) {
         Ok(a) => a,
         Err(e @ LedgerError::TornTail { .. }) => {
             bail!("{e}; `radveil ledger append --repair-torn` keeps its bytes aside, cuts it off and appends")
