@@ -12,6 +12,7 @@
 //! first: a small codestream that claims a huge image is refused, not decoded.
 
 use radveil_part10::{MemoryBudget, DEFAULT_WAIT};
+use std::time::Duration;
 
 use crate::PixelError;
 
@@ -175,6 +176,19 @@ pub fn decode(
     expect: (usize, usize, usize),
     budget: &MemoryBudget,
 ) -> Result<Frame, PixelError> {
+    decode_waiting(codec, data, expect, budget, DEFAULT_WAIT)
+}
+
+/// [`decode`], waiting up to `wait` for the working memory: a caller that already holds
+/// memory of the budget passes `Duration::ZERO`, since waiting could only be for itself
+/// or for other workers who may be waiting for it.
+pub(crate) fn decode_waiting(
+    codec: Codec,
+    data: &[u8],
+    expect: (usize, usize, usize),
+    budget: &MemoryBudget,
+    wait: Duration,
+) -> Result<Frame, PixelError> {
     let declared = dimensions(codec, data)
         .ok_or_else(|| malformed("codestream", "no readable frame header"))?;
     if declared != expect {
@@ -198,7 +212,7 @@ pub fn decode(
         ));
     }
     let working = (samples as u64).saturating_mul(working_bytes_per_sample(codec));
-    let _grant = budget.reserve(working, DEFAULT_WAIT)?;
+    let _grant = budget.reserve(working, wait)?;
     let frame = match codec {
         Codec::Jpeg => contained("JPEG", || decode_jpeg(data))?,
         Codec::JpegLs => {

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::ops::Deref;
+use std::time::Duration;
 
 use radveil_part10::{
     BudgetError, DataSet, Encoding, Grant, MemoryBudget, Value, Vr, DEFAULT_WAIT,
@@ -58,7 +59,9 @@ impl Deref for DecodedPixels<'_, '_> {
 /// The description ([`ImagePixel::from_dataset`]) must match the bytes present: native
 /// Pixel Data exactly (one padding byte allowed), encapsulated Pixel Data one item at least
 /// per frame. Memory for the decoded pixels is reserved from `budget` (waiting up to
-/// [`DEFAULT_WAIT`]) before it is allocated, and held by the result. Decoded here: native
+/// [`DEFAULT_WAIT`]) before it is allocated, and held by the result; the working memory of
+/// a frame is then taken only if it is free at once (a decoder holding memory never waits
+/// for more: it could be waiting for itself, or for workers who wait for it). Decoded here: native
 /// (little and big endian, planar or interleaved), RLE Lossless, and through [`codec`]
 /// JPEG, JPEG-LS and JPEG 2000; other encapsulated syntaxes are
 /// [`PixelError::Unsupported`].
@@ -89,9 +92,15 @@ pub fn decode_pixel_data<'d, 'b>(
     let total = d.native_len();
     let grant = budget.reserve(total as u64, DEFAULT_WAIT)?;
     let mut out = crate::with_capacity::<u8>(total)?;
-    frames_of(el, enc, &d, transfer_syntax, budget, &mut |f| {
-        out.extend_from_slice(f)
-    })?;
+    frames_of(
+        el,
+        enc,
+        &d,
+        transfer_syntax,
+        budget,
+        Duration::ZERO,
+        &mut |f| out.extend_from_slice(f),
+    )?;
     Ok(DecodedPixels {
         pixels: Cow::Owned(out),
         description: Some(d),
@@ -126,7 +135,7 @@ pub fn for_each_frame(
             limit: budget.limit(),
         }));
     }
-    frames_of(el, enc, &d, transfer_syntax, budget, each)?;
+    frames_of(el, enc, &d, transfer_syntax, budget, DEFAULT_WAIT, each)?;
     Ok(Some(d))
 }
 
@@ -143,20 +152,23 @@ fn planar(d: &ImagePixel) -> bool {
 
 /// The decoding shared by [`decode_pixel_data`] and [`for_each_frame`]: checks the pixel
 /// data against `d` and hands each decoded frame to `each`, holding one frame's working
-/// memory (reserved from `budget`) at a time.
+/// memory (reserved from `budget`, waiting up to `wait`: `Duration::ZERO` when the caller
+/// already holds memory of the budget) at a time. The codec's own working memory is taken
+/// while the frame's is held, so it never waits.
 fn frames_of(
     el: &radveil_part10::Element<'_>,
     enc: Encoding,
     d: &ImagePixel,
     transfer_syntax: &str,
     budget: &MemoryBudget,
+    wait: Duration,
     each: &mut dyn FnMut(&[u8]),
 ) -> Result<(), PixelError> {
     let spp = usize::from(d.samples_per_pixel);
     let bps = d.bytes_per_sample();
     let ppf = d.pixels_per_frame();
     let frame_len = d.frame_len();
-    let reserve = |bytes: usize| budget.reserve(bytes as u64, DEFAULT_WAIT);
+    let reserve = |bytes: usize| budget.reserve(bytes as u64, wait);
     match &el.value {
         Value::Bytes(b) => {
             d.check_native_len(b.len())?;
@@ -220,7 +232,8 @@ fn frames_of(
                     }
                     Some(codec) => {
                         let expect = (usize::from(d.columns), usize::from(d.rows), spp);
-                        let frame = codec::decode(codec, f, expect, budget)?;
+                        let frame =
+                            codec::decode_waiting(codec, f, expect, budget, Duration::ZERO)?;
                         out.clear();
                         for v in frame.samples {
                             out.extend_from_slice(&v.to_le_bytes()[..bps]);
@@ -349,6 +362,96 @@ mod tests {
             assert!(matches!(r, Err(PixelError::Memory(_))), "{r:?}");
         }
         assert_eq!(budget.in_use(), 0);
+    }
+
+    /// Runs `f` on its own thread: whether it returned within `secs` seconds.
+    fn returns_within(secs: u64, f: impl FnOnce() + Send + 'static) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(secs))
+            .is_ok()
+    }
+
+    #[test]
+    fn a_decoder_holding_memory_never_waits_for_more() {
+        // From fuzz/artifacts/pixels (a timeout): 503 x 20479 RLE samples of 32 bits, 41 MB,
+        // in a 64 MiB budget. The decoded image was reserved, then its frame working copy
+        // waited (120 s) for memory only this same decoder held.
+        assert!(returns_within(10, || {
+            let budget = MemoryBudget::new(64 << 20);
+            let junk: &[u8] = &[0x8d, 0xb8, 0x4e, 0xea, 0xd1, 0xe5];
+            let mut ds = image(
+                503,
+                20479,
+                "0",
+                Value::Fragments(vec![Cow::Borrowed(&[][..]), Cow::Borrowed(junk)]),
+            );
+            ds.put(Element {
+                tag: tags::BITS_ALLOCATED,
+                vr: Vr::US,
+                value: Value::Bytes(Cow::Owned(32u16.to_le_bytes().to_vec())),
+            });
+            let r = decode_pixel_data(&ds, Encoding::ExplicitLittle, RLE_LOSSLESS, &budget);
+            assert!(matches!(r, Err(PixelError::Memory(_))), "{r:?}");
+            drop(r);
+            assert_eq!(budget.in_use(), 0);
+        }));
+        // Native planar RGB: the image (96 bytes) fits, and so would its two frame copies
+        // (96 bytes) alone, but not both.
+        assert!(returns_within(10, || {
+            let budget = MemoryBudget::new(150);
+            let bytes = vec![1u8; 96];
+            let mut ds = image(4, 4, "2", Value::Bytes(Cow::Owned(bytes)));
+            for (tag, v) in [
+                (tags::SAMPLES_PER_PIXEL, 3u16),
+                (tags::PLANAR_CONFIGURATION, 1),
+            ] {
+                ds.put(Element {
+                    tag,
+                    vr: Vr::US,
+                    value: Value::Bytes(Cow::Owned(v.to_le_bytes().to_vec())),
+                });
+            }
+            ds.put(Element {
+                tag: tags::BITS_ALLOCATED,
+                vr: Vr::US,
+                value: Value::Bytes(Cow::Owned(8u16.to_le_bytes().to_vec())),
+            });
+            let r = decode_pixel_data(&ds, Encoding::ExplicitLittle, EXPLICIT, &budget);
+            assert!(matches!(r, Err(PixelError::Memory(_))), "{r:?}");
+        }));
+        // JPEG-LS frame by frame: the frame (4096 bytes) is held while the codec reserves its
+        // working memory (32768 bytes); each fits the budget, both do not.
+        assert!(returns_within(10, || {
+            let budget = MemoryBudget::new(33_000);
+            let sof: &[u8] = &[
+                0xFF, 0xD8, 0xFF, 0xF7, 0x00, 0x0B, 0x08, 0x00, 0x40, 0x00, 0x40, 0x01, 0x01, 0x11,
+                0x00,
+            ];
+            let mut ds = image(
+                64,
+                64,
+                "1",
+                Value::Fragments(vec![Cow::Borrowed(&[][..]), Cow::Borrowed(sof)]),
+            );
+            ds.put(Element {
+                tag: tags::BITS_ALLOCATED,
+                vr: Vr::US,
+                value: Value::Bytes(Cow::Owned(8u16.to_le_bytes().to_vec())),
+            });
+            let r = for_each_frame(
+                &ds,
+                Encoding::ExplicitLittle,
+                "1.2.840.10008.1.2.4.80",
+                &budget,
+                &mut |_| {},
+            );
+            assert!(matches!(r, Err(PixelError::Memory(_))), "{r:?}");
+            assert_eq!(budget.in_use(), 0);
+        }));
     }
 
     #[test]
