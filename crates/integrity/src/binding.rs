@@ -159,9 +159,11 @@ pub fn binding_hash_with_budget(
             h.update(frame);
             return;
         }
-        // Cutting to Bits Stored needs a copy of the frame: reserved once.
+        // Cutting to Bits Stored needs a copy of the frame: reserved once, and only if free
+        // now: the decoder holds the frame's memory while this runs, and a holder that
+        // waited could be waiting for itself (or for workers who wait for it).
         if reserved.is_none() {
-            match budget.reserve(frame.len() as u64, radveil_part10::DEFAULT_WAIT) {
+            match budget.try_reserve(frame.len() as u64) {
                 Ok(g) => reserved = Some(g),
                 Err(e) => {
                     failed = Some(BindingError::Memory(e));
@@ -306,5 +308,33 @@ mod tests {
             binding_hash(&ds, Encoding::ExplicitLittle, TS)
         );
         assert_eq!(enough.in_use(), 0);
+    }
+
+    #[test]
+    fn the_masked_copy_never_waits_for_memory_the_frame_holds() {
+        // Planar RGB, Bits Stored 12: the frame is decoded into two copies (192 bytes, held
+        // while it is hashed) and masked into a third (96 bytes). Each fits a budget of 200
+        // bytes, all do not: the masked copy waited 120 s for memory only this hash held.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pixels = vec![9u8; 4 * 4 * 3 * 2];
+            let mut ds = image("1", &pixels);
+            for (tag, v) in [
+                (tags::SAMPLES_PER_PIXEL, 3u16),
+                (tags::PLANAR_CONFIGURATION, 1),
+                (tags::BITS_STORED, 12),
+            ] {
+                ds.put(Element {
+                    tag,
+                    vr: Vr::US,
+                    value: Value::Bytes(Cow::Owned(v.to_le_bytes().to_vec())),
+                });
+            }
+            let budget = MemoryBudget::new(200);
+            let r = binding_hash_with_budget(&ds, Encoding::ExplicitLittle, TS, &budget);
+            let _ = tx.send((matches!(r, Err(BindingError::Memory(_))), budget.in_use()));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(got, Ok((true, 0)));
     }
 }

@@ -112,7 +112,9 @@ pub fn decode_pixel_data<'d, 'b>(
 /// frame in order (for a bit-packed image, once with all of them), so that only one frame
 /// is held in memory (and reserved from `budget`) at a time. Returns the description, or
 /// `None` when the data set has no Pixel Data (and `each` is not called). What `each` was
-/// given adds up to [`ImagePixel::native_len`] bytes when this returns `Ok`.
+/// given adds up to [`ImagePixel::native_len`] bytes when this returns `Ok`. `each` runs
+/// while the frame's memory is held: memory it takes from `budget` must be taken without
+/// waiting (`try_reserve`), or it could wait for itself.
 ///
 /// An image whose decoded size exceeds the whole budget is refused before anything is
 /// decoded, although only a frame would be held: no reader of this run could hold it, and
