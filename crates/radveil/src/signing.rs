@@ -229,6 +229,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    let required = parse_profile(args.require_profile.as_deref())?;
     let budget = crate::dicom_file::default_budget();
     let ledger = match &args.ledger {
         Some(dir) => {
@@ -252,7 +253,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let checks = Checks {
         trust: &trust,
         now,
-        required: parse_profile(args.require_profile.as_deref())?,
+        required,
         binding: args.binding,
         require_timestamp: args.require_timestamp,
     };
