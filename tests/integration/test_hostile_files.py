@@ -437,8 +437,29 @@ def test_bombs_among_good_files_under_an_address_space_limit(radveil_bin, key_fi
 @pytest.mark.parametrize("bad", ["lots", "-1G", "0", "99999999999P"])
 def test_memory_limit_is_checked(radveil_bin, key_file, good, tmp_path, bad):
     r, _ = run_deid(radveil_bin, good[:1], tmp_path / "out", key_file, f"--memory-limit={bad}")
-    assert r.returncode == 2 and "memory" in r.stderr.lower(), r.stderr
+    assert r.returncode == 2 and ("not a memory size" in r.stderr or "memory limit" in r.stderr), r.stderr
+    assert "unexpected argument" not in r.stderr, r.stderr
     assert not files_under(tmp_path / "out")
+
+
+def test_memory_limit_smaller_than_a_file_refuses_that_file_alone(radveil_bin, key_file, tmp_path):
+    """A file that needs more than the whole budget is refused with the reason; the run goes on
+    and the file that fits is written."""
+    from pydicom.data import get_testdata_file
+
+    small = Path(get_testdata_file("CT_small.dcm"))  # 39 KB
+    big = Path(get_testdata_file("examples_overlay.dcm"))  # 322 KB, read whole
+    # The small file's whole work fits in 300 KiB (its bytes, tree and output); the large
+    # file's bytes alone do not.
+    limit = 300 << 10
+    assert big.stat().st_size > limit
+    r, recs = run_deid(radveil_bin, [small, big], tmp_path / "out", key_file, f"--memory-limit={limit}",
+                       report=tmp_path / "r.jsonl")
+    no_panic(r, "memory limit")
+    m = by_name(recs)
+    assert r.returncode == 1, r.stderr
+    assert m[small.name]["status"] == "written", m
+    assert m[big.name]["status"] == "failed" and "memory budget" in m[big.name]["reason"], m
 
 
 @pytest.fixture
