@@ -439,8 +439,10 @@ fn read_frames(
         return Err(file_error(path, "pixel data shorter than the image"));
     }
     let values_bytes = (pixels.len() / bytes_per).saturating_mul(std::mem::size_of::<f32>());
+    // Taken only if free now: the decoded pixels hold memory of the budget, and a holder
+    // that waited could be waiting for itself (or for workers who wait for it).
     let _values = budget
-        .reserve(values_bytes as u64, DEFAULT_WAIT)
+        .try_reserve(values_bytes as u64)
         .map_err(|e| file_error(path, e))?;
     let mut layout: Option<Layout> = None;
     let mut out = try_vec(path, frames)?;
@@ -829,11 +831,21 @@ mod tests {
     /// A Part 10 file of a 4 x 4, 16-bit image with top-level plane geometry, claiming
     /// `frames` frames and holding `pixel_bytes` of pixel data.
     fn image_file(frames: &str, pixel_bytes: usize) -> Vec<u8> {
+        image_file_in(frames, pixel_bytes, p10::EXPLICIT_VR_LITTLE_ENDIAN)
+    }
+
+    /// [`image_file`] in the transfer syntax `ts` (Explicit VR Little or Big Endian).
+    fn image_file_in(frames: &str, pixel_bytes: usize, ts: &str) -> Vec<u8> {
+        let big = ts == p10::EXPLICIT_VR_BIG_ENDIAN;
         let mut ds = DataSet::default();
         let us = |tag: u32, v: u16| Element {
             tag,
             vr: Vr::US,
-            value: Value::Bytes(Cow::Owned(v.to_le_bytes().to_vec())),
+            value: Value::Bytes(Cow::Owned(if big {
+                v.to_be_bytes().to_vec()
+            } else {
+                v.to_le_bytes().to_vec()
+            })),
         };
         ds.put(Element::text(
             tags::SOP_CLASS_UID,
@@ -876,13 +888,9 @@ mod tests {
             Vr::UI,
             "1.2.3.4",
         ));
-        meta.put(Element::text(
-            tags::TRANSFER_SYNTAX_UID,
-            Vr::UI,
-            p10::EXPLICIT_VR_LITTLE_ENDIAN,
-        ));
+        meta.put(Element::text(tags::TRANSFER_SYNTAX_UID, Vr::UI, ts));
         let mut out = Vec::new();
-        p10::write_file(&meta, &ds, p10::EXPLICIT_VR_LITTLE_ENDIAN, &mut out);
+        p10::write_file(&meta, &ds, ts, &mut out);
         out
     }
 
@@ -924,6 +932,30 @@ mod tests {
         let r = assemble_with_budget(&path, |_| Ok(bytes.clone()), &budget);
         assert!(matches!(r, Err(SeriesError::File { .. })), "{r:?}");
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn reading_frames_never_waits_for_memory_its_own_decode_holds() {
+        // Big endian: the decoded pixels are a swapped copy (320 bytes, held), and their
+        // values need 640 more. Each fits a budget of 700, both do not: the values waited
+        // 120 s for memory only this read held.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let path = [PathBuf::from("big-endian.dcm")];
+            let bytes = image_file_in("10", 320, p10::EXPLICIT_VR_BIG_ENDIAN);
+            let budget = MemoryBudget::new(700);
+            let r = assemble_with_budget(&path, |_| Ok(bytes.clone()), &budget);
+            let _ = tx.send((matches!(r, Err(SeriesError::File { .. })), budget.in_use()));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(got, Ok((true, 0)));
+        // Within a budget that holds both, the same file is read (and refused only for its
+        // geometry: its frames share one position).
+        let path = [PathBuf::from("big-endian.dcm")];
+        let bytes = image_file_in("10", 320, p10::EXPLICIT_VR_BIG_ENDIAN);
+        let budget = MemoryBudget::new(1000);
+        let r = assemble_with_budget(&path, |_| Ok(bytes.clone()), &budget);
+        assert!(matches!(r, Err(SeriesError::Geometry(_))), "{r:?}");
     }
 
     #[test]
