@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod deface;
 pub mod input;
 pub mod memory;
 pub mod observe;
