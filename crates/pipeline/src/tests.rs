@@ -349,11 +349,16 @@ fn a_file_waits_for_memory_other_workers_hold_and_one_too_large_is_refused() {
     let r = run(&d.path().join("out"), 1 << 20, false);
     let mut scratch = Scratch::new();
     std::thread::scope(|s| {
-        let held = r.budget().try_reserve(900 << 10).unwrap();
+        // Another worker holds most of the budget for a while.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let budget = r.budget();
         s.spawn(move || {
+            let held = budget.try_reserve(900 << 10).unwrap();
+            tx.send(()).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(300));
             drop(held);
         });
+        rx.recv().unwrap();
         let started = std::time::Instant::now();
         let o = r.deidentify_file(&src, &mut scratch, VisualFeatures::Untouched);
         assert!(matches!(o, Outcome::Written { .. }), "{o:?}");
