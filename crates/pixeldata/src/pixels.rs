@@ -379,9 +379,11 @@ mod tests {
 
     #[test]
     fn a_decoder_holding_memory_never_waits_for_more() {
-        // From fuzz/artifacts/pixels (a timeout): 503 x 20479 RLE samples of 32 bits, 41 MB,
-        // in a 64 MiB budget. The decoded image was reserved, then its frame working copy
-        // waited (120 s) for memory only this same decoder held.
+        // From fuzz/artifacts/pixels (a timeout), minimized to the 8 bytes
+        // f7 01 ff 4f ff 51 00 00 (the target's rows, columns, bits, samples and frames):
+        // 503 x 20479 RLE samples of 32 bits, 41 MB, in a 64 MiB budget. The decoded image
+        // was reserved, then its frame working copy waited (120 s) for memory only this
+        // same decoder held.
         assert!(returns_within(10, || {
             let budget = MemoryBudget::new(64 << 20);
             let junk: &[u8] = &[0x8d, 0xb8, 0x4e, 0xea, 0xd1, 0xe5];
