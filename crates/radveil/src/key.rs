@@ -102,36 +102,53 @@ pub fn keygen(file: &Path) -> Result<()> {
         hex.push_str(&format!("{b:02x}"));
     }
     hex.push('\n');
-    let mut f = create_private(file)?;
-    f.write_all(hex.as_bytes())?;
-    f.sync_all()?;
+    write_private(file, |f| f.write_all(hex.as_bytes()))?;
     eprintln!("radveil: wrote a new key to {} (mode 0600); keep it secret and backed up: the same key gives the same pseudonyms", file.display());
     Ok(())
 }
 
-/// Creates a new file of mode 0600 for a secret; never replaces an existing one. The mode
-/// is set again on the open file, so a umask cannot widen it.
-pub fn create_private(path: &Path) -> Result<std::fs::File> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let f = opts.open(path).with_context(|| {
+/// Writes the new secret file `path` (mode 0600) with what `fill` writes: into a temporary
+/// beside it, created mode 0600 and exclusively (never through a link), made durable, then
+/// moved into place only if the name is still free (`radveil_pipeline::Dir::write_new`). A
+/// key file appears whole or not at all, and an existing one (or a link at its name) is
+/// never replaced. The mode is set again on the open file, so a umask cannot change it.
+pub fn write_private(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
+    let what = || {
         format!(
             "creating {} (an existing key is never overwritten)",
             path.display()
         )
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("setting mode 0600 on {}", path.display()))?;
-    }
-    Ok(f)
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} does not name a file", path.display()))?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = radveil_pipeline::Dir::open(parent).with_context(what)?;
+    dir.write_new(name, "", |f| {
+        let written = set_private(f)
+            .and_then(|()| fill(f))
+            .and_then(|()| f.sync_all());
+        written.map_err(|e| radveil_pipeline::OutputError::Content(format!("writing the key: {e}")))
+    })
+    .with_context(what)?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn set_private(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn set_private(_: &std::fs::File) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(all(test, unix))]
@@ -166,5 +183,42 @@ mod tests {
         std::fs::write(&path, vec![b'a'; MAX_KEY_FILE as usize + 1]).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(read_secret(&path, "key file", KeyPolicy::default()).is_err());
+    }
+
+    #[test]
+    fn a_key_file_appears_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        // A writer failing half way (a full disk, a crash) leaves no key behind.
+        let err = write_private(&path, |f| {
+            f.write_all(b"0123456789abcdef")?;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("disk full"), "{err:#}");
+        assert!(
+            std::fs::symlink_metadata(&path).is_err(),
+            "a partial key was left"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "a temporary was left"
+        );
+        // A whole one appears, mode 0600.
+        write_private(&path, |f| f.write_all(b"secret\n")).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // An existing key, or a link planted at its name, is never written through.
+        let err = write_private(&path, |f| f.write_all(b"other\n")).unwrap_err();
+        assert!(format!("{err:#}").contains("never overwritten"), "{err:#}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret\n");
+        let target = dir.path().join("target");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(write_private(&link, |f| f.write_all(b"other\n")).is_err());
+        assert!(!target.exists(), "written through a link");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 }

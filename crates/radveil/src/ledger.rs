@@ -234,11 +234,11 @@ fn load_or_create_signer(path: &Path, origin: &str, keys: KeyPolicy) -> Result<S
         })
         .collect();
     let signer = Signer::from_seed(&name, &seed)?;
-    let mut f = crate::key::create_private(path)?;
-    use std::io::Write;
-    f.write_all(signer.to_secret_string().as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
+    crate::key::write_private(path, |f| {
+        use std::io::Write;
+        f.write_all(signer.to_secret_string().as_bytes())?;
+        f.write_all(b"\n")
+    })?;
     eprintln!(
         "radveil: wrote a new checkpoint signing key to {} (mode 0600)",
         path.display()
