@@ -24,6 +24,7 @@ pub mod outdir;
 pub mod pool;
 pub mod report;
 pub mod sign;
+pub mod timestamp;
 pub mod verify;
 pub mod walk;
 pub mod whole;

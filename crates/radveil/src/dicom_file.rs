@@ -26,17 +26,6 @@ pub fn rewrite(
     radveil_pipeline::whole::rewrite(bytes, grant, change)
 }
 
-/// Parses a Part 10 file, charging the tree to `grant`, and hands its data set to `f`.
-pub fn with_dataset<T>(
-    bytes: &[u8],
-    grant: &mut Grant<'_>,
-    f: impl FnOnce(&p10::DataSet<'_>) -> Result<T>,
-) -> Result<T> {
-    let mut inflated = Vec::new();
-    let (_, ds, _) = p10::read_file_in(bytes, &mut inflated, p10::Limits::default(), grant)?;
-    f(&ds)
-}
-
 /// Where each input file's output goes, relative to the output directory: a file found
 /// under a directory given on the command line keeps its path below that directory (so
 /// `a/x.dcm` and `b/x.dcm` stay apart), a file referenced by a DICOMDIR keeps its path below

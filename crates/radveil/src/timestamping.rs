@@ -12,9 +12,10 @@ use radveil_integrity::MacAlgorithm;
 use radveil_part10 as p10;
 use radveil_pipeline::ordered::for_each_in_order;
 use radveil_pipeline::pool::Pool;
+use radveil_pipeline::timestamp::{query_file, stamp_file, Authority};
 use radveil_pipeline::Dir;
 
-use crate::dicom_file::{default_budget, read_whole, rewrite, with_dataset, OutputTree, WholeFile};
+use crate::dicom_file::{default_budget, read_whole, rewrite, OutputTree, WholeFile};
 
 /// How timestamp queries are made.
 #[derive(clap::Args, Clone)]
@@ -111,17 +112,8 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
             let out = Dir::create(&out)?;
             let budget = default_budget();
             batch(&inputs, "stamped", |f| {
-                let WholeFile { bytes, mut grant } = read_whole(f, &budget)?;
-                let mut count = 0;
-                let stamped = rewrite(&bytes, &mut grant, |ds, _, _| {
-                    count = tsa.stamp(ds, None)?;
-                    Ok(())
-                })?;
-                if count == 0 {
-                    bail!("no signature without a timestamp");
-                }
-                let target = out.write_bytes_at(&tree.relative(f)?, &stamped)?;
-                Ok(format!("{}\t{count}", target.display()))
+                let rel = tree.relative(f)?;
+                Ok(stamp_file(f, &rel, &out, &tsa.options, &tsa, &budget)?.to_string())
             })
         }
         TimestampCommand::Query { inputs, out, ts } => {
@@ -130,35 +122,8 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
             let out = Dir::create(&out)?;
             let budget = default_budget();
             batch(&inputs, "query", |f| {
-                let WholeFile { bytes, mut grant } = read_whole(f, &budget)?;
-                let queries = with_dataset(&bytes, &mut grant, |ds| {
-                    Ok(radveil_integrity::timestamp_queries(ds, &options)?)
-                })?;
-                if queries.is_empty() {
-                    bail!("no signature without a timestamp");
-                }
                 let rel = tree.relative(f)?;
-                let name = rel
-                    .file_name()
-                    .context("input without a file name")?
-                    .to_string_lossy();
-                let mut written = Vec::new();
-                // Signatures are named by their order in the file, never by their UID.
-                for (i, (_, der)) in queries.iter().enumerate() {
-                    let file = if queries.len() == 1 {
-                        format!("{name}.tsq")
-                    } else {
-                        format!("{name}.{}.tsq", i + 1)
-                    };
-                    let target = out.write_bytes_at(&rel.with_file_name(file), der)?;
-                    written.push(format!(
-                        "{}\tsignature {} of {}",
-                        target.display(),
-                        i + 1,
-                        queries.len()
-                    ));
-                }
-                Ok(written.join("\n"))
+                Ok(query_file(f, &rel, &out, &options, &budget)?.to_string())
             })
         }
         TimestampCommand::Insert {
@@ -279,19 +244,12 @@ impl Tsa {
     /// when given). Each reply must answer its query and stamp its signature. Returns how
     /// many were stamped.
     pub fn stamp(&self, ds: &mut p10::DataSet<'_>, only: Option<&str>) -> Result<usize> {
-        let queries = radveil_integrity::timestamp_queries(ds, &self.options)?;
-        let mut n = 0;
-        for (uid, query) in queries {
-            if only.is_some_and(|o| o != uid) {
-                continue;
-            }
-            let reply = self.post(&query)?;
-            let parsed = timestamp::parse_query(&query)?;
-            let token = timestamp::token_from_reply(&reply, Some(&parsed), None)?;
-            radveil_integrity::insert_timestamp(ds, &token)?;
-            n += 1;
-        }
-        Ok(n)
+        Ok(radveil_pipeline::timestamp::stamp(
+            ds,
+            only,
+            &self.options,
+            self,
+        )?)
     }
 
     fn post(&self, query: &[u8]) -> Result<Vec<u8>> {
@@ -312,5 +270,11 @@ impl Tsa {
             bail!("the timestamp reply is larger than {MAX_REPLY} bytes");
         }
         Ok(body)
+    }
+}
+
+impl Authority for Tsa {
+    fn reply(&self, query: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        self.post(query).map_err(|e| format!("{e:#}"))
     }
 }
