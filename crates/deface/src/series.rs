@@ -427,9 +427,20 @@ fn read_frames(
 ) -> Result<(Layout, Vec<Frame>), SeriesError> {
     let mut inflated = Vec::new();
     let (meta, ds, enc) = open(path, bytes, &mut inflated)?;
-    let (f, d) = format(path, &ds, enc)?;
+    frames_of(path, (&meta, &ds, enc), file, budget)
+}
+
+/// [`read_frames`] of a file already parsed.
+fn frames_of(
+    path: &Path,
+    (meta, ds, enc): Parsed<'_, '_>,
+    file: usize,
+    budget: &MemoryBudget,
+) -> Result<(Layout, Vec<Frame>), SeriesError> {
+    let ds: &DataSet<'_> = ds;
+    let (f, d) = format(path, ds, enc)?;
     let frames = d.number_of_frames;
-    let pixels = radveil_pixeldata::decode_pixel_data(&ds, enc, &meta.transfer_syntax, budget)
+    let pixels = radveil_pixeldata::decode_pixel_data(ds, enc, &meta.transfer_syntax, budget)
         .map_err(|e| file_error(path, e))?;
     let n = f.rows * f.cols;
     let bytes_per = f.bits_allocated as usize / 8;
@@ -447,7 +458,7 @@ fn read_frames(
     let mut layout: Option<Layout> = None;
     let mut out = try_vec(path, frames)?;
     for frame in 0..frames {
-        let g = frame_geometry(&ds, frame).ok_or_else(|| {
+        let g = frame_geometry(ds, frame).ok_or_else(|| {
             file_error(
                 path,
                 if frames > 1 {
@@ -540,11 +551,50 @@ pub fn assemble_with_budget(
     read: impl Fn(&Path) -> std::io::Result<Vec<u8>>,
     budget: &MemoryBudget,
 ) -> Result<SeriesVolume, SeriesError> {
+    assemble_frames(
+        paths,
+        |file, p| {
+            let bytes = read(p).map_err(|e| file_error(p, e))?;
+            read_frames(p, &bytes, file, budget)
+        },
+        budget,
+    )
+}
+
+/// A Part 10 file as read: its file meta, its data set and the encoding the data set was
+/// read in.
+pub type Parsed<'m, 'b> = (&'m p10::FileMeta<'b>, &'m DataSet<'b>, Encoding);
+
+/// [`assemble_with_budget`] of files already parsed (`parsed[n]` is `paths[n]`, named in
+/// errors), so that a caller that goes on to write them parses each file once.
+pub fn assemble_parsed(
+    paths: &[PathBuf],
+    parsed: &[Parsed<'_, '_>],
+    budget: &MemoryBudget,
+) -> Result<SeriesVolume, SeriesError> {
+    if parsed.len() != paths.len() {
+        return Err(SeriesError::Geometry(
+            "internal error: not one parsed file per path".into(),
+        ));
+    }
+    assemble_frames(
+        paths,
+        |file, p| frames_of(p, parsed[file], file, budget),
+        budget,
+    )
+}
+
+/// Assembles the volume from each file's frames, as `frames` reads them (one file at a
+/// time).
+fn assemble_frames(
+    paths: &[PathBuf],
+    mut frames: impl FnMut(usize, &Path) -> Result<(Layout, Vec<Frame>), SeriesError>,
+    budget: &MemoryBudget,
+) -> Result<SeriesVolume, SeriesError> {
     let mut layout: Option<Layout> = None;
     let mut slices = Vec::with_capacity(paths.len());
     for (file, p) in paths.iter().enumerate() {
-        let bytes = read(p).map_err(|e| file_error(p, e))?;
-        let (l, frames) = read_frames(p, &bytes, file, budget)?;
+        let (l, frames) = frames(file, p)?;
         match &layout {
             None => layout = Some(l),
             Some(first) if !first.matches(&l) => {
@@ -669,12 +719,50 @@ pub fn rewrite_with_budget(
     let path = &series.files[file];
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
     let mut inflated = Vec::new();
-    let (meta, mut ds, enc) = open(path, &bytes, &mut inflated)?;
-    let (f, _) = format(path, &ds, enc)?;
-    let decoded = radveil_pixeldata::decode_pixel_data(&ds, enc, &meta.transfer_syntax, budget)
+    let (mut meta, mut ds, enc) = open(path, &bytes, &mut inflated)?;
+    let _pixels = put_defaced(
+        series,
+        file,
+        (&mut meta, &mut ds, enc),
+        removed,
+        values,
+        budget,
+    )?;
+    let mut out = Vec::with_capacity(bytes.len() + 1024);
+    p10::write_file(&meta.elements, &ds, &meta.transfer_syntax, &mut out);
+    Ok(out)
+}
+
+/// The memory of the defaced pixel data [`put_defaced`] puts into a data set, held from the
+/// budget until dropped (after the data set is written).
+#[derive(Debug)]
+pub struct DefacedPixels<'m> {
+    _grants: [Option<p10::Grant<'m>>; 2],
+}
+
+/// Puts the defaced pixels of file `file` of `series` (already parsed: its file meta, data
+/// set and encoding) into its data set, as [`rewrite`] writes them: the voxels marked in
+/// `removed` set to their value in `values` (stored as the nearest representable value),
+/// Pixel Data an owned value, the de-identification record added, and a compressed transfer
+/// syntax replaced in the file meta by Explicit VR Little Endian. The decoded pixels are
+/// reserved from `budget` for as long as the returned [`DefacedPixels`] is held.
+pub fn put_defaced<'m>(
+    series: &SeriesVolume,
+    file: usize,
+    (meta, ds, enc): (&mut p10::FileMeta<'_>, &mut DataSet<'_>, Encoding),
+    removed: &[bool],
+    values: &[f32],
+    budget: &'m MemoryBudget,
+) -> Result<DefacedPixels<'m>, SeriesError> {
+    let path = series
+        .files
+        .get(file)
+        .ok_or_else(|| SeriesError::Geometry(format!("no file {file} in the series")))?;
+    let (f, _) = format(path, ds, enc)?;
+    let decoded = radveil_pixeldata::decode_pixel_data(ds, enc, &meta.transfer_syntax, budget)
         .map_err(|e| file_error(path, e))?;
     // A borrowed decode is copied here: that copy is reserved too.
-    let _copy = match &decoded.pixels {
+    let copy = match &decoded.pixels {
         Cow::Borrowed(b) => Some(
             budget
                 .reserve(b.len() as u64, DEFAULT_WAIT)
@@ -682,7 +770,7 @@ pub fn rewrite_with_budget(
         ),
         Cow::Owned(_) => None,
     };
-    let (mut pixels, _grant) = decoded.into_owned();
+    let (mut pixels, grant) = decoded.into_owned();
     let [ni, nj, _] = series.volume.dims;
     let plane = ni * nj;
     let bytes_per = f.bits_allocated as usize / 8;
@@ -693,7 +781,7 @@ pub fn rewrite_with_budget(
         .filter(|(_, s)| s.0 == file)
     {
         let frame = series.slices[k].1;
-        let g = frame_geometry(&ds, frame)
+        let g = frame_geometry(ds, frame)
             .ok_or_else(|| file_error(path, "the file changed while it was defaced"))?;
         let frame_len = plane * bytes_per;
         let frame_pixels = frame
@@ -717,11 +805,9 @@ pub fn rewrite_with_budget(
             | p10::EXPLICIT_VR_BIG_ENDIAN
             | p10::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
     );
-    let transfer_syntax = if native {
-        meta.transfer_syntax.clone()
-    } else {
-        p10::EXPLICIT_VR_LITTLE_ENDIAN.to_string()
-    };
+    if !native {
+        meta.transfer_syntax = p10::EXPLICIT_VR_LITTLE_ENDIAN.to_string();
+    }
     if enc == Encoding::ExplicitBig && native && bytes_per == 2 {
         for c in pixels.chunks_exact_mut(2) {
             c.swap(0, 1);
@@ -736,16 +822,15 @@ pub fn rewrite_with_budget(
         vr,
         value: Value::Bytes(Cow::Owned(pixels)),
     });
-    record(&mut ds);
-    let mut file_meta = meta.elements.clone();
-    file_meta.put(Element::text(
+    record(ds);
+    meta.elements.put(Element::text(
         tags::TRANSFER_SYNTAX_UID,
         Vr::UI,
-        &transfer_syntax,
+        &meta.transfer_syntax,
     ));
-    let mut out = Vec::with_capacity(bytes.len() + 1024);
-    p10::write_file(&file_meta, &ds, &transfer_syntax, &mut out);
-    Ok(out)
+    Ok(DefacedPixels {
+        _grants: [copy, grant],
+    })
 }
 
 /// The stored value (as written, little endian) nearest to `value` in modality units, within
@@ -1026,5 +1111,106 @@ mod tests {
                 (vec!["mf-a"], vec![]),
             ]
         );
+    }
+
+    /// Slice `z` of a 10-slice series of 4 x 4 images in `ts`, its pixels numbered.
+    fn slice_file(z: usize, ts: &str) -> Vec<u8> {
+        let bytes = image_file_in("1", 32, ts);
+        let mut inflated = Vec::new();
+        let (meta, mut ds, enc) = open(Path::new(""), &bytes, &mut inflated).unwrap();
+        ds.put(Element::text(
+            tags::IMAGE_POSITION_PATIENT,
+            Vr::DS,
+            &format!("0\\0\\{z}"),
+        ));
+        ds.put(Element::text(
+            tags::SOP_INSTANCE_UID,
+            Vr::UI,
+            &format!("1.2.3.4.{z}"),
+        ));
+        let pixels: Vec<u8> = (0..16u16)
+            .flat_map(|v| {
+                let v = v + 16 * z as u16;
+                if enc == Encoding::ExplicitBig {
+                    v.to_be_bytes()
+                } else {
+                    v.to_le_bytes()
+                }
+            })
+            .collect();
+        ds.put(Element {
+            tag: p10::PIXEL_DATA,
+            vr: Vr::OW,
+            value: Value::Bytes(Cow::Owned(pixels)),
+        });
+        let mut out = Vec::new();
+        p10::write_file(&meta.elements, &ds, &meta.transfer_syntax, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_parsed_series_is_assembled_and_rewritten_as_its_files_are() {
+        // The one-pass path (parse once, assemble from the parsed data sets, put the defaced
+        // pixels back into them, encode once) gives the volume and the files the path-based
+        // one gives.
+        for ts in [
+            p10::EXPLICIT_VR_LITTLE_ENDIAN,
+            p10::EXPLICIT_VR_BIG_ENDIAN,
+            p10::IMPLICIT_VR_LITTLE_ENDIAN,
+        ] {
+            let dir = std::env::temp_dir().join(format!(
+                "radveil-series-{}-{}",
+                std::process::id(),
+                ts.replace('.', "-")
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            // Given out of order: the volume sorts them along the normal.
+            let paths: Vec<PathBuf> = (0..10)
+                .map(|z| {
+                    let z = (z * 3) % 10;
+                    let p = dir.join(format!("{z}.dcm"));
+                    std::fs::write(&p, slice_file(z, ts)).unwrap();
+                    p
+                })
+                .collect();
+            let budget = MemoryBudget::new(1 << 30);
+            let by_path = assemble_with_budget(&paths, |p| std::fs::read(p), &budget).unwrap();
+            let files: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
+            let mut inflated: Vec<Vec<u8>> = paths.iter().map(|_| Vec::new()).collect();
+            let mut parsed: Vec<_> = files
+                .iter()
+                .zip(inflated.iter_mut())
+                .map(|(b, i)| p10::read_file(b, i, p10::Limits::default()).unwrap())
+                .collect();
+            let views: Vec<Parsed<'_, '_>> = parsed.iter().map(|(m, d, e)| (m, d, *e)).collect();
+            let by_parse = assemble_parsed(&paths, &views, &budget).unwrap();
+            drop(views);
+            assert_eq!(by_parse.volume.data, by_path.volume.data, "{ts}");
+            assert_eq!(by_parse.volume.dims, [4, 4, 10]);
+            assert_eq!(by_parse.slices, by_path.slices);
+            assert_eq!(by_parse.volume.affine, by_path.volume.affine);
+            // Every third voxel removed, set to -1 (stored as 0: unsigned).
+            let removed: Vec<bool> = (0..160).map(|v| v % 3 == 0).collect();
+            let values = vec![-1.0f32; 160];
+            for (n, (meta, ds, enc)) in parsed.iter_mut().enumerate() {
+                let old = rewrite_with_budget(&by_path, n, &removed, &values, &budget).unwrap();
+                let held = put_defaced(&by_parse, n, (meta, ds, *enc), &removed, &values, &budget)
+                    .unwrap();
+                let mut new = Vec::new();
+                p10::write_file(&meta.elements, ds, &meta.transfer_syntax, &mut new);
+                drop(held);
+                assert_eq!(new, old, "{ts}: file {n}");
+                assert_ne!(new, files[n], "{ts}: file {n} unchanged");
+            }
+            assert_eq!(budget.in_use(), 0);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    #[test]
+    fn assembling_parsed_files_needs_one_per_path() {
+        let budget = MemoryBudget::new(1 << 20);
+        let r = assemble_parsed(&[PathBuf::from("a.dcm")], &[], &budget);
+        assert!(matches!(r, Err(SeriesError::Geometry(_))), "{r:?}");
     }
 }

@@ -168,6 +168,30 @@ struct Transformed<'b> {
     crosswalk: Vec<CrosswalkEntry>,
 }
 
+/// Refuses a file whose Transfer Syntax UID is not a valid UID (it would be written out).
+fn check_transfer_syntax(meta: &part10::FileMeta<'_>) -> Result<(), DeidError> {
+    if !values::is_valid_uid(&meta.transfer_syntax) {
+        return Err(DeidError::HeldBack(
+            "Transfer Syntax UID (0002,0010) is not a valid UID".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Encodes a de-identified data set as a Part 10 file in `transfer_syntax`: into one owned
+/// buffer when the syntax is deflated, else in pieces that borrow large values.
+fn encode<'b>(done: Transformed<'b>, transfer_syntax: &str, deflated: bool) -> Outcome<'b> {
+    if deflated {
+        let mut bytes = Vec::new();
+        part10::write_file(&done.meta, &done.dataset, transfer_syntax, &mut bytes);
+        done.into_outcome(part10::Encoded::from_vec(bytes))
+    } else {
+        let mut encoded = part10::Encoded::default();
+        part10::write_file(&done.meta, &done.dataset, transfer_syntax, &mut encoded);
+        done.into_outcome(encoded)
+    }
+}
+
 impl Transformed<'_> {
     fn into_outcome<'a>(self, file: part10::Encoded<'a>) -> Outcome<'a> {
         Outcome {
@@ -300,6 +324,33 @@ impl Deidentifier {
         self.deidentify_charged(file, visual, Some(grant))
     }
 
+    /// De-identifies a Part 10 file that the caller has already read (its file meta, its data
+    /// set and the encoding the data set was read in), so that a caller that works on the data
+    /// set first (defacing puts new pixel data into it) parses and encodes the file once. The
+    /// output is written in `meta.transfer_syntax`, as [`Deidentifier::deidentify_in`] writes
+    /// the file it parses: the bytes entry points are a parse followed by this. What the
+    /// de-identification allocates is charged to `grant` (which grows without waiting); the
+    /// data set's own tree is the caller's to account for.
+    pub fn deidentify_parsed<'b>(
+        &self,
+        meta: &part10::FileMeta<'_>,
+        dataset: DataSet<'b>,
+        visual: VisualFeatures,
+        grant: &mut Grant<'_>,
+    ) -> Result<Outcome<'b>, DeidError> {
+        check_transfer_syntax(meta)?;
+        let ts = part10::TransferSyntax::from_uid(&meta.transfer_syntax);
+        let done = self.transform_dataset(meta, dataset, visual, Some(&mut *grant))?;
+        if ts.deflated {
+            // The encoded body and its deflated copy, as the bytes path charges them (the
+            // parsed body's size stands for the inflated one, which the caller holds).
+            grant
+                .grow((meta.body.len() as u64).saturating_mul(2))
+                .map_err(part10::Error::from)?;
+        }
+        Ok(encode(done, &meta.transfer_syntax, ts.deflated))
+    }
+
     fn deidentify_charged<'a>(
         &self,
         file: &'a [u8],
@@ -307,11 +358,7 @@ impl Deidentifier {
         mut grant: Option<&mut Grant<'_>>,
     ) -> Result<Outcome<'a>, DeidError> {
         let meta = part10::read_file_meta(file)?;
-        if !values::is_valid_uid(&meta.transfer_syntax) {
-            return Err(DeidError::HeldBack(
-                "Transfer Syntax UID (0002,0010) is not a valid UID".into(),
-            ));
-        }
+        check_transfer_syntax(&meta)?;
         let ts = part10::TransferSyntax::from_uid(&meta.transfer_syntax);
         let limits = part10::Limits::default();
         if ts.deflated {
@@ -333,14 +380,7 @@ impl Deidentifier {
         } else {
             // Large values (pixel data) are referenced from the input, not copied.
             let done = self.transform(&meta, meta.body, ts, visual, grant)?;
-            let mut encoded = part10::Encoded::default();
-            part10::write_file(
-                &done.meta,
-                &done.dataset,
-                &meta.transfer_syntax,
-                &mut encoded,
-            );
-            Ok(done.into_outcome(encoded))
+            Ok(encode(done, &meta.transfer_syntax, false))
         }
     }
 
@@ -357,10 +397,22 @@ impl Deidentifier {
         // The output keeps the declared transfer syntax; a body that was really implicit VR
         // (a known writer bug) is written in the encoding the syntax declares.
         let limits = part10::Limits::default();
-        let mut ds = match grant.as_deref_mut() {
+        let ds = match grant.as_deref_mut() {
             Some(g) => part10::read_dataset_in(body, encoding, limits, g)?,
             None => part10::read_dataset(body, encoding, limits)?,
         };
+        self.transform_dataset(meta, ds, visual, grant)
+    }
+
+    /// De-identifies a data set read from a file with file meta `meta`, with the new file
+    /// meta.
+    fn transform_dataset<'b>(
+        &self,
+        meta: &part10::FileMeta<'_>,
+        mut ds: DataSet<'b>,
+        visual: VisualFeatures,
+        grant: Option<&mut Grant<'_>>,
+    ) -> Result<Transformed<'b>, DeidError> {
         let sop_class = ds
             .string(tags::SOP_CLASS_UID)
             .or_else(|| meta.elements.string(tags::MEDIA_STORAGE_SOP_CLASS_UID))

@@ -26,6 +26,7 @@ pub mod report;
 pub mod sign;
 pub mod timestamp;
 pub mod verify;
+pub mod volume;
 pub mod walk;
 pub mod whole;
 

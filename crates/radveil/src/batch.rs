@@ -18,6 +18,7 @@ use radveil_deid::{Deidentifier, VisualFeatures};
 use radveil_pipeline::input::{self, Input, Scratch};
 use radveil_pipeline::pool::{Flow, Pool};
 use radveil_pipeline::report::{Crosswalk, Record, Report, Status, Summary};
+use radveil_pipeline::volume::VolumeOutcome;
 use radveil_pipeline::{Outcome, Run, Settings, DUPLICATE_REASON};
 
 /// What one batch run is asked to do.
@@ -265,6 +266,30 @@ fn process_volume(
     let Some(options) = batch.deface else {
         return each(records, scratch, VisualFeatures::Untouched);
     };
+    // Each file read and parsed once, defaced and de-identified on the parsed data set,
+    // encoded once; unless the files together can never fit in the budget.
+    match run.deface_volume(paths, options) {
+        VolumeOutcome::Defaced(outcomes) => {
+            for (o, p) in outcomes.into_iter().zip(paths) {
+                records.push(o.into_record(p, VisualFeatures::Cleaned));
+            }
+            return;
+        }
+        VolumeOutcome::EachFile(visual) => return each(records, scratch, visual),
+        VolumeOutcome::Held(why) => {
+            for p in paths {
+                records.push(Record::not_written(
+                    p,
+                    Status::Held,
+                    format!("held back: {why}"),
+                ));
+            }
+            return;
+        }
+        VolumeOutcome::TooLarge => {}
+    }
+    // Too large to hold parsed whole: the files are read one at a time to assemble the
+    // volume, and again to write each.
     let hold_all = |records: &mut Vec<Record>, why: String| {
         for p in paths {
             records.push(Record::not_written(
