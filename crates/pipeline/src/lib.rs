@@ -17,6 +17,7 @@
 
 pub mod deface;
 pub mod input;
+pub mod ledger;
 pub mod memory;
 pub mod observe;
 pub mod ordered;

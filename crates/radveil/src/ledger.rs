@@ -9,7 +9,8 @@ use radveil_deid::Key;
 use radveil_ledger::note::{Checkpoint, Signer, Verifier};
 use radveil_ledger::{hex, Intent, Ledger, LedgerError, Status, TornRepair};
 use radveil_part10::MemoryBudget;
-use radveil_pipeline::observe::{append_observed, check_image, observe, Admitted, ImageCheck};
+use radveil_pipeline::ledger::Verified;
+use radveil_pipeline::observe::{append_observed, observe, Admitted, ImageCheck};
 use radveil_pipeline::ordered::for_each_in_order;
 use radveil_pipeline::pool::Pool;
 use zeroize::Zeroizing;
@@ -246,16 +247,15 @@ fn load_or_create_signer(path: &Path, origin: &str, keys: KeyPolicy) -> Result<S
     Ok(signer)
 }
 
+/// Prints what opening a ledger has to tell on standard error.
+fn notice(n: radveil_pipeline::ledger::Notice) {
+    eprintln!("radveil: {}: {n}", n.kind());
+}
+
 /// Warns about a torn last line of the ledger's entries.
 fn report_torn(ledger: &Ledger) {
-    if let Some(t) = ledger.torn_tail() {
-        eprintln!(
-            "radveil: warning: {} ends with a torn line ({} bytes at offset {}, after entry {}): an append crashed before it finished; it is not an entry and is not verified. `radveil ledger append --repair-torn` keeps its bytes aside and cuts it off",
-            ledger.entries_path().display(),
-            t.len,
-            t.offset,
-            t.entries
-        );
+    if let Some(n) = radveil_pipeline::ledger::torn_notice(ledger) {
+        notice(n);
     }
 }
 
@@ -388,64 +388,28 @@ fn prove(
 }
 
 /// A ledger whose latest checkpoint (and a trusted one, if given) verified.
-pub struct VerifiedLedger {
-    ledger: Ledger,
-    checkpoint: Checkpoint,
-}
+pub struct VerifiedLedger(Verified);
 
 impl VerifiedLedger {
-    /// Opens and checks a ledger. `Ok(Err(why))` means the ledger itself is invalid
-    /// (rewritten, truncated, badly signed, rolled back); `Err` means it could not be read.
-    /// A torn last line is reported on standard error.
+    /// Opens and checks a ledger (see `radveil_pipeline::ledger::Verified::open`).
+    /// `Ok(Err(why))` means the ledger itself is invalid; `Err` means it could not be read.
+    /// What it has to tell, and the summary, are printed on standard error.
     pub fn open(
         dir: &Path,
         verifier: Option<&str>,
         trusted: Option<&Path>,
     ) -> Result<std::result::Result<VerifiedLedger, String>> {
-        let ledger = match Ledger::open(dir) {
-            Ok(l) => l,
-            Err(e @ LedgerError::Record { .. }) => return Ok(Err(e.to_string())),
-            Err(e) => return Err(e.into()),
-        };
-        report_torn(&ledger);
-        let verifier = match verifier {
-            Some(v) if Path::new(v).is_file() => Verifier::parse(&std::fs::read_to_string(v)?)?,
-            Some(v) => Verifier::parse(v)?,
-            None => {
-                eprintln!("radveil: note: using the ledger's own verifier.pub; pass --verifier with a key held elsewhere to detect a replaced key");
-                ledger.stored_verifier()?
-            }
-        };
-        let trusted_note = match trusted {
-            Some(t) => Some(
-                std::fs::read_to_string(t).with_context(|| format!("reading {}", t.display()))?,
-            ),
-            None => None,
-        };
-        let cp = match ledger.verify_latest(&verifier, trusted_note.as_deref()) {
-            Ok(cp) => cp,
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        eprintln!(
-            "radveil ledger: {} entries; latest checkpoint (size {}) signed by {} and consistent{}",
-            ledger.size(),
-            cp.size,
-            verifier.name(),
-            if trusted.is_some() {
-                "; extends the trusted checkpoint"
-            } else {
-                ""
-            }
-        );
-        Ok(Ok(VerifiedLedger {
-            ledger,
-            checkpoint: cp,
-        }))
+        Ok(
+            Verified::open(dir, verifier, trusted, &mut notice)?.map(|v| {
+                eprintln!("radveil ledger: {v}");
+                VerifiedLedger(v)
+            }),
+        )
     }
 
     /// What the ledger says of one image, with any equipment advisory.
     pub fn image_status(&self, path: &Path, key: &Key, budget: &MemoryBudget) -> ImageCheck {
-        check_image(&self.ledger, &self.checkpoint, path, key, budget)
+        self.0.image_status(path, key, budget)
     }
 }
 

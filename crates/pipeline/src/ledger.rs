@@ -1,0 +1,260 @@
+//! Opening a transparency ledger for verification: its latest checkpoint checked against a
+//! verifier key (one held elsewhere, or the ledger's own `verifier.pub`) and, when given, a
+//! checkpoint trusted from an earlier verification, which it must extend. What the caller
+//! should be told on the way (a torn last line, a verifier taken from the ledger itself)
+//! comes as [`Notice`]s, in order; the summary is the [`Verified`] ledger's `Display`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use radveil_deid::Key;
+use radveil_ledger::note::{Checkpoint, Verifier};
+use radveil_ledger::{Ledger, LedgerError};
+use radveil_part10::MemoryBudget;
+
+use crate::observe::{check_image, ImageCheck};
+
+/// Something to tell the operator while a ledger is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// `entries.jsonl` ends with a torn line (an append crashed): a warning.
+    Torn(String),
+    /// No verifier key was given: the ledger's own `verifier.pub` is used (a note).
+    OwnVerifier,
+}
+
+impl Notice {
+    /// `warning` or `note`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Notice::Torn(_) => "warning",
+            Notice::OwnVerifier => "note",
+        }
+    }
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::Torn(s) => f.write_str(s),
+            Notice::OwnVerifier => f.write_str(
+                "using the ledger's own verifier.pub; pass --verifier with a key held elsewhere to detect a replaced key",
+            ),
+        }
+    }
+}
+
+/// The warning about a torn last line of `ledger`'s entries, if it has one.
+pub fn torn_notice(ledger: &Ledger) -> Option<Notice> {
+    ledger.torn_tail().map(|t| {
+        Notice::Torn(format!(
+            "{} ends with a torn line ({} bytes at offset {}, after entry {}): an append crashed before it finished; it is not an entry and is not verified. `radveil ledger append --repair-torn` keeps its bytes aside and cuts it off",
+            ledger.entries_path().display(),
+            t.len,
+            t.offset,
+            t.entries
+        ))
+    })
+}
+
+/// Why a ledger could not be read (as opposed to read and found invalid).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The ledger, or its verifier key, could not be read or parsed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The verifier key given as a file could not be read.
+    #[error(transparent)]
+    Verifier(std::io::Error),
+    /// The verifier key does not parse.
+    #[error(transparent)]
+    Note(#[from] radveil_ledger::note::NoteError),
+    /// The trusted checkpoint could not be read.
+    #[error("reading {path}")]
+    Trusted {
+        /// The file named.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A ledger whose latest checkpoint (and a trusted one, if given) verified.
+#[derive(Debug)]
+pub struct Verified {
+    ledger: Ledger,
+    checkpoint: Checkpoint,
+    signed_by: String,
+    extends_trusted: bool,
+}
+
+impl Verified {
+    /// Opens and checks the ledger in `dir` against `verifier` (a key, or a file holding
+    /// one; the ledger's own when `None`) and the checkpoint in the file `trusted`.
+    /// `Ok(Err(why))` means the ledger itself is invalid (rewritten, truncated, badly
+    /// signed, rolled back); `Err` means it could not be read.
+    pub fn open(
+        dir: &Path,
+        verifier: Option<&str>,
+        trusted: Option<&Path>,
+        notice: &mut dyn FnMut(Notice),
+    ) -> Result<Result<Verified, String>, OpenError> {
+        let ledger = match Ledger::open(dir) {
+            Ok(l) => l,
+            Err(e @ LedgerError::Record { .. }) => return Ok(Err(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(n) = torn_notice(&ledger) {
+            notice(n);
+        }
+        let verifier = match verifier {
+            Some(v) if Path::new(v).is_file() => {
+                Verifier::parse(&std::fs::read_to_string(v).map_err(OpenError::Verifier)?)?
+            }
+            Some(v) => Verifier::parse(v)?,
+            None => {
+                notice(Notice::OwnVerifier);
+                ledger.stored_verifier()?
+            }
+        };
+        let trusted_note = match trusted {
+            Some(t) => Some(
+                std::fs::read_to_string(t).map_err(|source| OpenError::Trusted {
+                    path: t.to_path_buf(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        let checkpoint = match ledger.verify_latest(&verifier, trusted_note.as_deref()) {
+            Ok(cp) => cp,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        Ok(Ok(Verified {
+            ledger,
+            checkpoint,
+            signed_by: verifier.name().to_string(),
+            extends_trusted: trusted.is_some(),
+        }))
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Its verified latest checkpoint.
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// What the ledger says of one image, with any equipment advisory.
+    pub fn image_status(&self, path: &Path, key: &Key, budget: &MemoryBudget) -> ImageCheck {
+        check_image(&self.ledger, &self.checkpoint, path, key, budget)
+    }
+}
+
+impl fmt::Display for Verified {
+    /// `N entries; latest checkpoint (size S) signed by NAME and consistent[; extends the
+    /// trusted checkpoint]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} entries; latest checkpoint (size {}) signed by {} and consistent{}",
+            self.ledger.size(),
+            self.checkpoint.size,
+            self.signed_by,
+            if self.extends_trusted {
+                "; extends the trusted checkpoint"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use radveil_ledger::note::Signer;
+
+    fn ledger(dir: &Path) -> (PathBuf, Signer) {
+        let signer = Signer::from_seed("test-ledger", &[3; 32]).unwrap();
+        let path = dir.join("ledger");
+        Ledger::init(&path, "example.org/test", &signer).unwrap();
+        Ledger::open(&path).unwrap().checkpoint(&signer).unwrap();
+        (path, signer)
+    }
+
+    fn open(
+        dir: &Path,
+        verifier: Option<&str>,
+        trusted: Option<&Path>,
+    ) -> (Result<Result<Verified, String>, OpenError>, Vec<Notice>) {
+        let mut notices = Vec::new();
+        let r = Verified::open(dir, verifier, trusted, &mut |n| notices.push(n));
+        (r, notices)
+    }
+
+    #[test]
+    fn a_ledger_verifies_with_its_own_key_and_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, signer) = ledger(tmp.path());
+        let (r, notices) = open(&path, None, None);
+        let v = r.unwrap().unwrap();
+        assert_eq!(notices, vec![Notice::OwnVerifier]);
+        assert_eq!(notices[0].kind(), "note");
+        assert_eq!(
+            v.to_string(),
+            "0 entries; latest checkpoint (size 0) signed by test-ledger and consistent"
+        );
+        // Given the key (as text, or as a file), no note; a trusted checkpoint is extended.
+        let key = signer.verifier().to_string();
+        let key_file = tmp.path().join("verifier.pub");
+        std::fs::write(&key_file, &key).unwrap();
+        let trusted = tmp.path().join("trusted");
+        std::fs::write(
+            &trusted,
+            Ledger::open(&path).unwrap().latest_checkpoint().unwrap(),
+        )
+        .unwrap();
+        for k in [key.as_str(), key_file.to_str().unwrap()] {
+            let (r, notices) = open(&path, Some(k), Some(&trusted));
+            assert!(notices.is_empty());
+            assert!(r
+                .unwrap()
+                .unwrap()
+                .to_string()
+                .ends_with("and consistent; extends the trusted checkpoint"));
+        }
+        // A trusted checkpoint that cannot be read is an error, not an invalid ledger.
+        let missing = tmp.path().join("missing");
+        let (r, _) = open(&path, Some(&key), Some(&missing));
+        let e = r.unwrap_err();
+        assert!(matches!(e, OpenError::Trusted { .. }), "{e:?}");
+        assert_eq!(e.to_string(), format!("reading {}", missing.display()));
+    }
+
+    #[test]
+    fn another_key_makes_the_ledger_invalid_and_a_torn_line_is_warned_about() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, _) = ledger(tmp.path());
+        let other = Signer::from_seed("other", &[4; 32]).unwrap();
+        let (r, _) = open(&path, Some(&other.verifier().to_string()), None);
+        assert!(r.unwrap().is_err(), "verified with a foreign key");
+        let entries = Ledger::open(&path).unwrap().entries_path();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&entries)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"{\"torn").unwrap();
+        let (r, notices) = open(&path, None, None);
+        assert!(r.unwrap().is_ok());
+        assert_eq!(notices.len(), 2);
+        assert_eq!(notices[0].kind(), "warning");
+        assert!(notices[0]
+            .to_string()
+            .contains("ends with a torn line (6 bytes at offset"));
+        assert_eq!(notices[1], Notice::OwnVerifier);
+    }
+}
