@@ -49,6 +49,67 @@ pub enum StampError {
     /// The output could not be written.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// A file named by the operator could not be read.
+    #[error("reading {path}")]
+    Reading {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// A query or reply file too large to be one.
+    #[error("{} is larger than {MAX_REPLY} bytes: not a timestamp query or reply", .0.display())]
+    TooLarge(PathBuf),
+}
+
+/// The largest timestamp query or reply accepted (from a file, or from a TSA).
+pub const MAX_REPLY: u64 = 1 << 20;
+
+fn reading(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> StampError {
+    StampError::Reading {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
+}
+
+/// Reads a timestamp query or reply file (DER): a regular file only (a FIFO or device is
+/// refused, never waited on), at most [`MAX_REPLY`] bytes.
+pub fn read_der(path: &Path) -> Result<Vec<u8>, StampError> {
+    use std::io::Read;
+    let file = crate::input::open_regular(path).map_err(|e| reading(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_REPLY + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| reading(path, e))?;
+    if bytes.len() as u64 > MAX_REPLY {
+        return Err(StampError::TooLarge(path.to_path_buf()));
+    }
+    Ok(bytes)
+}
+
+/// Inserts a TSA's `reply` (TimeStampResp, DER) into the signature of the file `input` it
+/// stamps, and writes the stamped file (same name) into the directory `out` (made when
+/// missing; never over an existing file). When the `query` it answers is given, its
+/// nonce, imprint and policy must match. Returns the file written.
+pub fn insert_file(
+    input: &Path,
+    reply: &[u8],
+    query: Option<&[u8]>,
+    out: &Path,
+    budget: &MemoryBudget,
+) -> Result<PathBuf, StampError> {
+    let query = query.map(timestamp::parse_query).transpose()?;
+    let token = timestamp::token_from_reply(reply, query.as_ref(), None)?;
+    let WholeFile { bytes, mut grant } =
+        read_whole(input, budget).map_err(|e| reading(input, e))?;
+    let stamped = rewrite(&bytes, &mut grant, |ds, _, _| {
+        radveil_integrity::insert_timestamp(ds, &token)?;
+        Ok::<(), StampError>(())
+    })?;
+    // One file named by the operator: the simple no-clobber, no-follow write.
+    let target = out.join(input.file_name().ok_or(StampError::NoName)?);
+    crate::write_new_file(&target, &stamped)?;
+    Ok(target)
 }
 
 /// Stamps the signatures of `ds` that have no timestamp (only the one with UID `only`, when
@@ -267,6 +328,39 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_that_is_not_one_is_refused_and_nothing_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = MemoryBudget::new(64 << 20);
+        let input = dir.path().join("in.dcm");
+        std::fs::write(&input, testing::signed_file(&budget)).unwrap();
+        let out = dir.path().join("out");
+        let e = insert_file(&input, b"not DER", None, &out, &budget).unwrap_err();
+        assert!(matches!(e, StampError::Timestamp(_)), "{e:?}");
+        assert!(!out.join("in.dcm").exists());
+        // Query and reply files: regular, and small.
+        let big = dir.path().join("big.tsr");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_REPLY + 1)
+            .unwrap();
+        let e = read_der(&big).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} is larger than {MAX_REPLY} bytes: not a timestamp query or reply",
+                big.display()
+            )
+        );
+        let e = read_der(dir.path()).unwrap_err();
+        assert!(matches!(e, StampError::Reading { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("reading "), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+        let small = dir.path().join("q.tsq");
+        std::fs::write(&small, b"\x30\x00").unwrap();
+        assert_eq!(read_der(&small).unwrap(), b"\x30\x00");
+    }
+
+    #[test]
     fn a_fifo_is_refused_without_waiting() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("in.dcm");
@@ -279,5 +373,7 @@ mod tests {
         let out = Dir::create(&dir.path().join("out")).unwrap();
         let e = query_file(&fifo, Path::new("in.dcm"), &out, &options(), &budget).unwrap_err();
         assert!(matches!(e, StampError::Read(_)), "{e:?}");
+        let e = read_der(&fifo).unwrap_err();
+        assert!(matches!(e, StampError::Reading { .. }), "{e:?}");
     }
 }

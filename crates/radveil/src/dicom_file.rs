@@ -1,29 +1,16 @@
-//! What `sign`, `verify`, `ledger` and `timestamp` share: the run's memory budget, reading
-//! a whole input and rewriting a Part 10 file (see `radveil_pipeline::whole`), and naming
-//! each output after its input's place in the input tree.
+//! What `sign`, `verify`, `ledger` and `timestamp` share: the run's memory budget, and
+//! naming each output after its input's place in the input tree. (Reading a whole input and
+//! rewriting a Part 10 file are `radveil_pipeline::whole`'s.)
 
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
-use radveil_part10 as p10;
-use radveil_part10::{Grant, MemoryBudget};
-
-pub use radveil_pipeline::whole::{read_whole, WholeFile};
+use radveil_part10::MemoryBudget;
 
 /// The memory budget of a run of these commands: the machine's default (see
 /// `radveil_pipeline::memory::default_limit`).
 pub fn default_budget() -> MemoryBudget {
     MemoryBudget::new(radveil_pipeline::memory::default_limit())
-}
-
-/// Parses a Part 10 file, lets `change` alter its data set and returns the file encoded
-/// again in its own transfer syntax (see `radveil_pipeline::whole::rewrite`).
-pub fn rewrite(
-    bytes: &[u8],
-    grant: &mut Grant<'_>,
-    change: impl FnOnce(&mut p10::DataSet<'_>, p10::Encoding, &str) -> Result<()>,
-) -> Result<Vec<u8>> {
-    radveil_pipeline::whole::rewrite(bytes, grant, change)
 }
 
 /// Where each input file's output goes, relative to the output directory: a file found

@@ -24,7 +24,6 @@ mod dicom_file;
 mod inputs;
 mod key;
 mod ledger;
-mod output;
 mod signing;
 mod timestamping;
 

@@ -7,15 +7,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use radveil_integrity::timestamp::{self, QueryOptions};
+use radveil_integrity::timestamp::QueryOptions;
 use radveil_integrity::MacAlgorithm;
 use radveil_part10 as p10;
 use radveil_pipeline::ordered::for_each_in_order;
 use radveil_pipeline::pool::Pool;
-use radveil_pipeline::timestamp::{query_file, stamp_file, Authority};
+use radveil_pipeline::timestamp::{
+    insert_file, query_file, read_der, stamp_file, Authority, MAX_REPLY,
+};
 use radveil_pipeline::Dir;
 
-use crate::dicom_file::{default_budget, read_whole, rewrite, OutputTree, WholeFile};
+use crate::dicom_file::{default_budget, OutputTree};
 
 /// How timestamp queries are made.
 #[derive(clap::Args, Clone)]
@@ -132,22 +134,9 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
             query,
             out,
         } => {
-            let reply = read_small(&reply)?;
-            let query = match &query {
-                Some(q) => Some(timestamp::parse_query(&read_small(q)?)?),
-                None => None,
-            };
-            let token = timestamp::token_from_reply(&reply, query.as_ref(), None)?;
-            let budget = default_budget();
-            let WholeFile { bytes, mut grant } = read_whole(&input, &budget)
-                .with_context(|| format!("reading {}", input.display()))?;
-            let stamped = rewrite(&bytes, &mut grant, |ds, _, _| {
-                radveil_integrity::insert_timestamp(ds, &token)?;
-                Ok(())
-            })?;
-            // One file named by the operator: the simple no-clobber, no-follow write.
-            let target = out.join(input.file_name().context("input without a file name")?);
-            crate::output::write_new(&target, &stamped)?;
+            let reply = read_der(&reply)?;
+            let query = query.as_deref().map(read_der).transpose()?;
+            let target = insert_file(&input, &reply, query.as_deref(), &out, &default_budget())?;
             outln!("inserted\t{}\t{}", input.display(), target.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -195,24 +184,6 @@ fn batch(
     })
 }
 
-/// Reads a timestamp query or reply file (DER), at most [`MAX_REPLY`] bytes.
-fn read_small(path: &Path) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let file = radveil_pipeline::input::open_regular(path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_REPLY + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", path.display()))?;
-    if bytes.len() as u64 > MAX_REPLY {
-        bail!(
-            "{} is larger than {MAX_REPLY} bytes: not a timestamp query or reply",
-            path.display()
-        );
-    }
-    Ok(bytes)
-}
-
 /// A timestamp authority reached over HTTP (RFC 3161 §3.4: POST of
 /// `application/timestamp-query`, answered by `application/timestamp-reply`).
 pub struct Tsa {
@@ -220,9 +191,6 @@ pub struct Tsa {
     agent: ureq::Agent,
     options: QueryOptions,
 }
-
-/// The largest reply accepted from a TSA.
-const MAX_REPLY: u64 = 1 << 20;
 
 impl Tsa {
     /// A TSA at `url`, queried with `options`.
