@@ -173,6 +173,83 @@ impl fmt::Display for Verified {
     }
 }
 
+/// Why a proof could not be given.
+#[derive(Debug, thiserror::Error)]
+pub enum ProveError {
+    /// The ledger has no tree of that size below its latest checkpoint.
+    #[error("no tree of size {old} within the checkpoint of size {size}")]
+    NoTree {
+        /// The size asked for.
+        old: u64,
+        /// The latest checkpoint's size.
+        size: u64,
+    },
+    /// The image could not be read.
+    #[error("{}", .path.display())]
+    Observe {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        source: crate::observe::ObserveError,
+    },
+    /// The image is not in the ledger as it is.
+    #[error("{}: {status}: {reason}", .path.display())]
+    NotProven {
+        /// The image.
+        path: PathBuf,
+        /// What the ledger says of it.
+        status: radveil_ledger::Status,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// The proof that the checkpoint `cp` (the note `note`) extends the ledger's tree of size
+/// `old`, as the JSON `radveil ledger prove --consistency-from` prints.
+pub fn consistency_proof(
+    ledger: &Ledger,
+    note: &str,
+    cp: &Checkpoint,
+    old: u64,
+) -> Result<serde_json::Value, ProveError> {
+    use radveil_ledger::hex;
+    let proof = ledger
+        .prove_consistency(old, cp.size)
+        .ok_or(ProveError::NoTree { old, size: cp.size })?;
+    Ok(serde_json::json!({
+        "size1": old,
+        "size2": cp.size,
+        "root1": ledger.root_at(old).map(|h| hex(&h)),
+        "root2": hex(&cp.root),
+        "proof": proof.iter().map(|h| hex(h)).collect::<Vec<_>>(),
+        "checkpoint": note,
+    }))
+}
+
+/// The proof that the image `path`, as it is, is in the tree of the checkpoint `cp` (the
+/// note `note`), as the JSON `radveil ledger prove` prints.
+pub fn inclusion_proof(
+    ledger: &Ledger,
+    note: &str,
+    cp: &Checkpoint,
+    path: &Path,
+    key: &Key,
+    budget: &MemoryBudget,
+) -> Result<serde_json::Value, ProveError> {
+    let obs = crate::observe::observe(path, key, budget).map_err(|source| ProveError::Observe {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let p = ledger
+        .prove_observed(&obs, cp)
+        .map_err(|v| ProveError::NotProven {
+            path: path.to_path_buf(),
+            status: v.status,
+            reason: v.reason,
+        })?;
+    Ok(serde_json::json!({ "inclusion": p, "checkpoint": note }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +310,42 @@ mod tests {
         let e = r.unwrap_err();
         assert!(matches!(e, OpenError::Trusted { .. }), "{e:?}");
         assert_eq!(e.to_string(), format!("reading {}", missing.display()));
+    }
+
+    #[test]
+    fn proofs_are_given_for_trees_and_images_in_the_ledger_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, _) = ledger(tmp.path());
+        let l = Ledger::open(&path).unwrap();
+        let note = l.latest_checkpoint().unwrap();
+        let cp = l
+            .verify_against(&note, &l.stored_verifier().unwrap())
+            .unwrap();
+        let c = consistency_proof(&l, &note, &cp, 0).unwrap();
+        assert_eq!(c["size1"], 0);
+        assert_eq!(c["size2"], cp.size);
+        assert_eq!(c["checkpoint"], note.as_str());
+        let e = consistency_proof(&l, &note, &cp, 5).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no tree of size 5 within the checkpoint of size 0"
+        );
+        // An image never logged is not proven; one that cannot be read says why.
+        let budget = MemoryBudget::new(64 << 20);
+        let key = Key::new(zeroize::Zeroizing::new(vec![7u8; 32])).unwrap();
+        let image = tmp.path().join("image.dcm");
+        std::fs::write(&image, crate::sign::testing::signed_file(&budget)).unwrap();
+        let e = inclusion_proof(&l, &note, &cp, &image, &key, &budget).unwrap_err();
+        assert!(matches!(e, ProveError::NotProven { .. }), "{e:?}");
+        assert!(
+            e.to_string().starts_with(&format!("{}: ", image.display())),
+            "{e}"
+        );
+        let missing = tmp.path().join("missing.dcm");
+        let e = inclusion_proof(&l, &note, &cp, &missing, &key, &budget).unwrap_err();
+        assert!(matches!(e, ProveError::Observe { .. }), "{e:?}");
+        assert_eq!(e.to_string(), missing.display().to_string());
+        assert!(std::error::Error::source(&e).is_some());
     }
 
     #[test]

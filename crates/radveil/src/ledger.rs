@@ -7,9 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use radveil_deid::Key;
 use radveil_ledger::note::{Checkpoint, Signer, Verifier};
-use radveil_ledger::{hex, Intent, Ledger, LedgerError, Status, TornRepair};
+use radveil_ledger::{Intent, Ledger, LedgerError, Status, TornRepair};
 use radveil_part10::MemoryBudget;
-use radveil_pipeline::ledger::Verified;
+use radveil_pipeline::ledger::{consistency_proof, inclusion_proof, Verified};
 use radveil_pipeline::observe::{append_observed, observe, Admitted, ImageCheck};
 use radveil_pipeline::ordered::for_each_in_order;
 use radveil_pipeline::pool::Pool;
@@ -359,29 +359,12 @@ fn prove(
     let verifier = ledger.stored_verifier()?;
     let (note, cp) = latest(&ledger, &verifier)?;
     let out = if let Some(old) = from {
-        let proof = ledger.prove_consistency(old, cp.size).with_context(|| {
-            format!(
-                "no tree of size {old} within the checkpoint of size {}",
-                cp.size
-            )
-        })?;
-        serde_json::json!({
-            "size1": old,
-            "size2": cp.size,
-            "root1": ledger.root_at(old).map(|h| hex(&h)),
-            "root2": hex(&cp.root),
-            "proof": proof.iter().map(|h| hex(h)).collect::<Vec<_>>(),
-            "checkpoint": note,
-        })
+        consistency_proof(&ledger, &note, &cp, old)?
     } else {
         let key = crate::key::load_with(key_file, keys)?;
         let path = input.context("an image to prove")?;
         let budget = crate::dicom_file::default_budget();
-        let obs = observe(path, &key, &budget).with_context(|| path.display().to_string())?;
-        let p = ledger
-            .prove_observed(&obs, &cp)
-            .map_err(|v| anyhow::anyhow!("{}: {}: {}", path.display(), v.status, v.reason))?;
-        serde_json::json!({ "inclusion": p, "checkpoint": note })
+        inclusion_proof(&ledger, &note, &cp, path, &key, &budget)?
     };
     outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
