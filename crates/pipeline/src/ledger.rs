@@ -250,6 +250,120 @@ pub fn inclusion_proof(
     Ok(serde_json::json!({ "inclusion": p, "checkpoint": note }))
 }
 
+/// What appending a batch of images did.
+#[derive(Debug)]
+pub struct AppendReport {
+    /// The indexes of the new entries.
+    pub range: std::ops::Range<u64>,
+    /// The torn line cut off first, with where its bytes were kept.
+    pub repaired: Option<(radveil_ledger::TornTail, PathBuf)>,
+    /// Images whose bytes were already logged: nothing added.
+    pub skipped: usize,
+    /// Images refused: their bytes differ from their last ingest (altered?).
+    pub refused: Vec<PathBuf>,
+    /// Inputs not logged because they could not be read.
+    pub unreadable: usize,
+}
+
+impl AppendReport {
+    /// Images refused or unreadable.
+    pub fn problems(&self) -> usize {
+        self.refused.len() + self.unreadable
+    }
+
+    /// The warnings to give before the summary: the torn line repaired, then each image
+    /// refused.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let Some((t, kept)) = &self.repaired {
+            w.push(format!(
+                "warning: cut a torn line ({} bytes at offset {}, after entry {}) off the ledger's entries; its bytes are kept in {}",
+                t.len,
+                t.offset,
+                t.entries,
+                kept.display()
+            ));
+        }
+        for f in &self.refused {
+            w.push(format!(
+                "{}: refused: its bytes differ from its ledger entry (altered?); --allow-changed records a legitimate update",
+                f.display()
+            ));
+        }
+        w
+    }
+}
+
+impl fmt::Display for AppendReport {
+    /// `N appended (entries A..B), S already logged, P refused or unreadable`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} appended (entries {}..{}), {} already logged, {} refused or unreadable",
+            self.range.end - self.range.start,
+            self.range.start,
+            self.range.end,
+            self.skipped,
+            self.problems()
+        )
+    }
+}
+
+/// `e` and each of its sources, joined by ": ".
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Reads and hashes `files` on every core (before the ledger's lock), then appends
+/// what `intent` calls for under it, against the ledger as it is then. Each file that
+/// cannot be read is passed to `unreadable` with the reason, in input order, and is not
+/// logged.
+pub fn append_files(
+    ledger: &mut Ledger,
+    files: &[PathBuf],
+    key: &Key,
+    intent: radveil_ledger::Intent,
+    repair: radveil_ledger::TornRepair,
+    budget: &MemoryBudget,
+    unreadable: &mut (dyn FnMut(&Path, String) + Send),
+) -> Result<AppendReport, LedgerError> {
+    let mut observed = Vec::new();
+    let mut failed = 0;
+    crate::ordered::for_each_in_order(
+        &crate::pool::Pool::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        files,
+        || (),
+        |(), f| crate::observe::observe(f, key, budget),
+        |f, result| match result {
+            Ok(Ok(o)) => observed.push((f, o)),
+            Ok(Err(e)) => {
+                failed += 1;
+                unreadable(f, chain(&e));
+            }
+            Err(p) => {
+                failed += 1;
+                unreadable(f, chain(&p));
+            }
+        },
+    );
+    let now = radveil_ledger::rfc3339_now();
+    let a = crate::observe::append_observed(ledger, &observed, intent, repair, &now)?;
+    Ok(AppendReport {
+        range: a.appended.range,
+        repaired: a.appended.repaired,
+        skipped: a.skipped,
+        refused: a.refused.into_iter().map(|f| f.to_path_buf()).collect(),
+        unreadable: failed,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +460,73 @@ mod tests {
         assert!(matches!(e, ProveError::Observe { .. }), "{e:?}");
         assert_eq!(e.to_string(), missing.display().to_string());
         assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn an_append_logs_readable_images_once_and_reports_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, _) = ledger(tmp.path());
+        let budget = MemoryBudget::new(64 << 20);
+        let key = Key::new(zeroize::Zeroizing::new(vec![7u8; 32])).unwrap();
+        let image = tmp.path().join("image.dcm");
+        std::fs::write(&image, crate::sign::testing::signed_file(&budget)).unwrap();
+        let missing = tmp.path().join("missing.dcm");
+        let files = vec![missing.clone(), image.clone()];
+        let ingest = radveil_ledger::Intent::Ingest {
+            allow_changed: false,
+        };
+        let refuse = radveil_ledger::TornRepair::Refuse;
+        let mut l = Ledger::open(&path).unwrap();
+        let mut bad = Vec::new();
+        let r = append_files(
+            &mut l,
+            &files,
+            &key,
+            ingest,
+            refuse,
+            &budget,
+            &mut |f, why| bad.push((f.to_path_buf(), why)),
+        )
+        .unwrap();
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, missing);
+        assert!(bad[0].1.starts_with("cannot read"), "{}", bad[0].1);
+        assert_eq!(
+            r.to_string(),
+            "1 appended (entries 0..1), 0 already logged, 1 refused or unreadable"
+        );
+        assert!(r.warnings().is_empty());
+        // Again: already logged. Changed: refused.
+        let r = append_files(
+            &mut l,
+            &files[1..],
+            &key,
+            ingest,
+            refuse,
+            &budget,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(r.skipped, 1);
+        assert_eq!(r.problems(), 0);
+        let mut changed = std::fs::read(&image).unwrap();
+        let n = changed.len();
+        changed[n - 1] ^= 1;
+        std::fs::write(&image, changed).unwrap();
+        let r = append_files(
+            &mut l,
+            &files[1..],
+            &key,
+            ingest,
+            refuse,
+            &budget,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(r.refused, vec![image.clone()]);
+        assert_eq!(r.warnings().len(), 1);
+        assert!(r.warnings()[0].contains(": refused: its bytes differ"));
+        assert_eq!(l.size(), 1);
     }
 
     #[test]

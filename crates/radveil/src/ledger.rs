@@ -9,8 +9,8 @@ use radveil_deid::Key;
 use radveil_ledger::note::{Checkpoint, Signer, Verifier};
 use radveil_ledger::{Intent, Ledger, LedgerError, Status, TornRepair};
 use radveil_part10::MemoryBudget;
-use radveil_pipeline::ledger::{consistency_proof, inclusion_proof, Verified};
-use radveil_pipeline::observe::{append_observed, observe, Admitted, ImageCheck};
+use radveil_pipeline::ledger::{append_files, consistency_proof, inclusion_proof, Verified};
+use radveil_pipeline::observe::ImageCheck;
 use radveil_pipeline::ordered::for_each_in_order;
 use radveil_pipeline::pool::Pool;
 use zeroize::Zeroizing;
@@ -277,64 +277,35 @@ fn append(
     }
     let (files, errors) = crate::inputs::collect(inputs);
     let budget = crate::dicom_file::default_budget();
-    let mut problems = errors.len();
+    let problems = errors.len();
     for (p, reason) in &errors {
         eprintln!("radveil: {}: {reason}", p.display());
     }
     // Reading and hashing the images happens before the lock; deciding what to record and
     // writing it happen under it, against the ledger as it is then.
-    let mut observed = Vec::new();
-    for_each_in_order(
-        &Pool::new(jobs()),
+    let report = match append_files(
+        &mut ledger,
         &files,
-        || (),
-        |(), f| observe(f, key, &budget),
-        |f, result| match result.map_err(anyhow::Error::from).and_then(|r| Ok(r?)) {
-            Ok(o) => observed.push((f, o)),
-            Err(e) => {
-                eprintln!("radveil: {}: not logged: {e:#}", f.display());
-                problems += 1;
-            }
-        },
-    );
-    let now = radveil_ledger::rfc3339_now();
-    let Admitted {
-        appended,
-        skipped,
-        refused,
-    } = match append_observed(&mut ledger, &observed, intent, repair, &now) {
-        Ok(a) => a,
+        key,
+        intent,
+        repair,
+        &budget,
+        &mut |f, e| eprintln!("radveil: {}: not logged: {e}", f.display()),
+    ) {
+        Ok(mut r) => {
+            r.unreadable += problems;
+            r
+        }
         Err(e @ LedgerError::TornTail { .. }) => {
             bail!("{e}; `radveil ledger append --repair-torn` keeps its bytes aside, cuts it off and appends")
         }
         Err(e) => return Err(e.into()),
     };
-    if let Some((t, kept)) = &appended.repaired {
-        eprintln!(
-            "radveil: warning: cut a torn line ({} bytes at offset {}, after entry {}) off the ledger's entries; its bytes are kept in {}",
-            t.len,
-            t.offset,
-            t.entries,
-            kept.display()
-        );
+    for w in report.warnings() {
+        eprintln!("radveil: {w}");
     }
-    for f in &refused {
-        eprintln!(
-            "radveil: {}: refused: its bytes differ from its ledger entry (altered?); --allow-changed records a legitimate update",
-            f.display()
-        );
-    }
-    problems += refused.len();
-    let range = appended.range;
-    eprintln!(
-        "radveil ledger: {} appended (entries {}..{}), {} already logged, {} refused or unreadable",
-        range.end - range.start,
-        range.start,
-        range.end,
-        skipped,
-        problems
-    );
-    Ok(if problems == 0 {
+    eprintln!("radveil ledger: {report}");
+    Ok(if report.problems() == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
