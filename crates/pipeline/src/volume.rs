@@ -39,23 +39,56 @@ impl Run {
     /// Defaces the volume made by `paths` and de-identifies its files, each parsed once and
     /// encoded once (see the module documentation).
     pub fn deface_volume(&self, paths: &[PathBuf], options: DefaceOptions) -> VolumeOutcome {
-        let budget = self.budget();
         let mut sizes = Vec::with_capacity(paths.len());
         for p in paths {
             sizes.push(std::fs::metadata(p).map_or(0, |m| m.len()));
         }
         let total = sizes.iter().fold(0u64, |a, &s| a.saturating_add(s));
+        let mut wait_for = 0;
+        for _ in 0..crate::ATTEMPTS {
+            if wait_for > 0 {
+                // Holding nothing (a thread that holds memory never waits for more): wait
+                // until what the volume needs is free, then start again.
+                match self.budget().reserve(wait_for, DEFAULT_WAIT) {
+                    Ok(_) => {}
+                    Err(BudgetError::TooLarge { .. }) => return VolumeOutcome::TooLarge,
+                    Err(e) => return held(format!("the volume cannot be defaced: {e}")),
+                }
+            }
+            match self.deface_volume_once(paths, &sizes, total, options) {
+                Ok(outcome) => return outcome,
+                Err(need) => wait_for = need,
+            }
+        }
+        held(format!(
+            "the volume cannot be defaced: {}",
+            BudgetError::Busy {
+                requested: wait_for
+            }
+        ))
+    }
+
+    /// One try of [`Run::deface_volume`]; `Err(bytes)` when memory other workers hold was
+    /// needed while this one held some: about `bytes` are to be waited for, holding nothing.
+    fn deface_volume_once(
+        &self,
+        paths: &[PathBuf],
+        sizes: &[u64],
+        total: u64,
+        options: DefaceOptions,
+    ) -> Result<VolumeOutcome, u64> {
+        let budget = self.budget();
         // The files' bytes, granted before any is read; the trees grow the same grant.
         let mut grant = match budget.reserve(total, DEFAULT_WAIT) {
             Ok(g) => g,
-            Err(BudgetError::TooLarge { .. }) => return VolumeOutcome::TooLarge,
-            Err(e) => return held(format!("the volume cannot be defaced: {e}")),
+            Err(BudgetError::TooLarge { .. }) => return Ok(VolumeOutcome::TooLarge),
+            Err(e) => return Ok(held(format!("the volume cannot be defaced: {e}"))),
         };
         let mut files = Vec::with_capacity(paths.len());
-        for (p, &size) in paths.iter().zip(&sizes) {
+        for (p, &size) in paths.iter().zip(sizes) {
             match crate::input::read_regular(p, size) {
                 Ok(b) => files.push(b),
-                Err(e) => return cannot_assemble(p, e),
+                Err(e) => return Ok(cannot_assemble(p, e)),
             }
         }
         let mut inflated: Vec<Vec<u8>> = paths.iter().map(|_| Vec::new()).collect();
@@ -63,7 +96,10 @@ impl Run {
         for ((p, bytes), inflated) in paths.iter().zip(&files).zip(inflated.iter_mut()) {
             match p10::read_file_in(bytes, inflated, p10::Limits::default(), &mut grant) {
                 Ok(f) => parsed.push(f),
-                Err(e) => return cannot_assemble(p, e),
+                Err(p10::Error::Budget(BudgetError::Busy { requested })) => {
+                    return Err(grant.bytes().saturating_add(requested))
+                }
+                Err(e) => return Ok(cannot_assemble(p, e)),
             }
         }
         let views: Vec<series::Parsed<'_, '_>> =
@@ -74,29 +110,36 @@ impl Run {
             Ok(s) => s,
             // A localizer or a few images: not a volume a face could be rendered from.
             Err(SeriesError::TooFewSlices(_)) => {
-                return VolumeOutcome::EachFile(VisualFeatures::Untouched)
+                return Ok(VolumeOutcome::EachFile(VisualFeatures::Untouched))
             }
-            Err(e) => return held(format!("cannot assemble a volume to look for a face: {e}")),
+            Err(e) => {
+                return Ok(held(format!(
+                    "cannot assemble a volume to look for a face: {e}"
+                )))
+            }
         };
         // The volume (returned to us to account for) and the mask of removed voxels.
         let voxels = volume.volume.data.len() as u64;
         let _volume = match budget.reserve(voxels.saturating_mul(5), DEFAULT_WAIT) {
             Ok(g) => g,
-            Err(e) => return held(format!("the volume cannot be defaced: {e}")),
+            Err(BudgetError::Busy { requested }) => {
+                return Err(grant.bytes().saturating_add(requested))
+            }
+            Err(e) => return Ok(held(format!("the volume cannot be defaced: {e}"))),
         };
         let defaced = match radveil_deface::deface(&mut volume.volume, options) {
             Ok(d) => d,
             Err(DefaceError::NotAHead(why)) => {
-                return match radveil_deface::face_check(&volume.volume) {
+                return Ok(match radveil_deface::face_check(&volume.volume) {
                     Ok(fc) if !fc.face_found => VolumeOutcome::EachFile(VisualFeatures::NoneFound),
                     Ok(fc) => held(format!(
                         "a face is found (score {:.1}) but the volume is not recognised as a head ({why})",
                         fc.score
                     )),
                     Err(e) => held(format!("the face check failed: {e}")),
-                }
+                })
             }
-            Err(e) => return held(format!("defacing {e}")),
+            Err(e) => return Ok(held(format!("defacing {e}"))),
         };
         let mut outcomes = Vec::with_capacity(paths.len());
         for (n, ((mut meta, mut ds, enc), bytes)) in parsed.into_iter().zip(&files).enumerate() {
@@ -113,7 +156,7 @@ impl Run {
             };
             outcomes.push(outcome);
         }
-        VolumeOutcome::Defaced(outcomes)
+        Ok(VolumeOutcome::Defaced(outcomes))
     }
 
     /// De-identifies a defaced data set (its tree already charged by the caller) and writes
@@ -332,5 +375,38 @@ mod tests {
         );
         assert_eq!(r.budget().in_use(), 0);
         assert_eq!(written(&out), 0);
+    }
+
+    #[test]
+    fn a_volume_waits_holding_nothing_for_memory_other_workers_hold() {
+        // Another worker holds all but the files' bytes and releases it soon: the trees of
+        // the parsed files cannot grow (this thread holds the files' memory, so it may not
+        // wait), so the volume lets everything go, waits holding nothing, and tries again,
+        // instead of being held back for memory.
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = series(tmp.path(), 10);
+        let total: u64 = paths
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        let out = tmp.path().join("out");
+        let limit = 1 << 20;
+        let r = run(&out, limit);
+        let (taken_tx, taken_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let budget = r.budget();
+            s.spawn(move || {
+                let g = budget.try_reserve(limit - total).unwrap();
+                taken_tx.send(()).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                drop(g);
+            });
+            taken_rx.recv().unwrap();
+            let got = r.deface_volume(&paths, options());
+            if let VolumeOutcome::Held(why) = &got {
+                assert!(!why.contains("memory"), "{why}");
+            }
+        });
+        assert_eq!(r.budget().in_use(), 0);
     }
 }
