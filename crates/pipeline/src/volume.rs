@@ -22,11 +22,12 @@ use crate::{Outcome, Run};
 /// What became of a volume.
 #[derive(Debug)]
 pub enum VolumeOutcome {
-    /// Defaced: one outcome per file, in the order given.
-    Defaced(Vec<Outcome>),
-    /// Not defaced, for a reason that leaves each file to be de-identified on its own with
-    /// this record of its pixels: too few images to be a volume (untouched), or a volume
-    /// that is not a head and shows no face (none found).
+    /// Each file de-identified from its parsed data set: one outcome per file, in the order
+    /// given, and what was done to the pixels: defaced (cleaned), or nothing, a volume that
+    /// is not a head and shows no face (none found).
+    Deidentified(Vec<Outcome>, VisualFeatures),
+    /// Too few images to be a volume: each file is to be de-identified on its own, its pixels
+    /// untouched.
     EachFile(VisualFeatures),
     /// Every file held back, with why (a face that could not be removed, a volume that could
     /// not be checked).
@@ -131,13 +132,29 @@ impl Run {
             Ok(d) => d,
             Err(DefaceError::NotAHead(why)) => {
                 return Ok(match radveil_deface::face_check(&volume.volume) {
-                    Ok(fc) if !fc.face_found => VolumeOutcome::EachFile(VisualFeatures::NoneFound),
+                    Ok(fc) if !fc.face_found => {
+                        // No face: each parsed file is de-identified as it is.
+                        drop(volume);
+                        let outcomes = parsed
+                            .into_iter()
+                            .zip(&files)
+                            .map(|((meta, ds, _), bytes)| {
+                                self.deidentify_parsed(
+                                    &meta,
+                                    ds,
+                                    VisualFeatures::NoneFound,
+                                    bytes.len() as u64,
+                                )
+                            })
+                            .collect();
+                        VolumeOutcome::Deidentified(outcomes, VisualFeatures::NoneFound)
+                    }
                     Ok(fc) => held(format!(
                         "a face is found (score {:.1}) but the volume is not recognised as a head ({why})",
                         fc.score
                     )),
                     Err(e) => held(format!("the face check failed: {e}")),
-                })
+                });
             }
             Err(e) => return Ok(held(format!("defacing {e}"))),
         };
@@ -151,25 +168,36 @@ impl Run {
                 &volume.volume.data,
                 budget,
             ) {
-                Ok(_pixels) => self.deidentify_parsed(&meta, ds, bytes.len() as u64),
+                Ok(_pixels) => {
+                    self.deidentify_parsed(&meta, ds, VisualFeatures::Cleaned, bytes.len() as u64)
+                }
                 Err(e) => Outcome::Failed(format!("cannot deface: {e}")),
             };
             outcomes.push(outcome);
         }
-        Ok(VolumeOutcome::Defaced(outcomes))
+        Ok(VolumeOutcome::Deidentified(
+            outcomes,
+            VisualFeatures::Cleaned,
+        ))
     }
 
     /// De-identifies a defaced data set (its tree already charged by the caller) and writes
     /// it. `len` (the file's size) is reserved, waiting for other workers, for what
     /// de-identification and encoding allocate; beyond it the grant grows without waiting.
-    fn deidentify_parsed(&self, meta: &p10::FileMeta<'_>, ds: DataSet<'_>, len: u64) -> Outcome {
+    fn deidentify_parsed(
+        &self,
+        meta: &p10::FileMeta<'_>,
+        ds: DataSet<'_>,
+        visual: VisualFeatures,
+        len: u64,
+    ) -> Outcome {
         let mut grant = match self.budget().reserve(len, DEFAULT_WAIT) {
             Ok(g) => g,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
         match self
             .deidentifier()
-            .deidentify_parsed(meta, ds, VisualFeatures::Cleaned, &mut grant)
+            .deidentify_parsed(meta, ds, visual, &mut grant)
         {
             Ok(o) => self.write(o, None),
             Err(e @ DeidError::HeldBack(_)) => Outcome::Held(e.to_string()),
@@ -359,22 +387,30 @@ mod tests {
 
     #[test]
     fn a_volume_that_is_no_head_is_never_written_defaced() {
-        // Ten flat slices: not a head. Either no face is found (each file is then
-        // de-identified on its own) or the volume is held: nothing is written here.
+        // Ten flat slices: not a head. Either no face is found (each parsed file is then
+        // de-identified as it is, none of its pixels changed) or the volume is held.
         let tmp = tempfile::tempdir().unwrap();
         let paths = series(tmp.path(), 10);
         let out = tmp.path().join("out");
         let r = run(&out, 1 << 30);
-        let got = r.deface_volume(&paths, options());
-        assert!(
-            matches!(
-                got,
-                VolumeOutcome::EachFile(VisualFeatures::NoneFound) | VolumeOutcome::Held(_)
-            ),
-            "{got:?}"
-        );
+        match r.deface_volume(&paths, options()) {
+            VolumeOutcome::Deidentified(outcomes, VisualFeatures::NoneFound) => {
+                assert_eq!(outcomes.len(), 10);
+                for o in outcomes {
+                    let Outcome::Written { output, .. } = o else {
+                        panic!("{o:?}")
+                    };
+                    let bytes = std::fs::read(output).unwrap();
+                    // The pixels as they came; the name gone.
+                    assert!(bytes.ends_with(&[1; 512]));
+                    assert!(!bytes.windows(3).any(|w| w == b"DOE"));
+                }
+                assert_eq!(written(&out), 10);
+            }
+            VolumeOutcome::Held(_) => assert_eq!(written(&out), 0),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(r.budget().in_use(), 0);
-        assert_eq!(written(&out), 0);
     }
 
     #[test]

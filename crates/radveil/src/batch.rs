@@ -269,9 +269,9 @@ fn process_volume(
     // Each file read and parsed once, defaced and de-identified on the parsed data set,
     // encoded once; unless the files together can never fit in the budget.
     match run.deface_volume(paths, options) {
-        VolumeOutcome::Defaced(outcomes) => {
+        VolumeOutcome::Deidentified(outcomes, visual) => {
             for (o, p) in outcomes.into_iter().zip(paths) {
-                records.push(o.into_record(p, VisualFeatures::Cleaned));
+                records.push(o.into_record(p, visual));
             }
             return;
         }
