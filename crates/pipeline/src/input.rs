@@ -284,17 +284,8 @@ impl Loaded<'_, '_> {
     /// Copies the tail (`copy_file_range` where the kernel has it) into `out`, from the
     /// descriptor that was parsed, then checks that the input did not change meanwhile.
     pub fn copy_tail(&self, out: &mut File) -> Result<(), InputError> {
-        let Some(tail) = self.tail else {
-            return self.check_unchanged();
-        };
-        let mut f = &self.input.file;
-        f.seek(SeekFrom::Start(tail.offset))
-            .map_err(InputError::Read)?;
-        let copied = std::io::copy(&mut f.take(tail.len), out).map_err(InputError::Read)?;
-        if copied != tail.len {
-            return Err(InputError::Changed);
-        }
-        self.check_unchanged()
+        // File to file, `std::io::copy` uses `copy_file_range`.
+        self.write_tail(out)
     }
 
     /// Streams the tail into any writer (used to compare with an existing output).

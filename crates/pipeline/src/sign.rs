@@ -204,7 +204,8 @@ pub(crate) mod testing {
     pub(crate) const KEY: &[u8] = include_bytes!("testdata/signer.key.pem");
     pub(crate) const CERT: &[u8] = include_bytes!("testdata/signer.crt.pem");
 
-    fn element(tag: u32, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+    /// One explicit VR little endian element.
+    pub(crate) fn element(tag: u32, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
         v.extend_from_slice(&((tag >> 16) as u16).to_le_bytes());
         v.extend_from_slice(&(tag as u16).to_le_bytes());
@@ -219,7 +220,8 @@ pub(crate) mod testing {
         v
     }
 
-    fn padded(s: &str) -> Vec<u8> {
+    /// A text value padded to even length with NUL.
+    pub(crate) fn padded(s: &str) -> Vec<u8> {
         let mut b = s.as_bytes().to_vec();
         if b.len() % 2 == 1 {
             b.push(0);

@@ -4,6 +4,8 @@
 use super::*;
 use std::cell::RefCell;
 
+use crate::sign::testing::{element, padded};
+
 thread_local! {
     /// Called before the tail of an input is copied (tests only): lets a test change the
     /// input between parse and copy, deterministically.
@@ -17,29 +19,6 @@ pub(crate) fn before_copy() {
             f()
         }
     });
-}
-
-fn element(tag: u32, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&((tag >> 16) as u16).to_le_bytes());
-    v.extend_from_slice(&(tag as u16).to_le_bytes());
-    v.extend_from_slice(vr);
-    if matches!(vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT") {
-        v.extend_from_slice(&[0, 0]);
-        v.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    } else {
-        v.extend_from_slice(&(value.len() as u16).to_le_bytes());
-    }
-    v.extend_from_slice(value);
-    v
-}
-
-fn padded(s: &str) -> Vec<u8> {
-    let mut b = s.as_bytes().to_vec();
-    if b.len() % 2 == 1 {
-        b.push(0);
-    }
-    b
 }
 
 const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
