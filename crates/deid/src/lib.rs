@@ -53,6 +53,11 @@ pub const IMPLEMENTATION_VERSION_NAME: &str = "RADVEIL_0_1";
 /// SOP Class UID of a Media Storage Directory (DICOMDIR).
 pub const MEDIA_STORAGE_DIRECTORY: &str = "1.2.840.10008.1.3.10";
 
+/// Masks the repeating part of an overlay group (60xx) but keeps the group's lowest bit:
+/// `tag & OVERLAY_GROUP_MASK` is the pattern (6000,eeee) for every even group 6000-60FE
+/// (overlays are even groups; odd groups are private) and something else otherwise.
+const OVERLAY_GROUP_MASK: u32 = 0xFF01_FFFF;
+
 /// How to treat objects whose Burned In Annotation (0028,0301) is absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BurnedInPolicy {
@@ -944,7 +949,7 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
         let overlays: Vec<u32> = ds
             .elements
             .iter()
-            .filter(|el| el.tag & 0xFF01_FFFF == tags::repeating::OVERLAY_DATA)
+            .filter(|el| el.tag & OVERLAY_GROUP_MASK == tags::repeating::OVERLAY_DATA)
             .map(|el| el.tag >> 16)
             .collect();
         let mut elements = std::mem::take(&mut ds.elements);
@@ -980,7 +985,8 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
         // An overlay whose Overlay Data (60xx,3000) went loses its whole group: the rest of
         // the Overlay Plane module is not valid without it.
         for group in overlays {
-            if !out.iter().any(|el| el.tag == (group << 16) | 0x3000) {
+            let data = tags::repeating::in_group(tags::repeating::OVERLAY_DATA, group as u16);
+            if !out.iter().any(|el| el.tag == data) {
                 out.retain(|el| el.tag >> 16 != group);
             }
         }

@@ -517,12 +517,34 @@ fn clean_graphics_keeps_annotations_without_identifiers() {
     );
 }
 
+// Private tags have no PS3.6 keyword: these are named after their block's creator.
+/// (0015,0010): the creator GEMS_PETD_01 of block (0015,10xx).
+const GEMS_PETD_CREATOR: u32 = 0x0015_0010;
+/// (0015,1033) of GEMS_PETD_01: safe to keep in the private tag knowledge base.
+const GEMS_PETD_SAFE: u32 = 0x0015_1033;
+/// (0015,1036) of GEMS_PETD_01: to be removed in the private tag knowledge base.
+const GEMS_PETD_UNSAFE: u32 = 0x0015_1036;
+/// (0009,0010): the creator of block (0009,10xx), a creator no list knows.
+const UNKNOWN_CREATOR: u32 = 0x0009_0010;
+/// (0009,1001) in the unknown creator's block.
+const UNKNOWN_PRIVATE: u32 = 0x0009_1001;
+/// (0011,0010) and (0011,1001): a private block nested in a sequence item.
+const NESTED_CREATOR: u32 = 0x0011_0010;
+const NESTED_PRIVATE: u32 = 0x0011_1001;
+/// (0029,0010): the creator SIEMENS CSA HEADER of block (0029,10xx), and (0029,1010), a
+/// private sequence in it.
+const SIEMENS_CSA_CREATOR: u32 = 0x0029_0010;
+const SIEMENS_CSA_SEQUENCE: u32 = 0x0029_1010;
+/// (0019,0010): the creator GEMS_ACQU_01 of block (0019,10xx), and (0019,10FE) in it.
+const GEMS_ACQU_CREATOR: u32 = 0x0019_0010;
+const GEMS_ACQU_ELEMENT: u32 = 0x0019_10FE;
+
 fn with_private(ds: &mut DataSet<'static>) {
-    ds.put(text(0x0015_0010, "GEMS_PETD_01"));
-    ds.put(Element::text(0x0015_1033, Vr::UN, "KEEPMEOK"));
-    ds.put(Element::text(0x0015_1036, Vr::UL, "DROP"));
-    ds.put(Element::text(0x0009_0010, Vr::LO, "UNKNOWN CREATOR"));
-    ds.put(Element::text(0x0009_1001, Vr::LO, "JANE DOE PRIVATE"));
+    ds.put(text(GEMS_PETD_CREATOR, "GEMS_PETD_01"));
+    ds.put(Element::text(GEMS_PETD_SAFE, Vr::UN, "KEEPMEOK"));
+    ds.put(Element::text(GEMS_PETD_UNSAFE, Vr::UL, "DROP"));
+    ds.put(Element::text(UNKNOWN_CREATOR, Vr::LO, "UNKNOWN CREATOR"));
+    ds.put(Element::text(UNKNOWN_PRIVATE, Vr::LO, "JANE DOE PRIVATE"));
 }
 
 #[test]
@@ -533,12 +555,12 @@ fn private_attributes_are_removed_unless_safe() {
     assert!(plain.elements.iter().all(|e| !e.is_private()));
     assert_eq!(out.counts.private_removed, 3);
     let (_, safe) = run(&deid_with(&[ProfileOption::RetainSafePrivate]), &ds);
-    assert_eq!(safe.string(0x0015_1033).unwrap(), "KEEPMEOK");
-    assert_eq!(safe.string(0x0015_0010).unwrap(), "GEMS_PETD_01");
-    assert!(safe.get(0x0015_1036).is_none());
-    assert!(safe.get(0x0009_1001).is_none());
+    assert_eq!(safe.string(GEMS_PETD_SAFE).unwrap(), "KEEPMEOK");
+    assert_eq!(safe.string(GEMS_PETD_CREATOR).unwrap(), "GEMS_PETD_01");
+    assert!(safe.get(GEMS_PETD_UNSAFE).is_none());
+    assert!(safe.get(UNKNOWN_PRIVATE).is_none());
     assert!(
-        safe.get(0x0009_0010).is_none(),
+        safe.get(UNKNOWN_CREATOR).is_none(),
         "creators of emptied blocks go too"
     );
 }
@@ -548,10 +570,10 @@ fn private_sequences_are_walked() {
     let mut ds = ct();
     let mut inner = DataSet::default();
     inner.put(text(tags::PATIENT_NAME, "DOE^JANE"));
-    inner.put(text(0x0011_0010, "NESTED"));
-    inner.put(Element::text(0x0011_1001, Vr::LO, "SECRET"));
-    ds.put(text(0x0029_0010, "SIEMENS CSA HEADER"));
-    ds.put(seq(0x0029_1010, vec![inner]));
+    inner.put(text(NESTED_CREATOR, "NESTED"));
+    inner.put(Element::text(NESTED_PRIVATE, Vr::LO, "SECRET"));
+    ds.put(text(SIEMENS_CSA_CREATOR, "SIEMENS CSA HEADER"));
+    ds.put(seq(SIEMENS_CSA_SEQUENCE, vec![inner]));
     let (out, _) = run(&deid_with(&[ProfileOption::RetainSafePrivate]), &ds);
     assert!(!contains(&out.bytes, "SECRET") && !contains(&out.bytes, "JANE"));
 }
@@ -786,8 +808,8 @@ proptest! {
                 0 => ds.put(Element::text(tag, vr, &value)),
                 1 => nested.put(Element::text(tag, vr, &value)),
                 2 => {
-                    ds.put(Element::text(0x0019_0010, Vr::LO, "GEMS_ACQU_01"));
-                    ds.put(Element::text(0x0019_10FE, Vr::LO, &value));
+                    ds.put(Element::text(GEMS_ACQU_CREATOR, Vr::LO, "GEMS_ACQU_01"));
+                    ds.put(Element::text(GEMS_ACQU_ELEMENT, Vr::LO, &value));
                 }
                 _ => {
                     private_item.put(Element::text(tag, vr, &value));
@@ -807,8 +829,8 @@ proptest! {
         ds.put(seq(tags::OTHER_PATIENT_IDS_SEQUENCE, ids));
         ds.put(seq(tags::CONTENT_SEQUENCE, vec![nested.clone()]));
         ds.put(seq(tags::REFERENCED_STUDY_SEQUENCE, vec![nested]));
-        ds.put(Element::text(0x0029_0010, Vr::LO, "SIEMENS CSA HEADER"));
-        ds.put(seq(0x0029_1010, vec![private_item]));
+        ds.put(Element::text(SIEMENS_CSA_CREATOR, Vr::LO, "SIEMENS CSA HEADER"));
+        ds.put(seq(SIEMENS_CSA_SEQUENCE, vec![private_item]));
         let input = encode(&ds, part10::EXPLICIT_VR_LITTLE_ENDIAN);
         let out = d.deidentify(&input).unwrap().file.to_vec();
         for (_, token, _) in &picks {

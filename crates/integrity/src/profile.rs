@@ -17,6 +17,7 @@
 //! Module membership comes from the standard's tables (`radveil-standard`).
 
 use radveil_part10::DataSet;
+use radveil_standard::tags;
 
 use crate::{crypto::MacAlgorithm, signable};
 
@@ -34,13 +35,18 @@ pub enum SignatureProfile {
 }
 
 const IDENTITY: [u32; 6] = [
-    0x0008_0012, // Instance Creation Date
-    0x0008_0013, // Instance Creation Time
-    0x0008_0016, // SOP Class UID
-    0x0008_0018, // SOP Instance UID
-    0x0020_000D, // Study Instance UID
-    0x0020_000E, // Series Instance UID
+    tags::INSTANCE_CREATION_DATE,
+    tags::INSTANCE_CREATION_TIME,
+    tags::SOP_CLASS_UID,
+    tags::SOP_INSTANCE_UID,
+    tags::STUDY_INSTANCE_UID,
+    tags::SERIES_INSTANCE_UID,
 ];
+
+/// Clears the low byte of the group number, which is the part of an overlay group
+/// (60xx,eeee) that repeats: a tag of any overlay group becomes the first group's
+/// (6000,eeee), as the standard's module tables list it.
+const REPEATING_GROUP_MASK: u32 = 0xFF00_FFFF;
 
 const CREATOR_MODULES: [&str; 34] = [
     "general-equipment",
@@ -120,10 +126,17 @@ impl SignatureProfile {
     pub fn unconditional(self) -> &'static [u32] {
         match self {
             SignatureProfile::Base => &[],
-            SignatureProfile::Creator | SignatureProfile::Authorization => {
-                &[0x0008_0016, 0x0008_0018, 0x0020_000D, 0x0020_000E]
-            }
-            SignatureProfile::StructuredReport => &[0x0008_0016, 0x0020_000D, 0x0020_000E],
+            SignatureProfile::Creator | SignatureProfile::Authorization => &[
+                tags::SOP_CLASS_UID,
+                tags::SOP_INSTANCE_UID,
+                tags::STUDY_INSTANCE_UID,
+                tags::SERIES_INSTANCE_UID,
+            ],
+            SignatureProfile::StructuredReport => &[
+                tags::SOP_CLASS_UID,
+                tags::STUDY_INSTANCE_UID,
+                tags::SERIES_INSTANCE_UID,
+            ],
         }
     }
 
@@ -131,9 +144,13 @@ impl SignatureProfile {
     /// profile applies to SR documents only (Value Type, Concept Name Code Sequence and
     /// Content Sequence present), as dcmsign checks.
     pub fn inapplicable(self, ds: &DataSet<'_>) -> Option<&'static str> {
-        let sr = [0x0040_A040, 0x0040_A043, 0x0040_A730]
-            .iter()
-            .all(|t| ds.get(*t).is_some());
+        let sr = [
+            tags::VALUE_TYPE,
+            tags::CONCEPT_NAME_CODE_SEQUENCE,
+            tags::CONTENT_SEQUENCE,
+        ]
+        .iter()
+        .all(|t| ds.get(*t).is_some());
         (self == SignatureProfile::StructuredReport && !sr)
             .then_some("the data set is not a structured report document")
     }
@@ -161,7 +178,7 @@ impl SignatureProfile {
         let in_modules = |tag: u32| {
             // Overlay groups repeat: (60xx,eeee) matches the module's (6000,eeee).
             let base = if tag >> 24 == 0x60 && (tag >> 16).is_multiple_of(2) {
-                tag & 0xFF00_FFFF
+                tag & REPEATING_GROUP_MASK
             } else {
                 tag
             };
@@ -182,14 +199,17 @@ mod tests {
 
     #[test]
     fn creator_requires_identity_pixels_and_equipment_but_not_the_patient() {
+        // Overlay Data of the second overlay group.
+        const OVERLAY_DATA_6002: u32 =
+            tags::repeating::in_group(tags::repeating::OVERLAY_DATA, 0x6002);
         let mut ds = DataSet::default();
         for (tag, vr) in [
-            (0x0008_0016, Vr::UI),
-            (0x0008_0018, Vr::UI),
-            (0x0008_0070, Vr::LO), // Manufacturer (General Equipment)
-            (0x0010_0010, Vr::PN), // Patient's Name (Patient)
-            (0x0028_0010, Vr::US), // Rows (Image Pixel)
-            (0x6002_3000, Vr::OW), // Overlay Data, second overlay group
+            (tags::SOP_CLASS_UID, Vr::UI),
+            (tags::SOP_INSTANCE_UID, Vr::UI),
+            (tags::MANUFACTURER, Vr::LO), // General Equipment
+            (tags::PATIENT_NAME, Vr::PN), // Patient
+            (tags::ROWS, Vr::US),         // Image Pixel
+            (OVERLAY_DATA_6002, Vr::OW),
         ] {
             ds.put(Element::text(tag, vr, "1"));
         }
@@ -197,15 +217,15 @@ mod tests {
         assert_eq!(
             creator,
             vec![
-                0x0008_0016,
-                0x0008_0018,
-                0x0008_0070,
-                0x0028_0010,
-                0x6002_3000
+                tags::SOP_CLASS_UID,
+                tags::SOP_INSTANCE_UID,
+                tags::MANUFACTURER,
+                tags::ROWS,
+                OVERLAY_DATA_6002
             ]
         );
         let auth = SignatureProfile::Authorization.required(&ds);
-        assert!(auth.contains(&0x0010_0010));
+        assert!(auth.contains(&tags::PATIENT_NAME));
         assert!(SignatureProfile::Base.required(&ds).is_empty());
     }
 }

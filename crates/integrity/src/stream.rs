@@ -2,7 +2,8 @@
 //! encoded in Explicit VR Little Endian in "signature format", followed by attributes of the
 //! signature's own Digital Signatures Sequence item.
 
-use radveil_part10::{DataSet, Element, Value, Vr};
+use radveil_part10::{DataSet, Element, Value, Vr, ITEM, SEQUENCE_DELIMITATION};
+use radveil_standard::tags;
 
 use crate::SignatureError;
 
@@ -10,11 +11,11 @@ use crate::SignatureError;
 /// in order (PS3.3 C.12.1.1.3.1.2, as DCMTK implements it: the certificate, the signature
 /// and the certified timestamp, which is added later, are not).
 const ITEM_ATTRIBUTES: [u32; 5] = [
-    0x0400_0005, // MAC ID Number
-    0x0400_0100, // Digital Signature UID
-    0x0400_0105, // Digital Signature DateTime
-    0x0400_0110, // Certificate Type
-    0x0400_0401, // Digital Signature Purpose Code Sequence
+    tags::MACID_NUMBER,
+    tags::DIGITAL_SIGNATURE_UID,
+    tags::DIGITAL_SIGNATURE_DATE_TIME,
+    tags::CERTIFICATE_TYPE,
+    tags::DIGITAL_SIGNATURE_PURPOSE_CODE_SEQUENCE,
 ];
 
 /// Builds the signed byte stream for `tags` of `ds` and the signature item `sig`. The data
@@ -33,7 +34,7 @@ impl StreamContext {
     /// The context of a top-level data set stored in `enc`.
     pub fn of(top: &DataSet<'_>, enc: radveil_part10::Encoding) -> StreamContext {
         let pr = top
-            .get(0x0028_0103)
+            .get(tags::PIXEL_REPRESENTATION)
             .and_then(|e| e.bytes())
             .filter(|b| b.len() >= 2);
         let signed_pixels = pr.is_some_and(|b| {
@@ -127,27 +128,27 @@ fn element(el: &Element<'_>, out: &mut Vec<u8>, ctx: StreamContext) {
             header(out, el.tag, Vr::SQ);
             out.extend_from_slice(&[0, 0]);
             for item in items {
-                tag(out, 0xFFFE_E000);
+                tag(out, ITEM);
                 for e in &item.elements {
                     if e.tag & 0xFFFF != 0 {
                         element(e, out, ctx);
                     }
                 }
             }
-            tag(out, 0xFFFE_E0DD);
+            tag(out, SEQUENCE_DELIMITATION);
         }
         Value::Fragments(frags) => {
             // Encapsulated pixel data the same way: each fragment is its item tag and bytes.
             header(out, el.tag, el.vr);
             out.extend_from_slice(&[0, 0]);
             for f in frags {
-                tag(out, 0xFFFE_E000);
+                tag(out, ITEM);
                 out.extend_from_slice(f);
                 if f.len() % 2 == 1 {
                     out.push(0);
                 }
             }
-            tag(out, 0xFFFE_E0DD);
+            tag(out, SEQUENCE_DELIMITATION);
         }
     }
 }
@@ -170,24 +171,24 @@ mod tests {
     #[test]
     fn sequences_and_fragments_in_signature_format() {
         let mut item = DataSet::default();
-        item.put(el(0x0008_0100, Vr::SH, b"1"));
+        item.put(el(tags::CODE_VALUE, Vr::SH, b"1"));
         let mut ds = DataSet::default();
         ds.put(Element {
-            tag: 0x0008_1140,
+            tag: tags::REFERENCED_IMAGE_SEQUENCE,
             vr: Vr::SQ,
             value: Value::Sequence(vec![item]),
         });
         ds.put(Element {
-            tag: 0x7FE0_0010,
+            tag: tags::PIXEL_DATA,
             vr: Vr::OB,
             value: Value::Fragments(vec![Cow::Owned(vec![]), Cow::Owned(vec![1, 2])]),
         });
         let mut sig = DataSet::default();
-        sig.put(el(0x0400_0005, Vr::US, &[0, 0]));
-        sig.put(el(0x0400_0115, Vr::OB, &[9, 9])); // certificate: not in the stream
+        sig.put(el(tags::MACID_NUMBER, Vr::US, &[0, 0]));
+        sig.put(el(tags::CERTIFICATE_OF_SIGNER, Vr::OB, &[9, 9])); // not in the stream
         let s = signature_stream(
             &ds,
-            &[0x0008_1140, 0x7FE0_0010],
+            &[tags::REFERENCED_IMAGE_SEQUENCE, tags::PIXEL_DATA],
             &sig,
             StreamContext::default(),
         )
@@ -210,12 +211,18 @@ mod tests {
     #[test]
     fn big_endian_values_are_swapped_and_us_or_ss_resolved() {
         let mut ds = DataSet::default();
-        ds.put(el(0x0028_0106, Vr::US, &[0x00, 0x05]));
+        ds.put(el(tags::SMALLEST_IMAGE_PIXEL_VALUE, Vr::US, &[0x00, 0x05]));
         let ctx = StreamContext {
             big_endian: true,
             signed_pixels: true,
         };
-        let s = signature_stream(&ds, &[0x0028_0106], &DataSet::default(), ctx).unwrap();
+        let s = signature_stream(
+            &ds,
+            &[tags::SMALLEST_IMAGE_PIXEL_VALUE],
+            &DataSet::default(),
+            ctx,
+        )
+        .unwrap();
         assert_eq!(s, [0x28, 0x00, 0x06, 0x01, b'S', b'S', 2, 0, 0x05, 0x00]);
     }
 
@@ -223,7 +230,7 @@ mod tests {
     fn a_missing_signed_attribute_is_an_error() {
         assert!(signature_stream(
             &DataSet::default(),
-            &[0x0010_0010],
+            &[tags::PATIENT_NAME],
             &DataSet::default(),
             StreamContext::default()
         )

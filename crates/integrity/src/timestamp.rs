@@ -23,10 +23,7 @@ use x509_tsp::{MessageImprint, TimeStampReq, TspVersion, TstInfo};
 use crate::crypto::{MacAlgorithm, Public};
 use crate::trust::TrustStore;
 
-/// Certified Timestamp Type (0400,0305).
-pub const CERTIFIED_TIMESTAMP_TYPE: u32 = 0x0400_0305;
-/// Certified Timestamp (0400,0310).
-pub const CERTIFIED_TIMESTAMP: u32 = 0x0400_0310;
+pub use radveil_standard::tags::{CERTIFIED_TIMESTAMP, CERTIFIED_TIMESTAMP_TYPE};
 /// The only Certified Timestamp Type the standard defines.
 pub const CMS_TSP: &str = "CMS_TSP";
 

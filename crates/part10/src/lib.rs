@@ -1477,9 +1477,11 @@ mod tests {
 
     /// `n` empty elements of an explicit VR little endian body (8 bytes each).
     fn tiny_elements(n: usize) -> Vec<u8> {
+        // Private elements (0009,1000)-(0009,10FF), which have no PS3.6 keyword.
+        const PRIVATE_BLOCK: u32 = 0x0009_1000;
         let mut body = Vec::with_capacity(n.saturating_mul(8));
         for i in 0..n {
-            body.extend_from_slice(&explicit(0x0009_1000 | (i as u32 & 0xFF), b"LO", b""));
+            body.extend_from_slice(&explicit(PRIVATE_BLOCK | (i as u32 & 0xFF), b"LO", b""));
         }
         body
     }

@@ -4,6 +4,8 @@
 use super::*;
 use std::cell::RefCell;
 
+use radveil_standard::tags;
+
 use crate::sign::testing::{element, padded};
 
 thread_local! {
@@ -26,14 +28,22 @@ const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 
 fn part10(body: &[u8], ts: &str, sop: &str) -> Vec<u8> {
-    let mut meta = element(0x0002_0001, b"OB", &[0, 1]);
-    meta.extend(element(0x0002_0002, b"UI", &padded(CT)));
-    meta.extend(element(0x0002_0003, b"UI", &padded(sop)));
-    meta.extend(element(0x0002_0010, b"UI", &padded(ts)));
+    let mut meta = element(tags::FILE_META_INFORMATION_VERSION, b"OB", &[0, 1]);
+    meta.extend(element(
+        tags::MEDIA_STORAGE_SOP_CLASS_UID,
+        b"UI",
+        &padded(CT),
+    ));
+    meta.extend(element(
+        tags::MEDIA_STORAGE_SOP_INSTANCE_UID,
+        b"UI",
+        &padded(sop),
+    ));
+    meta.extend(element(tags::TRANSFER_SYNTAX_UID, b"UI", &padded(ts)));
     let mut f = vec![0u8; 128];
     f.extend_from_slice(b"DICM");
     f.extend(element(
-        0x0002_0000,
+        tags::FILE_META_INFORMATION_GROUP_LENGTH,
         b"UL",
         &(meta.len() as u32).to_le_bytes(),
     ));
@@ -47,17 +57,17 @@ fn part10(body: &[u8], ts: &str, sop: &str) -> Vec<u8> {
 fn ct_file(sop: &str, name: &str, pixels: usize) -> Vec<u8> {
     let mut body = Vec::new();
     for (tag, vr, v) in [
-        (0x0008_0016, b"UI", CT),
-        (0x0008_0018, b"UI", sop),
-        (0x0008_0060, b"CS", "CT"),
-        (0x0010_0010, b"PN", name),
-        (0x0010_0020, b"LO", "MRN0042"),
-        (0x0020_000D, b"UI", "1.2.3.4.5.6"),
-        (0x0020_000E, b"UI", "1.2.3.4.5.6.7"),
+        (tags::SOP_CLASS_UID, b"UI", CT),
+        (tags::SOP_INSTANCE_UID, b"UI", sop),
+        (tags::MODALITY, b"CS", "CT"),
+        (tags::PATIENT_NAME, b"PN", name),
+        (tags::PATIENT_ID, b"LO", "MRN0042"),
+        (tags::STUDY_INSTANCE_UID, b"UI", "1.2.3.4.5.6"),
+        (tags::SERIES_INSTANCE_UID, b"UI", "1.2.3.4.5.6.7"),
     ] {
         body.extend(element(tag, vr, &padded(v)));
     }
-    body.extend(element(0x7FE0_0010, b"OW", &vec![0x5Au8; pixels]));
+    body.extend(element(tags::PIXEL_DATA, b"OW", &vec![0x5Au8; pixels]));
     part10(&body, EXPLICIT_LE, sop)
 }
 
@@ -265,17 +275,21 @@ fn two_runs_cannot_share_an_output_directory() {
 /// A deflated data set that inflates to `inflated` bytes (zeros in a private OB element).
 fn deflate_bomb(inflated: usize) -> Vec<u8> {
     use std::io::Write as _;
+    // A private block (0009,10xx): its creator and one element. Private tags have no
+    // PS3.6 keyword.
+    const PRIVATE_CREATOR: u32 = 0x0009_0010;
+    const PRIVATE_ELEMENT: u32 = 0x0009_1000;
     let sop = "1.2.3.9.6";
     let mut head = Vec::new();
     for (tag, vr, v) in [
-        (0x0008_0016, b"UI", CT),
-        (0x0008_0018, b"UI", sop),
-        (0x0009_0010, b"LO", "BOMB"),
+        (tags::SOP_CLASS_UID, b"UI", CT),
+        (tags::SOP_INSTANCE_UID, b"UI", sop),
+        (PRIVATE_CREATOR, b"LO", "BOMB"),
     ] {
         head.extend(element(tag, vr, &padded(v)));
     }
     let rest = inflated - head.len() - 12;
-    head.extend(element(0x0009_1000, b"OB", &[]));
+    head.extend(element(PRIVATE_ELEMENT, b"OB", &[]));
     let n = head.len();
     head[n - 4..].copy_from_slice(&(rest as u32).to_le_bytes());
     let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
@@ -351,7 +365,7 @@ fn a_file_waits_for_memory_other_workers_hold_and_one_too_large_is_refused() {
     assert!(matches!(o, Outcome::Written { .. }), "{o:?}");
     // The same bytes followed by one more element must be read whole: more than the budget.
     let mut whole = ct_file("1.2.3.9.9", "DOE^JANE", 1 << 20);
-    whole.extend(element(0xFFFA_FFFA, b"OB", &[0, 0]));
+    whole.extend(element(tags::DIGITAL_SIGNATURES_SEQUENCE, b"OB", &[0, 0]));
     let big2 = d.path().join("big2.dcm");
     std::fs::write(&big2, whole).unwrap();
     let o = r.deidentify_file(&big2, &mut scratch, VisualFeatures::Untouched);

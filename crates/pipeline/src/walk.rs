@@ -7,6 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use radveil_part10::MemoryBudget;
+use radveil_standard::tags;
 
 use crate::input::{open_regular, FileKind, InputError};
 
@@ -224,9 +225,11 @@ fn dicomdir_references(path: &Path, budget: &MemoryBudget) -> Result<Vec<PathBuf
     )?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
-    if let Some(p10::Value::Sequence(records)) = ds.get(0x0004_1220).map(|e| &e.value) {
+    if let Some(p10::Value::Sequence(records)) =
+        ds.get(tags::DIRECTORY_RECORD_SEQUENCE).map(|e| &e.value)
+    {
         for rec in records {
-            if let Some(id) = rec.string(0x0004_1500) {
+            if let Some(id) = rec.string(tags::REFERENCED_FILE_ID) {
                 let mut p = base.to_path_buf();
                 for comp in id.split('\\').map(str::trim).filter(|c| !c.is_empty()) {
                     if comp == ".." || comp.contains('/') {

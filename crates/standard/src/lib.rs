@@ -569,8 +569,9 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(overlay.keyword, "OverlayData");
-        // A private creator element: not in the dictionary.
-        assert!(dictionary_entry(0x0009_0010).is_none());
+        // A private creator element has no keyword: not in the dictionary.
+        const PRIVATE_CREATOR: u32 = 0x0009_0010;
+        assert!(dictionary_entry(PRIVATE_CREATOR).is_none());
         assert_eq!(
             tag_for_keyword("StudyInstanceUID"),
             Some(tags::STUDY_INSTANCE_UID)
