@@ -1,0 +1,207 @@
+//! The store's cryptography: 256-bit keys that zeroize themselves, AES-256-GCM sealing with
+//! associated data (the identity of what is sealed, so a sealed value moved to another row
+//! or object does not open), key wrapping, and keyed blind indexes (HMAC-SHA-256) that let
+//! the index match an identifier without holding it.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::StoreError;
+
+/// Bytes of an AES-GCM nonce.
+pub const NONCE_LEN: usize = 12;
+/// Bytes of an AES-GCM tag.
+pub const TAG_LEN: usize = 16;
+/// Bytes a sealed value adds to its plaintext: a random nonce before it, the tag after.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+/// Bytes of a wrapped key.
+pub const WRAPPED_LEN: usize = 32 + SEAL_OVERHEAD;
+
+/// A 256-bit secret key, wiped from memory when dropped.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Key([u8; 32]);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+impl Key {
+    /// A new key from the operating system's random source.
+    pub fn random() -> Result<Key, StoreError> {
+        let mut k = [0u8; 32];
+        getrandom::getrandom(&mut k).map_err(|e| StoreError::Random(e.to_string()))?;
+        Ok(Key(k))
+    }
+
+    /// A key from exactly 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Key, StoreError> {
+        let k: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("a key is not 32 bytes".into()))?;
+        Ok(Key(k))
+    }
+
+    /// The raw bytes (to seal under another key; never to log).
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Seals `plain` under this key: `nonce || ciphertext || tag`. `aad` binds the sealed
+    /// value to what it belongs to; opening with other associated data fails.
+    pub fn seal(&self, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::getrandom(&mut nonce).map_err(|e| StoreError::Random(e.to_string()))?;
+        let cipher = Aes256Gcm::new((&self.0).into());
+        let sealed = cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
+            .map_err(|_| StoreError::Crypto)?;
+        let mut out = Vec::with_capacity(NONCE_LEN.saturating_add(sealed.len()));
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens what [`Key::seal`] made with the same associated data; `None` when the key,
+    /// the associated data or any byte differs (tampering, a wrong key, a shredded key).
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return None;
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        Aes256Gcm::new((&self.0).into())
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
+            .ok()
+    }
+
+    /// Wraps (seals) another key under this one.
+    pub fn wrap(&self, key: &Key, aad: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.seal(&key.0, aad)
+    }
+
+    /// Unwraps a key sealed by [`Key::wrap`] with the same associated data.
+    pub fn unwrap_key(&self, wrapped: &[u8], aad: &[u8]) -> Option<Key> {
+        let mut plain = self.open(wrapped, aad)?;
+        let key = Key::from_slice(&plain).ok();
+        plain.zeroize();
+        key
+    }
+
+    /// A keyed blind index of `parts`: HMAC-SHA-256 over each part with its length, under a
+    /// domain label, so that equal identifiers match without the index holding them, and
+    /// no two different part lists give the same input.
+    pub fn blind(&self, domain: &str, parts: &[&[u8]]) -> Handle {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(&(domain.len() as u64).to_be_bytes());
+        mac.update(domain.as_bytes());
+        for p in parts {
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        Handle(mac.finalize().into_bytes().into())
+    }
+}
+
+/// The opaque name of a patient, study, series or instance in the store: a keyed blind
+/// index of its identifier. Without the index key it tells nothing about the identifier.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Handle(pub [u8; 32]);
+
+impl Handle {
+    /// Lower-case hexadecimal, as used in object names.
+    pub fn hex(&self) -> String {
+        Handle::hex_of(&self.0)
+    }
+
+    /// Lower-case hexadecimal of any bytes.
+    pub fn hex_of(bytes: &[u8]) -> String {
+        use std::fmt::Write;
+        let mut s = String::with_capacity(bytes.len().saturating_mul(2));
+        for b in bytes {
+            let _ = write!(s, "{b:02x}");
+        }
+        s
+    }
+
+    /// A handle from the 32 bytes kept in the index.
+    pub fn from_slice(bytes: &[u8]) -> Result<Handle, StoreError> {
+        Ok(Handle(bytes.try_into().map_err(|_| {
+            StoreError::Corrupt("a handle is not 32 bytes".into())
+        })?))
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A prefix is enough to tell handles apart in logs.
+        write!(f, "Handle({}..)", &self.hex()[..12])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_the_same_key_and_associated_data() {
+        let k = Key::random().unwrap();
+        let s = k.seal(b"pixels", b"instance 1").unwrap();
+        assert_eq!(s.len(), 6 + SEAL_OVERHEAD);
+        assert_eq!(k.open(&s, b"instance 1").unwrap(), b"pixels");
+        assert!(
+            k.open(&s, b"instance 2").is_none(),
+            "moved to another object"
+        );
+        assert!(Key::random().unwrap().open(&s, b"instance 1").is_none());
+        for i in 0..s.len() {
+            let mut t = s.clone();
+            t[i] ^= 1;
+            assert!(k.open(&t, b"instance 1").is_none(), "bit flipped at {i}");
+        }
+        assert!(k.open(&s[..SEAL_OVERHEAD - 1], b"instance 1").is_none());
+    }
+
+    #[test]
+    fn two_seals_of_the_same_value_differ() {
+        let k = Key::random().unwrap();
+        assert_ne!(k.seal(b"x", b"").unwrap(), k.seal(b"x", b"").unwrap());
+    }
+
+    #[test]
+    fn wrapped_keys_unwrap_to_the_same_key() {
+        let kek = Key::random().unwrap();
+        let dk = Key::random().unwrap();
+        let w = kek.wrap(&dk, b"a").unwrap();
+        assert_eq!(w.len(), WRAPPED_LEN);
+        assert_eq!(kek.unwrap_key(&w, b"a").unwrap().expose(), dk.expose());
+        assert!(kek.unwrap_key(&w, b"b").is_none());
+    }
+
+    #[test]
+    fn blind_indexes_are_keyed_and_unambiguous() {
+        let k = Key::random().unwrap();
+        let a = k.blind("patient", &[b"ISSUER", b"ID"]);
+        assert_eq!(a, k.blind("patient", &[b"ISSUER", b"ID"]));
+        assert_ne!(
+            a,
+            k.blind("patient", &[b"ISSUERI", b"D"]),
+            "part boundaries count"
+        );
+        assert_ne!(a, k.blind("study", &[b"ISSUER", b"ID"]), "domains differ");
+        assert_ne!(
+            a,
+            Key::random().unwrap().blind("patient", &[b"ISSUER", b"ID"])
+        );
+    }
+
+    #[test]
+    fn keys_do_not_print() {
+        let k = Key::from_slice(&[7; 32]).unwrap();
+        assert_eq!(format!("{k:?}"), "Key(..)");
+    }
+}

@@ -1,0 +1,211 @@
+//! The index of stored objects: which object holds an instance, and the instance's sealed
+//! attributes. It holds no identifier in plaintext: patients, studies, series and
+//! instances are named by their keyed blind indexes ([`Handle`]s), and what a query needs
+//! to show is sealed under the study's key, so it is shredded with the study.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::crypto::Handle;
+use crate::StoreError;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS instance (
+    handle BLOB PRIMARY KEY,
+    study BLOB NOT NULL,
+    series BLOB NOT NULL,
+    patient BLOB NOT NULL,
+    object TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    content BLOB NOT NULL,
+    meta BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS instance_study ON instance (study, series);
+CREATE INDEX IF NOT EXISTS instance_patient ON instance (patient);
+";
+
+/// One stored instance as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// The instance (SOP Instance UID's handle).
+    pub instance: Handle,
+    /// Its study.
+    pub study: Handle,
+    /// Its series.
+    pub series: Handle,
+    /// Its patient.
+    pub patient: Handle,
+    /// The name of the object that holds it, sealed.
+    pub object: String,
+    /// Bytes of the instance (plaintext).
+    pub size: u64,
+    /// Keyed hash of the instance's bytes, to tell an identical second copy from another.
+    pub content: Handle,
+    /// Attributes sealed under the study key.
+    pub meta: Vec<u8>,
+}
+
+/// What inserting a row found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// The row is in.
+    New,
+    /// The instance was already there, with this row.
+    Exists(Box<Row>),
+}
+
+/// The SQLite index.
+pub struct Index {
+    db: Connection,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Index(..)")
+    }
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    let h = |i: usize| -> rusqlite::Result<Handle> {
+        let b: Vec<u8> = r.get(i)?;
+        Handle::from_slice(&b).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, e.into())
+        })
+    };
+    let size: i64 = r.get(5)?;
+    Ok(Row {
+        instance: h(0)?,
+        study: h(1)?,
+        series: h(2)?,
+        patient: h(3)?,
+        object: r.get(4)?,
+        size: u64::try_from(size).unwrap_or(0),
+        content: h(6)?,
+        meta: r.get(7)?,
+    })
+}
+
+const COLUMNS: &str = "handle, study, series, patient, object, size, content, meta";
+
+impl Index {
+    /// Opens (creating on first use) the index at `path`.
+    pub fn open(path: &Path) -> Result<Index, StoreError> {
+        let db = crate::sqlite::open(path)?;
+        // An acknowledged instance must survive a crash of the machine too.
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Index { db })
+    }
+
+    /// Inserts the row unless the instance is already there; then returns what is there.
+    pub fn insert(&mut self, r: &Row) -> Result<Inserted, StoreError> {
+        let tx = self.db.transaction()?;
+        let existing = tx
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM instance WHERE handle = ?1"),
+                [&r.instance.0[..]],
+                row,
+            )
+            .optional()?;
+        if let Some(e) = existing {
+            return Ok(Inserted::Exists(Box::new(e)));
+        }
+        tx.execute(
+            &format!("INSERT INTO instance ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            params![
+                &r.instance.0[..],
+                &r.study.0[..],
+                &r.series.0[..],
+                &r.patient.0[..],
+                r.object,
+                i64::try_from(r.size).map_err(|_| StoreError::TooLarge)?,
+                &r.content.0[..],
+                r.meta,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Inserted::New)
+    }
+
+    /// The row of an instance.
+    pub fn get(&self, instance: &Handle) -> Result<Option<Row>, StoreError> {
+        Ok(self
+            .db
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM instance WHERE handle = ?1"),
+                [&instance.0[..]],
+                row,
+            )
+            .optional()?)
+    }
+
+    /// The rows of a study, or of one series of it, in a stable order.
+    pub fn of_study(
+        &self,
+        study: &Handle,
+        series: Option<&Handle>,
+    ) -> Result<Vec<Row>, StoreError> {
+        let mut st;
+        let rows = match series {
+            Some(s) => {
+                st = self.db.prepare(&format!(
+                    "SELECT {COLUMNS} FROM instance WHERE study = ?1 AND series = ?2 ORDER BY handle"
+                ))?;
+                st.query_map(params![&study.0[..], &s.0[..]], row)?
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            None => {
+                st = self.db.prepare(&format!(
+                    "SELECT {COLUMNS} FROM instance WHERE study = ?1 ORDER BY series, handle"
+                ))?;
+                st.query_map([&study.0[..]], row)?
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        Ok(rows)
+    }
+
+    /// The studies of a patient.
+    pub fn studies_of(&self, patient: &Handle) -> Result<Vec<Handle>, StoreError> {
+        let mut st = self
+            .db
+            .prepare("SELECT DISTINCT study FROM instance WHERE patient = ?1")?;
+        let rows = st
+            .query_map([&patient.0[..]], |r| r.get::<_, Vec<u8>>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.iter().map(|b| Handle::from_slice(b)).collect()
+    }
+
+    /// Removes the rows of a study (or one series, or one instance of it); returns them.
+    pub fn remove(
+        &mut self,
+        study: &Handle,
+        series: Option<&Handle>,
+        instance: Option<&Handle>,
+    ) -> Result<Vec<Row>, StoreError> {
+        let gone: Vec<Row> = self
+            .of_study(study, series)?
+            .into_iter()
+            .filter(|r| instance.is_none_or(|i| *i == r.instance))
+            .collect();
+        let tx = self.db.transaction()?;
+        for r in &gone {
+            tx.execute(
+                "DELETE FROM instance WHERE handle = ?1",
+                [&r.instance.0[..]],
+            )?;
+        }
+        tx.commit()?;
+        Ok(gone)
+    }
+
+    /// Every object name the index refers to (to find objects left by a crash).
+    pub fn objects(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut st = self.db.prepare("SELECT object FROM instance")?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}

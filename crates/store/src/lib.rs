@@ -1,0 +1,600 @@
+//! `radveil-store`: the gateway's image store, where nothing identifying is on disk in
+//! plaintext.
+//!
+//! - Each stored instance is sealed (AES-256-GCM) under a data key of its own, with its
+//!   identity as associated data; the object is named by keyed handles, never by a UID.
+//! - Data keys are wrapped by their study's key, study keys by their patient's key, patient
+//!   keys by the operator's key-encryption key (KEK). All wrapped keys live in the
+//!   [`keystore`], a file kept apart from the data: deleting a study or a patient deletes its
+//!   keys, so no copy of the data (a backup taken before) opens again (crypto-shredding).
+//! - The [`index`] names everything by keyed blind indexes ([`crypto::Handle`]) and keeps
+//!   what queries show sealed under the study key.
+//! - Objects are kept through the `object_store` crate (a local folder now; S3-compatible
+//!   storage behind the same interface later).
+//!
+//! Layout of a data directory (see [`Layout`]): `index.db` (the index), `objects/` (the
+//! sealed instances), and by default `keys/keys.db` (the key store), which backups of the
+//! data must leave out for crypto-shredding to reach them.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod crypto;
+pub mod index;
+pub mod keystore;
+mod sqlite;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+pub use crypto::{Handle, Key};
+use index::{Index, Inserted, Row};
+use keystore::KeyStore;
+
+/// What can go wrong in the store. Messages name handles and files, never an identifier.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The key store does not open with the KEK given.
+    #[error("the key-encryption key does not open this key store (a different key?)")]
+    WrongKek,
+    /// The operating system's random source failed.
+    #[error("no random numbers: {0}")]
+    Random(String),
+    /// Encryption failed.
+    #[error("encryption failed")]
+    Crypto,
+    /// A stored object does not open: it was altered (or its key does not fit it).
+    #[error("stored object {0} fails its integrity check (altered or corrupt); not served")]
+    Tampered(String),
+    /// The instance, series or study is not in the store (or was deleted).
+    #[error("not found")]
+    NotFound,
+    /// A study already stored for one patient arrived for another.
+    #[error("the study is stored for another patient")]
+    StudyOfAnotherPatient,
+    /// A different object with the same SOP Instance UID is stored.
+    #[error("another object with the same SOP Instance UID is stored")]
+    Conflict,
+    /// Sizes beyond what the index records.
+    #[error("object too large")]
+    TooLarge,
+    /// A file of the store is not what it should be.
+    #[error("store is corrupt: {0}")]
+    Corrupt(String),
+    /// SQLite failed.
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// The object store failed.
+    #[error("object store: {0}")]
+    Objects(#[from] object_store::Error),
+    /// A file operation failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A blocking task did not finish (the runtime shut down).
+    #[error("internal: {0}")]
+    Join(String),
+}
+
+/// Where the parts of a store are.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The index database.
+    pub index: PathBuf,
+    /// The folder of sealed objects.
+    pub objects: PathBuf,
+    /// The key store database (keep it, and its backups, apart from the data's).
+    pub keys: PathBuf,
+}
+
+impl Layout {
+    /// The default layout under a data directory: `index.db`, `objects/`, `keys/keys.db`.
+    pub fn under(dir: &Path) -> Layout {
+        Layout {
+            index: dir.join("index.db"),
+            objects: dir.join("objects"),
+            keys: dir.join("keys").join("keys.db"),
+        }
+    }
+
+    /// Creates the folders (mode 0700) that do not exist yet.
+    pub fn create_dirs(&self) -> Result<(), StoreError> {
+        for d in [
+            self.index.parent(),
+            Some(self.objects.as_path()),
+            self.keys.parent(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !d.as_os_str().is_empty() {
+                create_private_dir(d)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn create_private_dir(d: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(d)?;
+    let meta = std::fs::symlink_metadata(d)?;
+    if !meta.is_dir() {
+        return Err(StoreError::Corrupt(format!(
+            "{} is not a directory",
+            d.display()
+        )));
+    }
+    // The mode asked for is reduced by the umask; the store's folders are private whatever
+    // the umask.
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// The identifiers of one instance, as read from it. The store keeps none of them.
+#[derive(Debug, Clone, Copy)]
+pub struct InstanceIds<'a> {
+    /// Patient ID (0010,0020).
+    pub patient_id: &'a str,
+    /// Issuer of Patient ID (0010,0021), empty when absent.
+    pub issuer: &'a str,
+    /// Study Instance UID (0020,000D).
+    pub study: &'a str,
+    /// Series Instance UID (0020,000E).
+    pub series: &'a str,
+    /// SOP Instance UID (0008,0018).
+    pub instance: &'a str,
+}
+
+/// The handles of one instance's identifiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handles {
+    /// The patient's.
+    pub patient: Handle,
+    /// The study's.
+    pub study: Handle,
+    /// The series'.
+    pub series: Handle,
+    /// The instance's.
+    pub instance: Handle,
+}
+
+/// What a store request did with an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Stored.
+    Stored,
+    /// The same bytes were already stored; nothing changed.
+    AlreadyStored,
+}
+
+/// What a deletion destroyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Deleted {
+    /// Instances removed from the index.
+    pub instances: usize,
+}
+
+/// Magic at the start of every sealed object, with the format's version.
+const OBJECT_MAGIC: &[u8; 4] = b"RVS1";
+/// Associated data of a sealed object.
+const OBJECT_AAD: &[u8] = b"radveil/object/v1";
+/// Associated data of sealed attributes.
+const META_AAD: &[u8] = b"radveil/meta/v1";
+
+struct Inner {
+    keys: Mutex<KeyStore>,
+    index: Mutex<Index>,
+    objects: Arc<dyn ObjectStore>,
+    index_key: Key,
+}
+
+/// The store: cheap to clone, shared by all requests.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store(..)")
+    }
+}
+
+/// Runs blocking database work off the async runtime's threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves SQLite's own state consistent (the transaction
+    // rolls back when dropped), so the guard is usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn object_path(study: &Handle, object: &str) -> ObjectPath {
+    ObjectPath::from(format!("{}/{object}", study.hex()))
+}
+
+fn object_aad(object: &str, h: &Handles) -> Vec<u8> {
+    let mut a = OBJECT_AAD.to_vec();
+    for p in [object.as_bytes(), &h.instance.0, &h.study.0] {
+        a.extend_from_slice(&(p.len() as u64).to_be_bytes());
+        a.extend_from_slice(p);
+    }
+    a
+}
+
+fn meta_aad(h: &Handle) -> Vec<u8> {
+    let mut a = META_AAD.to_vec();
+    a.extend_from_slice(&h.0);
+    a
+}
+
+impl Store {
+    /// Opens the store laid out as `layout` with the key-encryption key, creating what is
+    /// missing on first use.
+    pub fn open(layout: &Layout, kek: Key) -> Result<Store, StoreError> {
+        layout.create_dirs()?;
+        let keys = KeyStore::open(&layout.keys, kek)?;
+        let index = Index::open(&layout.index)?;
+        let objects = LocalFileSystem::new_with_prefix(&layout.objects)?;
+        let index_key = keys.index_key().clone();
+        Ok(Store {
+            inner: Arc::new(Inner {
+                keys: Mutex::new(keys),
+                index: Mutex::new(index),
+                objects: Arc::new(objects),
+                index_key,
+            }),
+        })
+    }
+
+    /// The handles of an instance's identifiers.
+    pub fn handles(&self, ids: &InstanceIds<'_>) -> Handles {
+        let k = &self.inner.index_key;
+        Handles {
+            patient: self.patient(ids.patient_id, ids.issuer),
+            study: k.blind("study", &[ids.study.as_bytes()]),
+            series: k.blind("series", &[ids.series.as_bytes()]),
+            instance: k.blind("instance", &[ids.instance.as_bytes()]),
+        }
+    }
+
+    /// The handle of a patient (Patient ID with its issuer).
+    pub fn patient(&self, patient_id: &str, issuer: &str) -> Handle {
+        self.inner
+            .index_key
+            .blind("patient", &[issuer.as_bytes(), patient_id.as_bytes()])
+    }
+
+    /// The handle of a study, series or instance UID at that level.
+    pub fn uid(&self, level: Level, uid: &str) -> Handle {
+        self.inner
+            .index_key
+            .blind(level.domain(), &[uid.as_bytes()])
+    }
+
+    /// Stores one instance (`bytes`, its Part 10 file) with attributes for the index
+    /// (`meta`, sealed under the study key). Acknowledge only after this returns `Ok`: the
+    /// object, its key and its index row are then durable. A second copy of a stored
+    /// instance is [`PutOutcome::AlreadyStored`] when identical and [`StoreError::Conflict`]
+    /// otherwise.
+    pub async fn put(
+        &self,
+        ids: &InstanceIds<'_>,
+        bytes: Bytes,
+        meta: &[u8],
+    ) -> Result<PutOutcome, StoreError> {
+        let h = self.handles(ids);
+        let content = self.inner.index_key.blind("content", &[&bytes]);
+        // A quick answer for a copy already stored; the insert below decides races.
+        let inner = self.inner.clone();
+        let existing = blocking(move || lock(&inner.index).get(&h.instance)).await?;
+        if let Some(e) = existing {
+            return if e.content == content {
+                Ok(PutOutcome::AlreadyStored)
+            } else {
+                Err(StoreError::Conflict)
+            };
+        }
+        // A fresh name for this attempt: objects of attempts that failed half-way never
+        // collide with it.
+        let mut suffix = [0u8; 8];
+        getrandom::getrandom(&mut suffix).map_err(|e| StoreError::Random(e.to_string()))?;
+        let object = format!("{}.{}", h.instance.hex(), Handle::hex_of(&suffix));
+        let inner = self.inner.clone();
+        let obj = object.clone();
+        let (data_key, study_key) = blocking(move || {
+            let mut ks = lock(&inner.keys);
+            let sk = ks.study_key_or_create(&h.patient, &h.study)?;
+            let dk = ks.new_data_key(&sk, &h.study, &h.instance, &obj)?;
+            Ok((dk, sk))
+        })
+        .await?;
+        let mut sealed = OBJECT_MAGIC.to_vec();
+        sealed.extend_from_slice(&data_key.seal(&bytes, &object_aad(&object, &h))?);
+        drop(data_key);
+        let path = object_path(&h.study, &object);
+        self.inner
+            .objects
+            .put_opts(
+                &path,
+                PutPayload::from(sealed),
+                PutOptions::from(PutMode::Create),
+            )
+            .await?;
+        let row = Row {
+            instance: h.instance,
+            study: h.study,
+            series: h.series,
+            patient: h.patient,
+            object: object.clone(),
+            size: bytes.len() as u64,
+            content,
+            meta: study_key.seal(meta, &meta_aad(&h.instance))?,
+        };
+        let inner = self.inner.clone();
+        let inserted = blocking(move || lock(&inner.index).insert(&row)).await?;
+        match inserted {
+            Inserted::New => Ok(PutOutcome::Stored),
+            Inserted::Exists(e) => {
+                // Another request stored the instance meanwhile: ours goes.
+                self.discard(&h.study, &object).await;
+                if e.content == content {
+                    Ok(PutOutcome::AlreadyStored)
+                } else {
+                    Err(StoreError::Conflict)
+                }
+            }
+        }
+    }
+
+    /// Removes an object and its key after a failed or superseded attempt (best effort:
+    /// without its key the object does not open anyway).
+    async fn discard(&self, study: &Handle, object: &str) {
+        let inner = self.inner.clone();
+        let obj = object.to_string();
+        let _ = blocking(move || lock(&inner.keys).shred_object(&obj)).await;
+        let _ = self.inner.objects.delete(&object_path(study, object)).await;
+    }
+
+    /// The index row of an instance, checked to belong to the study (and series) named.
+    async fn row(
+        &self,
+        study: Handle,
+        series: Option<Handle>,
+        instance: Handle,
+    ) -> Result<Row, StoreError> {
+        let inner = self.inner.clone();
+        let row = blocking(move || lock(&inner.index).get(&instance)).await?;
+        match row {
+            Some(r) if r.study == study && series.is_none_or(|s| s == r.series) => Ok(r),
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    /// The bytes of a stored instance, opened and checked; an altered object is
+    /// [`StoreError::Tampered`] and never returned.
+    pub async fn get(
+        &self,
+        study: Handle,
+        series: Option<Handle>,
+        instance: Handle,
+    ) -> Result<Vec<u8>, StoreError> {
+        let r = self.row(study, series, instance).await?;
+        self.open_row(&r).await
+    }
+
+    /// Opens the object of an index row.
+    pub async fn open_row(&self, r: &Row) -> Result<Vec<u8>, StoreError> {
+        let inner = self.inner.clone();
+        let (study, instance, object) = (r.study, r.instance, r.object.clone());
+        let data_key = blocking(move || {
+            let mut ks = lock(&inner.keys);
+            let Some(sk) = ks.study_key(&study)? else {
+                return Ok(None);
+            };
+            ks.data_key(&sk, &study, &instance, &object)
+        })
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let sealed = match self
+            .inner
+            .objects
+            .get(&object_path(&r.study, &r.object))
+            .await
+        {
+            Ok(g) => g.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::Tampered(r.object.clone()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let h = Handles {
+            patient: r.patient,
+            study: r.study,
+            series: r.series,
+            instance: r.instance,
+        };
+        sealed
+            .strip_prefix(OBJECT_MAGIC)
+            .and_then(|s| data_key.open(s, &object_aad(&r.object, &h)))
+            .filter(|plain| plain.len() as u64 == r.size)
+            .ok_or_else(|| StoreError::Tampered(r.object.clone()))
+    }
+
+    /// The index rows of a study (or one of its series), in a stable order.
+    pub async fn rows(
+        &self,
+        study: Handle,
+        series: Option<Handle>,
+    ) -> Result<Vec<Row>, StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || lock(&inner.index).of_study(&study, series.as_ref())).await
+    }
+
+    /// The attributes kept for an instance's index row, opened with the study key.
+    pub async fn meta(&self, r: &Row) -> Result<Vec<u8>, StoreError> {
+        let inner = self.inner.clone();
+        let study = r.study;
+        let sk = blocking(move || lock(&inner.keys).study_key(&study))
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        sk.open(&r.meta, &meta_aad(&r.instance))
+            .ok_or_else(|| StoreError::Tampered(format!("index row of {}", r.object)))
+    }
+
+    /// Deletes a study: its keys are destroyed first (crypto-shredding), then its index rows
+    /// and objects.
+    pub async fn delete_study(&self, study: Handle) -> Result<Deleted, StoreError> {
+        let inner = self.inner.clone();
+        let had_key = blocking(move || lock(&inner.keys).shred_study(&study)).await?;
+        let gone = self.remove_rows(study, None, None).await?;
+        if !had_key && gone == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(Deleted { instances: gone })
+    }
+
+    /// Deletes a series: the data keys of its instances are destroyed, then their index
+    /// rows and objects.
+    pub async fn delete_series(
+        &self,
+        study: Handle,
+        series: Handle,
+    ) -> Result<Deleted, StoreError> {
+        self.delete_instances(study, Some(series), None).await
+    }
+
+    /// Deletes one instance: its data keys are destroyed, then its index row and object.
+    pub async fn delete_instance(
+        &self,
+        study: Handle,
+        series: Option<Handle>,
+        instance: Handle,
+    ) -> Result<Deleted, StoreError> {
+        self.delete_instances(study, series, Some(instance)).await
+    }
+
+    async fn delete_instances(
+        &self,
+        study: Handle,
+        series: Option<Handle>,
+        instance: Option<Handle>,
+    ) -> Result<Deleted, StoreError> {
+        let rows: Vec<Row> = self
+            .rows(study, series)
+            .await?
+            .into_iter()
+            .filter(|r| instance.is_none_or(|i| i == r.instance))
+            .collect();
+        if rows.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        let inner = self.inner.clone();
+        let handles: Vec<Handle> = rows.iter().map(|r| r.instance).collect();
+        blocking(move || {
+            let mut ks = lock(&inner.keys);
+            for h in &handles {
+                ks.shred_instance(h)?;
+            }
+            Ok(())
+        })
+        .await?;
+        let gone = self.remove_rows(study, series, instance).await?;
+        Ok(Deleted { instances: gone })
+    }
+
+    /// Deletes every study of a patient and the patient's key.
+    pub async fn delete_patient(&self, patient: Handle) -> Result<Deleted, StoreError> {
+        let inner = self.inner.clone();
+        let (shredded, indexed) = blocking(move || {
+            let shredded = lock(&inner.keys).shred_patient(&patient)?;
+            let indexed = lock(&inner.index).studies_of(&patient)?;
+            Ok((shredded, indexed))
+        })
+        .await?;
+        let mut studies: Vec<Handle> = shredded.into_iter().chain(indexed).collect();
+        studies.sort();
+        studies.dedup();
+        if studies.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        let mut d = Deleted::default();
+        for s in studies {
+            d.instances = d
+                .instances
+                .saturating_add(self.remove_rows(s, None, None).await?);
+        }
+        Ok(d)
+    }
+
+    /// Removes index rows (after their keys are gone) and then their objects.
+    async fn remove_rows(
+        &self,
+        study: Handle,
+        series: Option<Handle>,
+        instance: Option<Handle>,
+    ) -> Result<usize, StoreError> {
+        let inner = self.inner.clone();
+        let gone =
+            blocking(move || lock(&inner.index).remove(&study, series.as_ref(), instance.as_ref()))
+                .await?;
+        for r in &gone {
+            match self
+                .inner
+                .objects
+                .delete(&object_path(&r.study, &r.object))
+                .await
+            {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(gone.len())
+    }
+}
+
+/// A level of the DICOM information model, for handles of UIDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Study Instance UID.
+    Study,
+    /// Series Instance UID.
+    Series,
+    /// SOP Instance UID.
+    Instance,
+}
+
+impl Level {
+    fn domain(self) -> &'static str {
+        match self {
+            Level::Study => "study",
+            Level::Series => "series",
+            Level::Instance => "instance",
+        }
+    }
+}
+
+/// Re-wraps a key store's keys under a new KEK (`radveil keys rotate`): nothing else is
+/// re-encrypted. Returns the number of patient keys re-wrapped.
+pub fn rotate_kek(layout: &Layout, old: Key, new: Key) -> Result<usize, StoreError> {
+    KeyStore::open(&layout.keys, old)?.rotate(new)
+}
+
+#[cfg(test)]
+mod tests;
