@@ -1,29 +1,7 @@
 //! Date arithmetic for the Retain Longitudinal Temporal Information with Modified Dates
 //! option: DA and DT values shifted by whole days, keeping their precision.
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719468;
-    let era = if z >= 0 { z } else { z - 146096 } / 146097;
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+use radveil_standard::civil;
 
 fn digits(s: &str) -> Option<i64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -32,20 +10,19 @@ fn digits(s: &str) -> Option<i64> {
     s.parse().ok()
 }
 
-fn days_in_month(y: i64, m: i64) -> i64 {
-    let next = if m == 12 {
-        days_from_civil(y + 1, 1, 1)
-    } else {
-        days_from_civil(y, m + 1, 1)
-    };
-    next - days_from_civil(y, m, 1)
-}
-
 /// Whether year, month and day name a day of the proleptic Gregorian calendar (years 0 to
 /// 9999, the range DA can write). The one civil-date check of the crate: date shifts and the
 /// validation of kept dates both use it.
 pub fn is_valid_date(y: i64, m: i64, d: i64) -> bool {
-    (0..=9999).contains(&y) && (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m)
+    day_number(y, m, d).is_some()
+}
+
+/// Days since 1970-01-01 of a date [`is_valid_date`] accepts.
+fn day_number(y: i64, m: i64, d: i64) -> Option<i64> {
+    if !(0..=9999).contains(&y) {
+        return None;
+    }
+    civil::days_from_civil(y, u32::try_from(m).ok()?, u32::try_from(d).ok()?)
 }
 
 /// Shifts one DA value (`YYYYMMDD`, or the ACR-NEMA `YYYY.MM.DD`) by `days`. `None` when the
@@ -55,11 +32,13 @@ pub fn shift_da(value: &str, days: i64) -> Option<String> {
     if v.len() != 8 {
         return None;
     }
-    let (y, m, d) = (digits(&v[..4])?, digits(&v[4..6])?, digits(&v[6..8])?);
-    if !is_valid_date(y, m, d) {
-        return None;
-    }
-    let (y2, m2, d2) = civil_from_days(days_from_civil(y, m, d) + days);
+    // `get`: eight bytes need not split into ASCII digits at 4 and 6.
+    let (y, m, d) = (
+        digits(v.get(..4)?)?,
+        digits(v.get(4..6)?)?,
+        digits(v.get(6..8)?)?,
+    );
+    let (y2, m2, d2) = civil::civil_from_days(day_number(y, m, d)?.checked_add(days)?)?;
     if !(0..=9999).contains(&y2) {
         return None;
     }
@@ -104,6 +83,24 @@ mod tests {
         }
     }
 
+    /// Shifts that leave DA's years 0-9999, by any number of days, are refused (no
+    /// overflow however large the shift).
+    #[test]
+    fn shifts_out_of_range_are_refused() {
+        // Not ASCII: eight bytes, but no digit boundary at 4 or 6.
+        for v in ["123\u{e9}567", "12345\u{e9}7", "\u{e9}\u{e9}\u{e9}\u{e9}"] {
+            assert_eq!(v.len(), 8);
+            assert_eq!(shift_da(v, 1), None, "{v}");
+        }
+        assert_eq!(shift_da("00000101", -1), None);
+        assert_eq!(shift_da("99991231", 1), None);
+        assert_eq!(shift_da("00000101", 0).unwrap(), "00000101");
+        for days in [i64::MIN, i64::MIN + 1, i64::MAX, 1 << 62, -(1 << 62)] {
+            assert_eq!(shift_da("20240229", days), None, "{days}");
+            assert_eq!(shift_dt("2024", days), None, "{days}");
+        }
+    }
+
     #[test]
     fn datetimes_keep_time_and_precision() {
         assert_eq!(
@@ -116,16 +113,17 @@ mod tests {
 
     #[test]
     fn interval_is_preserved() {
-        let a = days_from_civil(2020, 5, 17);
-        let b = days_from_civil(2021, 2, 3);
+        let a = day_number(2020, 5, 17).unwrap();
+        let b = day_number(2021, 2, 3).unwrap();
         let sa = shift_da("20200517", -777).unwrap();
         let sb = shift_da("20210203", -777).unwrap();
         let parse = |s: &str| {
-            days_from_civil(
+            day_number(
                 s[..4].parse().unwrap(),
                 s[4..6].parse().unwrap(),
                 s[6..].parse().unwrap(),
             )
+            .unwrap()
         };
         assert_eq!(parse(&sb) - parse(&sa), b - a);
     }

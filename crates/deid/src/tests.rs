@@ -347,6 +347,29 @@ fn retain_patient_characteristics() {
     assert_eq!(kept.string(tags::PATIENT_SEX).unwrap(), "F");
 }
 
+/// A DA value of eight bytes that are not eight ASCII digits (a UTF-8 character, or bytes
+/// that are not UTF-8, across the year/month boundary) is emptied when dates are shifted:
+/// never a panic.
+#[test]
+fn modified_dates_that_are_not_ascii_are_emptied() {
+    let d = deid_with(&[ProfileOption::RetainLongModifiedDates]);
+    for value in [&b"123\xC3\xA9567"[..], b"12\xFF\xFF567", b"12345\xFF78"] {
+        let mut ds = ct();
+        ds.put(Element {
+            tag: tags::STUDY_DATE,
+            vr: Vr::DA,
+            value: Value::Bytes(Cow::Owned(value.to_vec())),
+        });
+        let (_, out) = run(&d, &ds);
+        assert!(
+            out.get(tags::STUDY_DATE)
+                .and_then(|e| e.bytes())
+                .is_none_or(|b| b.is_empty()),
+            "{value:?}"
+        );
+    }
+}
+
 #[test]
 fn full_dates_are_kept_and_modified_dates_shifted_per_patient() {
     let (_, full) = run(&deid_with(&[ProfileOption::RetainLongFullDates]), &ct());

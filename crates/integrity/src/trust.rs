@@ -331,35 +331,55 @@ fn issued_by(cert: &Certificate, anchor: &Certificate) -> bool {
     public.verify_digest(mac, &mac.digest(&tbs), sig)
 }
 
-/// Parses a DICOM DT (`YYYYMMDDHHMMSS[.F][+/-ZZZZ]`) into Unix seconds.
+/// Parses a DICOM DT with at least a full date (`YYYYMMDD[HH[MM[SS[.F]]]][&ZZXX]`, PS3.5
+/// Table 6.2-1) into Unix seconds; `None` unless it names a real date and time. Missing
+/// time fields are zero; the fraction is ignored; no offset is UTC.
 pub fn parse_dt(dt: &str) -> Option<i64> {
     let dt = dt.trim();
-    let digits = |a: usize, b: usize| -> Option<i64> { dt.get(a..b)?.parse().ok() };
-    let (y, mo, d) = (digits(0, 4)?, digits(4, 6)?, digits(6, 8)?);
-    let (h, mi, s) = (
-        digits(8, 10).unwrap_or(0),
-        digits(10, 12).unwrap_or(0),
-        digits(12, 14).unwrap_or(0),
-    );
-    let offset = dt
-        .rfind(['+', '-'])
-        .filter(|&i| i >= 8)
-        .and_then(|i| {
-            let sign = if dt.as_bytes()[i] == b'-' { -1 } else { 1 };
-            let hh: i64 = dt.get(i + 1..i + 3)?.parse().ok()?;
-            let mm: i64 = dt.get(i + 3..i + 5)?.parse().ok()?;
-            Some(sign * (hh * 3600 + mm * 60))
-        })
-        .unwrap_or(0);
-    // Days since 1970-01-01 (H. Hinnant's algorithm).
-    let yy = if mo <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + s - offset)
+    // The offset, if any, follows the last sign after the date.
+    let (body, offset) = match dt.rfind(['+', '-']).filter(|&i| i >= 8) {
+        Some(i) => {
+            let zone = dt.get(i + 1..)?;
+            let (hh, mm) = (number(zone.get(..2)?)?, number(zone.get(2..)?)?);
+            if zone.len() != 4 || hh > 14 || mm > 59 {
+                return None;
+            }
+            let zone = i64::from(hh * 3600 + mm * 60);
+            (
+                &dt[..i],
+                if dt.as_bytes()[i] == b'-' {
+                    -zone
+                } else {
+                    zone
+                },
+            )
+        }
+        None => (dt, 0),
+    };
+    let body = body
+        .split_once('.')
+        .map_or(body, |(whole, _fraction)| whole);
+    if !body.is_ascii() || !(8..=14).contains(&body.len()) || body.len() % 2 == 1 {
+        return None;
+    }
+    let field = |at: usize| body.get(at..at + 2).map_or(Some(0), number);
+    let time = radveil_standard::civil::DateTime {
+        year: i64::from(number(body.get(..4)?)?),
+        month: field(4)?,
+        day: field(6)?,
+        hour: field(8)?,
+        minute: field(10)?,
+        second: field(12)?,
+    };
+    time.unix_seconds()?.checked_sub(offset)
+}
+
+/// A number written in ASCII digits only (no sign, no space).
+fn number(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 #[cfg(test)]
@@ -480,6 +500,51 @@ mod tests {
         assert_eq!(parse_dt("19700101000000"), Some(0));
         assert_eq!(parse_dt("20261123123806.660693+0000"), Some(1_795_437_486));
         assert_eq!(parse_dt("20261123133806+0100"), Some(1_795_437_486));
+        assert_eq!(parse_dt("20261123073806-0500"), Some(1_795_437_486));
+        assert_eq!(parse_dt(" 20261123123806 "), Some(1_795_437_486));
         assert_eq!(parse_dt("nonsense"), None);
+    }
+
+    /// Time fields are read where they are, not from the offset: a DT without its time is
+    /// midnight in its zone.
+    #[test]
+    fn datetimes_with_fewer_time_fields() {
+        let midnight = 1_795_437_486 - (12 * 3600 + 38 * 60 + 6);
+        assert_eq!(parse_dt("20261123"), Some(midnight));
+        assert_eq!(parse_dt("20261123+0100"), Some(midnight - 3600));
+        assert_eq!(
+            parse_dt("2026112312-0030"),
+            Some(midnight + 12 * 3600 + 1800)
+        );
+        assert_eq!(
+            parse_dt("202611231238"),
+            Some(midnight + 12 * 3600 + 38 * 60)
+        );
+    }
+
+    /// A DT that names no real time is not a time: the caller falls back to now.
+    #[test]
+    fn invalid_datetimes_are_refused() {
+        for dt in [
+            "20261301000000",
+            "20260230000000",
+            "20261100000000",
+            "20261123240000",
+            "20261123006000",
+            "20261123000061",
+            "-0010101000000",
+            "+0260101000000",
+            "2026112",
+            "202611231",
+            "20261123123806123",
+            "20261123123806+01",
+            "20261123123806+1500",
+            "20261123123806+01\u{e9}",
+            "2026\u{e9}1123",
+            "202611231\u{e9}1",
+            "",
+        ] {
+            assert_eq!(parse_dt(dt), None, "{dt}");
+        }
     }
 }

@@ -150,22 +150,10 @@ pub fn rfc3339_now() -> String {
 
 /// A Unix time as RFC 3339 UTC, to the second.
 pub fn rfc3339_at(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let t = radveil_standard::civil::DateTime::from_unix_seconds(secs);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
 }
 
@@ -933,6 +921,11 @@ mod tests {
         assert_eq!(rfc3339_at(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339_at(1_795_437_486), "2026-11-23T12:38:06Z");
         assert_eq!(rfc3339_at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_at(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339_at(-62_167_219_200), "0000-01-01T00:00:00Z");
+        // Every i64 has a time, even far outside RFC 3339's years.
+        assert_eq!(rfc3339_at(i64::MAX), "292277026596-12-04T15:30:07Z");
+        assert_eq!(rfc3339_at(i64::MIN), "-292277022657-01-27T08:29:52Z");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 #[allow(missing_docs)]
 pub mod generated;
 
+pub mod civil;
 pub mod tags;
 
 pub use generated::ANNEX_E_REVISION;
