@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use libfuzzer_sys::fuzz_target;
 use radveil_part10::{DataSet, Element, Encoding, MemoryBudget, Value, Vr};
 use radveil_pixeldata::codec::{decode, dimensions, Codec};
+use radveil_standard::tags;
 
 fuzz_target!(|data: &[u8]| {
     let budget = MemoryBudget::new(64 << 20);
@@ -38,12 +39,19 @@ fuzz_target!(|data: &[u8]| {
         vr: Vr::US,
         value: Value::Bytes(Cow::Owned(v.to_le_bytes().to_vec())),
     };
-    ds.put(us(0x0028_0010, u16_at(0)));
-    ds.put(us(0x0028_0011, u16_at(2)));
-    ds.put(us(0x0028_0100, [1, 8, 16, 32][head[4] as usize % 4]));
-    ds.put(us(0x0028_0002, 1 + u16::from(head[5] % 3)));
-    ds.put(us(0x0028_0006, u16::from(head[5] >> 7)));
-    ds.put(Element::text(0x0028_0008, Vr::IS, &u16_at(6).to_string()));
+    ds.put(us(tags::ROWS, u16_at(0)));
+    ds.put(us(tags::COLUMNS, u16_at(2)));
+    ds.put(us(
+        tags::BITS_ALLOCATED,
+        [1, 8, 16, 32][head[4] as usize % 4],
+    ));
+    ds.put(us(tags::SAMPLES_PER_PIXEL, 1 + u16::from(head[5] % 3)));
+    ds.put(us(tags::PLANAR_CONFIGURATION, u16::from(head[5] >> 7)));
+    ds.put(Element::text(
+        tags::NUMBER_OF_FRAMES,
+        Vr::IS,
+        &u16_at(6).to_string(),
+    ));
     for (ts, value) in [
         (
             "1.2.840.10008.1.2.5",
