@@ -12,10 +12,15 @@
 //! ECDSA signature (DER, possibly padded to even length) is first cut to its DER length.
 
 use cms::cert::CertificateChoices;
+use cms::content_info::CmsVersion;
 use cms::content_info::ContentInfo;
-use cms::signed_data::{SignedData, SignerIdentifier, SignerInfo};
+use cms::revocation::RevocationInfoChoice;
+use cms::signed_data::{EncapsulatedContentInfo, SignerIdentifier, SignerInfo};
 use der::asn1::{Int, ObjectIdentifier, OctetString};
-use der::{Decode, Encode, Sequence};
+use der::{
+    Decode, DecodeValue, Encode, EncodeValue, FixedTag, Header, Length, Reader, Sequence, Tag,
+    Writer,
+};
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 use x509_tsp::{MessageImprint, TimeStampReq, TspVersion, TstInfo};
@@ -302,10 +307,61 @@ fn check_imprint(info: &TstInfo, imprinted: &[u8]) -> Result<(), TimestampError>
     Ok(())
 }
 
+/// The elements of a SET OF as they come, in their order, duplicates included: what CMS
+/// accepts as input (RFC 5652 §5.1 decodes BER, and real TSAs send DER sets with repeated
+/// members), where `der::asn1::SetOfVec` refuses a repeated member.
+#[derive(Debug, Clone)]
+struct SetOfAny<T>(Vec<T>);
+
+impl<T> FixedTag for SetOfAny<T> {
+    const TAG: Tag = Tag::Set;
+}
+
+impl<'a, T: Decode<'a>> DecodeValue<'a> for SetOfAny<T> {
+    fn decode_value<R: Reader<'a>>(reader: &mut R, header: Header) -> der::Result<Self> {
+        reader.read_nested(header.length, |reader| {
+            let mut items = Vec::new();
+            while !reader.is_finished() {
+                items.push(T::decode(reader)?);
+            }
+            Ok(SetOfAny(items))
+        })
+    }
+}
+
+impl<T: Encode> EncodeValue for SetOfAny<T> {
+    fn value_len(&self) -> der::Result<Length> {
+        self.0
+            .iter()
+            .try_fold(Length::ZERO, |len, item| len + item.encoded_len()?)
+    }
+
+    fn encode_value(&self, writer: &mut impl Writer) -> der::Result<()> {
+        self.0.iter().try_for_each(|item| item.encode(writer))
+    }
+}
+
+/// CMS SignedData (RFC 5652 §5.1) as a timestamp token holds it. The same fields as
+/// `cms::signed_data::SignedData`, but its SET OFs accept repeated members: `openssl ts`
+/// lists the TSA's certificate twice when its `certs` file holds it too.
+#[derive(Debug, Clone, Sequence)]
+struct TokenSignedData {
+    version: CmsVersion,
+    digest_algorithms: SetOfAny<AlgorithmIdentifierOwned>,
+    encap_content_info: EncapsulatedContentInfo,
+    #[asn1(context_specific = "0", tag_mode = "IMPLICIT", optional = "true")]
+    certificates: Option<SetOfAny<CertificateChoices>>,
+    #[asn1(context_specific = "1", tag_mode = "IMPLICIT", optional = "true")]
+    crls: Option<SetOfAny<RevocationInfoChoice>>,
+    signer_infos: SetOfAny<SignerInfo>,
+}
+
 /// A parsed timestamp token: the CMS SignedData and its TSTInfo.
 #[derive(Debug, Clone)]
 pub struct Token {
-    signed: SignedData,
+    signer_infos: Vec<SignerInfo>,
+    /// The X.509 certificates the token carries, each once (in DER order).
+    certificates: Vec<Certificate>,
     econtent: Vec<u8>,
     /// The TSTInfo.
     pub info: TstInfo,
@@ -320,7 +376,7 @@ impl Token {
                 "the token is not CMS SignedData".into(),
             ));
         }
-        let signed: SignedData = ci
+        let signed: TokenSignedData = ci
             .content
             .decode_as()
             .map_err(|e| malformed("token SignedData", e))?;
@@ -343,8 +399,22 @@ impl Token {
                 "unsupported TSTInfo version".into(),
             ));
         }
+        // Repeated certificates are harmless but kept once, so whatever searches them does
+        // not repeat its work. Their DER is sorted (as DER orders a SET OF), then deduplicated.
+        let mut certificates: Vec<(Vec<u8>, Certificate)> = Vec::new();
+        for choice in signed.certificates.map(|set| set.0).unwrap_or_default() {
+            if let CertificateChoices::Certificate(c) = choice {
+                certificates.push((
+                    c.to_der().map_err(|e| malformed("token certificate", e))?,
+                    c,
+                ));
+            }
+        }
+        certificates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        certificates.dedup_by(|a, b| a.0 == b.0);
         Ok(Token {
-            signed,
+            signer_infos: signed.signer_infos.0,
+            certificates: certificates.into_iter().map(|(_, c)| c).collect(),
             econtent,
             info,
         })
@@ -381,18 +451,14 @@ impl Token {
     /// `imprinted`. Returns the TSA certificate.
     pub fn verify(&self, imprinted: &[u8], extra: &[Certificate]) -> Result<Certificate, String> {
         check_imprint(&self.info, imprinted).map_err(|e| e.to_string())?;
-        let mut infos = self.signed.signer_infos.0.iter();
+        let mut infos = self.signer_infos.iter();
         let si = match (infos.next(), infos.next()) {
             (Some(si), None) => si,
             _ => return Err("a timestamp token must have exactly one signer".into()),
         };
-        let embedded = self.signed.certificates.iter().flat_map(|set| {
-            set.0.iter().filter_map(|c| match c {
-                CertificateChoices::Certificate(c) => Some(c),
-                _ => None,
-            })
-        });
-        let tsa = embedded
+        let tsa = self
+            .certificates
+            .iter()
             .chain(extra.iter())
             .find(|c| identifies(&si.sid, c))
             .cloned()
@@ -665,6 +731,37 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// `openssl ts -reply` lists the TSA's certificate twice when its `certs` file holds it
+    /// too (see testdata/README.md). CMS permits that; the token is accepted and verifies,
+    /// and its certificates are kept once each.
+    #[test]
+    fn a_token_listing_its_certificate_twice_is_accepted() {
+        const STAMPED: &[u8] = b"radveil duplicate certificate regression";
+        let reply = include_bytes!("testdata/duplicate-certificate.tsr");
+        let query = parse_query(include_bytes!("testdata/duplicate-certificate.tsq")).unwrap();
+        let token = token_from_reply(reply, Some(&query), Some(STAMPED)).unwrap();
+        let parsed = Token::parse(&token).unwrap();
+        let tsa = parsed.verify(STAMPED, &[]).unwrap();
+        assert_eq!(
+            tsa.tbs_certificate.subject.to_string(),
+            "CN=radveil test TSA"
+        );
+        assert_eq!(
+            parsed.certificates.len(),
+            2,
+            "the TSA's and its CA's, once each"
+        );
+        let report = check(CMS_TSP, &token, STAMPED, &[]);
+        assert_eq!(report.outcome, TimestampOutcome::Valid);
+        let mut trust = TrustStore::default();
+        trust
+            .add(include_bytes!("testdata/duplicate-certificate-ca.pem"))
+            .unwrap();
+        let mut report = report;
+        report.check_trust(&trust);
+        assert_eq!(report.outcome, TimestampOutcome::Valid);
     }
 
     #[test]
