@@ -138,7 +138,7 @@ fn every_basic_profile_row_gets_its_action() {
         };
         let vr = entry.vr;
         if !vr.is_text()
-            || row.tag >> 16 == 0x0002
+            || row.tag >> 16 == part10::FILE_META_GROUP
             || matches!(
                 row.tag,
                 tags::SOP_CLASS_UID
@@ -782,7 +782,11 @@ fn bad_input_is_an_error() {
 fn plantable() -> Vec<(u32, Vr)> {
     let mut v: Vec<(u32, Vr)> = standard::generated::PROFILE
         .iter()
-        .filter(|r| r.mask == u32::MAX && r.basic != BasicAction::K && r.tag >> 16 != 0x0002)
+        .filter(|r| {
+            r.mask == u32::MAX
+                && r.basic != BasicAction::K
+                && r.tag >> 16 != part10::FILE_META_GROUP
+        })
         .filter_map(|r| {
             let e = standard::dictionary_entry(r.tag)?;
             matches!(
@@ -1159,7 +1163,7 @@ fn no_error_message_quotes_a_value() {
     let d = deid_with(&[]);
     let mut tags: Vec<(u32, Vr)> = standard::generated::DICTIONARY
         .iter()
-        .filter(|e| e.mask == u32::MAX && e.tag >> 16 != 0x0002 && e.vr != Vr::SQ)
+        .filter(|e| e.mask == u32::MAX && e.tag >> 16 != part10::FILE_META_GROUP && e.vr != Vr::SQ)
         .map(|e| (e.tag, e.vr))
         .step_by(7)
         .collect();

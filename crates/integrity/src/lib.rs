@@ -48,16 +48,20 @@ pub enum SignatureError {
     Malformed(String),
 }
 
+/// The first group a signature may cover: groups 0000-0006 (command, file meta, directory)
+/// are not part of a data set that is signed (PS3.3 C.12.1.1.3.1.1).
+const FIRST_SIGNABLE_GROUP: u32 = 0x0008;
+
 /// Whether a tag may be covered by a signature at all (PS3.3 C.12.1.1.3.1.1).
 pub fn signable(tag: u32) -> bool {
     let group = tag >> 16;
-    !(group < 0x0008
+    !(group < FIRST_SIGNABLE_GROUP
         || tag & 0xFFFF == 0
         || tag == tags::LENGTH_TO_END
-        || group == 0xFFFA
+        || group == DIGITAL_SIGNATURES_SEQUENCE >> 16
         || tag == MAC_PARAMETERS_SEQUENCE
         || tag == tags::DATA_SET_TRAILING_PADDING
-        || group == 0xFFFE)
+        || group == radveil_part10::ITEM_GROUP)
 }
 
 fn contains_un(el: &Element<'_>) -> bool {

@@ -40,6 +40,12 @@ pub const ITEM: u32 = 0xFFFE_E000;
 pub const ITEM_DELIMITATION: u32 = 0xFFFE_E00D;
 /// Tag of Sequence Delimitation Item (FFFE,E0DD).
 pub const SEQUENCE_DELIMITATION: u32 = 0xFFFE_E0DD;
+/// The group (`tag >> 16`) of the item and delimitation tags (FFFE,eeee): not attributes,
+/// never in a data set, always with an implicit VR (PS3.5 §7.5).
+pub const ITEM_GROUP: u32 = 0xFFFE;
+/// The group (`tag >> 16`) of the File Meta Information (0002,eeee), always Explicit VR
+/// Little Endian (PS3.10 §7.1).
+pub const FILE_META_GROUP: u32 = 0x0002;
 /// Tag of Pixel Data (7FE0,0010); the same as `radveil_standard::tags::PIXEL_DATA`.
 pub const PIXEL_DATA: u32 = tags::PIXEL_DATA;
 /// Undefined length (PS3.5 §7.1.1).
@@ -358,7 +364,7 @@ pub fn read_file_meta(file: &[u8]) -> Result<FileMeta<'_>> {
     };
     let mut meta = DataSet::default();
     while r.left() >= 8 {
-        if r.u16_at(r.pos)? != 0x0002 {
+        if u32::from(r.u16_at(r.pos)?) != FILE_META_GROUP {
             break;
         }
         r.charge.element()?;
@@ -549,7 +555,7 @@ pub fn trailing_pixel_data(prefix: &[u8], file_len: u64) -> Option<usize> {
                 .checked_add(u64::from(len))?;
             return (end == file_len).then_some(start);
         }
-        if tag > PIXEL_DATA || tag >> 16 == 0xFFFE {
+        if tag > PIXEL_DATA || tag >> 16 == ITEM_GROUP {
             return None;
         }
         r.charge.element().ok()?;
@@ -851,7 +857,7 @@ impl<'a> Reader<'a, '_, '_, '_> {
                 self.skip(8, "sequence delimitation")?;
                 continue;
             }
-            if tag >> 16 == 0xFFFE {
+            if tag >> 16 == ITEM_GROUP {
                 return Err(Error::Malformed {
                     offset: self.pos,
                     what: format!("unexpected delimiter {} in a data set", tag_name(tag)),
@@ -875,7 +881,7 @@ impl<'a> Reader<'a, '_, '_, '_> {
         let start = self.pos;
         self.need(8, "element header")?;
         let tag = self.tag_at(start)?;
-        let (vr, len, header) = if self.enc == Encoding::ImplicitLittle || tag >> 16 == 0xFFFE {
+        let (vr, len, header) = if self.enc == Encoding::ImplicitLittle || tag >> 16 == ITEM_GROUP {
             let vr = implicit_vr(tag);
             (vr, self.u32_at(start.saturating_add(4))?, 8)
         } else {
@@ -1040,7 +1046,7 @@ impl<'a> Reader<'a, '_, '_, '_> {
 pub fn implicit_vr(tag: u32) -> Vr {
     let group = tag >> 16;
     let element = tag & 0xFFFF;
-    if group == 0xFFFE {
+    if group == ITEM_GROUP {
         return Vr::UN;
     }
     if element == 0 {
@@ -1167,7 +1173,7 @@ impl<'a> Sink<'a> for Encoded<'a> {
 /// are left out, since they would be stale.
 pub fn write_dataset<'a>(ds: &DataSet<'a>, enc: Encoding, out: &mut impl Sink<'a>) {
     for el in &ds.elements {
-        if el.tag & 0xFFFF == 0 && el.tag >> 16 != 0x0002 {
+        if el.tag & 0xFFFF == 0 && el.tag >> 16 != FILE_META_GROUP {
             continue;
         }
         write_element(el, enc, out);
@@ -1282,7 +1288,7 @@ pub fn write_file<'a>(
     out.put(b"DICM");
     let mut group = Vec::with_capacity(256);
     for el in &meta.elements {
-        if el.tag == tags::FILE_META_INFORMATION_GROUP_LENGTH || el.tag >> 16 != 0x0002 {
+        if el.tag == tags::FILE_META_INFORMATION_GROUP_LENGTH || el.tag >> 16 != FILE_META_GROUP {
             continue;
         }
         write_element(el, Encoding::ExplicitLittle, &mut group);
