@@ -26,6 +26,7 @@ pub mod pool;
 pub mod report;
 pub mod sign;
 pub mod timestamp;
+pub mod tree;
 pub mod verify;
 pub mod volume;
 pub mod walk;

@@ -122,6 +122,13 @@ impl ImageCheck {
     }
 }
 
+impl crate::ordered::FromPanic for ImageCheck {
+    /// An image whose check panicked (a bug): unreadable, for that reason.
+    fn from_panic(panicked: crate::pool::Panicked) -> ImageCheck {
+        ImageCheck::unreadable(panicked.to_string())
+    }
+}
+
 /// An [`ImageCheck`] printed for a path (see [`ImageCheck::lines`]).
 #[derive(Debug)]
 pub struct ImageLines<'a> {

@@ -46,6 +46,16 @@ impl Pool {
         }
     }
 
+    /// A pool of one thread per core the process may use (one when that is unknown).
+    pub fn all_cores() -> Pool {
+        Pool::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// A pool of `jobs` threads when given (`--jobs`), else of all cores.
+    pub fn jobs(jobs: Option<usize>) -> Pool {
+        jobs.map_or_else(Pool::all_cores, Pool::new)
+    }
+
     /// Sets each worker's stack size.
     pub fn stack_size(self, bytes: usize) -> Pool {
         Pool {
@@ -188,6 +198,15 @@ mod tests {
         );
         assert!(f.stopped);
         assert!(f.done < 10_000, "{f:?}");
+    }
+
+    #[test]
+    fn jobs_default_to_all_cores_and_never_to_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(Pool::jobs(None).jobs, cores);
+        assert_eq!(Pool::all_cores().jobs, cores);
+        assert_eq!(Pool::jobs(Some(3)).jobs, 3);
+        assert_eq!(Pool::jobs(Some(0)).jobs, 1);
     }
 
     #[test]

@@ -11,7 +11,10 @@ use radveil_integrity::{MacAlgorithm, SignRequest, SignatureError, SignatureProf
 use radveil_part10 as p10;
 use radveil_part10::MemoryBudget;
 
+use crate::ordered::{map_in_order, Tally};
 use crate::outdir::{Dir, OutputError};
+use crate::pool::{Panicked, Pool};
+use crate::tree::{NoFileName, OutputTree};
 use crate::whole::{read_whole, rewrite, ReadError, RewriteError, WholeFile};
 
 /// What every signature of one run is made of.
@@ -56,6 +59,12 @@ pub enum SignError {
     /// The output could not be written.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// The input has no name to name its output after.
+    #[error(transparent)]
+    NoFileName(#[from] NoFileName),
+    /// Signing the file panicked (a bug).
+    #[error(transparent)]
+    Panicked(#[from] Panicked),
 }
 
 /// A file signed and written.
@@ -100,6 +109,51 @@ pub fn sign_file(
         input: path.to_path_buf(),
         output,
     })
+}
+
+/// Signing a batch of files into one output directory.
+#[derive(Clone, Copy)]
+pub struct Batch<'a> {
+    /// The output directory (opened once; nothing below it is overwritten or followed).
+    pub out: &'a Dir,
+    /// Each file's path below `out`.
+    pub tree: &'a OutputTree,
+    /// Who signs.
+    pub signer: &'a SignerIdentity,
+    /// What each signature is made of.
+    pub choices: Choices<'a>,
+    /// Run on each new signature (a timestamp authority's stamp).
+    pub stamp: Option<&'a Stamp<'a>>,
+    /// The memory every worker shares: each file is reserved before it is read.
+    pub budget: &'a MemoryBudget,
+}
+
+impl Batch<'_> {
+    /// Signs `files` on `pool`'s workers and hands each file's result to `emit` in the
+    /// order of `files`; one file that fails (or panics) never stops the others. Returns
+    /// how many were signed and how many failed.
+    pub fn sign_files<'f>(
+        &self,
+        pool: &Pool,
+        files: &'f [PathBuf],
+        mut emit: impl FnMut(&'f Path, Result<Signed, SignError>) + Send,
+    ) -> Tally {
+        let mut tally = Tally::default();
+        map_in_order(
+            pool,
+            files,
+            |f| {
+                let rel = self.tree.relative(f)?;
+                let (signer, choices) = (self.signer, &self.choices);
+                sign_file(f, self.out, &rel, signer, choices, self.stamp, self.budget)
+            },
+            |f, result| {
+                tally.count(&result);
+                emit(f, result);
+            },
+        );
+        tally
+    }
 }
 
 /// Adds a signature to the Part 10 file `bytes` and returns the file encoded again; what it
@@ -231,41 +285,62 @@ pub(crate) mod testing {
 
     /// A small explicit VR little endian CT image, unsigned.
     pub(crate) fn unsigned_file() -> Vec<u8> {
+        use radveil_standard::tags;
         const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
         const SOP: &str = "1.2.826.0.1.3680043.10.1.1";
-        let mut meta = element(0x0002_0001, b"OB", &[0, 1]);
-        meta.extend(element(0x0002_0002, b"UI", &padded(CT)));
-        meta.extend(element(0x0002_0003, b"UI", &padded(SOP)));
-        meta.extend(element(0x0002_0010, b"UI", &padded("1.2.840.10008.1.2.1")));
+        let mut meta = element(tags::FILE_META_INFORMATION_VERSION, b"OB", &[0, 1]);
+        meta.extend(element(
+            tags::MEDIA_STORAGE_SOP_CLASS_UID,
+            b"UI",
+            &padded(CT),
+        ));
+        meta.extend(element(
+            tags::MEDIA_STORAGE_SOP_INSTANCE_UID,
+            b"UI",
+            &padded(SOP),
+        ));
+        meta.extend(element(
+            tags::TRANSFER_SYNTAX_UID,
+            b"UI",
+            &padded("1.2.840.10008.1.2.1"),
+        ));
         let mut f = vec![0u8; 128];
         f.extend_from_slice(b"DICM");
         f.extend(element(
-            0x0002_0000,
+            tags::FILE_META_INFORMATION_GROUP_LENGTH,
             b"UL",
             &(meta.len() as u32).to_le_bytes(),
         ));
         f.extend(meta);
         for (tag, vr, v) in [
-            (0x0008_0016, b"UI", CT),
-            (0x0008_0018, b"UI", SOP),
-            (0x0008_0060, b"CS", "CT"),
-            (0x0008_0070, b"LO", "ACME"),
-            (0x0010_0010, b"PN", "Doe^Jane"),
-            (0x0020_000D, b"UI", "1.2.826.0.1.3680043.10.1"),
-            (0x0020_000E, b"UI", "1.2.826.0.1.3680043.10.1.2"),
+            (tags::SOP_CLASS_UID, b"UI", CT),
+            (tags::SOP_INSTANCE_UID, b"UI", SOP),
+            (tags::MODALITY, b"CS", "CT"),
+            (tags::MANUFACTURER, b"LO", "ACME"),
+            (tags::PATIENT_NAME, b"PN", "Doe^Jane"),
+            (tags::STUDY_INSTANCE_UID, b"UI", "1.2.826.0.1.3680043.10.1"),
+            (
+                tags::SERIES_INSTANCE_UID,
+                b"UI",
+                "1.2.826.0.1.3680043.10.1.2",
+            ),
         ] {
             f.extend(element(tag, vr, &padded(v)));
         }
         let us = |tag, v: u16| element(tag, b"US", &v.to_le_bytes());
-        f.extend(us(0x0028_0002, 1));
-        f.extend(element(0x0028_0004, b"CS", b"MONOCHROME2 "));
-        f.extend(us(0x0028_0010, 2));
-        f.extend(us(0x0028_0011, 2));
-        f.extend(us(0x0028_0100, 16));
-        f.extend(us(0x0028_0101, 16));
-        f.extend(us(0x0028_0102, 15));
-        f.extend(us(0x0028_0103, 0));
-        f.extend(element(0x7FE0_0010, b"OW", &[1, 0, 2, 0, 3, 0, 4, 0]));
+        f.extend(us(tags::SAMPLES_PER_PIXEL, 1));
+        f.extend(element(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            b"CS",
+            b"MONOCHROME2 ",
+        ));
+        f.extend(us(tags::ROWS, 2));
+        f.extend(us(tags::COLUMNS, 2));
+        f.extend(us(tags::BITS_ALLOCATED, 16));
+        f.extend(us(tags::BITS_STORED, 16));
+        f.extend(us(tags::HIGH_BIT, 15));
+        f.extend(us(tags::PIXEL_REPRESENTATION, 0));
+        f.extend(element(tags::PIXEL_DATA, b"OW", &[1, 0, 2, 0, 3, 0, 4, 0]));
         f
     }
 
@@ -395,6 +470,98 @@ mod tests {
         };
         let e = sign_bytes(&bytes, &mut grant, &signer, &c, None).unwrap_err();
         assert!(matches!(e, SignError::ProfileOnItem));
+    }
+
+    #[test]
+    fn a_batch_signs_in_input_order_and_a_bad_file_does_not_stop_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        for d in ["a", "b"] {
+            std::fs::create_dir_all(input.join(d)).unwrap();
+            std::fs::write(input.join(d).join("x.dcm"), testing::unsigned_file()).unwrap();
+        }
+        std::fs::write(input.join("a/bad.dcm"), b"not DICOM").unwrap();
+        let files = [
+            input.join("a/bad.dcm"),
+            input.join("a/x.dcm"),
+            input.join("b/x.dcm"),
+            input.join("a/missing.dcm"),
+        ];
+        let out = Dir::create(&dir.path().join("out")).unwrap();
+        let budget = MemoryBudget::new(64 << 20);
+        let signer = testing::signer();
+        let tree = OutputTree::new(std::slice::from_ref(&input));
+        let batch = Batch {
+            out: &out,
+            tree: &tree,
+            signer: &signer,
+            choices: choices(),
+            stamp: None,
+            budget: &budget,
+        };
+        let mut seen = Vec::new();
+        let tally = batch.sign_files(&Pool::new(3), &files, |f, r| {
+            seen.push((f.to_path_buf(), r.map(|s| s.output)));
+        });
+        assert_eq!(tally, Tally { done: 2, failed: 2 });
+        let paths: Vec<&PathBuf> = seen.iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, files.iter().collect::<Vec<_>>());
+        assert!(
+            matches!(seen[0].1, Err(SignError::Rewrite(_))),
+            "{:?}",
+            seen[0]
+        );
+        // a/x.dcm and b/x.dcm do not meet in the output directory.
+        assert_eq!(seen[1].1.as_ref().unwrap(), &dir.path().join("out/a/x.dcm"));
+        assert_eq!(seen[2].1.as_ref().unwrap(), &dir.path().join("out/b/x.dcm"));
+        assert!(
+            matches!(seen[3].1, Err(SignError::Read(_))),
+            "{:?}",
+            seen[3]
+        );
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn a_panicking_stamp_fails_its_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = (0..3)
+            .map(|i| dir.path().join(format!("{i}.dcm")))
+            .collect();
+        for f in &files {
+            std::fs::write(f, testing::unsigned_file()).unwrap();
+        }
+        let out = Dir::create(&dir.path().join("out")).unwrap();
+        let budget = MemoryBudget::new(64 << 20);
+        let signer = testing::signer();
+        let tree = OutputTree::default();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let stamp = |_: &mut p10::DataSet<'_>, _: &str| -> Result<(), String> {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                panic!("stamp bug");
+            }
+            Ok(())
+        };
+        let batch = Batch {
+            out: &out,
+            tree: &tree,
+            signer: &signer,
+            choices: choices(),
+            stamp: Some(&stamp),
+            budget: &budget,
+        };
+        let mut lines = Vec::new();
+        let tally = batch.sign_files(&Pool::new(1), &files, |_, r| {
+            lines.push(r.map(|s| s.to_string()).map_err(|e| e.to_string()));
+        });
+        assert_eq!(tally, Tally { done: 2, failed: 1 });
+        assert_eq!(
+            lines[0],
+            Err("internal error (a bug in radveil; please report it)".into())
+        );
+        assert!(lines[1].as_ref().unwrap().starts_with("signed\t"));
+        assert!(!dir.path().join("out/0.dcm").exists());
+        assert!(dir.path().join("out/2.dcm").exists());
     }
 
     #[test]

@@ -11,6 +11,9 @@ use radveil_integrity::timestamp::{self, QueryOptions, TimestampError};
 use radveil_part10 as p10;
 use radveil_part10::MemoryBudget;
 
+use crate::ordered::{map_in_order, Tally};
+use crate::pool::{Panicked, Pool};
+use crate::tree::{NoFileName, OutputTree};
 use crate::whole::{read_whole, rewrite, ReadError, RewriteError, WholeFile};
 use crate::{Dir, OutputError};
 
@@ -60,6 +63,15 @@ pub enum StampError {
     /// A query or reply file too large to be one.
     #[error("{} is larger than {MAX_REPLY} bytes: not a timestamp query or reply", .0.display())]
     TooLarge(PathBuf),
+    /// Working on the file panicked (a bug).
+    #[error(transparent)]
+    Panicked(#[from] Panicked),
+}
+
+impl From<NoFileName> for StampError {
+    fn from(_: NoFileName) -> StampError {
+        StampError::NoName
+    }
 }
 
 /// The largest timestamp query or reply accepted (from a file, or from a TSA).
@@ -134,6 +146,20 @@ pub fn stamp(
         n += 1;
     }
     Ok(n)
+}
+
+/// The hook `sign` runs on each new signature (see [`crate::sign::Stamp`]): stamps the
+/// signature with that UID at `authority`; the error, its causes joined by `: `, is why the
+/// file is not written.
+pub fn stamper<'a>(
+    options: &'a QueryOptions,
+    authority: &'a dyn Authority,
+) -> impl Fn(&mut p10::DataSet<'_>, &str) -> Result<(), String> + Sync + 'a {
+    move |ds: &mut p10::DataSet<'_>, uid: &str| {
+        stamp(ds, Some(uid), options, authority)
+            .map(|_| ())
+            .map_err(|e| crate::verify::chain(&e))
+    }
 }
 
 /// A file whose signatures were stamped.
@@ -231,6 +257,70 @@ pub fn query_file(
         written.push(out.write_bytes_at(&relative.with_file_name(file), der)?);
     }
     Ok(Queries { written })
+}
+
+/// Stamping, or writing queries for, a batch of files into one output directory.
+#[derive(Clone, Copy)]
+pub struct Batch<'a> {
+    /// The output directory (opened once; nothing below it is overwritten or followed).
+    pub out: &'a Dir,
+    /// Each file's path below `out`.
+    pub tree: &'a OutputTree,
+    /// How queries are made.
+    pub options: &'a QueryOptions,
+    /// The memory every worker shares: each file is reserved before it is read.
+    pub budget: &'a MemoryBudget,
+}
+
+impl Batch<'_> {
+    /// Stamps every signature without a timestamp of each of `files` at `authority` (on
+    /// `pool`'s workers: one query per worker at a time) and hands each file's result to
+    /// `emit` in the order of `files`. Returns how many were stamped and how many failed.
+    pub fn stamp_files<'f>(
+        &self,
+        pool: &Pool,
+        files: &'f [PathBuf],
+        authority: &dyn Authority,
+        emit: impl FnMut(&'f Path, Result<Stamped, StampError>) + Send,
+    ) -> Tally {
+        self.each(pool, files, emit, |f, rel| {
+            stamp_file(f, rel, self.out, self.options, authority, self.budget)
+        })
+    }
+
+    /// Writes the timestamp queries of each of `files` (see [`query_file`]) and hands each
+    /// file's result to `emit` in the order of `files`. Returns how many files had queries
+    /// written and how many failed.
+    pub fn query_files<'f>(
+        &self,
+        pool: &Pool,
+        files: &'f [PathBuf],
+        emit: impl FnMut(&'f Path, Result<Queries, StampError>) + Send,
+    ) -> Tally {
+        self.each(pool, files, emit, |f, rel| {
+            query_file(f, rel, self.out, self.options, self.budget)
+        })
+    }
+
+    fn each<'f, R: Send>(
+        &self,
+        pool: &Pool,
+        files: &'f [PathBuf],
+        mut emit: impl FnMut(&'f Path, Result<R, StampError>) + Send,
+        work: impl Fn(&Path, &Path) -> Result<R, StampError> + Sync,
+    ) -> Tally {
+        let mut tally = Tally::default();
+        map_in_order(
+            pool,
+            files,
+            |f| work(f, &self.tree.relative(f)?),
+            |f, result| {
+                tally.count(&result);
+                emit(f, result);
+            },
+        );
+        tally
+    }
 }
 
 #[cfg(test)]
@@ -358,6 +448,93 @@ mod tests {
         let small = dir.path().join("q.tsq");
         std::fs::write(&small, b"\x30\x00").unwrap();
         assert_eq!(read_der(&small).unwrap(), b"\x30\x00");
+    }
+
+    #[test]
+    fn a_batch_reports_each_file_in_input_order_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = MemoryBudget::new(64 << 20);
+        let input = dir.path().join("in");
+        std::fs::create_dir_all(input.join("a")).unwrap();
+        std::fs::create_dir_all(input.join("b")).unwrap();
+        let signed = testing::signed_file(&budget);
+        std::fs::write(input.join("a/x.dcm"), &signed).unwrap();
+        std::fs::write(input.join("b/x.dcm"), &signed).unwrap();
+        std::fs::write(input.join("a/plain.dcm"), testing::unsigned_file()).unwrap();
+        let files = [
+            input.join("b/x.dcm"),
+            input.join("a/plain.dcm"),
+            input.join("a/x.dcm"),
+        ];
+        let out = Dir::create(&dir.path().join("out")).unwrap();
+        let tree = OutputTree::new(std::slice::from_ref(&input));
+        let options = options();
+        let batch = Batch {
+            out: &out,
+            tree: &tree,
+            options: &options,
+            budget: &budget,
+        };
+        let mut seen = Vec::new();
+        let tally = batch.query_files(&Pool::new(3), &files, |f, r| {
+            seen.push((f.to_path_buf(), r.map(|q| q.written)));
+        });
+        assert_eq!(tally, Tally { done: 2, failed: 1 });
+        let paths: Vec<&PathBuf> = seen.iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, files.iter().collect::<Vec<_>>());
+        let q = |rel: &str| Some(vec![dir.path().join("out").join(rel)]);
+        assert_eq!(seen[0].1.as_ref().ok().cloned(), q("b/x.dcm.tsq"));
+        assert!(matches!(seen[1].1, Err(StampError::NothingToStamp)));
+        assert_eq!(seen[2].1.as_ref().ok().cloned(), q("a/x.dcm.tsq"));
+
+        // Stamping: an authority that never answers fails every file, and writes nothing.
+        let stamped = Dir::create(&dir.path().join("stamped")).unwrap();
+        let batch = Batch {
+            out: &stamped,
+            ..batch
+        };
+        let silent = Silent::default();
+        let mut errors = Vec::new();
+        let tally = batch.stamp_files(&Pool::new(2), &files, &silent, |_, r| {
+            errors.push(r.unwrap_err().to_string());
+        });
+        assert_eq!(tally, Tally { done: 0, failed: 3 });
+        assert_eq!(
+            errors,
+            [
+                "timestamp authority: connection refused",
+                "no signature without a timestamp",
+                "timestamp authority: connection refused"
+            ]
+        );
+        assert_eq!(silent.0.load(Ordering::Relaxed), 2);
+        assert_eq!(std::fs::read_dir(stamped.path()).unwrap().count(), 0);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn the_sign_hook_stamps_only_the_new_signature_and_says_why_not() {
+        let budget = MemoryBudget::new(64 << 20);
+        let signed = testing::signed_file(&budget);
+        let mut inflated = Vec::new();
+        let (_, mut ds, _) =
+            p10::read_file(&signed, &mut inflated, p10::Limits::default()).unwrap();
+        let options = options();
+        let silent = Silent::default();
+        let hook = stamper(&options, &silent);
+        // Another signature's UID: nothing asked, nothing stamped.
+        hook(&mut ds, "2.25.1").unwrap();
+        assert_eq!(silent.0.load(Ordering::Relaxed), 0);
+        let uid = radveil_integrity::timestamp_queries(&ds, &options).unwrap()[0]
+            .0
+            .clone();
+        let e = hook(&mut ds, &uid).unwrap_err();
+        assert_eq!(e, "timestamp authority: connection refused");
+        assert_eq!(silent.0.load(Ordering::Relaxed), 1);
+        // A reply that is not one: refused, with the reason of the direct call.
+        let direct = stamp(&mut ds, Some(&uid), &options, &Garbage).unwrap_err();
+        let e = stamper(&options, &Garbage)(&mut ds, &uid).unwrap_err();
+        assert_eq!(e, crate::verify::chain(&direct));
     }
 
     #[test]

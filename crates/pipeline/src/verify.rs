@@ -10,6 +10,9 @@ use radveil_integrity::{Outcome, SignatureProfile, SignatureReport, TimestampOut
 use radveil_part10 as p10;
 use radveil_part10::MemoryBudget;
 
+use crate::observe::ImageCheck;
+use crate::ordered::{map_in_order, FromPanic, Tally};
+use crate::pool::{Panicked, Pool};
 use crate::whole::{read_whole, WholeFile};
 
 /// What a line of `radveil verify` says.
@@ -202,6 +205,97 @@ pub struct Verified {
     pub findings: Vec<Finding>,
     /// What it contributes to the series checks (see [`series_findings`]).
     pub geometry: Option<ImageGeometry>,
+}
+
+impl FromPanic for Verified {
+    /// A file whose verification panicked (a bug): one `unreadable` line.
+    fn from_panic(panicked: Panicked) -> Verified {
+        Verified {
+            findings: vec![Finding::new(Status::Unreadable, panicked.to_string())],
+            geometry: None,
+        }
+    }
+}
+
+/// What a transparency ledger says of one image (see [`crate::ledger::Verified`]).
+pub type LedgerCheck<'a> = dyn Fn(&Path) -> ImageCheck + Sync + 'a;
+
+/// Verifying a batch of files.
+#[derive(Clone, Copy)]
+pub struct Batch<'a> {
+    /// What each file is checked for.
+    pub checks: Checks<'a>,
+    /// Also check each image against a transparency ledger.
+    pub ledger: Option<&'a LedgerCheck<'a>>,
+    /// The memory every worker shares: each file is reserved before it is read.
+    pub budget: &'a MemoryBudget,
+    /// Unsigned files do not fail the run.
+    pub allow_unsigned: bool,
+}
+
+impl Batch<'_> {
+    /// Verifies `files` on `pool`'s workers and hands every finding to `emit` with the path
+    /// it is about: first one `unreadable` finding per input refused before reading
+    /// (`refused`: path and reason), then each file's findings in the order of `files` (the
+    /// ledger's advisory and verdict first, when asked), then the series findings. Returns
+    /// the findings counted: `failed` are those that fail the run (its exit status).
+    pub fn verify_files(
+        &self,
+        pool: &Pool,
+        refused: &[(PathBuf, String)],
+        files: &[PathBuf],
+        mut emit: impl FnMut(&Path, &Finding) + Send,
+    ) -> Tally {
+        let mut tally = Tally::default();
+        let mut report = |path: &Path, finding: &Finding| {
+            if finding.status.fails(self.allow_unsigned) {
+                tally.failed += 1;
+            } else {
+                tally.done += 1;
+            }
+            emit(path, finding);
+        };
+        for (path, reason) in refused {
+            report(path, &Finding::new(Status::Unreadable, reason.clone()));
+        }
+        let mut geometries = Vec::new();
+        map_in_order(
+            pool,
+            files,
+            |f| self.verify_one(f),
+            |f, verified| {
+                for finding in &verified.findings {
+                    report(f, finding);
+                }
+                if let Some(g) = verified.geometry {
+                    geometries.push((f.clone(), g));
+                }
+            },
+        );
+        for (path, finding) in series_findings(&geometries) {
+            report(&path, &finding);
+        }
+        tally
+    }
+
+    /// One file's findings: the ledger's (when asked), then its own.
+    fn verify_one(&self, path: &Path) -> Verified {
+        let mut findings = Vec::new();
+        if let Some(ledger) = self.ledger {
+            let check = ledger(path);
+            if let Some(advice) = check.advisory {
+                findings.push(Finding::new(Status::Advisory, advice));
+            }
+            let verdict = check.verdict;
+            findings.push(Finding::new(Status::Ledger(verdict.status), verdict.reason));
+        }
+        let mut verified = verify_file(path, &self.checks, self.budget);
+        findings.append(&mut verified.findings);
+        Verified {
+            findings,
+            geometry: verified.geometry,
+        }
+    }
 }
 
 /// `e` and its sources, as `outer: inner`.
@@ -440,6 +534,105 @@ mod tests {
                 dir.path().display()
             )
         );
+    }
+
+    /// A batch over `files` (refused: `refused`), its lines as (path, status) and its tally.
+    fn run_batch(
+        batch: &Batch<'_>,
+        refused: &[(PathBuf, String)],
+        files: &[PathBuf],
+    ) -> (Vec<(PathBuf, Status)>, Tally) {
+        let mut lines = Vec::new();
+        let tally = batch.verify_files(&Pool::new(3), refused, files, |p, f| {
+            lines.push((p.to_path_buf(), f.status));
+        });
+        (lines, tally)
+    }
+
+    #[test]
+    fn a_batch_prints_refused_then_files_in_order_and_counts_what_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = MemoryBudget::new(64 << 20);
+        let trust = TrustStore::default();
+        let signed = dir.path().join("signed.dcm");
+        std::fs::write(&signed, testing::signed_file(&budget)).unwrap();
+        let plain = dir.path().join("plain.dcm");
+        std::fs::write(&plain, testing::unsigned_file()).unwrap();
+        let fifo = dir.path().join("fifo");
+        let files = [plain.clone(), signed.clone(), plain.clone()];
+        let refused = [(fifo.clone(), "not a regular file".to_string())];
+        let mut batch = Batch {
+            checks: checks(&trust),
+            ledger: None,
+            budget: &budget,
+            allow_unsigned: false,
+        };
+        let (lines, tally) = run_batch(&batch, &refused, &files);
+        assert_eq!(
+            lines,
+            [
+                (fifo.clone(), Status::Unreadable),
+                (plain.clone(), Status::Unsigned),
+                (signed.clone(), Status::Valid),
+                (plain.clone(), Status::Unsigned),
+            ]
+        );
+        assert_eq!(tally, Tally { done: 1, failed: 3 });
+        // Unsigned files allowed: only the refused input fails the run.
+        batch.allow_unsigned = true;
+        let (_, tally) = run_batch(&batch, &refused, &files);
+        assert_eq!(tally, Tally { done: 3, failed: 1 });
+        let (_, tally) = run_batch(&batch, &[], &files);
+        assert!(tally.all_done());
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn the_ledger_speaks_first_and_a_panic_is_one_unreadable_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = MemoryBudget::new(64 << 20);
+        let trust = TrustStore::default();
+        let signed = dir.path().join("signed.dcm");
+        std::fs::write(&signed, testing::signed_file(&budget)).unwrap();
+        let boom = dir.path().join("boom.dcm");
+        std::fs::write(&boom, testing::signed_file(&budget)).unwrap();
+        let ledger = |p: &Path| -> ImageCheck {
+            if p.ends_with("boom.dcm") {
+                panic!("ledger bug");
+            }
+            let mut check = ImageCheck::unreadable("");
+            check.verdict.status = radveil_ledger::Status::Proven;
+            check.advisory = Some("equipment differs".into());
+            check
+        };
+        let batch = Batch {
+            checks: checks(&trust),
+            ledger: Some(&ledger),
+            budget: &budget,
+            allow_unsigned: false,
+        };
+        let files = [signed.clone(), boom.clone(), signed.clone()];
+        let mut lines = Vec::new();
+        let tally = batch.verify_files(&Pool::new(2), &[], &files, |p, f| {
+            lines.push(f.line(p, false).to_string());
+        });
+        let proven = Status::Ledger(radveil_ledger::Status::Proven);
+        let signed_lines = [
+            format!("advisory\t{}\tequipment differs", signed.display()),
+            format!("{proven}\t{}\t", signed.display()),
+        ];
+        assert_eq!(lines[..2], signed_lines);
+        assert!(lines[2].starts_with("valid\t"), "{}", lines[2]);
+        assert_eq!(
+            lines[3],
+            format!(
+                "unreadable\t{}\tinternal error (a bug in radveil; please report it)",
+                boom.display()
+            )
+        );
+        assert_eq!(lines[4..6], signed_lines);
+        assert_eq!(lines.len(), 7);
+        assert_eq!(tally, Tally { done: 6, failed: 1 });
     }
 
     #[test]

@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use radveil_integrity::{MacAlgorithm, SignerIdentity};
-use radveil_part10 as p10;
-use radveil_pipeline::ordered::for_each_in_order;
-use radveil_pipeline::pool::{Flow, Pool};
-use radveil_pipeline::sign::sign_file;
-use radveil_pipeline::verify::{series_findings, verify_file, Checks, Finding, Status};
+use radveil_integrity::{MacAlgorithm, SignerIdentity, TrustStore};
+use radveil_pipeline::pool::Pool;
+use radveil_pipeline::tree::OutputTree;
+use radveil_pipeline::{sign, verify, Dir};
+
+use crate::dicom_file::default_budget;
 
 /// `radveil sign` arguments.
 #[derive(clap::Args)]
@@ -120,6 +120,14 @@ fn parse_tag(s: &str) -> Result<u32> {
     radveil_deid::profile::parse_tag(s).with_context(|| format!("unknown attribute {s:?}"))
 }
 
+/// Reports on standard error the inputs refused before reading; returns how many.
+pub fn report_refused(refused: &[(PathBuf, String)]) -> usize {
+    for (p, reason) in refused {
+        eprintln!("radveil: {}: {reason}", p.display());
+    }
+    refused.len()
+}
+
 pub fn sign(args: SignArgs) -> Result<ExitCode> {
     let profile = parse_profile(args.profile.as_deref())?;
     let mac = MacAlgorithm::from_term(&args.mac)
@@ -129,115 +137,70 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
     let cert =
         std::fs::read(&args.cert).with_context(|| format!("reading {}", args.cert.display()))?;
     let signer = SignerIdentity::load(&key, &cert)?;
-    let tags = if args.tags.is_empty() {
-        None
-    } else {
-        Some(
-            args.tags
-                .iter()
-                .map(|t| parse_tag(t))
-                .collect::<Result<Vec<_>>>()?,
-        )
-    };
-    let tsa = match &args.tsa {
-        Some(url) => Some(crate::timestamping::Tsa::new(
-            url,
-            args.ts.query_options()?,
-        )?),
-        None => None,
-    };
+    let tags: Vec<u32> = args
+        .tags
+        .iter()
+        .map(|t| parse_tag(t))
+        .collect::<Result<_>>()?;
+    let tsa = (args.tsa.as_deref())
+        .map(|url| crate::timestamping::Tsa::new(url, args.ts.query_options()?))
+        .transpose()?;
+    let stamp = tsa.as_ref().map(|tsa| tsa.hook());
     // The output directory is opened once; every file is written below it without following
     // a link (a link planted in the output tree is refused, never written through).
-    let out_dir = radveil_pipeline::Dir::create(&args.out)?;
-    // Each worker reserves a file's size before reading it, and waits for memory others
-    // hold: a batch of large files never holds more than the budget.
-    let budget = crate::dicom_file::default_budget();
-    let (files, errors) = crate::inputs::collect(&args.inputs);
-    let tree = crate::dicom_file::OutputTree::new(&args.inputs);
-    let mut failed = errors.len();
-    for (p, reason) in errors {
-        eprintln!("radveil: {}: {reason}", p.display());
-    }
-    let choices = radveil_pipeline::sign::Choices {
-        mac,
-        tags: tags.as_deref(),
-        purpose: args.purpose.as_deref(),
-        profile,
-        item: args.item.as_deref(),
+    let out = Dir::create(&args.out)?;
+    let (files, refused) = crate::inputs::collect(&args.inputs);
+    let batch = sign::Batch {
+        out: &out,
+        tree: &OutputTree::new(&args.inputs),
+        signer: &signer,
+        choices: sign::Choices {
+            mac,
+            tags: (!tags.is_empty()).then_some(&tags),
+            purpose: args.purpose.as_deref(),
+            profile,
+            item: args.item.as_deref(),
+        },
+        stamp: stamp.as_ref().map(|s| s as &sign::Stamp<'_>),
+        budget: &default_budget(),
     };
-    let stamp = tsa.as_ref().map(|tsa| {
-        move |ds: &mut p10::DataSet<'_>, uid: &str| {
-            tsa.stamp(ds, Some(uid))
-                .map(|_| ())
-                .map_err(|e| format!("{e:#}"))
-        }
-    });
-    let stamp = stamp
-        .as_ref()
-        .map(|s| s as &radveil_pipeline::sign::Stamp<'_>);
+    let failed = report_refused(&refused);
     // Files are signed on every core (`--jobs`); RSA signing dominates the time.
-    let signed = std::sync::atomic::AtomicUsize::new(0);
-    let errors = std::sync::atomic::AtomicUsize::new(0);
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    Pool::new(jobs).run(
-        &files,
-        || (),
-        |(), f| {
-            let rel = tree.relative(f)?;
-            Ok(sign_file(
-                f, &out_dir, &rel, &signer, &choices, stamp, &budget,
-            )?)
-        },
-        |f, result| {
-            match result.map_err(anyhow::Error::from).and_then(|r| r) {
-                Ok(done) => {
-                    signed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    outln!("{done}");
-                }
-                Err(e) => {
-                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    eprintln!("radveil: {}: not signed: {e:#}", f.display());
-                }
-            }
-            Flow::Continue
-        },
-    );
-    let signed = signed.into_inner();
-    failed += errors.into_inner();
-    eprintln!("radveil sign: {signed} signed, {failed} failed");
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    let tally = batch.sign_files(&Pool::jobs(args.jobs), &files, |f, r| match r {
+        Ok(done) => outln!("{done}"),
+        Err(e) => eprintln!(
+            "radveil: {}: not signed: {:#}",
+            f.display(),
+            anyhow::Error::from(e)
+        ),
+    });
+    let failed = failed + tally.failed;
+    eprintln!("radveil sign: {} signed, {failed} failed", tally.done);
+    Ok(ExitCode::from(u8::from(failed > 0)))
 }
 
 pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
-    let mut trust = radveil_integrity::TrustStore::default();
+    let mut trust = TrustStore::default();
+    let read = |t: &PathBuf| std::fs::read(t).with_context(|| format!("reading {}", t.display()));
     for t in &args.trust {
-        let bytes = std::fs::read(t).with_context(|| format!("reading {}", t.display()))?;
-        trust.add(&bytes).with_context(|| t.display().to_string())?;
+        trust
+            .add(&read(t)?)
+            .with_context(|| t.display().to_string())?;
     }
     for t in &args.intermediates {
-        let bytes = std::fs::read(t).with_context(|| format!("reading {}", t.display()))?;
-        trust
-            .add_intermediates(&bytes)
-            .with_context(|| t.display().to_string())?;
+        (trust.add_intermediates(&read(t)?)).with_context(|| t.display().to_string())?;
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let required = parse_profile(args.require_profile.as_deref())?;
-    let budget = crate::dicom_file::default_budget();
+    let budget = default_budget();
     let ledger = match &args.ledger {
+        None => None,
         Some(dir) => {
-            match crate::ledger::VerifiedLedger::open(
-                dir,
-                args.verifier.as_deref(),
-                args.trusted_checkpoint.as_deref(),
-            )? {
+            let (verifier, trusted) =
+                (args.verifier.as_deref(), args.trusted_checkpoint.as_deref());
+            match crate::ledger::VerifiedLedger::open(dir, verifier, trusted)? {
                 Ok(v) => Some((
                     v,
                     crate::key::load_with(args.key_file.as_deref(), args.keys)?,
@@ -248,64 +211,25 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
                 }
             }
         }
-        None => None,
     };
-    let checks = Checks {
-        trust: &trust,
-        now,
-        required,
-        binding: args.binding,
-        require_timestamp: args.require_timestamp,
+    let b = &budget;
+    let check = (ledger.as_ref()).map(|(l, key)| move |f: &Path| l.image_status(f, key, b));
+    let batch = verify::Batch {
+        checks: verify::Checks {
+            trust: &trust,
+            now,
+            required,
+            binding: args.binding,
+            require_timestamp: args.require_timestamp,
+        },
+        ledger: check.as_ref().map(|c| c as &verify::LedgerCheck<'_>),
+        budget: &budget,
+        allow_unsigned: args.allow_unsigned,
     };
-    let (files, errors) = crate::inputs::collect(&args.inputs);
-    let mut bad = 0;
-    let mut geometries = Vec::new();
-    let mut print = |path: &Path, finding: &Finding| {
-        if finding.status.fails(args.allow_unsigned) {
-            bad += 1;
-        }
-        outln!("{}", finding.line(path, args.json));
-    };
-    for (p, reason) in errors {
-        print(&p, &Finding::new(Status::Unreadable, reason));
-    }
+    let (files, refused) = crate::inputs::collect(&args.inputs);
     // Files are verified on every core; their lines come out in input order.
-    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for_each_in_order(
-        &Pool::new(jobs),
-        &files,
-        || (),
-        |(), f| {
-            let mut lines = Vec::new();
-            if let Some((l, key)) = &ledger {
-                let check = l.image_status(f, key, &budget);
-                if let Some(advice) = check.advisory {
-                    lines.push(Finding::new(Status::Advisory, advice));
-                }
-                let verdict = check.verdict;
-                lines.push(Finding::new(Status::Ledger(verdict.status), verdict.reason));
-            }
-            let mut verified = verify_file(f, &checks, &budget);
-            lines.append(&mut verified.findings);
-            (lines, verified.geometry)
-        },
-        |f, result| {
-            let (lines, geometry) = result
-                .unwrap_or_else(|p| (vec![Finding::new(Status::Unreadable, p.to_string())], None));
-            for finding in &lines {
-                print(f, finding);
-            }
-            if let Some(g) = geometry {
-                geometries.push((f.clone(), g));
-            }
-        },
-    );
-    for (path, finding) in series_findings(&geometries) {
-        print(&path, &finding);
-    }
-    Ok(if bad == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    let tally = batch.verify_files(&Pool::all_cores(), &refused, &files, |path, finding| {
+        outln!("{}", finding.line(path, args.json));
+    });
+    Ok(ExitCode::from(u8::from(!tally.all_done())))
 }

@@ -2,6 +2,7 @@
 //! HTTP endpoint, RFC 3161 §3.4) or offline (query files out, reply files in, as dcmsign's
 //! `+ts` and `--insert-timestamp`).
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,14 +11,15 @@ use anyhow::{bail, Context, Result};
 use radveil_integrity::timestamp::QueryOptions;
 use radveil_integrity::MacAlgorithm;
 use radveil_part10 as p10;
-use radveil_pipeline::ordered::for_each_in_order;
+use radveil_pipeline::ordered::Tally;
 use radveil_pipeline::pool::Pool;
 use radveil_pipeline::timestamp::{
-    insert_file, query_file, read_der, stamp_file, Authority, MAX_REPLY,
+    self, insert_file, read_der, Authority, Batch, StampError, MAX_REPLY,
 };
+use radveil_pipeline::tree::OutputTree;
 use radveil_pipeline::Dir;
 
-use crate::dicom_file::{default_budget, OutputTree};
+use crate::dicom_file::default_budget;
 
 /// How timestamp queries are made.
 #[derive(clap::Args, Clone)]
@@ -102,6 +104,7 @@ pub enum TimestampCommand {
 
 /// Runs a `radveil timestamp` subcommand.
 pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
+    let pool = Pool::all_cores(); // signing's pace: one query per worker at a time
     match cmd {
         TimestampCommand::Stamp {
             inputs,
@@ -110,24 +113,17 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
             ts,
         } => {
             let tsa = Tsa::new(&tsa, ts.query_options()?)?;
-            let tree = OutputTree::new(&inputs);
-            let out = Dir::create(&out)?;
-            let budget = default_budget();
-            batch(&inputs, "stamped", |f| {
-                let rel = tree.relative(f)?;
-                Ok(stamp_file(f, &rel, &out, &tsa.options, &tsa, &budget)?.to_string())
+            batch(&inputs, &out, &tsa.options, "stamped", |b, files, emit| {
+                b.stamp_files(&pool, files, &tsa, emit)
             })
         }
-        TimestampCommand::Query { inputs, out, ts } => {
-            let options = ts.query_options()?;
-            let tree = OutputTree::new(&inputs);
-            let out = Dir::create(&out)?;
-            let budget = default_budget();
-            batch(&inputs, "query", |f| {
-                let rel = tree.relative(f)?;
-                Ok(query_file(f, &rel, &out, &options, &budget)?.to_string())
-            })
-        }
+        TimestampCommand::Query { inputs, out, ts } => batch(
+            &inputs,
+            &out,
+            &ts.query_options()?,
+            "query",
+            |b, files, emit| b.query_files(&pool, files, emit),
+        ),
         TimestampCommand::Insert {
             input,
             reply,
@@ -143,45 +139,40 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
     }
 }
 
-/// Runs `each` on every input file on every core (signing's pace: one timestamp query per
-/// worker at a time); lines come out in input order, a failure is reported and the batch
-/// goes on.
-fn batch(
+/// What a batch hands each file's result to.
+type Emit<'e, R> = dyn FnMut(&Path, Result<R, StampError>) + Send + 'e;
+
+/// Runs `each` over the input files into `out`; prints each file's lines (`VERB<TAB>INPUT<TAB>
+/// ...`) in input order, and each failure, then the summary; the batch goes on after one.
+fn batch<R: Display>(
     inputs: &[PathBuf],
+    out: &Path,
+    options: &QueryOptions,
     verb: &str,
-    each: impl Fn(&Path) -> Result<String> + Sync,
+    each: impl FnOnce(&Batch<'_>, &[PathBuf], &mut Emit<'_, R>) -> Tally,
 ) -> Result<ExitCode> {
-    let (files, errors) = crate::inputs::collect(inputs);
-    let mut failed = errors.len();
-    for (p, reason) in errors {
-        eprintln!("radveil: {}: {reason}", p.display());
-    }
-    let mut done = 0;
-    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for_each_in_order(
-        &Pool::new(jobs),
-        &files,
-        || (),
-        |(), f| each(f),
-        |f, result| match result.map_err(anyhow::Error::from).and_then(|r| r) {
-            Ok(lines) => {
-                done += 1;
-                for l in lines.lines() {
-                    outln!("{verb}\t{}\t{l}", f.display());
-                }
+    let tree = OutputTree::new(inputs);
+    let out = Dir::create(out)?;
+    let budget = default_budget();
+    let (files, refused) = crate::inputs::collect(inputs);
+    let failed = crate::signing::report_refused(&refused);
+    let batch = Batch {
+        out: &out,
+        tree: &tree,
+        options,
+        budget: &budget,
+    };
+    let tally = each(&batch, &files, &mut |f, result| match result {
+        Ok(done) => {
+            for l in done.to_string().lines() {
+                outln!("{verb}\t{}\t{l}", f.display());
             }
-            Err(e) => {
-                failed += 1;
-                eprintln!("radveil: {}: {e:#}", f.display());
-            }
-        },
-    );
-    eprintln!("radveil timestamp: {done} done, {failed} failed");
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+        }
+        Err(e) => eprintln!("radveil: {}: {:#}", f.display(), anyhow::Error::from(e)),
+    });
+    let failed = failed + tally.failed;
+    eprintln!("radveil timestamp: {} done, {failed} failed", tally.done);
+    Ok(ExitCode::from(u8::from(failed > 0)))
 }
 
 /// A timestamp authority reached over HTTP (RFC 3161 §3.4: POST of
@@ -208,16 +199,9 @@ impl Tsa {
         })
     }
 
-    /// Stamps the signatures of `ds` that have no timestamp (only the one with UID `only`,
-    /// when given). Each reply must answer its query and stamp its signature. Returns how
-    /// many were stamped.
-    pub fn stamp(&self, ds: &mut p10::DataSet<'_>, only: Option<&str>) -> Result<usize> {
-        Ok(radveil_pipeline::timestamp::stamp(
-            ds,
-            only,
-            &self.options,
-            self,
-        )?)
+    /// The hook `radveil sign --tsa` runs on each new signature: stamps it here.
+    pub fn hook(&self) -> impl Fn(&mut p10::DataSet<'_>, &str) -> Result<(), String> + Sync + '_ {
+        timestamp::stamper(&self.options, self)
     }
 
     fn post(&self, query: &[u8]) -> Result<Vec<u8>> {
