@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod deface;
 pub mod input;
 pub mod ledger;
@@ -24,6 +25,7 @@ pub mod ordered;
 pub mod outdir;
 pub mod pool;
 pub mod report;
+pub mod secret;
 pub mod sign;
 pub mod timestamp;
 pub mod tree;

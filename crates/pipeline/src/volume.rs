@@ -222,7 +222,7 @@ fn cannot_assemble(path: &Path, why: impl std::fmt::Display) -> VolumeOutcome {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use radveil_deface::DefaceOptions;
     use radveil_part10::{Element, Value, Vr};
@@ -230,7 +230,7 @@ mod tests {
     use std::borrow::Cow;
 
     /// Slice `z` of an MR series of 16 x 16 images (`name` as Patient's Name).
-    fn slice(z: usize, name: &str) -> Vec<u8> {
+    pub(crate) fn slice(z: usize, name: &str) -> Vec<u8> {
         let us = |tag: u32, v: u16| Element {
             tag,
             vr: Vr::US,
@@ -289,7 +289,8 @@ mod tests {
         out
     }
 
-    fn series(dir: &Path, n: usize) -> Vec<PathBuf> {
+    /// Slices 0 to `n - 1` of the series, as `dir/Z.dcm`.
+    pub(crate) fn series(dir: &Path, n: usize) -> Vec<PathBuf> {
         (0..n)
             .map(|z| {
                 let p = dir.join(format!("{z}.dcm"));

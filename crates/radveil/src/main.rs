@@ -197,7 +197,7 @@ fn deid(args: DeidArgs) -> Result<ExitCode> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let summary = batch::run(&batch::Batch {
+    let summary = batch::run(&radveil_pipeline::batch::Batch {
         deidentifier: &deidentifier,
         inputs: &args.inputs,
         out: &args.out,
