@@ -6,7 +6,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use radveil_integrity::advisory::{self, ImageGeometry};
-use radveil_integrity::{Outcome, SignatureProfile, SignatureReport, TimestampOutcome, TrustStore};
+use radveil_integrity::{
+    Outcome, SignatureError, SignatureProfile, SignatureReport, TimestampOutcome, TrustStore,
+};
 use radveil_part10 as p10;
 use radveil_part10::MemoryBudget;
 
@@ -181,6 +183,69 @@ impl fmt::Display for Line<'_> {
         }
         Ok(())
     }
+}
+
+/// The largest certificate file read (`--cert`, `--trust`, `--intermediate`): far above
+/// any real bundle, and bounded.
+pub const MAX_CERTIFICATES: u64 = 16 << 20;
+
+/// Why certificates named by the operator could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    /// The file could not be read: missing, not a regular file, or too large.
+    #[error("reading {}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file holds no certificate, or one that does not parse.
+    #[error("{}", .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: SignatureError,
+    },
+}
+
+/// Reads a certificate file (PEM or DER) named by the operator: a regular file only (a FIFO
+/// or device is refused, never waited on), at most [`MAX_CERTIFICATES`] bytes.
+pub fn read_certificates(path: &Path) -> Result<Vec<u8>, CertificateError> {
+    crate::input::read_regular(path, MAX_CERTIFICATES).map_err(|source| CertificateError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The trust store of the certificates in the files `anchors` (trusted), and of those in
+/// `intermediates` (used to chain a signer to an anchor, not trusted themselves).
+pub fn trust_store(
+    anchors: &[PathBuf],
+    intermediates: &[PathBuf],
+) -> Result<TrustStore, CertificateError> {
+    let mut trust = TrustStore::default();
+    let parse = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CertificateError::Parse { path, source }
+    };
+    for path in anchors {
+        trust.add(&read_certificates(path)?).map_err(parse(path))?;
+    }
+    for path in intermediates {
+        (trust.add_intermediates(&read_certificates(path)?)).map_err(parse(path))?;
+    }
+    Ok(trust)
+}
+
+/// The time now, in seconds since the epoch, that certificates are checked at.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// What every file of a verification is checked for.
@@ -633,6 +698,39 @@ mod tests {
         assert_eq!(lines[4..6], signed_lines);
         assert_eq!(lines.len(), 7);
         assert_eq!(tally, Tally { done: 6, failed: 1 });
+    }
+
+    #[test]
+    fn certificate_files_are_regular_bounded_and_named_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("signer.pem");
+        std::fs::write(&cert, testing::CERT).unwrap();
+        let trust = trust_store(std::slice::from_ref(&cert), &[]).unwrap();
+        assert!(!trust.is_empty());
+        assert!(trust_store(&[], &[]).unwrap().is_empty());
+        // Too large to be a bundle: refused before it is read.
+        let big = dir.path().join("big.pem");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_CERTIFICATES + 1).unwrap();
+        let e = read_certificates(&big).map(|b| b.len()).unwrap_err();
+        assert!(matches!(e, CertificateError::Read { .. }), "{e:?}");
+        assert_eq!(e.to_string(), format!("reading {}", big.display()));
+        // A FIFO is refused at once, never waited on.
+        let fifo = dir.path().join("fifo.pem");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let e = trust_store(&[], std::slice::from_ref(&fifo)).unwrap_err();
+        assert!(matches!(e, CertificateError::Read { .. }), "{e:?}");
+        // Not a certificate: the file is named, and why.
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, b"not a certificate").unwrap();
+        let e = trust_store(&[cert, junk.clone()], &[]).unwrap_err();
+        assert!(matches!(e, CertificateError::Parse { .. }), "{e:?}");
+        assert_eq!(e.to_string(), junk.display().to_string());
+        assert!(std::error::Error::source(&e).is_some());
     }
 
     #[test]

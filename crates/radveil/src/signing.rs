@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use radveil_integrity::{MacAlgorithm, SignerIdentity, TrustStore};
+use radveil_integrity::{MacAlgorithm, SignerIdentity};
 use radveil_pipeline::pool::Pool;
 use radveil_pipeline::tree::OutputTree;
 use radveil_pipeline::{sign, verify, Dir};
@@ -134,9 +134,7 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
         .filter(|m| *m != MacAlgorithm::Md5)
         .with_context(|| format!("unknown or unsafe MAC algorithm {:?}", args.mac))?;
     let key = crate::key::read_secret(&args.key, "signing key", args.keys)?;
-    let cert =
-        std::fs::read(&args.cert).with_context(|| format!("reading {}", args.cert.display()))?;
-    let signer = SignerIdentity::load(&key, &cert)?;
+    let signer = SignerIdentity::load(&key, &verify::read_certificates(&args.cert)?)?;
     let tags: Vec<u32> = args
         .tags
         .iter()
@@ -180,19 +178,7 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
 }
 
 pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
-    let mut trust = TrustStore::default();
-    let read = |t: &PathBuf| std::fs::read(t).with_context(|| format!("reading {}", t.display()));
-    for t in &args.trust {
-        trust
-            .add(&read(t)?)
-            .with_context(|| t.display().to_string())?;
-    }
-    for t in &args.intermediates {
-        (trust.add_intermediates(&read(t)?)).with_context(|| t.display().to_string())?;
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let trust = verify::trust_store(&args.trust, &args.intermediates)?;
     let required = parse_profile(args.require_profile.as_deref())?;
     let budget = default_budget();
     let ledger = match &args.ledger {
@@ -217,7 +203,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
     let batch = verify::Batch {
         checks: verify::Checks {
             trust: &trust,
-            now,
+            now: verify::unix_now(),
             required,
             binding: args.binding,
             require_timestamp: args.require_timestamp,
