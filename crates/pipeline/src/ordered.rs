@@ -3,9 +3,10 @@
 //! result is handed on as soon as every result before it has been, so output still streams
 //! while the workers run ahead.
 //!
-//! [`map_in_order`] is the batch loop of the file commands (`sign`, `verify`, `timestamp`,
-//! `ledger verify`): one typed result per file, in input order, a panic on one file being
-//! that file's failure; [`Tally`] counts them for the summary and the exit status.
+//! [`map_in_order`] is the batch loop of the file commands (`sign`, `verify`, `timestamp`;
+//! an image check of the ledger is a [`FromPanic`] result too): one typed result per file,
+//! in input order, a panic on one file being that file's failure; [`Tally`] counts them for
+//! the summary and the exit status.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
