@@ -24,6 +24,7 @@ mod dicom_file;
 mod inputs;
 mod key;
 mod ledger;
+mod serving;
 mod signing;
 mod timestamping;
 
@@ -62,6 +63,13 @@ enum Command {
     Deface(defacing::DefaceArgs),
     /// Render a head scan's skin surface from several views and look for a face.
     FaceCheck(defacing::FaceCheckArgs),
+    /// Serve the DICOMweb gateway: an encrypted image store (STOW-RS, WADO-RS, DELETE).
+    Serve(serving::ServeArgs),
+    /// The gateway's keys: rotate the key-encryption key.
+    Keys {
+        #[command(subcommand)]
+        command: serving::KeysCommand,
+    },
     /// Write a new random de-identification key to FILE (mode 0600; never overwrites).
     Keygen {
         /// Where to write the key.
@@ -151,6 +159,8 @@ fn main() -> ExitCode {
         Command::Timestamp { command } => timestamping::run(command),
         Command::FaceCheck(args) => defacing::face_check(args),
         Command::Deface(args) => defacing::deface(args),
+        Command::Serve(args) => serving::serve(args),
+        Command::Keys { command } => serving::keys(command),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,79 @@
+//! `radveil-web`: the gateway's DICOMweb service (PS3.18) over the encrypted store.
+//!
+//! - STOW-RS (`POST /dicom-web/studies[/{study}]`), each part stored (encrypted) before the
+//!   response is sent; bad parts refused with a PS3.18 failure reason while good ones are
+//!   stored.
+//! - WADO-RS retrieve of studies, series and instances (`multipart/related;
+//!   type="application/dicom"`), in the original transfer syntax or Explicit VR Little
+//!   Endian.
+//! - DELETE of studies, series and instances (crypto-shredded by the store).
+//! - `/healthz` and `/metrics`.
+//!
+//! Access control and the audit trail are not built yet: until they are, [`serve`] listens
+//! on loopback addresses only.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod instance;
+pub mod metrics;
+pub mod multipart;
+pub mod transfer;
+
+use std::net::SocketAddr;
+
+pub use app::{router, AppState, Limits};
+
+/// Why the server did not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Listening elsewhere than loopback before access control exists.
+    #[error("{0} is not a loopback address: without access control radveil serve listens on loopback only")]
+    NotLoopback(SocketAddr),
+    /// Binding or serving failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves the gateway on `addr` until SIGTERM or Ctrl-C; then stops accepting, lets the
+/// requests in flight finish (so nothing acknowledged is lost) and returns. `ready` gets the
+/// address bound (port 0 picks a free one).
+pub async fn serve(
+    addr: SocketAddr,
+    state: AppState,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    if !addr.ip().is_loopback() {
+        return Err(ServeError::NotLoopback(addr));
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    ready(listener.local_addr()?);
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
