@@ -195,6 +195,9 @@ struct Inner {
     keys: Mutex<KeyStore>,
     index: Mutex<Index>,
     objects: Arc<dyn ObjectStore>,
+    /// The folder of a local object store, whose files are made durable before an instance
+    /// is acknowledged (`object_store` writes them without `fsync`).
+    local: Option<PathBuf>,
     index_key: Key,
 }
 
@@ -258,6 +261,7 @@ impl Store {
                 keys: Mutex::new(keys),
                 index: Mutex::new(index),
                 objects: Arc::new(objects),
+                local: Some(layout.objects.clone()),
                 index_key,
             }),
         })
@@ -337,6 +341,10 @@ impl Store {
                 PutOptions::from(PutMode::Create),
             )
             .await?;
+        if let Some(dir) = &self.inner.local {
+            let file = dir.join(h.study.hex()).join(&object);
+            blocking(move || sync_file_and_folder(&file)).await?;
+        }
         let row = Row {
             instance: h.instance,
             study: h.study,
@@ -567,6 +575,17 @@ impl Store {
         }
         Ok(gone.len())
     }
+}
+
+/// Makes a written file durable with its entry and its folder's (`fsync` of the file, its
+/// study folder and the objects folder), so that what is acknowledged survives a crash of
+/// the machine, not only of the process.
+fn sync_file_and_folder(file: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(file)?.sync_all()?;
+    for dir in file.ancestors().skip(1).take(2) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// A level of the DICOM information model, for handles of UIDs.
