@@ -19,6 +19,7 @@ pub mod app;
 pub mod instance;
 pub mod metrics;
 pub mod multipart;
+pub mod scope;
 pub mod transfer;
 
 use std::net::SocketAddr;
