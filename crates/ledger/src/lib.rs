@@ -198,15 +198,21 @@ pub struct Appended {
     pub repaired: Option<(TornTail, PathBuf)>,
 }
 
-/// An open ledger: its entries' leaf hashes in memory (32 bytes an entry).
+/// An open log of records of type `R` (one JSON line each): its entries' leaf hashes and
+/// records in memory. The same files, locking, torn-line handling, checkpoints and proofs
+/// serve any record type: [`Ledger`] is the log of image records, and other logs (the
+/// gateway's audit trail) keep their own records in a `Log` of their own type.
 #[derive(Debug)]
-pub struct Ledger {
+pub struct Log<R> {
     dir: PathBuf,
     origin: String,
     leaves: Vec<Hash>,
-    records: Vec<Record>,
+    records: Vec<R>,
     torn: Option<TornTail>,
 }
+
+/// The transparency ledger: the log of image [`Record`]s.
+pub type Ledger = Log<Record>;
 
 /// An inclusion proof of one entry against a tree size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,10 +238,10 @@ const CHECKPOINT: &str = "checkpoint";
 const VERIFIER: &str = "verifier.pub";
 const LOCK: &str = ".lock";
 
-impl Ledger {
+impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
     /// Creates a new ledger in `dir` (which must not hold one) with this origin and
     /// checkpoint signer; writes the empty tree's checkpoint.
-    pub fn init(dir: &Path, origin: &str, signer: &Signer) -> Result<Ledger> {
+    pub fn init(dir: &Path, origin: &str, signer: &Signer) -> Result<Self> {
         if origin.is_empty() || origin.contains('\n') {
             return Err(LedgerError::Layout(
                 "the origin must be one non-empty line".into(),
@@ -269,7 +275,7 @@ impl Ledger {
             .map_err(io(&lock_path))?;
         std::fs::write(dir.join(VERIFIER), format!("{}\n", signer.verifier()))
             .map_err(io(&dir.join(VERIFIER)))?;
-        let mut ledger = Ledger {
+        let mut ledger = Log {
             dir: dir.to_path_buf(),
             origin: origin.to_string(),
             leaves: Vec::new(),
@@ -283,18 +289,18 @@ impl Ledger {
     /// Opens a ledger, reading every entry under a shared lock (an append in progress is
     /// waited for). A torn last line (a crash during an append that never returned) is not
     /// an entry: it is reported by [`Ledger::torn_tail`].
-    pub fn open(dir: &Path) -> Result<Ledger> {
+    pub fn open(dir: &Path) -> Result<Self> {
         let lock_path = dir.join(LOCK);
         // A reader may lack write access: lock when the lock file can be opened at all.
         let lock = open_regular(&lock_path).ok();
         if let Some(lock) = &lock {
             lock.lock_shared().map_err(io(&lock_path))?;
         }
-        Ledger::read(dir)
+        Self::read(dir)
     }
 
     /// Reads the ledger; the caller holds a lock.
-    fn read(dir: &Path) -> Result<Ledger> {
+    fn read(dir: &Path) -> Result<Self> {
         let origin_path = dir.join(ORIGIN);
         let origin = read_small(&origin_path)
             .map_err(|e| match e.kind() {
@@ -342,14 +348,14 @@ impl Ledger {
             offset += n as u64;
             let data = &line[..line.len() - 1];
             let index = leaves.len() as u64;
-            let record: Record = serde_json::from_slice(data).map_err(|e| LedgerError::Record {
+            let record: R = serde_json::from_slice(data).map_err(|e| LedgerError::Record {
                 index,
                 what: e.to_string(),
             })?;
             leaves.push(merkle::leaf_hash(data));
             records.push(record);
         }
-        Ok(Ledger {
+        Ok(Log {
             dir: dir.to_path_buf(),
             origin,
             leaves,
@@ -379,7 +385,7 @@ impl Ledger {
     }
 
     /// The records, in log order.
-    pub fn records(&self) -> &[Record] {
+    pub fn records(&self) -> &[R] {
         &self.records
     }
 
@@ -389,7 +395,7 @@ impl Ledger {
     }
 
     /// Appends records durably (see [`Ledger::append_with`]); a torn last line is refused.
-    pub fn append(&mut self, new: &[Record]) -> Result<std::ops::Range<u64>> {
+    pub fn append(&mut self, new: &[R]) -> Result<std::ops::Range<u64>> {
         Ok(self
             .append_with(TornRepair::Refuse, |_| new.to_vec())?
             .range)
@@ -403,10 +409,10 @@ impl Ledger {
     pub fn append_with(
         &mut self,
         repair: TornRepair,
-        decide: impl FnOnce(&Ledger) -> Vec<Record>,
+        decide: impl FnOnce(&Self) -> Vec<R>,
     ) -> Result<Appended> {
         let lock = self.lock_exclusive()?;
-        *self = Ledger::read(&self.dir)?;
+        *self = Self::read(&self.dir)?;
         let path = self.dir.join(ENTRIES);
         let mut repaired = None;
         if let Some(torn) = self.torn {
@@ -469,7 +475,7 @@ impl Ledger {
         // never interleave their files, and the latest never covers fewer entries than one
         // written before it.
         let lock = self.lock_exclusive()?;
-        *self = Ledger::read(&self.dir)?;
+        *self = Self::read(&self.dir)?;
         let cp = Checkpoint {
             origin: self.origin.clone(),
             size: self.size(),
@@ -519,7 +525,9 @@ impl Ledger {
         let p = self.dir.join(VERIFIER);
         Ok(Verifier::parse(&read_small(&p).map_err(io(&p))?)?)
     }
+}
 
+impl Log<Record> {
     /// Index of the last entry whose record matches `instance` (keyed UID hash).
     pub fn find_instance(&self, instance: &str) -> Option<(u64, &Record)> {
         self.records
@@ -551,7 +559,9 @@ impl Ledger {
             })
             .filter_map(|r| r.signer.as_deref())
     }
+}
 
+impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
     /// Inclusion proof of entry `index` in the tree of the first `size` entries.
     pub fn prove_inclusion(&self, index: u64, size: u64) -> Option<InclusionProof> {
         if size > self.size() {
@@ -926,6 +936,50 @@ mod tests {
         // Every i64 has a time, even far outside RFC 3339's years.
         assert_eq!(rfc3339_at(i64::MAX), "292277026596-12-04T15:30:07Z");
         assert_eq!(rfc3339_at(i64::MIN), "-292277022657-01-27T08:29:52Z");
+    }
+
+    #[test]
+    fn a_log_of_another_record_type_has_the_same_files_checkpoints_and_checks() {
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        struct Note {
+            n: u32,
+            text: String,
+        }
+        let note = |n: u32| Note {
+            n,
+            text: format!("note {n}"),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[8; 32]).unwrap();
+        let v = signer.verifier();
+        let mut log = Log::<Note>::init(dir.path(), "o", &signer).unwrap();
+        // The decision sees the fresh log, as the ledger's does.
+        let done = log
+            .append_with(TornRepair::Refuse, |fresh| {
+                (0..3).map(|i| note(fresh.size() as u32 + i)).collect()
+            })
+            .unwrap();
+        assert_eq!(done.range, 0..3);
+        let trusted = log.checkpoint(&signer).unwrap();
+        log.append(&[note(3)]).unwrap();
+        log.checkpoint(&signer).unwrap();
+        let log = Log::<Note>::open(dir.path()).unwrap();
+        assert_eq!(log.records()[3], note(3));
+        assert_eq!(log.verify_latest(&v, Some(&trusted)).unwrap().size, 4);
+        // A record of another type is not one of this log's records.
+        assert!(matches!(
+            Ledger::open(dir.path()),
+            Err(LedgerError::Record { index: 0, .. })
+        ));
+        // Rewriting a line breaks the checkpoint, as in the ledger.
+        let path = dir.path().join(ENTRIES);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("note 1", "note 9", 1)).unwrap();
+        let log = Log::<Note>::open(dir.path()).unwrap();
+        assert!(matches!(
+            log.verify_against(&trusted, &v),
+            Err(LedgerError::Inconsistent { .. })
+        ));
     }
 
     #[test]
