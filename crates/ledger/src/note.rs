@@ -72,6 +72,22 @@ impl Signer {
         })
     }
 
+    /// A signer for the log `origin`, from a 32-byte seed: its key name is the origin
+    /// with each space and '+' (which key names may not hold) made '_'.
+    pub fn for_origin(origin: &str, seed: &[u8; 32]) -> Result<Signer, NoteError> {
+        let name: String = origin
+            .chars()
+            .map(|c| {
+                if c.is_whitespace() || c == '+' {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        Signer::from_seed(&name, seed)
+    }
+
     /// Parses `PRIVATE+KEY+<name>+<id>+<base64(0x01 || seed)>`.
     pub fn parse(text: &str) -> Result<Signer, NoteError> {
         let text = text.trim();
@@ -329,6 +345,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.verifier(), v);
+    }
+
+    #[test]
+    fn a_signer_for_an_origin_is_named_after_it_without_spaces_or_plus() {
+        let s = Signer::for_origin("hospital.example/a b+c\tct", &[5; 32]).unwrap();
+        let v = s.verifier();
+        assert_eq!(v.name(), "hospital.example/a_b_c_ct");
+        // The name makes a verifier key that parses back, and a note it opens.
+        let parsed = Verifier::parse(&v.to_string()).unwrap();
+        assert_eq!(parsed, v);
+        assert_eq!(parsed.open(&s.sign("x\n").unwrap()).unwrap(), "x\n");
+        // The same seed under another origin is another key.
+        let other = Signer::for_origin("hospital.example/ct", &[5; 32]).unwrap();
+        assert_ne!(other.verifier(), v);
+        // No name can be made of nothing.
+        assert!(matches!(
+            Signer::for_origin("", &[5; 32]),
+            Err(NoteError::Key(_))
+        ));
     }
 
     #[test]

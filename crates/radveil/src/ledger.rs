@@ -3,19 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Subcommand;
-use radveil_deid::Key;
-use radveil_ledger::note::{Checkpoint, Signer, Verifier};
-use radveil_ledger::{Intent, Ledger, LedgerError, Status, TornRepair};
-use radveil_part10::MemoryBudget;
-use radveil_pipeline::ledger::{append_files, consistency_proof, inclusion_proof, Verified};
-use radveil_pipeline::observe::ImageCheck;
-use radveil_pipeline::ordered::for_each_in_order;
-use radveil_pipeline::pool::Pool;
-use zeroize::Zeroizing;
+use radveil_ledger::note::Signer;
+use radveil_ledger::{Intent, Ledger, TornRepair};
+use radveil_pipeline::ledger::{self as lib, Notice, Prover, Verified};
 
-use crate::key::KeyPolicy;
+use crate::dicom_file::default_budget;
+use crate::key::{load_with, KeyPolicy};
 
 /// Exit status when the ledger itself fails verification (rewritten, truncated, bad
 /// signature): distinct from 1, which flags images.
@@ -140,18 +135,23 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
             repair_torn,
             keys,
         } => {
-            let intent = if tombstone {
-                Intent::Tombstone
-            } else {
-                Intent::Ingest { allow_changed }
+            let intent = match tombstone {
+                true => Intent::Tombstone,
+                false => Intent::Ingest { allow_changed },
             };
-            let repair = if repair_torn {
-                TornRepair::Truncate
-            } else {
-                TornRepair::Refuse
+            let repair = match repair_torn {
+                true => TornRepair::Truncate,
+                false => TornRepair::Refuse,
             };
-            let key = crate::key::load_with(key_file.as_deref(), keys)?;
-            append(&dir, &inputs, &key, intent, repair)
+            let key = load_with(key_file.as_deref(), keys)?;
+            let report = lib::append(&dir, &inputs, &key, intent, repair, &default_budget(), {
+                &mut |f, why| eprintln!("radveil: {}: {why}", f.display())
+            })?;
+            for w in report.warnings() {
+                eprintln!("radveil: {w}");
+            }
+            eprintln!("radveil ledger: {report}");
+            Ok(ExitCode::from(u8::from(report.problems() != 0)))
         }
         LedgerCommand::Checkpoint {
             dir,
@@ -159,15 +159,10 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
             keys,
         } => {
             let signer = read_signer(&signer_key, keys)?;
-            let mut ledger = Ledger::open(&dir)?;
-            report_torn(&ledger);
-            if signer.verifier() != ledger.stored_verifier()? {
-                bail!(
-                    "{} is not this ledger's checkpoint key",
-                    signer_key.display()
-                );
-            }
-            out!("{}", ledger.checkpoint(&signer)?);
+            out!(
+                "{}",
+                lib::sign_checkpoint(&dir, &signer, &signer_key, &mut notice)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         LedgerCommand::Prove {
@@ -176,13 +171,19 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
             key_file,
             consistency_from,
             keys,
-        } => prove(
-            &dir,
-            input.as_deref(),
-            key_file.as_deref(),
-            consistency_from,
-            keys,
-        ),
+        } => {
+            let prover = Prover::open(&dir, &mut notice)?;
+            let proof = match consistency_from {
+                Some(old) => prover.consistency(old)?,
+                None => {
+                    let key = load_with(key_file.as_deref(), keys)?;
+                    let path = input.as_deref().context("an image to prove")?;
+                    prover.inclusion(path, &key, &default_budget())?
+                }
+            };
+            outln!("{}", serde_json::to_string_pretty(&proof)?);
+            Ok(ExitCode::SUCCESS)
+        }
         LedgerCommand::Verify {
             dir,
             inputs,
@@ -203,151 +204,44 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
             if inputs.is_empty() {
                 return Ok(ExitCode::SUCCESS);
             }
-            let key = crate::key::load_with(key_file.as_deref(), keys)?;
-            verify_images(&verified, &inputs, &key, json)
+            let key = load_with(key_file.as_deref(), keys)?;
+            let tally = verified.check_inputs(&inputs, &key, &default_budget(), {
+                &mut |f, check| outln!("{}", check.lines(f, json))
+            });
+            Ok(ExitCode::from(u8::from(!tally.all_done())))
         }
     }
 }
 
 fn read_signer(path: &Path, keys: KeyPolicy) -> Result<Signer> {
-    let bytes = crate::key::read_secret(path, "checkpoint signer key", keys)?;
-    let text = std::str::from_utf8(&bytes)
-        .with_context(|| format!("checkpoint signer key {} is not text", path.display()))?;
-    Ok(Signer::parse(text)?)
+    let secret = crate::key::read_secret(path, "checkpoint signer key", keys)?;
+    Ok(lib::parse_signer(&secret, path)?)
 }
 
+/// The signer in `path`, or a new one for `origin` written there (mode 0600).
 fn load_or_create_signer(path: &Path, origin: &str, keys: KeyPolicy) -> Result<Signer> {
     if path.exists() {
         return read_signer(path, keys);
     }
-    let mut seed = Zeroizing::new([0u8; 32]);
-    getrandom::getrandom(seed.as_mut())
-        .map_err(|e| anyhow::anyhow!("system random source: {e}"))?;
-    // A key name may not contain spaces or '+'.
-    let name: String = origin
-        .chars()
-        .map(|c| {
-            if c.is_whitespace() || c == '+' {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    let signer = Signer::from_seed(&name, &seed)?;
-    crate::key::write_private(path, |f| {
-        use std::io::Write;
-        f.write_all(signer.to_secret_string().as_bytes())?;
-        f.write_all(b"\n")
-    })?;
-    eprintln!(
-        "radveil: wrote a new checkpoint signing key to {} (mode 0600)",
-        path.display()
-    );
+    let signer = lib::create_signer(path, origin)?;
+    let path = path.display();
+    eprintln!("radveil: wrote a new checkpoint signing key to {path} (mode 0600)");
     Ok(signer)
 }
 
 /// Prints what opening a ledger has to tell on standard error.
-fn notice(n: radveil_pipeline::ledger::Notice) {
+fn notice(n: Notice) {
     eprintln!("radveil: {}: {n}", n.kind());
 }
 
-/// Warns about a torn last line of the ledger's entries.
-fn report_torn(ledger: &Ledger) {
-    if let Some(n) = radveil_pipeline::ledger::torn_notice(ledger) {
-        notice(n);
-    }
-}
-
-fn append(
-    dir: &Path,
-    inputs: &[PathBuf],
-    key: &Key,
-    intent: Intent,
-    repair: TornRepair,
-) -> Result<ExitCode> {
-    let mut ledger = Ledger::open(dir)?;
-    if let (Some(torn), TornRepair::Refuse) = (ledger.torn_tail(), repair) {
-        // Said before any image is read; checked again under the lock.
-        let e = LedgerError::TornTail {
-            path: ledger.entries_path(),
-            torn,
-        };
-        bail!("{e}; `radveil ledger append --repair-torn` keeps its bytes aside, cuts it off and appends");
-    }
-    let (files, errors) = crate::inputs::collect(inputs);
-    let budget = crate::dicom_file::default_budget();
-    let problems = errors.len();
-    for (p, reason) in &errors {
-        eprintln!("radveil: {}: {reason}", p.display());
-    }
-    // Reading and hashing the images happens before the lock; deciding what to record and
-    // writing it happen under it, against the ledger as it is then.
-    let report = match append_files(
-        &mut ledger,
-        &files,
-        key,
-        intent,
-        repair,
-        &budget,
-        &mut |f, e| eprintln!("radveil: {}: not logged: {e}", f.display()),
-    ) {
-        Ok(mut r) => {
-            r.unreadable += problems;
-            r
-        }
-        Err(e @ LedgerError::TornTail { .. }) => {
-            bail!("{e}; `radveil ledger append --repair-torn` keeps its bytes aside, cuts it off and appends")
-        }
-        Err(e) => return Err(e.into()),
-    };
-    for w in report.warnings() {
-        eprintln!("radveil: {w}");
-    }
-    eprintln!("radveil ledger: {report}");
-    Ok(if report.problems() == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-fn latest(ledger: &Ledger, verifier: &Verifier) -> Result<(String, Checkpoint)> {
-    let note = ledger.latest_checkpoint()?;
-    let cp = ledger.verify_against(&note, verifier)?;
-    Ok((note, cp))
-}
-
-fn prove(
-    dir: &Path,
-    input: Option<&Path>,
-    key_file: Option<&Path>,
-    from: Option<u64>,
-    keys: KeyPolicy,
-) -> Result<ExitCode> {
-    let ledger = Ledger::open(dir)?;
-    report_torn(&ledger);
-    let verifier = ledger.stored_verifier()?;
-    let (note, cp) = latest(&ledger, &verifier)?;
-    let out = if let Some(old) = from {
-        consistency_proof(&ledger, &note, &cp, old)?
-    } else {
-        let key = crate::key::load_with(key_file, keys)?;
-        let path = input.context("an image to prove")?;
-        let budget = crate::dicom_file::default_budget();
-        inclusion_proof(&ledger, &note, &cp, path, &key, &budget)?
-    };
-    outln!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A ledger whose latest checkpoint (and a trusted one, if given) verified.
+/// A ledger whose latest checkpoint (and a trusted one, if given) verified; it derefs to
+/// `radveil_pipeline::ledger::Verified`.
 pub struct VerifiedLedger(Verified);
 
 impl VerifiedLedger {
-    /// Opens and checks a ledger (see `radveil_pipeline::ledger::Verified::open`).
-    /// `Ok(Err(why))` means the ledger itself is invalid; `Err` means it could not be read.
-    /// What it has to tell, and the summary, are printed on standard error.
+    /// Opens and checks a ledger (see `Verified::open`). `Ok(Err(why))` means the ledger
+    /// itself is invalid; `Err` means it could not be read. What it has to tell, and the
+    /// summary, are printed on standard error.
     pub fn open(
         dir: &Path,
         verifier: Option<&str>,
@@ -360,46 +254,11 @@ impl VerifiedLedger {
             }),
         )
     }
-
-    /// What the ledger says of one image, with any equipment advisory.
-    pub fn image_status(&self, path: &Path, key: &Key, budget: &MemoryBudget) -> ImageCheck {
-        self.0.image_status(path, key, budget)
-    }
 }
 
-/// Worker threads for reading images: all cores.
-fn jobs() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn verify_images(
-    verified: &VerifiedLedger,
-    inputs: &[PathBuf],
-    key: &Key,
-    json: bool,
-) -> Result<ExitCode> {
-    let (files, errors) = crate::inputs::collect(inputs);
-    let budget = crate::dicom_file::default_budget();
-    let mut flagged = errors.len();
-    for (p, reason) in errors {
-        outln!("{}", ImageCheck::unreadable(reason).lines(&p, json));
+impl std::ops::Deref for VerifiedLedger {
+    type Target = Verified;
+    fn deref(&self) -> &Verified {
+        &self.0
     }
-    for_each_in_order(
-        &Pool::new(jobs()),
-        &files,
-        || (),
-        |(), f| verified.image_status(f, key, &budget),
-        |f, check| {
-            let check = check.unwrap_or_else(|p| ImageCheck::unreadable(p.to_string()));
-            if check.verdict.status != Status::Proven {
-                flagged += 1;
-            }
-            outln!("{}", check.lines(f, json));
-        },
-    );
-    Ok(if flagged == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
