@@ -24,6 +24,67 @@ pub trait Authority: Sync {
     fn reply(&self, query: &[u8]) -> Result<Vec<u8>, String>;
 }
 
+/// A timestamp authority reached over HTTP (RFC 3161 §3.4: POST of
+/// `application/timestamp-query`, answered by `application/timestamp-reply`); replies are
+/// read up to [`MAX_REPLY`] bytes, and a request gives up after 30 seconds.
+pub struct HttpAuthority {
+    url: String,
+    agent: ureq::Agent,
+    /// How queries to it are made.
+    pub options: QueryOptions,
+}
+
+/// Why an HTTP timestamp authority cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("the TSA URL must start with http:// or https://")]
+pub struct NotHttp;
+
+impl HttpAuthority {
+    /// A TSA at `url`, queried with `options`.
+    pub fn new(url: &str, options: QueryOptions) -> Result<HttpAuthority, NotHttp> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(NotHttp);
+        }
+        let agent = ureq::AgentBuilder::new()
+            .timeout(std::time::Duration::from_secs(30))
+            .build();
+        Ok(HttpAuthority {
+            url: url.to_string(),
+            agent,
+            options,
+        })
+    }
+
+    /// The hook `radveil sign --tsa` runs on each new signature: stamps it here.
+    pub fn hook(&self) -> impl Fn(&mut p10::DataSet<'_>, &str) -> Result<(), String> + Sync + '_ {
+        stamper(&self.options, self)
+    }
+}
+
+impl Authority for HttpAuthority {
+    fn reply(&self, query: &[u8]) -> Result<Vec<u8>, String> {
+        use std::io::Read;
+        let resp = self
+            .agent
+            .post(&self.url)
+            .set("Content-Type", "application/timestamp-query")
+            .set("Accept", "application/timestamp-reply")
+            .send_bytes(query)
+            .map_err(|e| format!("timestamp authority {}: {e}", self.url))?;
+        let mut body = Vec::new();
+        resp.into_reader()
+            .take(MAX_REPLY + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| format!("reading the timestamp reply: {e}"))?;
+        if body.len() as u64 > MAX_REPLY {
+            return Err(format!(
+                "the timestamp reply is larger than {MAX_REPLY} bytes"
+            ));
+        }
+        Ok(body)
+    }
+}
+
 /// Why a file was not stamped, or its queries not written.
 #[derive(Debug, thiserror::Error)]
 pub enum StampError {

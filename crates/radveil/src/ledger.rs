@@ -193,14 +193,13 @@ pub fn run(cmd: LedgerCommand) -> Result<ExitCode> {
             json,
             keys,
         } => {
-            let verified =
-                match VerifiedLedger::open(&dir, verifier.as_deref(), trusted.as_deref())? {
-                    Ok(v) => v,
-                    Err(why) => {
-                        eprintln!("radveil: ledger invalid: {why}");
-                        return Ok(ExitCode::from(LEDGER_INVALID));
-                    }
-                };
+            let verified = match open_verified(&dir, verifier.as_deref(), trusted.as_deref())? {
+                Ok(v) => v,
+                Err(why) => {
+                    eprintln!("radveil: ledger invalid: {why}");
+                    return Ok(ExitCode::from(LEDGER_INVALID));
+                }
+            };
             if inputs.is_empty() {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -234,31 +233,17 @@ fn notice(n: Notice) {
     eprintln!("radveil: {}: {n}", n.kind());
 }
 
-/// A ledger whose latest checkpoint (and a trusted one, if given) verified; it derefs to
-/// `radveil_pipeline::ledger::Verified`.
-pub struct VerifiedLedger(Verified);
-
-impl VerifiedLedger {
-    /// Opens and checks a ledger (see `Verified::open`). `Ok(Err(why))` means the ledger
-    /// itself is invalid; `Err` means it could not be read. What it has to tell, and the
-    /// summary, are printed on standard error.
-    pub fn open(
-        dir: &Path,
-        verifier: Option<&str>,
-        trusted: Option<&Path>,
-    ) -> Result<std::result::Result<VerifiedLedger, String>> {
-        Ok(
-            Verified::open(dir, verifier, trusted, &mut notice)?.map(|v| {
-                eprintln!("radveil ledger: {v}");
-                VerifiedLedger(v)
-            }),
-        )
+/// Opens and checks a ledger (see `Verified::open`). `Ok(Err(why))` means the ledger itself
+/// is invalid; `Err` means it could not be read. What it has to tell, and the summary, are
+/// printed on standard error.
+pub fn open_verified(
+    dir: &Path,
+    verifier: Option<&str>,
+    trusted: Option<&Path>,
+) -> Result<std::result::Result<Verified, String>> {
+    let opened = Verified::open(dir, verifier, trusted, &mut notice)?;
+    if let Ok(v) = &opened {
+        eprintln!("radveil ledger: {v}");
     }
-}
-
-impl std::ops::Deref for VerifiedLedger {
-    type Target = Verified;
-    fn deref(&self) -> &Verified {
-        &self.0
-    }
+    Ok(opened)
 }

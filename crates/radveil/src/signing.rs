@@ -141,7 +141,10 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
         .map(|t| parse_tag(t))
         .collect::<Result<_>>()?;
     let tsa = (args.tsa.as_deref())
-        .map(|url| crate::timestamping::Tsa::new(url, args.ts.query_options()?))
+        .map(|url| {
+            radveil_pipeline::timestamp::HttpAuthority::new(url, args.ts.query_options()?)
+                .map_err(anyhow::Error::from)
+        })
         .transpose()?;
     let stamp = tsa.as_ref().map(|tsa| tsa.hook());
     // The output directory is opened once; every file is written below it without following
@@ -186,7 +189,7 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode> {
         Some(dir) => {
             let (verifier, trusted) =
                 (args.verifier.as_deref(), args.trusted_checkpoint.as_deref());
-            match crate::ledger::VerifiedLedger::open(dir, verifier, trusted)? {
+            match crate::ledger::open_verified(dir, verifier, trusted)? {
                 Ok(v) => Some((
                     v,
                     crate::key::load_with(args.key_file.as_deref(), args.keys)?,

@@ -5,17 +5,13 @@
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use radveil_integrity::timestamp::QueryOptions;
 use radveil_integrity::MacAlgorithm;
-use radveil_part10 as p10;
 use radveil_pipeline::ordered::Tally;
 use radveil_pipeline::pool::Pool;
-use radveil_pipeline::timestamp::{
-    self, insert_file, read_der, Authority, Batch, StampError, MAX_REPLY,
-};
+use radveil_pipeline::timestamp::{insert_file, read_der, Batch, HttpAuthority, StampError};
 use radveil_pipeline::tree::OutputTree;
 use radveil_pipeline::Dir;
 
@@ -112,7 +108,7 @@ pub fn run(cmd: TimestampCommand) -> Result<ExitCode> {
             out,
             ts,
         } => {
-            let tsa = Tsa::new(&tsa, ts.query_options()?)?;
+            let tsa = HttpAuthority::new(&tsa, ts.query_options()?)?;
             batch(&inputs, &out, &tsa.options, "stamped", |b, files, emit| {
                 b.stamp_files(&pool, files, &tsa, emit)
             })
@@ -173,60 +169,4 @@ fn batch<R: Display>(
     let failed = failed + tally.failed;
     eprintln!("radveil timestamp: {} done, {failed} failed", tally.done);
     Ok(ExitCode::from(u8::from(failed > 0)))
-}
-
-/// A timestamp authority reached over HTTP (RFC 3161 §3.4: POST of
-/// `application/timestamp-query`, answered by `application/timestamp-reply`).
-pub struct Tsa {
-    url: String,
-    agent: ureq::Agent,
-    options: QueryOptions,
-}
-
-impl Tsa {
-    /// A TSA at `url`, queried with `options`.
-    pub fn new(url: &str, options: QueryOptions) -> Result<Tsa> {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            bail!("the TSA URL must start with http:// or https://");
-        }
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(30))
-            .build();
-        Ok(Tsa {
-            url: url.to_string(),
-            agent,
-            options,
-        })
-    }
-
-    /// The hook `radveil sign --tsa` runs on each new signature: stamps it here.
-    pub fn hook(&self) -> impl Fn(&mut p10::DataSet<'_>, &str) -> Result<(), String> + Sync + '_ {
-        timestamp::stamper(&self.options, self)
-    }
-
-    fn post(&self, query: &[u8]) -> Result<Vec<u8>> {
-        use std::io::Read;
-        let resp = self
-            .agent
-            .post(&self.url)
-            .set("Content-Type", "application/timestamp-query")
-            .set("Accept", "application/timestamp-reply")
-            .send_bytes(query)
-            .map_err(|e| anyhow::anyhow!("timestamp authority {}: {e}", self.url))?;
-        let mut body = Vec::new();
-        resp.into_reader()
-            .take(MAX_REPLY + 1)
-            .read_to_end(&mut body)
-            .context("reading the timestamp reply")?;
-        if body.len() as u64 > MAX_REPLY {
-            bail!("the timestamp reply is larger than {MAX_REPLY} bytes");
-        }
-        Ok(body)
-    }
-}
-
-impl Authority for Tsa {
-    fn reply(&self, query: &[u8]) -> std::result::Result<Vec<u8>, String> {
-        self.post(query).map_err(|e| format!("{e:#}"))
-    }
 }
