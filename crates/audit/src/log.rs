@@ -1,0 +1,391 @@
+//! The audit log: sealed events appended to a `radveil-ledger` [`Log`] with signed
+//! checkpoints, patient handles beside them, reading with filters, and verification.
+
+use std::path::Path;
+
+use base64::Engine;
+use radveil_ledger::note::{Signer, Verifier};
+use radveil_ledger::{Log, TornRepair, TornTail};
+use radveil_store::{Handle, Key};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::event::{is_event_time, Action, Event};
+use crate::AuditError;
+
+/// The log's folder under a gateway data directory.
+pub const AUDIT_DIR: &str = "audit";
+/// The audit key's file under a gateway data directory (64 hex digits, mode 0600), beside
+/// the key store in `keys/`, kept apart from the data and its backups.
+pub const AUDIT_KEY_FILE: &str = "keys/audit-key";
+/// The origin line of an audit log (also its checkpoint key's name).
+pub const ORIGIN: &str = "radveil/audit";
+/// Version of the entry format.
+const FORMAT: u32 = 1;
+/// The longest entry line written: the ledger reads lines of at most 64 KiB, so a longer
+/// one would make the log unreadable. Events count instances rather than list them.
+const MAX_ENTRY: usize = 60 * 1024;
+
+/// The audit key: one secret from which the sealing key, the patient-index key and the
+/// checkpoint signing key are derived (HMAC-SHA-256 under distinct labels).
+pub struct AuditKey {
+    seal: Key,
+    index: Key,
+    seed: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+impl AuditKey {
+    /// Derives the audit keys from the 32-byte audit key.
+    pub fn new(master: &Key) -> Result<AuditKey, AuditError> {
+        let derive = |label: &str| Zeroizing::new(master.blind(label, &[]).0);
+        let key = |label: &str| {
+            Key::from_slice(derive(label).as_ref()).map_err(|e| AuditError::Crypto(e.to_string()))
+        };
+        Ok(AuditKey {
+            seal: key("radveil/audit/seal/v1")?,
+            index: key("radveil/audit/patient-index/v1")?,
+            seed: derive("radveil/audit/checkpoint-key/v1"),
+        })
+    }
+
+    /// Parses an audit key file's text: 64 hex digits, surrounding whitespace ignored.
+    pub fn from_hex(text: &[u8]) -> Result<AuditKey, AuditError> {
+        let text = text.trim_ascii();
+        let bad = || AuditError::Crypto("an audit key is 64 hex digits".into());
+        if text.len() != 64 {
+            return Err(bad());
+        }
+        let mut raw = Zeroizing::new([0u8; 32]);
+        for (i, pair) in text.chunks(2).enumerate() {
+            let s = std::str::from_utf8(pair).map_err(|_| bad())?;
+            raw[i] = u8::from_str_radix(s, 16).map_err(|_| bad())?;
+        }
+        AuditKey::new(
+            &Key::from_slice(raw.as_ref()).map_err(|e| AuditError::Crypto(e.to_string()))?,
+        )
+    }
+
+    /// The keyed blind index of a patient (Patient ID with its issuer), as kept beside each
+    /// event that touches them.
+    pub fn patient(&self, id: &str, issuer: Option<&str>) -> Handle {
+        self.index.blind(
+            "audit-patient",
+            &[issuer.unwrap_or("").as_bytes(), id.as_bytes()],
+        )
+    }
+
+    /// The checkpoint signer.
+    pub fn signer(&self) -> Result<Signer, AuditError> {
+        Ok(Signer::from_seed(ORIGIN, &self.seed).map_err(radveil_ledger::LedgerError::from)?)
+    }
+
+    /// The checkpoint verifier (public): hand it to whoever keeps checkpoints elsewhere.
+    pub fn verifier(&self) -> Result<Verifier, AuditError> {
+        Ok(self.signer()?.verifier())
+    }
+}
+
+/// One line of the log: the sealed event and the handles of the patients it touches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Entry format version.
+    pub v: u32,
+    /// Keyed blind indexes of the patients touched (hex), in the event's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patients: Vec<String>,
+    /// The event, JSON sealed with AES-256-GCM (`nonce || ciphertext || tag`), base64.
+    pub sealed: String,
+}
+
+/// Associated data of entry `index`: the format, the origin, the position and the patient
+/// handles, so a sealed event opens only where and as it was written.
+fn aad(index: u64, patients: &[String]) -> Vec<u8> {
+    let mut a = format!("radveil/audit/entry/v{FORMAT}\n{ORIGIN}\n{index}\n").into_bytes();
+    for p in patients {
+        a.extend_from_slice(p.as_bytes());
+        a.push(b'\n');
+    }
+    a
+}
+
+/// Which events to read. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Events touching this patient (their handle, [`AuditKey::patient`]).
+    pub patient: Option<Handle>,
+    /// Events by this user (token subject).
+    pub user: Option<String>,
+    /// Events at or after this time (RFC 3339 UTC, or a date `YYYY-MM-DD`).
+    pub since: Option<String>,
+    /// Events at or before this time (RFC 3339 UTC, or a date `YYYY-MM-DD`, which includes
+    /// that whole day).
+    pub until: Option<String>,
+    /// Events of this action.
+    pub action: Option<Action>,
+}
+
+impl Filter {
+    fn matches(&self, e: &Event) -> bool {
+        if let Some(a) = self.action {
+            if e.action != a {
+                return false;
+            }
+        }
+        if let Some(u) = &self.user {
+            if e.actor.subject.as_deref() != Some(u.as_str()) {
+                return false;
+            }
+        }
+        if let Some(s) = &self.since {
+            if e.time.as_str() < s.as_str() {
+                return false;
+            }
+        }
+        if let Some(u) = &self.until {
+            let t = if u.len() == 10 {
+                e.time.get(..10).unwrap_or(&e.time)
+            } else {
+                &e.time
+            };
+            if t > u.as_str() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// An open audit log with its key.
+pub struct AuditLog {
+    log: Log<Entry>,
+    key: AuditKey,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuditLog({} entries)", self.log.size())
+    }
+}
+
+impl AuditLog {
+    /// Creates the audit log in `dir` (which must not hold one).
+    pub fn init(dir: &Path, key: AuditKey) -> Result<AuditLog, AuditError> {
+        let log = Log::init(dir, ORIGIN, &key.signer()?)?;
+        Ok(AuditLog { log, key })
+    }
+
+    /// Opens the audit log in `dir`.
+    pub fn open(dir: &Path, key: AuditKey) -> Result<AuditLog, AuditError> {
+        Ok(AuditLog {
+            log: Log::open(dir)?,
+            key,
+        })
+    }
+
+    /// Opens the audit log in `dir`, creating it on first use.
+    pub fn open_or_init(dir: &Path, key: AuditKey) -> Result<AuditLog, AuditError> {
+        if dir.join("origin").exists() {
+            AuditLog::open(dir, key)
+        } else {
+            AuditLog::init(dir, key)
+        }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &AuditKey {
+        &self.key
+    }
+
+    /// Number of entries.
+    pub fn size(&self) -> u64 {
+        self.log.size()
+    }
+
+    /// A torn last line (an append that crashed), if any.
+    pub fn torn_tail(&self) -> Option<TornTail> {
+        self.log.torn_tail()
+    }
+
+    /// Appends events durably (sealed, fsynced, under the log's exclusive lock); returns
+    /// their indexes. Call [`AuditLog::checkpoint`] to cover them by a signed checkpoint.
+    pub fn append(&mut self, events: &[Event]) -> Result<std::ops::Range<u64>, AuditError> {
+        for e in events {
+            if !is_event_time(&e.time) {
+                return Err(AuditError::Invalid(
+                    "the time is not RFC 3339 UTC to the second",
+                ));
+            }
+        }
+        let handles: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                e.patients
+                    .iter()
+                    .map(|p| self.key.patient(&p.id, p.issuer.as_deref()).hex())
+                    .collect()
+            })
+            .collect();
+        let plain: Vec<Zeroizing<Vec<u8>>> = events
+            .iter()
+            .map(|e| serde_json::to_vec(e).map(Zeroizing::new))
+            .collect::<Result<_, _>>()
+            .map_err(|_| AuditError::Invalid("the event does not serialize"))?;
+        let mut failure = None;
+        let key = &self.key;
+        let done = self.log.append_with(TornRepair::Refuse, |fresh| {
+            // Sealed here, under the lock, where the entries' positions are known.
+            let start = fresh.size();
+            let mut out = Vec::with_capacity(events.len());
+            for (i, (plain, patients)) in plain.iter().zip(&handles).enumerate() {
+                let index = start.saturating_add(i as u64);
+                let sealed = match key.seal.seal(plain, &aad(index, patients)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        failure = Some(AuditError::Crypto(e.to_string()));
+                        return Vec::new();
+                    }
+                };
+                let entry = Entry {
+                    v: FORMAT,
+                    patients: patients.clone(),
+                    sealed: base64::engine::general_purpose::STANDARD.encode(sealed),
+                };
+                if serde_json::to_vec(&entry).map_or(usize::MAX, |l| l.len()) > MAX_ENTRY {
+                    failure = Some(AuditError::Invalid(
+                        "the event is too large for one log entry",
+                    ));
+                    return Vec::new();
+                }
+                out.push(entry);
+            }
+            out
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(done.range),
+        }
+    }
+
+    /// Signs a checkpoint of the whole log; returns the signed note (keep a copy apart from
+    /// the log: [`verify`] against it detects a rollback).
+    pub fn checkpoint(&mut self) -> Result<String, AuditError> {
+        let signer = self.key.signer()?;
+        Ok(self.log.checkpoint(&signer)?)
+    }
+
+    /// Opens entry `index` (its position is checked by the associated data).
+    pub fn event(&self, index: u64) -> Result<Event, AuditError> {
+        let entry = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.log.records().get(i))
+            .ok_or(AuditError::Corrupt {
+                index,
+                what: "no such entry",
+            })?;
+        self.open_entry(index, entry)
+    }
+
+    fn open_entry(&self, index: u64, entry: &Entry) -> Result<Event, AuditError> {
+        if entry.v != FORMAT {
+            return Err(AuditError::Corrupt {
+                index,
+                what: "unknown entry format",
+            });
+        }
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(&entry.sealed)
+            .map_err(|_| AuditError::Tampered { index })?;
+        let plain = Zeroizing::new(
+            self.key
+                .seal
+                .open(&sealed, &aad(index, &entry.patients))
+                .ok_or(AuditError::Tampered { index })?,
+        );
+        let event: Event = serde_json::from_slice(&plain).map_err(|_| AuditError::Corrupt {
+            index,
+            what: "sealed content is not an event",
+        })?;
+        let expected: Vec<String> = event
+            .patients
+            .iter()
+            .map(|p| self.key.patient(&p.id, p.issuer.as_deref()).hex())
+            .collect();
+        if expected != entry.patients {
+            return Err(AuditError::Corrupt {
+                index,
+                what: "patient handles differ from the event's patients",
+            });
+        }
+        Ok(event)
+    }
+
+    /// The events that match `filter`, with their indexes, in log order. A patient filter
+    /// is answered from the handles: only that patient's events are opened.
+    pub fn read(&self, filter: &Filter) -> Result<Vec<(u64, Event)>, AuditError> {
+        let wanted = filter.patient.map(|h| h.hex());
+        let mut out = Vec::new();
+        for (i, entry) in self.log.records().iter().enumerate() {
+            if let Some(h) = &wanted {
+                if !entry.patients.iter().any(|p| p == h) {
+                    continue;
+                }
+            }
+            let index = i as u64;
+            let e = self.open_entry(index, entry)?;
+            if filter.matches(&e) {
+                out.push((index, e));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What [`verify`] established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Entries in the log, every one of which opens at its position.
+    pub entries: u64,
+    /// The size of the latest checkpoint, which verifies and which the entries extend.
+    pub checkpointed: u64,
+    /// The size of the trusted checkpoint checked, when one was given.
+    pub trusted: Option<u64>,
+    /// A torn last line (an append that crashed before it was acknowledged).
+    pub torn: Option<TornTail>,
+}
+
+/// Verifies the audit log in `dir` with its key: the latest checkpoint is signed by the
+/// audit key's checkpoint key and the entries still produce its root (a consistency proof to
+/// the current tree: an edited, deleted, reordered or truncated entry breaks it); a
+/// `trusted` checkpoint kept elsewhere must verify too and not be newer than the latest
+/// (else the log was rolled back); and every entry must open under the audit key at its
+/// position (an edit or a move after the latest checkpoint is caught too).
+pub fn verify(dir: &Path, key: AuditKey, trusted: Option<&str>) -> Result<Verified, AuditError> {
+    let log = AuditLog::open(dir, key)?;
+    let verifier = log.key.verifier()?;
+    if log.log.stored_verifier()? != verifier {
+        return Err(AuditError::ForeignVerifier);
+    }
+    let latest = log.log.verify_latest(&verifier, trusted)?;
+    let trusted = match trusted {
+        Some(note) => Some(log.log.verify_against(note, &verifier)?.size),
+        None => None,
+    };
+    for (i, entry) in log.log.records().iter().enumerate() {
+        log.open_entry(i as u64, entry)?;
+    }
+    Ok(Verified {
+        entries: log.size(),
+        checkpointed: latest.size,
+        trusted,
+        torn: log.torn_tail(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,307 @@
+use super::*;
+use crate::sample;
+
+const KEY: [u8; 32] = [7; 32];
+
+fn key() -> AuditKey {
+    AuditKey::new(&Key::from_slice(&KEY).unwrap()).unwrap()
+}
+
+/// A log of the sample events: the first four checkpointed (the checkpoint returned, to be
+/// kept elsewhere), then the rest checkpointed too.
+fn written(dir: &Path) -> (String, String) {
+    let mut log = AuditLog::init(dir, key()).unwrap();
+    let events = sample::events();
+    log.append(&events[..4]).unwrap();
+    let first = log.checkpoint().unwrap();
+    log.append(&events[4..]).unwrap();
+    let second = log.checkpoint().unwrap();
+    (first, second)
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("entries.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn write_entries(dir: &Path, lines: &[String]) {
+    std::fs::write(dir.join("entries.jsonl"), lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn events_are_sealed_and_read_back_by_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, latest) = written(dir.path());
+    // Nothing identifying is on disk in plaintext.
+    for f in std::fs::read_dir(dir.path()).unwrap() {
+        let p = f.unwrap().path();
+        if p.is_file() {
+            let bytes = std::fs::read(&p).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            for secret in [
+                "PAT-JANE",
+                "DOE^JANE",
+                "House",
+                "1.2.826.0.1",
+                "dr-house",
+                "192.0.2",
+            ] {
+                assert!(!text.contains(secret), "{secret} in {}", p.display());
+            }
+        }
+    }
+    let log = AuditLog::open(dir.path(), key()).unwrap();
+    let all = log.read(&Filter::default()).unwrap();
+    assert_eq!(all.len(), sample::events().len());
+    assert_eq!(all[1].1, sample::events()[1]);
+    // By patient: store, retrieve, query, audit read touch Jane.
+    let jane = log.key().patient("PAT-JANE-0042", Some("HOSPITAL-A"));
+    let idx: Vec<u64> = log
+        .read(&Filter {
+            patient: Some(jane),
+            ..Filter::default()
+        })
+        .unwrap()
+        .iter()
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(idx, [0, 1, 2, 6]);
+    // The issuer is part of the patient's identity.
+    let other = log.key().patient("PAT-JANE-0042", None);
+    assert!(log
+        .read(&Filter {
+            patient: Some(other),
+            ..Filter::default()
+        })
+        .unwrap()
+        .is_empty());
+    // By user, action and time.
+    let f = Filter {
+        user: Some("dr-house".into()),
+        action: Some(Action::Retrieve),
+        ..Filter::default()
+    };
+    assert_eq!(log.read(&f).unwrap().len(), 1);
+    let f = Filter {
+        since: Some("2026-12-02".into()),
+        until: Some("2026-12-02".into()),
+        ..Filter::default()
+    };
+    assert_eq!(log.read(&f).unwrap().len(), 3);
+    let f = Filter {
+        since: Some("2026-12-02T11:00:00Z".into()),
+        until: Some("2026-12-03T08:00:00Z".into()),
+        ..Filter::default()
+    };
+    assert_eq!(log.read(&f).unwrap().len(), 3);
+    // And it verifies, against the latest checkpoint kept elsewhere too.
+    let v = verify(dir.path(), key(), Some(&latest)).unwrap();
+    assert_eq!((v.entries, v.checkpointed, v.trusted), (7, 7, Some(7)));
+}
+
+#[test]
+fn an_edited_entry_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = written(dir.path());
+    let mut lines = entries(dir.path());
+    // Flip one character of entry 2's sealed event.
+    let mut entry: Entry = serde_json::from_str(&lines[2]).unwrap();
+    let mut b = entry.sealed.into_bytes();
+    b[40] = if b[40] == b'A' { b'B' } else { b'A' };
+    entry.sealed = String::from_utf8(b).unwrap();
+    lines[2] = serde_json::to_string(&entry).unwrap();
+    write_entries(dir.path(), &lines);
+    assert!(verify(dir.path(), key(), None).is_err());
+    // Even once the checkpoints are signed again by an insider holding the audit key, the
+    // edited entry does not open, and the checkpoint kept elsewhere disagrees.
+    AuditLog::open(dir.path(), key())
+        .unwrap()
+        .checkpoint()
+        .unwrap();
+    assert!(matches!(
+        verify(dir.path(), key(), None),
+        Err(AuditError::Tampered { index: 2 })
+    ));
+    assert!(verify(dir.path(), key(), Some(&first)).is_err());
+}
+
+#[test]
+fn an_entry_resealed_by_an_insider_is_caught_by_a_kept_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = written(dir.path());
+    // Rewrite the whole log with entry 1 changed, properly sealed and re-checkpointed.
+    let mut events = sample::events();
+    events[1].actor.subject = Some("someone-else".into());
+    let copy = tempfile::tempdir().unwrap();
+    let mut log = AuditLog::init(copy.path(), key()).unwrap();
+    log.append(&events).unwrap();
+    log.checkpoint().unwrap();
+    std::fs::copy(
+        copy.path().join("entries.jsonl"),
+        dir.path().join("entries.jsonl"),
+    )
+    .unwrap();
+    std::fs::copy(
+        copy.path().join("checkpoint"),
+        dir.path().join("checkpoint"),
+    )
+    .unwrap();
+    // Self-consistent, so only the checkpoint kept elsewhere can tell.
+    assert!(verify(dir.path(), key(), None).is_ok());
+    assert!(matches!(
+        verify(dir.path(), key(), Some(&first)),
+        Err(AuditError::Log(
+            radveil_ledger::LedgerError::Inconsistent { .. }
+        ))
+    ));
+}
+
+#[test]
+fn a_deleted_entry_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    written(dir.path());
+    let mut lines = entries(dir.path());
+    lines.remove(3);
+    write_entries(dir.path(), &lines);
+    assert!(matches!(
+        verify(dir.path(), key(), None),
+        Err(AuditError::Log(
+            radveil_ledger::LedgerError::Inconsistent { .. }
+        ))
+    ));
+}
+
+#[test]
+fn a_deleted_entry_after_the_last_checkpoint_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    written(dir.path());
+    let mut log = AuditLog::open(dir.path(), key()).unwrap();
+    log.append(&sample::events()[..3]).unwrap();
+    let mut lines = entries(dir.path());
+    lines.remove(8);
+    write_entries(dir.path(), &lines);
+    assert!(matches!(
+        verify(dir.path(), key(), None),
+        Err(AuditError::Tampered { index: 8 })
+    ));
+}
+
+#[test]
+fn reordered_entries_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    written(dir.path());
+    let mut lines = entries(dir.path());
+    lines.swap(1, 2);
+    write_entries(dir.path(), &lines);
+    assert!(verify(dir.path(), key(), None).is_err());
+    // Reordered after the last checkpoint: the positions in the sealed data tell.
+    let dir = tempfile::tempdir().unwrap();
+    written(dir.path());
+    AuditLog::open(dir.path(), key())
+        .unwrap()
+        .append(&sample::events()[..3])
+        .unwrap();
+    let mut lines = entries(dir.path());
+    lines.swap(7, 8);
+    write_entries(dir.path(), &lines);
+    assert!(matches!(
+        verify(dir.path(), key(), None),
+        Err(AuditError::Tampered { index: 7 })
+    ));
+}
+
+#[test]
+fn a_truncated_log_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    written(dir.path());
+    let lines = entries(dir.path());
+    write_entries(dir.path(), &lines[..5]);
+    assert!(matches!(
+        verify(dir.path(), key(), None),
+        Err(AuditError::Log(
+            radveil_ledger::LedgerError::Inconsistent { .. }
+        ))
+    ));
+}
+
+#[test]
+fn a_rollback_behind_a_kept_checkpoint_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, latest) = written(dir.path());
+    // Roll back: the entries cut to the first checkpoint's size and that checkpoint put back
+    // as the latest. The log is consistent with itself...
+    let lines = entries(dir.path());
+    write_entries(dir.path(), &lines[..4]);
+    std::fs::write(dir.path().join("checkpoint"), &first).unwrap();
+    assert_eq!(verify(dir.path(), key(), None).unwrap().checkpointed, 4);
+    // ...but not with the checkpoint kept elsewhere.
+    assert!(matches!(
+        verify(dir.path(), key(), Some(&latest)),
+        Err(AuditError::Log(_))
+    ));
+}
+
+#[test]
+fn a_patient_handle_moved_to_another_entry_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    written(dir.path());
+    let mut lines = entries(dir.path());
+    // Entry 3 is John's: give it Jane's handle (as if to hide it from John's access log).
+    let jane: Entry = serde_json::from_str(&lines[1]).unwrap();
+    let mut e: Entry = serde_json::from_str(&lines[3]).unwrap();
+    e.patients = jane.patients;
+    lines[3] = serde_json::to_string(&e).unwrap();
+    write_entries(dir.path(), &lines);
+    AuditLog::open(dir.path(), key())
+        .unwrap()
+        .checkpoint()
+        .unwrap();
+    assert!(matches!(
+        verify(dir.path(), key(), None),
+        Err(AuditError::Tampered { index: 3 })
+    ));
+}
+
+#[test]
+fn another_key_or_a_replaced_verifier_does_not_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    written(dir.path());
+    let other = AuditKey::new(&Key::from_slice(&[8; 32]).unwrap()).unwrap();
+    assert!(matches!(
+        verify(dir.path(), other, None),
+        Err(AuditError::ForeignVerifier)
+    ));
+    let other = AuditKey::new(&Key::from_slice(&[8; 32]).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("verifier.pub"),
+        format!("{}\n", other.verifier().unwrap()),
+    )
+    .unwrap();
+    assert!(verify(dir.path(), key(), None).is_err());
+}
+
+#[test]
+fn bad_events_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = AuditLog::init(dir.path(), key()).unwrap();
+    let mut e = sample::events().remove(0);
+    e.time = "yesterday".into();
+    assert!(matches!(log.append(&[e]), Err(AuditError::Invalid(_))));
+    // An event too large for one line of the log is refused rather than written unreadable.
+    let mut e = sample::events().remove(0);
+    e.query = Some("x".repeat(100_000));
+    assert!(matches!(log.append(&[e]), Err(AuditError::Invalid(_))));
+    assert_eq!(AuditLog::open(dir.path(), key()).unwrap().size(), 0);
+}
+
+#[test]
+fn audit_keys_parse_from_hex() {
+    let hex = "07".repeat(32);
+    let k = AuditKey::from_hex(format!("{hex}\n").as_bytes()).unwrap();
+    assert_eq!(k.verifier().unwrap(), key().verifier().unwrap());
+    assert!(AuditKey::from_hex(b"0707").is_err());
+    assert!(AuditKey::from_hex("zz".repeat(32).as_bytes()).is_err());
+}
