@@ -114,6 +114,8 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
             ..radveil_web::Limits::default()
         },
         metrics: Default::default(),
+        // Filled from the index by radveil_web::serve before it listens.
+        catalogue: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -200,6 +200,23 @@ impl Index {
         Ok(gone)
     }
 
+    /// Calls `each` with every row, study by study (then series, then instance), reading
+    /// one row at a time: how a catalogue of the whole store is built without holding every
+    /// row in memory at once. Stops at the first error `each` returns.
+    pub fn for_each(
+        &self,
+        mut each: impl FnMut(Row) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut st = self.db.prepare(&format!(
+            "SELECT {COLUMNS} FROM instance ORDER BY study, series, handle"
+        ))?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            each(row(r)?)?;
+        }
+        Ok(())
+    }
+
     /// Every object name the index refers to (to find objects left by a crash).
     pub fn objects(&self) -> Result<std::collections::HashSet<String>, StoreError> {
         let mut st = self.db.prepare("SELECT object FROM instance")?;

@@ -33,7 +33,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 pub use crypto::{Handle, Key};
-use index::{Index, Inserted, Row};
+pub use index::Row;
+use index::{Index, Inserted};
 use keystore::KeyStore;
 
 /// What can go wrong in the store. Messages name handles and files, never an identifier.
@@ -466,6 +467,41 @@ impl Store {
             .ok_or_else(|| StoreError::Tampered(format!("index row of {}", r.object)))
     }
 
+    /// Calls `each` with every index row and its attributes opened (or why they do not open:
+    /// [`StoreError::Tampered`] for altered ones, [`StoreError::NotFound`] when the study's
+    /// key is gone), in one blocking task that looks each study's key up once: how the web
+    /// layer builds its in-memory catalogue at startup. Rows come study by study. Stores and
+    /// deletions wait until it returns (it holds the key store and the index), so call it
+    /// before serving. `each` folds the rows into `acc`, which is handed back.
+    pub async fn for_each_meta<T, F>(&self, mut acc: T, mut each: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut T, &Row, Result<Vec<u8>, StoreError>) + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        blocking(move || {
+            // The key store before the index, as delete_patient takes them.
+            let mut keys = lock(&inner.keys);
+            let index = lock(&inner.index);
+            let mut current: Option<(Handle, Option<Key>)> = None;
+            index.for_each(|r| {
+                if current.as_ref().is_none_or(|(s, _)| *s != r.study) {
+                    current = Some((r.study, keys.study_key(&r.study)?));
+                }
+                let opened = match current.as_ref().and_then(|(_, k)| k.as_ref()) {
+                    Some(k) => k
+                        .open(&r.meta, &meta_aad(&r.instance))
+                        .ok_or_else(|| StoreError::Tampered(format!("index row of {}", r.object))),
+                    None => Err(StoreError::NotFound),
+                };
+                each(&mut acc, &r, opened);
+                Ok(())
+            })?;
+            Ok(acc)
+        })
+        .await
+    }
+
     /// Deletes a study: its keys are destroyed first (crypto-shredding), then its index rows
     /// and objects.
     pub async fn delete_study(&self, study: Handle) -> Result<Deleted, StoreError> {
@@ -617,3 +653,73 @@ pub fn rotate_kek(layout: &Layout, old: Key, new: Key) -> Result<usize, StoreErr
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod meta_scan_tests {
+    use super::*;
+
+    fn ids<'a>(patient: &'a str, study: &'a str, instance: &'a str) -> InstanceIds<'a> {
+        InstanceIds {
+            patient_id: patient,
+            issuer: "",
+            study,
+            series: "1.2.3.1",
+            instance,
+        }
+    }
+
+    /// Every row comes back once with its attributes opened, study by study; a deleted
+    /// study's rows are gone; an altered meta is reported as tampered, not skipped.
+    #[test]
+    fn for_each_meta_opens_every_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::under(dir.path());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = Store::open(&layout, Key::from_slice(&[7; 32]).unwrap()).unwrap();
+            for (p, s, i) in [("A", "1.2.3", "1.2.3.1.1"), ("A", "1.2.3", "1.2.3.1.2"), ("B", "1.2.4", "1.2.4.1.1"), ("B", "1.2.5", "1.2.5.1.1")] {
+                let meta = format!("meta of {i}");
+                store
+                    .put(&ids(p, s, i), Bytes::from(i.as_bytes().to_vec()), meta.as_bytes())
+                    .await
+                    .unwrap();
+            }
+            store
+                .delete_study(store.uid(Level::Study, "1.2.5"))
+                .await
+                .unwrap();
+            let got = store
+                .for_each_meta(Vec::new(), |acc, r, m| {
+                    acc.push((r.study, r.patient, m.map(|m| String::from_utf8(m).unwrap())));
+                })
+                .await
+                .unwrap();
+            let texts: Vec<&str> = got.iter().map(|g| g.2.as_deref().unwrap()).collect();
+            assert_eq!(texts.len(), 3);
+            for i in ["1.2.3.1.1", "1.2.3.1.2", "1.2.4.1.1"] {
+                assert!(texts.contains(&format!("meta of {i}").as_str()));
+            }
+            // Study by study: rows of one study are adjacent.
+            assert_eq!(got[0].0, got[if got[0].0 == got[1].0 { 1 } else { 2 }].0);
+            assert_eq!(got.iter().filter(|g| g.1 == store.patient("A", "")).count(), 2);
+            // An altered meta is reported as such.
+            {
+                let db = rusqlite::Connection::open(&layout.index).unwrap();
+                db.execute("UPDATE instance SET meta = X'00112233445566778899AABBCCDDEEFF00112233445566778899'", [])
+                    .unwrap();
+            }
+            let got = store
+                .for_each_meta(0usize, |n, _, m| {
+                    assert!(matches!(m, Err(StoreError::Tampered(_))));
+                    *n += 1;
+                })
+                .await
+                .unwrap();
+            assert_eq!(got, 3);
+        });
+    }
+}

@@ -44,6 +44,9 @@ pub struct AppState {
     pub limits: Limits,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What QIDO-RS searches: the opened attributes of every stored instance, in memory
+    /// (filled by [`crate::serve`] before it listens; kept up to date on store and delete).
+    pub catalogue: crate::qido::Catalogue,
 }
 
 /// The router of the whole gateway.
@@ -52,7 +55,21 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(crate::metrics::handler))
-        .route("/dicom-web/studies", post(stow))
+        .route("/dicom-web/studies", post(stow).get(crate::qido::studies))
+        .route("/dicom-web/series", get(crate::qido::all_series))
+        .route("/dicom-web/instances", get(crate::qido::all_instances))
+        .route(
+            "/dicom-web/studies/{study}/series",
+            get(crate::qido::study_series),
+        )
+        .route(
+            "/dicom-web/studies/{study}/instances",
+            get(crate::qido::study_instances),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances",
+            get(crate::qido::series_instances),
+        )
         .route(
             "/dicom-web/studies/{study}",
             post(stow_study).get(wado_study).delete(delete_study),
@@ -90,7 +107,7 @@ fn tag_key(tag: u32) -> String {
     format!("{tag:08X}")
 }
 
-fn base_url(headers: &HeaderMap) -> String {
+pub(crate) fn base_url(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -195,10 +212,8 @@ async fn store_one(state: &AppState, bytes: Bytes, study: Option<&str>) -> Store
         };
         return Stored::Failed(Some(id), r);
     }
-    let meta = json!({
-        tag_key(radveil_standard::tags::SOP_CLASS_UID): attr("UI", vec![json!(id.sop_class)]),
-        tag_key(radveil_standard::tags::TRANSFER_SYNTAX_UID): attr("UI", vec![json!(id.transfer_syntax)]),
-    });
+    // The QIDO attributes (SOP Class and Transfer Syntax among them), sealed by the store.
+    let meta = crate::dicom_json::attrs_to_json(&id.attributes);
     let ids = InstanceIds {
         patient_id: &id.patient_id,
         issuer: &id.issuer,
@@ -211,7 +226,12 @@ async fn store_one(state: &AppState, bytes: Bytes, study: Option<&str>) -> Store
         .put(&ids, bytes, meta.to_string().as_bytes())
         .await
     {
-        Ok(PutOutcome::Stored | PutOutcome::AlreadyStored) => Stored::Ok(id),
+        Ok(PutOutcome::Stored) => {
+            let handles = state.store.handles(&ids);
+            state.catalogue.insert(&handles, id.attributes.clone());
+            Stored::Ok(id)
+        }
+        Ok(PutOutcome::AlreadyStored) => Stored::Ok(id),
         Err(e) => {
             let reason = match e {
                 StoreError::Conflict => instance::DUPLICATE_SOP_INSTANCE,
@@ -406,7 +426,11 @@ fn store_error(e: &StoreError) -> Response {
 
 async fn delete_study(State(state): State<AppState>, Path(study): Path<String>) -> Response {
     let s = handle(&state, Level::Study, &study);
-    deleted(&state, state.store.delete_study(s).await)
+    let r = state.store.delete_study(s).await;
+    if r.is_ok() {
+        state.catalogue.remove(&s, None, None);
+    }
+    deleted(&state, r)
 }
 
 async fn delete_series(
@@ -415,7 +439,11 @@ async fn delete_series(
 ) -> Response {
     let s = handle(&state, Level::Study, &study);
     let se = handle(&state, Level::Series, &series);
-    deleted(&state, state.store.delete_series(s, se).await)
+    let r = state.store.delete_series(s, se).await;
+    if r.is_ok() {
+        state.catalogue.remove(&s, Some(&se), None);
+    }
+    deleted(&state, r)
 }
 
 async fn delete_instance(
@@ -425,7 +453,11 @@ async fn delete_instance(
     let s = handle(&state, Level::Study, &study);
     let se = handle(&state, Level::Series, &series);
     let i = handle(&state, Level::Instance, &inst);
-    deleted(&state, state.store.delete_instance(s, Some(se), i).await)
+    let r = state.store.delete_instance(s, Some(se), i).await;
+    if r.is_ok() {
+        state.catalogue.remove(&s, Some(&se), Some(&i));
+    }
+    deleted(&state, r)
 }
 
 fn deleted(state: &AppState, r: Result<radveil_store::Deleted, StoreError>) -> Response {

@@ -1,6 +1,6 @@
-//! What the gateway reads of an instance it receives: its identifiers and transfer syntax,
-//! from one parse of the Part 10 bytes, with reasons (never values) when they are missing
-//! or invalid.
+//! What the gateway reads of an instance it receives: its identifiers, its transfer syntax
+//! and the attributes QIDO-RS searches, from one parse of the Part 10 bytes, with reasons
+//! (never values) when they are missing or invalid.
 
 use radveil_part10::{self as p10, DataSet, Limits};
 use radveil_standard::tags;
@@ -22,6 +22,8 @@ pub struct Identified {
     pub issuer: String,
     /// The Transfer Syntax UID of the data set.
     pub transfer_syntax: String,
+    /// The attributes QIDO-RS matches and returns (from the same parse).
+    pub attributes: crate::dicom_json::Attrs,
 }
 
 /// Why a received part is not stored: a PS3.18 failure reason and words for the log.
@@ -52,7 +54,7 @@ fn refuse(reason: u16, why: impl Into<String>) -> Refusal {
 /// Reads the identifiers of a Part 10 file.
 pub fn identify(bytes: &[u8]) -> Result<Identified, Refusal> {
     let mut inflated = Vec::new();
-    let (meta, ds, _) = p10::read_file(bytes, &mut inflated, Limits::default())
+    let (meta, ds, encoding) = p10::read_file(bytes, &mut inflated, Limits::default())
         .map_err(|e| refuse(CANNOT_UNDERSTAND, format!("not a readable DICOM file: {e}")))?;
     let uid = |ds: &DataSet<'_>, tag: u32| -> Result<String, Refusal> {
         let v = ds.string(tag).unwrap_or_default();
@@ -75,6 +77,11 @@ pub fn identify(bytes: &[u8]) -> Result<Identified, Refusal> {
             .map(|s| s.trim_matches([' ', '\0']).to_string())
             .unwrap_or_default()
     };
+    let transfer_syntax = meta
+        .transfer_syntax
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    let attributes = crate::dicom_json::extract(&ds, encoding, &transfer_syntax);
     Ok(Identified {
         sop_class,
         sop_instance,
@@ -82,9 +89,7 @@ pub fn identify(bytes: &[u8]) -> Result<Identified, Refusal> {
         series: uid(&ds, tags::SERIES_INSTANCE_UID)?,
         patient_id: text(tags::PATIENT_ID),
         issuer: text(tags::ISSUER_OF_PATIENT_ID),
-        transfer_syntax: meta
-            .transfer_syntax
-            .trim_end_matches(['\0', ' '])
-            .to_string(),
+        transfer_syntax,
+        attributes,
     })
 }

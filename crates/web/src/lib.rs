@@ -16,9 +16,11 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod dicom_json;
 pub mod instance;
 pub mod metrics;
 pub mod multipart;
+pub mod qido;
 pub mod scope;
 pub mod transfer;
 
@@ -35,6 +37,9 @@ pub enum ServeError {
     /// Binding or serving failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The QIDO-RS catalogue could not be read from the store's index.
+    #[error("reading the index for searching: {0}")]
+    Catalogue(radveil_store::StoreError),
 }
 
 /// Serves the gateway on `addr` until SIGTERM or Ctrl-C; then stops accepting, lets the
@@ -48,6 +53,12 @@ pub async fn serve(
     if !addr.ip().is_loopback() {
         return Err(ServeError::NotLoopback(addr));
     }
+    // Searches answer from memory: the catalogue is filled before the first request.
+    state
+        .catalogue
+        .load(&state.store)
+        .await
+        .map_err(ServeError::Catalogue)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     ready(listener.local_addr()?);
     axum::serve(listener, router(state))

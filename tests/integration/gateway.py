@@ -1,0 +1,111 @@
+"""Helpers shared by the gateway's integration tests: a `radveil serve` process on a free
+loopback port, real pydicom test files, planted identifying values, raw STOW-RS."""
+
+from __future__ import annotations
+
+import io
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import clean_env, require_module
+
+pydicom = require_module("pydicom")
+dicomweb_client = require_module("dicomweb_client")
+requests = require_module("requests")
+from pydicom.data import get_testdata_file  # noqa: E402
+
+READY = re.compile(r"DICOMweb on (http://\S+)/dicom-web")
+
+
+class Gateway:
+    """A `radveil serve` process on a free loopback port."""
+
+    def __init__(self, binary: Path, data: Path, *extra: str):
+        self.data = data
+        self.proc = subprocess.Popen(
+            [str(binary), "serve", "--data", str(data), "--listen", "127.0.0.1:0", *extra],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=clean_env())
+        self.log: list[str] = []
+        deadline = time.time() + 30
+        self.url = None
+        while time.time() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.log.append(line)
+            m = READY.search(line)
+            if m:
+                self.url = m.group(1) + "/dicom-web"
+                break
+        assert self.url, f"radveil serve did not start: {''.join(self.log)}"
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    def client(self):
+        return dicomweb_client.DICOMwebClient(url=self.url)
+
+    def stop(self, sig=signal.SIGTERM, timeout=30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+@pytest.fixture
+def serve(radveil_bin, tmp_path):
+    """Starts gateways (`serve(data_dir, *args)`); kills what is left at the end."""
+    started = []
+
+    def start(data: Path | None = None, *extra):
+        g = Gateway(radveil_bin, data or tmp_path / "data", *extra)
+        started.append(g)
+        return g
+
+    yield start
+    for g in started:
+        if g.proc.poll() is None:
+            g.proc.kill()
+            g.proc.wait()
+
+
+def real(name: str):
+    return pydicom.dcmread(get_testdata_file(name))
+
+
+def to_bytes(ds) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def new_uid() -> str:
+    return "2.25." + str(uuid.uuid4().int)
+
+
+def multipart(parts: list[bytes], boundary="radveilTestBoundary") -> tuple[bytes, str]:
+    body = b""
+    for p in parts:
+        body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def post(url: str, parts: list[bytes]):
+    """STOW-RS of Part 10 files to `url` (the service root)."""
+    body, ct = multipart(parts)
+    return requests.post(url + "/studies", data=body, headers={"Content-Type": ct}, timeout=60)
+
+
+def all_files(root: Path):
+    for p in root.rglob("*"):
+        if p.is_file():
+            yield p
