@@ -20,6 +20,7 @@ use crate::observe::{check_image, ImageCheck};
 use crate::ordered::{map_in_order, Tally};
 use crate::pool::Pool;
 use crate::secret::SecretError;
+use crate::verify::chain;
 
 /// Something to tell the operator while a ledger is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,18 +315,6 @@ impl fmt::Display for AppendReport {
             self.problems()
         )
     }
-}
-
-/// `e` and each of its sources, joined by ": ".
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Reads and hashes `files` on every core (before the ledger's lock), then appends

@@ -23,9 +23,9 @@ use crate::whole::{read_whole, ReadError, WholeFile};
 /// Why an image could not be observed.
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
-    /// The file could not be read.
-    #[error("cannot read")]
-    Read(#[source] ReadError),
+    /// The file could not be read (the reason says "cannot read" itself, once).
+    #[error(transparent)]
+    Read(ReadError),
     /// Not a readable Part 10 file.
     #[error(transparent)]
     Parse(#[from] p10::Error),
@@ -306,7 +306,7 @@ mod tests {
             .lines(&missing, false)
             .to_string()
             .starts_with(&format!(
-                "unreadable\t{}\tcannot read: cannot read: ",
+                "unreadable\t{}\tcannot read: No such file",
                 missing.display()
             )));
         let advised = ImageCheck {
@@ -326,7 +326,10 @@ mod tests {
         let budget = MemoryBudget::new(64 << 20);
         let missing = observe(&dir.path().join("missing.dcm"), &key(), &budget).unwrap_err();
         assert!(matches!(missing, ObserveError::Read(_)));
-        assert_eq!(missing.to_string(), "cannot read");
+        // The reason is said once, not "cannot read: cannot read: ...".
+        let text = chain(&missing);
+        assert!(text.starts_with("cannot read: "), "{text}");
+        assert_eq!(text.matches("cannot read").count(), 1, "{text}");
         let junk = dir.path().join("junk.dcm");
         std::fs::write(&junk, b"not dicom").unwrap();
         assert!(matches!(

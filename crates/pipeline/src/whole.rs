@@ -27,7 +27,7 @@ pub enum ReadError {
     #[error(transparent)]
     Input(#[from] InputError),
     /// Reading failed.
-    #[error(transparent)]
+    #[error("cannot read: {0}")]
     Io(#[from] std::io::Error),
     /// The budget cannot hold the file.
     #[error(transparent)]
