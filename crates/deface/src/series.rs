@@ -39,6 +39,18 @@ pub enum SeriesError {
     /// Too few slices to be a volume (a localizer, a single image).
     #[error("{0} slices are not a volume")]
     TooFewSlices(usize),
+    /// The memory budget did not grant what assembling needs. `Busy` is worth another try
+    /// once the caller holds nothing (other workers held the memory); `TooLarge` is not.
+    #[error("{0}")]
+    Memory(radveil_part10::BudgetError),
+}
+
+/// A pixel decoding error of `path`: a refusal of the budget is [`SeriesError::Memory`].
+fn pixel_error(path: &Path, e: radveil_pixeldata::PixelError) -> SeriesError {
+    match e {
+        radveil_pixeldata::PixelError::Memory(b) => SeriesError::Memory(b),
+        other => file_error(path, other),
+    }
 }
 
 fn file_error(path: &Path, why: impl std::fmt::Display) -> SeriesError {
@@ -441,7 +453,7 @@ fn frames_of(
     let (f, d) = format(path, ds, enc)?;
     let frames = d.number_of_frames;
     let pixels = radveil_pixeldata::decode_pixel_data(ds, enc, &meta.transfer_syntax, budget)
-        .map_err(|e| file_error(path, e))?;
+        .map_err(|e| pixel_error(path, e))?;
     let n = f.rows * f.cols;
     let bytes_per = f.bits_allocated as usize / 8;
     // The decoded pixels hold exactly `frames` frames of `n` samples (checked by the
@@ -454,7 +466,7 @@ fn frames_of(
     // that waited could be waiting for itself (or for workers who wait for it).
     let _values = budget
         .try_reserve(values_bytes as u64)
-        .map_err(|e| file_error(path, e))?;
+        .map_err(SeriesError::Memory)?;
     let mut layout: Option<Layout> = None;
     let mut out = try_vec(path, frames)?;
     for frame in 0..frames {
@@ -663,7 +675,7 @@ fn assemble_frames(
             (voxels as u64).saturating_mul(std::mem::size_of::<f32>() as u64),
             DEFAULT_WAIT,
         )
-        .map_err(|e| SeriesError::Geometry(format!("the volume: {e}")))?;
+        .map_err(SeriesError::Memory)?;
     let mut data = Vec::new();
     data.try_reserve_exact(voxels)
         .map_err(|_| SeriesError::Geometry(format!("{voxels} voxels cannot be allocated")))?;
@@ -760,13 +772,13 @@ pub fn put_defaced<'m>(
         .ok_or_else(|| SeriesError::Geometry(format!("no file {file} in the series")))?;
     let (f, _) = format(path, ds, enc)?;
     let decoded = radveil_pixeldata::decode_pixel_data(ds, enc, &meta.transfer_syntax, budget)
-        .map_err(|e| file_error(path, e))?;
+        .map_err(|e| pixel_error(path, e))?;
     // A borrowed decode is copied here: that copy is reserved too.
     let copy = match &decoded.pixels {
         Cow::Borrowed(b) => Some(
             budget
                 .reserve(b.len() as u64, DEFAULT_WAIT)
-                .map_err(|e| file_error(path, e))?,
+                .map_err(SeriesError::Memory)?,
         ),
         Cow::Owned(_) => None,
     };
@@ -1015,7 +1027,36 @@ mod tests {
         let bytes = image_file("10", 320);
         let budget = MemoryBudget::new(100);
         let r = assemble_with_budget(&path, |_| Ok(bytes.clone()), &budget);
-        assert!(matches!(r, Err(SeriesError::File { .. })), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(SeriesError::Memory(
+                    radveil_part10::BudgetError::TooLarge { .. }
+                ))
+            ),
+            "{r:?}"
+        );
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn memory_other_workers_hold_is_a_memory_error_the_caller_can_wait_for() {
+        // Not a file error: the caller lets go of what it holds and tries again.
+        let path = [PathBuf::from("slices.dcm")];
+        let bytes = image_file_in("10", 320, p10::EXPLICIT_VR_BIG_ENDIAN);
+        let budget = MemoryBudget::new(1000);
+        let other = budget.try_reserve(900).unwrap();
+        let r = assemble_with_budget(&path, |_| Ok(bytes.clone()), &budget);
+        assert!(
+            matches!(
+                r,
+                Err(SeriesError::Memory(
+                    radveil_part10::BudgetError::Busy { .. }
+                ))
+            ),
+            "{r:?}"
+        );
+        drop(other);
         assert_eq!(budget.in_use(), 0);
     }
 
@@ -1030,7 +1071,7 @@ mod tests {
             let bytes = image_file_in("10", 320, p10::EXPLICIT_VR_BIG_ENDIAN);
             let budget = MemoryBudget::new(700);
             let r = assemble_with_budget(&path, |_| Ok(bytes.clone()), &budget);
-            let _ = tx.send((matches!(r, Err(SeriesError::File { .. })), budget.in_use()));
+            let _ = tx.send((matches!(r, Err(SeriesError::Memory(_))), budget.in_use()));
         });
         let got = rx.recv_timeout(std::time::Duration::from_secs(10));
         assert_eq!(got, Ok((true, 0)));

@@ -113,6 +113,10 @@ impl Run {
             Err(SeriesError::TooFewSlices(_)) => {
                 return Ok(VolumeOutcome::EachFile(VisualFeatures::Untouched))
             }
+            // Memory other workers hold: let everything go and wait for it.
+            Err(SeriesError::Memory(BudgetError::Busy { requested })) => {
+                return Err(grant.bytes().saturating_add(requested))
+            }
             Err(e) => {
                 return Ok(held(format!(
                     "cannot assemble a volume to look for a face: {e}"
@@ -445,5 +449,47 @@ pub(crate) mod tests {
             }
         });
         assert_eq!(r.budget().in_use(), 0);
+    }
+
+    #[test]
+    fn a_volume_waits_for_memory_other_workers_hold_while_it_is_assembled() {
+        // Another worker holds part of the budget. Whatever its share, one try either goes
+        // through, or asks to wait holding nothing (`Err`), or holds the volume back for a
+        // reason that is not memory: a volume whose files and trees fit but whose decoded
+        // slices or volume do not (memory others hold) is tried again, never held back.
+        // What is left is swept upwards finely, so that some sizes leave room for parsing and
+        // none for assembling (decoded slices, their values, the volume).
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = series(tmp.path(), 10);
+        let sizes: Vec<u64> = paths
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .collect();
+        let total: u64 = sizes.iter().sum();
+        let limit = 8 << 20;
+        let r = run(&tmp.path().join("out"), limit);
+        let mut waited = 0;
+        // What is left to the volume goes from nothing to all of it, in steps of 8 KiB (the
+        // window where parsing fits and assembling does not is about 20 KiB wide here).
+        for left in (0..limit - total).step_by(8192) {
+            let share = limit - total - left;
+            let held = r.budget().try_reserve(share).unwrap();
+            let got = r.deface_volume_once(&paths, &sizes, total, options());
+            drop(held);
+            match got {
+                Err(_) => waited += 1,
+                Ok(VolumeOutcome::Held(why)) => {
+                    assert!(
+                        !why.contains("memory"),
+                        "another holding {share} bytes: {why}"
+                    )
+                }
+                // Enough was left for the whole volume: larger shares of what is left change
+                // nothing.
+                Ok(_) => break,
+            }
+            assert_eq!(r.budget().in_use(), 0);
+        }
+        assert!(waited > 0, "no share of the budget made the volume wait");
     }
 }
