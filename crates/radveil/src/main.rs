@@ -65,6 +65,8 @@ enum Command {
     FaceCheck(defacing::FaceCheckArgs),
     /// Serve the DICOMweb gateway: an encrypted image store (STOW-RS, WADO-RS, DELETE).
     Serve(serving::ServeArgs),
+    /// Print a bearer token from the dev issuer of `radveil serve --dev`, for trying things out.
+    Token(serving::TokenArgs),
     /// The gateway's keys: rotate the key-encryption key.
     Keys {
         #[command(subcommand)]
@@ -161,6 +163,7 @@ fn main() -> ExitCode {
         Command::Deface(args) => defacing::deface(args),
         Command::Serve(args) => serving::serve(args),
         Command::Keys { command } => serving::keys(command),
+        Command::Token(args) => serving::token(args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,12 @@
-//! `radveil serve` and `radveil keys rotate`: the gateway's wiring (the data directory, the
-//! key-encryption key, the runtime); the store and the service are `radveil-store`'s and
-//! `radveil-web`'s.
+//! `radveil serve`, `radveil keys rotate` and `radveil token`: the gateway's wiring (the data
+//! directory, the key-encryption key, the trusted token issuers, the runtime); the store,
+//! the service and access control are `radveil-store`'s, `radveil-web`'s and
+//! `radveil-access`'s.
+//!
+//! Access control: with `--dev`, `--jwks` or `--oidc-issuer` every DICOMweb request needs a
+//! bearer token from a trusted issuer, and the server may listen on any address. With none
+//! of them there is no access control, and the server listens on loopback only (the
+//! machine's own users are trusted): nothing is ever served unauthenticated to the network.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,9 +28,33 @@ pub struct ServeArgs {
     /// `keys/` apart from the rest: deleting a study destroys its keys there.
     #[arg(long)]
     data: PathBuf,
-    /// Address and port to listen on (loopback only until access control is built).
+    /// Address and port to listen on. Without --dev, --jwks or --oidc-issuer (no access
+    /// control) only loopback addresses are allowed.
     #[arg(long, default_value = "127.0.0.1:8042")]
     listen: SocketAddr,
+    /// Trust the local development issuer (its Ed25519 key made on first run in
+    /// DATA/keys/dev-issuer.key, mode 0600); `radveil token` prints tokens from it. For
+    /// trying things out: whoever can read that file can mint any token.
+    #[arg(long)]
+    dev: bool,
+    /// Trust the OpenID Connect issuer at URL: its keys are found by discovery
+    /// (URL/.well-known/openid-configuration, then jwks_uri), cached, and fetched again
+    /// when a token names an unknown key (at most every 30 s) or after an hour.
+    #[arg(long, value_name = "URL")]
+    oidc_issuer: Option<String>,
+    /// Trust tokens whose `iss` is --issuer and that verify with a key of this JWKS file.
+    #[arg(long, value_name = "FILE", requires = "issuer")]
+    jwks: Option<PathBuf>,
+    /// The `iss` of the tokens verified with --jwks.
+    #[arg(long, requires = "jwks")]
+    issuer: Option<String>,
+    /// The audience (`aud`) tokens must name: this service.
+    #[arg(long, default_value = radveil_web::access::dev::DEFAULT_AUDIENCE)]
+    audience: String,
+    /// The claim holding the roles (admin, clinician, researcher, auditor): a name or a
+    /// dotted path (realm_access.roles for Keycloak).
+    #[arg(long, default_value = "roles")]
+    roles_claim: String,
     /// File holding the key-encryption key (64 hex digits). Default: RADVEIL_KEK, else
     /// DATA/keys/kek, made (mode 0600) on first run.
     #[arg(long)]
@@ -101,9 +131,138 @@ fn load_kek(data: &Path, file: Option<&Path>, policy: KeyPolicy, create: bool) -
     decode_kek(&key::read_secret(&default, "key-encryption key", policy)?)
 }
 
+/// Where the dev issuer's key is kept.
+fn dev_key_path(data: &Path) -> PathBuf {
+    Layout::under(data).keys.with_file_name("dev-issuer.key")
+}
+
+/// Decodes 64 hex digits (surrounding whitespace ignored) into 32 bytes.
+fn decode_hex32(text: &[u8], what: &str) -> Result<Zeroizing<[u8; 32]>> {
+    let text = text.trim_ascii();
+    let mut raw = Zeroizing::new([0u8; 32]);
+    if text.len() != 64 {
+        bail!("{what}: 64 hex digits expected");
+    }
+    for (i, pair) in text.chunks(2).enumerate() {
+        raw[i] = std::str::from_utf8(pair)
+            .ok()
+            .and_then(|s| u8::from_str_radix(s, 16).ok())
+            .with_context(|| format!("{what}: 64 hex digits expected"))?;
+    }
+    Ok(raw)
+}
+
+/// The dev issuer of DATA, its key made (mode 0600) when `create` and missing.
+fn dev_issuer(
+    data: &Path,
+    policy: KeyPolicy,
+    create: bool,
+) -> Result<radveil_web::access::dev::DevIssuer> {
+    let path = dev_key_path(data);
+    if !path.exists() {
+        if !create {
+            bail!(
+                "no dev issuer key in {}: start `radveil serve --dev --data {}` once first",
+                path.display(),
+                data.display()
+            );
+        }
+        Layout::under(data).create_dirs()?;
+        let mut seed = Zeroizing::new([0u8; 32]);
+        getrandom::getrandom(seed.as_mut()).context("no randomness for the dev issuer key")?;
+        let hex = Zeroizing::new(radveil_store::Handle::hex_of(seed.as_ref()) + "\n");
+        key::write_private(&path, |f| {
+            use std::io::Write;
+            f.write_all(hex.as_bytes())
+        })?;
+        eprintln!(
+            "radveil serve: made the dev issuer's key in {} (mode 0600)",
+            path.display()
+        );
+    }
+    let seed = decode_hex32(
+        &key::read_secret(&path, "dev issuer key", policy)?,
+        "dev issuer key",
+    )?;
+    Ok(radveil_web::access::dev::DevIssuer::from_seed(
+        seed.as_ref(),
+    )?)
+}
+
+/// The access control `args` ask for: the trusted issuers, or none.
+fn access_control(args: &ServeArgs) -> Result<radveil_web::auth::AccessControl> {
+    use radveil_web::access::{IssuerConfig, KeySet, KeySource};
+    let audience = vec![args.audience.clone()];
+    let mut issuers = Vec::new();
+    if args.dev {
+        issuers.push(dev_issuer(&args.data, args.keys, true)?.config(&args.audience));
+        eprintln!("radveil serve: trusting the dev issuer (for trying things out; mint tokens with `radveil token`)");
+    }
+    if let (Some(file), Some(iss)) = (&args.jwks, &args.issuer) {
+        let bytes = read_bounded(file, radveil_web::access::jwks::MAX_JWKS)?;
+        let keys = KeySet::from_jwks(&bytes).with_context(|| format!("{}", file.display()))?;
+        issuers.push(IssuerConfig {
+            issuer: iss.clone(),
+            audience: audience.clone(),
+            keys: KeySource::Keys(keys),
+        });
+    }
+    let fetch: std::sync::Arc<dyn radveil_web::access::Fetch> =
+        std::sync::Arc::new(radveil_web::access::HttpFetch::default());
+    if let Some(iss) = &args.oidc_issuer {
+        let jwks = radveil_web::access::discover(iss, fetch.as_ref())
+            .with_context(|| format!("OpenID Connect discovery of {iss}"))?;
+        issuers.push(IssuerConfig {
+            issuer: iss.clone(),
+            audience,
+            keys: KeySource::Url(jwks),
+        });
+    }
+    if issuers.is_empty() {
+        return Ok(radveil_web::auth::AccessControl::Open);
+    }
+    let settings = radveil_web::access::Settings {
+        roles_claim: args.roles_claim.clone(),
+        ..Default::default()
+    };
+    let verifier = radveil_web::access::Verifier::new(issuers, fetch, settings)?;
+    Ok(radveil_web::auth::AccessControl::Tokens(
+        std::sync::Arc::new(verifier),
+    ))
+}
+
+/// Reads a regular file of at most `max` bytes.
+fn read_bounded(path: &Path, max: usize) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.len() > max as u64 {
+        bail!(
+            "{} is not a regular file of at most {max} bytes",
+            path.display()
+        );
+    }
+    let mut out = Vec::new();
+    f.take(max as u64 + 1).read_to_end(&mut out)?;
+    if out.len() > max {
+        bail!("{} is larger than {max} bytes", path.display());
+    }
+    Ok(out)
+}
+
 pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     // Whatever the store writes (databases, objects, their folders) is the owner's alone.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let access = access_control(&args)?;
+    if matches!(access, radveil_web::auth::AccessControl::Open) {
+        if !args.listen.ip().is_loopback() {
+            bail!(
+                "{} is not a loopback address: without access control (--dev, --jwks or --oidc-issuer) radveil serve listens on loopback only",
+                args.listen
+            );
+        }
+        eprintln!("radveil serve: no access control (no --dev, --jwks or --oidc-issuer): every local user may read and write");
+    }
     let kek = load_kek(&args.data, args.kek_file.as_deref(), args.keys, true)?;
     let store = Store::open(&Layout::under(&args.data), kek)
         .with_context(|| format!("opening the store in {}", args.data.display()))?;
@@ -114,6 +273,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
             ..radveil_web::Limits::default()
         },
         metrics: Default::default(),
+        access,
         // Filled from the index by radveil_web::serve before it listens.
         catalogue: Default::default(),
     };
@@ -150,4 +310,102 @@ pub fn keys(cmd: KeysCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    /// The data directory of a server started with --dev (its dev issuer signs).
+    #[arg(long)]
+    data: PathBuf,
+    /// The `patient` claim: a DICOM Patient ID (0010,0020). Without --scope, the token gets
+    /// patient/ImagingStudy.rs.
+    #[arg(long)]
+    patient: Option<String>,
+    /// Issuer of Patient ID (0010,0021) for --patient, where the site uses it.
+    #[arg(long, requires = "patient")]
+    issuer_of_patient_id: Option<String>,
+    /// A SMART scope (repeatable), like patient/ImagingStudy.rs or user/ImagingStudy.cruds.
+    /// Default: patient/ImagingStudy.rs with --patient, else user/ImagingStudy.rs.
+    #[arg(long = "scope", value_name = "S")]
+    scopes: Vec<String>,
+    /// A role (repeatable): admin, clinician, researcher, auditor.
+    #[arg(long = "role", value_name = "R")]
+    roles: Vec<String>,
+    /// How long the token lives: like 90s, 10m, 2h (at most 24h).
+    #[arg(long, default_value = "10m", value_parser = parse_lifetime)]
+    expires: u64,
+    /// The subject (`sub`).
+    #[arg(long, default_value = "dev-user")]
+    subject: String,
+    /// The audience (`aud`).
+    #[arg(long, default_value = radveil_web::access::dev::DEFAULT_AUDIENCE)]
+    audience: String,
+    #[command(flatten)]
+    keys: KeyPolicy,
+}
+
+/// Parses `--expires`: a number with s, m or h (seconds without a unit).
+fn parse_lifetime(text: &str) -> std::result::Result<u64, String> {
+    let (n, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = n.parse().map_err(|_| "like 90s, 10m or 2h".to_string())?;
+    let mul = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err("like 90s, 10m or 2h".into()),
+    };
+    n.checked_mul(mul).ok_or_else(|| "too long".into())
+}
+
+/// `radveil token`: prints a token from the dev issuer of DATA.
+pub fn token(args: TokenArgs) -> Result<ExitCode> {
+    for r in &args.roles {
+        if radveil_web::access::Role::from_name(r).is_none() {
+            bail!("unknown role (admin, clinician, researcher or auditor expected)");
+        }
+    }
+    for s in &args.scopes {
+        radveil_web::access::smart::SmartScope::parse(s)
+            .map_err(|e| anyhow::anyhow!("--scope: {e} (like patient/ImagingStudy.rs)"))?;
+    }
+    let patient = match &args.patient {
+        None => None,
+        Some(id) => Some(
+            radveil_web::access::PatientRef::new(
+                id,
+                args.issuer_of_patient_id.as_deref().unwrap_or(""),
+            )
+            .context(
+                "--patient: a Patient ID of 1 to 64 characters, no backslash or control character",
+            )?,
+        ),
+    };
+    let scopes = if !args.scopes.is_empty() {
+        args.scopes
+    } else if patient.is_some() {
+        vec!["patient/ImagingStudy.rs".into()]
+    } else {
+        vec!["user/ImagingStudy.rs".into()]
+    };
+    let issuer = dev_issuer(&args.data, args.keys, false)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    let token = issuer.token(
+        &radveil_web::access::dev::TokenRequest {
+            subject: args.subject,
+            audience: args.audience,
+            scopes,
+            roles: args.roles,
+            patient,
+            lifetime: args.expires,
+        },
+        now,
+    )?;
+    outln!("{token}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::instance::{self, Identified, Refusal};
 use crate::multipart;
+use crate::scope::Scope;
 use crate::transfer;
 
 /// Limits on what one request may ask of the server.
@@ -44,6 +45,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// How requests are authenticated and authorised.
+    pub access: crate::auth::AccessControl,
     /// What QIDO-RS searches: the opened attributes of every stored instance, in memory
     /// (filled by [`crate::serve`] before it listens; kept up to date on store and delete).
     pub catalogue: crate::qido::Catalogue,
@@ -83,7 +86,12 @@ pub fn router(state: AppState) -> Router {
             get(wado_instance).delete(delete_instance),
         )
         .layer(DefaultBodyLimit::max(max))
-        .with_state(state)
+        .with_state(state.clone())
+        // Outermost, so that every DICOMweb route (and unknown paths under it) is checked.
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::auth::check,
+        ))
 }
 
 /// The DICOM JSON media type.
@@ -119,17 +127,23 @@ pub(crate) fn base_url(headers: &HeaderMap) -> String {
     format!("http://{host}/dicom-web")
 }
 
-async fn stow(state: State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    store_parts(state, headers, body, None).await
+async fn stow(
+    state: State<AppState>,
+    Extension(scope): Extension<Scope>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    store_parts(state, scope, headers, body, None).await
 }
 
 async fn stow_study(
     state: State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    store_parts(state, headers, body, Some(study)).await
+    store_parts(state, scope, headers, body, Some(study)).await
 }
 
 /// One part's result in a store response.
@@ -142,6 +156,7 @@ enum Stored {
 /// ones are stored; answers only once every stored part is durable.
 async fn store_parts(
     State(state): State<AppState>,
+    scope: Scope,
     headers: HeaderMap,
     body: Bytes,
     study: Option<String>,
@@ -185,7 +200,7 @@ async fn store_parts(
             ));
             continue;
         }
-        results.push(store_one(&state, part.body, study.as_deref()).await);
+        results.push(store_one(&state, &scope, part.body, study.as_deref()).await);
     }
     state.metrics.stored(
         results
@@ -200,11 +215,18 @@ async fn store_parts(
     store_response(&headers, study.as_deref(), &results)
 }
 
-async fn store_one(state: &AppState, bytes: Bytes, study: Option<&str>) -> Stored {
+async fn store_one(state: &AppState, scope: &Scope, bytes: Bytes, study: Option<&str>) -> Stored {
     let id = match instance::identify(&bytes) {
         Ok(id) => id,
         Err(r) => return Stored::Failed(None, r),
     };
+    if !scope.sees(&state.store.patient(&id.patient_id, &id.issuer)) {
+        let r = Refusal {
+            reason: crate::auth::NOT_AUTHORIZED,
+            why: "the token may not store instances of this patient".into(),
+        };
+        return Stored::Failed(Some(id), r);
+    }
     if study.is_some_and(|s| s != id.study) {
         let r = Refusal {
             reason: instance::PROCESSING_FAILURE,
@@ -323,38 +345,42 @@ fn handle(state: &AppState, level: Level, uid: &str) -> Handle {
 
 async fn wado_study(
     State(state): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path(study): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let s = handle(&state, Level::Study, &study);
-    retrieve(&state, &headers, s, None, None).await
+    retrieve(&state, &scope, &headers, s, None, None).await
 }
 
 async fn wado_series(
     State(state): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
     let s = handle(&state, Level::Study, &study);
     let se = handle(&state, Level::Series, &series);
-    retrieve(&state, &headers, s, Some(se), None).await
+    retrieve(&state, &scope, &headers, s, Some(se), None).await
 }
 
 async fn wado_instance(
     State(state): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((study, series, inst)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
     let s = handle(&state, Level::Study, &study);
     let se = handle(&state, Level::Series, &series);
     let i = handle(&state, Level::Instance, &inst);
-    retrieve(&state, &headers, s, Some(se), Some(i)).await
+    retrieve(&state, &scope, &headers, s, Some(se), Some(i)).await
 }
 
 /// WADO-RS retrieve of instances as `multipart/related; type="application/dicom"` in the
 /// transfer syntax the client accepts (PS3.18 §10.4, §8.7.3.5.2).
 async fn retrieve(
     state: &AppState,
+    scope: &Scope,
     headers: &HeaderMap,
     study: Handle,
     series: Option<Handle>,
@@ -371,6 +397,8 @@ async fn retrieve(
     let rows: Vec<_> = rows
         .into_iter()
         .filter(|r| instance.is_none_or(|i| i == r.instance))
+        // Another patient's study is exactly as absent as a missing one.
+        .filter(|r| scope.sees(&r.patient))
         .collect();
     if rows.is_empty() {
         return error(StatusCode::NOT_FOUND, "not found");
@@ -424,8 +452,29 @@ fn store_error(e: &StoreError) -> Response {
     }
 }
 
-async fn delete_study(State(state): State<AppState>, Path(study): Path<String>) -> Response {
+/// `Ok` when the study exists and its patient is in `scope`; else the response for a
+/// missing study (so another patient's study and a missing one look the same).
+async fn visible(state: &AppState, scope: &Scope, study: Handle) -> Result<(), Response> {
+    if *scope == Scope::All {
+        return Ok(());
+    }
+    // A study has one patient (the store refuses a second), so its first row says whose.
+    match state.store.rows(study, None).await {
+        Ok(rows) if rows.first().is_some_and(|r| scope.sees(&r.patient)) => Ok(()),
+        Ok(_) => Err(store_error(&StoreError::NotFound)),
+        Err(e) => Err(store_error(&e)),
+    }
+}
+
+async fn delete_study(
+    State(state): State<AppState>,
+    Extension(scope): Extension<Scope>,
+    Path(study): Path<String>,
+) -> Response {
     let s = handle(&state, Level::Study, &study);
+    if let Err(r) = visible(&state, &scope, s).await {
+        return r;
+    }
     let r = state.store.delete_study(s).await;
     if r.is_ok() {
         state.catalogue.remove(&s, None, None);
@@ -435,10 +484,14 @@ async fn delete_study(State(state): State<AppState>, Path(study): Path<String>) 
 
 async fn delete_series(
     State(state): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((study, series)): Path<(String, String)>,
 ) -> Response {
     let s = handle(&state, Level::Study, &study);
     let se = handle(&state, Level::Series, &series);
+    if let Err(r) = visible(&state, &scope, s).await {
+        return r;
+    }
     let r = state.store.delete_series(s, se).await;
     if r.is_ok() {
         state.catalogue.remove(&s, Some(&se), None);
@@ -448,11 +501,15 @@ async fn delete_series(
 
 async fn delete_instance(
     State(state): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((study, series, inst)): Path<(String, String, String)>,
 ) -> Response {
     let s = handle(&state, Level::Study, &study);
     let se = handle(&state, Level::Series, &series);
     let i = handle(&state, Level::Instance, &inst);
+    if let Err(r) = visible(&state, &scope, s).await {
+        return r;
+    }
     let r = state.store.delete_instance(s, Some(se), i).await;
     if r.is_ok() {
         state.catalogue.remove(&s, Some(&se), Some(&i));

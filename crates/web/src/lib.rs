@@ -9,13 +9,15 @@
 //! - DELETE of studies, series and instances (crypto-shredded by the store).
 //! - `/healthz` and `/metrics`.
 //!
-//! Access control and the audit trail are not built yet: until they are, [`serve`] listens
-//! on loopback addresses only.
+//! - Access control ([`auth`], `radveil-access`): bearer tokens on every DICOMweb route.
+//!   Without an issuer configured ([`auth::AccessControl::Open`]) [`serve`] listens on
+//!   loopback addresses only; the audit trail is not built yet.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod auth;
 pub mod dicom_json;
 pub mod instance;
 pub mod metrics;
@@ -27,12 +29,14 @@ pub mod transfer;
 use std::net::SocketAddr;
 
 pub use app::{router, AppState, Limits};
+/// Access control (re-exported for the binary's wiring).
+pub use radveil_access as access;
 
 /// Why the server did not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// Listening elsewhere than loopback before access control exists.
-    #[error("{0} is not a loopback address: without access control radveil serve listens on loopback only")]
+    /// Listening elsewhere than loopback without access control.
+    #[error("{0} is not a loopback address: without access control (--dev, --jwks or --oidc-issuer) radveil serve listens on loopback only")]
     NotLoopback(SocketAddr),
     /// Binding or serving failed.
     #[error("{0}")]
@@ -50,7 +54,7 @@ pub async fn serve(
     state: AppState,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && matches!(state.access, auth::AccessControl::Open) {
         return Err(ServeError::NotLoopback(addr));
     }
     // Searches answer from memory: the catalogue is filled before the first request.

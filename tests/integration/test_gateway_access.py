@@ -1,0 +1,394 @@
+"""`radveil serve --dev` and `radveil token`: access control on the DICOMweb gateway.
+
+What is checked: without a token every DICOMweb route answers 401 (`WWW-Authenticate:
+Bearer`); malformed, unsigned (`alg: none`), tampered, expired, not-yet-valid, wrong-audience,
+wrong-issuer and foreign-key tokens are refused with 401 `error="invalid_token"` and never
+echoed; a patient token reads its own study and gets, for another patient's study on WADO-RS
+and DELETE, exactly the 404 of a missing study; staff tokens store and read; a clinician
+deletes nothing and breaks the glass only with a reason; a researcher has no identified
+access; without access control the server refuses to listen beyond loopback.
+
+Tokens radveil would never make are signed here with the dev issuer's own key by a small
+pure-Python Ed25519 (RFC 8032 §6), so that each refusal is for the one rule broken.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import clean_env, require_module
+
+pydicom = require_module("pydicom")
+requests = require_module("requests")
+from pydicom.data import get_testdata_file  # noqa: E402
+
+READY = re.compile(r"DICOMweb on (http://\S+)/dicom-web")
+DEV_ISSUER = "urn:radveil:dev"
+
+
+class Gateway:
+    """A `radveil serve` process on a free port (copied from test_gateway.py)."""
+
+    def __init__(self, binary: Path, data: Path, *extra: str, listen="127.0.0.1:0"):
+        self.data = data
+        self.proc = subprocess.Popen(
+            [str(binary), "serve", "--data", str(data), "--listen", listen, *extra],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=clean_env())
+        self.log: list[str] = []
+        deadline = time.time() + 30
+        self.url = None
+        while time.time() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.log.append(line)
+            m = READY.search(line)
+            if m:
+                self.url = m.group(1).replace("0.0.0.0", "127.0.0.1") + "/dicom-web"
+                break
+        assert self.url, f"radveil serve did not start: {''.join(self.log)}"
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def gateway(radveil_bin, tmp_path):
+    g = Gateway(radveil_bin, tmp_path / "data", "--dev")
+    yield g
+    g.stop()
+
+
+def token(radveil_bin, data: Path, *args: str) -> str:
+    r = subprocess.run([str(radveil_bin), "token", "--data", str(data), *args],
+                       capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def auth(t: str, **more) -> dict:
+    return {"Authorization": f"Bearer {t}", **more}
+
+
+# --- DICOM helpers -------------------------------------------------------------------------
+
+def new_uid() -> str:
+    return "2.25." + str(uuid.uuid4().int)
+
+
+def instance(patient: str, study: str) -> bytes:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID = patient
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = study + ".1"
+    ds.SOPInstanceUID = study + ".1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def stow(url: str, headers: dict, parts: list[bytes]):
+    boundary = "radveilAccessBoundary"
+    body = b""
+    for p in parts:
+        body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    ct = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    return requests.post(url + "/studies", data=body, timeout=60,
+                         headers={"Content-Type": ct, **headers})
+
+
+def wado(url: str, study: str, headers: dict):
+    return requests.get(f"{url}/studies/{study}", timeout=60, headers={
+        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*', **headers})
+
+
+# --- Ed25519 (RFC 8032 §6) and JWS, for the tokens radveil would not make ------------------
+
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _add(a, b):
+    A, B = (a[1] - a[0]) * (b[1] - b[0]) % _P, (a[1] + a[0]) * (b[1] + b[0]) % _P
+    C, D = 2 * a[3] * b[3] * _D % _P, 2 * a[2] * b[2] % _P
+    E, F, G, H = B - A, D - C, D + C, B + A
+    return (E * F % _P, G * H % _P, F * G % _P, E * H % _P)
+
+
+def _mul(s, pt):
+    q = (0, 1, 1, 0)
+    while s > 0:
+        if s & 1:
+            q = _add(q, pt)
+        pt = _add(pt, pt)
+        s >>= 1
+    return q
+
+
+def _compress(pt) -> bytes:
+    zinv = pow(pt[2], _P - 2, _P)
+    x, y = pt[0] * zinv % _P, pt[1] * zinv % _P
+    return int.to_bytes(y | ((x & 1) << 255), 32, "little")
+
+
+def _base():
+    y = 4 * pow(5, _P - 2, _P) % _P
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P)
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P:
+        x = x * _SQRT_M1 % _P
+    if x & 1:
+        x = _P - x
+    return (x, y, 1, x * y % _P)
+
+
+_G = _base()
+
+
+def ed25519(seed: bytes, msg: bytes) -> tuple[bytes, bytes]:
+    """(public key, signature) of `msg` under `seed`."""
+    h = hashlib.sha512(seed).digest()
+    a = (int.from_bytes(h[:32], "little") & ((1 << 254) - 8)) | (1 << 254)
+    pub = _compress(_mul(a, _G))
+    r = int.from_bytes(hashlib.sha512(h[32:] + msg).digest(), "little") % _L
+    big_r = _compress(_mul(r, _G))
+    k = int.from_bytes(hashlib.sha512(big_r + pub + msg).digest(), "little") % _L
+    return pub, big_r + int.to_bytes((r + k * a) % _L, 32, "little")
+
+
+def b64(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def jws(seed: bytes, claims: dict, header: dict | None = None) -> str:
+    pub, _ = ed25519(seed, b"")
+    header = header or {"alg": "EdDSA", "typ": "JWT", "kid": "dev-" + pub[:8].hex()}
+    msg = (b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())).encode()
+    return msg.decode() + "." + b64(ed25519(seed, msg)[1])
+
+
+def dev_seed(data: Path) -> bytes:
+    return bytes.fromhex((data / "keys" / "dev-issuer.key").read_text().strip())
+
+
+def claims(**over) -> dict:
+    now = int(time.time())
+    c = {"iss": DEV_ISSUER, "sub": "tester", "aud": "radveil", "iat": now, "nbf": now,
+         "exp": now + 600, "scope": "user/ImagingStudy.cruds", "roles": ["admin"]}
+    c.update(over)
+    return c
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+def test_no_token_is_401_on_every_dicomweb_route(gateway):
+    study = new_uid()
+    for method, path in [("GET", f"/studies/{study}"), ("GET", "/studies"),
+                         ("DELETE", f"/studies/{study}"), ("POST", "/studies"),
+                         ("GET", f"/studies/{study}/series/1/instances/2"),
+                         ("GET", "/no-such-route")]:
+        r = requests.request(method, gateway.url + path, timeout=30)
+        assert r.status_code == 401, (method, path, r.status_code)
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        assert "error=" not in r.headers["WWW-Authenticate"]
+    # A scheme other than Bearer is no token either.
+    r = requests.get(gateway.url + f"/studies/{study}", headers={"Authorization": "Basic eDp5"},
+                     timeout=30)
+    assert r.status_code == 401
+    # Health and metrics stay open (no PHI there).
+    assert requests.get(gateway.url.replace("/dicom-web", "/healthz"), timeout=30).ok
+
+
+def test_bad_tokens_are_401_and_never_echoed(gateway, radveil_bin, tmp_path):
+    seed = dev_seed(gateway.data)
+    now = int(time.time())
+    good = jws(seed, claims())
+    # The hand-made signer agrees with the server: a good token passes.
+    assert wado(gateway.url, new_uid(), auth(good)).status_code == 404
+    h, p, s = good.split(".")
+    sig = bytearray(base64.urlsafe_b64decode(s + "=="))
+    sig[0] ^= 1
+    other = Gateway(radveil_bin, tmp_path / "other", "--dev")
+    try:
+        foreign = token(radveil_bin, other.data, "--role", "admin",
+                        "--scope", "user/ImagingStudy.cruds")
+    finally:
+        other.stop()
+    bad = {
+        "garbage": "not-a-token",
+        "alg none": b64(b'{"alg":"none","typ":"JWT"}') + "." + p + ".",
+        "tampered payload": h + "." + b64(json.dumps(claims(sub="someone-else")).encode()) + "." + s,
+        "tampered signature": h + "." + p + "." + b64(bytes(sig)),
+        "expired": jws(seed, claims(exp=now - 3600)),
+        "not yet valid": jws(seed, claims(nbf=now + 3600)),
+        "wrong audience": jws(seed, claims(aud="another-service")),
+        "wrong issuer": jws(seed, claims(iss="https://evil.example")),
+        "another issuer's key": foreign,
+        "oversize": jws(seed, claims(pad="x" * 9000)),
+        "hmac": b64(b'{"alg":"HS256","typ":"JWT"}') + "." + p + "." + b64(b"x" * 32),
+    }
+    for why, t in bad.items():
+        r = wado(gateway.url, new_uid(), auth(t))
+        assert r.status_code == 401, (why, r.status_code)
+        challenge = r.headers["WWW-Authenticate"]
+        assert 'error="invalid_token"' in challenge, why
+        # The token (or any part of it) is never echoed.
+        for piece in t.split("."):
+            if len(piece) > 8:
+                assert piece not in r.text and piece not in challenge, why
+        assert not any(piece in line for line in gateway.log for piece in t.split(".")
+                       if len(piece) > 8), why
+
+
+def test_patient_token_sees_only_its_patient(gateway, radveil_bin):
+    admin = token(radveil_bin, gateway.data, "--role", "admin",
+                  "--scope", "user/ImagingStudy.cruds")
+    mine, theirs, missing = new_uid(), new_uid(), new_uid()
+    r = stow(gateway.url, auth(admin), [instance("PID-A1", mine), instance("PID-B2", theirs)])
+    assert r.status_code == 200, r.text
+    patient = token(radveil_bin, gateway.data, "--patient", "PID-A1")
+    assert wado(gateway.url, mine, auth(patient)).status_code == 200
+    other = wado(gateway.url, theirs, auth(patient))
+    absent = wado(gateway.url, missing, auth(patient))
+    assert other.status_code == absent.status_code == 404
+    assert other.text == absent.text and other.headers.get("Content-Type") == \
+        absent.headers.get("Content-Type")
+    series = requests.get(f"{gateway.url}/studies/{theirs}/series/{theirs}.1/instances/{theirs}.1.1",
+                          headers=auth(patient), timeout=30)
+    assert series.status_code == 404
+    # DELETE: no delete scope, so refused before any lookup (403 either way, no difference
+    # between studies).
+    d1 = requests.delete(f"{gateway.url}/studies/{theirs}", headers=auth(patient), timeout=30)
+    d2 = requests.delete(f"{gateway.url}/studies/{missing}", headers=auth(patient), timeout=30)
+    assert d1.status_code == d2.status_code == 403
+    # Even with a delete scope, another patient's study is exactly a missing one.
+    deleter = token(radveil_bin, gateway.data, "--patient", "PID-A1",
+                    "--scope", "patient/ImagingStudy.rds")
+    d1 = requests.delete(f"{gateway.url}/studies/{theirs}", headers=auth(deleter), timeout=30)
+    d2 = requests.delete(f"{gateway.url}/studies/{missing}", headers=auth(deleter), timeout=30)
+    assert d1.status_code == d2.status_code == 404 and d1.text == d2.text
+    assert wado(gateway.url, theirs, auth(admin)).status_code == 200, "still there"
+    # A patient token cannot store (no c scope), and with one, only its own patient's.
+    assert stow(gateway.url, auth(patient), [instance("PID-A1", new_uid())]).status_code == 403
+    writer = token(radveil_bin, gateway.data, "--patient", "PID-A1",
+                   "--scope", "patient/ImagingStudy.crs")
+    r = stow(gateway.url, auth(writer), [instance("PID-B2", new_uid())])
+    assert r.status_code == 409, r.text
+    assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0x0124]
+    # Its own study deletes.
+    assert requests.delete(f"{gateway.url}/studies/{mine}", headers=auth(deleter),
+                           timeout=30).status_code == 204
+    assert wado(gateway.url, mine, auth(admin)).status_code == 404
+
+
+def test_patient_claim_with_issuer(gateway, radveil_bin):
+    admin = token(radveil_bin, gateway.data, "--role", "admin",
+                  "--scope", "user/ImagingStudy.cruds")
+    ds = pydicom.dcmread(io.BytesIO(instance("PID-C3", study := new_uid())))
+    ds.IssuerOfPatientID = "HOSP-X"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    assert stow(gateway.url, auth(admin), [buf.getvalue()]).status_code == 200
+    same_id_no_issuer = token(radveil_bin, gateway.data, "--patient", "PID-C3")
+    with_issuer = token(radveil_bin, gateway.data, "--patient", "PID-C3",
+                        "--issuer-of-patient-id", "HOSP-X")
+    assert wado(gateway.url, study, auth(same_id_no_issuer)).status_code == 404
+    assert wado(gateway.url, study, auth(with_issuer)).status_code == 200
+
+
+def test_staff_store_and_read(gateway, radveil_bin):
+    clinician = token(radveil_bin, gateway.data, "--role", "clinician",
+                      "--scope", "user/ImagingStudy.crs")
+    study = new_uid()
+    assert stow(gateway.url, auth(clinician), [instance("PID-D4", study)]).status_code == 200
+    r = wado(gateway.url, study, auth(clinician))
+    assert r.status_code == 200 and len(r.content) > 1000
+    # Clinicians do not delete, whatever the scope.
+    wide = token(radveil_bin, gateway.data, "--role", "clinician",
+                 "--scope", "user/ImagingStudy.cruds")
+    r = requests.delete(f"{gateway.url}/studies/{study}", headers=auth(wide), timeout=30)
+    assert r.status_code == 403
+    assert 'error="insufficient_scope"' in r.headers["WWW-Authenticate"]
+    admin = token(radveil_bin, gateway.data, "--role", "admin",
+                  "--scope", "user/ImagingStudy.cruds")
+    assert requests.delete(f"{gateway.url}/studies/{study}", headers=auth(admin),
+                           timeout=30).status_code == 204
+    # A service token (system/, no role) reads.
+    service = token(radveil_bin, gateway.data, "--scope", "system/*.rs")
+    assert wado(gateway.url, study, auth(service)).status_code == 404
+
+
+def test_break_glass_needs_a_reason(gateway, radveil_bin):
+    admin = token(radveil_bin, gateway.data, "--role", "admin",
+                  "--scope", "user/ImagingStudy.cruds")
+    study = new_uid()
+    assert stow(gateway.url, auth(admin), [instance("PID-E5", study)]).status_code == 200
+    clinician = token(radveil_bin, gateway.data, "--role", "clinician", "--patient", "PID-OTHER",
+                      "--scope", "patient/ImagingStudy.rs")
+    assert wado(gateway.url, study, auth(clinician)).status_code == 404
+    r = wado(gateway.url, study, auth(clinician, **{"Break-Glass-Reason": ""}))
+    assert r.status_code == 403
+    r = wado(gateway.url, study, auth(clinician, **{"Break-Glass-Reason": "unconscious in ER"}))
+    assert r.status_code == 200
+    assert any("break-glass" in line for line in gateway.log)
+    # Only clinicians break the glass.
+    patient = token(radveil_bin, gateway.data, "--patient", "PID-OTHER")
+    r = wado(gateway.url, study, auth(patient, **{"Break-Glass-Reason": "curious"}))
+    assert r.status_code == 403
+
+
+def test_researcher_has_no_identified_access(gateway, radveil_bin):
+    admin = token(radveil_bin, gateway.data, "--role", "admin",
+                  "--scope", "user/ImagingStudy.cruds")
+    study = new_uid()
+    assert stow(gateway.url, auth(admin), [instance("PID-F6", study)]).status_code == 200
+    for role in ["researcher", "auditor"]:
+        t = token(radveil_bin, gateway.data, "--role", role, "--scope", "user/*.cruds")
+        assert wado(gateway.url, study, auth(t)).status_code == 403, role
+        assert stow(gateway.url, auth(t), [instance("PID-F6", new_uid())]).status_code == 403
+        assert requests.get(f"{gateway.url}/studies", headers=auth(t),
+                            timeout=30).status_code == 403, role
+        assert requests.delete(f"{gateway.url}/studies/{study}", headers=auth(t),
+                               timeout=30).status_code == 403, role
+
+
+def test_listening_beyond_loopback_needs_access_control(radveil_bin, tmp_path):
+    r = subprocess.run([str(radveil_bin), "serve", "--data", str(tmp_path / "open"),
+                        "--listen", "0.0.0.0:0"], capture_output=True, text=True,
+                       env=clean_env(), timeout=60)
+    assert r.returncode != 0 and "loopback" in r.stderr
+    assert not (tmp_path / "open" / "keys" / "kek").exists()
+    g = Gateway(radveil_bin, tmp_path / "dev", "--dev", listen="0.0.0.0:0")
+    try:
+        assert requests.get(g.url + "/studies", timeout=30).status_code == 401
+    finally:
+        g.stop()
+
+
+def test_token_needs_the_dev_issuer(radveil_bin, tmp_path):
+    r = subprocess.run([str(radveil_bin), "token", "--data", str(tmp_path / "none")],
+                       capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert r.returncode != 0 and "--dev" in r.stderr
+    assert not (tmp_path / "none").exists()
