@@ -31,7 +31,8 @@ pub enum PermissionPolicy {
     Refuse,
 }
 
-/// A key file that group or others may read or write.
+/// A key file that group or others may read or write, or that another user owns (as ssh
+/// checks its keys: whoever owns a key file can change it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoosePermissions {
     /// What the file is ("key file", "signing key").
@@ -40,18 +41,32 @@ pub struct LoosePermissions {
     pub path: PathBuf,
     /// Its permission bits.
     pub mode: u32,
+    /// The owner's user ID, when it is not this process's effective user.
+    pub foreign_owner: Option<u32>,
 }
 
 impl std::fmt::Display for LoosePermissions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.path.display();
+        if let Some(uid) = self.foreign_owner {
+            write!(
+                f,
+                "{} {path} belongs to another user (uid {uid}), who can change it; \
+                 it should belong to the user radveil runs as",
+                self.what
+            )?;
+            if self.mode & 0o077 == 0 {
+                return Ok(());
+            }
+            f.write_str("; and ")?;
+        } else {
+            write!(f, "{} {path} ", self.what)?;
+        }
         write!(
             f,
-            "{} {} has permissions {:04o}: group or others may read or change it; \
-             it should be 0600 (chmod 600 {})",
-            self.what,
-            self.path.display(),
-            self.mode,
-            self.path.display()
+            "has permissions {:04o}: group or others may read or change it; \
+             it should be 0600 (chmod 600 {path})",
+            self.mode
         )
     }
 }
@@ -148,10 +163,11 @@ pub fn read_secret(
             path: path.to_path_buf(),
         });
     }
-    let warning = loose_permissions(&meta).map(|mode| LoosePermissions {
+    let warning = loose_permissions(&meta).map(|(mode, foreign_owner)| LoosePermissions {
         what: what.to_string(),
         path: path.to_path_buf(),
         mode,
+        foreign_owner,
     });
     if let (Some(w), PermissionPolicy::Refuse) = (&warning, policy) {
         return Err(SecretError::Refused(w.clone()));
@@ -169,16 +185,19 @@ pub fn read_secret(
     Ok(Secret { bytes, warning })
 }
 
-/// The permission bits, when group or others have any.
+/// The permission bits and a foreign owner's user ID, when group or others have any bit or
+/// another user owns the file.
 #[cfg(unix)]
-fn loose_permissions(meta: &std::fs::Metadata) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
+fn loose_permissions(meta: &std::fs::Metadata) -> Option<(u32, Option<u32>)> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mode = meta.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then_some(mode)
+    let me = rustix::process::geteuid().as_raw();
+    let foreign = (meta.uid() != me).then_some(meta.uid());
+    (mode & 0o077 != 0 || foreign.is_some()).then_some((mode, foreign))
 }
 
 #[cfg(not(unix))]
-fn loose_permissions(_: &std::fs::Metadata) -> Option<u32> {
+fn loose_permissions(_: &std::fs::Metadata) -> Option<(u32, Option<u32>)> {
     None
 }
 
@@ -277,6 +296,26 @@ mod tests {
             cause = c.source();
         }
         s
+    }
+
+    #[test]
+    fn keys_another_user_owns_are_warned_about_and_refused_when_strict() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        keygen(&path).unwrap();
+        // Only root can give a file away; elsewhere there is nothing to check.
+        let other = rustix::process::geteuid().as_raw().wrapping_add(4242);
+        if std::os::unix::fs::chown(&path, Some(other), None).is_err() {
+            eprintln!("not root: cannot make a file another user owns; not checked");
+            return;
+        }
+        let err = chain(&load_key(Some(&path), None, PermissionPolicy::Refuse).unwrap_err());
+        assert!(err.contains("belongs to another user"), "{err}");
+        assert!(err.contains("refused under --strict"), "{err}");
+        assert!(!err.contains("has permissions"), "mode 0600 is fine: {err}");
+        let (_, warning) = load_key(Some(&path), None, PermissionPolicy::Warn).unwrap();
+        let warning = warning.expect("no warning").to_string();
+        assert!(warning.contains(&format!("uid {other}")), "{warning}");
     }
 
     #[test]
