@@ -9,15 +9,19 @@ deletes nothing and breaks the glass only with a reason; a researcher has no ide
 access; without access control the server refuses to listen beyond loopback.
 
 Tokens radveil would never make are signed here with the dev issuer's own key by a small
-pure-Python Ed25519 (RFC 8032 §6), so that each refusal is for the one rule broken.
+pure-Python Ed25519 (RFC 8032 §6), so that each refusal is for the one rule broken. The same
+signer makes a minimal OpenID provider (discovery document and JWKS over HTTP on loopback)
+for `--oidc-issuer`; a full provider (npm `oidc-provider`) is a later step.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
 import io
 import json
+import os
 import re
 import subprocess
 import threading
@@ -392,3 +396,98 @@ def test_token_needs_the_dev_issuer(radveil_bin, tmp_path):
                        capture_output=True, text=True, env=clean_env(), timeout=60)
     assert r.returncode != 0 and "--dev" in r.stderr
     assert not (tmp_path / "none").exists()
+
+
+class Provider:
+    """A minimal OpenID provider on loopback: the discovery document and one Ed25519 JWKS,
+    counting the requests for each path."""
+
+    def __init__(self, name_issuer: str | None = None):
+        self.seed = os.urandom(32)
+        self.kid = "k1"
+        self.hits: dict[str, int] = {}
+        provider = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                provider.hits[self.path] = provider.hits.get(self.path, 0) + 1
+                if self.path == "/.well-known/openid-configuration":
+                    doc = {"issuer": name_issuer or provider.url,
+                           "jwks_uri": provider.url + "/jwks"}
+                elif self.path == "/jwks":
+                    pub, _ = ed25519(provider.seed, b"")
+                    doc = {"keys": [{"kty": "OKP", "crv": "Ed25519", "use": "sig",
+                                     "alg": "EdDSA", "kid": provider.kid, "x": b64(pub)}]}
+                else:
+                    self.send_error(404)
+                    return
+                body = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def token(self, seed: bytes | None = None, **over) -> str:
+        c = claims(iss=self.url, aud="radveil-test", roles=None,
+                   realm_access={"roles": ["admin"]})
+        c.update(over)
+        return jws(seed or self.seed, c, {"alg": "EdDSA", "typ": "JWT", "kid": self.kid})
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_oidc_issuer_by_discovery(radveil_bin, tmp_path):
+    idp = Provider()
+    g = Gateway(radveil_bin, tmp_path / "data", "--oidc-issuer", idp.url,
+                "--audience", "radveil-test", "--roles-claim", "realm_access.roles")
+    try:
+        assert idp.hits == {"/.well-known/openid-configuration": 1, "/jwks": 1}
+        admin = idp.token()
+        study = new_uid()
+        assert stow(g.url, auth(admin), [instance("PID-G7", study)]).status_code == 200
+        assert wado(g.url, study, auth(admin)).status_code == 200
+        # The role comes from the nested claim: a researcher there reads nothing.
+        researcher = idp.token(realm_access={"roles": ["researcher"]})
+        assert wado(g.url, study, auth(researcher)).status_code == 403
+        # Signed by a key the provider does not publish, under its kid: bad signature.
+        forged = idp.token(seed=os.urandom(32))
+        assert wado(g.url, study, auth(forged)).status_code == 401
+        # An unknown kid is refused; within 30 s of the last fetch the keys are not fetched
+        # again, however many such tokens come.
+        idp.kid = "k2"
+        for _ in range(5):
+            r = wado(g.url, study, auth(idp.token()))
+            assert r.status_code == 401 and "invalid_token" in r.headers["WWW-Authenticate"]
+        assert idp.hits["/jwks"] == 1
+        # The dev issuer is not trusted here, nor another audience.
+        assert wado(g.url, study, auth(jws(idp.seed, claims()))).status_code == 401
+        idp.kid = "k1"
+        assert wado(g.url, study, auth(idp.token(aud="radveil"))).status_code == 401
+    finally:
+        g.stop()
+        idp.close()
+
+
+def test_oidc_issuer_must_name_itself(radveil_bin, tmp_path):
+    idp = Provider(name_issuer="https://someone-else.example")
+    try:
+        r = subprocess.run([str(radveil_bin), "serve", "--data", str(tmp_path / "d"),
+                            "--listen", "127.0.0.1:0", "--oidc-issuer", idp.url],
+                           capture_output=True, text=True, env=clean_env(), timeout=60)
+        assert r.returncode != 0 and "issuer differs" in r.stderr
+        # Plain HTTP is for loopback only.
+        r = subprocess.run([str(radveil_bin), "serve", "--data", str(tmp_path / "d"),
+                            "--listen", "127.0.0.1:0", "--oidc-issuer", "http://idp.example"],
+                           capture_output=True, text=True, env=clean_env(), timeout=60)
+        assert r.returncode != 0 and "https" in r.stderr
+    finally:
+        idp.close()
