@@ -18,6 +18,7 @@ macro_rules! out {
     };
 }
 
+mod auditing;
 mod batch;
 mod defacing;
 mod dicom_file;
@@ -67,6 +68,11 @@ enum Command {
     Serve(serving::ServeArgs),
     /// Print a bearer token from the dev issuer of `radveil serve --dev`, for trying things out.
     Token(serving::TokenArgs),
+    /// The gateway's audit trail: verify it; export it (FHIR AuditEvent, DICOM, syslog).
+    Audit {
+        #[command(subcommand)]
+        command: auditing::AuditCommand,
+    },
     /// The gateway's keys: rotate the key-encryption key.
     Keys {
         #[command(subcommand)]
@@ -163,6 +169,7 @@ fn main() -> ExitCode {
         Command::Deface(args) => defacing::deface(args),
         Command::Serve(args) => serving::serve(args),
         Command::Keys { command } => serving::keys(command),
+        Command::Audit { command } => auditing::run(command),
         Command::Token(args) => serving::token(args),
     };
     match result {

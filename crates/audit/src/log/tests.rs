@@ -305,3 +305,59 @@ fn audit_keys_parse_from_hex() {
     assert!(AuditKey::from_hex(b"0707").is_err());
     assert!(AuditKey::from_hex("zz".repeat(32).as_bytes()).is_err());
 }
+
+/// The committed fixture: a gateway data directory with an audit key and an audit log of
+/// the sample events (four, checkpointed, then three more, checkpointed), which the
+/// command-line tests (tests/integration/test_audit.py) verify, export and tamper with.
+fn fixture_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data")
+}
+
+const FIXTURE_KEY: [u8; 32] = [0x5a; 32];
+
+fn fixture_key() -> AuditKey {
+    AuditKey::new(&Key::from_slice(&FIXTURE_KEY).unwrap()).unwrap()
+}
+
+/// Writes the fixture anew: `cargo test -p radveil-audit -- --ignored write_the_fixture`.
+#[test]
+#[ignore = "writes the committed fixture"]
+fn write_the_fixture() {
+    let dir = fixture_dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    std::fs::write(
+        dir.join(AUDIT_KEY_FILE),
+        radveil_store::Handle::hex_of(&FIXTURE_KEY) + "\n",
+    )
+    .unwrap();
+    let mut log = AuditLog::init(&dir.join(AUDIT_DIR), fixture_key()).unwrap();
+    let events = sample::events();
+    log.append(&events[..4]).unwrap();
+    log.checkpoint().unwrap();
+    log.append(&events[4..]).unwrap();
+    log.checkpoint().unwrap();
+}
+
+#[test]
+fn the_committed_fixture_verifies_and_holds_the_sample_events() {
+    let dir = fixture_dir().join(AUDIT_DIR);
+    let v = verify(&dir, fixture_key(), None).unwrap();
+    assert_eq!((v.entries, v.checkpointed), (7, 7));
+    let log = AuditLog::open(&dir, fixture_key()).unwrap();
+    let events: Vec<Event> = log
+        .read(&Filter::default())
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(events, sample::events());
+    let text = std::fs::read_to_string(fixture_dir().join(AUDIT_KEY_FILE)).unwrap();
+    assert_eq!(
+        AuditKey::from_hex(text.as_bytes())
+            .unwrap()
+            .verifier()
+            .unwrap(),
+        fixture_key().verifier().unwrap()
+    );
+}

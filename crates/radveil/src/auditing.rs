@@ -1,0 +1,286 @@
+//! `radveil audit verify` and `radveil audit export`: the gateway's audit trail from the
+//! command line. The work is `radveil-audit`'s; this module finds the log and its key,
+//! prints, and records the export itself as an audit read.
+//!
+//! The audit key (64 hex digits) is read from `--audit-key-file`, else `RADVEIL_AUDIT_KEY`,
+//! else `DATA/keys/audit-key` (mode 0600, beside the key store, kept apart from the data
+//! and its backups; the gateway makes it on first run). The log is `DATA/audit/`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use radveil_audit::fhir::Source;
+use radveil_audit::{
+    Action, Actor, AuditKey, AuditLog, Event, Filter, Outcome, PatientAccess, PurposeOfUse, Role,
+    AUDIT_DIR, AUDIT_KEY_FILE,
+};
+use zeroize::Zeroizing;
+
+use crate::key::{self, KeyPolicy};
+
+/// The environment variable that may hold the audit key (64 hex digits).
+const AUDIT_KEY_ENV: &str = "RADVEIL_AUDIT_KEY";
+
+/// Where the audit log and its key are.
+#[derive(clap::Args)]
+pub struct Place {
+    /// The gateway's data directory (the log is DATA/audit).
+    #[arg(long)]
+    data: PathBuf,
+    /// File holding the audit key (64 hex digits). Default: RADVEIL_AUDIT_KEY, else
+    /// DATA/keys/audit-key.
+    #[arg(long)]
+    audit_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    keys: KeyPolicy,
+}
+
+/// Export formats.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// FHIR R4 AuditEvent resources following IHE BALP, one JSON resource a line (NDJSON),
+    /// one per patient touched.
+    Fhir,
+    /// DICOM PS3.15 A.5 audit messages (XML), one a line.
+    Dicom,
+    /// RFC 5424 syslog lines carrying the A.5 messages.
+    Syslog,
+    /// The patient's access log in plain words (needs --patient).
+    Text,
+}
+
+#[derive(clap::Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit trail: signed checkpoints, consistency proofs, every entry opening at
+    /// its place; with --trusted, no rollback behind a checkpoint kept elsewhere.
+    Verify {
+        #[command(flatten)]
+        place: Place,
+        /// A checkpoint kept apart from the log (a copy of DATA/audit/checkpoint taken
+        /// earlier): the log must extend it.
+        #[arg(long)]
+        trusted: Option<PathBuf>,
+    },
+    /// Print audit events (all, or those matching the filters). The export is itself
+    /// recorded in the audit trail as an audit read.
+    Export {
+        #[command(flatten)]
+        place: Place,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: Format,
+        /// Only events about this patient (Patient ID).
+        #[arg(long)]
+        patient: Option<String>,
+        /// The patient's Issuer of Patient ID, where the site uses it.
+        #[arg(long, requires = "patient")]
+        issuer: Option<String>,
+        /// Only events by this user (token subject).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only events at or after this time (RFC 3339 UTC or YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events at or before this time (RFC 3339 UTC, or YYYY-MM-DD for the whole day).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only events of this action: store, query, retrieve, delete, token-refused,
+        /// audit-read.
+        #[arg(long)]
+        action: Option<Action>,
+    },
+}
+
+/// The audit key from the file given, the environment, or DATA/keys/audit-key.
+fn load_key(place: &Place) -> Result<AuditKey> {
+    let text: Zeroizing<Vec<u8>> = if let Some(f) = &place.audit_key_file {
+        key::read_secret(f, "audit key", place.keys)?
+    } else if let Some(v) = std::env::var_os(AUDIT_KEY_ENV) {
+        Zeroizing::new(v.into_encoded_bytes())
+    } else {
+        let default = place.data.join(AUDIT_KEY_FILE);
+        if !default.exists() {
+            bail!(
+                "no audit key: {} does not exist (give --audit-key-file or {AUDIT_KEY_ENV})",
+                default.display()
+            );
+        }
+        key::read_secret(&default, "audit key", place.keys)?
+    };
+    Ok(AuditKey::from_hex(&text)?)
+}
+
+/// The machine's name, for the audit source and syslog lines.
+fn hostname() -> String {
+    let mut s = String::new();
+    let _ = std::fs::File::open("/proc/sys/kernel/hostname")
+        .and_then(|f| f.take(256).read_to_string(&mut s));
+    let s = s.trim();
+    if s.is_empty() {
+        "localhost".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Reads a checkpoint note file (a few lines).
+fn read_note(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).with_context(|| path.display().to_string())?;
+    if !meta.is_file() || meta.len() > 64 * 1024 {
+        bail!("{}: not a checkpoint file", path.display());
+    }
+    std::fs::read_to_string(path).with_context(|| path.display().to_string())
+}
+
+pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
+    match cmd {
+        AuditCommand::Verify { place, trusted } => {
+            let key = load_key(&place)?;
+            let note = trusted.as_deref().map(read_note).transpose()?;
+            match radveil_audit::verify(&place.data.join(AUDIT_DIR), key, note.as_deref()) {
+                Ok(v) => {
+                    outln!(
+                        "audit trail verified: {} entries open at their places; latest checkpoint (size {}) signed and consistent{}",
+                        v.entries,
+                        v.checkpointed,
+                        v.trusted
+                            .map(|t| format!("; trusted checkpoint (size {t}) extended"))
+                            .unwrap_or_default()
+                    );
+                    let unchecked = v.entries.saturating_sub(v.checkpointed);
+                    if unchecked > 0 {
+                        outln!("{unchecked} entries after the latest checkpoint are not yet covered by one");
+                    }
+                    if let Some(t) = v.torn {
+                        eprintln!(
+                            "radveil audit verify: warning: a torn last line ({} bytes at offset {}): an append crashed before it was acknowledged",
+                            t.len, t.offset
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("radveil audit verify: FAILED: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        AuditCommand::Export {
+            place,
+            format,
+            patient,
+            issuer,
+            user,
+            since,
+            until,
+            action,
+        } => {
+            if matches!(format, Format::Text) && patient.is_none() {
+                bail!("--format text tells one patient what happened: give --patient");
+            }
+            let key = load_key(&place)?;
+            let mut log = AuditLog::open(&place.data.join(AUDIT_DIR), key)?;
+            let filter = Filter {
+                patient: patient
+                    .as_deref()
+                    .map(|p| log.key().patient(p, issuer.as_deref())),
+                user: user.clone(),
+                since: since.clone(),
+                until: until.clone(),
+                action,
+            };
+            let events = log.read(&filter)?;
+            // Reading the audit trail is audited: recorded (and checkpointed) before any of
+            // it is printed, or nothing is printed.
+            let mut read =
+                Event::now(
+                    Action::AuditRead,
+                    Outcome::Success,
+                    Actor {
+                        subject: Some(std::env::var("USER").unwrap_or_else(|_| {
+                            format!("uid:{}", rustix::process::getuid().as_raw())
+                        })),
+                        client: Some("radveil audit export".into()),
+                        role: Some(Role::Admin),
+                        ..Actor::default()
+                    },
+                );
+            read.purpose = Some(PurposeOfUse::Compliance);
+            read.query = Some(filter_words(&filter, patient.is_some()));
+            if let Some(id) = &patient {
+                read.patients = vec![PatientAccess {
+                    id: id.clone(),
+                    issuer: issuer.clone(),
+                    ..PatientAccess::default()
+                }];
+            }
+            log.append(&[read])
+                .context("recording this export in the audit trail")?;
+            log.checkpoint()?;
+
+            let host = hostname();
+            let source = Source {
+                id: format!("radveil@{host}"),
+                site: None,
+            };
+            let mine =
+                |p: &PatientAccess| patient.as_deref() == Some(p.id.as_str()) && p.issuer == issuer;
+            let only: Option<&dyn Fn(&PatientAccess) -> bool> = patient
+                .is_some()
+                .then_some(&mine as &dyn Fn(&PatientAccess) -> bool);
+            for (index, e) in &events {
+                match format {
+                    Format::Fhir => {
+                        for r in radveil_audit::fhir::audit_events(e, *index, &source, only) {
+                            outln!("{r}");
+                        }
+                    }
+                    Format::Dicom => outln!("{}", radveil_audit::dicom::message(e, &source)),
+                    Format::Syslog => outln!("{}", radveil_audit::syslog::line(e, &source, &host)),
+                    Format::Text => {
+                        if let Some(id) = &patient {
+                            if let Some(s) =
+                                radveil_audit::words::for_patient(e, id, issuer.as_deref())
+                            {
+                                outln!("{s}");
+                            }
+                        }
+                    }
+                }
+            }
+            eprintln!(
+                "radveil audit export: {} events; this export is recorded in the audit trail",
+                events.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The filter of an export in words, for its own audit event (the patient is in the
+/// event's patients, not repeated here).
+fn filter_words(f: &Filter, patient: bool) -> String {
+    let mut parts = Vec::new();
+    if patient {
+        parts.push("patient".to_string());
+    }
+    if let Some(u) = &f.user {
+        parts.push(format!("user={u}"));
+    }
+    if let Some(s) = &f.since {
+        parts.push(format!("since={s}"));
+    }
+    if let Some(u) = &f.until {
+        parts.push(format!("until={u}"));
+    }
+    if let Some(a) = f.action {
+        parts.push(format!("action={a}"));
+    }
+    if parts.is_empty() {
+        "all".into()
+    } else {
+        parts.join("&")
+    }
+}
