@@ -272,6 +272,14 @@ impl AuditLog {
         }
     }
 
+    /// Cuts a torn last line off the log (an append that crashed before it was
+    /// acknowledged), keeping its bytes beside the log as evidence; returns where they were
+    /// kept, or `None` when there was none. Appends are refused until this is done.
+    pub fn repair_torn(&mut self) -> Result<Option<std::path::PathBuf>, AuditError> {
+        let done = self.log.append_with(TornRepair::Truncate, |_| Vec::new())?;
+        Ok(done.repaired.map(|(_, kept)| kept))
+    }
+
     /// Signs a checkpoint of the whole log; returns the signed note (keep a copy apart from
     /// the log: [`verify`] against it detects a rollback).
     pub fn checkpoint(&mut self) -> Result<String, AuditError> {

@@ -361,3 +361,25 @@ fn the_committed_fixture_verifies_and_holds_the_sample_events() {
         fixture_key().verifier().unwrap()
     );
 }
+
+#[test]
+fn a_torn_last_line_is_reported_and_appends_wait_for_its_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    written(dir.path());
+    let path = dir.path().join("entries.jsonl");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"{\"v\":1,\"sea");
+    std::fs::write(&path, &bytes).unwrap();
+    // Everything acknowledged still verifies; the torn line is reported.
+    let v = verify(dir.path(), key(), None).unwrap();
+    assert_eq!(v.entries, 7);
+    assert_eq!(v.torn.map(|t| t.len), Some(11));
+    // Nothing is appended after it until it is repaired (the ledger's rule).
+    let mut log = AuditLog::open(dir.path(), key()).unwrap();
+    assert!(matches!(
+        log.append(&sample::events()[..1]),
+        Err(AuditError::Log(
+            radveil_ledger::LedgerError::TornTail { .. }
+        ))
+    ));
+}
