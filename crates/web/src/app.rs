@@ -243,6 +243,7 @@ async fn store_one(state: &AppState, scope: &Scope, bytes: Bytes, study: Option<
         series: &id.series,
         instance: &id.sop_instance,
     };
+    let before = state.catalogue.mark();
     match state
         .store
         .put(&ids, bytes, meta.to_string().as_bytes())
@@ -250,7 +251,11 @@ async fn store_one(state: &AppState, scope: &Scope, bytes: Bytes, study: Option<
     {
         Ok(PutOutcome::Stored) => {
             let handles = state.store.handles(&ids);
-            state.catalogue.insert(&handles, id.attributes.clone());
+            let attrs = id.attributes.clone();
+            state
+                .catalogue
+                .insert_stored(&state.store, &handles, attrs, before)
+                .await;
             Stored::Ok(id)
         }
         Ok(PutOutcome::AlreadyStored) => Stored::Ok(id),

@@ -35,6 +35,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{Extension, Path, Query, State};
@@ -81,7 +82,13 @@ struct Study {
 #[derive(Debug, Clone, Default)]
 pub struct Catalogue {
     studies: Arc<RwLock<BTreeMap<Handle, Study>>>,
+    /// Counts removals, so that a store that raced a deletion can tell (see [`Mark`]).
+    removals: Arc<AtomicU64>,
 }
+
+/// Where the catalogue's removals stood before an instance was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark(u64);
 
 /// Adds the attributes in `from` that `into` lacks (attributes stay in tag order).
 fn merge(into: &mut Attrs, from: Attrs) {
@@ -159,9 +166,36 @@ impl Catalogue {
         insert_into(&mut self.write(), h, attrs);
     }
 
+    /// Take before storing an instance, for [`Catalogue::insert_stored`].
+    pub fn mark(&self) -> Mark {
+        Mark(self.removals.load(Ordering::SeqCst))
+    }
+
+    /// Adds an instance the store has just stored. A deletion of its study or series that
+    /// ran between the store and this call has already taken its row away from the store
+    /// but found nothing here to remove: when any removal happened since `before`, the
+    /// store is asked whether the row is still there, and the instance goes if it is not.
+    /// Without this, a search could list an instance that no longer exists.
+    pub async fn insert_stored(&self, store: &Store, h: &Handles, attrs: Attrs, before: Mark) {
+        self.insert(h, attrs);
+        if self.mark() == before {
+            return;
+        }
+        match store.rows(h.study, Some(h.series)).await {
+            Ok(rows) if rows.iter().any(|r| r.instance == h.instance) => {}
+            Ok(_) => self.remove(&h.study, Some(&h.series), Some(&h.instance)),
+            // The store cannot tell now: keep the entry (a retrieve answers 404 if it is gone).
+            Err(e) => {
+                tracing::warn!(error = %e, "an instance stored during a deletion was not checked")
+            }
+        }
+    }
+
     /// Removes a deleted study, series or instance (empty series and studies go too).
     pub fn remove(&self, study: &Handle, series: Option<&Handle>, instance: Option<&Handle>) {
         let mut tree = self.write();
+        // Counted under the lock: an insert that follows sees it (see insert_stored).
+        self.removals.fetch_add(1, Ordering::SeqCst);
         let Some(st) = tree.get_mut(study) else {
             return;
         };
