@@ -12,10 +12,13 @@ identifying is on disk in plaintext.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+from conftest import clean_env
 from gateway import (  # noqa: F401  (serve is a fixture)
-    all_files, get_testdata_file, new_uid, post, pydicom, real, requests, serve, to_bytes,
+    all_files, get_testdata_file, multipart, new_uid, post, pydicom, real, requests, serve,
+    to_bytes,
 )
 
 REAL = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm",
@@ -392,3 +395,47 @@ def test_nothing_identifying_is_stored_in_plaintext_with_the_search_attributes(s
     log = "".join(g.log)
     for n in needles:
         assert n.decode() not in log
+
+
+def dev_token(radveil_bin, data: Path, *args: str) -> str:
+    r = subprocess.run([str(radveil_bin), "token", "--data", str(data), *args],
+                       capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_a_patient_token_finds_only_its_patient_at_every_level(serve, radveil_bin, tmp_path):
+    data = tmp_path / "data"
+    g = serve(data, "--dev")
+    admin = dev_token(radveil_bin, data, "--role", "admin", "--scope", "user/ImagingStudy.cruds")
+    s = {}
+    for who in PEOPLE:
+        study, dss = planted_study(who)
+        body, ct = multipart([to_bytes(d) for d in dss])
+        r = requests.post(g.url + "/studies", data=body, timeout=60,
+                          headers={"Content-Type": ct, "Authorization": f"Bearer {admin}"})
+        assert r.status_code == 200, r.text
+        s[who] = (study, dss)
+    alice = {"Authorization": f"Bearer {dev_token(radveil_bin, data, '--patient', 'QA-771')}",
+             "Accept": "application/dicom+json"}
+    staff = {"Authorization": f"Bearer {admin}", "Accept": "application/dicom+json"}
+
+    def get(path, headers, **params):
+        r = requests.get(g.url + path, params=params, headers=headers, timeout=30)
+        assert r.status_code == 200, (path, r.status_code, r.text)
+        return r.json()
+
+    assert len(get("/studies", staff)) == 3
+    mine, theirs = s["A"][0], s["B"][0]
+    assert uids(get("/studies", alice)) == [mine]
+    assert uids(get("/studies", alice, PatientName="QIDO*")) == [mine]
+    assert get("/studies", alice, PatientID="QB-772") == []
+    assert {value(x, "StudyInstanceUID") for x in get("/series", alice)} == {mine}
+    assert {value(x, "StudyInstanceUID") for x in get("/instances", alice)} == {mine}
+    assert len(get(f"/studies/{mine}/instances", alice)) == 4
+    # Another patient's study is exactly as empty as one that does not exist.
+    other = get(f"/studies/{theirs}/series", alice)
+    assert other == get(f"/studies/{new_uid()}/series", alice) == []
+    series = s["B"][1][0].SeriesInstanceUID
+    assert get(f"/studies/{theirs}/series/{series}/instances", alice) == []
+    assert len(get(f"/studies/{theirs}/series/{series}/instances", staff)) == 2
