@@ -125,6 +125,18 @@ fn hostname() -> String {
     }
 }
 
+/// The audit log's folder under DATA, which must hold one.
+fn log_dir(data: &Path) -> Result<PathBuf> {
+    let dir = data.join(AUDIT_DIR);
+    if !dir.join("origin").exists() {
+        bail!(
+            "no audit trail in {} (the gateway makes it on first run)",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
 /// Reads a checkpoint note file (a few lines).
 fn read_note(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path).with_context(|| path.display().to_string())?;
@@ -139,7 +151,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
         AuditCommand::Verify { place, trusted } => {
             let key = load_key(&place)?;
             let note = trusted.as_deref().map(read_note).transpose()?;
-            match radveil_audit::verify(&place.data.join(AUDIT_DIR), key, note.as_deref()) {
+            match radveil_audit::verify(&log_dir(&place.data)?, key, note.as_deref()) {
                 Ok(v) => {
                     outln!(
                         "audit trail verified: {} entries open at their places; latest checkpoint (size {}) signed and consistent{}",
@@ -181,7 +193,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
                 bail!("--format text tells one patient what happened: give --patient");
             }
             let key = load_key(&place)?;
-            let mut log = AuditLog::open(&place.data.join(AUDIT_DIR), key)?;
+            let mut log = AuditLog::open(&log_dir(&place.data)?, key)?;
             let filter = Filter {
                 patient: patient
                     .as_deref()

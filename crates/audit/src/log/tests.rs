@@ -19,6 +19,16 @@ fn written(dir: &Path) -> (String, String) {
     (first, second)
 }
 
+/// An insider holding the audit key signs a checkpoint of the log as it is, with the
+/// ledger's own call (AuditLog::checkpoint would refuse a log that does not extend its
+/// latest checkpoint).
+fn insider_checkpoint(dir: &Path) {
+    Log::<Entry>::open(dir)
+        .unwrap()
+        .checkpoint(&key().signer().unwrap())
+        .unwrap();
+}
+
 fn entries(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("entries.jsonl"))
         .unwrap()
@@ -117,10 +127,7 @@ fn an_edited_entry_is_detected() {
     assert!(verify(dir.path(), key(), None).is_err());
     // Even once the checkpoints are signed again by an insider holding the audit key, the
     // edited entry does not open, and the checkpoint kept elsewhere disagrees.
-    AuditLog::open(dir.path(), key())
-        .unwrap()
-        .checkpoint()
-        .unwrap();
+    insider_checkpoint(dir.path());
     assert!(matches!(
         verify(dir.path(), key(), None),
         Err(AuditError::Tampered { index: 2 })
@@ -228,6 +235,30 @@ fn a_truncated_log_is_detected() {
 }
 
 #[test]
+fn a_truncated_or_rewritten_log_is_not_checkpointed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    written(dir.path());
+    let lines = entries(dir.path());
+    write_entries(dir.path(), &lines[..5]);
+    let mut log = AuditLog::open(dir.path(), key()).unwrap();
+    // Appending goes on (the trail keeps recording), but no checkpoint covers the cut.
+    log.append(&sample::events()[..2]).unwrap();
+    assert!(matches!(
+        log.checkpoint(),
+        Err(AuditError::Log(
+            radveil_ledger::LedgerError::Inconsistent { .. }
+        ))
+    ));
+    assert!(verify(dir.path(), key(), None).is_err());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("checkpoints"))
+            .unwrap()
+            .count(),
+        3
+    );
+}
+
+#[test]
 fn a_rollback_behind_a_kept_checkpoint_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let (first, latest) = written(dir.path());
@@ -255,10 +286,7 @@ fn a_patient_handle_moved_to_another_entry_is_detected() {
     e.patients = jane.patients;
     lines[3] = serde_json::to_string(&e).unwrap();
     write_entries(dir.path(), &lines);
-    AuditLog::open(dir.path(), key())
-        .unwrap()
-        .checkpoint()
-        .unwrap();
+    insider_checkpoint(dir.path());
     assert!(matches!(
         verify(dir.path(), key(), None),
         Err(AuditError::Tampered { index: 3 })
