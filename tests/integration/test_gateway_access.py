@@ -491,3 +491,106 @@ def test_oidc_issuer_must_name_itself(radveil_bin, tmp_path):
         assert r.returncode != 0 and "https" in r.stderr
     finally:
         idp.close()
+
+
+def studies_seen(url: str, headers: dict, query: str = "") -> set[str]:
+    r = requests.get(f"{url}/studies{query}", headers={"Accept": "application/dicom+json",
+                                                       **headers}, timeout=30)
+    assert r.status_code in (200, 204), r.status_code
+    return {s["0020000D"]["Value"][0] for s in (r.json() if r.content else [])}
+
+
+def test_patient_token_searches_only_its_patient(gateway, radveil_bin):
+    admin = token(radveil_bin, gateway.data, "--role", "admin",
+                  "--scope", "user/ImagingStudy.cruds")
+    mine, theirs, missing = new_uid(), new_uid(), new_uid()
+    assert stow(gateway.url, auth(admin),
+                [instance("PID-H8", mine), instance("PID-J9", theirs)]).status_code == 200
+    patient = token(radveil_bin, gateway.data, "--patient", "PID-H8")
+    assert studies_seen(gateway.url, auth(patient)) == {mine}
+    assert studies_seen(gateway.url, auth(patient), f"?StudyInstanceUID={theirs}") == set()
+    assert studies_seen(gateway.url, auth(admin)) >= {mine, theirs}
+    # Nested searches under another patient's study look like those under a missing one.
+    a = requests.get(f"{gateway.url}/studies/{theirs}/series", headers=auth(patient), timeout=30)
+    b = requests.get(f"{gateway.url}/studies/{missing}/series", headers=auth(patient), timeout=30)
+    assert (a.status_code, a.content) == (b.status_code, b.content)
+
+
+# --- RS256 (RSA PKCS #1 v1.5), the usual algorithm of OpenID providers ---------------------
+
+def _probable_prime(bits: int) -> int:
+    import secrets
+    while True:
+        n = secrets.randbits(bits) | (3 << (bits - 2)) | 1
+        if all(n % p for p in (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)):
+            d, r = n - 1, 0
+            while d % 2 == 0:
+                d, r = d // 2, r + 1
+            for _ in range(32):
+                x = pow(secrets.randbelow(n - 3) + 2, d, n)
+                if x in (1, n - 1):
+                    continue
+                for _ in range(r - 1):
+                    x = pow(x, 2, n)
+                    if x == n - 1:
+                        break
+                else:
+                    break
+            else:
+                return n
+
+
+def rsa_key(bits=2048) -> tuple[int, int, int]:
+    """(n, e, d)."""
+    e = 65537
+    while True:
+        p, q = _probable_prime(bits // 2), _probable_prime(bits // 2)
+        phi = (p - 1) * (q - 1)
+        if p != q and phi % e:
+            return p * q, e, pow(e, -1, phi)
+
+
+def rs256(key: tuple[int, int, int], claims_: dict, kid: str) -> str:
+    n, _, d = key
+    k = (n.bit_length() + 7) // 8
+    header = {"alg": "RS256", "typ": "JWT", "kid": kid}
+    msg = (b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims_).encode())).encode()
+    info = bytes.fromhex("3031300d060960864801650304020105000420") + hashlib.sha256(msg).digest()
+    em = b"\x00\x01" + b"\xff" * (k - len(info) - 3) + b"\x00" + info
+    sig = pow(int.from_bytes(em, "big"), d, n).to_bytes(k, "big")
+    return msg.decode() + "." + b64(sig)
+
+
+def test_rs256_from_a_jwks_file(radveil_bin, tmp_path):
+    key = rsa_key()
+    n, e, _ = key
+    size = (n.bit_length() + 7) // 8
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{
+        "kty": "RSA", "kid": "rsa1", "use": "sig", "alg": "RS256",
+        "n": b64(n.to_bytes(size, "big")), "e": b64(e.to_bytes(3, "big"))}]}))
+    iss = "https://idp.example/realms/radveil"
+    g = Gateway(radveil_bin, tmp_path / "data", "--jwks", str(jwks), "--issuer", iss)
+    try:
+        good = rs256(key, claims(iss=iss), "rsa1")
+        study = new_uid()
+        assert stow(g.url, auth(good), [instance("PID-K1", study)]).status_code == 200
+        assert wado(g.url, study, auth(good)).status_code == 200
+        assert wado(g.url, study, auth(rs256(key, claims(iss=iss, exp=int(time.time()) - 3600),
+                                              "rsa1"))).status_code == 401
+        assert wado(g.url, study, auth(rs256(key, claims(iss="https://other.example"),
+                                              "rsa1"))).status_code == 401
+        h, p, s = good.split(".")
+        tampered = h + "." + b64(json.dumps(claims(iss=iss, sub="x")).encode()) + "." + s
+        assert wado(g.url, study, auth(tampered)).status_code == 401
+        # The RSA key is no HMAC secret.
+        hs = b64(b'{"alg":"HS256","typ":"JWT","kid":"rsa1"}') + "." + p + "."
+        hs += b64(hmac_sha256(jwks.read_bytes(), (hs[:-1]).encode()))
+        assert wado(g.url, study, auth(hs)).status_code == 401
+    finally:
+        g.stop()
+
+
+def hmac_sha256(key: bytes, msg: bytes) -> bytes:
+    import hmac
+    return hmac.new(key, msg, hashlib.sha256).digest()
