@@ -329,6 +329,10 @@ def test_bad_parameters_are_refused_without_echoing_them(serve):
         r = qido(g, "/studies", params)
         assert r.status_code == 400, params
         assert "QZ7" not in r.text, (params, r.text)
+    # Only DICOM JSON is offered.
+    r = requests.get(f"{g.url}/studies", timeout=30,
+                     headers={"Accept": 'multipart/related; type="application/dicom+xml"'})
+    assert r.status_code == 406
     # A key that cannot be matched at this level is ignored with a warning naming its tag.
     r = qido(g, "/studies", {"SOPInstanceUID": "1.2.3", "PatientID": "QA-771"})
     assert r.status_code == 200 and len(r.json()) == 1

@@ -234,6 +234,10 @@ impl Catalogue {
 fn insert_into(tree: &mut BTreeMap<Handle, Study>, h: &Handles, attrs: Attrs) {
     let (mut study, mut series, mut instance) = (Attrs::new(), Attrs::new(), Attrs::new());
     for (tag, a) in attrs {
+        // The transfer syntax is neither matched nor returned: not kept in memory.
+        if tag == tags::TRANSFER_SYNTAX_UID {
+            continue;
+        }
         match dicom_json::kept(tag).map(|k| k.0) {
             Some(Level::Study) => study.push((tag, a)),
             Some(Level::Series) => series.push((tag, a)),
@@ -981,6 +985,34 @@ fn series_handle(state: &AppState, uid: &str) -> Handle {
 }
 
 /// Runs a search and shapes the response.
+/// Whether the client accepts DICOM JSON (PS3.18 §8.7.5): no Accept header, or one with
+/// `application/dicom+json`, `application/json`, `application/*` or `*/*` not refused by
+/// `q=0`. XML (`multipart/related; type="application/dicom+xml"`) is not offered.
+pub fn accepts_json(headers: &HeaderMap) -> bool {
+    let mut any = false;
+    for v in headers.get_all(header::ACCEPT) {
+        any = true;
+        let Ok(v) = v.to_str() else { continue };
+        for range in v.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            let fits = matches!(
+                media.as_str(),
+                "application/dicom+json" | "application/json" | "application/*" | "*/*"
+            );
+            if fits && !refused {
+                return true;
+            }
+        }
+    }
+    !any
+}
+
 fn answer(
     state: &AppState,
     scope: &Scope,
@@ -988,6 +1020,14 @@ fn answer(
     params: &[(String, String)],
     target: Target,
 ) -> Response {
+    if !accepts_json(headers) {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            [(header::CONTENT_TYPE, "text/plain")],
+            "searches answer application/dicom+json only\n",
+        )
+            .into_response();
+    }
     let q = match SearchQuery::parse(params, target) {
         Ok(q) => q,
         Err(e) => {

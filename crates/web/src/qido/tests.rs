@@ -581,3 +581,39 @@ fn an_instance_deleted_while_it_was_being_stored_is_not_listed() {
         assert_eq!(c.instances(), 2);
     });
 }
+
+#[test]
+fn searches_answer_dicom_json_only() {
+    let with = |v: &[&str]| {
+        let mut h = HeaderMap::new();
+        for x in v {
+            h.append(header::ACCEPT, HeaderValue::from_str(x).unwrap());
+        }
+        accepts_json(&h)
+    };
+    assert!(with(&[]));
+    assert!(with(&["application/dicom+json, application/json"]));
+    assert!(with(&["*/*"]));
+    assert!(with(&["text/html", "application/json;q=0.5"]));
+    assert!(!with(&[
+        "multipart/related; type=\"application/dicom+xml\""
+    ]));
+    assert!(!with(&["application/dicom+json;q=0"]));
+    assert!(!with(&["text/html"]));
+}
+
+#[test]
+fn the_transfer_syntax_is_not_kept_in_memory() {
+    let c = Catalogue::default();
+    let mut attrs = inst("P", "1.1", "1.1.1", "1.1.1.1", "CT", "20200101");
+    attrs.push((
+        tags::TRANSFER_SYNTAX_UID,
+        a(Vr::UI, &["1.2.840.10008.1.2.1"]),
+    ));
+    attrs.sort_by_key(|(t, _)| *t);
+    c.insert(&handles(1, 10, 100, 1), attrs);
+    let tree = c.read();
+    let inst = &tree[&h(10)].series[&h(100)].instances[&h(1)];
+    assert!(get(&inst.attrs, tags::TRANSFER_SYNTAX_UID).is_none());
+    assert!(get(&inst.attrs, tags::SOP_INSTANCE_UID).is_some());
+}
