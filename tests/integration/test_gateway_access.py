@@ -11,7 +11,8 @@ access; without access control the server refuses to listen beyond loopback.
 Tokens radveil would never make are signed here with the dev issuer's own key by a small
 pure-Python Ed25519 (RFC 8032 §6), so that each refusal is for the one rule broken. The same
 signer makes a minimal OpenID provider (discovery document and JWKS over HTTP on loopback)
-for `--oidc-issuer`; a full provider (npm `oidc-provider`) is a later step.
+for `--oidc-issuer`'s refresh rules; a real one (npm `oidc-provider`, `oidc/provider.mjs`,
+installed by tools/setup-peers) issues JWT access tokens by the client credentials grant.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import clean_env, require_module
+from conftest import clean_env, missing_peer, require_module
 
 pydicom = require_module("pydicom")
 requests = require_module("requests")
@@ -594,3 +596,67 @@ def test_rs256_from_a_jwks_file(radveil_bin, tmp_path):
 def hmac_sha256(key: bytes, msg: bytes) -> bytes:
     import hmac
     return hmac.new(key, msg, hashlib.sha256).digest()
+
+
+OIDC_DIR = Path(__file__).resolve().parent / "oidc"
+
+
+@pytest.fixture
+def openid_provider():
+    """The real OpenID provider (oidc/provider.mjs) on a free loopback port: its issuer URL."""
+    node = shutil.which("node")
+    if not node or not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
+        missing_peer("the npm package oidc-provider (tools/setup-peers runs "
+                     "`npm ci --prefix tests/integration/oidc`)")
+    proc = subprocess.Popen([node, str(OIDC_DIR / "provider.mjs")], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True,
+                            env={**clean_env(), "PATIENT": "PID-OP1"})
+    found: list[str] = []
+    reader = threading.Thread(target=lambda: found.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(30)
+    try:
+        assert found and found[0].startswith("READY "), "oidc-provider did not start"
+        yield found[0].split()[1]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_real_openid_provider(openid_provider, radveil_bin, tmp_path):
+    iss = openid_provider
+
+    def grant(client: str, scope: str) -> str:
+        r = requests.post(iss + "/token", auth=(client, client + "-secret"), timeout=30,
+                          data={"grant_type": "client_credentials", "scope": scope})
+        assert r.status_code == 200, r.text
+        return r.json()["access_token"]
+
+    g = Gateway(radveil_bin, tmp_path / "data", "--oidc-issuer", iss)
+    try:
+        admin = grant("admin-service", "system/ImagingStudy.cruds")
+        mine, theirs = new_uid(), new_uid()
+        assert stow(g.url, auth(admin),
+                    [instance("PID-OP1", mine), instance("PID-OP2", theirs)]).status_code == 200
+        patient = grant("patient-app", "patient/ImagingStudy.rs")
+        assert wado(g.url, mine, auth(patient)).status_code == 200
+        assert wado(g.url, theirs, auth(patient)).status_code == 404
+        assert studies_seen(g.url, auth(patient)) == {mine}
+        assert requests.delete(f"{g.url}/studies/{theirs}", headers=auth(patient),
+                               timeout=30).status_code == 403
+        # The provider's token with its payload changed is refused.
+        h, p, s = patient.split(".")
+        body = json.loads(base64.urlsafe_b64decode(p + "=="))
+        body["patient"] = "PID-OP2"
+        forged = h + "." + b64(json.dumps(body).encode()) + "." + s
+        r = wado(g.url, theirs, auth(forged))
+        assert r.status_code == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+        # A read-only service token neither stores nor deletes.
+        reader = grant("admin-service", "system/ImagingStudy.rs")
+        assert wado(g.url, theirs, auth(reader)).status_code == 200
+        assert requests.delete(f"{g.url}/studies/{theirs}", headers=auth(reader),
+                               timeout=30).status_code == 403
+        assert requests.delete(f"{g.url}/studies/{theirs}", headers=auth(admin),
+                               timeout=30).status_code == 204
+    finally:
+        g.stop()
