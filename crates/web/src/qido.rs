@@ -162,6 +162,8 @@ impl Catalogue {
     }
 
     /// Adds a stored instance (its handles and the attributes sealed in its index row).
+    /// A study's and a series' attributes are those of their first instance; later
+    /// instances only add attributes it lacked (PS3.4 C.6 has one value per entity).
     pub fn insert(&self, h: &Handles, attrs: Attrs) {
         insert_into(&mut self.write(), h, attrs);
     }
