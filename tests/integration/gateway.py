@@ -27,10 +27,10 @@ READY = re.compile(r"DICOMweb on (http://\S+)/dicom-web")
 class Gateway:
     """A `radveil serve` process on a free loopback port."""
 
-    def __init__(self, binary: Path, data: Path, *extra: str):
+    def __init__(self, binary: Path, data: Path, *extra: str, listen="127.0.0.1:0"):
         self.data = data
         self.proc = subprocess.Popen(
-            [str(binary), "serve", "--data", str(data), "--listen", "127.0.0.1:0", *extra],
+            [str(binary), "serve", "--data", str(data), "--listen", listen, *extra],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=clean_env())
         self.log: list[str] = []
         deadline = time.time() + 30
@@ -42,7 +42,7 @@ class Gateway:
             self.log.append(line)
             m = READY.search(line)
             if m:
-                self.url = m.group(1) + "/dicom-web"
+                self.url = m.group(1).replace("0.0.0.0", "127.0.0.1") + "/dicom-web"
                 break
         assert self.url, f"radveil serve did not start: {''.join(self.log)}"
         threading.Thread(target=self._drain, daemon=True).start()
@@ -50,6 +50,16 @@ class Gateway:
     def _drain(self):
         for line in self.proc.stderr:
             self.log.append(line)
+
+    def wait_for_log(self, text: str, timeout: float = 10) -> bool:
+        """Whether `text` appears in the server's log within `timeout` seconds (the log is
+        read by a thread, so a line written just now may not be in it yet)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if any(text in line for line in list(self.log)):
+                return True
+            time.sleep(0.05)
+        return False
 
     def client(self):
         return dicomweb_client.DICOMwebClient(url=self.url)
@@ -109,3 +119,42 @@ def all_files(root: Path):
     for p in root.rglob("*"):
         if p.is_file():
             yield p
+
+
+PLANTED = {
+    "name": "QZXWUV^PLANTEDNAME",
+    "id": "PID-QZ-771934",
+    "birth": "19230405",
+    "accession": "ACCQZ881",
+    "institution": "QZ PLANTED HOSPITAL",
+}
+
+
+def planted(n: int, study: str, series: str | None = None, patient: str | None = None):
+    """A real CT slice with distinctive identifying values and fresh UIDs."""
+    ds = real("CT_small.dcm")
+    ds.PatientName = PLANTED["name"]
+    ds.PatientID = patient or PLANTED["id"]
+    ds.PatientBirthDate = PLANTED["birth"]
+    ds.AccessionNumber = PLANTED["accession"]
+    ds.InstitutionName = PLANTED["institution"]
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = series or study + ".1"
+    ds.SOPInstanceUID = f"{study}.1.{n}"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return ds
+
+
+def get_parts(url: str, accept='multipart/related; type="application/dicom"; transfer-syntax=*'):
+    r = requests.get(url, headers={"Accept": accept}, timeout=60)
+    if r.status_code != 200:
+        return r, []
+    m = re.search(r'boundary="?([^";]+)', r.headers["Content-Type"])
+    assert m, r.headers
+    b = m.group(1).encode()
+    chunks = r.content.split(b"--" + b)[1:-1]
+    parts = []
+    for c in chunks:
+        head, _, body = c.partition(b"\r\n\r\n")
+        parts.append(body[:-2] if body.endswith(b"\r\n") else body)
+    return r, parts

@@ -253,11 +253,18 @@ print("errors", bad)
 """
 
 
+# tools/setup-peers unpacks the schema's npm package here.
+FIXTURE_SCHEMA = (Path(__file__).resolve().parents[2] / ".radveil" / "fixtures" / "fhir"
+                  / "package" / "fhir.schema.json")
+
+
 @pytest.fixture(scope="session")
 def fhir_schema(tmp_path_factory) -> Path:
     env = os.environ.get("RADVEIL_FHIR_SCHEMA")
     if env:
         return Path(env)
+    if FIXTURE_SCHEMA.is_file():
+        return FIXTURE_SCHEMA
     npm = shutil.which("npm")
     if not npm:
         missing_peer("npm (to fetch the FHIR R4 JSON schema)")
@@ -272,11 +279,10 @@ def fhir_schema(tmp_path_factory) -> Path:
 
 
 def python_with_jsonschema() -> str:
-    for py in (sys.executable, shutil.which("python3")):
-        if py and subprocess.run([py, "-c", "import jsonschema"], capture_output=True).returncode == 0:
-            return py
-    missing_peer("Python module 'jsonschema'")
-    raise AssertionError("unreachable")
+    """The test's own Python, with jsonschema (tools/setup-peers installs it into .venv)."""
+    if subprocess.run([sys.executable, "-c", "import jsonschema"], capture_output=True).returncode != 0:
+        missing_peer("Python module 'jsonschema'")
+    return sys.executable
 
 
 def test_fhir_audit_events_validate_against_the_fhir_r4_schema(radveil, data, tmp_path,

@@ -12,150 +12,20 @@ nothing acknowledged; SIGTERM finishes what is in flight.
 from __future__ import annotations
 
 import io
-import os
-import re
 import shutil
 import signal
 import subprocess
 import threading
 import time
-import uuid
 from pathlib import Path
 
-import pytest
+import requests
 
-from conftest import clean_env, require_module
-
-pydicom = require_module("pydicom")
-dicomweb_client = require_module("dicomweb_client")
-requests = require_module("requests")
-from pydicom.data import get_testdata_file  # noqa: E402
-
-READY = re.compile(r"DICOMweb on (http://\S+)/dicom-web")
-
-
-class Gateway:
-    """A `radveil serve` process on a free loopback port."""
-
-    def __init__(self, binary: Path, data: Path, *extra: str):
-        self.data = data
-        self.proc = subprocess.Popen(
-            [str(binary), "serve", "--data", str(data), "--listen", "127.0.0.1:0", *extra],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=clean_env())
-        self.log: list[str] = []
-        deadline = time.time() + 30
-        self.url = None
-        while time.time() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            self.log.append(line)
-            m = READY.search(line)
-            if m:
-                self.url = m.group(1) + "/dicom-web"
-                break
-        assert self.url, f"radveil serve did not start: {''.join(self.log)}"
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self):
-        for line in self.proc.stderr:
-            self.log.append(line)
-
-    def client(self):
-        return dicomweb_client.DICOMwebClient(url=self.url)
-
-    def stop(self, sig=signal.SIGTERM, timeout=30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
-
-
-@pytest.fixture
-def serve(radveil_bin, tmp_path):
-    started = []
-
-    def start(data: Path | None = None, *extra):
-        g = Gateway(radveil_bin, data or tmp_path / "data", *extra)
-        started.append(g)
-        return g
-
-    yield start
-    for g in started:
-        if g.proc.poll() is None:
-            g.proc.kill()
-            g.proc.wait()
-
-
-def real(name: str):
-    return pydicom.dcmread(get_testdata_file(name))
-
-
-def to_bytes(ds) -> bytes:
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
-PLANTED = {
-    "name": "QZXWUV^PLANTEDNAME",
-    "id": "PID-QZ-771934",
-    "birth": "19230405",
-    "accession": "ACCQZ881",
-    "institution": "QZ PLANTED HOSPITAL",
-}
-
-
-def planted(n: int, study: str, series: str | None = None, patient: str | None = None):
-    """A real CT slice with distinctive identifying values and fresh UIDs."""
-    ds = real("CT_small.dcm")
-    ds.PatientName = PLANTED["name"]
-    ds.PatientID = patient or PLANTED["id"]
-    ds.PatientBirthDate = PLANTED["birth"]
-    ds.AccessionNumber = PLANTED["accession"]
-    ds.InstitutionName = PLANTED["institution"]
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = series or study + ".1"
-    ds.SOPInstanceUID = f"{study}.1.{n}"
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    return ds
-
-
-def new_uid() -> str:
-    return "2.25." + str(uuid.uuid4().int)
-
-
-def multipart(parts: list[bytes], boundary="radveilTestBoundary") -> tuple[bytes, str]:
-    body = b""
-    for p in parts:
-        body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
-    body += f"--{boundary}--\r\n".encode()
-    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
-
-
-def post(url: str, parts: list[bytes]):
-    body, ct = multipart(parts)
-    return requests.post(url + "/studies", data=body, headers={"Content-Type": ct}, timeout=60)
-
-
-def get_parts(url: str, accept='multipart/related; type="application/dicom"; transfer-syntax=*'):
-    r = requests.get(url, headers={"Accept": accept}, timeout=60)
-    if r.status_code != 200:
-        return r, []
-    m = re.search(r'boundary="?([^";]+)', r.headers["Content-Type"])
-    assert m, r.headers
-    b = m.group(1).encode()
-    chunks = r.content.split(b"--" + b)[1:-1]
-    parts = []
-    for c in chunks:
-        head, _, body = c.partition(b"\r\n\r\n")
-        parts.append(body[:-2] if body.endswith(b"\r\n") else body)
-    return r, parts
-
-
-def all_files(root: Path):
-    for p in root.rglob("*"):
-        if p.is_file():
-            yield p
+from conftest import clean_env
+from gateway import (  # noqa: F401  (serve is a fixture)
+    PLANTED, all_files, get_parts, get_testdata_file, multipart, new_uid, planted, post,
+    pydicom, real, serve, to_bytes,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +175,7 @@ def test_an_altered_object_is_detected_and_never_served(serve, tmp_path):
                      headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
     assert r.status_code == 500, r.status_code
     assert b"DICM" not in r.content
-    assert any("integrity" in line for line in g.log), g.log
+    assert g.wait_for_log("integrity"), g.log
 
 
 def test_a_deleted_study_does_not_open_from_a_copy_of_the_data_taken_before(serve, tmp_path):

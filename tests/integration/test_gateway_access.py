@@ -23,7 +23,6 @@ import http.server
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import threading
@@ -34,46 +33,13 @@ from pathlib import Path
 import pytest
 
 from conftest import clean_env, missing_peer, require_module
+from gateway import Gateway
 
 pydicom = require_module("pydicom")
 requests = require_module("requests")
 from pydicom.data import get_testdata_file  # noqa: E402
 
-READY = re.compile(r"DICOMweb on (http://\S+)/dicom-web")
 DEV_ISSUER = "urn:radveil:dev"
-
-
-class Gateway:
-    """A `radveil serve` process on a free port (copied from test_gateway.py)."""
-
-    def __init__(self, binary: Path, data: Path, *extra: str, listen="127.0.0.1:0"):
-        self.data = data
-        self.proc = subprocess.Popen(
-            [str(binary), "serve", "--data", str(data), "--listen", listen, *extra],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=clean_env())
-        self.log: list[str] = []
-        deadline = time.time() + 30
-        self.url = None
-        while time.time() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            self.log.append(line)
-            m = READY.search(line)
-            if m:
-                self.url = m.group(1).replace("0.0.0.0", "127.0.0.1") + "/dicom-web"
-                break
-        assert self.url, f"radveil serve did not start: {''.join(self.log)}"
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self):
-        for line in self.proc.stderr:
-            self.log.append(line)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture
