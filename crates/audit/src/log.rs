@@ -56,19 +56,9 @@ impl AuditKey {
 
     /// Parses an audit key file's text: 64 hex digits, surrounding whitespace ignored.
     pub fn from_hex(text: &[u8]) -> Result<AuditKey, AuditError> {
-        let text = text.trim_ascii();
-        let bad = || AuditError::Crypto("an audit key is 64 hex digits".into());
-        if text.len() != 64 {
-            return Err(bad());
-        }
-        let mut raw = Zeroizing::new([0u8; 32]);
-        for (i, pair) in text.chunks(2).enumerate() {
-            let s = std::str::from_utf8(pair).map_err(|_| bad())?;
-            raw[i] = u8::from_str_radix(s, 16).map_err(|_| bad())?;
-        }
-        AuditKey::new(
-            &Key::from_slice(raw.as_ref()).map_err(|e| AuditError::Crypto(e.to_string()))?,
-        )
+        let key = Key::from_hex(text)
+            .map_err(|_| AuditError::Crypto("an audit key is 64 hex digits".into()))?;
+        AuditKey::new(&key)
     }
 
     /// The keyed blind index of a patient (Patient ID with its issuer), as kept beside each

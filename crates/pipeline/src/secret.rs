@@ -141,6 +141,22 @@ pub struct Secret {
     pub warning: Option<LoosePermissions>,
 }
 
+/// A 256-bit key file of radveil's own (64 hex digits, mode 0600): read under `policy`, or,
+/// when `make` and nothing is at `path`, made first by [`keygen`]. Returns the secret and whether it was made now. Decoding the digits is
+/// the caller's (`radveil_store::Key::from_hex`).
+pub fn key_file(
+    path: &Path,
+    what: &str,
+    policy: PermissionPolicy,
+    make: bool,
+) -> Result<(Secret, bool), SecretError> {
+    let made = make && std::fs::symlink_metadata(path).is_err();
+    if made {
+        keygen(path)?;
+    }
+    Ok((read_secret(path, what, policy)?, made))
+}
+
 /// Reads a secret key file (`what` names it in messages). Its permissions are checked on
 /// the opened file, so a file swapped after the check is not read: any group or other bit
 /// draws a warning, or an error under [`PermissionPolicy::Refuse`]. At most

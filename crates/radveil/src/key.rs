@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use radveil_deid::Key;
 use radveil_pipeline::secret::{self, LoosePermissions, PermissionPolicy};
 use zeroize::Zeroizing;
@@ -53,18 +53,25 @@ pub fn load_with(file: Option<&Path>, policy: KeyPolicy) -> Result<Key> {
     Ok(key)
 }
 
+/// A 256-bit key of radveil's own from its file (64 hex digits), made (mode 0600, with a note
+/// on standard error) when `make` and missing; loose permissions draw a warning.
+pub fn key_file(
+    path: &Path,
+    what: &str,
+    policy: KeyPolicy,
+    make: bool,
+) -> Result<radveil_store::Key> {
+    let (s, made) = secret::key_file(path, what, policy.permissions(), make)?;
+    if made {
+        eprintln!("radveil: made {what} {} (mode 0600)", path.display());
+    }
+    warn(s.warning);
+    radveil_store::Key::from_hex(&s.bytes).with_context(|| format!("{what} {}", path.display()))
+}
+
 /// Writes a fresh key to a new file of mode 0600.
 pub fn keygen(file: &Path) -> Result<()> {
     secret::keygen(file)?;
     eprintln!("radveil: wrote a new key to {} (mode 0600); keep it secret and backed up: the same key gives the same pseudonyms", file.display());
     Ok(())
-}
-
-/// Writes the new secret file `path` (mode 0600) with what `fill` writes; see
-/// `radveil_pipeline::secret::write_private`.
-pub fn write_private(
-    path: &Path,
-    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> Result<()> {
-    Ok(secret::write_private(path, fill)?)
 }

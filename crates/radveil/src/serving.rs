@@ -84,108 +84,42 @@ pub enum KeysCommand {
     },
 }
 
-/// Decodes a key-encryption key: 64 hex digits, surrounding whitespace ignored.
-fn decode_kek(text: &[u8]) -> Result<Key> {
-    let text = text.trim_ascii();
-    if text.len() != 64 {
-        bail!("a key-encryption key is 64 hex digits (make one with `radveil keygen FILE`)");
-    }
-    let mut raw = Zeroizing::new([0u8; 32]);
-    for (i, pair) in text.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok();
-        raw[i] = s
-            .and_then(|s| u8::from_str_radix(s, 16).ok())
-            .context("a key-encryption key is 64 hex digits")?;
-    }
-    Ok(Key::from_slice(raw.as_ref())?)
-}
-
-/// The KEK from `file`, or the environment, or `DATA/keys/kek` (made when `create`).
-fn load_kek(data: &Path, file: Option<&Path>, policy: KeyPolicy, create: bool) -> Result<Key> {
+/// The KEK from `file`, or the environment, or `DATA/keys/kek` (made when `make`).
+fn load_kek(data: &Path, file: Option<&Path>, policy: KeyPolicy, make: bool) -> Result<Key> {
+    const WHAT: &str = "key-encryption key";
     if let Some(f) = file {
-        return decode_kek(&key::read_secret(f, "key-encryption key", policy)?);
+        return key::key_file(f, WHAT, policy, false);
     }
     if let Some(v) = std::env::var_os(KEK_ENV) {
-        return decode_kek(&Zeroizing::new(v.into_encoded_bytes())).context(KEK_ENV);
+        return Key::from_hex(&Zeroizing::new(v.into_encoded_bytes())).context(KEK_ENV);
     }
     let default = Layout::under(data).keys.with_file_name("kek");
-    if !default.exists() {
-        if !create {
-            bail!(
-                "no key-encryption key: {} does not exist",
-                default.display()
-            );
-        }
+    if make {
         Layout::under(data).create_dirs()?;
-        let fresh = Key::random()?;
-        let hex = Zeroizing::new(radveil_store::Handle::hex_of(fresh.expose()) + "\n");
-        key::write_private(&default, |f| {
-            use std::io::Write;
-            f.write_all(hex.as_bytes())
-        })?;
-        eprintln!(
-            "radveil serve: made a key-encryption key in {} (mode 0600); keep a copy apart from the data",
-            default.display()
-        );
     }
-    decode_kek(&key::read_secret(&default, "key-encryption key", policy)?)
+    key::key_file(&default, WHAT, policy, make)
+        .context("keep a copy of the key-encryption key apart from the data")
 }
 
-/// Where the dev issuer's key is kept.
-fn dev_key_path(data: &Path) -> PathBuf {
-    Layout::under(data).keys.with_file_name("dev-issuer.key")
-}
-
-/// Decodes 64 hex digits (surrounding whitespace ignored) into 32 bytes.
-fn decode_hex32(text: &[u8], what: &str) -> Result<Zeroizing<[u8; 32]>> {
-    let text = text.trim_ascii();
-    let mut raw = Zeroizing::new([0u8; 32]);
-    if text.len() != 64 {
-        bail!("{what}: 64 hex digits expected");
-    }
-    for (i, pair) in text.chunks(2).enumerate() {
-        raw[i] = std::str::from_utf8(pair)
-            .ok()
-            .and_then(|s| u8::from_str_radix(s, 16).ok())
-            .with_context(|| format!("{what}: 64 hex digits expected"))?;
-    }
-    Ok(raw)
-}
-
-/// The dev issuer of DATA, its key made (mode 0600) when `create` and missing.
+/// The dev issuer of DATA, its key (`DATA/keys/dev-issuer.key`) made when `make` and missing.
 fn dev_issuer(
     data: &Path,
     policy: KeyPolicy,
-    create: bool,
+    make: bool,
 ) -> Result<radveil_web::access::dev::DevIssuer> {
-    let path = dev_key_path(data);
-    if !path.exists() {
-        if !create {
-            bail!(
-                "no dev issuer key in {}: start `radveil serve --dev --data {}` once first",
-                path.display(),
-                data.display()
-            );
-        }
+    let path = Layout::under(data).keys.with_file_name("dev-issuer.key");
+    if make {
         Layout::under(data).create_dirs()?;
-        let mut seed = Zeroizing::new([0u8; 32]);
-        getrandom::getrandom(seed.as_mut()).context("no randomness for the dev issuer key")?;
-        let hex = Zeroizing::new(radveil_store::Handle::hex_of(seed.as_ref()) + "\n");
-        key::write_private(&path, |f| {
-            use std::io::Write;
-            f.write_all(hex.as_bytes())
-        })?;
-        eprintln!(
-            "radveil serve: made the dev issuer's key in {} (mode 0600)",
-            path.display()
+    } else if !path.exists() {
+        bail!(
+            "no dev issuer key in {}: start `radveil serve --dev --data {}` once first",
+            path.display(),
+            data.display()
         );
     }
-    let seed = decode_hex32(
-        &key::read_secret(&path, "dev issuer key", policy)?,
-        "dev issuer key",
-    )?;
+    let seed = key::key_file(&path, "dev issuer key", policy, make)?;
     Ok(radveil_web::access::dev::DevIssuer::from_seed(
-        seed.as_ref(),
+        seed.expose(),
     )?)
 }
 
@@ -199,7 +133,9 @@ fn access_control(args: &ServeArgs) -> Result<radveil_web::auth::AccessControl> 
         eprintln!("radveil serve: trusting the dev issuer (for trying things out; mint tokens with `radveil token`)");
     }
     if let (Some(file), Some(iss)) = (&args.jwks, &args.issuer) {
-        let bytes = read_bounded(file, radveil_web::access::jwks::MAX_JWKS)?;
+        let bytes =
+            radveil_pipeline::input::read_regular(file, radveil_web::access::jwks::MAX_JWKS as u64)
+                .with_context(|| format!("reading {}", file.display()))?;
         let keys = KeySet::from_jwks(&bytes).with_context(|| format!("{}", file.display()))?;
         issuers.push(IssuerConfig {
             issuer: iss.clone(),
@@ -229,25 +165,6 @@ fn access_control(args: &ServeArgs) -> Result<radveil_web::auth::AccessControl> 
     Ok(radveil_web::auth::AccessControl::Tokens(
         std::sync::Arc::new(verifier),
     ))
-}
-
-/// Reads a regular file of at most `max` bytes.
-fn read_bounded(path: &Path, max: usize) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let meta = f.metadata()?;
-    if !meta.is_file() || meta.len() > max as u64 {
-        bail!(
-            "{} is not a regular file of at most {max} bytes",
-            path.display()
-        );
-    }
-    let mut out = Vec::new();
-    f.take(max as u64 + 1).read_to_end(&mut out)?;
-    if out.len() > max {
-        bail!("{} is larger than {max} bytes", path.display());
-    }
-    Ok(out)
 }
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -297,11 +214,7 @@ pub fn keys(cmd: KeysCommand) -> Result<ExitCode> {
             keys,
         } => {
             let old = load_kek(&data, kek_file.as_deref(), keys, false)?;
-            let new = decode_kek(&key::read_secret(
-                &new_kek_file,
-                "new key-encryption key",
-                keys,
-            )?)?;
+            let new = key::key_file(&new_kek_file, "new key-encryption key", keys, false)?;
             let n = radveil_store::rotate_kek(&Layout::under(&data), old, new)?;
             eprintln!(
                 "radveil keys rotate: {n} patient keys and the index key re-wrapped; use {} from now on",

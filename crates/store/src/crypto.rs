@@ -46,6 +46,34 @@ impl Key {
         Ok(Key(k))
     }
 
+    /// A key written as 64 hexadecimal digits (surrounding whitespace ignored), as radveil's
+    /// key files hold them.
+    pub fn from_hex(text: &[u8]) -> Result<Key, StoreError> {
+        let text = text.trim_ascii();
+        if text.len() != 64 {
+            return Err(StoreError::KeyText);
+        }
+        let mut raw = [0u8; 32];
+        for (i, pair) in text.chunks(2).enumerate() {
+            let digit = std::str::from_utf8(pair)
+                .ok()
+                .and_then(|s| u8::from_str_radix(s, 16).ok());
+            match digit {
+                Some(b) => raw[i] = b,
+                None => {
+                    raw.zeroize();
+                    return Err(StoreError::KeyText);
+                }
+            }
+        }
+        Ok(Key(raw))
+    }
+
+    /// The key as 64 lower-case hexadecimal digits (for a key file; never to log).
+    pub fn to_hex(&self) -> zeroize::Zeroizing<String> {
+        zeroize::Zeroizing::new(Handle::hex_of(&self.0))
+    }
+
     /// The raw bytes (to seal under another key; never to log).
     pub fn expose(&self) -> &[u8; 32] {
         &self.0
@@ -197,6 +225,23 @@ mod tests {
             a,
             Key::random().unwrap().blind("patient", &[b"ISSUER", b"ID"])
         );
+    }
+
+    #[test]
+    fn keys_read_from_hex_and_only_from_64_hex_digits() {
+        let k = Key::random().unwrap();
+        let text = format!("  {}\n", k.to_hex().as_str());
+        assert_eq!(Key::from_hex(text.as_bytes()).unwrap().expose(), k.expose());
+        for bad in [
+            "",
+            "00",
+            &"0".repeat(63),
+            &"0".repeat(65),
+            &"g".repeat(64),
+            &"é".repeat(32),
+        ] {
+            assert!(Key::from_hex(bad.as_bytes()).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub enum StoreError {
     /// The key store does not open with the KEK given.
     #[error("the key-encryption key does not open this key store (a different key?)")]
     WrongKek,
+    /// A key file's text is not 64 hexadecimal digits.
+    #[error("a key is 64 hex digits (make one with `radveil keygen FILE`)")]
+    KeyText,
     /// The operating system's random source failed.
     #[error("no random numbers: {0}")]
     Random(String),
