@@ -324,7 +324,7 @@ def test_break_glass_needs_a_reason(gateway, radveil_bin):
     assert r.status_code == 403
     r = wado(gateway.url, study, auth(clinician, **{"Break-Glass-Reason": "unconscious in ER"}))
     assert r.status_code == 200
-    assert any("break-glass" in line for line in gateway.log)
+    assert gateway.wait_for_log("break-glass"), gateway.log
     # Only clinicians break the glass.
     patient = token(radveil_bin, gateway.data, "--patient", "PID-OTHER")
     r = wado(gateway.url, study, auth(patient, **{"Break-Glass-Reason": "curious"}))

@@ -95,25 +95,44 @@ pub enum AuditCommand {
 
 /// The audit key from the file given, the environment, or DATA/keys/audit-key.
 fn load_key(place: &Place) -> Result<AuditKey> {
-    let text: Zeroizing<Vec<u8>> = if let Some(f) = &place.audit_key_file {
-        key::read_secret(f, "audit key", place.keys)?
+    audit_key(
+        &place.data,
+        place.audit_key_file.as_deref(),
+        place.keys,
+        false,
+    )
+}
+
+/// The audit key of DATA: from `file` when given, else `RADVEIL_AUDIT_KEY`, else
+/// `DATA/keys/audit-key`, made (mode 0600) when `make` and missing (the gateway on its
+/// first run). Shared by `radveil audit` and `radveil serve`.
+pub fn audit_key(
+    data: &Path,
+    file: Option<&Path>,
+    policy: KeyPolicy,
+    make: bool,
+) -> Result<AuditKey> {
+    let text: Zeroizing<Vec<u8>> = if let Some(f) = file {
+        key::read_secret(f, "audit key", policy)?
     } else if let Some(v) = std::env::var_os(AUDIT_KEY_ENV) {
         Zeroizing::new(v.into_encoded_bytes())
     } else {
-        let default = place.data.join(AUDIT_KEY_FILE);
-        if !default.exists() {
+        let default = data.join(AUDIT_KEY_FILE);
+        if !make && !default.exists() {
             bail!(
                 "no audit key: {} does not exist (give --audit-key-file or {AUDIT_KEY_ENV})",
                 default.display()
             );
         }
-        key::read_secret(&default, "audit key", place.keys)?
+        let k = key::key_file(&default, "audit key", policy, make)
+            .context("keep a copy of the audit key apart from the data")?;
+        return Ok(AuditKey::new(&k)?);
     };
     Ok(AuditKey::from_hex(&text)?)
 }
 
 /// The machine's name, for the audit source and syslog lines.
-fn hostname() -> String {
+pub fn hostname() -> String {
     let mut s = String::new();
     let _ = std::fs::File::open("/proc/sys/kernel/hostname")
         .and_then(|f| f.take(256).read_to_string(&mut s));

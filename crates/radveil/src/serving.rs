@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Largest request body, like 512M or 2G.
     #[arg(long, value_name = "SIZE", value_parser = crate::parse_memory_size, default_value = "512M")]
     max_request: u64,
+    /// File holding the audit key (64 hex digits). Default: RADVEIL_AUDIT_KEY, else
+    /// DATA/keys/audit-key, made (mode 0600) on first run.
+    #[arg(long)]
+    audit_key_file: Option<PathBuf>,
     #[command(flatten)]
     keys: KeyPolicy,
 }
@@ -167,6 +171,27 @@ fn access_control(args: &ServeArgs) -> Result<radveil_web::auth::AccessControl> 
     ))
 }
 
+/// Opens (or makes, on first run) the audit log `DATA/audit` with its key and starts its
+/// writer. A torn last line (an append that crashed before it was acknowledged) is cut off
+/// and kept beside the log.
+fn open_audit(
+    args: &ServeArgs,
+) -> Result<(radveil_web::audit::Auditor, radveil_web::audit::Writer)> {
+    let key =
+        crate::auditing::audit_key(&args.data, args.audit_key_file.as_deref(), args.keys, true)?;
+    let dir = args.data.join(radveil_audit::AUDIT_DIR);
+    let mut log = radveil_audit::AuditLog::open_or_init(&dir, key)
+        .with_context(|| format!("opening the audit log in {}", dir.display()))?;
+    if let Some(kept) = log.repair_torn()? {
+        eprintln!(
+            "radveil serve: warning: the audit log had a torn last line (an append that crashed before it was acknowledged); its bytes are kept in {}",
+            kept.display()
+        );
+    }
+    let source = format!("radveil@{}", crate::auditing::hostname());
+    radveil_web::audit::Auditor::start(log, source).context("starting the audit writer")
+}
+
 pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     // Whatever the store writes (databases, objects, their folders) is the owner's alone.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -183,6 +208,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     let kek = load_kek(&args.data, args.kek_file.as_deref(), args.keys, true)?;
     let store = Store::open(&Layout::under(&args.data), kek)
         .with_context(|| format!("opening the store in {}", args.data.display()))?;
+    let (auditor, writer) = open_audit(&args)?;
     let state = radveil_web::AppState {
         store,
         limits: radveil_web::Limits {
@@ -193,14 +219,20 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         access,
         // Filled from the index by radveil_web::serve before it listens.
         catalogue: Default::default(),
+        auditor: Some(auditor),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(radveil_web::serve(args.listen, state, |addr| {
+    let served = runtime.block_on(radveil_web::serve(args.listen, state, |addr| {
         eprintln!("radveil serve: DICOMweb on http://{addr}/dicom-web");
-    }))?;
+    }));
+    // Every auditor handle is gone with the server: the writer signs its last checkpoint.
+    drop(runtime);
+    let closed = writer.finish();
+    served?;
+    closed.context("signing the audit log's last checkpoint")?;
     eprintln!("radveil serve: stopped");
     Ok(ExitCode::SUCCESS)
 }

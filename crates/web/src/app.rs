@@ -50,6 +50,10 @@ pub struct AppState {
     /// What QIDO-RS searches: the opened attributes of every stored instance, in memory
     /// (filled by [`crate::serve`] before it listens; kept up to date on store and delete).
     pub catalogue: crate::qido::Catalogue,
+    /// The audit trail's writer: every request on the DICOMweb and audit routes is
+    /// recorded through it before its response goes ([`crate::audit::record`]). `None`
+    /// records nothing (for tests of other parts; `radveil serve` always gives one).
+    pub auditor: Option<crate::audit::Auditor>,
 }
 
 /// The router of the whole gateway.
@@ -85,12 +89,19 @@ pub fn router(state: AppState) -> Router {
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}",
             get(wado_instance).delete(delete_instance),
         )
+        .route("/audit", get(crate::audit_routes::audit))
+        .route("/me/access-log", get(crate::audit_routes::access_log))
         .layer(DefaultBodyLimit::max(max))
         .with_state(state.clone())
-        // Outermost, so that every DICOMweb route (and unknown paths under it) is checked.
+        // So that every DICOMweb route (and unknown paths under it) is checked.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::check,
+        ))
+        // Outermost: refusals by access control are audited too.
         .layer(axum::middleware::from_fn_with_state(
             state,
-            crate::auth::check,
+            crate::audit::record,
         ))
 }
 
@@ -212,7 +223,18 @@ async fn store_parts(
             .filter(|r| matches!(r, Stored::Failed(..)))
             .count(),
     );
-    store_response(&headers, study.as_deref(), &results)
+    let mut what = crate::audit::What::default();
+    for r in &results {
+        if let Stored::Ok(id) = r {
+            let study = radveil_audit::StudyRef {
+                uid: id.study.clone(),
+                instances: Some(1),
+                ..Default::default()
+            };
+            what.add(&id.patient_id, &id.issuer, study);
+        }
+    }
+    what.attach(store_response(&headers, study.as_deref(), &results))
 }
 
 async fn store_one(state: &AppState, scope: &Scope, bytes: Bytes, study: Option<&str>) -> Stored {
@@ -355,7 +377,8 @@ async fn wado_study(
     headers: HeaderMap,
 ) -> Response {
     let s = handle(&state, Level::Study, &study);
-    retrieve(&state, &scope, &headers, s, None, None).await
+    let r = retrieve(&state, &scope, &headers, s, None, None).await;
+    crate::audit::study(&state, &scope, &study, None, None, None).attach(r)
 }
 
 async fn wado_series(
@@ -366,7 +389,8 @@ async fn wado_series(
 ) -> Response {
     let s = handle(&state, Level::Study, &study);
     let se = handle(&state, Level::Series, &series);
-    retrieve(&state, &scope, &headers, s, Some(se), None).await
+    let r = retrieve(&state, &scope, &headers, s, Some(se), None).await;
+    crate::audit::study(&state, &scope, &study, Some(&series), None, None).attach(r)
 }
 
 async fn wado_instance(
@@ -378,7 +402,8 @@ async fn wado_instance(
     let s = handle(&state, Level::Study, &study);
     let se = handle(&state, Level::Series, &series);
     let i = handle(&state, Level::Instance, &inst);
-    retrieve(&state, &scope, &headers, s, Some(se), Some(i)).await
+    let r = retrieve(&state, &scope, &headers, s, Some(se), Some(i)).await;
+    crate::audit::study(&state, &scope, &study, Some(&series), Some(&inst), None).attach(r)
 }
 
 /// WADO-RS retrieve of instances as `multipart/related; type="application/dicom"` in the
@@ -480,11 +505,13 @@ async fn delete_study(
     if let Err(r) = visible(&state, &scope, s).await {
         return r;
     }
+    // Whose it was, read before it goes.
+    let what = crate::audit::study(&state, &scope, &study, None, None, None);
     let r = state.store.delete_study(s).await;
     if r.is_ok() {
         state.catalogue.remove(&s, None, None);
     }
-    deleted(&state, r)
+    what.attach(deleted(&state, r))
 }
 
 async fn delete_series(
@@ -497,11 +524,12 @@ async fn delete_series(
     if let Err(r) = visible(&state, &scope, s).await {
         return r;
     }
+    let what = crate::audit::study(&state, &scope, &study, Some(&series), None, None);
     let r = state.store.delete_series(s, se).await;
     if r.is_ok() {
         state.catalogue.remove(&s, Some(&se), None);
     }
-    deleted(&state, r)
+    what.attach(deleted(&state, r))
 }
 
 async fn delete_instance(
@@ -515,11 +543,12 @@ async fn delete_instance(
     if let Err(r) = visible(&state, &scope, s).await {
         return r;
     }
+    let what = crate::audit::study(&state, &scope, &study, Some(&series), Some(&inst), None);
     let r = state.store.delete_instance(s, Some(se), i).await;
     if r.is_ok() {
         state.catalogue.remove(&s, Some(&se), Some(&i));
     }
-    deleted(&state, r)
+    what.attach(deleted(&state, r))
 }
 
 fn deleted(state: &AppState, r: Result<radveil_store::Deleted, StoreError>) -> Response {

@@ -117,27 +117,41 @@ fn bearer(req: &Request) -> Result<&str, Refusal> {
 
 /// The middleware: authenticates and authorises each DICOMweb request, then passes it on
 /// with its [`Scope`] and [`Caller`].
+///
+/// The audit routes are checked here too: `/audit` asks for [`Action::ReadAudit`] (an
+/// `auditor` or `admin` role with an `AuditEvent` read scope), `/me/access-log` for
+/// [`Action::Read`] (the handler then wants a patient compartment). Every answer carries
+/// the [`Caller`] (or, for a refusal, [`crate::audit::Refused`]) in its extensions for the
+/// audit middleware outside this one.
 pub async fn check(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if !(path == "/dicom-web" || path.starts_with("/dicom-web/")) {
+    let action = if path == "/audit" {
+        Action::ReadAudit
+    } else if path == "/me/access-log" {
+        Action::Read
+    } else if path == "/dicom-web" || path.starts_with("/dicom-web/") {
+        action_of(req.method(), path)
+    } else {
         return next.run(req).await;
-    }
-    let action = action_of(req.method(), path);
+    };
     let verifier = match &state.access {
         AccessControl::Open => {
-            req.extensions_mut().insert(Scope::All);
-            req.extensions_mut().insert(Caller {
+            let caller = Caller {
                 principal: None,
                 action,
                 grant: None,
-            });
-            return next.run(req).await;
+            };
+            req.extensions_mut().insert(Scope::All);
+            req.extensions_mut().insert(caller.clone());
+            let mut resp = next.run(req).await;
+            resp.extensions_mut().insert(caller);
+            return resp;
         }
         AccessControl::Tokens(v) => Arc::clone(v),
     };
     let token = match bearer(&req) {
         Ok(t) => t.to_string(),
-        Err(r) => return unauthorized(r),
+        Err(r) => return refused_token(r),
     };
     let verified = if verifier.is_remote() {
         // Verifying may fetch the issuer's keys: not on the runtime's threads.
@@ -152,7 +166,7 @@ pub async fn check(State(state): State<AppState>, mut req: Request, next: Next) 
         Ok(p) => Arc::new(p),
         Err(r) => {
             tracing::info!(refusal = %r, "a token was refused");
-            return unauthorized(r);
+            return refused_token(r);
         }
     };
     // A reason that is not UTF-8 counts as none (refused if break-glass is asked).
@@ -164,11 +178,21 @@ pub async fn check(State(state): State<AppState>, mut req: Request, next: Next) 
         Ok(g) => g,
         Err(d) => {
             tracing::info!(subject = %principal.subject, denied = %d, "an action was denied");
-            return challenge(
+            let mut resp = challenge(
                 StatusCode::FORBIDDEN,
                 "Bearer realm=\"radveil\", error=\"insufficient_scope\"",
                 &d.to_string(),
             );
+            resp.extensions_mut().insert(Caller {
+                principal: Some(principal),
+                action,
+                grant: None,
+            });
+            resp.extensions_mut().insert(crate::audit::Refused {
+                token: false,
+                why: format!("denied: {d}"),
+            });
+            return resp;
         }
     };
     if grant.break_glass.is_some() {
@@ -178,13 +202,27 @@ pub async fn check(State(state): State<AppState>, mut req: Request, next: Next) 
         Compartment::All => Scope::All,
         Compartment::Patient(p) => Scope::Patient(state.store.patient(p.id(), p.issuer())),
     };
-    req.extensions_mut().insert(scope);
-    req.extensions_mut().insert(Caller {
+    let caller = Caller {
         principal: Some(principal),
         action,
         grant: Some(grant),
+    };
+    req.extensions_mut().insert(scope);
+    req.extensions_mut().insert(caller.clone());
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(caller);
+    resp
+}
+
+/// The 401 for a refused token, marked for the audit trail (the refusal in words, never
+/// the token).
+fn refused_token(r: Refusal) -> Response {
+    let mut resp = unauthorized(r);
+    resp.extensions_mut().insert(crate::audit::Refused {
+        token: true,
+        why: r.to_string(),
     });
-    next.run(req).await
+    resp
 }
 
 #[cfg(test)]
@@ -247,6 +285,7 @@ mod tests {
             metrics: Default::default(),
             access: AccessControl::Tokens(Arc::new(verifier)),
             catalogue: Default::default(),
+            auditor: None,
         })
     }
 

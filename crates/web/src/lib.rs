@@ -11,12 +11,18 @@
 //!
 //! - Access control ([`auth`], `radveil-access`): bearer tokens on every DICOMweb route.
 //!   Without an issuer configured ([`auth::AccessControl::Open`]) [`serve`] listens on
-//!   loopback addresses only; the audit trail is not built yet.
+//!   loopback addresses only.
+//! - The audit trail ([`audit`], `radveil-audit`): one sealed, Merkle-logged event per
+//!   request on the DICOMweb and audit routes, durable before the response goes (a request
+//!   whose event cannot be written is answered 500); `GET /audit` and `GET /me/access-log`
+//!   read it ([`audit_routes`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod audit;
+pub mod audit_routes;
 pub mod auth;
 pub mod dicom_json;
 pub mod instance;
@@ -65,9 +71,13 @@ pub async fn serve(
         .map_err(ServeError::Catalogue)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     ready(listener.local_addr()?);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    // The client's address goes into the audit trail.
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await?;
     Ok(())
 }
 

@@ -168,6 +168,24 @@ impl Catalogue {
         insert_into(&mut self.write(), h, attrs);
     }
 
+    /// The patient of a study (handle, Patient ID, Issuer of Patient ID, empty when
+    /// absent), for the audit trail; `None` for a study not in the catalogue.
+    pub fn patient_of(&self, study: &Handle) -> Option<crate::audit::PatientOf> {
+        let tree = self.read();
+        let s = tree.get(study)?;
+        let value = |tag| {
+            get(&s.attrs, tag)
+                .and_then(|a| a.values.first())
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        };
+        Some((
+            s.patient,
+            value(tags::PATIENT_ID),
+            value(tags::ISSUER_OF_PATIENT_ID),
+        ))
+    }
+
     /// Take before storing an instance, for [`Catalogue::insert_stored`].
     pub fn mark(&self) -> Mark {
         Mark(self.removals.load(Ordering::SeqCst))
@@ -1043,6 +1061,7 @@ fn answer(
     };
     let base = crate::app::base_url(headers);
     let found = state.catalogue.search(scope, &q, target, &base);
+    let what = searched(state, scope, params, &found.results);
     let mut resp = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/dicom+json")],
@@ -1072,7 +1091,39 @@ fn answer(
             resp.headers_mut().append(header::WARNING, v);
         }
     }
-    resp
+    what.attach(resp)
+}
+
+/// What a search touched, for the audit trail: its query string, and the patients and
+/// studies of the results that name a study.
+fn searched(
+    state: &AppState,
+    scope: &Scope,
+    params: &[(String, String)],
+    results: &[Value],
+) -> crate::audit::What {
+    let text = |v: &Value, tag: u32| -> Option<String> {
+        v.get(format!("{tag:08X}"))?
+            .get("Value")?
+            .get(0)?
+            .as_str()
+            .map(str::to_string)
+    };
+    let mut what = crate::audit::What::default();
+    for r in results {
+        let Some(study) = text(r, tags::STUDY_INSTANCE_UID) else {
+            continue;
+        };
+        let found = crate::audit::study(state, scope, &study, None, None, None);
+        for p in found.patients {
+            for s in p.studies {
+                what.add(&p.id, p.issuer.as_deref().unwrap_or(""), s);
+            }
+        }
+    }
+    let q: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    what.query = Some(q.join("&"));
+    what
 }
 
 type Params = Query<Vec<(String, String)>>;
