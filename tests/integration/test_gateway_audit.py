@@ -191,6 +191,10 @@ def test_a_patient_reads_their_access_log_only(gateway, radveil_bin):
     # Stored once, viewed once by the clinician.
     viewed = [line for line in lines if "dr-cl" in line or "clinician" in line]
     assert len(viewed) == 1, lines
+    # Exactly their study's store and view: the other patient's store and two views
+    # would add three lines.
+    assert len(lines) == 2, lines
+    assert any(line.startswith("An administrator added your study") for line in lines), lines
     assert not any(theirs in line or "PID-THEIRS" in line for line in lines), lines
     # Other tokens: 403; none: 401.
     assert requests.get(root(g) + "/me/access-log", headers=auth(clinician), timeout=30).status_code == 403
