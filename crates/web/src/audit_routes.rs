@@ -42,6 +42,20 @@ fn no_trail() -> Response {
 }
 
 /// Whether `t` is a time filter: `YYYY-MM-DD` or RFC 3339 UTC to the second.
+/// The events a query selects, or the 500 to answer when the trail cannot be read.
+async fn read(
+    auditor: &crate::audit::Auditor,
+    query: crate::audit::Query,
+) -> Result<Vec<(u64, radveil_audit::Event)>, Response> {
+    auditor.read(query).await.map_err(|e| {
+        tracing::error!(error = %e, "the audit trail could not be read");
+        text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the audit trail could not be read",
+        )
+    })
+}
+
 fn is_time(t: &str) -> bool {
     let date = |d: &str| {
         let b = d.as_bytes();
@@ -153,16 +167,9 @@ pub async fn audit(
         return what.attach(no_trail());
     };
     let only_patient = query.patient.clone();
-    let events = match auditor.read(query).await {
+    let events = match read(auditor, query).await {
         Ok(e) => e,
-        Err(e) => {
-            tracing::error!(error = %e, "the audit trail could not be read");
-            let r = text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the audit trail could not be read",
-            );
-            return what.attach(r);
-        }
+        Err(r) => return what.attach(r),
     };
     let source = Source {
         id: auditor.source.clone(),
@@ -223,16 +230,9 @@ pub async fn access_log(
         patient: Some((p.id().to_string(), issuer.clone())),
         filter: Filter::default(),
     };
-    let events = match auditor.read(query).await {
+    let events = match read(auditor, query).await {
         Ok(e) => e,
-        Err(e) => {
-            tracing::error!(error = %e, "the audit trail could not be read");
-            let r = text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the audit trail could not be read",
-            );
-            return what.attach(r);
-        }
+        Err(r) => return what.attach(r),
     };
     let mut body = String::new();
     for (_, e) in &events {

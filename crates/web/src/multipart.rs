@@ -51,7 +51,7 @@ pub struct Related {
 /// Splits `a; b=c; d="e;f"` into the media type and its parameters (names lower-cased,
 /// quoted values unquoted).
 pub fn media_type(value: &str) -> (String, Vec<(String, String)>) {
-    let mut parts = split_params(value).into_iter();
+    let mut parts = split_unquoted(value, ';').into_iter();
     let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
     let params = parts
         .filter_map(|p| {
@@ -68,8 +68,9 @@ pub fn media_type(value: &str) -> (String, Vec<(String, String)>) {
     (media, params)
 }
 
-/// Splits on `;` outside double quotes.
-fn split_params(value: &str) -> Vec<String> {
+/// Splits a header value on `sep` outside quoted strings (RFC 9110 §5.6.4: a backslash in
+/// quotes escapes the next character): `;` between parameters, `,` between list members.
+pub(crate) fn split_unquoted(value: &str, sep: char) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -88,7 +89,7 @@ fn split_params(value: &str) -> Vec<String> {
                 quoted = !quoted;
                 cur.push(c);
             }
-            ';' if !quoted => out.push(std::mem::take(&mut cur)),
+            c if c == sep && !quoted => out.push(std::mem::take(&mut cur)),
             _ => cur.push(c),
         }
     }

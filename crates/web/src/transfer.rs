@@ -6,7 +6,7 @@ use axum::http::HeaderValue;
 use radveil_part10::{self as p10, Element, Limits, Vr};
 use radveil_standard::tags;
 
-use crate::multipart::media_type;
+use crate::multipart::{media_type, split_unquoted};
 
 /// Explicit VR Little Endian, the default transfer syntax of `application/dicom`.
 pub const EXPLICIT_LITTLE: &str = "1.2.840.10008.1.2.1";
@@ -36,7 +36,10 @@ pub fn accepted(accept: Option<&HeaderValue>) -> Result<Wanted, String> {
     let accept = accept
         .to_str()
         .map_err(|_| "the Accept header is not text".to_string())?;
-    for range in split_ranges(accept) {
+    for range in split_unquoted(accept, ',')
+        .into_iter()
+        .filter(|r| !r.trim().is_empty())
+    {
         let (media, params) = media_type(&range);
         let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
         let dicom_parts = match media.as_str() {
@@ -56,25 +59,6 @@ pub fn accepted(accept: Option<&HeaderValue>) -> Result<Wanted, String> {
         });
     }
     Err("only multipart/related; type=\"application/dicom\" is offered".into())
-}
-
-/// Splits an Accept header on commas outside quotes.
-fn split_ranges(accept: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    for c in accept.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                cur.push(c);
-            }
-            ',' if !quoted => out.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out.into_iter().filter(|r| !r.trim().is_empty()).collect()
 }
 
 /// The instance in the transfer syntax wanted, with that syntax's UID.
