@@ -158,3 +158,27 @@ def get_parts(url: str, accept='multipart/related; type="application/dicom"; tra
         head, _, body = c.partition(b"\r\n\r\n")
         parts.append(body[:-2] if body.endswith(b"\r\n") else body)
     return r, parts
+
+
+def token(radveil_bin, data: Path, *args: str) -> str:
+    """A token from the dev issuer of `data` (`radveil token`)."""
+    r = subprocess.run([str(radveil_bin), "token", "--data", str(data), *args],
+                       capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def auth(t: str, **more) -> dict:
+    """Request headers carrying bearer token `t`."""
+    return {"Authorization": f"Bearer {t}", **more}
+
+
+def assert_no_plaintext(data: Path, log: str, needles: list[bytes]):
+    """No needle in any byte of any file under `data` (databases, their logs, objects, the
+    audit trail), nor in the server's log."""
+    for p in all_files(data):
+        b = p.read_bytes()
+        for n in needles:
+            assert n not in b, f"{n!r} in {p.relative_to(data)}"
+    for n in needles:
+        assert n.decode() not in log, f"{n!r} in the server's log"

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from conftest import clean_env, missing_peer, require_module
-from gateway import Gateway
+from gateway import Gateway, auth, token
 
 pydicom = require_module("pydicom")
 requests = require_module("requests")
@@ -47,17 +47,6 @@ def gateway(radveil_bin, tmp_path):
     g = Gateway(radveil_bin, tmp_path / "data", "--dev")
     yield g
     g.stop()
-
-
-def token(radveil_bin, data: Path, *args: str) -> str:
-    r = subprocess.run([str(radveil_bin), "token", "--data", str(data), *args],
-                       capture_output=True, text=True, env=clean_env(), timeout=60)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
-
-
-def auth(t: str, **more) -> dict:
-    return {"Authorization": f"Bearer {t}", **more}
 
 
 # --- DICOM helpers -------------------------------------------------------------------------

@@ -15,12 +15,14 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from conftest import clean_env, require_module
-from gateway import Gateway, PLANTED, all_files, get_parts, multipart, new_uid, planted, to_bytes
+from gateway import (
+    PLANTED, Gateway, assert_no_plaintext, auth, multipart, new_uid, planted, to_bytes,
+    token,
+)
 
 requests = require_module("requests")
 
@@ -34,17 +36,6 @@ def gateway(radveil_bin, tmp_path):
     if g.proc.poll() is None:
         g.proc.kill()
         g.proc.wait()
-
-
-def token(radveil_bin, data: Path, *args: str) -> str:
-    r = subprocess.run([str(radveil_bin), "token", "--data", str(data), *args],
-                       capture_output=True, text=True, env=clean_env(), timeout=60)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
-
-
-def auth(t: str, **more) -> dict:
-    return {"Authorization": f"Bearer {t}", **more}
 
 
 def stow(url: str, t: str, parts: list[bytes]):
@@ -222,13 +213,7 @@ def test_nothing_identifying_is_in_plaintext_with_the_audit_log(gateway, radveil
     needles = [v.encode() for v in PLANTED.values()] + [study.encode(), series.encode(), b"QZREASON"]
     needles += [d.SOPInstanceUID.encode() for d in instances]
     needles += [b"PLANTEDNAME", base64.b64encode(PLANTED["id"].encode())[:12]]
-    for p in all_files(data):
-        b = p.read_bytes()
-        for n in needles:
-            assert n not in b, f"{n!r} in {p.relative_to(data)}"
-    log = "".join(g.log)
-    for n in needles:
-        assert n.decode() not in log, f"{n!r} in the server's log"
+    assert_no_plaintext(data, "".join(g.log), needles)
 
 
 def test_a_request_is_refused_when_its_event_cannot_be_written(gateway, radveil_bin):
