@@ -30,7 +30,9 @@ pub mod metrics;
 pub mod multipart;
 pub mod qido;
 pub mod scope;
+pub mod stow;
 pub mod transfer;
+pub mod wado;
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,107 @@
+//! WADO-RS retrieve (PS3.18 §10.4): studies, series and instances as
+//! `multipart/related; type="application/dicom"`, in the original transfer syntax or one
+//! the client asks for where radveil can convert.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use radveil_store::{Handle, Level};
+
+use crate::app::{error, handle, store_error, AppState};
+use crate::multipart;
+use crate::scope::Scope;
+use crate::transfer;
+
+pub(crate) async fn wado_study(
+    State(state): State<AppState>,
+    Extension(scope): Extension<Scope>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let s = handle(&state, Level::Study, &study);
+    let r = retrieve(&state, &scope, &headers, s, None, None).await;
+    crate::audit::study(&state, &scope, &study, None, None, None).attach(r)
+}
+
+pub(crate) async fn wado_series(
+    State(state): State<AppState>,
+    Extension(scope): Extension<Scope>,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let s = handle(&state, Level::Study, &study);
+    let se = handle(&state, Level::Series, &series);
+    let r = retrieve(&state, &scope, &headers, s, Some(se), None).await;
+    crate::audit::study(&state, &scope, &study, Some(&series), None, None).attach(r)
+}
+
+pub(crate) async fn wado_instance(
+    State(state): State<AppState>,
+    Extension(scope): Extension<Scope>,
+    Path((study, series, inst)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let s = handle(&state, Level::Study, &study);
+    let se = handle(&state, Level::Series, &series);
+    let i = handle(&state, Level::Instance, &inst);
+    let r = retrieve(&state, &scope, &headers, s, Some(se), Some(i)).await;
+    crate::audit::study(&state, &scope, &study, Some(&series), Some(&inst), None).attach(r)
+}
+
+/// WADO-RS retrieve of instances as `multipart/related; type="application/dicom"` in the
+/// transfer syntax the client accepts (PS3.18 §10.4, §8.7.3.5.2).
+async fn retrieve(
+    state: &AppState,
+    scope: &Scope,
+    headers: &HeaderMap,
+    study: Handle,
+    series: Option<Handle>,
+    instance: Option<Handle>,
+) -> Response {
+    let wanted = match transfer::accepted(headers.get(header::ACCEPT)) {
+        Ok(w) => w,
+        Err(why) => return error(StatusCode::NOT_ACCEPTABLE, &why),
+    };
+    let rows = match state.store.rows(study, series).await {
+        Ok(r) => r,
+        Err(e) => return store_error(&e),
+    };
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| instance.is_none_or(|i| i == r.instance))
+        // Another patient's study is exactly as absent as a missing one.
+        .filter(|r| scope.sees(&r.patient))
+        .collect();
+    if rows.is_empty() {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    let mut parts = Vec::with_capacity(rows.len());
+    let mut syntax = None;
+    for r in &rows {
+        let bytes = match state.store.open_row(r).await {
+            Ok(b) => b,
+            Err(e) => return store_error(&e),
+        };
+        match transfer::convert(bytes, &wanted) {
+            Ok((b, ts)) => {
+                syntax.get_or_insert(ts);
+                parts.push(Bytes::from(b));
+            }
+            Err(why) => return error(StatusCode::NOT_ACCEPTABLE, &why),
+        }
+    }
+    state.metrics.retrieved(parts.len());
+    let boundary = multipart::new_boundary();
+    let part_type = match &syntax {
+        Some(ts) if parts.len() == 1 => format!("application/dicom; transfer-syntax={ts}"),
+        _ => "application/dicom".to_string(),
+    };
+    let body = multipart::write(&parts, &boundary, &part_type);
+    let ct = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
+    let mut resp = Response::new(Body::from(body));
+    if let Ok(v) = HeaderValue::from_str(&ct) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
