@@ -23,6 +23,10 @@ CREATE TABLE IF NOT EXISTS instance (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS instance_study ON instance (study, series);
 CREATE INDEX IF NOT EXISTS instance_patient ON instance (patient);
+CREATE TABLE IF NOT EXISTS metadata (
+    handle BLOB PRIMARY KEY,
+    sealed BLOB NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// One stored instance as the index knows it.
@@ -100,6 +104,16 @@ impl Index {
 
     /// Inserts the row unless the instance is already there; then returns what is there.
     pub fn insert(&mut self, r: &Row) -> Result<Inserted, StoreError> {
+        self.insert_with_metadata(r, None)
+    }
+
+    /// [`Index::insert`], with the instance's sealed metadata copy (see
+    /// [`crate::Store::put_with_metadata`]) kept in the same transaction.
+    pub fn insert_with_metadata(
+        &mut self,
+        r: &Row,
+        metadata: Option<&[u8]>,
+    ) -> Result<Inserted, StoreError> {
         let tx = self.db.transaction()?;
         let existing = tx
             .query_row(
@@ -124,6 +138,17 @@ impl Index {
                 r.meta,
             ],
         )?;
+        // A copy left by an instance removed earlier is replaced.
+        tx.execute(
+            "DELETE FROM metadata WHERE handle = ?1",
+            [&r.instance.0[..]],
+        )?;
+        if let Some(m) = metadata {
+            tx.execute(
+                "INSERT INTO metadata (handle, sealed) VALUES (?1, ?2)",
+                params![&r.instance.0[..], m],
+            )?;
+        }
         tx.commit()?;
         Ok(Inserted::New)
     }
@@ -166,6 +191,18 @@ impl Index {
         Ok(rows)
     }
 
+    /// The sealed metadata copy of an instance, if one was kept when it was stored.
+    pub fn metadata(&self, instance: &Handle) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT sealed FROM metadata WHERE handle = ?1",
+                [&instance.0[..]],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// The studies of a patient.
     pub fn studies_of(&self, patient: &Handle) -> Result<Vec<Handle>, StoreError> {
         let mut st = self
@@ -193,6 +230,10 @@ impl Index {
         for r in &gone {
             tx.execute(
                 "DELETE FROM instance WHERE handle = ?1",
+                [&r.instance.0[..]],
+            )?;
+            tx.execute(
+                "DELETE FROM metadata WHERE handle = ?1",
                 [&r.instance.0[..]],
             )?;
         }

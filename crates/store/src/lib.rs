@@ -194,6 +194,8 @@ const OBJECT_MAGIC: &[u8; 4] = b"RVS1";
 const OBJECT_AAD: &[u8] = b"radveil/object/v1";
 /// Associated data of sealed attributes.
 const META_AAD: &[u8] = b"radveil/meta/v1";
+/// Associated data of an instance's sealed metadata copy.
+const METADATA_AAD: &[u8] = b"radveil/metadata/v1";
 
 struct Inner {
     keys: Mutex<KeyStore>,
@@ -239,6 +241,18 @@ fn object_path(study: &Handle, object: &str) -> ObjectPath {
 fn object_aad(object: &str, h: &Handles) -> Vec<u8> {
     let mut a = OBJECT_AAD.to_vec();
     for p in [object.as_bytes(), &h.instance.0, &h.study.0] {
+        a.extend_from_slice(&(p.len() as u64).to_be_bytes());
+        a.extend_from_slice(p);
+    }
+    a
+}
+
+/// The metadata copy is bound to its object and instance like the object itself, under
+/// another label, so neither opens as the other and a copy moved to another row does not
+/// open.
+fn metadata_aad(object: &str, instance: &Handle, study: &Handle) -> Vec<u8> {
+    let mut a = METADATA_AAD.to_vec();
+    for p in [object.as_bytes(), &instance.0, &study.0] {
         a.extend_from_slice(&(p.len() as u64).to_be_bytes());
         a.extend_from_slice(p);
     }
@@ -307,6 +321,21 @@ impl Store {
         bytes: Bytes,
         meta: &[u8],
     ) -> Result<PutOutcome, StoreError> {
+        self.put_with_metadata(ids, bytes, meta, None).await
+    }
+
+    /// [`Store::put`], also keeping `metadata`: a copy of the instance's data set without
+    /// its bulk values (the web layer's DICOM JSON), sealed under the instance's own data
+    /// key with its identity as associated data, so WADO-RS metadata is answered without
+    /// opening the object, and the copy is shredded with the instance, its study and its
+    /// patient. Read back with [`Store::metadata`].
+    pub async fn put_with_metadata(
+        &self,
+        ids: &InstanceIds<'_>,
+        bytes: Bytes,
+        meta: &[u8],
+        metadata: Option<&[u8]>,
+    ) -> Result<PutOutcome, StoreError> {
         let h = self.handles(ids);
         let content = self.inner.index_key.blind("content", &[&bytes]);
         // A quick answer for a copy already stored; the insert below decides races.
@@ -335,6 +364,9 @@ impl Store {
         .await?;
         let mut sealed = OBJECT_MAGIC.to_vec();
         sealed.extend_from_slice(&data_key.seal(&bytes, &object_aad(&object, &h))?);
+        let metadata = metadata
+            .map(|m| data_key.seal(m, &metadata_aad(&object, &h.instance, &h.study)))
+            .transpose()?;
         drop(data_key);
         let path = object_path(&h.study, &object);
         self.inner
@@ -360,7 +392,9 @@ impl Store {
             meta: study_key.seal(meta, &meta_aad(&h.instance))?,
         };
         let inner = self.inner.clone();
-        let inserted = blocking(move || lock(&inner.index).insert(&row)).await?;
+        let inserted =
+            blocking(move || lock(&inner.index).insert_with_metadata(&row, metadata.as_deref()))
+                .await?;
         match inserted {
             Inserted::New => Ok(PutOutcome::Stored),
             Inserted::Exists(e) => {
@@ -447,6 +481,51 @@ impl Store {
             .and_then(|s| data_key.open(s, &object_aad(&r.object, &h)))
             .filter(|plain| plain.len() as u64 == r.size)
             .ok_or_else(|| StoreError::Tampered(r.object.clone()))
+    }
+
+    /// The metadata copies of index rows (see [`Store::put_with_metadata`]), opened in one
+    /// blocking task that looks the study key up once per study: for each row, in order,
+    /// `Ok(Some(copy))`, `Ok(None)` when the instance was stored without one (before copies
+    /// were kept: the caller opens the object instead), [`StoreError::Tampered`] when the
+    /// copy does not open (altered or moved; never returned), [`StoreError::NotFound`] when
+    /// its keys are gone. Only the copies are read: no object is opened.
+    pub async fn metadata(
+        &self,
+        rows: Vec<Row>,
+    ) -> Result<Vec<Result<Option<Vec<u8>>, StoreError>>, StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut keys = lock(&inner.keys);
+            let index = lock(&inner.index);
+            let mut current: Option<(Handle, Option<Key>)> = None;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let Some(sealed) = index.metadata(&r.instance)? else {
+                    out.push(Ok(None));
+                    continue;
+                };
+                if current.as_ref().is_none_or(|(s, _)| *s != r.study) {
+                    current = Some((r.study, keys.study_key(&r.study)?));
+                }
+                let Some(sk) = current.as_ref().and_then(|(_, k)| k.as_ref()) else {
+                    out.push(Err(StoreError::NotFound));
+                    continue;
+                };
+                let Some(dk) = keys.data_key(sk, &r.study, &r.instance, &r.object)? else {
+                    out.push(Err(StoreError::NotFound));
+                    continue;
+                };
+                out.push(
+                    dk.open(&sealed, &metadata_aad(&r.object, &r.instance, &r.study))
+                        .map(Some)
+                        .ok_or_else(|| {
+                            StoreError::Tampered(format!("metadata copy of {}", r.object))
+                        }),
+                );
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// The index rows of a study (or one of its series), in a stable order.
@@ -656,6 +735,9 @@ pub fn rotate_kek(layout: &Layout, old: Key, new: Key) -> Result<usize, StoreErr
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod metadata_tests;
 
 #[cfg(test)]
 mod meta_scan_tests {

@@ -1,0 +1,205 @@
+//! The sealed metadata copy kept beside each instance ([`Store::put_with_metadata`]).
+
+use super::*;
+
+fn ids<'a>(patient: &'a str, study: &'a str, instance: &'a str) -> InstanceIds<'a> {
+    InstanceIds {
+        patient_id: patient,
+        issuer: "",
+        study,
+        series: "1.2.9.1",
+        instance,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn copy_without_keys(from: &Path, to: &Path) {
+    for (p, b) in files(from) {
+        let rel = p.strip_prefix(from).unwrap();
+        if rel.starts_with("keys") {
+            continue;
+        }
+        let dst = to.join(rel);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::write(dst, b).unwrap();
+    }
+}
+
+const SECRET: &str = "METADATA^PLANTED^QZ";
+
+fn copy_of(i: &str) -> Vec<u8> {
+    format!("{{\"name\":\"{SECRET}\",\"instance\":\"{i}\"}}").into_bytes()
+}
+
+/// The copy comes back as kept, is never on disk in plaintext, is absent (not an error)
+/// for an instance stored without one, and opens from no copy of the data taken before its
+/// instance was deleted, while its study's other instance's still does.
+#[test]
+fn metadata_copies_are_sealed_and_shredded_with_their_instance() {
+    let live = tempfile::tempdir().unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    let kek = Key::from_slice(&[3; 32]).unwrap();
+    let (a, b, c) = (
+        ids("P1", "1.2.9", "1.2.9.1.1"),
+        ids("P1", "1.2.9", "1.2.9.1.2"),
+        ids("P1", "1.2.9", "1.2.9.1.3"),
+    );
+    let rt = rt();
+    let (ha, hb) = rt.block_on(async {
+        let store = Store::open(&Layout::under(live.path()), kek.clone()).unwrap();
+        for i in [&a, &b] {
+            let m = copy_of(i.instance);
+            store
+                .put_with_metadata(
+                    i,
+                    Bytes::from(i.instance.as_bytes().to_vec()),
+                    b"m",
+                    Some(&m),
+                )
+                .await
+                .unwrap();
+        }
+        store
+            .put(&c, Bytes::from_static(b"no copy"), b"m")
+            .await
+            .unwrap();
+        let (ha, hb) = (store.handles(&a), store.handles(&b));
+        let rows = store.rows(ha.study, None).await.unwrap();
+        let got = store.metadata(rows.clone()).await.unwrap();
+        for (r, m) in rows.iter().zip(&got) {
+            let m = m.as_ref().unwrap();
+            if r.instance == ha.instance {
+                assert_eq!(m.as_deref(), Some(&copy_of(a.instance)[..]));
+            } else if r.instance == hb.instance {
+                assert_eq!(m.as_deref(), Some(&copy_of(b.instance)[..]));
+            } else {
+                assert_eq!(m, &None, "an instance stored without a copy has none");
+            }
+        }
+        for (p, bytes) in files(live.path()) {
+            assert!(
+                !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                "plaintext metadata in {}",
+                p.display()
+            );
+        }
+        copy_without_keys(live.path(), saved.path());
+        store
+            .delete_instance(ha.study, None, ha.instance)
+            .await
+            .unwrap();
+        (ha, hb)
+    });
+    let layout = Layout {
+        keys: Layout::under(live.path()).keys,
+        ..Layout::under(saved.path())
+    };
+    rt.block_on(async {
+        let store = Store::open(&layout, kek).unwrap();
+        let rows = store.rows(ha.study, None).await.unwrap();
+        let got = store.metadata(rows.clone()).await.unwrap();
+        for (r, m) in rows.iter().zip(got) {
+            if r.instance == ha.instance {
+                assert!(
+                    matches!(m, Err(StoreError::NotFound)),
+                    "a deleted instance's metadata opened from a copy taken before"
+                );
+            } else if r.instance == hb.instance {
+                assert_eq!(m.unwrap().unwrap(), copy_of(b.instance));
+            }
+        }
+    });
+}
+
+/// A flipped bit in a kept copy, or a copy moved to another instance's row, is reported as
+/// tampered and never returned.
+#[test]
+fn an_altered_or_moved_metadata_copy_is_reported_and_never_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::under(dir.path());
+    let rt = rt();
+    rt.block_on(async {
+        let store = Store::open(&layout, Key::from_slice(&[4; 32]).unwrap()).unwrap();
+        for i in ["1.2.9.1.1", "1.2.9.1.2"] {
+            let id = ids("P1", "1.2.9", i);
+            store
+                .put_with_metadata(
+                    &id,
+                    Bytes::from(i.as_bytes().to_vec()),
+                    b"m",
+                    Some(&copy_of(i)),
+                )
+                .await
+                .unwrap();
+        }
+        let db = rusqlite::Connection::open(&layout.index).unwrap();
+        // Swap the two copies.
+        let blobs: Vec<(Vec<u8>, Vec<u8>)> = db
+            .prepare("SELECT handle, sealed FROM metadata")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(blobs.len(), 2);
+        for (i, j) in [(0, 1), (1, 0)] {
+            db.execute(
+                "UPDATE metadata SET sealed = ?1 WHERE handle = ?2",
+                rusqlite::params![blobs[j].1, blobs[i].0],
+            )
+            .unwrap();
+        }
+        let study = store.uid(Level::Study, "1.2.9");
+        let rows = store.rows(study, None).await.unwrap();
+        for m in store.metadata(rows.clone()).await.unwrap() {
+            assert!(
+                matches!(m, Err(StoreError::Tampered(_))),
+                "a moved copy opened"
+            );
+        }
+        // Put them back, then flip one bit of one.
+        let mut flipped = blobs[0].1.clone();
+        let at = flipped.len() / 2;
+        flipped[at] ^= 0x10;
+        db.execute(
+            "UPDATE metadata SET sealed = ?1 WHERE handle = ?2",
+            rusqlite::params![flipped, blobs[0].0],
+        )
+        .unwrap();
+        db.execute(
+            "UPDATE metadata SET sealed = ?1 WHERE handle = ?2",
+            rusqlite::params![blobs[1].1, blobs[1].0],
+        )
+        .unwrap();
+        let got = store.metadata(rows.clone()).await.unwrap();
+        let bad = got
+            .iter()
+            .filter(|m| matches!(m, Err(StoreError::Tampered(_))))
+            .count();
+        assert_eq!(bad, 1);
+        assert_eq!(got.iter().filter(|m| matches!(m, Ok(Some(_)))).count(), 1);
+    });
+}
