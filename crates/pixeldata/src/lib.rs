@@ -23,7 +23,7 @@ mod rle;
 use std::sync::OnceLock;
 
 pub use description::{number_of_frames, ImagePixel};
-pub use pixels::{decode_pixel_data, for_each_frame, DecodedPixels};
+pub use pixels::{decode_frame, decode_pixel_data, for_each_frame, DecodedPixels};
 pub use radveil_part10::{BudgetError, MemoryBudget};
 
 /// Why pixel data could not be described or decoded.

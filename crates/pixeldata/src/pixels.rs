@@ -141,6 +141,107 @@ pub fn for_each_frame(
     Ok(Some(d))
 }
 
+/// One frame (`index`, from 0) of the Pixel Data of a top-level data set, decoded like
+/// [`decode_pixel_data`] (native little endian, samples interleaved by pixel), without
+/// decoding or copying the other frames: what a WADO-RS frame or rendered request needs of
+/// a multi-frame image. Only the frame's bytes are reserved from `budget`. A frame number
+/// beyond Number of Frames is [`PixelError::Malformed`]; bit-packed (1-bit) images of more
+/// than one frame are [`PixelError::Unsupported`] (their frames do not start on a byte).
+pub fn decode_frame(
+    ds: &DataSet<'_>,
+    enc: Encoding,
+    transfer_syntax: &str,
+    index: usize,
+    budget: &MemoryBudget,
+) -> Result<(ImagePixel, Vec<u8>), PixelError> {
+    let el = ds
+        .get(radveil_part10::PIXEL_DATA)
+        .ok_or_else(|| PixelError::Malformed("no Pixel Data (7FE0,0010)".into()))?;
+    let d = ImagePixel::from_dataset(ds, enc)?;
+    if index >= d.number_of_frames {
+        return Err(PixelError::Malformed(format!(
+            "frame {} of {} frames",
+            index.saturating_add(1),
+            d.number_of_frames
+        )));
+    }
+    if d.bits_allocated == 1 && d.number_of_frames > 1 {
+        return Err(PixelError::Unsupported(
+            "frames of a multi-frame bit-packed image".into(),
+        ));
+    }
+    let spp = usize::from(d.samples_per_pixel);
+    let bps = d.bytes_per_sample();
+    let ppf = d.pixels_per_frame();
+    let frame_len = d.frame_len();
+    let _grant = budget.reserve(frame_len.saturating_mul(2) as u64, DEFAULT_WAIT)?;
+    let out = match &el.value {
+        Value::Bytes(b) => {
+            d.check_native_len(b.len())?;
+            if d.bits_allocated == 1 {
+                b[..d.native_len()].to_vec()
+            } else {
+                let start = index
+                    .checked_mul(frame_len)
+                    .ok_or_else(|| PixelError::Malformed("frame offset overflows".into()))?;
+                let src = start
+                    .checked_add(frame_len)
+                    .and_then(|end| b.get(start..end))
+                    .ok_or_else(|| PixelError::Malformed("frame beyond the pixel data".into()))?;
+                let mut frame = crate::with_capacity::<u8>(frame_len)?;
+                if enc == Encoding::ExplicitBig && el.vr == Vr::OW && bps > 1 {
+                    frame.extend(src.chunks(2).flat_map(|c| c.iter().rev().copied()));
+                } else {
+                    frame.extend_from_slice(src);
+                }
+                if planar(&d) {
+                    frame = rle::interleave(frame, 1, ppf, spp, bps)?;
+                }
+                frame
+            }
+        }
+        Value::Fragments(frags) => {
+            let codec = Codec::for_transfer_syntax(transfer_syntax);
+            let rle = transfer_syntax == RLE_LOSSLESS;
+            if !rle && codec.is_none() {
+                return Err(PixelError::Unsupported(transfer_syntax.to_string()));
+            }
+            if d.bits_allocated == 1 || (codec.is_some() && bps > 2) {
+                return Err(PixelError::Malformed(format!(
+                    "{}-bit samples in a compressed transfer syntax",
+                    d.bits_allocated
+                )));
+            }
+            let items: Vec<&[u8]> = frags.iter().skip(1).map(|f| f.as_ref()).collect();
+            let offsets = frags.first().map_or(&[][..], |f| f.as_ref());
+            let frame_data = codec::frames(&items, offsets, d.number_of_frames)?;
+            let f = frame_data
+                .get(index)
+                .ok_or_else(|| PixelError::Malformed("frame beyond the pixel data".into()))?;
+            match codec {
+                None => rle::interleave(rle::rle_frame(f, ppf, spp, bps)?, 1, ppf, spp, bps)?,
+                Some(codec) => {
+                    let expect = (usize::from(d.columns), usize::from(d.rows), spp);
+                    let frame = codec::decode_waiting(codec, f, expect, budget, Duration::ZERO)?;
+                    let mut out = crate::with_capacity::<u8>(frame_len)?;
+                    for v in frame.samples {
+                        out.extend_from_slice(&v.to_le_bytes()[..bps]);
+                    }
+                    out
+                }
+            }
+        }
+        Value::Sequence(_) => return Err(PixelError::Malformed("pixel data is a sequence".into())),
+    };
+    if d.bits_allocated != 1 && out.len() != frame_len {
+        return Err(PixelError::Malformed(format!(
+            "a frame decodes to {} bytes where {frame_len} are described",
+            out.len()
+        )));
+    }
+    Ok((d, out))
+}
+
 /// Whether native Pixel Data must be rewritten to give the decoded layout: byte-swapped
 /// (big endian OW) or interleaved (colour by plane).
 fn needs_copy(d: &ImagePixel, vr: Vr, enc: Encoding) -> bool {
@@ -351,6 +452,15 @@ mod tests {
             .unwrap();
             assert_eq!(calls, 2);
             assert_eq!(frames, &whole[..]);
+            // Each frame alone is its part of the whole decode; beyond the last is refused.
+            let half = whole.len() / 2;
+            for (i, part) in [&whole[..half], &whole[half..]].into_iter().enumerate() {
+                let (d, f) = decode_frame(&ds, enc, EXPLICIT, i, &budget).unwrap();
+                assert_eq!(d.number_of_frames, 2);
+                assert_eq!(&f[..], part, "frame {i}");
+            }
+            assert!(decode_frame(&ds, enc, EXPLICIT, 2, &budget).is_err());
+            assert!(decode_frame(&ds, enc, EXPLICIT, usize::MAX, &budget).is_err());
             // Planar RGB: the first pixel is R, G, B from the three planes.
             let first: Vec<u8> = if enc == Encoding::ExplicitLittle {
                 vec![0, 1, 32, 33, 64, 65]
