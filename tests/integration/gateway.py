@@ -182,3 +182,165 @@ def assert_no_plaintext(data: Path, log: str, needles: list[bytes]):
             assert n not in b, f"{n!r} in {p.relative_to(data)}"
     for n in needles:
         assert n.decode() not in log, f"{n!r} in the server's log"
+
+
+# --- Orthanc as a peer, in a private network namespace ------------------------------------------
+# Orthanc has no bind-address option: it listens on every interface. The tests and the
+# benchmark run it (and the radveil it talks to) inside a network namespace of their own
+# with only loopback up, so nothing outside the namespace can reach either server.
+
+ORTHANC = "/usr/sbin/Orthanc"
+ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+_CLONE_NEWNET = 0x40000000
+
+
+def orthanc_missing() -> str | None:
+    """Why Orthanc with its DICOMweb plugin cannot run here (None when it can)."""
+    import os
+
+    for p in (ORTHANC, ORTHANC_DICOMWEB):
+        if not os.path.exists(p):
+            return f"{p} (Debian packages orthanc, orthanc-dicomweb; tools/setup-peers)"
+    return None
+
+
+class NetNs:
+    """A named network namespace (`ip netns add`) with only loopback up. `enter()` moves the
+    calling thread (and the processes it starts from then on) into it; `leave()` moves it
+    back. Needs CAP_SYS_ADMIN (root)."""
+
+    def __init__(self, name: str | None = None):
+        import os
+
+        self.name = name or f"radveil-t{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._home = None
+        r = subprocess.run(["ip", "netns", "add", self.name], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise OSError(f"ip netns add failed: {r.stderr.strip()}")
+        r = subprocess.run(["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            self.delete()
+            raise OSError(f"ip link set lo up failed: {r.stderr.strip()}")
+
+    @staticmethod
+    def _setns(fd: int):
+        import ctypes
+        import os
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+
+    def enter(self):
+        import os
+
+        self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+        try:
+            self._setns(fd)
+        finally:
+            os.close(fd)
+
+    def leave(self):
+        import os
+
+        if self._home is not None:
+            try:
+                self._setns(self._home)
+            finally:
+                os.close(self._home)
+                self._home = None
+
+    def delete(self):
+        self.leave()
+        subprocess.run(["ip", "netns", "delete", self.name], capture_output=True)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (in the calling thread's namespace)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Orthanc:
+    """An Orthanc process (Debian's, with the DICOMweb plugin) on a free loopback port, with
+    its own configuration and storage under `root`, `TCP_NODELAY=1` in its environment, no
+    DICOM listener and no authentication. Start it inside a NetNs: it listens on every
+    interface."""
+
+    def __init__(self, root: Path, *, cpu: int | None = None, extra: dict | None = None):
+        import json
+        import os
+
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        config = {
+            "Name": "radveil-peer",
+            "StorageDirectory": str(root / "storage"),
+            "IndexDirectory": str(root / "index"),
+            "HttpPort": self.port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomServerEnabled": False,
+            "StorageCompression": False,
+            "TcpNoDelay": True,
+            "SaveJobs": False,
+            "Plugins": [ORTHANC_DICOMWEB],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "Servers": {}},
+        }
+        config.update(extra or {})
+        (root / "orthanc.json").write_text(json.dumps(config, indent=1))
+        cmd = [ORTHANC, str(root / "orthanc.json")]
+        if cpu is not None:
+            cmd = ["taskset", "-c", str(cpu), *cmd]
+        self.log_path = root / "orthanc.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log,
+                                     env={**os.environ, "TCP_NODELAY": "1"})
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                if requests.get(self.base + "/system", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"Orthanc did not start: {self.log_path.read_text()[-2000:]}")
+
+    @property
+    def dicomweb(self) -> str:
+        return self.base + "/dicom-web"
+
+    def upload(self, blob: bytes) -> dict:
+        """Stores one Part 10 file through Orthanc's REST API (POST /instances)."""
+        r = requests.post(self.base + "/instances", data=blob, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def add_server(self, name: str, url: str, headers: dict | None = None):
+        """A DICOMweb peer for Orthanc's client (`DicomWeb.Servers` entry, set at run time)."""
+        body = {"Url": url.rstrip("/") + "/"}
+        if headers:
+            body["HttpHeaders"] = headers
+        r = requests.put(f"{self.dicomweb}/servers/{name}", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+
+    def stop(self, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
