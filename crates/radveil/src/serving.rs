@@ -18,6 +18,8 @@ use zeroize::Zeroizing;
 
 use crate::key::{self, KeyPolicy};
 
+mod config;
+
 /// The environment variable that may hold the key-encryption key (64 hex digits).
 const KEK_ENV: &str = "RADVEIL_KEK";
 
@@ -28,10 +30,17 @@ pub struct ServeArgs {
     /// `keys/` apart from the rest: deleting a study destroys its keys there.
     #[arg(long)]
     data: PathBuf,
-    /// Address and port to listen on. Without --dev, --jwks or --oidc-issuer (no access
-    /// control) only loopback addresses are allowed.
-    #[arg(long, default_value = "127.0.0.1:8042")]
-    listen: SocketAddr,
+    /// Address and port to listen on (default 127.0.0.1:8042). Without --dev, --jwks or
+    /// --oidc-issuer (no access control) only loopback addresses are allowed.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate first): TLS 1.2
+    /// and 1.3 only, BCP 195 (RFC 9325) cipher suites.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert; refused if group or others may read it.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Trust the local development issuer (its Ed25519 key made on first run in
     /// DATA/keys/dev-issuer.key, mode 0600); `radveil token` prints tokens from it. For
     /// trying things out: whoever can read that file can mint any token.
@@ -48,20 +57,33 @@ pub struct ServeArgs {
     /// The `iss` of the tokens verified with --jwks.
     #[arg(long, requires = "jwks")]
     issuer: Option<String>,
-    /// The audience (`aud`) tokens must name: this service.
-    #[arg(long, default_value = radveil_web::access::dev::DEFAULT_AUDIENCE)]
-    audience: String,
+    /// The audience (`aud`) tokens must name: this service (default radveil).
+    #[arg(long)]
+    audience: Option<String>,
     /// The claim holding the roles (admin, clinician, researcher, auditor): a name or a
-    /// dotted path (realm_access.roles for Keycloak).
-    #[arg(long, default_value = "roles")]
-    roles_claim: String,
+    /// dotted path (realm_access.roles for Keycloak; default roles).
+    #[arg(long)]
+    roles_claim: Option<String>,
     /// File holding the key-encryption key (64 hex digits). Default: RADVEIL_KEK, else
     /// DATA/keys/kek, made (mode 0600) on first run.
     #[arg(long)]
     kek_file: Option<PathBuf>,
-    /// Largest request body, like 512M or 2G.
-    #[arg(long, value_name = "SIZE", value_parser = crate::parse_memory_size, default_value = "512M")]
-    max_request: u64,
+    /// Largest request body, like 512M or 2G (default 512M); a larger one is refused 413
+    /// unread.
+    #[arg(long, value_name = "SIZE", value_parser = crate::parse_memory_size)]
+    max_request: Option<u64>,
+    /// Most parts in one STOW-RS request (default 10000).
+    #[arg(long, value_name = "N")]
+    max_parts: Option<std::num::NonZeroUsize>,
+    /// Longest wait for a request's headers or a TLS handshake, like 30s (the default).
+    #[arg(long, value_name = "TIME", value_parser = parse_timeout)]
+    header_timeout: Option<u64>,
+    /// Longest time for a request's whole body to arrive, like 5m (the default).
+    #[arg(long, value_name = "TIME", value_parser = parse_timeout)]
+    body_timeout: Option<u64>,
+    /// Most client connections served at once (default 512).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<std::num::NonZeroUsize>,
     /// File holding the audit key (64 hex digits). Default: RADVEIL_AUDIT_KEY, else
     /// DATA/keys/audit-key, made (mode 0600) on first run.
     #[arg(long)]
@@ -130,10 +152,14 @@ fn dev_issuer(
 /// The access control `args` ask for: the trusted issuers, or none.
 fn access_control(args: &ServeArgs) -> Result<radveil_web::auth::AccessControl> {
     use radveil_web::access::{IssuerConfig, KeySet, KeySource};
-    let audience = vec![args.audience.clone()];
+    let aud = args
+        .audience
+        .as_deref()
+        .unwrap_or(radveil_web::access::dev::DEFAULT_AUDIENCE);
+    let audience = vec![aud.to_string()];
     let mut issuers = Vec::new();
     if args.dev {
-        issuers.push(dev_issuer(&args.data, args.keys, true)?.config(&args.audience));
+        issuers.push(dev_issuer(&args.data, args.keys, true)?.config(aud));
         eprintln!("radveil serve: trusting the dev issuer (for trying things out; mint tokens with `radveil token`)");
     }
     if let (Some(file), Some(iss)) = (&args.jwks, &args.issuer) {
@@ -162,7 +188,10 @@ fn access_control(args: &ServeArgs) -> Result<radveil_web::auth::AccessControl> 
         return Ok(radveil_web::auth::AccessControl::Open);
     }
     let settings = radveil_web::access::Settings {
-        roles_claim: args.roles_claim.clone(),
+        roles_claim: args
+            .roles_claim
+            .clone()
+            .unwrap_or_else(|| config::DEFAULT_ROLES_CLAIM.into()),
         ..Default::default()
     };
     let verifier = radveil_web::access::Verifier::new(issuers, fetch, settings)?;
@@ -192,15 +221,78 @@ fn open_audit(
     radveil_web::audit::Auditor::start(log, source).context("starting the audit writer")
 }
 
+/// `args` with what the command line leaves unsaid taken from `DATA/radveil.toml`.
+fn with_file(mut args: ServeArgs, file: config::FileConfig) -> ServeArgs {
+    let a = file.access;
+    args.listen = args.listen.or(file.listen);
+    // The command line's pair replaces the file's pair (never one of each).
+    if args.tls_cert.is_none() {
+        args.tls_cert = file.tls.cert;
+        args.tls_key = file.tls.key;
+    }
+    args.dev |= a.dev.unwrap_or(false);
+    args.oidc_issuer = args.oidc_issuer.or(a.oidc_issuer);
+    if args.jwks.is_none() {
+        args.jwks = a.jwks;
+        args.issuer = a.issuer;
+    }
+    args.audience = args.audience.or(a.audience);
+    args.roles_claim = args.roles_claim.or(a.roles_claim);
+    args.kek_file = args.kek_file.or(file.keys.kek_file);
+    args.audit_key_file = args.audit_key_file.or(file.keys.audit_key_file);
+    let l = file.limits;
+    args.max_request = args.max_request.or(l.max_request);
+    args.max_parts = args.max_parts.or(l.max_parts);
+    args.header_timeout = args.header_timeout.or(l.header_timeout);
+    args.body_timeout = args.body_timeout.or(l.body_timeout);
+    args.max_connections = args.max_connections.or(l.max_connections);
+    args
+}
+
+/// Parses `--header-timeout` and `--body-timeout`: like 30s, 5m (at least a second).
+fn parse_timeout(text: &str) -> std::result::Result<u64, String> {
+    match parse_lifetime(text)? {
+        0 => Err("at least 1s".into()),
+        n => Ok(n),
+    }
+}
+
+/// The HTTPS configuration of `--tls-cert`/`--tls-key`: the key is read only if its owner
+/// alone may read it (whatever --strict says: a server key others can read is a leaked
+/// key), and zeroized after use.
+fn tls_config(cert: &Path, key: &Path) -> Result<std::sync::Arc<radveil_web::tls::ServerConfig>> {
+    use radveil_pipeline::secret::{read_secret, PermissionPolicy};
+    let chain = radveil_pipeline::input::read_regular(cert, radveil_pipeline::secret::MAX_KEY_FILE)
+        .with_context(|| format!("reading the TLS certificate {}", cert.display()))?;
+    let secret = read_secret(key, "TLS private key", PermissionPolicy::Refuse)?;
+    radveil_web::tls::server_config(&chain, &secret.bytes)
+        .with_context(|| format!("TLS with {} and {}", cert.display(), key.display()))
+}
+
 pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     // Whatever the store writes (databases, objects, their folders) is the owner's alone.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    // The data directory and its settings file, made on first run.
+    Layout::under(&args.data)
+        .create_dirs()
+        .with_context(|| format!("making {}", args.data.display()))?;
+    let file = config::load_or_create(&args.data)?;
+    let args = with_file(args, file);
+    let listen = match args.listen {
+        Some(a) => a,
+        None => config::DEFAULT_LISTEN
+            .parse()
+            .context("the default address")?,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(tls_config(c, k)?),
+        _ => None,
+    };
     let access = access_control(&args)?;
     if matches!(access, radveil_web::auth::AccessControl::Open) {
-        if !args.listen.ip().is_loopback() {
+        if !listen.ip().is_loopback() {
             bail!(
-                "{} is not a loopback address: without access control (--dev, --jwks or --oidc-issuer) radveil serve listens on loopback only",
-                args.listen
+                "{listen} is not a loopback address: without access control (--dev, --jwks or --oidc-issuer) radveil serve listens on loopback only"
             );
         }
         eprintln!("radveil serve: no access control (no --dev, --jwks or --oidc-issuer): every local user may read and write");
@@ -209,12 +301,37 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     let store = Store::open(&Layout::under(&args.data), kek)
         .with_context(|| format!("opening the store in {}", args.data.display()))?;
     let (auditor, writer) = open_audit(&args)?;
+    let defaults = radveil_web::Limits::default();
+    // The limits no flag sets keep their defaults.
+    #[allow(clippy::needless_update)]
+    let limits = radveil_web::Limits {
+        max_request: args.max_request.map_or(defaults.max_request, |n| {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        }),
+        max_parts: args.max_parts.map_or(defaults.max_parts, |n| n.get()),
+        ..defaults
+    };
+    let conn = radveil_web::ConnectionLimits::default();
+    let secs = std::time::Duration::from_secs;
+    let listening = radveil_web::Listening {
+        limits: radveil_web::ConnectionLimits {
+            header_timeout: args.header_timeout.map_or(conn.header_timeout, secs),
+            body_timeout: args.body_timeout.map_or(conn.body_timeout, secs),
+            max_connections: args
+                .max_connections
+                .map_or(conn.max_connections, |n| n.get()),
+            max_request: limits.max_request,
+        },
+        tls,
+    };
+    let scheme = if listening.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let state = radveil_web::AppState {
         store,
-        limits: radveil_web::Limits {
-            max_request: usize::try_from(args.max_request).unwrap_or(usize::MAX),
-            ..radveil_web::Limits::default()
-        },
+        limits,
         metrics: Default::default(),
         access,
         // Filled from the index by radveil_web::serve before it listens.
@@ -225,8 +342,8 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let served = runtime.block_on(radveil_web::serve(args.listen, state, |addr| {
-        eprintln!("radveil serve: DICOMweb on http://{addr}/dicom-web");
+    let served = runtime.block_on(radveil_web::serve(listen, state, listening, |addr| {
+        eprintln!("radveil serve: DICOMweb on {scheme}://{addr}/dicom-web");
     }));
     // Every auditor handle is gone with the server: the writer signs its last checkpoint.
     drop(runtime);

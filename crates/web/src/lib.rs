@@ -30,15 +30,19 @@ pub mod metrics;
 pub mod multipart;
 pub mod qido;
 pub mod scope;
+pub mod server;
 pub mod stow;
+pub mod tls;
 pub mod transfer;
 pub mod wado;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 pub use app::{router, AppState, Limits};
 /// Access control (re-exported for the binary's wiring).
 pub use radveil_access as access;
+pub use server::ConnectionLimits;
 
 /// Why the server did not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -54,12 +58,22 @@ pub enum ServeError {
     Catalogue(radveil_store::StoreError),
 }
 
+/// How [`serve`] listens: plain HTTP or HTTPS, and the limits on each connection.
+#[derive(Debug, Clone, Default)]
+pub struct Listening {
+    /// HTTPS with this configuration ([`tls::server_config`]); plain HTTP when `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Timeouts and caps on connections and request bodies.
+    pub limits: ConnectionLimits,
+}
+
 /// Serves the gateway on `addr` until SIGTERM or Ctrl-C; then stops accepting, lets the
 /// requests in flight finish (so nothing acknowledged is lost) and returns. `ready` gets the
 /// address bound (port 0 picks a free one).
 pub async fn serve(
     addr: SocketAddr,
     state: AppState,
+    listening: Listening,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
     if !addr.ip().is_loopback() && matches!(state.access, auth::AccessControl::Open) {
@@ -73,13 +87,8 @@ pub async fn serve(
         .map_err(ServeError::Catalogue)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     ready(listener.local_addr()?);
-    // The client's address goes into the audit trail.
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await?;
+    let tls = listening.tls.map(tokio_rustls::TlsAcceptor::from);
+    server::run(listener, tls, router(state), listening.limits, shutdown()).await;
     Ok(())
 }
 

@@ -1,0 +1,227 @@
+//! The connection loop: accepts TCP connections (TLS when configured), serves HTTP/1.1 on
+//! each with the gateway's router, and bounds what a slow or greedy client can hold:
+//!
+//! - the request head (and, on a kept-alive connection, the wait for the next one) must
+//!   arrive within [`ConnectionLimits::header_timeout`], and a TLS handshake within the
+//!   same time;
+//! - the whole request body within [`ConnectionLimits::body_timeout`] of its head (a client
+//!   sending a byte a second is cut off, however steadily it trickles);
+//! - a body whose declared length is over [`ConnectionLimits::max_request`] is refused 413
+//!   before any of it is read;
+//! - at most [`ConnectionLimits::max_connections`] connections are served at once (more
+//!   wait in the listen queue).
+//!
+//! Each connection is its own task, so one stalled client never delays another. On
+//! shutdown the listener is closed, requests in flight finish, idle connections close.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderValue, Request, Response, StatusCode};
+use axum::Router;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+/// What one connection and one request may hold of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Longest wait for a request's head (from the connection's start or the previous
+    /// response), and for a TLS handshake.
+    pub header_timeout: Duration,
+    /// Longest time for a request's whole body to arrive, counted from its head.
+    pub body_timeout: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Largest request body, in bytes: a larger declared `Content-Length` is refused 413
+    /// unread (a chunked body is cut off at this size by the router's limit).
+    pub max_request: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(300),
+            max_connections: 512,
+            max_request: crate::Limits::default().max_request,
+        }
+    }
+}
+
+/// Serves `app` on `listener` (through `tls` when given) until `shutdown` resolves, then
+/// stops accepting and waits for the connections still open to finish their requests.
+pub(crate) async fn run(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let app = app.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => connection(stream, remote, app, limits, watcher).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => connection(stream, remote, app, limits, watcher).await,
+                        // A refused version or suite, a port scan, a slow handshake.
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Serves HTTP/1.1 on one connection.
+async fn connection<I>(
+    io: I,
+    remote: SocketAddr,
+    app: Router,
+    limits: ConnectionLimits,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let mut app = app.clone();
+        async move {
+            if declared_length(&req).is_some_and(|n| n > limits.max_request as u64) {
+                return Ok(too_large(limits.max_request));
+            }
+            let deadline = Instant::now() + limits.body_timeout;
+            let mut req = req.map(|body| {
+                axum::body::Body::new(Deadline {
+                    inner: body,
+                    sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                    limit: limits.body_timeout,
+                })
+            });
+            // The client's address goes into the audit trail.
+            req.extensions_mut().insert(ConnectInfo(remote));
+            app.call(req).await
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The request's `Content-Length`, when it has one that parses.
+fn declared_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn too_large(max: usize) -> Response<axum::body::Body> {
+    tracing::warn!(
+        limit = max,
+        "request refused: its declared body is over the limit"
+    );
+    let mut r = Response::new(axum::body::Body::from(format!(
+        "the request body is larger than the limit of {max} bytes\n"
+    )));
+    *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    // The unread body leaves the connection unusable: say so.
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// The body did not arrive within its time.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} s", .0.as_secs())]
+pub struct BodyTimeout(Duration);
+
+/// A request body that fails once its deadline passes.
+struct Deadline {
+    inner: Incoming,
+    sleep: Pin<Box<Sleep>>,
+    limit: Duration,
+}
+
+impl Body for Deadline {
+    type Data = bytes::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if this.sleep.as_mut().poll(cx).is_ready() {
+            tracing::info!(
+                limit_s = this.limit.as_secs(),
+                "request body timed out: cutting the connection"
+            );
+            return Poll::Ready(Some(Err(BodyTimeout(this.limit).into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,102 @@
+//! HTTPS: the rustls server configuration of `radveil serve --tls-cert --tls-key`.
+//!
+//! TLS 1.2 and 1.3 only, with the cipher suites BCP 195 (RFC 9325 §4.2) recommends: for
+//! TLS 1.2 only ECDHE key exchange with an AEAD cipher (AES-GCM, ChaCha20-Poly1305), for
+//! TLS 1.3 its AEAD suites; key exchange over X25519, P-256 or P-384. rustls offers no
+//! renegotiation, no compression and no export or CBC suites at all. The crypto is `ring`'s.
+//!
+//! The private key's bytes are the caller's (read with its permissions checked) and are
+//! zeroized here after the signing key is made from them.
+
+use std::sync::Arc;
+
+use rustls::crypto::ring as provider;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+pub use rustls::ServerConfig;
+use zeroize::Zeroizing;
+
+/// Why the TLS configuration could not be made. Never carries the key's bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate file holds no PEM certificate, or a malformed one.
+    #[error("the certificate file holds no readable PEM certificate (BEGIN CERTIFICATE)")]
+    NoCertificate,
+    /// The key file holds no PEM private key, or a malformed one.
+    #[error("the key file holds no readable PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC)")]
+    NoKey,
+    /// The key is of a kind the provider cannot sign with.
+    #[error("the private key is not usable: {0} (RSA of 2048 bits or more, ECDSA P-256/P-384 or Ed25519 expected)")]
+    UnusableKey(rustls::Error),
+    /// The key is not the certificate's.
+    #[error("the private key does not belong to the certificate's public key")]
+    Mismatch,
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(rustls::Error),
+}
+
+/// The cipher suites offered, strongest first (RFC 9325 §4.2; all ECDHE + AEAD).
+pub fn cipher_suites() -> Vec<rustls::SupportedCipherSuite> {
+    use provider::cipher_suite::*;
+    vec![
+        TLS13_AES_256_GCM_SHA384,
+        TLS13_AES_128_GCM_SHA256,
+        TLS13_CHACHA20_POLY1305_SHA256,
+        TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ]
+}
+
+/// The server configuration for the certificate chain `cert_pem` (the server's certificate
+/// first) and the private key `key_pem`.
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &Zeroizing<Vec<u8>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsError::NoCertificate)?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate);
+    }
+    // The DER copy of the key is zeroized when dropped (at the end of this function).
+    let der = Zeroizing::new(PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| TlsError::NoKey)?);
+    let signer = provider::sign::any_supported_type(&der).map_err(TlsError::UnusableKey)?;
+    let certified = CertifiedKey::new(certs, signer);
+    certified.keys_match().map_err(|_| TlsError::Mismatch)?;
+    let crypto = CryptoProvider {
+        cipher_suites: cipher_suites(),
+        kx_groups: vec![
+            provider::kx_group::X25519,
+            provider::kx_group::SECP256R1,
+            provider::kx_group::SECP384R1,
+        ],
+        ..provider::default_provider()
+    };
+    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(TlsError::Config)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(OneCertificate(Arc::new(certified))));
+    // The gateway speaks HTTP/1.1 only.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Always the one certificate (whatever name the client asks for).
+#[derive(Debug)]
+struct OneCertificate(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for OneCertificate {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+}
