@@ -273,12 +273,13 @@ impl AuditLog {
     /// Signs a checkpoint of the whole log; returns the signed note (keep a copy apart from
     /// the log: [`verify`] against it detects a rollback).
     ///
-    /// The log must first extend its latest checkpoint: a log truncated or rewritten behind
-    /// it is refused, so that a new checkpoint never covers up the tampering.
+    /// The log must extend its latest checkpoint and what this handle has read (checked on
+    /// the whole log, read again under its lock, as the ledger's
+    /// [`Log::checkpoint_extending`] does): a log truncated or rewritten behind either is
+    /// refused, so that a new checkpoint never covers up the tampering.
     pub fn checkpoint(&mut self) -> Result<String, AuditError> {
         let signer = self.key.signer()?;
-        self.log.verify_latest(&signer.verifier(), None)?;
-        Ok(self.log.checkpoint(&signer)?)
+        Ok(self.log.checkpoint_extending(&signer)?)
     }
 
     /// Opens entry `index` (its position is checked by the associated data).

@@ -15,6 +15,12 @@
 //! readers take a shared lock, so they never see half an append. An entry is never
 //! rewritten: a deletion is a tombstone record.
 //!
+//! An open log keeps where its last read of `entries.jsonl` stopped ([`Log::refresh`]): an
+//! append reads only the lines added since, after checking that the file is still the same
+//! one (device and inode) and still holds, where it ended, the last line read (its leaf
+//! hash); a file that shrank, was replaced or differs there is read again whole. So an
+//! append costs the same whatever the log's size. A checkpoint reads the whole log again.
+//!
 //! A torn last line (a crash in the middle of an append) is reported ([`Ledger::torn_tail`]);
 //! an append refuses to write after it unless asked to repair it ([`TornRepair`]).
 
@@ -209,6 +215,53 @@ pub struct Log<R> {
     leaves: Vec<Hash>,
     records: Vec<R>,
     torn: Option<TornTail>,
+    mark: Mark,
+    stats: ReadStats,
+    /// Set when a read found that entries this handle had read were rewritten or removed:
+    /// how many it had read then.
+    diverged: Option<u64>,
+}
+
+/// Where the last read of `entries.jsonl` stopped: the file read (device and inode), the
+/// end of its last complete line and where that line starts (its leaf hash is the last of
+/// the log's leaves). A refresh re-checks that line, then reads only past `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    file: (u64, u64),
+    end: u64,
+    last_start: u64,
+}
+
+/// What the reads of `entries.jsonl` cost (kept to check that an append's stays flat).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ReadStats {
+    /// Whole-file reads since the log was opened (the open itself counts).
+    full_reads: u64,
+    /// Bytes the latest read took from `entries.jsonl` (re-check included).
+    last_bytes: u64,
+}
+
+/// The identity of an open file: device and inode.
+#[cfg(unix)]
+fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// Without device and inode numbers, only the last line's re-check tells a replaced file.
+#[cfg(not(unix))]
+fn identity(_meta: &std::fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+/// Lines read past a mark: their leaf hashes and records, where they end, and a torn line.
+struct Lines<R> {
+    leaves: Vec<Hash>,
+    records: Vec<R>,
+    end: u64,
+    last_start: u64,
+    torn: Option<TornTail>,
+    bytes: u64,
 }
 
 /// The transparency ledger: the log of image [`Record`]s.
@@ -275,13 +328,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
             .map_err(io(&lock_path))?;
         std::fs::write(dir.join(VERIFIER), format!("{}\n", signer.verifier()))
             .map_err(io(&dir.join(VERIFIER)))?;
-        let mut ledger = Log {
-            dir: dir.to_path_buf(),
-            origin: origin.to_string(),
-            leaves: Vec::new(),
-            records: Vec::new(),
-            torn: None,
-        };
+        let mut ledger = Self::read(dir)?;
         ledger.checkpoint(signer)?;
         Ok(ledger)
     }
@@ -317,51 +364,156 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
             .to_string();
         let path = dir.join(ENTRIES);
         let f = open_regular(&path).map_err(io(&path))?;
+        let meta = f.metadata().map_err(io(&path))?;
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            origin,
+            leaves: Vec::new(),
+            records: Vec::new(),
+            torn: None,
+            mark: Mark {
+                file: identity(&meta),
+                end: 0,
+                last_start: 0,
+            },
+            stats: ReadStats::default(),
+            diverged: None,
+        };
+        let lines = log.read_lines(f, &path)?;
+        log.stats = ReadStats {
+            full_reads: 1,
+            last_bytes: lines.bytes,
+        };
+        log.take(lines);
+        Ok(log)
+    }
+
+    /// Reads the lines of `f` (positioned at the mark's end) up to its end or a torn line.
+    /// Each line is at most [`MAX_LINE`] bytes and parses as a record, else the read fails.
+    fn read_lines(&self, f: File, path: &Path) -> Result<Lines<R>> {
         let mut reader = BufReader::new(f);
-        let mut leaves = Vec::new();
-        let mut records = Vec::new();
+        let mut out = Lines {
+            leaves: Vec::new(),
+            records: Vec::new(),
+            end: self.mark.end,
+            last_start: self.mark.last_start,
+            torn: None,
+            bytes: 0,
+        };
         let mut line = Vec::new();
-        let mut offset = 0u64;
-        let mut torn = None;
         loop {
             line.clear();
             let n = std::io::Read::take(&mut reader, MAX_LINE + 1)
                 .read_until(b'\n', &mut line)
-                .map_err(io(&path))?;
+                .map_err(io(path))?;
             if n == 0 {
                 break;
             }
+            out.bytes += n as u64;
+            let index = self.size() + out.leaves.len() as u64;
             if n as u64 > MAX_LINE {
                 return Err(LedgerError::Record {
-                    index: leaves.len() as u64,
+                    index,
                     what: format!("longer than {MAX_LINE} bytes: not a ledger record"),
                 });
             }
             if line.last() != Some(&b'\n') {
-                torn = Some(TornTail {
-                    offset,
+                out.torn = Some(TornTail {
+                    offset: out.end,
                     len: n as u64,
-                    entries: leaves.len() as u64,
+                    entries: index,
                 });
                 break;
             }
-            offset += n as u64;
             let data = &line[..line.len() - 1];
-            let index = leaves.len() as u64;
             let record: R = serde_json::from_slice(data).map_err(|e| LedgerError::Record {
                 index,
                 what: e.to_string(),
             })?;
-            leaves.push(merkle::leaf_hash(data));
-            records.push(record);
+            out.leaves.push(merkle::leaf_hash(data));
+            out.records.push(record);
+            out.last_start = out.end;
+            out.end += n as u64;
         }
-        Ok(Log {
-            dir: dir.to_path_buf(),
-            origin,
-            leaves,
-            records,
-            torn,
-        })
+        Ok(out)
+    }
+
+    /// Adds lines read past the mark to the log, and moves the mark past them.
+    fn take(&mut self, lines: Lines<R>) {
+        self.leaves.extend(lines.leaves);
+        self.records.extend(lines.records);
+        self.mark.end = lines.end;
+        self.mark.last_start = lines.last_start;
+        self.torn = lines.torn;
+    }
+
+    /// Reads what other handles (other processes) appended since this one last read the
+    /// entries, under a shared lock. Only the lines past the last one read are read, after
+    /// checking that the file is the same and still holds that line where it was; a file
+    /// that shrank, was replaced or changed there is read again whole.
+    pub fn refresh(&mut self) -> Result<()> {
+        let lock_path = self.dir.join(LOCK);
+        let lock = open_regular(&lock_path).ok();
+        if let Some(lock) = &lock {
+            lock.lock_shared().map_err(io(&lock_path))?;
+        }
+        self.refresh_locked()
+    }
+
+    /// [`Log::refresh`], the caller holding a lock.
+    fn refresh_locked(&mut self) -> Result<()> {
+        let path = self.dir.join(ENTRIES);
+        let mut f = open_regular(&path).map_err(io(&path))?;
+        let meta = f.metadata().map_err(io(&path))?;
+        match self.recheck(&mut f, &meta).map_err(io(&path))? {
+            Some(checked) => {
+                let lines = self.read_lines(f, &path)?;
+                self.stats.last_bytes = checked + lines.bytes;
+                self.take(lines);
+            }
+            None => self.read_again()?,
+        }
+        Ok(())
+    }
+
+    /// Whether `f` still holds what this log read: the same file, at least as long, with
+    /// the last line read (after a newline) where it was and hashing to the last leaf.
+    /// Returns the bytes read to check it, with `f` positioned at the mark's end, or `None`
+    /// when the file must be read again whole.
+    fn recheck(&self, f: &mut File, meta: &std::fs::Metadata) -> std::io::Result<Option<u64>> {
+        let mark = self.mark;
+        if !meta.is_file() || identity(meta) != mark.file || meta.len() < mark.end {
+            return Ok(None);
+        }
+        let Some(last) = self.leaves.last() else {
+            // Nothing was read: there is no line to check.
+            return Ok((mark.end == 0).then_some(0));
+        };
+        // The newline before the last line (when it is not the first), then the line.
+        let from = mark.last_start.saturating_sub(1);
+        let len = mark.end - from;
+        if mark.end <= mark.last_start || len > MAX_LINE + 1 {
+            return Ok(None);
+        }
+        let mut bytes = vec![0; len as usize];
+        f.seek(SeekFrom::Start(from))?;
+        match f.read_exact(&mut bytes) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let line = if mark.last_start > 0 {
+            match bytes.split_first() {
+                Some((b'\n', line)) => line,
+                _ => return Ok(None),
+            }
+        } else {
+            &bytes[..]
+        };
+        match line.split_last() {
+            Some((b'\n', data)) if merkle::leaf_hash(data) == *last => Ok(Some(len)),
+            _ => Ok(None),
+        }
     }
 
     /// The torn last line of `entries.jsonl`, if there is one (a crash during an append).
@@ -402,17 +554,22 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
     }
 
     /// Appends the records `decide` returns, in one critical section: under an exclusive
-    /// lock of the ledger, the entries are read again (another process may have appended
-    /// since this ledger was opened), `decide` sees that fresh ledger and chooses what to
-    /// add (e.g. with [`admit`]), and the lines are written and fsynced before the lock is
-    /// released. Two appends never both decide on the same old state.
+    /// lock of the ledger, the entries are brought up to date (another process may have
+    /// appended since this ledger was read: [`Log::refresh`], which reads only what was
+    /// added), `decide` sees that fresh ledger and chooses what to add (e.g. with
+    /// [`admit`]), and the lines are written and fsynced before the lock is released. Two
+    /// appends never both decide on the same old state.
+    ///
+    /// Every line is checked before any is written: a record whose line (with its newline)
+    /// is longer than the 64 KiB a read accepts is refused ([`LedgerError::Record`]), and
+    /// nothing is appended.
     pub fn append_with(
         &mut self,
         repair: TornRepair,
         decide: impl FnOnce(&Self) -> Vec<R>,
     ) -> Result<Appended> {
         let lock = self.lock_exclusive()?;
-        *self = Self::read(&self.dir)?;
+        self.refresh_locked()?;
         let path = self.dir.join(ENTRIES);
         let mut repaired = None;
         if let Some(torn) = self.torn {
@@ -423,24 +580,53 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
             self.torn = None;
         }
         let new = decide(self);
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
         let start = self.size();
         let mut buf = Vec::new();
-        for r in &new {
+        let mut leaves = Vec::with_capacity(new.len());
+        let mut last_start = self.mark.last_start;
+        for (i, r) in new.iter().enumerate() {
+            let index = start + i as u64;
             let line = serde_json::to_vec(r).map_err(|e| LedgerError::Record {
-                index: self.size(),
+                index,
                 what: e.to_string(),
             })?;
-            self.leaves.push(merkle::leaf_hash(&line));
-            self.records.push(r.clone());
+            if line.len() as u64 >= MAX_LINE {
+                return Err(LedgerError::Record {
+                    index,
+                    what: format!(
+                        "{} bytes with its newline: longer than the {MAX_LINE} a ledger line may be",
+                        line.len() + 1
+                    ),
+                });
+            }
+            leaves.push(merkle::leaf_hash(&line));
+            last_start = self.mark.end + buf.len() as u64;
             buf.extend_from_slice(&line);
             buf.push(b'\n');
         }
-        f.write_all(&buf).map_err(io(&path))?;
-        f.sync_all().map_err(io(&path))?;
+        if !buf.is_empty() {
+            let mut f = OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            // The file appended to must be the one just read, ending where it was read: no
+            // writer that keeps to the lock can have changed it since.
+            let meta = f.metadata().map_err(io(&path))?;
+            if identity(&meta) != self.mark.file || meta.len() != self.mark.end {
+                return Err(LedgerError::Io {
+                    path,
+                    source: std::io::Error::other(
+                        "replaced or written to under the ledger's lock: not appended",
+                    ),
+                });
+            }
+            f.write_all(&buf).map_err(io(&path))?;
+            f.sync_all().map_err(io(&path))?;
+            self.leaves.extend(leaves);
+            self.records.extend(new);
+            self.mark.end += buf.len() as u64;
+            self.mark.last_start = last_start;
+        }
         drop(lock);
         Ok(Appended {
             range: start..self.size(),
@@ -475,7 +661,51 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
         // never interleave their files, and the latest never covers fewer entries than one
         // written before it.
         let lock = self.lock_exclusive()?;
-        *self = Self::read(&self.dir)?;
+        self.read_again()?;
+        let note = self.sign_checkpoint(signer)?;
+        drop(lock);
+        Ok(note)
+    }
+
+    /// As [`Log::checkpoint`], but only over a log that extends both its latest checkpoint
+    /// (which must verify with `signer`'s key) and everything this handle has read since it
+    /// was opened: the whole log is read again under the exclusive lock and checked before
+    /// anything is signed, so a log truncated or rewritten behind either (which an append,
+    /// reading only what was added, does not look at) is never covered by a new checkpoint.
+    /// Fails with [`LedgerError::Inconsistent`] (or the latest checkpoint's error), signing
+    /// nothing; a handle that once saw entries it had read change keeps refusing (open the
+    /// log anew, after looking into it, to checkpoint again).
+    pub fn checkpoint_extending(&mut self, signer: &Signer) -> Result<String> {
+        let lock = self.lock_exclusive()?;
+        self.read_again()?;
+        if let Some(size) = self.diverged {
+            return Err(LedgerError::Inconsistent {
+                size,
+                what: format!(
+                    "the first {size} entries, as this log read them, were rewritten or removed since"
+                ),
+            });
+        }
+        self.verify_latest(&signer.verifier(), None)?;
+        let note = self.sign_checkpoint(signer)?;
+        drop(lock);
+        Ok(note)
+    }
+
+    /// Reads the whole log again (the caller holds a lock), noting whether it still extends
+    /// what this handle had read ([`Log::checkpoint_extending`] refuses when not).
+    fn read_again(&mut self) -> Result<()> {
+        let mut fresh = Self::read(&self.dir)?;
+        fresh.stats.full_reads += self.stats.full_reads;
+        fresh.diverged = self
+            .diverged
+            .or_else(|| (!fresh.leaves.starts_with(&self.leaves)).then_some(self.size()));
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Signs a checkpoint of this log and writes it (the caller holds the exclusive lock).
+    fn sign_checkpoint(&self, signer: &Signer) -> Result<String> {
         let cp = Checkpoint {
             origin: self.origin.clone(),
             size: self.size(),
@@ -487,7 +717,6 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
             write_new(&numbered, note.as_bytes())?;
         }
         replace_atomically(&self.dir.join(CHECKPOINT), note.as_bytes())?;
-        drop(lock);
         Ok(note)
     }
 
@@ -980,6 +1209,254 @@ mod tests {
             log.verify_against(&trusted, &v),
             Err(LedgerError::Inconsistent { .. })
         ));
+    }
+
+    /// A record of about the size of a sealed audit event.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Padded {
+        n: u64,
+        text: String,
+    }
+
+    fn padded(n: u64, len: usize) -> Padded {
+        Padded {
+            n,
+            text: "x".repeat(len),
+        }
+    }
+
+    #[test]
+    fn an_append_longer_than_a_line_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        let mut log = Log::<Padded>::init(dir.path(), "o", &signer).unwrap();
+        log.append(&[padded(0, 10)]).unwrap();
+        let path = dir.path().join(ENTRIES);
+        let before = std::fs::read(&path).unwrap();
+        // The second record's line is one byte over the limit (its newline included).
+        let empty_len = serde_json::to_vec(&padded(1, 0)).unwrap().len();
+        let over = padded(1, MAX_LINE as usize - empty_len);
+        assert!(matches!(
+            log.append(&[padded(1, 1), over.clone()]),
+            Err(LedgerError::Record { index: 2, .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!((log.size(), log.records().len()), (1, 1));
+        // One byte less fits, and the log still opens.
+        let fits = padded(1, MAX_LINE as usize - empty_len - 1);
+        log.append(std::slice::from_ref(&fits)).unwrap();
+        let log = Log::<Padded>::open(dir.path()).unwrap();
+        assert_eq!(log.records(), &[padded(0, 10), fits]);
+    }
+
+    /// The bytes of a record's line, its newline included.
+    fn line_len(r: &Padded) -> u64 {
+        serde_json::to_vec(r).unwrap().len() as u64 + 1
+    }
+
+    #[test]
+    fn appends_by_another_handle_are_read_past_the_last_line_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        let mut a = Log::<Padded>::init(dir.path(), "o", &signer).unwrap();
+        a.append(&(10..60).map(|n| padded(n, 100)).collect::<Vec<_>>())
+            .unwrap();
+        // Another process's view appends two records.
+        let mut b = Log::<Padded>::open(dir.path()).unwrap();
+        b.append(&[padded(60, 100), padded(61, 100)]).unwrap();
+        let full = a.stats.full_reads;
+        a.refresh().unwrap();
+        assert_eq!(a.records(), b.records());
+        assert_eq!(a.size(), 52);
+        assert_eq!(a.root_at(52), b.root_at(52));
+        // Read: the newline before the last line read, that line, and the two new ones.
+        let line = line_len(&padded(10, 100));
+        assert_eq!(a.stats.last_bytes, 1 + line + 2 * line);
+        assert_eq!(a.stats.full_reads, full);
+        // An append decides on what the other handle wrote since.
+        b.append(&[padded(62, 100)]).unwrap();
+        let done = a
+            .append_with(TornRepair::Refuse, |fresh| {
+                assert_eq!(fresh.records().last(), Some(&padded(62, 100)));
+                vec![padded(63, 100)]
+            })
+            .unwrap();
+        assert_eq!(done.range, 53..54);
+        assert_eq!(a.stats.full_reads, full);
+        // Nothing new: only the last line is read again.
+        a.refresh().unwrap();
+        assert_eq!(a.stats.last_bytes, 1 + line);
+        let reopened = Log::<Padded>::open(dir.path()).unwrap();
+        assert_eq!(reopened.records(), a.records());
+        assert_eq!(reopened.root_at(54), a.root_at(54));
+    }
+
+    #[test]
+    fn a_log_file_cut_replaced_or_changed_at_its_last_line_is_read_again_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        let path = dir.path().join(ENTRIES);
+        let mut a = Log::<Padded>::init(dir.path(), "o", &signer).unwrap();
+        a.append(&(10..20).map(|n| padded(n, 50)).collect::<Vec<_>>())
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let joined = |lines: &[&str]| lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+        // Refreshes `a`, and says whether it read the whole file again.
+        let reread = |a: &mut Log<Padded>| {
+            let before = a.stats.full_reads;
+            a.refresh().unwrap();
+            let full = a.stats.full_reads - before;
+            assert!(full <= 1);
+            full == 1
+        };
+        assert!(!reread(&mut a));
+
+        // Cut short (in place): read again whole, and the log is what the file holds.
+        std::fs::write(&path, joined(&lines[..5])).unwrap();
+        assert!(reread(&mut a));
+        assert_eq!(a.size(), 5);
+        assert!(!reread(&mut a));
+
+        // Replaced by another file holding the same lines and one more.
+        std::fs::write(&path, joined(&lines[..5])).unwrap();
+        let mut more = lines[..5].to_vec();
+        let extra = serde_json::to_string(&padded(99, 50)).unwrap();
+        more.push(&extra);
+        let tmp = dir.path().join("replacement");
+        std::fs::write(&tmp, joined(&more)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(reread(&mut a));
+        assert_eq!(a.size(), 6);
+        assert_eq!(a.records()[5], padded(99, 50));
+
+        // The last line read changed in place (same length, same file): read again whole.
+        let changed = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(&extra, &extra.replace(&"x".repeat(50), &"y".repeat(50)));
+        std::fs::write(&path, &changed).unwrap();
+        assert!(reread(&mut a));
+        assert_eq!(a.records()[5].text, "y".repeat(50));
+
+        // A line slipped in before the last one (the file grows, the last line moves).
+        let mut shifted: Vec<&str> = changed.lines().collect();
+        shifted.insert(4, lines[7]);
+        std::fs::write(&path, joined(&shifted)).unwrap();
+        assert!(reread(&mut a));
+        assert_eq!(a.size(), 7);
+        assert_eq!(a.records()[4], padded(17, 50));
+
+        // Emptied: read again whole, and empty.
+        std::fs::write(&path, b"").unwrap();
+        assert!(reread(&mut a));
+        assert_eq!(a.size(), 0);
+        assert!(!reread(&mut a));
+    }
+
+    #[test]
+    fn an_append_reads_the_same_bytes_whatever_the_log_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        let mut log = Log::<Padded>::init(dir.path(), "o", &signer).unwrap();
+        let mut other = Log::<Padded>::open(dir.path()).unwrap();
+        let full = log.stats.full_reads;
+        // Records of one width, so that every line has the same length.
+        let rec = |n: u64| padded(1_000_000 + n, 300);
+        let mut read = Vec::new();
+        for size in [100, 3_000] {
+            let batch: Vec<_> = (log.size()..size).map(rec).collect();
+            log.append(&batch).unwrap();
+            // Our own append, then one appended by another handle before ours.
+            log.append(&[rec(size)]).unwrap();
+            let own = log.stats.last_bytes;
+            other.append(&[rec(size + 1)]).unwrap();
+            log.append(&[rec(size + 2)]).unwrap();
+            read.push((own, log.stats.last_bytes));
+        }
+        let line = line_len(&rec(0));
+        assert_eq!(read, vec![(1 + line, 1 + 2 * line); 2]);
+        assert_eq!(log.stats.full_reads, full);
+    }
+
+    #[test]
+    fn a_checkpoint_extending_refuses_a_log_rewritten_behind_what_was_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        let path = dir.path().join(ENTRIES);
+        let mut a = Log::<Padded>::init(dir.path(), "o", &signer).unwrap();
+        a.append(&(10..20).map(|n| padded(n, 50)).collect::<Vec<_>>())
+            .unwrap();
+        let first = a.checkpoint_extending(&signer).unwrap();
+        a.append(&(20..25).map(|n| padded(n, 50)).collect::<Vec<_>>())
+            .unwrap();
+        // Entry 12, checkpointed, rewritten in place: an append does not look there.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line12 = serde_json::to_string(&padded(12, 50)).unwrap();
+        std::fs::write(
+            &path,
+            text.replace(&line12, &line12.replace(&"x".repeat(50), &"y".repeat(50))),
+        )
+        .unwrap();
+        a.append(&[padded(25, 50)]).unwrap();
+        assert!(matches!(
+            a.checkpoint_extending(&signer),
+            Err(LedgerError::Inconsistent { size: 16, .. })
+        ));
+        assert_eq!(a.latest_checkpoint().unwrap(), first);
+        // A fresh handle has read the rewritten entry: the latest checkpoint refuses it.
+        let mut fresh = Log::<Padded>::open(dir.path()).unwrap();
+        assert!(matches!(
+            fresh.checkpoint_extending(&signer),
+            Err(LedgerError::Inconsistent { size: 10, .. })
+        ));
+        assert_eq!(fresh.latest_checkpoint().unwrap(), first);
+        // Put back: `a` saw its entries change, and keeps refusing; a new handle signs.
+        std::fs::write(&path, &text).unwrap();
+        let mut b = Log::<Padded>::open(dir.path()).unwrap();
+        b.append(&[padded(25, 50)]).unwrap();
+        assert!(a.checkpoint_extending(&signer).is_err());
+        let second = b.checkpoint_extending(&signer).unwrap();
+        assert_eq!(
+            b.verify_latest(&signer.verifier(), Some(&first))
+                .unwrap()
+                .size,
+            16
+        );
+        // The last entry read, edited in place: the next append reads the log again whole
+        // (the last line differs), and the checkpoint after it is refused all the same.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line25 = serde_json::to_string(&padded(25, 50)).unwrap();
+        let edited = line25.replace(&"x".repeat(50), &"y".repeat(50));
+        std::fs::write(&path, text.replace(&line25, &edited)).unwrap();
+        let full = b.stats.full_reads;
+        b.append(&[padded(26, 50)]).unwrap();
+        assert_eq!(b.stats.full_reads, full + 1);
+        assert!(matches!(
+            b.checkpoint_extending(&signer),
+            Err(LedgerError::Inconsistent { size: 16, .. })
+        ));
+        assert_eq!(b.latest_checkpoint().unwrap(), second);
+    }
+
+    /// Per-append time at 100 and at 10,000 entries (`cargo test -p radveil-ledger --release
+    /// -- --ignored --nocapture per_append_time`).
+    #[test]
+    #[ignore]
+    fn per_append_time_at_100_and_10000_entries() {
+        for size in [100u64, 10_000] {
+            let dir = tempfile::tempdir().unwrap();
+            let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+            let mut log = Log::<Padded>::init(dir.path(), "o", &signer).unwrap();
+            log.append(&(0..size).map(|n| padded(n, 600)).collect::<Vec<_>>())
+                .unwrap();
+            let rounds = 200;
+            let start = std::time::Instant::now();
+            for n in 0..rounds {
+                log.append(&[padded(size + n, 600)]).unwrap();
+            }
+            let each = start.elapsed() / rounds as u32;
+            println!("per append at {size} entries: {each:?}");
+        }
     }
 
     #[test]

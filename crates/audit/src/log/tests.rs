@@ -411,3 +411,68 @@ fn a_torn_last_line_is_reported_and_appends_wait_for_its_repair() {
         ))
     ));
 }
+
+#[test]
+fn events_appended_by_another_process_are_sealed_at_their_positions() {
+    // The server's writer keeps its log open; `radveil audit export` appends its own read
+    // event through another handle in between.
+    let dir = tempfile::tempdir().unwrap();
+    let events = sample::events();
+    let mut server = AuditLog::init(dir.path(), key()).unwrap();
+    server.append(&events[..2]).unwrap();
+    let mut export = AuditLog::open(dir.path(), key()).unwrap();
+    assert_eq!(export.append(&events[2..3]).unwrap(), 2..3);
+    // The server's next events go after it, sealed at their own positions.
+    assert_eq!(server.append(&events[3..5]).unwrap(), 3..5);
+    assert_eq!(server.event(2).unwrap(), events[2]);
+    server.checkpoint().unwrap();
+    let v = verify(dir.path(), key(), None).unwrap();
+    assert_eq!((v.entries, v.checkpointed), (5, 5));
+    let read = AuditLog::open(dir.path(), key())
+        .unwrap()
+        .read(&Filter::default())
+        .unwrap();
+    assert_eq!(
+        read.into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
+        events[..5]
+    );
+}
+
+#[test]
+fn an_entry_edited_behind_an_open_log_is_not_checkpointed_over() {
+    // An open log (the server's writer) reads only what is added past its last line; an
+    // entry edited in place before it, checkpointed or not, must still stop the next
+    // checkpoint from covering it.
+    for edited in [1, 5] {
+        let dir = tempfile::tempdir().unwrap();
+        let events = sample::events();
+        let mut log = AuditLog::init(dir.path(), key()).unwrap();
+        log.append(&events[..4]).unwrap();
+        log.checkpoint().unwrap();
+        log.append(&events[4..6]).unwrap();
+        let mut lines = entries(dir.path());
+        let sealed_at = lines[edited].find("\"sealed\":\"").unwrap() + 12;
+        let mut bytes = std::mem::take(&mut lines[edited]).into_bytes();
+        bytes[sealed_at] = if bytes[sealed_at] == b'A' { b'B' } else { b'A' };
+        lines[edited] = String::from_utf8(bytes).unwrap();
+        write_entries(dir.path(), &lines);
+        let checkpoints = || {
+            std::fs::read_dir(dir.path().join("checkpoints"))
+                .unwrap()
+                .count()
+        };
+        let before = checkpoints();
+        log.append(&events[6..]).unwrap();
+        assert!(
+            matches!(
+                log.checkpoint(),
+                Err(AuditError::Log(
+                    radveil_ledger::LedgerError::Inconsistent { .. }
+                ))
+            ),
+            "entry {edited}"
+        );
+        assert_eq!(checkpoints(), before, "entry {edited}");
+        assert!(verify(dir.path(), key(), None).is_err());
+    }
+}
