@@ -17,7 +17,9 @@
 //!   ([`verify`]).
 //! - **Exports**: FHIR R4 AuditEvent following IHE BALP ([`fhir`]), DICOM PS3.15 A.5 audit
 //!   messages ([`dicom`]), RFC 5424 syslog lines carrying them ([`syslog`]); and a rendering
-//!   in plain words for the patient ([`words`]).
+//!   in plain words for the patient ([`words`]). An [`Export`] reads events by filter, in
+//!   any of these formats, and records the read in the trail before handing anything out
+//!   ([`export`], what `radveil audit export` runs).
 //!
 //! Layout of a gateway data directory as far as the audit trail goes: `audit/` (the log:
 //! `origin`, `entries.jsonl`, `checkpoint`, `checkpoints/<size>`, `verifier.pub`) and
@@ -30,6 +32,7 @@
 
 pub mod dicom;
 pub mod event;
+pub mod export;
 pub mod fhir;
 pub mod log;
 pub mod syslog;
@@ -39,6 +42,7 @@ pub mod words;
 mod sample;
 
 pub use event::{Action, Actor, Event, Outcome, PatientAccess, PurposeOfUse, Role, StudyRef};
+pub use export::Export;
 pub use log::{verify, AuditKey, AuditLog, Filter, Verified, AUDIT_DIR, AUDIT_KEY_FILE};
 
 /// Why an audit operation failed. Messages name entries by index and files by path, never
@@ -73,4 +77,8 @@ pub enum AuditError {
     /// An event that cannot be recorded (bad time, too large).
     #[error("event not recorded: {0}")]
     Invalid(&'static str),
+    /// An export's own audit read could not be recorded, so nothing of it was given out
+    /// ([`Export::read`]).
+    #[error("recording this export in the audit trail")]
+    NotRecorded(#[source] Box<AuditError>),
 }

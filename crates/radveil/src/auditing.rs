@@ -1,6 +1,7 @@
 //! `radveil audit verify` and `radveil audit export`: the gateway's audit trail from the
-//! command line. The work is `radveil-audit`'s; this module finds the log and its key,
-//! prints, and records the export itself as an audit read.
+//! command line. The work is `radveil-audit`'s (its `verify` and `Export`, which records the
+//! export itself as an audit read before handing anything out); this module parses the
+//! arguments, finds the log and its key, and prints.
 //!
 //! The audit key (64 hex digits) is read from `--audit-key-file`, else `RADVEIL_AUDIT_KEY`,
 //! else `DATA/keys/audit-key` (mode 0600, beside the key store, kept apart from the data
@@ -12,10 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use radveil_audit::fhir::Source;
-use radveil_audit::{
-    Action, Actor, AuditKey, AuditLog, Event, Filter, Outcome, PatientAccess, PurposeOfUse, Role,
-    AUDIT_DIR, AUDIT_KEY_FILE,
-};
+use radveil_audit::{Action, Actor, AuditKey, AuditLog, Export, Role, AUDIT_DIR, AUDIT_KEY_FILE};
 use zeroize::Zeroizing;
 
 use crate::key::{self, KeyPolicy};
@@ -49,6 +47,17 @@ pub enum Format {
     Syslog,
     /// The patient's access log in plain words (needs --patient).
     Text,
+}
+
+impl From<Format> for radveil_audit::export::Format {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Fhir => Self::Fhir,
+            Format::Dicom => Self::Dicom,
+            Format::Syslog => Self::Syslog,
+            Format::Text => Self::Text,
+        }
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -172,23 +181,12 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
             let note = trusted.as_deref().map(read_note).transpose()?;
             match radveil_audit::verify(&log_dir(&place.data)?, key, note.as_deref()) {
                 Ok(v) => {
-                    outln!(
-                        "audit trail verified: {} entries open at their places; latest checkpoint (size {}) signed and consistent{}",
-                        v.entries,
-                        v.checkpointed,
-                        v.trusted
-                            .map(|t| format!("; trusted checkpoint (size {t}) extended"))
-                            .unwrap_or_default()
-                    );
-                    let unchecked = v.entries.saturating_sub(v.checkpointed);
-                    if unchecked > 0 {
-                        outln!("{unchecked} entries after the latest checkpoint are not yet covered by one");
+                    outln!("{}", v.summary());
+                    if let Some(uncovered) = v.uncovered() {
+                        outln!("{uncovered}");
                     }
-                    if let Some(t) = v.torn {
-                        eprintln!(
-                            "radveil audit verify: warning: a torn last line ({} bytes at offset {}): an append crashed before it was acknowledged",
-                            t.len, t.offset
-                        );
+                    if let Some(torn) = v.torn_warning() {
+                        eprintln!("radveil audit verify: warning: {torn}");
                     }
                     Ok(ExitCode::SUCCESS)
                 }
@@ -208,77 +206,40 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
             until,
             action,
         } => {
-            if matches!(format, Format::Text) && patient.is_none() {
+            let format = format.into();
+            if radveil_audit::export::Format::needs_patient(format) && patient.is_none() {
                 bail!("--format text tells one patient what happened: give --patient");
             }
             let key = load_key(&place)?;
             let mut log = AuditLog::open(&log_dir(&place.data)?, key)?;
-            let filter = Filter {
-                patient: patient
-                    .as_deref()
-                    .map(|p| log.key().patient(p, issuer.as_deref())),
-                user: user.clone(),
-                since: since.clone(),
-                until: until.clone(),
+            let export = Export {
+                patient,
+                issuer,
+                user,
+                since,
+                until,
                 action,
             };
-            let events = log.read(&filter)?;
             // Reading the audit trail is audited: recorded (and checkpointed) before any of
             // it is printed, or nothing is printed.
-            let mut read =
-                Event::now(
-                    Action::AuditRead,
-                    Outcome::Success,
-                    Actor {
-                        subject: Some(std::env::var("USER").unwrap_or_else(|_| {
-                            format!("uid:{}", rustix::process::getuid().as_raw())
-                        })),
-                        client: Some("radveil audit export".into()),
-                        role: Some(Role::Admin),
-                        ..Actor::default()
-                    },
-                );
-            read.purpose = Some(PurposeOfUse::Compliance);
-            read.query = Some(filter_words(&filter, patient.is_some()));
-            if let Some(id) = &patient {
-                read.patients = vec![PatientAccess {
-                    id: id.clone(),
-                    issuer: issuer.clone(),
-                    ..PatientAccess::default()
-                }];
-            }
-            log.append(&[read])
-                .context("recording this export in the audit trail")?;
-            log.checkpoint()?;
-
+            let reader = Actor {
+                subject: Some(
+                    std::env::var("USER")
+                        .unwrap_or_else(|_| format!("uid:{}", rustix::process::getuid().as_raw())),
+                ),
+                client: Some("radveil audit export".into()),
+                role: Some(Role::Admin),
+                ..Actor::default()
+            };
+            let events = export.read(&mut log, reader)?;
             let host = hostname();
             let source = Source {
                 id: format!("radveil@{host}"),
                 site: None,
             };
-            let mine =
-                |p: &PatientAccess| patient.as_deref() == Some(p.id.as_str()) && p.issuer == issuer;
-            let only: Option<&dyn Fn(&PatientAccess) -> bool> = patient
-                .is_some()
-                .then_some(&mine as &dyn Fn(&PatientAccess) -> bool);
             for (index, e) in &events {
-                match format {
-                    Format::Fhir => {
-                        for r in radveil_audit::fhir::audit_events(e, *index, &source, only) {
-                            outln!("{r}");
-                        }
-                    }
-                    Format::Dicom => outln!("{}", radveil_audit::dicom::message(e, &source)),
-                    Format::Syslog => outln!("{}", radveil_audit::syslog::line(e, &source, &host)),
-                    Format::Text => {
-                        if let Some(id) = &patient {
-                            if let Some(s) =
-                                radveil_audit::words::for_patient(e, id, issuer.as_deref())
-                            {
-                                outln!("{s}");
-                            }
-                        }
-                    }
+                for line in export.render(format, *index, e, &source, &host) {
+                    outln!("{line}");
                 }
             }
             eprintln!(
@@ -287,31 +248,5 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-/// The filter of an export in words, for its own audit event (the patient is in the
-/// event's patients, not repeated here).
-fn filter_words(f: &Filter, patient: bool) -> String {
-    let mut parts = Vec::new();
-    if patient {
-        parts.push("patient".to_string());
-    }
-    if let Some(u) = &f.user {
-        parts.push(format!("user={u}"));
-    }
-    if let Some(s) = &f.since {
-        parts.push(format!("since={s}"));
-    }
-    if let Some(u) = &f.until {
-        parts.push(format!("until={u}"));
-    }
-    if let Some(a) = f.action {
-        parts.push(format!("action={a}"));
-    }
-    if parts.is_empty() {
-        "all".into()
-    } else {
-        parts.join("&")
     }
 }
