@@ -205,7 +205,13 @@ struct Inner {
     /// is acknowledged (`object_store` writes them without `fsync`).
     local: Option<PathBuf>,
     index_key: Key,
+    /// Makes the metadata copy of an instance from its bytes when the caller of
+    /// [`Store::put`] gives none ([`Store::keep_metadata`]).
+    metadata_maker: std::sync::OnceLock<MetadataMaker>,
 }
+
+/// Makes the metadata copy of an instance from its Part 10 bytes (`None`: no copy).
+pub type MetadataMaker = fn(&[u8]) -> Option<Vec<u8>>;
 
 /// The store: cheap to clone, shared by all requests.
 #[derive(Clone)]
@@ -281,6 +287,7 @@ impl Store {
                 objects: Arc::new(objects),
                 local: Some(layout.objects.clone()),
                 index_key,
+                metadata_maker: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -324,7 +331,16 @@ impl Store {
         self.put_with_metadata(ids, bytes, meta, None).await
     }
 
-    /// [`Store::put`], also keeping `metadata`: a copy of the instance's data set without
+    /// From now on, every instance stored without a metadata copy of its own gets one made
+    /// by `maker` from its bytes (the web layer's DICOM JSON of the data set without its
+    /// bulk values): so each instance stored through any path keeps one. The first maker
+    /// given stays.
+    pub fn keep_metadata(&self, maker: MetadataMaker) {
+        let _ = self.inner.metadata_maker.set(maker);
+    }
+
+    /// [`Store::put`], also keeping `metadata` (or, when `None`, what the maker given to
+    /// [`Store::keep_metadata`] makes of `bytes`): a copy of the instance's data set without
     /// its bulk values (the web layer's DICOM JSON), sealed under the instance's own data
     /// key with its identity as associated data, so WADO-RS metadata is answered without
     /// opening the object, and the copy is shredded with the instance, its study and its
@@ -364,6 +380,14 @@ impl Store {
         .await?;
         let mut sealed = OBJECT_MAGIC.to_vec();
         sealed.extend_from_slice(&data_key.seal(&bytes, &object_aad(&object, &h))?);
+        let made;
+        let metadata = match metadata {
+            Some(m) => Some(m),
+            None => {
+                made = self.inner.metadata_maker.get().and_then(|f| f(&bytes));
+                made.as_deref()
+            }
+        };
         let metadata = metadata
             .map(|m| data_key.seal(m, &metadata_aad(&object, &h.instance, &h.study)))
             .transpose()?;
@@ -431,6 +455,18 @@ impl Store {
             Some(r) if r.study == study && series.is_none_or(|s| s == r.series) => Ok(r),
             _ => Err(StoreError::NotFound),
         }
+    }
+
+    /// The index row of an instance, checked to belong to the study (and series) named:
+    /// [`StoreError::NotFound`] otherwise. Whose it is ([`Row::patient`]) can then be
+    /// checked before [`Store::open_row`] opens it.
+    pub async fn instance_row(
+        &self,
+        study: Handle,
+        series: Option<Handle>,
+        instance: Handle,
+    ) -> Result<Row, StoreError> {
+        self.row(study, series, instance).await
     }
 
     /// The bytes of a stored instance, opened and checked; an altered object is

@@ -203,3 +203,43 @@ fn an_altered_or_moved_metadata_copy_is_reported_and_never_returned() {
         assert_eq!(got.iter().filter(|m| matches!(m, Ok(Some(_)))).count(), 1);
     });
 }
+
+/// With a maker given, a plain `put` keeps the copy the maker makes of the bytes.
+#[test]
+fn a_plain_put_keeps_the_copy_the_maker_makes() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let store = Store::open(
+            &Layout::under(dir.path()),
+            Key::from_slice(&[5; 32]).unwrap(),
+        )
+        .unwrap();
+        let id = ids("P1", "1.2.9", "1.2.9.1.1");
+        store
+            .put(&id, Bytes::from_static(b"before"), b"m")
+            .await
+            .unwrap();
+        fn upper(b: &[u8]) -> Option<Vec<u8>> {
+            Some(b.to_ascii_uppercase())
+        }
+        store.keep_metadata(upper);
+        let id2 = ids("P1", "1.2.9", "1.2.9.1.2");
+        store
+            .put(&id2, Bytes::from_static(b"after"), b"m")
+            .await
+            .unwrap();
+        let rows = store
+            .rows(store.uid(Level::Study, "1.2.9"), None)
+            .await
+            .unwrap();
+        let h2 = store.handles(&id2).instance;
+        for (r, m) in rows.iter().zip(store.metadata(rows.clone()).await.unwrap()) {
+            let m = m.unwrap();
+            if r.instance == h2 {
+                assert_eq!(m.as_deref(), Some(&b"AFTER"[..]));
+            } else {
+                assert_eq!(m, None);
+            }
+        }
+    });
+}

@@ -56,6 +56,8 @@ pub struct AppState {
 /// The router of the whole gateway.
 pub fn router(state: AppState) -> Router {
     let max = state.limits.max_request;
+    // Every instance stored keeps a sealed metadata copy for WADO-RS metadata.
+    state.store.keep_metadata(crate::metadata::copy);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(crate::metrics::handler))
@@ -90,6 +92,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}",
             get(crate::wado::wado_instance).delete(delete_instance),
+        )
+        .route(
+            "/dicom-web/studies/{study}/metadata",
+            get(crate::metadata::study_metadata),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/metadata",
+            get(crate::metadata::series_metadata),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/metadata",
+            get(crate::metadata::instance_metadata),
         )
         .route("/audit", get(crate::audit_routes::audit))
         .route("/me/access-log", get(crate::audit_routes::access_log))

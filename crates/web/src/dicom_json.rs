@@ -92,19 +92,19 @@ pub fn kept(tag: u32) -> Option<(Level, Vr)> {
 /// a subset of it) or Latin-1 (ISO_IR 100). Other repertoires are read as UTF-8, lossily:
 /// searching names written in them needs their decoders (not built yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Charset {
+pub(crate) enum Charset {
     Utf8,
     Latin1,
 }
 
-fn charset(ds: &DataSet<'_>) -> Charset {
+pub(crate) fn charset(ds: &DataSet<'_>) -> Charset {
     match ds.string(tags::SPECIFIC_CHARACTER_SET).as_deref() {
         Some("ISO_IR 100") => Charset::Latin1,
         _ => Charset::Utf8,
     }
 }
 
-fn decode(b: &[u8], cs: Charset) -> Cow<'_, str> {
+pub(crate) fn decode(b: &[u8], cs: Charset) -> Cow<'_, str> {
     match cs {
         Charset::Utf8 => String::from_utf8_lossy(b),
         Charset::Latin1 => Cow::Owned(b.iter().map(|&c| char::from(c)).collect()),

@@ -6,6 +6,9 @@
 //! - WADO-RS retrieve of studies, series and instances (`multipart/related;
 //!   type="application/dicom"`), in the original transfer syntax or Explicit VR Little
 //!   Endian.
+//! - WADO-RS metadata of studies, series and instances ([`metadata`]): DICOM JSON from
+//!   each instance's sealed metadata copy, with BulkDataURIs for pixel data and long binary
+//!   values.
 //! - DELETE of studies, series and instances (crypto-shredded by the store).
 //! - `/healthz` and `/metrics`.
 //!
@@ -26,6 +29,7 @@ pub mod audit_routes;
 pub mod auth;
 pub mod dicom_json;
 pub mod instance;
+pub mod metadata;
 pub mod metrics;
 pub mod multipart;
 pub mod qido;

