@@ -262,6 +262,14 @@ impl AuditLog {
         }
     }
 
+    /// Reads the events other processes (another gateway's writer, `radveil audit export`)
+    /// appended since this log was last read, so that [`AuditLog::read`] and
+    /// [`AuditLog::event`] see them. Costs what was added, not the whole log (the ledger's
+    /// [`Log::refresh`]); an append does it anyway.
+    pub fn refresh(&mut self) -> Result<(), AuditError> {
+        Ok(self.log.refresh()?)
+    }
+
     /// Cuts a torn last line off the log (an append that crashed before it was
     /// acknowledged), keeping its bytes beside the log as evidence; returns where they were
     /// kept, or `None` when there was none. Appends are refused until this is done.

@@ -422,6 +422,10 @@ fn events_appended_by_another_process_are_sealed_at_their_positions() {
     server.append(&events[..2]).unwrap();
     let mut export = AuditLog::open(dir.path(), key()).unwrap();
     assert_eq!(export.append(&events[2..3]).unwrap(), 2..3);
+    // The server reads it once refreshed, before appending anything.
+    assert_eq!(server.read(&Filter::default()).unwrap().len(), 2);
+    server.refresh().unwrap();
+    assert_eq!(server.event(2).unwrap(), events[2]);
     // The server's next events go after it, sealed at their own positions.
     assert_eq!(server.append(&events[3..5]).unwrap(), 3..5);
     assert_eq!(server.event(2).unwrap(), events[2]);
