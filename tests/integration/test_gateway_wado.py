@@ -241,5 +241,112 @@ def test_a_patient_token_gets_404_for_another_patients_study_on_every_wado_route
 
 def ROUTES_OF_AN_INSTANCE(i: str) -> list[str]:  # noqa: N802 (grows with the routes)
     """The per-instance WADO-RS routes besides metadata."""
-    return []
+    return [f"{i}/frames/1", f"{i}/bulkdata/7FE00010"]
+
+
+# --- bulk data -------------------------------------------------------------------------------
+
+def test_bulk_data_uris_give_the_values_they_stand_for(serve):
+    g = serve()
+    ds = real("CT_small.dcm")
+    ds.StudyInstanceUID = new_uid()
+    long_value = bytes(range(256)) * 8
+    ds.add_new(0x00091010, "LO", "RADVEIL TEST")  # private creator of block 10
+    ds.add_new(0x00091011 + 0x00, "OB", long_value)
+    icon = pydicom.Dataset()
+    icon.Rows, icon.Columns, icon.SamplesPerPixel, icon.BitsAllocated = 32, 32, 1, 8
+    icon.BitsStored, icon.HighBit, icon.PixelRepresentation = 8, 7, 0
+    icon.PhotometricInterpretation = "MONOCHROME2"
+    icon.PixelData = bytes(range(256)) * 4
+    ds.IconImageSequence = [icon]
+    assert post(g.url, [to_bytes(ds)]).status_code == 200
+    c = g.client()
+    js = c.retrieve_instance_metadata(*ids(ds))
+    assert "BulkDataURI" in js["00091011"] and "InlineBinary" not in js["00091011"]
+    assert c.retrieve_bulkdata(at(g, js["00091011"]["BulkDataURI"])) == [long_value]
+    assert c.retrieve_bulkdata(at(g, js["7FE00010"]["BulkDataURI"])) == [ds.PixelData]
+    nested = js["00880200"]["Value"][0]["7FE00010"]["BulkDataURI"]
+    assert nested.endswith("/bulkdata/00880200/1/7FE00010"), nested
+    assert c.retrieve_bulkdata(at(g, nested)) == [icon.PixelData]
+    base = at(g, js["7FE00010"]["BulkDataURI"]).rsplit("/", 1)[0]
+    for bad in ["00100010/1/00100020", "7FE0001", "00880200/2/7FE00010", "00880200"]:
+        assert requests.get(f"{base}/{bad}", timeout=30).status_code == 404, bad
+    r = requests.get(f"{base}/7FE00010", headers={"Accept": 'multipart/related; type="image/jpeg"'},
+                     timeout=30)
+    assert r.status_code == 406
+
+
+def test_the_bulk_pixel_data_of_a_compressed_image_is_its_frames(serve):
+    g = serve()
+    [ds] = stored(g, ["emri_small_jpeg_ls_lossless.dcm"])
+    js = g.client().retrieve_instance_metadata(*ids(ds))
+    uri = at(g, js["7FE00010"]["BulkDataURI"])
+    r, parts = get_parts(uri, MULTIPART_ANY)
+    assert r.status_code == 200
+    assert parts == list(generate_frames(ds.PixelData, number_of_frames=10))
+    assert re.search(r'type="?image/jls', r.headers["Content-Type"])
+
+
+# --- frames ----------------------------------------------------------------------------------
+
+def test_native_frames_are_the_exact_bytes_of_each_frame(serve):
+    g = serve()
+    [ds] = stored(g, ["emri_small.dcm"])
+    frames = ds.pixel_array
+    got = g.client().retrieve_instance_frames(*ids(ds), frame_numbers=[1, 5, 10])
+    assert got == [frames[0].tobytes(), frames[4].tobytes(), frames[9].tobytes()]
+    i = f"{g.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/" \
+        f"{ds.SOPInstanceUID}"
+    r, parts = get_parts(f"{i}/frames/2,3", 'multipart/related; type="application/octet-stream"')
+    assert r.status_code == 200 and parts == [frames[1].tobytes(), frames[2].tobytes()]
+    assert 'type="application/octet-stream"' in r.headers["Content-Type"]
+    for bad, status in [("11", 404), ("1,11", 404), ("0", 400), ("x", 400), ("1,,2", 400)]:
+        r = requests.get(f"{i}/frames/{bad}", timeout=30)
+        assert r.status_code == status, (bad, r.status_code)
+    # Native pixel data is not offered as JPEG.
+    r = requests.get(f"{i}/frames/1", headers={"Accept": 'multipart/related; type="image/jpeg"'},
+                     timeout=30)
+    assert r.status_code == 406
+    assert requests.get(f"{g.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+                        f"/instances/{new_uid()}/frames/1", timeout=30).status_code == 404
+
+
+COMPRESSED = [
+    # file, its media type, the native file with the same pixels
+    ("emri_small_jpeg_ls_lossless.dcm", "image/jls", "emri_small.dcm"),
+    ("emri_small_jpeg_2k_lossless.dcm", "image/jp2", "emri_small.dcm"),
+    ("emri_small_RLE.dcm", "image/dicom-rle", "emri_small.dcm"),
+    ("MR_small_RLE.dcm", "image/dicom-rle", "MR_small.dcm"),
+    ("SC_rgb_rle.dcm", "image/dicom-rle", "SC_rgb.dcm"),
+]
+
+
+def test_compressed_frames_are_their_bitstreams_or_decoded_on_request(serve):
+    g = serve()
+    c = g.client()
+    for name, media, native in COMPRESSED:
+        ds = real(name)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = new_uid(), new_uid(), new_uid()
+        assert post(g.url, [to_bytes(ds)]).status_code == 200, name
+        n = int(ds.get("NumberOfFrames", 1))
+        bitstreams = list(generate_frames(ds.PixelData, number_of_frames=n))
+        want = [n, 1] if n > 1 else [1]
+        # Any type: the stored bitstreams, with their media type and transfer syntax.
+        i = f"{g.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/" \
+            f"{ds.SOPInstanceUID}"
+        r, parts = get_parts(f"{i}/frames/{','.join(map(str, want))}", MULTIPART_ANY)
+        assert r.status_code == 200, (name, r.status_code, r.text)
+        assert parts == [bitstreams[k - 1] for k in want], name
+        assert f'type="{media}"' in r.headers["Content-Type"], (name, r.headers)
+        assert f"transfer-syntax={ds.file_meta.TransferSyntaxUID}".encode() in r.content, name
+        # Asked for by media type, through dicomweb-client.
+        got = c.retrieve_instance_frames(*ids(ds), frame_numbers=want, media_types=(media,))
+        assert got == [bitstreams[k - 1] for k in want], name
+        # Decoded: the pixels of the same image stored uncompressed.
+        pixels = real(native).pixel_array
+        if n == 1:
+            pixels = pixels[None, ...]
+        got = c.retrieve_instance_frames(*ids(ds), frame_numbers=want,
+                                         media_types=("application/octet-stream",))
+        assert got == [pixels[k - 1].tobytes() for k in want], name
 

@@ -105,6 +105,14 @@ pub fn router(state: AppState) -> Router {
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}/metadata",
             get(crate::metadata::instance_metadata),
         )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/bulkdata/{*path}",
+            get(crate::bulkdata::bulkdata),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+            get(crate::frames::frames),
+        )
         .route("/audit", get(crate::audit_routes::audit))
         .route("/me/access-log", get(crate::audit_routes::access_log))
         .layer(DefaultBodyLimit::max(max))

@@ -9,6 +9,8 @@
 //! - WADO-RS metadata of studies, series and instances ([`metadata`]): DICOM JSON from
 //!   each instance's sealed metadata copy, with BulkDataURIs for pixel data and long binary
 //!   values.
+//! - WADO-RS frames ([`frames`]) and bulk data ([`bulkdata`]): `application/octet-stream`
+//!   (decoded where radveil can) or the stored bitstreams with their media types.
 //! - DELETE of studies, series and instances (crypto-shredded by the store).
 //! - `/healthz` and `/metrics`.
 //!
@@ -27,7 +29,9 @@ pub mod app;
 pub mod audit;
 pub mod audit_routes;
 pub mod auth;
+pub mod bulkdata;
 pub mod dicom_json;
+pub mod frames;
 pub mod instance;
 pub mod metadata;
 pub mod metrics;
