@@ -241,7 +241,9 @@ def test_a_patient_token_gets_404_for_another_patients_study_on_every_wado_route
 
 def ROUTES_OF_AN_INSTANCE(i: str) -> list[str]:  # noqa: N802 (grows with the routes)
     """The per-instance WADO-RS routes besides metadata."""
-    return [f"{i}/frames/1", f"{i}/bulkdata/7FE00010"]
+    return [f"{i}/frames/1", f"{i}/bulkdata/7FE00010", f"{i}/rendered", f"{i}/thumbnail",
+            f"{i}/frames/1/rendered", i.rsplit("/instances/", 1)[0] + "/thumbnail",
+            i.rsplit("/series/", 1)[0] + "/thumbnail"]
 
 
 # --- bulk data -------------------------------------------------------------------------------
@@ -350,3 +352,161 @@ def test_compressed_frames_are_their_bitstreams_or_decoded_on_request(serve):
                                          media_types=("application/octet-stream",))
         assert got == [pixels[k - 1].tobytes() for k in want], name
 
+
+# --- rendered and thumbnails -----------------------------------------------------------------
+
+def first(v) -> float:
+    return float(v[0] if isinstance(v, (list, pydicom.multival.MultiValue)) else v)
+
+
+def windowed(ds, frame=0, window=None) -> np.ndarray:
+    """The 8-bit image PS3.3 C.11 gives: Modality LUT, then the VOI window (asked for, else
+    the image's own, else the frame's min/max, LINEAR_EXACT), MONOCHROME1 inverted."""
+    a = ds.pixel_array
+    if int(ds.get("NumberOfFrames", 1)) > 1:
+        a = a[frame]
+    x = a.astype(np.float64) * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
+    if window:
+        c, w, f = window
+    elif "WindowCenter" in ds:
+        c, w, f = first(ds.WindowCenter), first(ds.WindowWidth), "linear"
+    else:
+        lo, hi = x.min(), x.max()
+        c, w, f = (lo + hi) / 2, max(hi - lo, 1), "linear-exact"
+    if f == "linear":
+        y = np.where(x <= c - 0.5 - (w - 1) / 2, 0.0,
+                     np.where(x > c - 0.5 + (w - 1) / 2, 255.0, ((x - (c - 0.5)) / (w - 1) + 0.5) * 255))
+    else:
+        y = np.where(x <= c - w / 2, 0.0, np.where(x > c + w / 2, 255.0, ((x - c) / w + 0.5) * 255))
+    y = np.clip(np.floor(y + 0.5), 0, 255).astype(np.uint8)
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        y = 255 - y
+    return y
+
+
+def image(body: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(body)))
+
+
+def instance_url(g, ds) -> str:
+    return f"{g.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/" \
+        f"{ds.SOPInstanceUID}"
+
+
+def assert_close(got: np.ndarray, want: np.ndarray, why: str, tolerance: int = 1):
+    assert got.shape == want.shape, (why, got.shape, want.shape)
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= tolerance, (why, int(diff.max()), int((diff > tolerance).sum()))
+
+
+RENDERED = ["CT_small.dcm", "MR_small.dcm", "RG1_UNCR.dcm", "SC_rgb.dcm", "emri_small.dcm"]
+
+
+def test_rendered_png_is_the_windowed_image_pydicom_computes(serve):
+    g = serve()
+    dss = stored(g, RENDERED)
+    c = g.client()
+    for name, ds in zip(RENDERED, dss):
+        body = c.retrieve_instance_rendered(*ids(ds), media_types=("image/png",))
+        want = ds.pixel_array if ds.SamplesPerPixel == 3 else windowed(ds)
+        assert_close(image(body), want, name)
+    # A window asked for (linear, and linear-exact), on an image with a Rescale Intercept.
+    ct = dss[0]
+    for window in [(40, 400, "linear"), (-300, 1500.5, "linear-exact")]:
+        r = requests.get(f"{instance_url(g, ct)}/rendered", timeout=30,
+                         params={"window": ",".join(map(str, window))},
+                         headers={"Accept": "image/png"})
+        assert r.status_code == 200 and r.headers["Content-Type"] == "image/png", r.text
+        assert_close(image(r.content), windowed(ct, window=window), str(window))
+    # One frame of a multi-frame image, through dicomweb-client.
+    mf = dss[-1]
+    body = c.retrieve_instance_frames_rendered(*ids(mf), frame_numbers=[5], media_types=("image/png",))
+    assert_close(image(body), windowed(mf, frame=4), "frame 5")
+
+
+def test_rendered_jpeg_is_close_to_the_windowed_image(serve):
+    g = serve()
+    dss = stored(g, ["CT_small.dcm", "SC_rgb.dcm"])
+    for ds in dss:
+        r = requests.get(f"{instance_url(g, ds)}/rendered", timeout=30)
+        assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
+        got = image(r.content).astype(float)
+        want = (ds.pixel_array if ds.SamplesPerPixel == 3 else windowed(ds)).astype(float)
+        assert got.shape == want.shape
+        assert np.abs(got - want).mean() < 3, np.abs(got - want).mean()
+    low = requests.get(f"{instance_url(g, dss[0])}/rendered", params={"quality": "5"}, timeout=30)
+    assert low.status_code == 200 and len(low.content) < len(r.content)
+
+
+def test_thumbnails_and_viewports_fit_and_keep_the_aspect(serve):
+    g = serve()
+    [ct, wide] = stored(g, ["CT_small.dcm", "JPEG2000.dcm"])
+    r = requests.get(f"{instance_url(g, ct)}/rendered", params={"viewport": "32,32"},
+                     headers={"Accept": "image/png"}, timeout=30)
+    assert image(r.content).shape == (32, 32)
+    # 1024 rows by 256 columns fit 128 x 128 as 128 by 32.
+    for url in [f"{instance_url(g, wide)}/thumbnail",
+                f"{g.url}/studies/{wide.StudyInstanceUID}/series/{wide.SeriesInstanceUID}/thumbnail",
+                f"{g.url}/studies/{wide.StudyInstanceUID}/thumbnail"]:
+        r = requests.get(url, headers={"Accept": "image/png"}, timeout=30)
+        assert r.status_code == 200, (url, r.status_code, r.text)
+        assert image(r.content).shape == (128, 32), url
+
+
+def test_rendered_requests_that_cannot_be_met_are_refused(serve):
+    g = serve()
+    [ct, rtplan, mf] = stored(g, ["CT_small.dcm", "rtplan.dcm", "emri_small.dcm"])
+    i = instance_url(g, ct)
+    for params, headers, status in [
+            ({}, {"Accept": "image/gif"}, 406),
+            ({"window": "40"}, {}, 400),
+            ({"window": "40,0"}, {}, 400),
+            ({"window": "40,400,cubic"}, {}, 400),
+            ({"viewport": "0,10"}, {}, 400),
+            ({"viewport": "100000,10"}, {}, 400),
+            ({"quality": "0"}, {}, 400)]:
+        r = requests.get(f"{i}/rendered", params=params, headers=headers, timeout=30)
+        assert r.status_code == status, (params, headers, r.status_code)
+    m = instance_url(g, mf)
+    assert requests.get(f"{m}/frames/11/rendered", timeout=30).status_code == 404
+    assert requests.get(f"{m}/frames/1,2/rendered", timeout=30).status_code == 400
+    # An instance without pixel data has nothing to render.
+    r = requests.get(f"{instance_url(g, rtplan)}/rendered", timeout=30)
+    assert r.status_code == 404
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+def test_each_wado_route_is_audited_as_a_read_of_its_study(serve, radveil_bin, tmp_path):
+    import json
+    data = tmp_path / "data"
+    g = serve(data, "--dev")
+    reader = token(radveil_bin, data, "--role", "clinician", "--subject", "dr-wado",
+                   "--scope", "user/ImagingStudy.crs")
+    auditor = token(radveil_bin, data, "--role", "auditor", "--subject", "aud",
+                    "--scope", "user/AuditEvent.rs")
+    study = new_uid()
+    ds = planted(1, study)
+    from gateway import multipart
+    payload, ct = multipart([to_bytes(ds)])
+    r = requests.post(g.url + "/studies", data=payload, timeout=60,
+                      headers=auth(reader, **{"Content-Type": ct}))
+    assert r.status_code == 200, r.text
+    i = instance_url(g, ds)
+    urls = [f"{g.url}/studies/{study}/metadata", f"{i}/metadata"] + ROUTES_OF_AN_INSTANCE(i)
+    for u in urls:
+        assert requests.get(u, headers=auth(reader), timeout=30).status_code == 200, u
+    r = requests.get(g.url.removesuffix("/dicom-web") + "/audit", headers=auth(auditor), timeout=30)
+    assert r.status_code == 200, r.text
+    events = [json.loads(line) for line in r.text.splitlines() if line.strip()]
+
+    def who(ev):
+        return next((a["who"].get("identifier", {}).get("value") for a in ev.get("agent", [])
+                     if a.get("requestor")), None)
+
+    reads = [e for e in events if e["subtype"][0]["code"] == "read" and who(e) == "dr-wado"]
+    assert len(reads) == len(urls), json.dumps(reads, indent=1)
+    for e in reads:
+        assert e["action"] == "R" and e["outcome"] == "0"
+        assert any(x["what"]["identifier"]["value"].removeprefix("urn:oid:") == study
+                   for x in e.get("entity", []) if x.get("what", {}).get("type") == "ImagingStudy")

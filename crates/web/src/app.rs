@@ -113,6 +113,26 @@ pub fn router(state: AppState) -> Router {
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
             get(crate::frames::frames),
         )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/rendered",
+            get(crate::rendered::instance_rendered),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+            get(crate::rendered::frame_rendered),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+            get(crate::rendered::instance_thumbnail),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/thumbnail",
+            get(crate::rendered::series_thumbnail),
+        )
+        .route(
+            "/dicom-web/studies/{study}/thumbnail",
+            get(crate::rendered::study_thumbnail),
+        )
         .route("/audit", get(crate::audit_routes::audit))
         .route("/me/access-log", get(crate::audit_routes::access_log))
         .layer(DefaultBodyLimit::max(max))

@@ -11,6 +11,8 @@
 //!   values.
 //! - WADO-RS frames ([`frames`]) and bulk data ([`bulkdata`]): `application/octet-stream`
 //!   (decoded where radveil can) or the stored bitstreams with their media types.
+//! - WADO-RS rendered images and thumbnails ([`rendered`]): `image/jpeg` or `image/png`,
+//!   Modality LUT and VOI window applied.
 //! - DELETE of studies, series and instances (crypto-shredded by the store).
 //! - `/healthz` and `/metrics`.
 //!
@@ -37,6 +39,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod multipart;
 pub mod qido;
+pub mod rendered;
 pub mod scope;
 pub mod server;
 pub mod stow;
