@@ -418,6 +418,14 @@ def main():
             row(f"QIDO-RS over {a.qido_n:,} instances, server ms CPU per request",
                 r1["server_cpu"] / r1["requests"] * 1000, r2["server_cpu"] / r2["requests"] * 1000, "ms",
                 False, "{:.2f}")
+            # Each kind of search alone, for where the time goes.
+            for k, kind in enumerate(["by Patient ID", "a week of StudyDate", "a study's series"]):
+                sub = paths[k::3]
+                res = {s.name: wrk(s, sub, "application/dicom+json", max(2, a.seconds // 2), a.connections,
+                                   a.client_cpu, tmp) for s in servers}
+                r1, r2 = res["radveil"], res["Orthanc"]
+                row(f"QIDO-RS {kind}, requests/s", r1["rps"], r2["rps"], "/s")
+                row(f"QIDO-RS {kind}, p99", r1["p99"], r2["p99"], "ms", False, "{:.1f}")
         row("peak RSS at the end", rv.peak_rss_mib(), ot.peak_rss_mib(), "MiB", False, "{:.0f}")
     finally:
         for s in servers:
