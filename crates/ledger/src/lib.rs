@@ -1459,6 +1459,29 @@ mod tests {
         }
     }
 
+    /// Checkpoint time at 10,000 and 100,000 entries (`cargo test -p radveil-ledger --release
+    /// -- --ignored --nocapture checkpoint_time`).
+    #[test]
+    #[ignore]
+    fn checkpoint_time_at_10000_and_100000_entries() {
+        for size in [10_000u64, 100_000] {
+            let dir = tempfile::tempdir().unwrap();
+            let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+            let mut log = Log::<Padded>::init(dir.path(), "o", &signer).unwrap();
+            log.append(&(0..size).map(|n| padded(n, 600)).collect::<Vec<_>>())
+                .unwrap();
+            log.checkpoint_extending(&signer).unwrap();
+            let rounds = 5;
+            let start = std::time::Instant::now();
+            for n in 0..rounds {
+                log.append(&[padded(size + n, 600)]).unwrap();
+                log.checkpoint_extending(&signer).unwrap();
+            }
+            let each = start.elapsed() / rounds as u32;
+            println!("append and checkpoint at {size} entries: {each:?}");
+        }
+    }
+
     #[test]
     fn init_refuses_an_existing_ledger() {
         let dir = tempfile::tempdir().unwrap();
