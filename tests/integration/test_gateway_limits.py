@@ -33,7 +33,7 @@ from gateway import (  # noqa: F401  (serve is a fixture)
 
 KEYS = ["listen", "cert", "key", "dev", "oidc_issuer", "jwks", "issuer", "audience",
         "roles_claim", "kek_file", "audit_key_file", "max_request", "max_parts",
-        "header_timeout", "body_timeout", "max_connections"]
+        "header_timeout", "body_timeout", "max_connections", "min_free_disk"]
 
 
 def start_fails(radveil_bin, data: Path, *args: str) -> str:
@@ -62,7 +62,7 @@ def test_first_run_writes_every_setting_commented_with_its_default(serve, tmp_pa
         assert f"\n# {key} = " in text, key
     for default in ('# listen = "127.0.0.1:8042"', '# max_request = "512M"',
                     "# max_parts = 10000", '# header_timeout = "30s"', '# body_timeout = "5m"',
-                    "# max_connections = 512", '# audience = "radveil"', "# dev = false"):
+                    "# max_connections = 512", '# min_free_disk = "256M"', '# audience = "radveil"', "# dev = false"):
         assert default in text, default
     # Everything is commented out: the file as written sets nothing.
     assert all(v == {} for v in tomllib.loads(text).values())
@@ -204,3 +204,123 @@ def test_an_oversized_body_is_refused_before_it_is_sent(serve, tmp_path):
                       timeout=30)
     assert r.status_code == 413, r.status_code
     assert requests.get(g.url + "/studies", timeout=5).status_code == 200
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB tmpfs to fill (mounting needs root, as in CI's container)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(disk)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        missing_peer(f"a small filesystem to fill (mount -t tmpfs, as root: {r.stderr.strip()})")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def free_bytes(p: Path) -> int:
+    st = os.statvfs(p)
+    return st.f_bavail * st.f_frsize
+
+
+def wado(g, ds):
+    return get_parts(f"{g.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+                     f"/instances/{ds.SOPInstanceUID}")
+
+
+def assert_all_there(g, acked):
+    for ds in acked:
+        r, parts = wado(g, ds)
+        assert r.status_code == 200, (r.status_code, r.text[:200])
+        assert parts == [to_bytes(ds)]
+    r = requests.get(g.url + "/studies", timeout=30)
+    assert r.status_code == 200
+    assert {s["0020000D"]["Value"][0] for s in r.json()} == {d.StudyInstanceUID for d in acked}
+
+
+def store_until_refused(g, start: int = 0):
+    """Stores studies of five planted instances until a request is refused; returns the
+    acknowledged instances and the refusing response."""
+    acked = []
+    for i in range(start, start + 200):
+        study = new_uid()
+        ds = [planted(j, study, patient=f"PID-QZ-{i}") for j in range(5)]
+        r = post(g.url, [to_bytes(d) for d in ds])
+        if r.status_code != 200:
+            return acked, r
+        acked += ds
+    raise AssertionError("the disk never filled")
+
+
+def test_a_full_disk_refuses_stores_clearly_loses_nothing_and_keeps_serving(serve, small_disk):
+    data = small_disk / "data"
+    g = serve(data, "--min-free-disk", "3M")
+    # Something else takes most of the disk; the gateway's stores take the rest.
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (free_bytes(small_disk) - (5 << 20)))
+    acked, refused = store_until_refused(g)
+    assert acked, "nothing could be stored at all"
+    assert refused.status_code == 507, (refused.status_code, refused.text[:300])
+    assert "insufficient storage" in refused.text and "filesystem" in refused.text
+    assert g.wait_for_log("store refused: the data directory's filesystem is (nearly) full")
+    # Refused again while full; meanwhile everything acknowledged is served, byte-identical,
+    # and searched; the server is up.
+    again, refused = store_until_refused(g, 1000)
+    assert not again and refused.status_code == 507
+    assert_all_there(g, acked)
+    # Once space is freed stores work again, with nothing to reset.
+    filler.unlink()
+    study = new_uid()
+    late = [planted(j, study, patient="PID-QZ-late") for j in range(5)]
+    r = post(g.url, [to_bytes(d) for d in late])
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    acked += late
+    assert_all_there(g, acked)
+    assert g.stop() == 0
+    log = "".join(g.log)
+    assert_no_plaintext(data, log, [PLANTED["name"].encode(), PLANTED["accession"].encode(),
+                                    PLANTED["institution"].encode(), PLANTED["birth"].encode(),
+                                    b"PID-QZ-"])
+    # And after a restart, all of it is still there.
+    g = serve(data, "--min-free-disk", "3M")
+    assert_all_there(g, acked)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug, outside the gateway's connection layer: an audit append cut short by a full "
+    "disk leaves a torn last line in DATA/audit/entries.jsonl, and the audit writer refuses "
+    "every later append until a restart repairs it (AuditLog::repair_torn runs at start only), "
+    "so every request is answered 500 even after space is freed"))
+def test_after_a_disk_filled_by_another_process_is_freed_requests_are_served_again(
+        serve, small_disk):
+    data = small_disk / "data"
+    g = serve(data, "--min-free-disk", "0")
+    ds = [planted(j, new_uid()) for j in range(3)]
+    assert post(g.url, [to_bytes(d) for d in ds]).status_code == 200
+    # Another process takes every last byte.
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+        try:
+            while True:
+                f.write(b"\0")
+                f.flush()
+        except OSError:
+            pass
+    r = post(g.url, [to_bytes(planted(9, new_uid()))])
+    assert r.status_code != 200
+    # A read now has nowhere to write its audit event: refused rather than unaudited.
+    for _ in range(3):
+        r, _parts = wado(g, ds[0])
+        assert r.status_code in (200, 500)
+    filler.unlink()
+    r, parts = wado(g, ds[0])
+    assert r.status_code == 200 and parts == [to_bytes(ds[0])], (r.status_code, r.text[:200])

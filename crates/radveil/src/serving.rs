@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// Most client connections served at once (default 512).
     #[arg(long, value_name = "N")]
     max_connections: Option<std::num::NonZeroUsize>,
+    /// Space kept free on the data directory's filesystem, like 256M (the default): a store
+    /// that would leave less is refused (507) so that reads go on while the disk is full.
+    #[arg(long, value_name = "SIZE", value_parser = crate::parse_memory_size)]
+    min_free_disk: Option<u64>,
     /// File holding the audit key (64 hex digits). Default: RADVEIL_AUDIT_KEY, else
     /// DATA/keys/audit-key, made (mode 0600) on first run.
     #[arg(long)]
@@ -246,6 +250,7 @@ fn with_file(mut args: ServeArgs, file: config::FileConfig) -> ServeArgs {
     args.header_timeout = args.header_timeout.or(l.header_timeout);
     args.body_timeout = args.body_timeout.or(l.body_timeout);
     args.max_connections = args.max_connections.or(l.max_connections);
+    args.min_free_disk = args.min_free_disk.or(l.min_free_disk);
     args
 }
 
@@ -323,6 +328,12 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
             max_request: limits.max_request,
         },
         tls,
+        disk: Some(radveil_web::disk::DiskReserve {
+            dir: args.data.clone(),
+            min_free: args
+                .min_free_disk
+                .unwrap_or(radveil_web::disk::DEFAULT_MIN_FREE),
+        }),
     };
     let scheme = if listening.tls.is_some() {
         "https"

@@ -33,6 +33,7 @@ pub mod audit_routes;
 pub mod auth;
 pub mod bulkdata;
 pub mod dicom_json;
+pub mod disk;
 pub mod frames;
 pub mod instance;
 pub mod metadata;
@@ -76,6 +77,8 @@ pub struct Listening {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Timeouts and caps on connections and request bodies.
     pub limits: ConnectionLimits,
+    /// The free space kept on the data directory's filesystem; unwatched when `None`.
+    pub disk: Option<disk::DiskReserve>,
 }
 
 /// Serves the gateway on `addr` until SIGTERM or Ctrl-C; then stops accepting, lets the
@@ -97,31 +100,55 @@ pub async fn serve(
         .await
         .map_err(ServeError::Catalogue)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let stop = shutdown();
     ready(listener.local_addr()?);
     let tls = listening.tls.map(tokio_rustls::TlsAcceptor::from);
-    server::run(listener, tls, router(state), listening.limits, shutdown()).await;
+    let disk = listening.disk.map(Arc::new);
+    server::run(listener, tls, router(state), listening.limits, disk, stop).await;
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// A future resolving on SIGTERM or Ctrl-C. The handlers are installed now, before it is
+/// first polled: a signal sent as soon as the server says it is ready stops it gracefully
+/// rather than killing it.
+fn shutdown() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut term, mut int) = signals;
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let int = async {
+                match int.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = term => {}
+                () = int => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down: finishing requests in flight");
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }

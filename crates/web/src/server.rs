@@ -9,7 +9,9 @@
 //! - a body whose declared length is over [`ConnectionLimits::max_request`] is refused 413
 //!   before any of it is read;
 //! - at most [`ConnectionLimits::max_connections`] connections are served at once (more
-//!   wait in the listen queue).
+//!   wait in the listen queue);
+//! - a STOW-RS request that would leave less than the [`DiskReserve`] free on the data
+//!   directory's filesystem is refused 507 before its body is read.
 //!
 //! Each connection is its own task, so one stalled client never delays another. On
 //! shutdown the listener is closed, requests in flight finish, idle connections close.
@@ -32,6 +34,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
+
+use crate::disk::{DiskReserve, NoRoom};
 
 /// What one connection and one request may hold of the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +70,7 @@ pub(crate) async fn run(
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     limits: ConnectionLimits,
+    disk: Option<Arc<DiskReserve>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -95,13 +100,20 @@ pub(crate) async fn run(
         let watcher = graceful.watcher();
         let app = app.clone();
         let tls = tls.clone();
+        let disk = disk.clone();
         tokio::spawn(async move {
+            let on = On {
+                remote,
+                app,
+                limits,
+                disk,
+            };
             match tls {
-                None => connection(stream, remote, app, limits, watcher).await,
+                None => connection(stream, on, watcher).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(stream)) => connection(stream, remote, app, limits, watcher).await,
+                        Ok(Ok(stream)) => connection(stream, on, watcher).await,
                         // A refused version or suite, a port scan, a slow handshake.
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -115,21 +127,37 @@ pub(crate) async fn run(
     graceful.shutdown().await;
 }
 
-/// Serves HTTP/1.1 on one connection.
-async fn connection<I>(
-    io: I,
+/// What a connection is served with.
+struct On {
     remote: SocketAddr,
     app: Router,
     limits: ConnectionLimits,
-    watcher: Watcher,
-) where
+    disk: Option<Arc<DiskReserve>>,
+}
+
+/// Serves HTTP/1.1 on one connection.
+async fn connection<I>(io: I, on: On, watcher: Watcher)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let On {
+        remote,
+        app,
+        limits,
+        disk,
+    } = on;
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let mut app = app.clone();
+        let disk = disk.clone();
         async move {
-            if declared_length(&req).is_some_and(|n| n > limits.max_request as u64) {
+            let declared = declared_length(&req);
+            if declared.is_some_and(|n| n > limits.max_request as u64) {
                 return Ok(too_large(limits.max_request));
+            }
+            if let Some(d) = disk.filter(|_| is_store(&req)) {
+                if let Err(e) = d.room_for(declared.unwrap_or(0)) {
+                    return Ok(no_room(e));
+                }
             }
             let deadline = Instant::now() + limits.body_timeout;
             let mut req = req.map(|body| {
@@ -164,6 +192,29 @@ fn declared_length<B>(req: &Request<B>) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Whether the request is a STOW-RS (the only requests that write more than an event).
+fn is_store<B>(req: &Request<B>) -> bool {
+    req.method() == axum::http::Method::POST && req.uri().path().starts_with("/dicom-web/studies")
+}
+
+fn no_room(e: NoRoom) -> Response<axum::body::Body> {
+    tracing::warn!(
+        free = e.free,
+        needed = e.needed,
+        reserve = e.reserve,
+        "store refused: the data directory's filesystem is (nearly) full"
+    );
+    let mut r = Response::new(axum::body::Body::from(format!(
+        "insufficient storage: {e}. Nothing of this request was stored; what was stored before is kept and served. Free space on the data directory's filesystem and send it again.\n"
+    )));
+    *r.status_mut() = StatusCode::INSUFFICIENT_STORAGE;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 fn too_large(max: usize) -> Response<axum::body::Body> {

@@ -99,6 +99,12 @@ pub const TEMPLATE: &str = r#"# radveil serve: the settings of the gateway for t
 # The most client connections served at once; more wait until one closes.
 # Flag: --max-connections.
 # max_connections = 512
+#
+# The space kept free on the data directory's filesystem: a STOW-RS request that would
+# leave less is refused (507 Insufficient Storage) before it is read, so that reads,
+# searches and deletes (each writes its audit event) go on while the disk is full.
+# Flag: --min-free-disk.
+# min_free_disk = "256M"
 "#;
 
 /// The settings of `radveil.toml`; `None` where the file does not say.
@@ -176,6 +182,9 @@ pub struct LimitsSection {
     pub body_timeout: Option<u64>,
     /// Connections.
     pub max_connections: Option<std::num::NonZeroUsize>,
+    /// Bytes.
+    #[serde(default, deserialize_with = "size_or_zero")]
+    pub min_free_disk: Option<u64>,
 }
 
 /// A number or a string, as TOML gives it.
@@ -186,8 +195,17 @@ enum NumberOrText {
     Text(String),
 }
 
-/// A size: bytes, or a string like "512M".
+/// A size: bytes, or a string like "512M"; more than 0.
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    match size_or_zero(d)? {
+        Some(0) => Err(D::Error::custom("must be more than 0")),
+        n => Ok(n),
+    }
+}
+
+/// A size: bytes, or a string like "512M".
+fn size_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     use serde::de::Error;
     let n = match NumberOrText::deserialize(d)
         .map_err(|_| D::Error::custom("a size like \"512M\" or \"2G\" expected"))?
@@ -197,9 +215,6 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
             D::Error::custom(format!("{e}: a size like \"512M\" or \"2G\" expected"))
         })?,
     };
-    if n == 0 {
-        return Err(D::Error::custom("must be more than 0"));
-    }
     Ok(Some(n))
 }
 
@@ -316,6 +331,10 @@ mod tests {
             all.limits.max_connections.map(|n| n.get()),
             Some(conn.max_connections)
         );
+        assert_eq!(
+            all.limits.min_free_disk,
+            Some(radveil_web::disk::DEFAULT_MIN_FREE)
+        );
         // Every field of the file appears in the template.
         for key in [
             "listen",
@@ -334,6 +353,7 @@ mod tests {
             "header_timeout",
             "body_timeout",
             "max_connections",
+            "min_free_disk",
         ] {
             assert!(TEMPLATE.contains(&format!("\n# {key} = ")), "{key}");
         }
