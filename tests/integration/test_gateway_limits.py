@@ -183,6 +183,26 @@ def test_slow_clients_are_cut_off_while_others_are_served(serve, tmp_path):
     assert requests.get(g.url + "/studies", timeout=5).status_code == 200
 
 
+def test_connections_beyond_the_cap_wait_until_one_is_cut_off(serve, tmp_path):
+    g = serve(tmp_path / "data", "--max-connections", "3", "--header-timeout", "2s")
+    host, port = host_port(g)
+    mute = [socket.create_connection((host, port)) for _ in range(3)]
+    time.sleep(0.3)
+    # A fourth client is accepted only when a mute one is cut off at its header timeout.
+    t0 = time.monotonic()
+    r = requests.get(g.url + "/studies", timeout=20)
+    waited = time.monotonic() - t0
+    assert r.status_code == 200
+    assert 1.2 <= waited <= 5, waited
+    for s in mute:
+        s.settimeout(5)
+        assert s.recv(1) == b""  # closed by the server
+        s.close()
+    t0 = time.monotonic()
+    assert requests.get(g.url + "/studies", timeout=5).status_code == 200
+    assert time.monotonic() - t0 < 1
+
+
 def test_an_oversized_body_is_refused_before_it_is_sent(serve, tmp_path):
     g = serve(tmp_path / "data", "--max-request", "1M")
     host, port = host_port(g)

@@ -100,3 +100,84 @@ impl ResolvesServerCert for OneCertificate {
         Some(Arc::clone(&self.0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate and its key made by `openssl req -x509` (as a site would).
+    fn pair(dir: &std::path::Path, name: &str, key: &[&str]) -> (Vec<u8>, Zeroizing<Vec<u8>>) {
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(key)
+            .arg("-keyout")
+            .arg(&k)
+            .arg("-out")
+            .arg(&c)
+            .output()
+            .expect("openssl (a peer the integration tests use too)")
+            .status
+            .success();
+        assert!(ok);
+        (
+            std::fs::read(c).unwrap(),
+            Zeroizing::new(std::fs::read(k).unwrap()),
+        )
+    }
+
+    #[test]
+    fn ecdsa_and_rsa_certificates_load_and_a_foreign_key_or_garbage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+        let (ec_cert, ec_key) = pair(dir.path(), "ec", &ec);
+        let (rsa_cert, rsa_key) = pair(dir.path(), "rsa", &["-newkey", "rsa:2048"]);
+        let (_, other_key) = pair(dir.path(), "other", &ec);
+        let config = server_config(&ec_cert, &ec_key).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        server_config(&rsa_cert, &rsa_key).unwrap();
+        assert!(matches!(
+            server_config(&ec_cert, &other_key),
+            Err(TlsError::Mismatch)
+        ));
+        assert!(matches!(
+            server_config(&ec_cert, &rsa_key),
+            Err(TlsError::Mismatch)
+        ));
+        assert!(matches!(
+            server_config(b"not a certificate", &ec_key),
+            Err(TlsError::NoCertificate)
+        ));
+        assert!(matches!(
+            server_config(&ec_key, &ec_key),
+            Err(TlsError::NoCertificate)
+        ));
+        assert!(matches!(
+            server_config(&ec_cert, &Zeroizing::new(ec_cert.clone())),
+            Err(TlsError::NoKey)
+        ));
+    }
+
+    #[test]
+    fn only_tls_1_3_suites_and_ecdhe_aead_tls_1_2_suites_are_offered() {
+        for s in cipher_suites() {
+            let name = format!("{:?}", s.suite());
+            let tls13 = name.starts_with("TLS13_");
+            let ecdhe = name.starts_with("TLS_ECDHE_");
+            let aead = name.contains("_GCM_") || name.contains("CHACHA20_POLY1305");
+            assert!((tls13 || ecdhe) && aead, "{name}");
+        }
+        assert_eq!(cipher_suites().len(), 9);
+    }
+}
