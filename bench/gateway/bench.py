@@ -186,6 +186,7 @@ def stow(server: Server, bodies: list[list[bytes]], connections: int) -> dict:
     for b in bodies:
         work.put(b)
     lat: list[float] = []
+    done: list[float] = []
     errors: list[str] = []
     boundary = "benchBoundary" + uuid.uuid4().hex[:12]
     ctype = f'multipart/related; type="application/dicom"; boundary={boundary}'
@@ -204,7 +205,8 @@ def stow(server: Server, bodies: list[list[bytes]], connections: int) -> dict:
                 **server.headers, "Content-Type": ctype, "Accept": "application/dicom+json"})
             r = c.getresponse()
             body_text = r.read()
-            lat.append(time.perf_counter() - t0)
+            done.append(time.perf_counter())
+            lat.append(done[-1] - t0)
             if r.status != 200:
                 errors.append(f"{r.status}")
                 if len(errors) == 1:
@@ -219,7 +221,7 @@ def stow(server: Server, bodies: list[list[bytes]], connections: int) -> dict:
         t.join()
     wall = time.perf_counter() - t0
     out = {"wall": wall, "server_cpu": server.cpu() - cpu0, "client_cpu": time.process_time() - ccpu0,
-           "lat": sorted(lat), "errors": errors}
+           "lat": sorted(lat), "errors": errors, "done": [d - t0 for d in sorted(done)]}
     if errors:
         log(f"  {server.name}: {len(errors)} STOW requests failed (statuses {sorted(set(errors))})")
     return out
@@ -395,6 +397,17 @@ def main():
                     f"{s.peak_rss_mib():.0f} MiB after")
             row(f"indexing {a.qido_n:,} x 2 KB (STOW-RS, 50 per request), seconds", idx["radveil"]["wall"],
                 idx["Orthanc"]["wall"], "s", False, "{:.1f}")
+
+            def tenth(r, last: bool) -> float:
+                """Instances/s over the first or the last tenth of the requests."""
+                d = r["done"]
+                k = max(1, len(d) // 10)
+                span = (d[-1] - d[-k - 1]) if last else d[k - 1]
+                return k * 50 / span if span > 0 else float("nan")
+
+            for last in (False, True):
+                row(f"indexing, instances/s over the {'last' if last else 'first'} tenth",
+                    tenth(idx["radveil"], last), tenth(idx["Orthanc"], last), "/s")
             row(f"peak RSS before indexing {a.qido_n:,}", before["radveil"], before["Orthanc"], "MiB", False,
                 "{:.0f}")
             row(f"peak RSS after indexing {a.qido_n:,}", rv.peak_rss_mib(), ot.peak_rss_mib(), "MiB", False,
