@@ -23,6 +23,7 @@ trail are on; Orthanc's `DicomWeb.Servers` entry for radveil carries a bearer to
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -59,12 +60,17 @@ class Peers:
     """radveil (`--dev`) and Orthanc side by side; Orthanc knows radveil as server `radveil`."""
 
     def __init__(self, radveil_bin: Path, root: Path):
+        self.radveil_bin = radveil_bin
         self.gateway = Gateway(radveil_bin, root / "radveil", "--dev")
         self.admin = auth(token(radveil_bin, self.gateway.data, "--role", "admin",
                                 "--scope", "user/ImagingStudy.cruds", "--expires", "1h"))
         service = token(radveil_bin, self.gateway.data, "--scope", "system/ImagingStudy.cruds",
                         "--subject", "orthanc", "--expires", "1h")
-        self.orthanc = Orthanc(root / "orthanc")
+        try:
+            self.orthanc = Orthanc(root / "orthanc")
+        except Exception:
+            self.gateway.stop()
+            raise
         self.orthanc.add_server("radveil", self.gateway.url, {"Authorization": f"Bearer {service}"})
 
     def stow_radveil(self, blobs: list[bytes]):
@@ -237,6 +243,18 @@ def test_orthanc_retrieves_studies_series_and_instances_from_radveil_byte_identi
         assert got == blobs[i], f"{dss[i].SOPInstanceUID} ({dss[i].file_meta.TransferSyntaxUID})"
     # Nothing else came: the other series of study 2, the other instances of study 3.
     assert len(requests.get(peers.orthanc.base + "/instances", timeout=30).json()) == len(wanted)
+    # radveil's audit trail names Orthanc (the token's subject) as the reader of each study.
+    auditor = token(peers.radveil_bin, peers.gateway.data, "--role", "auditor", "--scope", "user/AuditEvent.rs")
+    r = requests.get(peers.gateway.url.removesuffix("/dicom-web") + "/audit", headers=auth(auditor), timeout=60)
+    assert r.status_code == 200, r.text
+    read = set()
+    for line in r.text.splitlines():
+        ev = json.loads(line) if line.strip() else {}
+        by = [a["who"].get("identifier", {}).get("value") for a in ev.get("agent", []) if a.get("requestor")]
+        if by == ["orthanc"] and ev["subtype"][0]["code"] == "read" and ev["outcome"] == "0":
+            read |= {e["what"]["identifier"]["value"].removeprefix("urn:oid:")
+                     for e in ev.get("entity", []) if e.get("what", {}).get("type") == "ImagingStudy"}
+    assert read == set(studies[:4]), "each study Orthanc read is in the audit trail as read by orthanc"
 
 
 def test_orthanc_searches_radveil_through_its_dicomweb_client(peers):
