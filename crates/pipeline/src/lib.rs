@@ -17,6 +17,7 @@
 
 pub mod batch;
 pub mod deface;
+pub mod ingest;
 pub mod input;
 pub mod ledger;
 pub mod memory;

@@ -42,21 +42,46 @@ pub fn observe(path: &Path, key: &Key, budget: &MemoryBudget) -> Result<Observat
     let (meta, ds, enc) =
         p10::read_file_in(&bytes, &mut inflated, p10::Limits::default(), &mut grant)?;
     let reports = radveil_integrity::verify(&ds, enc);
+    observation(
+        &bytes,
+        &meta.transfer_syntax,
+        &ds,
+        enc,
+        &reports,
+        key,
+        budget,
+    )
+}
+
+/// The observation of an image already parsed (`ds`, encoded as `enc`, from the Part 10
+/// `bytes` in `transfer_syntax`) whose signatures were checked into `reports`: one parse
+/// serves the signature check, the binding hash and the ledger. A signature that verifies
+/// but whose signer is not trusted ([`Outcome::Untrusted`]) still verifies here: trust is
+/// the reader's question, not the ledger's.
+pub fn observation(
+    bytes: &[u8],
+    transfer_syntax: &str,
+    ds: &p10::DataSet<'_>,
+    enc: p10::Encoding,
+    reports: &[radveil_integrity::SignatureReport],
+    key: &Key,
+    budget: &MemoryBudget,
+) -> Result<Observation, ObserveError> {
+    let verifies = |o: &Outcome| matches!(o, Outcome::Valid | Outcome::Untrusted(_));
     let verification = if reports.is_empty() {
         Verification::Unsigned
-    } else if reports.iter().all(|r| r.outcome == Outcome::Valid) {
+    } else if reports.iter().all(|r| verifies(&r.outcome)) {
         Verification::Valid
     } else {
         Verification::Invalid
     };
     let signer = reports
         .iter()
-        .find(|r| r.outcome == Outcome::Valid)
+        .find(|r| verifies(&r.outcome))
         .map(|r| r.fingerprint.clone());
-    let binding =
-        radveil_integrity::binding_hash_with_budget(&ds, enc, &meta.transfer_syntax, budget)
-            .ok()
-            .map(|h| hex(&h));
+    let binding = radveil_integrity::binding_hash_with_budget(ds, enc, transfer_syntax, budget)
+        .ok()
+        .map(|h| hex(&h));
     let series = ds
         .string(tags::SERIES_INSTANCE_UID)
         .filter(|s| !s.is_empty())
@@ -80,7 +105,7 @@ pub fn observe(path: &Path, key: &Key, budget: &MemoryBudget) -> Result<Observat
         .ok_or(ObserveError::NoInstance)?;
     Ok(Observation {
         instance: hex(&key.mac("sop-instance", uid.as_bytes())),
-        sha256: hex(&Sha256::digest(&bytes)),
+        sha256: hex(&Sha256::digest(bytes)),
         binding,
         signer,
         series,
