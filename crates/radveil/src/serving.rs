@@ -92,6 +92,16 @@ pub struct ServeArgs {
     /// DATA/keys/audit-key, made (mode 0600) on first run.
     #[arg(long)]
     audit_key_file: Option<PathBuf>,
+    /// Trusted signers of images (repeatable): a certificate file (PEM bundle or DER, as
+    /// `radveil verify --trust` takes) or a directory of them. Each stored instance's
+    /// signatures are verified against them; the outcome is kept in its metadata.
+    #[arg(long, value_name = "PATH")]
+    trust: Vec<PathBuf>,
+    /// Refuse instances from CLIENT (a token's client_id/azp or sub; `*` for every client,
+    /// the only value without access control) unless a trusted signer signed them
+    /// (repeatable).
+    #[arg(long, value_name = "CLIENT")]
+    require_signed: Vec<String>,
     #[command(flatten)]
     keys: KeyPolicy,
 }
@@ -274,6 +284,30 @@ fn tls_config(cert: &Path, key: &Path) -> Result<std::sync::Arc<radveil_web::tls
         .with_context(|| format!("TLS with {} and {}", cert.display(), key.display()))
 }
 
+/// Integrity at ingest: the trusted signers, the signing policy, and the ledger
+/// `DATA/ledger` (made on first run, with its site key and checkpoint signer key in
+/// `DATA/keys`) with its writer started.
+fn open_ingest(
+    args: &ServeArgs,
+) -> Result<(
+    radveil_web::ingest::Ingest,
+    radveil_web::ingest::LedgerWriter,
+)> {
+    let paths = radveil_web::ingest::Paths::under(&args.data);
+    let origin = format!("{}/radveil/gateway", crate::auditing::hostname());
+    let policy = match args.keys.strict {
+        true => radveil_pipeline::secret::PermissionPolicy::Refuse,
+        false => radveil_pipeline::secret::PermissionPolicy::Warn,
+    };
+    let require = radveil_web::ingest::RequireSigned::new(&args.require_signed);
+    let (ingest, writer) =
+        radveil_web::ingest::open(&paths, &origin, &args.trust, require, policy, {
+            &mut |note| eprintln!("radveil serve: {note}")
+        })
+        .with_context(|| format!("opening the ledger in {}", paths.ledger.display()))?;
+    Ok((ingest, writer))
+}
+
 pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     // Whatever the store writes (databases, objects, their folders) is the owner's alone.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -306,6 +340,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     let store = Store::open(&Layout::under(&args.data), kek)
         .with_context(|| format!("opening the store in {}", args.data.display()))?;
     let (auditor, writer) = open_audit(&args)?;
+    let (ingest, ledger_writer) = open_ingest(&args)?;
     let defaults = radveil_web::Limits::default();
     // The limits no flag sets keep their defaults.
     #[allow(clippy::needless_update)]
@@ -348,6 +383,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         // Filled from the index by radveil_web::serve before it listens.
         catalogue: Default::default(),
         auditor: Some(auditor),
+        ingest: Some(ingest),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -359,8 +395,10 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     // Every auditor handle is gone with the server: the writer signs its last checkpoint.
     drop(runtime);
     let closed = writer.finish();
+    let logged = ledger_writer.finish();
     served?;
     closed.context("signing the audit log's last checkpoint")?;
+    logged.context("signing the ledger's last checkpoint")?;
     eprintln!("radveil serve: stopped");
     Ok(ExitCode::SUCCESS)
 }

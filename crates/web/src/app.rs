@@ -51,6 +51,10 @@ pub struct AppState {
     /// recorded through it before its response goes ([`crate::audit::record`]). `None`
     /// records nothing (for tests of other parts; `radveil serve` always gives one).
     pub auditor: Option<crate::audit::Auditor>,
+    /// Integrity at ingest ([`crate::ingest`]): signatures verified, the ledger appended,
+    /// advisories, the signing policy. `None` checks nothing (for tests of other parts;
+    /// `radveil serve` always gives one).
+    pub ingest: Option<crate::ingest::Ingest>,
 }
 
 /// The router of the whole gateway.

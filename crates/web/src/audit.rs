@@ -332,7 +332,7 @@ fn role_of(caller: &Caller) -> (Option<Role>, Option<PurposeOfUse>) {
 }
 
 /// The event of a finished request.
-fn event_of(
+pub(crate) fn event_of(
     action: Action,
     caller: Option<&Caller>,
     refused: Option<&Refused>,

@@ -286,6 +286,7 @@ mod tests {
             access: AccessControl::Tokens(Arc::new(verifier)),
             catalogue: Default::default(),
             auditor: None,
+            ingest: None,
         })
     }
 

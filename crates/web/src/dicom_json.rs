@@ -84,6 +84,7 @@ pub const KEPT: &[(u32, Level, Vr)] = &[
 /// The level and VR of a kept attribute.
 pub fn kept(tag: u32) -> Option<(Level, Vr)> {
     KEPT.iter()
+        .chain(crate::ingest::PRIVATE)
         .find(|(t, ..)| *t == tag)
         .map(|(_, l, v)| (*l, *v))
 }

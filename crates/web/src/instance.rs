@@ -53,6 +53,17 @@ fn refuse(reason: u16, why: impl Into<String>) -> Refusal {
 
 /// Reads the identifiers of a Part 10 file.
 pub fn identify(bytes: &[u8]) -> Result<Identified, Refusal> {
+    identify_with(bytes, |_, _, _| ()).map(|(id, ())| id)
+}
+
+/// Reads the identifiers of a Part 10 file like [`identify`], then hands the same parse
+/// (the transfer syntax, the data set, its encoding) to `inspect`, so that what else is
+/// read of the instance (its signatures, binding hash and advisories at ingest) costs no
+/// second parse. `inspect` runs only for an instance whose identifiers are valid.
+pub fn identify_with<T>(
+    bytes: &[u8],
+    inspect: impl FnOnce(&str, &DataSet<'_>, p10::Encoding) -> T,
+) -> Result<(Identified, T), Refusal> {
     let mut inflated = Vec::new();
     let (meta, ds, encoding) = p10::read_file(bytes, &mut inflated, Limits::default())
         .map_err(|e| refuse(CANNOT_UNDERSTAND, format!("not a readable DICOM file: {e}")))?;
@@ -82,7 +93,7 @@ pub fn identify(bytes: &[u8]) -> Result<Identified, Refusal> {
         .trim_end_matches(['\0', ' '])
         .to_string();
     let attributes = crate::dicom_json::extract(&ds, encoding, &transfer_syntax);
-    Ok(Identified {
+    let id = Identified {
         sop_class,
         sop_instance,
         study: uid(&ds, tags::STUDY_INSTANCE_UID)?,
@@ -91,5 +102,7 @@ pub fn identify(bytes: &[u8]) -> Result<Identified, Refusal> {
         issuer: text(tags::ISSUER_OF_PATIENT_ID),
         transfer_syntax,
         attributes,
-    })
+    };
+    let found = inspect(&id.transfer_syntax, &ds, encoding);
+    Ok((id, found))
 }

@@ -35,6 +35,7 @@ pub mod bulkdata;
 pub mod dicom_json;
 pub mod disk;
 pub mod frames;
+pub mod ingest;
 pub mod instance;
 pub mod metadata;
 pub mod metrics;

@@ -73,6 +73,11 @@ impl Metrics {
 pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.metrics.render()
+            + &state
+                .ingest
+                .as_ref()
+                .map(|i| i.counters.render())
+                .unwrap_or_default(),
     )
 }

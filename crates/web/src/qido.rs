@@ -241,6 +241,18 @@ impl Catalogue {
         }
     }
 
+    /// Visits the search attributes of each stored instance of a series (read-only, under
+    /// the read lock: `f` must not call back into the catalogue). Integrity at ingest
+    /// compares a new instance's geometry with them.
+    pub fn for_each_in_series(&self, study: &Handle, series: &Handle, mut f: impl FnMut(&Attrs)) {
+        let tree = self.read();
+        if let Some(se) = tree.get(study).and_then(|s| s.series.get(series)) {
+            for i in se.instances.values() {
+                f(&i.attrs);
+            }
+        }
+    }
+
     /// How many instances the catalogue holds.
     pub fn instances(&self) -> usize {
         self.read()

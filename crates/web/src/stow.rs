@@ -3,14 +3,19 @@
 //! stored (encrypted, durable) before the response; bad parts are refused with a PS3.18
 //! failure reason while the good ones are stored.
 
+use std::net::SocketAddr;
+
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{ConnectInfo, Extension, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use radveil_store::{InstanceIds, PutOutcome, StoreError};
+use radveil_pipeline::ingest::{Examined, SignatureStatus};
+use radveil_store::{Handle, InstanceIds, Level, PutOutcome, StoreError};
 use serde_json::{json, Map, Value};
 
 use crate::app::{attr, base_url, error, tag_key, AppState, DICOM_JSON};
+use crate::auth::Caller;
+use crate::ingest::Logged;
 use crate::instance::{self, Identified, Refusal};
 use crate::multipart;
 use crate::scope::Scope;
@@ -18,20 +23,38 @@ use crate::scope::Scope;
 pub(crate) async fn stow(
     state: State<AppState>,
     Extension(scope): Extension<Scope>,
+    caller: Option<Extension<Caller>>,
+    address: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    store_parts(state, scope, headers, body, None).await
+    let from = From {
+        caller: caller.map(|c| c.0),
+        address: address.map(|a| a.0 .0.ip().to_string()),
+    };
+    store_parts(state, scope, from, headers, body, None).await
 }
 
 pub(crate) async fn stow_study(
     state: State<AppState>,
     Extension(scope): Extension<Scope>,
+    caller: Option<Extension<Caller>>,
+    address: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    store_parts(state, scope, headers, body, Some(study)).await
+    let from = From {
+        caller: caller.map(|c| c.0),
+        address: address.map(|a| a.0 .0.ip().to_string()),
+    };
+    store_parts(state, scope, from, headers, body, Some(study)).await
+}
+
+/// Who sent a store request (for the signing policy and the audit of its refusals).
+struct From {
+    caller: Option<Caller>,
+    address: Option<String>,
 }
 
 /// One part's result in a store response.
@@ -40,11 +63,46 @@ enum Stored {
     Failed(Option<Identified>, Refusal),
 }
 
+/// A part identified and checked, waiting for the ledger and the store.
+struct Ready {
+    id: Identified,
+    bytes: Bytes,
+    /// What integrity at ingest found (`None` when the gateway runs without it).
+    examined: Option<Examined>,
+    /// Its entry in the ledger.
+    ledger_index: Option<u64>,
+    /// The series' handles, to compare its geometry with the series.
+    study: Handle,
+    series: Handle,
+}
+
+/// A part's stage on its way through a store request.
+enum Stage {
+    Done(Box<Stored>),
+    Ready(Box<Ready>),
+}
+
+fn done(s: Stored) -> Stage {
+    Stage::Done(Box::new(s))
+}
+
+/// Failure Reason for an instance that the site requires of this client to be signed by
+/// a trusted signer and is not: "Refused: Not Authorized" (0124H, PS3.7 C.5.x): the client
+/// is not authorised to store it. (C000H "Cannot understand" would say the instance could
+/// not be read, A900H that it does not match its SOP Class: neither is the case.)
+pub const UNSIGNED_REFUSED: u16 = crate::auth::NOT_AUTHORIZED;
+
 /// STOW-RS (PS3.18 §10.5): stores each part, refusing bad ones with a reason while the good
-/// ones are stored; answers only once every stored part is durable.
+/// ones are stored; answers only once every stored part (and its ledger entry) is durable.
+///
+/// Each part is parsed once: its identifiers, search attributes and (with integrity at
+/// ingest) its signatures, binding hash and advisories come from that parse. The ledger
+/// entries of a request's parts are appended as one batch, before the parts are stored,
+/// so each instance's sealed attributes carry its ledger index.
 async fn store_parts(
     State(state): State<AppState>,
     scope: Scope,
+    from: From,
     headers: HeaderMap,
     body: Bytes,
     study: Option<String>,
@@ -72,23 +130,45 @@ async fn store_parts(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let mut results = Vec::with_capacity(parts.len());
+    let principal = from.caller.as_ref().and_then(|c| c.principal.as_deref());
+    let required = state
+        .ingest
+        .as_ref()
+        .is_some_and(|i| i.require.applies(principal));
+    let now = radveil_pipeline::verify::unix_now();
+    let mut stages = Vec::with_capacity(parts.len());
+    let mut refused_unsigned = crate::audit::What::default();
     for part in parts {
         let media = part
             .content_type
             .as_deref()
             .map(|c| multipart::media_type(c).0);
         if media.as_deref().is_some_and(|m| m != "application/dicom") {
-            results.push(Stored::Failed(
+            stages.push(done(Stored::Failed(
                 None,
                 Refusal {
                     reason: instance::CANNOT_UNDERSTAND,
                     why: "a part is not application/dicom".into(),
                 },
-            ));
+            )));
             continue;
         }
-        results.push(store_one(&state, &scope, part.body, study.as_deref()).await);
+        let (stage, policy) = examine(&state, &scope, part.body, study.as_deref(), now, required);
+        if let (Stage::Done(d), Policy::Refused) = (&stage, policy) {
+            if let Stored::Failed(Some(id), _) = d.as_ref() {
+                refused_unsigned.add(&id.patient_id, &id.issuer, study_ref(id));
+            }
+        }
+        stages.push(stage);
+    }
+    series_advisories(&state, &mut stages);
+    log_to_ledger(&state, &mut stages).await;
+    let mut results = Vec::with_capacity(stages.len());
+    for stage in stages {
+        results.push(match stage {
+            Stage::Done(s) => *s,
+            Stage::Ready(r) => store_one(&state, *r).await,
+        });
     }
     state.metrics.stored(
         results
@@ -100,40 +180,261 @@ async fn store_parts(
             .filter(|r| matches!(r, Stored::Failed(..)))
             .count(),
     );
+    if !refused_unsigned.patients.is_empty() {
+        if let Err(r) = audit_refusals(&state, &from, refused_unsigned).await {
+            return r;
+        }
+    }
     let mut what = crate::audit::What::default();
     for r in &results {
         if let Stored::Ok(id) = r {
-            let study = radveil_audit::StudyRef {
-                uid: id.study.clone(),
-                instances: Some(1),
-                ..Default::default()
-            };
-            what.add(&id.patient_id, &id.issuer, study);
+            what.add(&id.patient_id, &id.issuer, study_ref(id));
         }
     }
     what.attach(store_response(&headers, study.as_deref(), &results))
 }
 
-async fn store_one(state: &AppState, scope: &Scope, bytes: Bytes, study: Option<&str>) -> Stored {
-    let id = match instance::identify(&bytes) {
-        Ok(id) => id,
-        Err(r) => return Stored::Failed(None, r),
+fn study_ref(id: &Identified) -> radveil_audit::StudyRef {
+    radveil_audit::StudyRef {
+        uid: id.study.clone(),
+        instances: Some(1),
+        ..Default::default()
+    }
+}
+
+/// Why the signing policy refuses a part (followed by what its signatures are).
+const POLICY: &str = "this client must send instances signed by a trusted signer";
+
+/// The refusals of instances under the signing policy, as one audit event of their own
+/// (a store whose outcome is a refusal, its detail saying why) besides the request's.
+/// A refusal that cannot be audited fails the request (500), as every unaudited access.
+async fn audit_refusals(
+    state: &AppState,
+    from: &From,
+    what: crate::audit::What,
+) -> Result<(), Response> {
+    let Some(auditor) = &state.auditor else {
+        return Ok(());
     };
+    let n: u32 = what
+        .patients
+        .iter()
+        .flat_map(|p| &p.studies)
+        .filter_map(|s| s.instances)
+        .sum();
+    let refused = crate::audit::Refused {
+        token: false,
+        why: format!("refused: {n} instance(s) without a valid signature from a trusted signer, which this client must send"),
+    };
+    let event = crate::audit::event_of(
+        radveil_audit::Action::Store,
+        from.caller.as_ref(),
+        Some(&refused),
+        Some(&what),
+        StatusCode::FORBIDDEN,
+        from.address.clone(),
+    );
+    auditor.append(event).await.map_err(|e| {
+        tracing::error!(error = %e, "a refusal could not be audited: the request is refused");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the audit trail could not be written: the request is refused",
+        )
+    })
+}
+
+/// Whether the signing policy refused a part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    Passed,
+    Refused,
+}
+
+/// Identifies a part, checks it against the token's scope and the request's study, and
+/// (with integrity at ingest) examines it and applies the signing policy: one parse.
+fn examine(
+    state: &AppState,
+    scope: &Scope,
+    bytes: Bytes,
+    study: Option<&str>,
+    now: i64,
+    required: bool,
+) -> (Stage, Policy) {
+    let mut policy = Policy::Passed;
+    let stage = examine_part(state, scope, bytes, study, now, required, &mut policy);
+    (stage, policy)
+}
+
+fn examine_part(
+    state: &AppState,
+    scope: &Scope,
+    bytes: Bytes,
+    study: Option<&str>,
+    now: i64,
+    required: bool,
+    policy: &mut Policy,
+) -> Stage {
+    let ingest = state.ingest.as_ref();
+    let examined = instance::identify_with(&bytes, |ts, ds, enc| {
+        ingest.map(|i| {
+            radveil_pipeline::ingest::examine(&bytes, ts, ds, enc, &i.settings, now, &i.budget)
+        })
+    });
+    let (id, examined) = match examined {
+        Ok(x) => x,
+        Err(r) => return done(Stored::Failed(None, r)),
+    };
+    let failed = |id, reason, why: String| done(Stored::Failed(Some(id), Refusal { reason, why }));
     if !scope.sees(&state.store.patient(&id.patient_id, &id.issuer)) {
-        let r = Refusal {
-            reason: crate::auth::NOT_AUTHORIZED,
-            why: "the token may not store instances of this patient".into(),
-        };
-        return Stored::Failed(Some(id), r);
+        return failed(
+            id,
+            crate::auth::NOT_AUTHORIZED,
+            "the token may not store instances of this patient".into(),
+        );
     }
     if study.is_some_and(|s| s != id.study) {
-        let r = Refusal {
-            reason: instance::PROCESSING_FAILURE,
-            why: "(0020,000D) differs from the study of the request".into(),
-        };
-        return Stored::Failed(Some(id), r);
+        return failed(
+            id,
+            instance::PROCESSING_FAILURE,
+            "(0020,000D) differs from the study of the request".into(),
+        );
     }
-    // The QIDO attributes (SOP Class and Transfer Syntax among them), sealed by the store.
+    let examined = match examined.transpose() {
+        Ok(e) => e,
+        Err(e) => {
+            return failed(
+                id,
+                instance::PROCESSING_FAILURE,
+                format!("cannot be checked for the ledger: {e}"),
+            )
+        }
+    };
+    if let (Some(i), Some(e)) = (ingest, &examined) {
+        i.counters.count(e.status, &e.advisories);
+        if required && e.status != SignatureStatus::Trusted {
+            i.counters.refused();
+            *policy = Policy::Refused;
+            return failed(
+                id,
+                UNSIGNED_REFUSED,
+                format!("{POLICY}; its signatures: {}", e.status),
+            );
+        }
+    }
+    let study = state.store.uid(Level::Study, &id.study);
+    let series = state.store.uid(Level::Series, &id.series);
+    Stage::Ready(Box::new(Ready {
+        id,
+        bytes,
+        examined,
+        ledger_index: None,
+        study,
+        series,
+    }))
+}
+
+/// Adds the series advisories: each examined part against its series' stored instances
+/// (the search catalogue) and the parts of this request before it.
+fn series_advisories(state: &AppState, stages: &mut [Stage]) {
+    if state.ingest.is_none() {
+        return;
+    }
+    let mut earlier: Vec<(Handle, Handle, radveil_pipeline::ingest::Geometry)> = Vec::new();
+    for stage in stages.iter_mut() {
+        let Stage::Ready(r) = stage else { continue };
+        let Some(e) = &mut r.examined else { continue };
+        let mut others = Vec::new();
+        state
+            .catalogue
+            .for_each_in_series(&r.study, &r.series, |attrs| {
+                others.push(crate::ingest::geometry_of(attrs))
+            });
+        others.extend(
+            earlier
+                .iter()
+                .filter(|(st, se, _)| *st == r.study && *se == r.series)
+                .map(|(.., g)| g.clone()),
+        );
+        let found = radveil_pipeline::ingest::series_advisories(&e.geometry, &others);
+        if let Some(i) = &state.ingest {
+            i.counters.count_advisories(&found);
+        }
+        e.advisories.extend(found);
+        earlier.push((r.study, r.series, e.geometry.clone()));
+    }
+}
+
+/// Appends the examined parts' observations to the ledger as one batch (durable before
+/// anything is acknowledged). A part the ledger holds other bytes for is refused as a
+/// duplicate; when the ledger cannot be written, every examined part is refused.
+async fn log_to_ledger(state: &AppState, stages: &mut [Stage]) {
+    let Some(ingest) = &state.ingest else { return };
+    let observations: Vec<_> = stages
+        .iter()
+        .filter_map(|s| match s {
+            Stage::Ready(r) => r.examined.as_ref().map(|e| e.observation.clone()),
+            Stage::Done(_) => None,
+        })
+        .collect();
+    let logged = ingest.log(observations).await;
+    let mut at = 0;
+    for stage in stages.iter_mut() {
+        let Stage::Ready(r) = stage else { continue };
+        let Some(e) = &mut r.examined else { continue };
+        let outcome = match &logged {
+            Ok(l) => l.get(at).cloned(),
+            Err(_) => None,
+        };
+        at += 1;
+        let refusal = match outcome {
+            Some(Logged::At(index, advisories)) => {
+                ingest.counters.count_advisories(&advisories);
+                e.advisories.extend(advisories);
+                r.ledger_index = Some(index);
+                continue;
+            }
+            Some(Logged::Changed) => Refusal {
+                reason: instance::DUPLICATE_SOP_INSTANCE,
+                why: "the ledger holds other bytes for this SOP Instance UID (0008,0018)".into(),
+            },
+            None => {
+                if let Err(err) = &logged {
+                    tracing::error!(error = %err, "instances refused: the ledger could not be written");
+                }
+                Refusal {
+                    reason: instance::OUT_OF_RESOURCES,
+                    why: "the ledger could not be written".into(),
+                }
+            }
+        };
+        let Stage::Ready(r) = std::mem::replace(stage, done(Stored::Failed(None, refusal.clone())))
+        else {
+            continue;
+        };
+        *stage = done(Stored::Failed(Some(r.id), refusal));
+    }
+}
+
+async fn store_one(state: &AppState, ready: Ready) -> Stored {
+    let Ready {
+        mut id,
+        bytes,
+        examined,
+        ledger_index,
+        ..
+    } = ready;
+    if let Some(e) = &examined {
+        crate::ingest::annotate(
+            &mut id.attributes,
+            e.status,
+            e.signer.as_deref(),
+            ledger_index,
+            &e.advisories,
+            &e.geometry,
+        );
+    }
+    // The QIDO attributes (SOP Class and Transfer Syntax among them, and what ingest
+    // found), sealed by the store.
     let meta = crate::dicom_json::attrs_to_json(&id.attributes);
     let ids = InstanceIds {
         patient_id: &id.patient_id,
@@ -199,6 +500,9 @@ fn store_response(headers: &HeaderMap, study: Option<&str>, results: &[Stored]) 
                     item.insert(tag_key(tags::REFERENCED_SOP_INSTANCE_UID), attr("UI", vec![json!(id.sop_instance)]));
                 }
                 item.insert(tag_key(tags::FAILURE_REASON), attr("US", vec![json!(why.reason)]));
+                // Why, in words (naming tags, never values), in radveil's private block.
+                item.insert(tag_key(crate::ingest::PRIVATE_CREATOR), attr("LO", vec![json!(crate::ingest::CREATOR)]));
+                item.insert(tag_key(crate::ingest::FAILURE_DETAIL), attr("LT", vec![json!(why.why)]));
                 tracing::info!(reason = why.reason, why = %why.why, "a part was refused");
                 failed.push(Value::Object(item));
             }

@@ -57,6 +57,7 @@ fn fixture() -> Fixture {
         access: crate::auth::AccessControl::Tokens(Arc::new(verifier)),
         catalogue: Default::default(),
         auditor: Some(auditor),
+        ingest: None,
     });
     Fixture {
         app,

@@ -1,0 +1,801 @@
+//! Integrity at ingest (the gateway's side of [`radveil_pipeline::ingest`]): every instance
+//! STOW-RS receives has its digital signatures verified against the site's trusted signers,
+//! its observation appended to the transparency ledger (`DATA/ledger`) before the response
+//! goes, and the advisory checks run; what was found is kept with the instance as private
+//! attributes of its sealed search attributes ([`PRIVATE_CREATOR`]), so QIDO-RS
+//! (`includefield`) and the metadata show it. A site may require, per client, a valid
+//! signature from a trusted signer ([`RequireSigned`]); an instance without one is refused.
+//!
+//! **Batched, durable appends.** The ledger re-reads its entries under its lock on each
+//! append, so observations go through a channel to one writer thread ([`LedgerWriter`])
+//! that appends whatever has queued up (the parts of one request come as one job; jobs of
+//! concurrent requests merge) as one fsynced batch, and only then answers. It signs a
+//! checkpoint when idle for a second, after every [`CHECKPOINT_EVERY`] entries and when the
+//! server stops, so `radveil verify --ledger DATA/ledger --key-file DATA/keys/ledger-key`
+//! proves what the gateway stored.
+//!
+//! Ledger records hold keyed hashes of UIDs, series and equipment and hashes of the bytes
+//! and pixels: nothing identifying in plaintext (see [`radveil_ledger::Record`]).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use radveil_ledger::note::Signer;
+use radveil_ledger::{admit, Admission, Intent, Ledger, Observation, TornRepair};
+use radveil_part10::{MemoryBudget, Vr};
+use radveil_pipeline::ingest::{Advisory, Settings, SignatureStatus};
+use radveil_pipeline::secret::PermissionPolicy;
+
+use crate::dicom_json::{Attr, Attrs, Level};
+
+/// Private Creator (0009,0010) of radveil's ingest block.
+pub const PRIVATE_CREATOR: u32 = 0x0009_0010;
+/// The Private Creator's value.
+pub const CREATOR: &str = "RADVEIL INGEST 1";
+/// (0009,1010) CS: the signature status at ingest (UNSIGNED, TRUSTED, UNTRUSTED, INVALID).
+pub const SIGNATURE_STATUS: u32 = 0x0009_1010;
+/// (0009,1011) LO: the SHA-256 fingerprint (hex) of the trusted signer's certificate.
+pub const SIGNER_FINGERPRINT: u32 = 0x0009_1011;
+/// (0009,1012) UL: the index of the instance's entry in the gateway's ledger.
+pub const LEDGER_INDEX: u32 = 0x0009_1012;
+/// (0009,1013) CS, multi-valued: the advisories found at ingest.
+pub const ADVISORIES: u32 = 0x0009_1013;
+/// (0009,1014) LT: in a store response's Failed SOP Sequence item, why the part was refused
+/// (in words naming tags, never values).
+pub const FAILURE_DETAIL: u32 = 0x0009_1014;
+
+/// The private attributes of the block, as the search attributes know them (instance level).
+pub const PRIVATE: &[(u32, Level, Vr)] = &[
+    (PRIVATE_CREATOR, Level::Instance, Vr::LO),
+    (SIGNATURE_STATUS, Level::Instance, Vr::CS),
+    (SIGNER_FINGERPRINT, Level::Instance, Vr::LO),
+    (LEDGER_INDEX, Level::Instance, Vr::UL),
+    (ADVISORIES, Level::Instance, Vr::CS),
+];
+
+/// The geometry attributes kept with an instance (beyond Rows and Columns, which QIDO
+/// keeps), to compare later instances of its series with. Not identifying.
+pub const GEOMETRY: [u32; 3] = [
+    radveil_standard::tags::PIXEL_SPACING,
+    radveil_standard::tags::IMAGE_ORIENTATION_PATIENT,
+    radveil_standard::tags::IMAGE_POSITION_PATIENT,
+];
+
+/// Entries between two signed checkpoints at most.
+pub const CHECKPOINT_EVERY: u64 = 1000;
+/// Most observations appended as one batch.
+const MAX_BATCH: usize = 4096;
+
+/// Which clients must send instances with a valid signature from a trusted signer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequireSigned {
+    every: bool,
+    clients: BTreeSet<String>,
+}
+
+impl RequireSigned {
+    /// From `--require-signed` values: a client (`client_id`/`azp`) or subject (`sub`), or
+    /// `*` for every client.
+    pub fn new<S: AsRef<str>>(names: &[S]) -> RequireSigned {
+        let mut r = RequireSigned::default();
+        for n in names {
+            match n.as_ref() {
+                "*" => r.every = true,
+                other => {
+                    r.clients.insert(other.to_string());
+                }
+            }
+        }
+        r
+    }
+
+    /// Whether nothing is required of anyone.
+    pub fn is_empty(&self) -> bool {
+        !self.every && self.clients.is_empty()
+    }
+
+    /// Whether instances from `principal` (none: no access control) must be signed by a
+    /// trusted signer. Without access control only `*` applies: there is no client to name.
+    pub fn applies(&self, principal: Option<&radveil_access::Principal>) -> bool {
+        if self.every {
+            return true;
+        }
+        principal.is_some_and(|p| {
+            p.client.as_ref().is_some_and(|c| self.clients.contains(c))
+                || self.clients.contains(&p.subject)
+        })
+    }
+}
+
+/// Counters of what ingest found, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    statuses: [AtomicU64; 4],
+    advisories: [AtomicU64; 7],
+    refused_unsigned: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one instance's status and advisories.
+    pub fn count(&self, status: SignatureStatus, advisories: &[Advisory]) {
+        if let Some(i) = SignatureStatus::ALL.iter().position(|s| *s == status) {
+            self.statuses[i].fetch_add(1, Ordering::Relaxed);
+        }
+        for a in advisories {
+            if let Some(i) = Advisory::ALL.iter().position(|x| x == a) {
+                self.advisories[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts advisories found after the instance was counted (series, ledger).
+    pub fn count_advisories(&self, advisories: &[Advisory]) {
+        for a in advisories {
+            if let Some(i) = Advisory::ALL.iter().position(|x| x == a) {
+                self.advisories[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts an instance refused for want of a trusted signature.
+    pub fn refused(&self) {
+        self.refused_unsigned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of these counters.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let name = "radveil_ingest_signatures_total";
+        out.push_str(&format!("# HELP {name} Instances received by STOW-RS, by the status of their digital signatures.\n# TYPE {name} counter\n"));
+        for (s, v) in SignatureStatus::ALL.iter().zip(&self.statuses) {
+            out.push_str(&format!(
+                "{name}{{status=\"{}\"}} {}\n",
+                s.term().to_ascii_lowercase(),
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        let name = "radveil_ingest_advisories_total";
+        out.push_str(&format!("# HELP {name} Advisory findings on instances received by STOW-RS.\n# TYPE {name} counter\n"));
+        for (a, v) in Advisory::ALL.iter().zip(&self.advisories) {
+            out.push_str(&format!(
+                "{name}{{advisory=\"{}\"}} {}\n",
+                a.term().to_ascii_lowercase(),
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        let name = "radveil_ingest_refused_unsigned_total";
+        out.push_str(&format!("# HELP {name} Instances refused for want of a valid signature from a trusted signer.\n# TYPE {name} counter\n{name} {}\n", self.refused_unsigned.load(Ordering::Relaxed)));
+        out
+    }
+}
+
+/// Integrity at ingest, shared by every request.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    /// The trusted signers and the ledger's site key.
+    pub settings: Arc<Settings>,
+    /// Who must send signed instances.
+    pub require: RequireSigned,
+    /// What was found, for `/metrics`.
+    pub counters: Arc<Counters>,
+    /// The memory the parts being checked may decode pixels into at once (for their
+    /// binding hash).
+    pub budget: Arc<MemoryBudget>,
+    ledger: LedgerHandle,
+}
+
+/// The memory all parts being checked at once may decode pixels into.
+pub const PIXEL_BUDGET: u64 = 1 << 30;
+
+/// What the ledger did with one observation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Logged {
+    /// Logged (now, or earlier with the same bytes) at this index, with the equipment
+    /// advisories the ledger's earlier entries call for.
+    At(u64, Vec<Advisory>),
+    /// Not logged: the ledger holds other bytes for this instance.
+    Changed,
+}
+
+/// Why observations could not be logged (no value from them).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LedgerFailed {
+    /// The writer thread is gone.
+    #[error("the ledger writer has stopped")]
+    Stopped,
+    /// The ledger refused the append.
+    #[error("the ledger could not be appended: {0}")]
+    Log(String),
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<Vec<Logged>, String>>;
+
+/// The handle to the ledger writer.
+#[derive(Debug, Clone)]
+struct LedgerHandle {
+    tx: mpsc::Sender<(Vec<Observation>, Reply)>,
+}
+
+/// The ledger's writer thread; [`LedgerWriter::finish`] waits for it once every [`Ingest`]
+/// is dropped (it then signs its last checkpoint).
+#[derive(Debug)]
+pub struct LedgerWriter(std::thread::JoinHandle<Result<(), radveil_ledger::LedgerError>>);
+
+impl LedgerWriter {
+    /// Waits until every [`Ingest`] is gone and the last checkpoint is signed.
+    pub fn finish(self) -> Result<(), radveil_ledger::LedgerError> {
+        self.0.join().unwrap_or_else(|_| {
+            Err(radveil_ledger::LedgerError::Layout(
+                "the ledger writer stopped unexpectedly: the last checkpoint was not signed".into(),
+            ))
+        })
+    }
+}
+
+impl Ingest {
+    /// Starts the ledger writer on an open ledger, with its checkpoint signer.
+    pub fn start(
+        settings: Settings,
+        require: RequireSigned,
+        ledger: Ledger,
+        signer: Signer,
+    ) -> std::io::Result<(Ingest, LedgerWriter)> {
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || write_loop(ledger, signer, rx))?;
+        Ok((
+            Ingest {
+                settings: Arc::new(settings),
+                require,
+                counters: Arc::default(),
+                budget: Arc::new(MemoryBudget::new(PIXEL_BUDGET)),
+                ledger: LedgerHandle { tx },
+            },
+            LedgerWriter(handle),
+        ))
+    }
+
+    /// Logs `observations` durably, in order; returns once they are fsynced.
+    pub async fn log(&self, observations: Vec<Observation>) -> Result<Vec<Logged>, LedgerFailed> {
+        if observations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.ledger
+            .tx
+            .send((observations, tx))
+            .map_err(|_| LedgerFailed::Stopped)?;
+        rx.await
+            .map_err(|_| LedgerFailed::Stopped)?
+            .map_err(LedgerFailed::Log)
+    }
+}
+
+/// What the ledger knows of series and equipment, kept up to date by the writer so that
+/// the equipment advisories cost a look-up, not a pass over every entry.
+#[derive(Default)]
+struct Known {
+    series_equipment: HashMap<String, BTreeSet<String>>,
+    equipment_signers: HashMap<String, BTreeSet<String>>,
+}
+
+impl Known {
+    fn of(ledger: &Ledger) -> Known {
+        let mut k = Known::default();
+        for r in ledger.records() {
+            if r.kind == radveil_ledger::RecordKind::Ingest {
+                k.add(
+                    r.series.as_deref(),
+                    r.equipment.as_deref(),
+                    r.signer.as_deref(),
+                );
+            }
+        }
+        k
+    }
+
+    fn add(&mut self, series: Option<&str>, equipment: Option<&str>, signer: Option<&str>) {
+        let Some(e) = equipment else { return };
+        if let Some(s) = series {
+            self.series_equipment
+                .entry(s.to_string())
+                .or_default()
+                .insert(e.to_string());
+        }
+        if let Some(s) = signer {
+            self.equipment_signers
+                .entry(e.to_string())
+                .or_default()
+                .insert(s.to_string());
+        }
+    }
+
+    /// As [`Ledger::equipment_advisories`], over the ledger's entries and those `pending`
+    /// in the same append before this one.
+    fn advisories(&self, obs: &Observation, pending: &[&Observation]) -> Vec<Advisory> {
+        let Some(e) = obs.equipment.as_deref() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        // Some equipment (signer) is known for the series (equipment), and not this one.
+        let foreign =
+            |set: Option<&BTreeSet<String>>, earlier: &mut dyn Iterator<Item = &str>, v: &str| {
+                let mut any = set.is_some_and(|s| !s.is_empty());
+                if set.is_some_and(|s| s.contains(v)) {
+                    return false;
+                }
+                for x in earlier {
+                    if x == v {
+                        return false;
+                    }
+                    any = true;
+                }
+                any
+            };
+        if let Some(s) = obs.series.as_deref() {
+            let mut earlier = pending
+                .iter()
+                .filter(|p| p.series.as_deref() == Some(s))
+                .filter_map(|p| p.equipment.as_deref());
+            if foreign(self.series_equipment.get(s), &mut earlier, e) {
+                out.push(Advisory::ForeignEquipment);
+            }
+        }
+        if let Some(s) = obs.signer.as_deref() {
+            let mut earlier = pending
+                .iter()
+                .filter(|p| p.equipment.as_deref() == Some(e))
+                .filter_map(|p| p.signer.as_deref());
+            if foreign(self.equipment_signers.get(e), &mut earlier, s) {
+                out.push(Advisory::NewSigner);
+            }
+        }
+        out
+    }
+}
+
+fn checkpoint(ledger: &mut Ledger, signer: &Signer, pending: &mut u64) {
+    if *pending == 0 {
+        return;
+    }
+    match ledger.checkpoint(signer) {
+        Ok(_) => *pending = 0,
+        Err(e) => tracing::error!(error = %e, "the ledger could not be checkpointed"),
+    }
+}
+
+/// Appends one batch; the results in the order of `observations`.
+fn append(
+    ledger: &mut Ledger,
+    known: &mut Known,
+    observations: &[Observation],
+) -> Result<Vec<Logged>, String> {
+    let now = radveil_ledger::rfc3339_now();
+    let mut out = Vec::with_capacity(observations.len());
+    let intent = Intent::Ingest {
+        allow_changed: false,
+    };
+    let mut learned: Vec<&Observation> = Vec::new();
+    ledger
+        .append_with(TornRepair::Refuse, |fresh| {
+            let start = fresh.size();
+            let mut records: Vec<radveil_ledger::Record> = Vec::new();
+            for obs in observations {
+                let advisories = known.advisories(obs, &learned);
+                match admit(fresh, &records, obs, intent, &now) {
+                    Admission::Append(r) => {
+                        out.push(Logged::At(start + records.len() as u64, advisories));
+                        learned.push(obs);
+                        records.push(r);
+                    }
+                    Admission::AlreadyLogged => {
+                        let index = records
+                            .iter()
+                            .rposition(|r| r.instance == obs.instance)
+                            .map(|i| start + i as u64)
+                            .or_else(|| fresh.find_instance(&obs.instance).map(|(i, _)| i));
+                        out.push(match index {
+                            Some(i) => Logged::At(i, advisories),
+                            None => Logged::Changed,
+                        });
+                    }
+                    Admission::Changed => out.push(Logged::Changed),
+                }
+            }
+            records
+        })
+        .map_err(|e| e.to_string())?;
+    for o in &learned {
+        known.add(
+            o.series.as_deref(),
+            o.equipment.as_deref(),
+            o.signer.as_deref(),
+        );
+    }
+    Ok(out)
+}
+
+fn write_loop(
+    mut ledger: Ledger,
+    signer: Signer,
+    rx: mpsc::Receiver<(Vec<Observation>, Reply)>,
+) -> Result<(), radveil_ledger::LedgerError> {
+    let mut known = Known::of(&ledger);
+    let mut pending = 0u64;
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(j) => j,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                checkpoint(&mut ledger, &signer, &mut pending);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut jobs = vec![first];
+        let mut count = jobs[0].0.len();
+        while count < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => {
+                    count += j.0.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let all: Vec<Observation> = jobs.iter().flat_map(|(o, _)| o.iter().cloned()).collect();
+        let result = append(&mut ledger, &mut known, &all);
+        match &result {
+            Ok(_) => pending += all.len() as u64,
+            Err(e) => {
+                tracing::error!(error = %e, entries = all.len(), "the ledger could not be appended")
+            }
+        }
+        let mut at = 0;
+        for (obs, reply) in jobs {
+            let n = obs.len();
+            let _ = reply.send(
+                result
+                    .as_ref()
+                    .map(|r| r[at..at + n].to_vec())
+                    .map_err(Clone::clone),
+            );
+            at += n;
+        }
+        if pending >= CHECKPOINT_EVERY {
+            checkpoint(&mut ledger, &signer, &mut pending);
+        }
+    }
+    if pending > 0 {
+        ledger.checkpoint(&signer)?;
+    }
+    Ok(())
+}
+
+/// The private attributes (and geometry) an instance keeps of its ingest, added to its
+/// search attributes. Whatever the instance itself carried in the block is not read: the
+/// attributes come only from what the gateway found.
+pub fn annotate(
+    attrs: &mut Attrs,
+    status: SignatureStatus,
+    signer: Option<&str>,
+    index: Option<u64>,
+    advisories: &[Advisory],
+    geometry: &radveil_pipeline::ingest::Geometry,
+) {
+    let text = |vr: Vr, v: &str| Attr {
+        vr,
+        values: Box::new([v.into()]),
+    };
+    attrs.retain(|(t, _)| t >> 16 != 0x0009 && !GEOMETRY.contains(t));
+    attrs.push((PRIVATE_CREATOR, text(Vr::LO, CREATOR)));
+    attrs.push((SIGNATURE_STATUS, text(Vr::CS, status.term())));
+    if let Some(s) = signer {
+        attrs.push((SIGNER_FINGERPRINT, text(Vr::LO, s)));
+    }
+    if let Some(i) = index.filter(|i| u32::try_from(*i).is_ok()) {
+        attrs.push((LEDGER_INDEX, text(Vr::UL, &i.to_string())));
+    }
+    if !advisories.is_empty() {
+        attrs.push((
+            ADVISORIES,
+            Attr {
+                vr: Vr::CS,
+                values: advisories.iter().map(|a| a.term().into()).collect(),
+            },
+        ));
+    }
+    for (tag, v) in
+        GEOMETRY
+            .iter()
+            .zip([&geometry.spacing, &geometry.orientation, &geometry.position])
+    {
+        if !v.is_empty() {
+            attrs.push((
+                *tag,
+                Attr {
+                    vr: Vr::DS,
+                    values: v.iter().map(|f| f.to_string().into()).collect(),
+                },
+            ));
+        }
+    }
+    attrs.sort_by_key(|(t, _)| *t);
+}
+
+/// The geometry of stored search attributes, as ingest compares it.
+pub fn geometry_of(attrs: &Attrs) -> radveil_pipeline::ingest::Geometry {
+    let get = |tag: u32| {
+        attrs
+            .binary_search_by_key(&tag, |(t, _)| *t)
+            .ok()
+            .map(|i| &attrs[i].1)
+    };
+    let text = |tag: u32| get(tag).map(|a| a.values.join("\\")).unwrap_or_default();
+    let number = |tag: u32| {
+        get(tag)
+            .and_then(|a| a.values.first())
+            .and_then(|v| v.trim().parse::<u16>().ok())
+    };
+    use radveil_standard::tags;
+    radveil_pipeline::ingest::Geometry::from_text(
+        number(tags::ROWS).zip(number(tags::COLUMNS)),
+        &text(tags::PIXEL_SPACING),
+        &text(tags::IMAGE_ORIENTATION_PATIENT),
+        &text(tags::IMAGE_POSITION_PATIENT),
+    )
+}
+
+/// The ingest status kept in stored search attributes (for tests and the metadata).
+pub fn status_in(attrs: &Attrs) -> Option<SignatureStatus> {
+    attrs
+        .iter()
+        .find(|(t, _)| *t == SIGNATURE_STATUS)
+        .and_then(|(_, a)| a.values.first())
+        .and_then(|v| SignatureStatus::from_term(v))
+}
+
+/// Why the gateway's ledger could not be opened or made.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A key file.
+    #[error(transparent)]
+    Secret(#[from] radveil_pipeline::secret::SecretError),
+    /// The checkpoint signer's key.
+    #[error(transparent)]
+    Signer(#[from] radveil_pipeline::ledger::SignerKeyError),
+    /// The ledger.
+    #[error(transparent)]
+    Ledger(#[from] radveil_ledger::LedgerError),
+    /// The site key is too short.
+    #[error("{0}")]
+    Key(String),
+    /// The trusted certificates.
+    #[error(transparent)]
+    Trust(#[from] radveil_pipeline::verify::CertificateError),
+    /// The writer thread could not start.
+    #[error("starting the ledger writer: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Where the gateway keeps its ledger and its keys, under the data directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The ledger (`DATA/ledger`).
+    pub ledger: PathBuf,
+    /// The site key the ledger hashes UIDs with (`DATA/keys/ledger-key`): give it to
+    /// `radveil verify --ledger … --key-file`.
+    pub key: PathBuf,
+    /// The checkpoint signer's key (`DATA/keys/ledger-signer.key`).
+    pub signer: PathBuf,
+}
+
+impl Paths {
+    /// The paths under `data` (the keys beside the store's, in `DATA/keys`).
+    pub fn under(data: &Path) -> Paths {
+        let keys = data.join("keys");
+        Paths {
+            ledger: data.join("ledger"),
+            key: keys.join("ledger-key"),
+            signer: keys.join("ledger-signer.key"),
+        }
+    }
+}
+
+/// Opens the gateway's ledger (made with its site key and checkpoint signer on first run,
+/// `origin` naming it), reads the trusted certificates at `trust` and starts the writer.
+/// `notes` gets what the operator should know (keys made, a torn line repaired).
+pub fn open(
+    paths: &Paths,
+    origin: &str,
+    trust: &[PathBuf],
+    require: RequireSigned,
+    policy: PermissionPolicy,
+    notes: &mut dyn FnMut(String),
+) -> Result<(Ingest, LedgerWriter), OpenError> {
+    use radveil_pipeline::secret;
+    let trust = radveil_pipeline::ingest::trust_from(trust)?;
+    let (key, made) = secret::key_file(&paths.key, "ledger site key", policy, true)?;
+    if made {
+        notes(format!(
+            "made the ledger's site key {} (mode 0600): `radveil verify --ledger` needs it",
+            paths.key.display()
+        ));
+    }
+    if let Some(w) = key.warning {
+        notes(format!("warning: {w}"));
+    }
+    let key = radveil_deid::Key::new(key.bytes).map_err(|e| OpenError::Key(e.to_string()))?;
+    let signer = if std::fs::symlink_metadata(&paths.signer).is_ok() {
+        let s = secret::read_secret(&paths.signer, "ledger checkpoint signer key", policy)?;
+        if let Some(w) = s.warning {
+            notes(format!("warning: {w}"));
+        }
+        radveil_pipeline::ledger::parse_signer(&s.bytes, &paths.signer)?
+    } else {
+        let s = radveil_pipeline::ledger::create_signer(&paths.signer, origin)?;
+        notes(format!(
+            "made the ledger's checkpoint signer key {} (mode 0600)",
+            paths.signer.display()
+        ));
+        s
+    };
+    let mut ledger = if paths.ledger.join("origin").exists() {
+        Ledger::open(&paths.ledger)?
+    } else {
+        notes(format!("made the ledger {}", paths.ledger.display()));
+        Ledger::init(&paths.ledger, origin, &signer)?
+    };
+    if ledger.torn_tail().is_some() {
+        let done = ledger.append_with(TornRepair::Truncate, |_| Vec::new())?;
+        if let Some((_, kept)) = done.repaired {
+            notes(format!("warning: the ledger had a torn last line (an append that crashed before it was acknowledged); its bytes are kept in {}", kept.display()));
+        }
+    }
+    Ingest::start(Settings { trust, key }, require, ledger, signer).map_err(OpenError::Thread)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(i: u8, series: &str, equipment: &str) -> Observation {
+        Observation {
+            instance: format!("{i:064x}"),
+            sha256: format!("{:064x}", u32::from(i) + 1000),
+            binding: None,
+            signer: None,
+            series: Some(series.into()),
+            equipment: Some(equipment.into()),
+            verification: radveil_ledger::Verification::Unsigned,
+        }
+    }
+
+    fn ledger(dir: &Path) -> (Ledger, Signer) {
+        let signer = Signer::from_seed("test/ingest", &[5; 32]).unwrap();
+        (Ledger::init(dir, "test/ingest", &signer).unwrap(), signer)
+    }
+
+    #[test]
+    fn a_batch_is_logged_with_indexes_and_equipment_advisories() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut l, _) = ledger(dir.path());
+        let mut known = Known::of(&l);
+        let first = append(&mut l, &mut known, &[obs(1, "s", "a"), obs(2, "s", "b")]).unwrap();
+        // The second instance's equipment is foreign to the series the first just joined.
+        assert_eq!(
+            first,
+            [
+                Logged::At(0, vec![]),
+                Logged::At(1, vec![Advisory::ForeignEquipment])
+            ]
+        );
+        // The same bytes again: the earlier entry; other bytes for a logged instance: refused.
+        let mut changed = obs(1, "s", "a");
+        changed.sha256 = format!("{:064x}", 7);
+        let again = append(
+            &mut l,
+            &mut known,
+            &[obs(1, "s", "a"), changed, obs(3, "t", "a")],
+        )
+        .unwrap();
+        assert_eq!(
+            again,
+            [
+                Logged::At(0, vec![]),
+                Logged::Changed,
+                Logged::At(2, vec![])
+            ]
+        );
+        let reopened = Ledger::open(dir.path()).unwrap();
+        assert_eq!(reopened.size(), 3);
+        assert_eq!(
+            Known::of(&reopened).advisories(&obs(9, "s", "c"), &[]),
+            [Advisory::ForeignEquipment]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_writer_answers_each_job_and_signs_a_checkpoint_when_it_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let (l, signer) = ledger(dir.path());
+        let verifier = signer.verifier();
+        let settings = Settings {
+            trust: Default::default(),
+            key: radveil_deid::Key::new(zeroize::Zeroizing::new(vec![1u8; 32])).unwrap(),
+        };
+        let (ingest, writer) =
+            Ingest::start(settings, RequireSigned::default(), l, signer).unwrap();
+        let (a, b) = tokio::join!(
+            ingest.log(vec![obs(1, "s", "a"), obs(2, "s", "a")]),
+            ingest.log(vec![obs(3, "s", "a")])
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.len(), 2);
+        assert_eq!(b.len(), 1);
+        let mut indexes: Vec<u64> = a
+            .iter()
+            .chain(&b)
+            .map(|l| match l {
+                Logged::At(i, _) => *i,
+                Logged::Changed => panic!("{l:?}"),
+            })
+            .collect();
+        indexes.sort_unstable();
+        assert_eq!(indexes, [0, 1, 2]);
+        drop(ingest);
+        writer.finish().unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        let cp = l.verify_latest(&verifier, None).unwrap();
+        assert_eq!(cp.size, 3);
+    }
+
+    #[test]
+    fn require_signed_names_clients_subjects_or_everyone() {
+        let p = |client: Option<&str>, sub: &str| radveil_access::Principal {
+            issuer: "i".into(),
+            subject: sub.into(),
+            client: client.map(Into::into),
+            roles: vec![],
+            scopes: Default::default(),
+            patient: None,
+        };
+        let r = RequireSigned::new(&["modality-1", "svc"]);
+        assert!(r.applies(Some(&p(Some("modality-1"), "x"))));
+        assert!(r.applies(Some(&p(None, "svc"))));
+        assert!(!r.applies(Some(&p(Some("other"), "x"))));
+        // Without access control there is no client to name: only `*` applies.
+        assert!(!r.applies(None));
+        assert!(RequireSigned::new(&["*"]).applies(None));
+        assert!(RequireSigned::default().is_empty());
+    }
+
+    #[test]
+    fn annotations_replace_whatever_the_instance_claimed() {
+        let forged = Attr {
+            vr: Vr::CS,
+            values: Box::new(["TRUSTED".into()]),
+        };
+        let mut attrs: Attrs = vec![(SIGNATURE_STATUS, forged)];
+        annotate(
+            &mut attrs,
+            SignatureStatus::Unsigned,
+            None,
+            Some(4),
+            &[Advisory::SyntheticData],
+            &radveil_pipeline::ingest::Geometry::from_text(Some((2, 2)), "0.5\\0.5", "", ""),
+        );
+        assert_eq!(status_in(&attrs), Some(SignatureStatus::Unsigned));
+        assert!(attrs.windows(2).all(|w| w[0].0 < w[1].0));
+        let json = crate::dicom_json::attrs_to_json(&attrs);
+        assert_eq!(json["00091010"]["Value"][0], "UNSIGNED");
+        assert_eq!(json["00091012"]["Value"][0], 4);
+        assert_eq!(json["00091013"]["Value"][0], "SYNTHETIC");
+        assert_eq!(json["00090010"]["Value"][0], CREATOR);
+        let g = geometry_of(&attrs);
+        assert_eq!(g.spacing, [0.5, 0.5]);
+    }
+}
