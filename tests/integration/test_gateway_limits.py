@@ -33,7 +33,7 @@ from gateway import (  # noqa: F401  (serve is a fixture)
 
 KEYS = ["listen", "cert", "key", "dev", "oidc_issuer", "jwks", "issuer", "audience",
         "roles_claim", "kek_file", "audit_key_file", "max_request", "max_parts",
-        "header_timeout", "body_timeout", "max_connections", "min_free_disk"]
+        "header_timeout", "body_timeout", "send_timeout", "max_connections", "min_free_disk"]
 
 
 def start_fails(radveil_bin, data: Path, *args: str) -> str:
@@ -62,7 +62,7 @@ def test_first_run_writes_every_setting_commented_with_its_default(serve, tmp_pa
         assert f"\n# {key} = " in text, key
     for default in ('# listen = "127.0.0.1:8042"', '# max_request = "512M"',
                     "# max_parts = 10000", '# header_timeout = "30s"', '# body_timeout = "5m"',
-                    "# max_connections = 512", '# min_free_disk = "256M"', '# audience = "radveil"', "# dev = false"):
+                    '# send_timeout = "1m"', "# max_connections = 512", '# min_free_disk = "256M"', '# audience = "radveil"', "# dev = false"):
         assert default in text, default
     # Everything is commented out: the file as written sets nothing.
     assert all(v == {} for v in tomllib.loads(text).values())
@@ -181,6 +181,57 @@ def test_slow_clients_are_cut_off_while_others_are_served(serve, tmp_path):
         assert 1.5 <= out[f"mute{i}"] <= 5, out
     assert g.proc.poll() is None
     assert requests.get(g.url + "/studies", timeout=5).status_code == 200
+
+
+def big(n: int, study: str):
+    """A planted instance with 8 MiB of (incompressible) pixels."""
+    ds = planted(n, study)
+    ds.Rows = ds.Columns = 2048
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = os.urandom(2048 * 2048 * 2)
+    return ds
+
+
+def test_a_client_that_stops_reading_is_cut_off_while_others_are_served(serve, tmp_path):
+    g = serve(tmp_path / "data", "--send-timeout", "2s")
+    study = new_uid()
+    ds = [big(i, study) for i in range(2)]
+    assert post(g.url, [to_bytes(d) for d in ds]).status_code == 200
+    host, port = host_port(g)
+    # A client asks for the study (16 MiB) with a tiny receive window, and reads nothing.
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((host, port))
+    s.sendall(f"GET /dicom-web/studies/{study} HTTP/1.1\r\nHost: x\r\n"
+              'Accept: multipart/related; type="application/dicom"; transfer-syntax=*\r\n\r\n'
+              .encode())
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5:
+        t1 = time.monotonic()
+        assert requests.get(g.url + "/studies", timeout=5).status_code == 200
+        assert time.monotonic() - t1 < 1
+        time.sleep(0.2)
+    # Now it reads: what the buffers held, then the end, well short of the response.
+    s.settimeout(10)
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            got += chunk
+    except ConnectionResetError:
+        pass
+    s.close()
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    length = int(next(l.split(b":")[1] for l in head.split(b"\r\n")
+                      if l.lower().startswith(b"content-length")))
+    assert length > 16 << 20
+    assert len(body) < length - (4 << 20), (len(body), length)
+    # A client that reads gets all of it.
+    r, parts = get_parts(f"{g.url}/studies/{study}")
+    assert r.status_code == 200 and sorted(parts) == sorted(to_bytes(d) for d in ds)
 
 
 def test_connections_beyond_the_cap_wait_until_one_is_cut_off(serve, tmp_path):

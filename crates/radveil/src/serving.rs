@@ -81,6 +81,9 @@ pub struct ServeArgs {
     /// Longest time for a request's whole body to arrive, like 5m (the default).
     #[arg(long, value_name = "TIME", value_parser = parse_timeout)]
     body_timeout: Option<u64>,
+    /// Longest a response may wait for the client to read it, like 1m (the default).
+    #[arg(long, value_name = "TIME", value_parser = parse_timeout)]
+    send_timeout: Option<u64>,
     /// Most client connections served at once (default 512).
     #[arg(long, value_name = "N")]
     max_connections: Option<std::num::NonZeroUsize>,
@@ -259,6 +262,7 @@ fn with_file(mut args: ServeArgs, file: config::FileConfig) -> ServeArgs {
     args.max_parts = args.max_parts.or(l.max_parts);
     args.header_timeout = args.header_timeout.or(l.header_timeout);
     args.body_timeout = args.body_timeout.or(l.body_timeout);
+    args.send_timeout = args.send_timeout.or(l.send_timeout);
     args.max_connections = args.max_connections.or(l.max_connections);
     args.min_free_disk = args.min_free_disk.or(l.min_free_disk);
     args
@@ -357,6 +361,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         limits: radveil_web::ConnectionLimits {
             header_timeout: args.header_timeout.map_or(conn.header_timeout, secs),
             body_timeout: args.body_timeout.map_or(conn.body_timeout, secs),
+            send_timeout: args.send_timeout.map_or(conn.send_timeout, secs),
             max_connections: args
                 .max_connections
                 .map_or(conn.max_connections, |n| n.get()),

@@ -4,6 +4,8 @@
 //! - the request head (and, on a kept-alive connection, the wait for the next one) must
 //!   arrive within [`ConnectionLimits::header_timeout`], and a TLS handshake within the
 //!   same time;
+//! - a response that makes no progress for [`ConnectionLimits::send_timeout`] (the client
+//!   stopped reading) ends its connection;
 //! - the whole request body within [`ConnectionLimits::body_timeout`] of its head (a client
 //!   sending a byte a second is cut off, however steadily it trickles);
 //! - a body whose declared length is over [`ConnectionLimits::max_request`] is refused 413
@@ -45,6 +47,8 @@ pub struct ConnectionLimits {
     pub header_timeout: Duration,
     /// Longest time for a request's whole body to arrive, counted from its head.
     pub body_timeout: Duration,
+    /// Longest a write to the client may wait (a client that stops reading a response).
+    pub send_timeout: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
     /// Largest request body, in bytes: a larger declared `Content-Length` is refused 413
@@ -57,6 +61,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(300),
+            send_timeout: Duration::from_secs(60),
             max_connections: 512,
             max_request: crate::Limits::default().max_request,
         }
@@ -177,6 +182,11 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
+    let io = Stall {
+        io,
+        limit: limits.send_timeout,
+        stalled: None,
+    };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
@@ -274,5 +284,91 @@ impl Body for Deadline {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A connection whose writes fail once one has waited `limit` without progress: a client
+/// that stops reading cannot hold the connection (and the response in memory) forever.
+struct Stall<I> {
+    io: I,
+    limit: Duration,
+    /// Since when the pending write has waited.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<I> Stall<I> {
+    /// `polled` as it is, unless it is still pending after `limit`.
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let limit = self.limit;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            tracing::info!(
+                limit_s = limit.as_secs(),
+                "the client stopped reading: cutting the connection"
+            );
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing within the send timeout",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Stall<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Stall<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.check(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.check(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.check(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.check(cx, polled)
     }
 }

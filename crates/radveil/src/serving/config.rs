@@ -96,6 +96,11 @@ pub const TEMPLATE: &str = r#"# radveil serve: the settings of the gateway for t
 # client is cut off, however steadily it trickles. Flag: --body-timeout.
 # body_timeout = "5m"
 #
+# How long a response may wait for the client to read it before the connection is cut
+# (a client that stops reading cannot hold a connection and its response).
+# Flag: --send-timeout.
+# send_timeout = "1m"
+#
 # The most client connections served at once; more wait until one closes.
 # Flag: --max-connections.
 # max_connections = 512
@@ -180,6 +185,9 @@ pub struct LimitsSection {
     /// Seconds.
     #[serde(default, deserialize_with = "seconds")]
     pub body_timeout: Option<u64>,
+    /// Seconds.
+    #[serde(default, deserialize_with = "seconds")]
+    pub send_timeout: Option<u64>,
     /// Connections.
     pub max_connections: Option<std::num::NonZeroUsize>,
     /// Bytes.
@@ -327,6 +335,7 @@ mod tests {
             Some(conn.header_timeout.as_secs())
         );
         assert_eq!(all.limits.body_timeout, Some(conn.body_timeout.as_secs()));
+        assert_eq!(all.limits.send_timeout, Some(conn.send_timeout.as_secs()));
         assert_eq!(
             all.limits.max_connections.map(|n| n.get()),
             Some(conn.max_connections)
@@ -352,11 +361,51 @@ mod tests {
             "max_parts",
             "header_timeout",
             "body_timeout",
+            "send_timeout",
             "max_connections",
             "min_free_disk",
         ] {
             assert!(TEMPLATE.contains(&format!("\n# {key} = ")), "{key}");
         }
+    }
+
+    #[test]
+    fn the_command_line_overrides_the_file_and_the_file_fills_the_rest() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: super::super::ServeArgs,
+        }
+        let file = parse(
+            "listen = \"127.0.0.1:9\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[access]\ndev = true\n\
+             audience = \"pacs\"\n[limits]\nmax_request = \"1M\"\nbody_timeout = \"2m\"\n",
+            Path::new("radveil.toml"),
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "serve",
+            "--data",
+            "d",
+            "--max-request",
+            "2M",
+            "--tls-cert",
+            "c2.pem",
+            "--tls-key",
+            "k2.pem",
+            "--audience",
+            "other",
+        ]);
+        let a = super::super::with_file(cli.serve, file);
+        assert_eq!(a.listen, Some("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(a.max_request, Some(2 << 20));
+        assert_eq!(a.body_timeout, Some(120));
+        assert_eq!(a.header_timeout, None);
+        assert!(a.dev);
+        assert_eq!(a.audience.as_deref(), Some("other"));
+        // The TLS pair comes whole from one place.
+        assert_eq!(a.tls_cert.as_deref(), Some(Path::new("c2.pem")));
+        assert_eq!(a.tls_key.as_deref(), Some(Path::new("k2.pem")));
     }
 
     #[test]
