@@ -200,3 +200,34 @@ def test_https_beyond_loopback_still_needs_access_control(radveil_bin, tmp_path)
                         "--listen", "0.0.0.0:0", *tls_args(cert, key)],
                        capture_output=True, text=True, env=clean_env(), timeout=60)
     assert r.returncode != 0 and "loopback" in r.stderr, r.stderr
+
+
+def test_a_stalled_tls_handshake_is_cut_off_while_others_are_served(serve, tmp_path):
+    import socket
+    import time
+    cert, key = make_cert(tmp_path / "pki", "ec")
+    g = serve(tmp_path / "data", *tls_args(cert, key), "--header-timeout", "2s")
+    port = port_of(g)
+    # One client says nothing; another sends the first bytes of a ClientHello and stalls.
+    stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    stalled[1].sendall(bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]))
+    t0 = time.monotonic()
+    s = verifying(cert)
+    healthz = g.url.replace("127.0.0.1", "localhost")[: -len("/dicom-web")] + "/healthz"
+    while time.monotonic() - t0 < 1.5:
+        t1 = time.monotonic()
+        assert s.get(healthz, timeout=5).status_code == 200
+        assert time.monotonic() - t1 < 1
+        s.close()  # a new connection, and handshake, each time
+        time.sleep(0.1)
+    # The server closes both: reading ends (an alert may come first); a socket left open
+    # would raise socket.timeout here.
+    for c in stalled:
+        c.settimeout(6)
+        try:
+            while c.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+        c.close()
+    assert 1.5 <= time.monotonic() - t0 <= 6
