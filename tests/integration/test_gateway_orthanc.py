@@ -17,6 +17,8 @@ trail are on; Orthanc's `DicomWeb.Servers` entry for radveil carries a bearer to
   attributes both return; the attributes where they differ by design are listed in
   `DIFFERENT` with the reason, and those only one of them returns in `ONLY_RADVEIL` and
   `ONLY_ORTHANC`.
+- WADO-RS frames are the same bytes from both (native, RLE, JPEG 2000, JPEG lossless, every
+  frame of a multi-frame image), and WADO-RS metadata gives the same values.
 - Retrieving one instance costs radveil about as much server CPU in an 800-instance series
   as alone, as it does Orthanc (xfail: radveil reads the whole series today).
 """
@@ -485,6 +487,69 @@ def test_the_files_pydicom_ships_are_what_the_data_uses():
         for files in series:
             for f in files:
                 assert Path(get_testdata_file(f)).is_file(), f
+
+
+# --- WADO-RS frames and metadata, against Orthanc's ------------------------------------------------
+
+FRAME_TYPES = {"1.2.840.10008.1.2.5": "image/dicom-rle", "1.2.840.10008.1.2.4.90": "image/jp2",
+               "1.2.840.10008.1.2.4.91": "image/jp2", "1.2.840.10008.1.2.4.70": "image/jpeg"}
+
+
+def instance_path(ds) -> str:
+    return f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+
+
+def both_parts(p: Peers, path: str, accept: str) -> tuple[list[bytes], list[bytes]]:
+    a = requests.get(p.gateway.url + path, headers={**p.admin, "Accept": accept}, timeout=60)
+    b = requests.get(p.orthanc.dicomweb + path, headers={"Accept": accept}, timeout=60)
+    assert a.status_code == 200 and b.status_code == 200, (path, a.status_code, b.status_code)
+    return split_parts(a), split_parts(b)
+
+
+def test_frames_are_the_same_bytes_as_orthancs(both):
+    """Every frame of every image (the 10 of the multi-frame MR too): native ones as
+    `application/octet-stream`, compressed ones in their own media type (RLE, JPEG 2000,
+    JPEG lossless), asked of both servers in the same words."""
+    p, dss = both
+    checked = 0
+    for ds in dss:
+        if "PixelData" not in ds:
+            continue
+        ts = str(ds.file_meta.TransferSyntaxUID)
+        frames = ",".join(str(n) for n in range(1, int(ds.get("NumberOfFrames") or 1) + 1))
+        kind = FRAME_TYPES.get(ts, "application/octet-stream")
+        a, b = both_parts(p, f"{instance_path(ds)}/frames/{frames}",
+                          f'multipart/related; type="{kind}"; transfer-syntax={ts}')
+        assert len(a) == len(b) == frames.count(",") + 1, (ts, len(a), len(b))
+        assert a == b, ts
+        checked += len(a)
+    assert checked >= 18
+
+
+def test_metadata_agrees_with_orthancs(both):
+    """Each instance's WADO-RS metadata: the same values for the attributes both give (large
+    values compared by VR only: each server picks its own BulkDataURI or InlineBinary). Orthanc
+    leaves out private elements (odd groups) and, for compressed images, Pixel Data; radveil
+    leaves out Data Set Trailing Padding (FFFC,FFFC)."""
+    p, dss = both
+    for ds in dss:
+        ra = requests.get(p.gateway.url + instance_path(ds) + "/metadata",
+                          headers={**p.admin, **JSON}, timeout=60)
+        rb = requests.get(p.orthanc.dicomweb + instance_path(ds) + "/metadata", headers=JSON, timeout=60)
+        assert ra.status_code == 200 and rb.status_code == 200
+        [a], [b] = ra.json(), rb.json()
+        only_a = {t for t in set(a) - set(b) if int(t[:4], 16) % 2 == 0 and t != "7FE00010"}
+        assert not only_a, f"only radveil: {sorted(only_a)}"
+        assert set(b) - set(a) <= {"FFFCFFFC"}, f"only Orthanc: {sorted(set(b) - set(a))}"
+        diffs = []
+        for t in sorted(set(a) & set(b)):
+            if {"BulkDataURI", "InlineBinary"} & (set(a[t]) | set(b[t])):
+                if a[t]["vr"] != b[t]["vr"]:
+                    diffs.append(f"({t[:4]},{t[4:]}) vr {a[t]['vr']} / {b[t]['vr']}")
+                continue
+            if normal(a[t]) != normal(b[t]):
+                diffs.append(f"({t[:4]},{t[4:]}) radveil {normal(a[t])!r} Orthanc {normal(b[t])!r}"[:300])
+        assert not diffs, f"{ds.file_meta.TransferSyntaxUID}:\n" + "\n".join(diffs)
 
 
 # --- the cost of one instance, against its series' size -------------------------------------------
