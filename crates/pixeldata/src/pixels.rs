@@ -144,16 +144,17 @@ pub fn for_each_frame(
 /// One frame (`index`, from 0) of the Pixel Data of a top-level data set, decoded like
 /// [`decode_pixel_data`] (native little endian, samples interleaved by pixel), without
 /// decoding or copying the other frames: what a WADO-RS frame or rendered request needs of
-/// a multi-frame image. Only the frame's bytes are reserved from `budget`. A frame number
+/// a multi-frame image. Only the frame's bytes are reserved from `budget`, and held by the
+/// returned [`Grant`] until the caller drops it (with the frame). A frame number
 /// beyond Number of Frames is [`PixelError::Malformed`]; bit-packed (1-bit) images of more
 /// than one frame are [`PixelError::Unsupported`] (their frames do not start on a byte).
-pub fn decode_frame(
+pub fn decode_frame<'b>(
     ds: &DataSet<'_>,
     enc: Encoding,
     transfer_syntax: &str,
     index: usize,
-    budget: &MemoryBudget,
-) -> Result<(ImagePixel, Vec<u8>), PixelError> {
+    budget: &'b MemoryBudget,
+) -> Result<(ImagePixel, Vec<u8>, Grant<'b>), PixelError> {
     let el = ds
         .get(radveil_part10::PIXEL_DATA)
         .ok_or_else(|| PixelError::Malformed("no Pixel Data (7FE0,0010)".into()))?;
@@ -174,7 +175,7 @@ pub fn decode_frame(
     let bps = d.bytes_per_sample();
     let ppf = d.pixels_per_frame();
     let frame_len = d.frame_len();
-    let _grant = budget.reserve(frame_len.saturating_mul(2) as u64, DEFAULT_WAIT)?;
+    let grant = budget.reserve(frame_len.saturating_mul(2) as u64, DEFAULT_WAIT)?;
     let out = match &el.value {
         Value::Bytes(b) => {
             d.check_native_len(b.len())?;
@@ -239,7 +240,7 @@ pub fn decode_frame(
             out.len()
         )));
     }
-    Ok((d, out))
+    Ok((d, out, grant))
 }
 
 /// Whether native Pixel Data must be rewritten to give the decoded layout: byte-swapped
@@ -455,9 +456,14 @@ mod tests {
             // Each frame alone is its part of the whole decode; beyond the last is refused.
             let half = whole.len() / 2;
             for (i, part) in [&whole[..half], &whole[half..]].into_iter().enumerate() {
-                let (d, f) = decode_frame(&ds, enc, EXPLICIT, i, &budget).unwrap();
+                let (d, f, grant) = decode_frame(&ds, enc, EXPLICIT, i, &budget).unwrap();
                 assert_eq!(d.number_of_frames, 2);
                 assert_eq!(&f[..], part, "frame {i}");
+                assert!(
+                    budget.in_use() >= f.len() as u64,
+                    "the frame is accounted for"
+                );
+                drop(grant);
             }
             assert!(decode_frame(&ds, enc, EXPLICIT, 2, &budget).is_err());
             assert!(decode_frame(&ds, enc, EXPLICIT, usize::MAX, &budget).is_err());

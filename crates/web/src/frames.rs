@@ -234,15 +234,13 @@ pub fn frames_of(
     match form {
         Form::Native => {
             let mut parts = Vec::with_capacity(numbers.len());
+            // The frames' memory stays reserved until they are handed back.
+            let mut grants = Vec::with_capacity(numbers.len());
             for &n in numbers {
-                let (_, f) =
+                let (_, f, grant) =
                     radveil_pixeldata::decode_frame(&ds, enc, &ts, n.saturating_sub(1), budget)
-                        .map_err(|e| match e {
-                            radveil_pixeldata::PixelError::Unsupported(_) => {
-                                Refused(StatusCode::NOT_ACCEPTABLE, format!("{e}"))
-                            }
-                            _ => bad(format!("{e}")),
-                        })?;
+                        .map_err(pixel_refusal)?;
+                grants.push(grant);
                 parts.push(Bytes::from(f));
             }
             Ok((parts, "application/octet-stream".into()))
@@ -265,6 +263,21 @@ pub fn frames_of(
             }
             Ok((parts, format!("{media}; transfer-syntax={ts}")))
         }
+    }
+}
+
+/// The response to pixel data that cannot be given: 406 for what radveil does not decode,
+/// 503 when the memory budget has no room now, 500 (logged) for pixel data that does not
+/// read.
+pub(crate) fn pixel_refusal(e: radveil_pixeldata::PixelError) -> Refused {
+    use radveil_pixeldata::PixelError as P;
+    match e {
+        P::Unsupported(_) => Refused(StatusCode::NOT_ACCEPTABLE, e.to_string()),
+        P::Memory(_) => Refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not enough memory for this image now; try again later".into(),
+        ),
+        P::Malformed(_) => Refused(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

@@ -23,7 +23,7 @@ use radveil_store::{Handle, Level};
 use std::collections::HashMap;
 
 use crate::app::{error, handle, store_error, AppState};
-use crate::frames::{frame_list, open_instance, Refused};
+use crate::frames::{frame_list, open_instance, pixel_refusal, Refused};
 use crate::multipart::{media_type, split_unquoted};
 use crate::scope::Scope;
 
@@ -218,9 +218,9 @@ fn ds_numbers(ds: &DataSet<'_>, tag: u32) -> Vec<f64> {
         .unwrap_or_default()
 }
 
-/// The stored values of a decoded grey frame (native little endian), masked to Bits
-/// Stored and sign-extended when Pixel Representation says so.
-fn grey_values(d: &ImagePixel, frame: &[u8]) -> Result<Vec<f64>, String> {
+/// How to read one stored value of a decoded grey frame (native little endian, `bps`
+/// bytes), masked to Bits Stored and sign-extended when Pixel Representation says so.
+fn grey_reader(d: &ImagePixel) -> Result<impl Fn(&[u8]) -> f64, String> {
     let bps = d.bytes_per_sample();
     let stored = u32::from(d.bits_stored.clamp(1, 32));
     let signed = d.pixel_representation == 1;
@@ -228,19 +228,17 @@ fn grey_values(d: &ImagePixel, frame: &[u8]) -> Result<Vec<f64>, String> {
         return Err(format!("{}-bit images are not rendered", d.bits_allocated));
     }
     let mask: u64 = (1u64 << stored) - 1;
-    Ok(frame
-        .chunks_exact(bps)
-        .map(|c| {
-            let mut raw = [0u8; 8];
-            raw[..bps].copy_from_slice(c);
-            let v = u64::from_le_bytes(raw) & mask;
-            if signed && v >> (stored - 1) & 1 == 1 {
-                (v as i64 - (1i64 << stored)) as f64
-            } else {
-                v as f64
-            }
-        })
-        .collect())
+    Ok(move |c: &[u8]| {
+        let mut raw = [0u8; 8];
+        let n = c.len().min(8);
+        raw[..n].copy_from_slice(&c[..n]);
+        let v = u64::from_le_bytes(raw) & mask;
+        if signed && (v >> (stored - 1)) & 1 == 1 {
+            (v as i64 - (1i64 << stored)) as f64
+        } else {
+            v as f64
+        }
+    })
 }
 
 /// Renders one decoded frame (from [`radveil_pixeldata::decode_frame`]) of a data set.
@@ -263,10 +261,10 @@ pub fn render(
                 .first()
                 .copied()
                 .unwrap_or(0.0);
-            let values: Vec<f64> = grey_values(d, frame)?
-                .into_iter()
-                .map(|v| v * slope + intercept)
-                .collect();
+            let read = grey_reader(d)?;
+            let bps = d.bytes_per_sample();
+            // The Modality LUT, computed per value (no copy of the frame as numbers).
+            let modality = |c: &[u8]| read(c) * slope + intercept;
             let own = || {
                 let c = ds_numbers(ds, tags::WINDOW_CENTER).first().copied()?;
                 let w = ds_numbers(ds, tags::WINDOW_WIDTH)
@@ -285,9 +283,10 @@ pub fn render(
                 })
             };
             let window = window.or_else(own).unwrap_or_else(|| {
-                let (lo, hi) = values
-                    .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                let (lo, hi) = frame
+                    .chunks_exact(bps)
+                    .map(modality)
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
                         (lo.min(v), hi.max(v))
                     });
                 let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
@@ -298,10 +297,10 @@ pub fn render(
                 }
             });
             let invert = pi == "MONOCHROME1";
-            let pixels = values
-                .iter()
-                .map(|&v| {
-                    let y = window.apply(v);
+            let pixels = frame
+                .chunks_exact(bps)
+                .map(|c| {
+                    let y = window.apply(modality(c));
                     if invert {
                         255 - y
                     } else {
@@ -470,14 +469,21 @@ pub fn render_file(
             ),
         ));
     }
-    let (d, frame) =
-        radveil_pixeldata::decode_frame(&ds, enc, &ts, index, radveil_pixeldata::default_budget())
-            .map_err(|e| match e {
-                radveil_pixeldata::PixelError::Unsupported(_) => {
-                    Refused(StatusCode::NOT_ACCEPTABLE, e.to_string())
-                }
-                _ => Refused(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            })?;
+    let budget = radveil_pixeldata::default_budget();
+    // The frame's memory is held (`_frame`) while the image made from it is, whose own
+    // memory (8-bit samples, and the scaled copy) is taken without waiting: a worker holding
+    // memory never waits for more.
+    let (d, frame, _frame) =
+        radveil_pixeldata::decode_frame(&ds, enc, &ts, index, budget).map_err(pixel_refusal)?;
+    let out = d
+        .pixels_per_frame()
+        .saturating_mul(usize::from(d.samples_per_pixel).min(3));
+    let scaled = opts.viewport.map_or(0, |(w, h)| {
+        (w as usize).saturating_mul(h as usize).saturating_mul(3)
+    });
+    let _image = budget
+        .try_reserve(out.saturating_add(scaled) as u64)
+        .map_err(|e| pixel_refusal(e.into()))?;
     let mut img = render(&ds, &d, &frame, opts.window)
         .map_err(|why| Refused(StatusCode::NOT_ACCEPTABLE, why))?;
     if let Some(v) = opts.viewport {
