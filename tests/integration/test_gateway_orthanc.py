@@ -405,13 +405,22 @@ QUERIES = [
     ("studies", {"includefield": "StudyDescription"}),
     ("studies", {"includefield": "00081030", "PatientID": "IC-303"}),
     ("studies", {"PatientID": "IA-101", "StudyDate": "20210620"}),
+    ("studies", {"StudyTime": "100000-160000"}),
+    ("studies", {"StudyTime": "-090000"}),
+    ("studies", {"PatientBirthDate": "19450302"}),
+    ("studies", {"AccessionNumber": "ACC-A?", "ModalitiesInStudy": "US"}),
     ("series", {}),
+    ("series", {"SeriesNumber": "2"}),
+    ("series", {"Modality": "NM", "StudyDate": "19991231"}),
     ("series", {"Modality": "MR"}),
     ("series", {"PatientID": "IB-202"}),
     ("series", {"includefield": "SeriesDescription"}),
     ("instances", {}),
     ("instances", {"PatientID": "IA-101"}),
     ("instances", {"Modality": "CT"}),
+    ("instances", {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.4"}),
+    ("instances", {"InstanceNumber": "2"}),
+    ("instances", {"includefield": "Rows,Columns"}),
 ]
 
 
