@@ -2,7 +2,7 @@
 verified against the site's trusted signers (`--trust`), its ledger entry appended to
 DATA/ledger before the STOW-RS response, and the advisory checks run; what was found is
 kept with the instance in radveil's private block (Private Creator (0009,0010)
-"RADVEIL INGEST 1") and shown by QIDO-RS `includefield`.
+"RADVEIL INGEST 1") and shown by QIDO-RS `includefield` and WADO-RS metadata.
 
 What is checked, on real pydicom files signed by `radveil sign` and DCMTK's `dcmsign` with
 certificates made by openssl: unsigned, valid from a trusted signer (the certificate's
@@ -159,6 +159,23 @@ def test_each_signature_status_is_kept_and_shown(serve, radveil_bin, pki_dir, tm
     block.add_new(0x10, "CS", "TRUSTED")
     assert post(g.url, [to_bytes(forged)]).status_code == 200
     assert value(found(g.url, study)[sop(6)], STATUS) == ["UNSIGNED"]
+    # The metadata (WADO-RS) shows the block too, and never the forged one.
+    for n, status in [(2, "TRUSTED"), (4, "INVALID"), (6, "UNSIGNED")]:
+        r = requests.get(f"{g.url}/studies/{study}/series/{study}.1/instances/{sop(n)}/metadata",
+                         headers={"Accept": "application/dicom+json"}, timeout=30)
+        assert r.status_code == 200, r.text
+        meta = r.json()[0]
+        # CT_small.dcm has GE's block at (0009,0010): it is kept, and radveil's block is
+        # found by its creator, in the next free slot.
+        assert value(meta, "00090010") == ["GEMS_IDEN_01"]
+        slots = [t[-2:] for t in meta if t.startswith("000900") and value(meta, t) == ["RADVEIL INGEST 1"]]
+        assert slots == ["11"], slots
+        assert value(meta, "00091110") == [status], (n, meta.get("00091110"))
+        assert value(meta, "00100010") is not None  # the instance's own attributes are there
+    assert value(meta, "00091111") is None
+    r = requests.get(f"{g.url}/studies/{study}/series/{study}.1/instances/{sop(2)}/metadata",
+                     headers={"Accept": "application/dicom+json"}, timeout=30)
+    assert value(r.json()[0], "00091111") == [pki_dir["fingerprint"]]
     # The status survives a restart (it is sealed with the instance's attributes).
     g.stop()
     g2 = serve(tmp_path / "data", "--trust", pki_dir["trust"])

@@ -526,6 +526,109 @@ pub fn annotate(
     attrs.sort_by_key(|(t, _)| *t);
 }
 
+/// An instance's WADO-RS metadata copy ([`crate::metadata`]) made from the parse STOW-RS
+/// already did, waiting for its ingest block ([`MetadataCopy::with_block`]).
+///
+/// Private blocks are found by their creator, not by a fixed place (PS3.5 §7.8.1): the
+/// block goes in the first slot (0009,00xx) the instance leaves free, so an instance's own
+/// block at (0009,0010) (GE's, say) is kept as it is. A block the instance itself carries
+/// under radveil's creator is a forged claim and is left out of the copy.
+#[derive(Debug, Clone)]
+pub struct MetadataCopy {
+    json: Vec<u8>,
+    slot: Option<u32>,
+}
+
+/// The data set's private creators of group 0009 (slot, value) and the tags of the blocks
+/// reserved by radveil's creator.
+fn private_slots(ds: &radveil_part10::DataSet<'_>) -> (Vec<u32>, Option<u32>) {
+    let mut taken = Vec::new();
+    let mut forged = Vec::new();
+    for e in &ds.elements {
+        let (group, element) = (e.tag >> 16, e.tag & 0xFFFF);
+        if group != 0x0009 || !(0x10..=0xFF).contains(&element) {
+            continue;
+        }
+        let creator = e.to_str().map(|c| c.trim_matches([' ', '\0']).to_string());
+        if creator.as_deref() == Some(CREATOR) {
+            forged.push(element);
+        } else {
+            taken.push(element);
+        }
+    }
+    let drop = ds
+        .elements
+        .iter()
+        .map(|e| e.tag)
+        .filter(|t| {
+            let (group, element) = (t >> 16, t & 0xFFFF);
+            group == 0x0009 && (forged.contains(&element) || forged.contains(&(element >> 8)))
+        })
+        .collect();
+    let slot = (0x10..=0xFF).find(|s| !taken.contains(s));
+    (drop, slot)
+}
+
+impl MetadataCopy {
+    /// The copy of the instance `id` parsed into `ds` (encoded as `enc`).
+    pub fn of(
+        id: &crate::instance::Identified,
+        ds: &radveil_part10::DataSet<'_>,
+        enc: radveil_part10::Encoding,
+    ) -> MetadataCopy {
+        let path = crate::metadata::instance_path(&id.study, &id.series, &id.sop_instance);
+        let (drop, slot) = private_slots(ds);
+        let json = if drop.is_empty() {
+            crate::metadata::to_json_bytes(ds, enc, &path)
+        } else {
+            let kept = radveil_part10::DataSet {
+                elements: ds
+                    .elements
+                    .iter()
+                    .filter(|e| !drop.contains(&e.tag))
+                    .cloned()
+                    .collect(),
+            };
+            crate::metadata::to_json_bytes(&kept, enc, &path)
+        };
+        MetadataCopy { json, slot }
+    }
+
+    /// The copy with the ingest block of `attrs` (what [`annotate`] put there) in its slot.
+    pub fn with_block(self, attrs: &Attrs) -> Vec<u8> {
+        let Some(slot) = self.slot else {
+            return self.json;
+        };
+        let mut block = serde_json::Map::new();
+        for (tag, a) in attrs.iter().filter(|(t, _)| t >> 16 == 0x0009) {
+            let moved = if *tag == PRIVATE_CREATOR {
+                0x0009_0000 | slot
+            } else {
+                0x0009_0000 | slot << 8 | (tag & 0xFF)
+            };
+            block.insert(format!("{moved:08X}"), crate::dicom_json::to_json(a));
+        }
+        let inner = serde_json::Value::Object(block).to_string();
+        let (Some(inner), Some(rest)) = (
+            inner.strip_prefix('{').and_then(|i| i.strip_suffix('}')),
+            self.json.strip_prefix(b"{"),
+        ) else {
+            return self.json;
+        };
+        if inner.is_empty() {
+            return self.json;
+        }
+        let mut out = Vec::with_capacity(self.json.len() + inner.len() + 2);
+        out.push(b'{');
+        out.extend_from_slice(inner.as_bytes());
+        if rest != b"}" {
+            out.push(b',');
+        }
+        out.extend_from_slice(rest);
+        out
+    }
+}
+
 /// The geometry of stored search attributes, as ingest compares it.
 pub fn geometry_of(attrs: &Attrs) -> radveil_pipeline::ingest::Geometry {
     let get = |tag: u32| {
@@ -771,6 +874,55 @@ mod tests {
         assert!(!r.applies(None));
         assert!(RequireSigned::new(&["*"]).applies(None));
         assert!(RequireSigned::default().is_empty());
+    }
+
+    #[test]
+    fn the_metadata_copy_gets_the_block_in_a_free_slot_and_loses_a_forged_one() {
+        use radveil_part10::{DataSet, Element, Encoding};
+        use radveil_standard::tags;
+        let mut ds = DataSet::default();
+        ds.put(Element::text(0x0009_0010, Vr::LO, "GEMS_IDEN_01"));
+        ds.put(Element::text(0x0009_1001, Vr::LO, "GE VALUE"));
+        ds.put(Element::text(0x0009_0011, Vr::LO, CREATOR));
+        ds.put(Element::text(0x0009_1110, Vr::CS, "TRUSTED"));
+        ds.put(Element::text(tags::SOP_INSTANCE_UID, Vr::UI, "1.2.3.4"));
+        let id = crate::instance::Identified {
+            sop_class: "1.2".into(),
+            sop_instance: "1.2.3.4".into(),
+            study: "1.2.3".into(),
+            series: "1.2.3.1".into(),
+            patient_id: String::new(),
+            issuer: String::new(),
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            attributes: Vec::new(),
+        };
+        let copy = MetadataCopy::of(&id, &ds, Encoding::ExplicitLittle);
+        let mut attrs = Attrs::new();
+        annotate(
+            &mut attrs,
+            SignatureStatus::Unsigned,
+            None,
+            Some(3),
+            &[],
+            &Default::default(),
+        );
+        let out: serde_json::Value = serde_json::from_slice(&copy.with_block(&attrs)).unwrap();
+        // GE's block is kept; the forged one is gone; radveil's is in the first free slot.
+        assert_eq!(out["00090010"]["Value"][0], "GEMS_IDEN_01");
+        assert_eq!(out["00091001"]["Value"][0], "GE VALUE");
+        assert_eq!(out["00090011"]["Value"][0], CREATOR);
+        assert_eq!(out["00091110"]["Value"][0], "UNSIGNED");
+        assert_eq!(out["00091112"]["Value"][0], 3);
+        assert_eq!(out["00080018"]["Value"][0], "1.2.3.4");
+        // Without private data, the block goes at (0009,0010).
+        let mut plain = DataSet::default();
+        plain.put(Element::text(tags::SOP_INSTANCE_UID, Vr::UI, "1.2.3.4"));
+        let out: serde_json::Value = serde_json::from_slice(
+            &MetadataCopy::of(&id, &plain, Encoding::ExplicitLittle).with_block(&attrs),
+        )
+        .unwrap();
+        assert_eq!(out["00090010"]["Value"][0], CREATOR);
+        assert_eq!(out["00091010"]["Value"][0], "UNSIGNED");
     }
 
     #[test]

@@ -57,12 +57,13 @@ pub fn identify(bytes: &[u8]) -> Result<Identified, Refusal> {
 }
 
 /// Reads the identifiers of a Part 10 file like [`identify`], then hands the same parse
-/// (the transfer syntax, the data set, its encoding) to `inspect`, so that what else is
+/// (the data set and its encoding) to `inspect`, so that what else is
 /// read of the instance (its signatures, binding hash and advisories at ingest) costs no
-/// second parse. `inspect` runs only for an instance whose identifiers are valid.
+/// second parse. `inspect` runs only for an instance whose identifiers are valid, and gets
+/// them.
 pub fn identify_with<T>(
     bytes: &[u8],
-    inspect: impl FnOnce(&str, &DataSet<'_>, p10::Encoding) -> T,
+    inspect: impl FnOnce(&Identified, &DataSet<'_>, p10::Encoding) -> T,
 ) -> Result<(Identified, T), Refusal> {
     let mut inflated = Vec::new();
     let (meta, ds, encoding) = p10::read_file(bytes, &mut inflated, Limits::default())
@@ -103,6 +104,6 @@ pub fn identify_with<T>(
         transfer_syntax,
         attributes,
     };
-    let found = inspect(&id.transfer_syntax, &ds, encoding);
+    let found = inspect(&id, &ds, encoding);
     Ok((id, found))
 }

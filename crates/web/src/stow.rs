@@ -69,6 +69,8 @@ struct Ready {
     bytes: Bytes,
     /// What integrity at ingest found (`None` when the gateway runs without it).
     examined: Option<Examined>,
+    /// Its metadata copy, made from the same parse, without its ingest block yet.
+    copy: Option<crate::ingest::MetadataCopy>,
     /// Its entry in the ledger.
     ledger_index: Option<u64>,
     /// The series' handles, to compare its geometry with the series.
@@ -275,13 +277,18 @@ fn examine_part(
     policy: &mut Policy,
 ) -> Stage {
     let ingest = state.ingest.as_ref();
-    let examined = instance::identify_with(&bytes, |ts, ds, enc| {
+    let examined = instance::identify_with(&bytes, |id, ds, enc| {
         ingest.map(|i| {
-            radveil_pipeline::ingest::examine(&bytes, ts, ds, enc, &i.settings, now, &i.budget)
+            let ts = &id.transfer_syntax;
+            let examined =
+                radveil_pipeline::ingest::examine(&bytes, ts, ds, enc, &i.settings, now, &i.budget);
+            // The metadata copy from the same parse (the store would parse the bytes again).
+            (examined, crate::ingest::MetadataCopy::of(id, ds, enc))
         })
     });
-    let (id, examined) = match examined {
-        Ok(x) => x,
+    let (id, examined, copy) = match examined {
+        Ok((id, Some((e, c)))) => (id, Some(e), Some(c)),
+        Ok((id, None)) => (id, None, None),
         Err(r) => return done(Stored::Failed(None, r)),
     };
     let failed = |id, reason, why: String| done(Stored::Failed(Some(id), Refusal { reason, why }));
@@ -327,6 +334,7 @@ fn examine_part(
         id,
         bytes,
         examined,
+        copy,
         ledger_index: None,
         study,
         series,
@@ -420,6 +428,7 @@ async fn store_one(state: &AppState, ready: Ready) -> Stored {
         mut id,
         bytes,
         examined,
+        copy,
         ledger_index,
         ..
     } = ready;
@@ -446,7 +455,12 @@ async fn store_one(state: &AppState, ready: Ready) -> Stored {
     let before = state.catalogue.mark();
     match state
         .store
-        .put(&ids, bytes, meta.to_string().as_bytes())
+        .put_with_metadata(
+            &ids,
+            bytes,
+            meta.to_string().as_bytes(),
+            copy.map(|c| c.with_block(&id.attributes)).as_deref(),
+        )
         .await
     {
         Ok(PutOutcome::Stored) => {
