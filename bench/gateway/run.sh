@@ -17,6 +17,7 @@
 #   BENCH_CONNECTIONS=C concurrent connections of the STOW client and of wrk (default 4)
 #   BENCH_SERVER_CPU / BENCH_CLIENT_CPU   cores to pin to (default 0 and 1)
 #   BENCH_ONLY=a,b      only these parts: stow,wado,qido
+#   BENCH_KEEP=1        keep both servers' data after the run (removed by default)
 # Needs root (ip netns), Orthanc + orthanc-dicomweb and wrk (tools/setup-peers installs them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,7 +43,12 @@ mkdir -p "$BENCH_ROOT"
 
 NS=radveil-bench-$$
 ip netns add "$NS" || { echo "ip netns add failed (needs root): not running Orthanc on every interface" >&2; exit 2; }
-trap 'ip netns delete "$NS" 2>/dev/null || true' EXIT
+cleanup() {
+  ip netns delete "$NS" 2>/dev/null || true
+  # Both stores (hundreds of MB on tmpfs, that is memory) go unless asked to stay.
+  [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$BENCH_ROOT"
+}
+trap cleanup EXIT
 ip netns exec "$NS" ip link set lo up
 
 args=(--radveil "$RADVEIL_BIN" --root "$BENCH_ROOT"
