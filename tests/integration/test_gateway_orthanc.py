@@ -1,5 +1,5 @@
 """`radveil serve` against Orthanc (Debian 1.10 with its DICOMweb plugin 1.7) as a real client
-and as an oracle for QIDO-RS, on real pydicom test files.
+and as an oracle for QIDO-RS and WADO-RS, on real pydicom test files.
 
 Both servers run inside a private network namespace with only loopback up (Orthanc cannot be
 told which address to listen on), radveil with `--dev`, so access control and the audit
@@ -7,7 +7,8 @@ trail are on; Orthanc's `DicomWeb.Servers` entry for radveil carries a bearer to
 `radveil token`.
 
 - Orthanc pushes studies to radveil over STOW-RS (`/dicom-web/servers/radveil/stow`) and
-  radveil gives back the very bytes Orthanc holds.
+  radveil gives back the very bytes Orthanc holds (xfail: radveil refuses the 73-character
+  multipart boundary Orthanc sends; the same body with a shorter boundary is stored).
 - Orthanc pulls studies, series and instances from radveil over WADO-RS
   (`/dicom-web/servers/radveil/retrieve`), and the files it then holds are byte-identical to
   the ones stored (Orthanc keeps a file as it receives it: its file meta is not rewritten).
