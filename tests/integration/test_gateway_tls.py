@@ -231,3 +231,14 @@ def test_a_stalled_tls_handshake_is_cut_off_while_others_are_served(serve, tmp_p
             pass
         c.close()
     assert 1.5 <= time.monotonic() - t0 <= 6
+
+
+def test_https_from_the_settings_file_with_paths_relative_to_it(serve, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    cert, key = make_cert(data / "tls", "ec")
+    (data / "radveil.toml").write_text('[tls]\ncert = "tls/ec-cert.pem"\nkey = "tls/ec-key.pem"\n')
+    g = serve(data)
+    assert g.url.startswith("https://"), g.url
+    healthz = g.url.replace("127.0.0.1", "localhost")[: -len("/dicom-web")] + "/healthz"
+    assert verifying(cert).get(healthz, timeout=10).status_code == 200

@@ -238,25 +238,28 @@ fn open_audit(
     radveil_web::audit::Auditor::start(log, source).context("starting the audit writer")
 }
 
-/// `args` with what the command line leaves unsaid taken from `DATA/radveil.toml`.
+/// `args` with what the command line leaves unsaid taken from `DATA/radveil.toml` (whose
+/// relative paths are relative to DATA, where the file is).
 fn with_file(mut args: ServeArgs, file: config::FileConfig) -> ServeArgs {
+    let data = args.data.clone();
+    let at = |p: Option<PathBuf>| p.map(|p| data.join(p));
     let a = file.access;
     args.listen = args.listen.or(file.listen);
     // The command line's pair replaces the file's pair (never one of each).
     if args.tls_cert.is_none() {
-        args.tls_cert = file.tls.cert;
-        args.tls_key = file.tls.key;
+        args.tls_cert = at(file.tls.cert);
+        args.tls_key = at(file.tls.key);
     }
     args.dev |= a.dev.unwrap_or(false);
     args.oidc_issuer = args.oidc_issuer.or(a.oidc_issuer);
     if args.jwks.is_none() {
-        args.jwks = a.jwks;
+        args.jwks = at(a.jwks);
         args.issuer = a.issuer;
     }
     args.audience = args.audience.or(a.audience);
     args.roles_claim = args.roles_claim.or(a.roles_claim);
-    args.kek_file = args.kek_file.or(file.keys.kek_file);
-    args.audit_key_file = args.audit_key_file.or(file.keys.audit_key_file);
+    args.kek_file = args.kek_file.or(at(file.keys.kek_file));
+    args.audit_key_file = args.audit_key_file.or(at(file.keys.audit_key_file));
     let l = file.limits;
     args.max_request = args.max_request.or(l.max_request);
     args.max_parts = args.max_parts.or(l.max_parts);

@@ -29,7 +29,8 @@ pub const TEMPLATE: &str = r#"# radveil serve: the settings of the gateway for t
 #
 # Every setting is shown commented out with its default value (or an example, marked so,
 # where there is no default). Uncomment a line to change it. A command-line flag of
-# `radveil serve` overrides the same setting here. An unknown key is refused.
+# `radveil serve` overrides the same setting here. An unknown key is refused. A relative
+# path here is relative to this directory.
 
 # The address and port to listen on. Without access control (see [access]) only a
 # loopback address is allowed: nothing is served unauthenticated to the network.
@@ -397,6 +398,15 @@ mod tests {
             "other",
         ]);
         let a = super::super::with_file(cli.serve, file);
+        // (The file's relative paths are relative to the data directory.)
+        let file_tls = parse(
+            "[tls]\ncert = \"c.pem\"\nkey = \"/etc/k.pem\"\n",
+            Path::new("radveil.toml"),
+        )
+        .unwrap();
+        let b = super::super::with_file(Cli::parse_from(["serve", "--data", "d"]).serve, file_tls);
+        assert_eq!(b.tls_cert.as_deref(), Some(Path::new("d/c.pem")));
+        assert_eq!(b.tls_key.as_deref(), Some(Path::new("/etc/k.pem")));
         assert_eq!(a.listen, Some("127.0.0.1:9".parse().unwrap()));
         assert_eq!(a.max_request, Some(2 << 20));
         assert_eq!(a.body_timeout, Some(120));
