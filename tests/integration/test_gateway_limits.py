@@ -342,6 +342,13 @@ def test_a_full_disk_refuses_stores_clearly_loses_nothing_and_keeps_serving(serv
     again, refused = store_until_refused(g, 1000)
     assert not again and refused.status_code == 507
     assert_all_there(g, acked)
+    # A delete goes on too (crypto-shredding writes to the key store and the index).
+    gone = acked[:5]
+    r = requests.delete(f"{g.url}/studies/{gone[0].StudyInstanceUID}", timeout=30)
+    assert r.status_code == 204, (r.status_code, r.text[:200])
+    acked = acked[5:]
+    assert wado(g, gone[0])[0].status_code == 404
+    assert_all_there(g, acked)
     # Once space is freed stores work again, with nothing to reset.
     filler.unlink()
     study = new_uid()
