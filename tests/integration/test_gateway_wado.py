@@ -206,6 +206,11 @@ def test_instances_stored_without_a_copy_are_read_from_their_object(serve, tmp_p
     g = serve(data)
     js = g.client().retrieve_instance_metadata(*ids(ds))
     assert_same(ds, from_json(js), js)
+    # The copy made from the object is kept: the next answer comes from it.
+    con = sqlite3.connect(data / "index.db", timeout=30)
+    assert con.execute("SELECT count(*) FROM metadata").fetchone()[0] == 1
+    con.close()
+    assert g.client().retrieve_instance_metadata(*ids(ds)) == js
 
 
 def test_a_patient_token_gets_404_for_another_patients_study_on_every_wado_route(

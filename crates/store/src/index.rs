@@ -203,6 +203,22 @@ impl Index {
             .optional()?)
     }
 
+    /// Keeps a sealed metadata copy for an instance stored without one, if its row still
+    /// names `object` and it has none yet; returns whether it was kept.
+    pub fn add_metadata(
+        &mut self,
+        instance: &Handle,
+        object: &str,
+        sealed: &[u8],
+    ) -> Result<bool, StoreError> {
+        let n = self.db.execute(
+            "INSERT OR IGNORE INTO metadata (handle, sealed) \
+             SELECT handle, ?3 FROM instance WHERE handle = ?1 AND object = ?2",
+            params![&instance.0[..], object, sealed],
+        )?;
+        Ok(n > 0)
+    }
+
     /// The studies of a patient.
     pub fn studies_of(&self, patient: &Handle) -> Result<Vec<Handle>, StoreError> {
         let mut st = self

@@ -564,6 +564,32 @@ impl Store {
         .await
     }
 
+    /// Keeps the metadata copy of an instance stored before copies were kept (read from
+    /// its opened object by the caller), sealed like [`Store::put_with_metadata`]'s, so that
+    /// the object need not be opened for its metadata again. Nothing is kept when the
+    /// instance was deleted or replaced meanwhile, or already has a copy. Returns whether
+    /// it was kept.
+    pub async fn add_metadata(&self, r: &Row, metadata: &[u8]) -> Result<bool, StoreError> {
+        let inner = self.inner.clone();
+        let (study, instance, object) = (r.study, r.instance, r.object.clone());
+        let metadata = metadata.to_vec();
+        blocking(move || {
+            let dk = {
+                let mut ks = lock(&inner.keys);
+                let Some(sk) = ks.study_key(&study)? else {
+                    return Ok(false);
+                };
+                let Some(dk) = ks.data_key(&sk, &study, &instance, &object)? else {
+                    return Ok(false);
+                };
+                dk
+            };
+            let sealed = dk.seal(&metadata, &metadata_aad(&object, &instance, &study))?;
+            lock(&inner.index).add_metadata(&instance, &object, &sealed)
+        })
+        .await
+    }
+
     /// The index rows of a study (or one of its series), in a stable order.
     pub async fn rows(
         &self,

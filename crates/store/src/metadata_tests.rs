@@ -243,3 +243,43 @@ fn a_plain_put_keeps_the_copy_the_maker_makes() {
         }
     });
 }
+
+/// A copy added later (for an instance stored before copies were kept) opens like one kept
+/// at store, is not added twice, and is not added for a deleted instance.
+#[test]
+fn a_copy_added_later_opens_and_none_is_added_for_a_deleted_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let store = Store::open(
+            &Layout::under(dir.path()),
+            Key::from_slice(&[6; 32]).unwrap(),
+        )
+        .unwrap();
+        let (a, b) = (
+            ids("P1", "1.2.9", "1.2.9.1.1"),
+            ids("P1", "1.2.9", "1.2.9.1.2"),
+        );
+        for i in [&a, &b] {
+            store
+                .put(i, Bytes::from(i.instance.as_bytes().to_vec()), b"m")
+                .await
+                .unwrap();
+        }
+        let study = store.uid(Level::Study, "1.2.9");
+        let rows = store.rows(study, None).await.unwrap();
+        assert!(store.add_metadata(&rows[0], b"late").await.unwrap());
+        assert!(!store.add_metadata(&rows[0], b"again").await.unwrap());
+        let got = store.metadata(vec![rows[0].clone()]).await.unwrap();
+        assert_eq!(got[0].as_ref().unwrap().as_deref(), Some(&b"late"[..]));
+        store
+            .delete_instance(study, None, rows[1].instance)
+            .await
+            .unwrap();
+        assert!(!store.add_metadata(&rows[1], b"gone").await.unwrap());
+        let db = rusqlite::Connection::open(Layout::under(dir.path()).index).unwrap();
+        let n: i64 = db
+            .query_row("SELECT count(*) FROM metadata", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    });
+}

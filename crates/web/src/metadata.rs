@@ -9,7 +9,8 @@
 //! ([`copy`], sealed by [`radveil_store::Store::put_with_metadata`] at STOW-RS), never by
 //! opening the instances: a study's metadata opens one small copy per instance. Instances
 //! stored before copies were kept have none; for those (only) the object is opened and
-//! its JSON made from it ([`radveil_store::Store::metadata`] says which).
+//! its JSON made from it ([`radveil_store::Store::metadata`] says which), and the copy is
+//! then kept ([`radveil_store::Store::add_metadata`]), so each is opened once.
 //!
 //! The copy holds each `BulkDataURI` relative to the service root (`/studies/…/bulkdata/…`);
 //! the base URL of the request is put in front when it is served ([`with_base`]), so a
@@ -360,7 +361,13 @@ async fn metadata(
             // Stored before copies were kept: made from the object itself.
             Ok(None) => match state.store.open_row(row).await {
                 Ok(bytes) => match copy(&bytes) {
-                    Some(c) => c,
+                    Some(c) => {
+                        // Kept, so that this object is opened for its metadata once only.
+                        if let Err(e) = state.store.add_metadata(row, &c).await {
+                            tracing::warn!(error = %e, "a metadata copy was not kept");
+                        }
+                        c
+                    }
                     None => {
                         tracing::error!(object = %row.object, "a stored instance does not read");
                         return error(StatusCode::INTERNAL_SERVER_ERROR, "store error");
