@@ -346,3 +346,37 @@ def test_nothing_identifying_is_in_plaintext_with_the_ledger(serve, radveil_bin,
     needles = [v.encode() for v in PLANTED.values()] + [study.encode(), f"{study}.1.1".encode()]
     needles += [PLANTED["name"].split("^")[0].encode()]
     assert_no_plaintext(data, "".join(g.log), needles)
+
+
+def test_an_instance_deleted_then_stored_again_with_other_bytes_is_logged_anew(serve, radveil_bin, tmp_path):
+    """The ledger refuses other bytes for a logged instance only while the store holds it:
+    after a DELETE, a corrected copy under the same SOP Instance UID is stored and logged,
+    and the ledger then proves the new copy and calls the old one altered."""
+    data = tmp_path / "data"
+    g = serve(data)
+    study = new_uid()
+    old = instance(study, 1)
+    new = instance(study, 1)
+    px = bytearray(new.PixelData)
+    px[200] ^= 0x21  # a corrected pixel: other pixels, so another binding hash
+    new.PixelData = bytes(px)
+    old_b, new_b = to_bytes(old), to_bytes(new)
+    assert post(g.url, [old_b]).status_code == 200
+    # Another copy while the first is stored: refused (0111H), whatever refuses it.
+    r = post(g.url, [new_b])
+    assert r.status_code == 409 and r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0x0111], r.text
+    assert requests.delete(f"{g.url}/studies/{study}", timeout=30).status_code == 204
+    r = post(g.url, [new_b])
+    assert r.status_code == 200, r.text
+    assert value(found(g.url, study)[f"{study}.1.1"], INDEX) == [1]
+    assert g.stop() == 0
+    files = {}
+    for name, b in [("old", old_b), ("new", new_b)]:
+        files[name] = tmp_path / f"{name}.dcm"
+        files[name].write_bytes(b)
+    key = data / "keys" / "ledger-key"
+    r = run(radveil_bin, "verify", "--ledger", data / "ledger", "--key-file", key, "--allow-unsigned",
+            "--json", files["new"], files["old"])
+    got = [(Path(x["input"]).stem, x["status"]) for x in map(json.loads, r.stdout.splitlines())
+           if x["status"].startswith("ledger-")]
+    assert got == [("new", "ledger-proven"), ("old", "ledger-altered")], r.stdout

@@ -216,7 +216,7 @@ type Reply = tokio::sync::oneshot::Sender<Result<Vec<Logged>, String>>;
 /// The handle to the ledger writer.
 #[derive(Debug, Clone)]
 struct LedgerHandle {
-    tx: mpsc::Sender<(Vec<Observation>, Reply)>,
+    tx: mpsc::Sender<(Vec<(Observation, Changed)>, Reply)>,
 }
 
 /// The ledger's writer thread; [`LedgerWriter::finish`] waits for it once every [`Ingest`]
@@ -259,15 +259,22 @@ impl Ingest {
         ))
     }
 
-    /// Logs `observations` durably, in order; returns once they are fsynced.
-    pub async fn log(&self, observations: Vec<Observation>) -> Result<Vec<Logged>, LedgerFailed> {
+    /// Logs `observations` durably, in order; returns once they are fsynced. With
+    /// [`Changed::Logged`], an instance the ledger holds with other bytes is logged anew
+    /// (a new version of an instance the store no longer holds); with [`Changed::Refused`]
+    /// it is [`Logged::Changed`].
+    pub async fn log(
+        &self,
+        observations: Vec<Observation>,
+        changed: Changed,
+    ) -> Result<Vec<Logged>, LedgerFailed> {
         if observations.is_empty() {
             return Ok(Vec::new());
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.ledger
             .tx
-            .send((observations, tx))
+            .send((observations.into_iter().map(|o| (o, changed)).collect(), tx))
             .map_err(|_| LedgerFailed::Stopped)?;
         rx.await
             .map_err(|_| LedgerFailed::Stopped)?
@@ -368,23 +375,32 @@ fn checkpoint(ledger: &mut Ledger, signer: &Signer, pending: &mut u64) {
     }
 }
 
+/// What the ledger does with an instance it holds with other bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// Refuse it ([`Logged::Changed`]): it looks like an altered copy.
+    Refused,
+    /// Log it: a new version (the store no longer holds the old one).
+    Logged,
+}
+
 /// Appends one batch; the results in the order of `observations`.
 fn append(
     ledger: &mut Ledger,
     known: &mut Known,
-    observations: &[Observation],
+    observations: &[(Observation, Changed)],
 ) -> Result<Vec<Logged>, String> {
     let now = radveil_ledger::rfc3339_now();
     let mut out = Vec::with_capacity(observations.len());
-    let intent = Intent::Ingest {
-        allow_changed: false,
-    };
     let mut learned: Vec<&Observation> = Vec::new();
     ledger
         .append_with(TornRepair::Refuse, |fresh| {
             let start = fresh.size();
             let mut records: Vec<radveil_ledger::Record> = Vec::new();
-            for obs in observations {
+            for (obs, changed) in observations {
+                let intent = Intent::Ingest {
+                    allow_changed: *changed == Changed::Logged,
+                };
                 let advisories = known.advisories(obs, &learned);
                 match admit(fresh, &records, obs, intent, &now) {
                     Admission::Append(r) => {
@@ -422,7 +438,7 @@ fn append(
 fn write_loop(
     mut ledger: Ledger,
     signer: Signer,
-    rx: mpsc::Receiver<(Vec<Observation>, Reply)>,
+    rx: mpsc::Receiver<(Vec<(Observation, Changed)>, Reply)>,
 ) -> Result<(), radveil_ledger::LedgerError> {
     let mut known = Known::of(&ledger);
     let mut pending = 0u64;
@@ -446,7 +462,8 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        let all: Vec<Observation> = jobs.iter().flat_map(|(o, _)| o.iter().cloned()).collect();
+        let all: Vec<(Observation, Changed)> =
+            jobs.iter().flat_map(|(o, _)| o.iter().cloned()).collect();
         let result = append(&mut ledger, &mut known, &all);
         match &result {
             Ok(_) => pending += all.len() as u64,
@@ -777,6 +794,10 @@ mod tests {
         }
     }
 
+    fn refused(o: Vec<Observation>) -> Vec<(Observation, Changed)> {
+        o.into_iter().map(|o| (o, Changed::Refused)).collect()
+    }
+
     fn ledger(dir: &Path) -> (Ledger, Signer) {
         let signer = Signer::from_seed("test/ingest", &[5; 32]).unwrap();
         (Ledger::init(dir, "test/ingest", &signer).unwrap(), signer)
@@ -787,7 +808,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut l, _) = ledger(dir.path());
         let mut known = Known::of(&l);
-        let first = append(&mut l, &mut known, &[obs(1, "s", "a"), obs(2, "s", "b")]).unwrap();
+        let first = append(
+            &mut l,
+            &mut known,
+            &refused(vec![obs(1, "s", "a"), obs(2, "s", "b")]),
+        )
+        .unwrap();
         // The second instance's equipment is foreign to the series the first just joined.
         assert_eq!(
             first,
@@ -802,7 +828,7 @@ mod tests {
         let again = append(
             &mut l,
             &mut known,
-            &[obs(1, "s", "a"), changed, obs(3, "t", "a")],
+            &refused(vec![obs(1, "s", "a"), changed.clone(), obs(3, "t", "a")]),
         )
         .unwrap();
         assert_eq!(
@@ -813,8 +839,16 @@ mod tests {
                 Logged::At(2, vec![])
             ]
         );
+        // A new version (the store no longer holds the old): logged, and its bytes are the
+        // instance's from now on.
+        let anew = append(&mut l, &mut known, &[(changed.clone(), Changed::Logged)]).unwrap();
+        assert_eq!(anew, [Logged::At(3, vec![])]);
+        assert_eq!(
+            l.find_instance(&changed.instance).unwrap().1.sha256,
+            changed.sha256
+        );
         let reopened = Ledger::open(dir.path()).unwrap();
-        assert_eq!(reopened.size(), 3);
+        assert_eq!(reopened.size(), 4);
         assert_eq!(
             Known::of(&reopened).advisories(&obs(9, "s", "c"), &[]),
             [Advisory::ForeignEquipment]
@@ -833,8 +867,8 @@ mod tests {
         let (ingest, writer) =
             Ingest::start(settings, RequireSigned::default(), l, signer).unwrap();
         let (a, b) = tokio::join!(
-            ingest.log(vec![obs(1, "s", "a"), obs(2, "s", "a")]),
-            ingest.log(vec![obs(3, "s", "a")])
+            ingest.log(vec![obs(1, "s", "a"), obs(2, "s", "a")], Changed::Refused),
+            ingest.log(vec![obs(3, "s", "a")], Changed::Refused)
         );
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_eq!(a.len(), 2);

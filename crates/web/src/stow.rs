@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::app::{attr, base_url, error, tag_key, AppState, DICOM_JSON};
 use crate::auth::Caller;
-use crate::ingest::Logged;
+use crate::ingest::{Changed, Logged};
 use crate::instance::{self, Identified, Refusal};
 use crate::multipart;
 use crate::scope::Scope;
@@ -374,46 +374,99 @@ fn series_advisories(state: &AppState, stages: &mut [Stage]) {
 
 /// Appends the examined parts' observations to the ledger as one batch (durable before
 /// anything is acknowledged). A part the ledger holds other bytes for is refused as a
-/// duplicate; when the ledger cannot be written, every examined part is refused.
+/// duplicate while the store holds the instance; when the store does not (it was deleted),
+/// it is a new version and is logged anew. When the ledger cannot be written, every
+/// examined part is refused.
 async fn log_to_ledger(state: &AppState, stages: &mut [Stage]) {
     let Some(ingest) = &state.ingest else { return };
-    let observations: Vec<_> = stages
+    let ready = |s: &Stage| match s {
+        Stage::Ready(r) => r.examined.as_ref().map(|e| e.observation.clone()),
+        Stage::Done(_) => None,
+    };
+    let observations: Vec<_> = stages.iter().filter_map(ready).collect();
+    let logged = ingest.log(observations, Changed::Refused).await;
+    let mut outcomes: Vec<Result<Logged, Refusal>> = match logged {
+        Ok(l) => l.into_iter().map(Ok).collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "instances refused: the ledger could not be written");
+            let refusal = Refusal {
+                reason: instance::OUT_OF_RESOURCES,
+                why: "the ledger could not be written".into(),
+            };
+            vec![Err(refusal); stages.iter().filter_map(ready).count()]
+        }
+    };
+    // Other bytes for a logged instance: a new version when the store no longer holds it.
+    let mut anew = Vec::new();
+    for (at, r) in stages
         .iter()
         .filter_map(|s| match s {
-            Stage::Ready(r) => r.examined.as_ref().map(|e| e.observation.clone()),
-            Stage::Done(_) => None,
+            Stage::Ready(r) if r.examined.is_some() => Some(r),
+            _ => None,
         })
-        .collect();
-    let logged = ingest.log(observations).await;
-    let mut at = 0;
+        .enumerate()
+    {
+        if !matches!(outcomes.get(at), Some(Ok(Logged::Changed))) {
+            continue;
+        }
+        let handle = state.store.uid(Level::Instance, &r.id.sop_instance);
+        match state.store.instance_row(r.study, None, handle).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => anew.push(at),
+            Err(e) => {
+                tracing::error!(error = %e, "the store could not be read");
+                outcomes[at] = Err(Refusal {
+                    reason: instance::OUT_OF_RESOURCES,
+                    why: "the store could not be read".into(),
+                });
+            }
+        }
+    }
+    if !anew.is_empty() {
+        let mut observations = stages.iter().filter_map(ready);
+        let mut again = Vec::new();
+        let mut last = 0;
+        for &at in &anew {
+            again.extend(observations.nth(at - last));
+            last = at + 1;
+        }
+        match ingest.log(again, Changed::Logged).await {
+            Ok(l) => {
+                for (&at, logged) in anew.iter().zip(l) {
+                    outcomes[at] = Ok(logged);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "instances refused: the ledger could not be written");
+                for &at in &anew {
+                    outcomes[at] = Err(Refusal {
+                        reason: instance::OUT_OF_RESOURCES,
+                        why: "the ledger could not be written".into(),
+                    });
+                }
+            }
+        }
+    }
+    let mut outcomes = outcomes.into_iter();
     for stage in stages.iter_mut() {
         let Stage::Ready(r) = stage else { continue };
         let Some(e) = &mut r.examined else { continue };
-        let outcome = match &logged {
-            Ok(l) => l.get(at).cloned(),
-            Err(_) => None,
-        };
-        at += 1;
-        let refusal = match outcome {
-            Some(Logged::At(index, advisories)) => {
+        let refusal = match outcomes.next() {
+            Some(Ok(Logged::At(index, advisories))) => {
                 ingest.counters.count_advisories(&advisories);
                 e.advisories.extend(advisories);
                 r.ledger_index = Some(index);
                 continue;
             }
-            Some(Logged::Changed) => Refusal {
+            Some(Ok(Logged::Changed)) => Refusal {
                 reason: instance::DUPLICATE_SOP_INSTANCE,
-                why: "the ledger holds other bytes for this SOP Instance UID (0008,0018)".into(),
+                why: "the ledger holds other bytes for this SOP Instance UID (0008,0018), which is stored".into(),
             },
-            None => {
-                if let Err(err) = &logged {
-                    tracing::error!(error = %err, "instances refused: the ledger could not be written");
-                }
-                Refusal {
-                    reason: instance::OUT_OF_RESOURCES,
-                    why: "the ledger could not be written".into(),
-                }
-            }
+            Some(Err(refusal)) => refusal,
+            None => Refusal {
+                reason: instance::OUT_OF_RESOURCES,
+                why: "the ledger could not be written".into(),
+            },
         };
         let Stage::Ready(r) = std::mem::replace(stage, done(Stored::Failed(None, refusal.clone())))
         else {
