@@ -5,7 +5,7 @@ use std::path::Path;
 
 use base64::Engine;
 use radveil_ledger::note::{Signer, Verifier};
-use radveil_ledger::{Log, TornRepair, TornTail};
+use radveil_ledger::{LedgerError, Log, TornRepair, TornTail};
 use radveil_store::{Handle, Key};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -281,10 +281,13 @@ impl AuditLog {
     /// Signs a checkpoint of the whole log; returns the signed note (keep a copy apart from
     /// the log: [`verify`] against it detects a rollback).
     ///
-    /// The log must extend its latest checkpoint and what this handle has read (checked on
-    /// the whole log, read again under its lock, as the ledger's
-    /// [`Log::checkpoint_extending`] does): a log truncated or rewritten behind either is
-    /// refused, so that a new checkpoint never covers up the tampering.
+    /// What is signed is the entries as this handle read and wrote them, brought up to date
+    /// with what other processes appended (the ledger's [`Log::checkpoint_extending`]: the
+    /// root costs O(log n), the file is not read again). The log must extend its latest
+    /// checkpoint and what this handle has read: a log truncated, replaced or rewritten at
+    /// the last entry read is refused; an entry edited in place before it is not looked at,
+    /// and not endorsed either: the checkpoint commits to the entry as written, and
+    /// [`verify`] names the edited one.
     pub fn checkpoint(&mut self) -> Result<String, AuditError> {
         let signer = self.key.signer()?;
         Ok(self.log.checkpoint_extending(&signer)?)
@@ -376,20 +379,43 @@ pub struct Verified {
 /// `trusted` checkpoint kept elsewhere must verify too and not be newer than the latest
 /// (else the log was rolled back); and every entry must open under the audit key at its
 /// position (an edit or a move after the latest checkpoint is caught too).
+///
+/// When entries a checkpoint covers no longer give its root and one of them no longer
+/// opens (an edited entry, which the checkpoint, signed over the entry as written, does not
+/// endorse), that entry is named ([`AuditError::Tampered`]) rather than the checkpoint.
 pub fn verify(dir: &Path, key: AuditKey, trusted: Option<&str>) -> Result<Verified, AuditError> {
     let log = AuditLog::open(dir, key)?;
     let verifier = log.key.verifier()?;
     if log.log.stored_verifier()? != verifier {
         return Err(AuditError::ForeignVerifier);
     }
-    let latest = log.log.verify_latest(&verifier, trusted)?;
-    let trusted = match trusted {
-        Some(note) => Some(log.log.verify_against(note, &verifier)?.size),
-        None => None,
+    let checked = log
+        .log
+        .verify_latest(&verifier, trusted)
+        .and_then(|latest| {
+            let trusted = match trusted {
+                Some(note) => Some(log.log.verify_against(note, &verifier)?.size),
+                None => None,
+            };
+            Ok((latest, trusted))
+        });
+    let opened = |log: &AuditLog| -> Result<(), AuditError> {
+        for (i, entry) in log.log.records().iter().enumerate() {
+            log.open_entry(i as u64, entry)?;
+        }
+        Ok(())
     };
-    for (i, entry) in log.log.records().iter().enumerate() {
-        log.open_entry(i as u64, entry)?;
-    }
+    let (latest, trusted) = match checked {
+        Ok(checked) => checked,
+        // Rewritten within the checkpoint (not removed): an entry that no longer opens says
+        // which.
+        Err(LedgerError::Inconsistent { size, what }) if size <= log.size() => {
+            opened(&log)?;
+            return Err(LedgerError::Inconsistent { size, what }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    opened(&log)?;
     Ok(Verified {
         entries: log.size(),
         checkpointed: latest.size,

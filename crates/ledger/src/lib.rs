@@ -19,7 +19,13 @@
 //! append reads only the lines added since, after checking that the file is still the same
 //! one (device and inode) and still holds, where it ended, the last line read (its leaf
 //! hash); a file that shrank, was replaced or differs there is read again whole. So an
-//! append costs the same whatever the log's size. A checkpoint reads the whole log again.
+//! append costs the same whatever the log's size. The leaf hashes are kept with the roots
+//! of their complete subtrees ([`merkle::Tree`]), so a checkpoint (signed over the entries
+//! this handle read and wrote, brought up to date the same way), the root of any size and
+//! every proof cost O(log n) hashes rather than a read of the log. The whole file is read
+//! and hashed when a log is opened; [`Log::verify_latest`] and each
+//! [`Log::checkpoint_extending`] check the tree against the latest checkpoint (a consistency
+//! proof, O(log n) too).
 //!
 //! A torn last line (a crash in the middle of an append) is reported ([`Ledger::torn_tail`]);
 //! an append refuses to write after it unless asked to repair it ([`TornRepair`]).
@@ -212,7 +218,9 @@ pub struct Appended {
 pub struct Log<R> {
     dir: PathBuf,
     origin: String,
-    leaves: Vec<Hash>,
+    /// The leaf hashes this handle computed from the lines it read or wrote, with the roots
+    /// of their complete subtrees: what its checkpoints sign.
+    tree: merkle::Tree,
     records: Vec<R>,
     torn: Option<TornTail>,
     mark: Mark,
@@ -368,7 +376,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
         let mut log = Log {
             dir: dir.to_path_buf(),
             origin,
-            leaves: Vec::new(),
+            tree: merkle::Tree::new(),
             records: Vec::new(),
             torn: None,
             mark: Mark {
@@ -440,7 +448,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
 
     /// Adds lines read past the mark to the log, and moves the mark past them.
     fn take(&mut self, lines: Lines<R>) {
-        self.leaves.extend(lines.leaves);
+        self.tree.extend(lines.leaves);
         self.records.extend(lines.records);
         self.mark.end = lines.end;
         self.mark.last_start = lines.last_start;
@@ -485,7 +493,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
         if !meta.is_file() || identity(meta) != mark.file || meta.len() < mark.end {
             return Ok(None);
         }
-        let Some(last) = self.leaves.last() else {
+        let Some(last) = self.tree.leaves().last() else {
             // Nothing was read: there is no line to check.
             return Ok((mark.end == 0).then_some(0));
         };
@@ -533,7 +541,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
 
     /// Number of entries.
     pub fn size(&self) -> u64 {
-        self.leaves.len() as u64
+        self.tree.len()
     }
 
     /// The records, in log order.
@@ -543,7 +551,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
 
     /// The root hash of the first `size` entries.
     pub fn root_at(&self, size: u64) -> Option<Hash> {
-        (size <= self.size()).then(|| merkle::root(&self.leaves[..size as usize]))
+        self.tree.root(size)
     }
 
     /// Appends records durably (see [`Ledger::append_with`]); a torn last line is refused.
@@ -622,7 +630,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
             }
             f.write_all(&buf).map_err(io(&path))?;
             f.sync_all().map_err(io(&path))?;
-            self.leaves.extend(leaves);
+            self.tree.extend(leaves);
             self.records.extend(new);
             self.mark.end += buf.len() as u64;
             self.mark.last_start = last_start;
@@ -653,31 +661,45 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
         Ok(kept)
     }
 
-    /// Signs and writes a checkpoint of the whole ledger, re-read under the exclusive lock
-    /// (entries other processes appended are covered), as `checkpoint` and
-    /// `checkpoints/<size>`; returns the signed note.
+    /// Signs and writes a checkpoint of the whole ledger as this handle knows it, brought up
+    /// to date under the exclusive lock (the lines other processes appended are read and
+    /// hashed: [`Log::refresh`]), as `checkpoint` and `checkpoints/<size>`; returns the
+    /// signed note.
+    ///
+    /// What is signed is the tree of the leaf hashes this handle computed from the lines it
+    /// read (the whole file when it was opened, then each line as it was added) and wrote,
+    /// kept with its subtrees' roots ([`merkle::Tree`]): the root costs O(log n), and the
+    /// file is not read again. A line edited in the middle of the file behind an open handle
+    /// is therefore not endorsed: the checkpoint commits to the line as it was read, and
+    /// the edit is reported by whoever verifies the file against it
+    /// ([`Log::verify_against`] on a log opened anew). A file cut short, replaced, or
+    /// changed at the last line read is read again whole, and what it holds is signed.
     pub fn checkpoint(&mut self, signer: &Signer) -> Result<String> {
         // Under the exclusive lock, on the entries as they are now: two checkpoints at once
         // never interleave their files, and the latest never covers fewer entries than one
         // written before it.
         let lock = self.lock_exclusive()?;
-        self.read_again()?;
+        self.refresh_locked()?;
         let note = self.sign_checkpoint(signer)?;
         drop(lock);
         Ok(note)
     }
 
     /// As [`Log::checkpoint`], but only over a log that extends both its latest checkpoint
-    /// (which must verify with `signer`'s key) and everything this handle has read since it
-    /// was opened: the whole log is read again under the exclusive lock and checked before
-    /// anything is signed, so a log truncated or rewritten behind either (which an append,
-    /// reading only what was added, does not look at) is never covered by a new checkpoint.
-    /// Fails with [`LedgerError::Inconsistent`] (or the latest checkpoint's error), signing
-    /// nothing; a handle that once saw entries it had read change keeps refusing (open the
-    /// log anew, after looking into it, to checkpoint again).
+    /// (which must verify with `signer`'s key: a consistency proof from it to this handle's
+    /// tree, O(log n) hashes) and everything this handle has read since it was opened (a
+    /// file found cut, replaced or rewritten at the last line read, which is then read
+    /// again whole, must still hold every line read before). So a truncated or rewritten
+    /// log is never covered by a new checkpoint, and a line edited in the middle of the
+    /// file behind the handle, which no read looks at, is not endorsed either: the
+    /// checkpoint commits to the line as it was read (see [`Log::checkpoint`]), and a
+    /// verification of the file against it reports the edit. Fails with
+    /// [`LedgerError::Inconsistent`] (or the latest checkpoint's error), signing nothing; a
+    /// handle that once saw entries it had read change keeps refusing (open the log anew,
+    /// after looking into it, to checkpoint again).
     pub fn checkpoint_extending(&mut self, signer: &Signer) -> Result<String> {
         let lock = self.lock_exclusive()?;
-        self.read_again()?;
+        self.refresh_locked()?;
         if let Some(size) = self.diverged {
             return Err(LedgerError::Inconsistent {
                 size,
@@ -693,13 +715,14 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
     }
 
     /// Reads the whole log again (the caller holds a lock), noting whether it still extends
-    /// what this handle had read ([`Log::checkpoint_extending`] refuses when not).
+    /// what this handle had read ([`Log::checkpoint_extending`] refuses when not). Done when
+    /// a refresh finds the file cut, replaced or changed at the last line read.
     fn read_again(&mut self) -> Result<()> {
         let mut fresh = Self::read(&self.dir)?;
         fresh.stats.full_reads += self.stats.full_reads;
-        fresh.diverged = self
-            .diverged
-            .or_else(|| (!fresh.leaves.starts_with(&self.leaves)).then_some(self.size()));
+        fresh.diverged = self.diverged.or_else(|| {
+            (!fresh.tree.leaves().starts_with(self.tree.leaves())).then_some(self.size())
+        });
         *self = fresh;
         Ok(())
     }
@@ -709,7 +732,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
         let cp = Checkpoint {
             origin: self.origin.clone(),
             size: self.size(),
-            root: merkle::root(&self.leaves),
+            root: self.tree.head(),
         };
         let note = signer.sign(&cp.text())?;
         let numbered = self.dir.join("checkpoints").join(cp.size.to_string());
@@ -796,23 +819,19 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
         if size > self.size() {
             return None;
         }
-        let leaves = &self.leaves[..size as usize];
-        let proof = merkle::inclusion_proof(index as usize, leaves)?;
+        let proof = self.tree.inclusion_proof(index, size)?;
         Some(InclusionProof {
             index,
             size,
-            leaf: hex(&leaves[index as usize]),
+            leaf: hex(self.tree.leaves().get(usize::try_from(index).ok()?)?),
             proof: proof.iter().map(|h| hex(h)).collect(),
-            root: hex(&merkle::root(leaves)),
+            root: hex(&self.tree.root(size)?),
         })
     }
 
     /// Consistency proof from the tree of `old` entries to the tree of `new` entries.
     pub fn prove_consistency(&self, old: u64, new: u64) -> Option<Vec<Hash>> {
-        if new > self.size() {
-            return None;
-        }
-        merkle::consistency_proof(old as usize, &self.leaves[..new as usize])
+        self.tree.consistency_proof(old, new)
     }
 
     /// Verifies the ledger itself: its latest checkpoint (signature, origin, consistency
@@ -867,7 +886,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
         let proof = self
             .prove_consistency(cp.size, self.size())
             .unwrap_or_default();
-        let current = merkle::root(&self.leaves);
+        let current = self.tree.head();
         merkle::verify_consistency(cp.size, self.size(), &proof, &cp.root, &current).map_err(
             |_| LedgerError::Inconsistent {
                 size: cp.size,
@@ -1379,9 +1398,10 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_extending_refuses_a_log_rewritten_behind_what_was_read() {
+    fn a_checkpoint_signs_what_the_handle_read_and_never_endorses_an_edit_behind_it() {
         let dir = tempfile::tempdir().unwrap();
         let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        let v = signer.verifier();
         let path = dir.path().join(ENTRIES);
         let mut a = Log::<Padded>::init(dir.path(), "o", &signer).unwrap();
         a.append(&(10..20).map(|n| padded(n, 50)).collect::<Vec<_>>())
@@ -1389,53 +1409,134 @@ mod tests {
         let first = a.checkpoint_extending(&signer).unwrap();
         a.append(&(20..25).map(|n| padded(n, 50)).collect::<Vec<_>>())
             .unwrap();
-        // Entry 12, checkpointed, rewritten in place: an append does not look there.
+        // Entry 2, checkpointed, rewritten in place: neither an append nor a checkpoint
+        // reads there.
         let text = std::fs::read_to_string(&path).unwrap();
         let line12 = serde_json::to_string(&padded(12, 50)).unwrap();
-        std::fs::write(
-            &path,
-            text.replace(&line12, &line12.replace(&"x".repeat(50), &"y".repeat(50))),
-        )
-        .unwrap();
+        let edited12 = line12.replace(&"x".repeat(50), &"y".repeat(50));
+        std::fs::write(&path, text.replace(&line12, &edited12)).unwrap();
         a.append(&[padded(25, 50)]).unwrap();
+        let full = a.stats.full_reads;
+        let signed = a.checkpoint_extending(&signer).unwrap();
+        assert_eq!(a.stats.full_reads, full);
+        // What is signed is the entry as `a` read it, not as the file now holds it.
+        let cp = Checkpoint::open(&signed, &v).unwrap();
+        assert_eq!((cp.size, Some(cp.root)), (16, a.root_at(16)));
+        assert_eq!(a.records()[2], padded(12, 50));
+        // A handle reading the file reports the edit against it (and against the first),
+        // and refuses to sign over it.
+        let mut fresh = Log::<Padded>::open(dir.path()).unwrap();
+        assert_ne!(fresh.root_at(16), a.root_at(16));
         assert!(matches!(
-            a.checkpoint_extending(&signer),
+            fresh.verify_latest(&v, None),
             Err(LedgerError::Inconsistent { size: 16, .. })
         ));
-        assert_eq!(a.latest_checkpoint().unwrap(), first);
-        // A fresh handle has read the rewritten entry: the latest checkpoint refuses it.
-        let mut fresh = Log::<Padded>::open(dir.path()).unwrap();
         assert!(matches!(
-            fresh.checkpoint_extending(&signer),
+            fresh.verify_against(&first, &v),
             Err(LedgerError::Inconsistent { size: 10, .. })
         ));
-        assert_eq!(fresh.latest_checkpoint().unwrap(), first);
-        // Put back: `a` saw its entries change, and keeps refusing; a new handle signs.
-        std::fs::write(&path, &text).unwrap();
-        let mut b = Log::<Padded>::open(dir.path()).unwrap();
-        b.append(&[padded(25, 50)]).unwrap();
-        assert!(a.checkpoint_extending(&signer).is_err());
-        let second = b.checkpoint_extending(&signer).unwrap();
-        assert_eq!(
-            b.verify_latest(&signer.verifier(), Some(&first))
-                .unwrap()
-                .size,
-            16
-        );
-        // The last entry read, edited in place: the next append reads the log again whole
-        // (the last line differs), and the checkpoint after it is refused all the same.
-        let text = std::fs::read_to_string(&path).unwrap();
-        let line25 = serde_json::to_string(&padded(25, 50)).unwrap();
-        let edited = line25.replace(&"x".repeat(50), &"y".repeat(50));
-        std::fs::write(&path, text.replace(&line25, &edited)).unwrap();
-        let full = b.stats.full_reads;
-        b.append(&[padded(26, 50)]).unwrap();
-        assert_eq!(b.stats.full_reads, full + 1);
         assert!(matches!(
-            b.checkpoint_extending(&signer),
+            fresh.checkpoint_extending(&signer),
             Err(LedgerError::Inconsistent { size: 16, .. })
         ));
-        assert_eq!(b.latest_checkpoint().unwrap(), second);
+        assert_eq!(fresh.latest_checkpoint().unwrap(), signed);
+        // Put back, the file is what was signed: it verifies, and `a` goes on.
+        std::fs::write(&path, &text).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(format!("{}\n", serde_json::to_string(&padded(25, 50)).unwrap()).as_bytes())
+            .unwrap();
+        let mut b = Log::<Padded>::open(dir.path()).unwrap();
+        assert_eq!(b.verify_latest(&v, Some(&first)).unwrap().size, 16);
+        b.append(&[padded(26, 50)]).unwrap();
+        let second = b.checkpoint_extending(&signer).unwrap();
+        a.append(&[padded(27, 50)]).unwrap();
+        a.checkpoint_extending(&signer).unwrap();
+        assert_eq!(a.stats.full_reads, full);
+        // Entry 17, just signed by `a`, edited in place. `b` has not read it yet and takes it
+        // as it is, but the latest checkpoint, which `a` signed over the entry as written,
+        // stops `b` from signing over the edit.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line27 = serde_json::to_string(&padded(27, 50)).unwrap();
+        let edited = line27.replace(&"x".repeat(50), &"y".repeat(50));
+        std::fs::write(&path, text.replace(&line27, &edited)).unwrap();
+        let latest = a.latest_checkpoint().unwrap();
+        assert_ne!(latest, second);
+        b.append(&[padded(28, 50)]).unwrap();
+        assert!(matches!(
+            b.checkpoint_extending(&signer),
+            Err(LedgerError::Inconsistent { size: 18, .. })
+        ));
+        // It is the last line `a` read: its next append reads the log again whole, sees the
+        // line changed, and `a` refuses from then on.
+        a.append(&[padded(29, 50)]).unwrap();
+        assert_eq!(a.stats.full_reads, full + 1);
+        assert!(matches!(
+            a.checkpoint_extending(&signer),
+            Err(LedgerError::Inconsistent { size: 18, .. })
+        ));
+        assert_eq!(a.latest_checkpoint().unwrap(), latest);
+    }
+
+    #[test]
+    fn a_checkpoint_reads_only_what_was_added_and_covers_what_others_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        let v = signer.verifier();
+        let mut a = Log::<Padded>::init(dir.path(), "o", &signer).unwrap();
+        let rec = |n: u64| padded(1_000_000 + n, 200);
+        let line = line_len(&rec(0));
+        a.append(&(0..50).map(rec).collect::<Vec<_>>()).unwrap();
+        let full = a.stats.full_reads;
+        a.checkpoint_extending(&signer).unwrap();
+        // Nothing new: the last line is read again, and nothing else.
+        assert_eq!((a.stats.full_reads, a.stats.last_bytes), (full, 1 + line));
+        // Another process appends, and signs a checkpoint of its own.
+        let mut b = Log::<Padded>::open(dir.path()).unwrap();
+        b.append(&[rec(50), rec(51)]).unwrap();
+        let theirs = b.checkpoint_extending(&signer).unwrap();
+        b.append(&[rec(52)]).unwrap();
+        // Both kinds of checkpoint read their lines (and only those) and cover them.
+        for (n, extending) in [(53, true), (54, false)] {
+            a.append(&[rec(n)]).unwrap();
+            b.append(&[rec(n + 100)]).unwrap();
+            let note = if extending {
+                a.checkpoint_extending(&signer).unwrap()
+            } else {
+                a.checkpoint(&signer).unwrap()
+            };
+            assert_eq!(a.stats.full_reads, full);
+            assert_eq!(a.stats.last_bytes, 1 + 2 * line);
+            let reader = Log::<Padded>::open(dir.path()).unwrap();
+            assert_eq!(reader.records(), a.records());
+            let cp = reader.verify_latest(&v, Some(&theirs)).unwrap();
+            assert_eq!(
+                (cp.size, Some(cp.root)),
+                (reader.size(), reader.root_at(cp.size))
+            );
+            assert_eq!(Checkpoint::open(&note, &v).unwrap(), cp);
+        }
+        assert_eq!(a.size(), 57);
+        // Proofs from the kept tree are those of the leaf list.
+        let reader = Log::<Padded>::open(dir.path()).unwrap();
+        for (old, new) in [(1, 57), (13, 40), (32, 57), (57, 57)] {
+            assert_eq!(
+                a.prove_consistency(old, new),
+                merkle::consistency_proof(old as usize, &reader.tree.leaves()[..new as usize])
+            );
+        }
+        let p = a.prove_inclusion(17, 57).unwrap();
+        let proof: Vec<Hash> = p.proof.iter().map(|h| unhex(h).unwrap()).collect();
+        merkle::verify_inclusion(
+            17,
+            57,
+            &unhex(&p.leaf).unwrap(),
+            &proof,
+            &unhex(&p.root).unwrap(),
+        )
+        .unwrap();
     }
 
     /// Per-append time at 100 and at 10,000 entries (`cargo test -p radveil-ledger --release
@@ -1471,14 +1572,35 @@ mod tests {
             log.append(&(0..size).map(|n| padded(n, 600)).collect::<Vec<_>>())
                 .unwrap();
             log.checkpoint_extending(&signer).unwrap();
-            let rounds = 5;
+            let rounds = 20;
+            let mut signing = std::time::Duration::ZERO;
             let start = std::time::Instant::now();
             for n in 0..rounds {
                 log.append(&[padded(size + n, 600)]).unwrap();
+                let signed = std::time::Instant::now();
                 log.checkpoint_extending(&signer).unwrap();
+                signing += signed.elapsed();
             }
             let each = start.elapsed() / rounds as u32;
-            println!("append and checkpoint at {size} entries: {each:?}");
+            let checkpoint = signing / rounds as u32;
+            println!("append and checkpoint at {size} entries: {each:?} (the checkpoint: {checkpoint:?})");
+            // The hashing and checking a checkpoint does, apart from its files and fsyncs.
+            let checked = std::time::Instant::now();
+            for _ in 0..rounds {
+                log.verify_latest(&signer.verifier(), None).unwrap();
+                assert!(log.root_at(log.size()).is_some());
+            }
+            let each = checked.elapsed() / rounds as u32;
+            println!("root and check against the latest checkpoint at {size} entries: {each:?}");
+            // Opening reads and hashes the whole file; the first checkpoint then checks it
+            // against the latest one.
+            let opened = std::time::Instant::now();
+            let mut fresh = Log::<Padded>::open(dir.path()).unwrap();
+            fresh.checkpoint_extending(&signer).unwrap();
+            println!(
+                "open and first checkpoint at {size} entries: {:?}",
+                opened.elapsed()
+            );
         }
     }
 

@@ -443,40 +443,71 @@ fn events_appended_by_another_process_are_sealed_at_their_positions() {
 }
 
 #[test]
-fn an_entry_edited_behind_an_open_log_is_not_checkpointed_over() {
-    // An open log (the server's writer) reads only what is added past its last line; an
-    // entry edited in place before it, checkpointed or not, must still stop the next
-    // checkpoint from covering it.
-    for edited in [1, 5] {
+fn an_entry_edited_behind_an_open_log_is_not_endorsed() {
+    // An open log (the server's writer) reads only what is added past its last line, and
+    // signs the entries as it read and wrote them. An entry edited in place before that
+    // line, checkpointed or not, is not endorsed: the next checkpoint commits to the entry
+    // as it was written, and verification names the edited entry.
+    let events = sample::events();
+    let flip = |line: &mut String| {
+        let at = line.find("\"sealed\":\"").unwrap() + 12;
+        let mut bytes = std::mem::take(line).into_bytes();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        *line = String::from_utf8(bytes).unwrap();
+    };
+    for edited in [1, 4] {
         let dir = tempfile::tempdir().unwrap();
-        let events = sample::events();
         let mut log = AuditLog::init(dir.path(), key()).unwrap();
         log.append(&events[..4]).unwrap();
         log.checkpoint().unwrap();
         log.append(&events[4..6]).unwrap();
-        let mut lines = entries(dir.path());
-        let sealed_at = lines[edited].find("\"sealed\":\"").unwrap() + 12;
-        let mut bytes = std::mem::take(&mut lines[edited]).into_bytes();
-        bytes[sealed_at] = if bytes[sealed_at] == b'A' { b'B' } else { b'A' };
-        lines[edited] = String::from_utf8(bytes).unwrap();
+        let written = entries(dir.path());
+        let mut lines = written.clone();
+        flip(&mut lines[edited]);
         write_entries(dir.path(), &lines);
-        let checkpoints = || {
-            std::fs::read_dir(dir.path().join("checkpoints"))
-                .unwrap()
-                .count()
-        };
-        let before = checkpoints();
         log.append(&events[6..]).unwrap();
+        let signed = log.checkpoint().unwrap();
+        assert_eq!(log.event(edited as u64).unwrap(), events[edited]);
         assert!(
             matches!(
-                log.checkpoint(),
-                Err(AuditError::Log(
-                    radveil_ledger::LedgerError::Inconsistent { .. }
-                ))
+                verify(dir.path(), key(), None),
+                Err(AuditError::Tampered { index }) if index == edited as u64
             ),
             "entry {edited}"
         );
-        assert_eq!(checkpoints(), before, "entry {edited}");
-        assert!(verify(dir.path(), key(), None).is_err());
+        // Put back as written, the log verifies against the checkpoint signed meanwhile.
+        let mut lines = entries(dir.path());
+        lines[edited] = written[edited].clone();
+        write_entries(dir.path(), &lines);
+        let v = verify(dir.path(), key(), Some(&signed)).unwrap();
+        assert_eq!((v.entries, v.checkpointed, v.trusted), (7, 7, Some(7)));
     }
+    // The last entry the log read, edited: its next append reads the log again whole, sees
+    // the entry changed, and no checkpoint is signed over it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = AuditLog::init(dir.path(), key()).unwrap();
+    log.append(&events[..4]).unwrap();
+    log.checkpoint().unwrap();
+    log.append(&events[4..6]).unwrap();
+    let mut lines = entries(dir.path());
+    flip(&mut lines[5]);
+    write_entries(dir.path(), &lines);
+    log.append(&events[6..]).unwrap();
+    assert!(matches!(
+        log.checkpoint(),
+        Err(AuditError::Log(radveil_ledger::LedgerError::Inconsistent {
+            size: 6,
+            ..
+        }))
+    ));
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("checkpoints"))
+            .unwrap()
+            .count(),
+        2
+    );
+    assert!(matches!(
+        verify(dir.path(), key(), None),
+        Err(AuditError::Tampered { index: 5 })
+    ));
 }
