@@ -7,10 +7,12 @@
 //! replaced by a 500: data is never released, and a store or deletion is never
 //! acknowledged, without its event on disk.
 //!
-//! Appending re-reads the log (the ledger's appends are safe against other writers), so the
-//! events of concurrent requests go through a channel to one writer thread ([`Auditor`])
-//! that appends whatever has queued up as one batch with one fsync, and only then lets
-//! each waiting response go. The writer signs a checkpoint when it has been idle for a
+//! Each append takes the log's lock, reads what other processes added since and fsyncs (the
+//! ledger's appends are safe against other writers), so the events of concurrent requests
+//! go through a channel to one writer thread ([`Auditor`]) that appends whatever has queued
+//! up as one batch with one fsync, and only then lets each waiting response go. A read
+//! first takes in what other processes appended (`radveil audit export`'s own event), at
+//! the cost of those lines only. The writer signs a checkpoint when it has been idle for a
 //! second, after every [`CHECKPOINT_EVERY`] events, and when the server stops.
 //!
 //! Logs name requests by action and outcome only; events hold identifying data and are
@@ -160,7 +162,8 @@ fn write_loop(mut log: AuditLog, rx: mpsc::Receiver<Job>) -> Result<(), radveil_
                         .patient
                         .as_ref()
                         .map(|(id, issuer)| log.key().patient(id, issuer.as_deref()));
-                    let _ = reply.send(log.read(&filter).map_err(|e| e.to_string()));
+                    let read = log.refresh().and_then(|()| log.read(&filter));
+                    let _ = reply.send(read.map_err(|e| e.to_string()));
                 }
             }
             if events.len() < MAX_BATCH {

@@ -180,3 +180,23 @@ fn what_merges_studies_and_counts_instances() {
     assert_eq!(w.patients[0].studies[0].instances, Some(2));
     assert_eq!(w.patients[1].issuer.as_deref(), Some("HOSP"));
 }
+
+#[tokio::test]
+async fn a_read_sees_the_events_other_processes_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit");
+    let key = || AuditKey::new(&Key::from_slice(&[9; 32]).unwrap()).unwrap();
+    let log = AuditLog::open_or_init(&path, key()).unwrap();
+    let (auditor, writer) = Auditor::start(log, "radveil@test".into()).unwrap();
+    let event = |action| Event::now(action, Outcome::Success, Actor::default());
+    auditor.append(event(Action::Query)).await.unwrap();
+    // `radveil audit export` records its read through a handle of its own.
+    let mut other = AuditLog::open(&path, key()).unwrap();
+    other.append(&[event(Action::AuditRead)]).unwrap();
+    // The server's next read has it, with no append of the server's in between.
+    let read = auditor.read(Query::default()).await.unwrap();
+    let actions: Vec<Action> = read.iter().map(|(_, e)| e.action).collect();
+    assert_eq!(actions, [Action::Query, Action::AuditRead]);
+    drop(auditor);
+    writer.finish().unwrap();
+}
