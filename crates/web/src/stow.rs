@@ -137,33 +137,16 @@ async fn store_parts(
         .ingest
         .as_ref()
         .is_some_and(|i| i.require.applies(principal));
-    let now = radveil_pipeline::verify::unix_now();
-    let mut stages = Vec::with_capacity(parts.len());
-    let mut refused_unsigned = crate::audit::What::default();
-    for part in parts {
-        let media = part
-            .content_type
-            .as_deref()
-            .map(|c| multipart::media_type(c).0);
-        if media.as_deref().is_some_and(|m| m != "application/dicom") {
-            stages.push(done(Stored::Failed(
-                None,
-                Refusal {
-                    reason: instance::CANNOT_UNDERSTAND,
-                    why: "a part is not application/dicom".into(),
-                },
-            )));
-            continue;
-        }
-        let (stage, policy) = examine(&state, &scope, part.body, study.as_deref(), now, required);
-        if let (Stage::Done(d), Policy::Refused) = (&stage, policy) {
-            if let Stored::Failed(Some(id), _) = d.as_ref() {
-                refused_unsigned.add(&id.patient_id, &id.issuer, study_ref(id));
-            }
-        }
-        stages.push(stage);
-    }
-    series_advisories(&state, &mut stages);
+    // Parsing, signature checks, binding hashes and advisories are CPU work: off the
+    // runtime's threads.
+    let work = {
+        let (state, study) = (state.clone(), study.clone());
+        tokio::task::spawn_blocking(move || examine_parts(&state, scope, parts, study, required))
+    };
+    let Ok((mut stages, refused_unsigned)) = work.await else {
+        tracing::error!("examining a store request's parts failed");
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+    };
     log_to_ledger(&state, &mut stages).await;
     let mut results = Vec::with_capacity(stages.len());
     for stage in stages {
@@ -194,6 +177,45 @@ async fn store_parts(
         }
     }
     what.attach(store_response(&headers, study.as_deref(), &results))
+}
+
+/// Identifies and examines each part of a request (see [`examine`]), then adds the series
+/// advisories; also what the signing policy refused, for the audit trail.
+fn examine_parts(
+    state: &AppState,
+    scope: Scope,
+    parts: Vec<multipart::Part>,
+    study: Option<String>,
+    required: bool,
+) -> (Vec<Stage>, crate::audit::What) {
+    let now = radveil_pipeline::verify::unix_now();
+    let mut stages = Vec::with_capacity(parts.len());
+    let mut refused_unsigned = crate::audit::What::default();
+    for part in parts {
+        let media = part
+            .content_type
+            .as_deref()
+            .map(|c| multipart::media_type(c).0);
+        if media.as_deref().is_some_and(|m| m != "application/dicom") {
+            stages.push(done(Stored::Failed(
+                None,
+                Refusal {
+                    reason: instance::CANNOT_UNDERSTAND,
+                    why: "a part is not application/dicom".into(),
+                },
+            )));
+            continue;
+        }
+        let (stage, policy) = examine(state, &scope, part.body, study.as_deref(), now, required);
+        if let (Stage::Done(d), Policy::Refused) = (&stage, policy) {
+            if let Stored::Failed(Some(id), _) = d.as_ref() {
+                refused_unsigned.add(&id.patient_id, &id.issuer, study_ref(id));
+            }
+        }
+        stages.push(stage);
+    }
+    series_advisories(state, &mut stages);
+    (stages, refused_unsigned)
 }
 
 fn study_ref(id: &Identified) -> radveil_audit::StudyRef {
