@@ -270,6 +270,13 @@ impl AuditLog {
         Ok(self.log.refresh()?)
     }
 
+    /// What this handle has read and written, to check the file against later without
+    /// holding up appends (the ledger's [`radveil_ledger::Snapshot::check`]: an entry edited
+    /// behind the open log, which its checkpoints do not endorse, is found there).
+    pub fn snapshot(&self) -> radveil_ledger::Snapshot {
+        self.log.snapshot()
+    }
+
     /// Cuts a torn last line off the log (an append that crashed before it was
     /// acknowledged), keeping its bytes beside the log as evidence; returns where they were
     /// kept, or `None` when there was none. Appends are refused until this is done.

@@ -25,7 +25,9 @@
 //! every proof cost O(log n) hashes rather than a read of the log. The whole file is read
 //! and hashed when a log is opened; [`Log::verify_latest`] and each
 //! [`Log::checkpoint_extending`] check the tree against the latest checkpoint (a consistency
-//! proof, O(log n) too).
+//! proof, O(log n) too). A [`Snapshot`] of an open log checks the file whole against what
+//! it read and wrote, away from the handle and without the lock (an edit behind an open
+//! log, which no checkpoint endorses, found while it runs).
 //!
 //! A torn last line (a crash in the middle of an append) is reported ([`Ledger::torn_tail`]);
 //! an append refuses to write after it unless asked to repair it ([`TornRepair`]).
@@ -274,6 +276,66 @@ struct Lines<R> {
 
 /// The transparency ledger: the log of image [`Record`]s.
 pub type Ledger = Log<Record>;
+
+/// What an open log has read and written, to check the file against later, away from the
+/// handle and without the log's lock ([`Snapshot::check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    path: PathBuf,
+    end: u64,
+    size: u64,
+    root: Hash,
+}
+
+impl Snapshot {
+    /// The number of entries the snapshot covers.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Reads the entries the snapshot covers again, whole (the file's first bytes, up to
+    /// the end of the last line the handle had read or written), and checks that they
+    /// still hash to the handle's tree: an entry edited, removed or moved in the middle of
+    /// the file behind an open log, which its reads never look at again, is found here
+    /// rather than only at the next verification. Takes no lock: appends only add after
+    /// those bytes, so an appending writer is never held up. Fails with
+    /// [`LedgerError::Inconsistent`] when the file no longer holds those entries.
+    pub fn check(&self) -> Result<()> {
+        let differs = |what: &str| LedgerError::Inconsistent {
+            size: self.size,
+            what: what.into(),
+        };
+        let f = open_regular(&self.path).map_err(io(&self.path))?;
+        let mut reader = BufReader::new(f.take(self.end));
+        let mut tree = merkle::Tree::new();
+        let mut line = Vec::new();
+        let mut read = 0u64;
+        loop {
+            line.clear();
+            let n = std::io::Read::take(&mut reader, MAX_LINE + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(io(&self.path))?;
+            if n == 0 {
+                break;
+            }
+            read += n as u64;
+            match line.split_last() {
+                Some((b'\n', data)) if n as u64 <= MAX_LINE => tree.push(merkle::leaf_hash(data)),
+                _ => return Err(differs("an entry it had read is cut or too long")),
+            }
+            if tree.len() > self.size {
+                return Err(differs("more entries than it had read: lines were split"));
+            }
+        }
+        if read < self.end || tree.len() < self.size {
+            return Err(differs("entries it had read were removed"));
+        }
+        if tree.head() != self.root {
+            return Err(differs("entries it had read were rewritten or reordered"));
+        }
+        Ok(())
+    }
+}
 
 /// An inclusion proof of one entry against a tree size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -769,6 +831,17 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
     pub fn latest_checkpoint(&self) -> Result<String> {
         let p = self.dir.join(CHECKPOINT);
         read_small(&p).map_err(io(&p))
+    }
+
+    /// What this handle has read and written, to check the file against later
+    /// ([`Snapshot::check`], e.g. on another thread while this handle goes on appending).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            path: self.dir.join(ENTRIES),
+            end: self.mark.end,
+            size: self.size(),
+            root: self.tree.head(),
+        }
     }
 
     /// The verifier key stored beside the ledger (convenient, but a verifier should hold its
@@ -1537,6 +1610,60 @@ mod tests {
             &unhex(&p.root).unwrap(),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_finds_an_edit_behind_an_open_log_without_taking_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        let path = dir.path().join(ENTRIES);
+        let mut a = Log::<Padded>::init(dir.path(), "o", &signer).unwrap();
+        a.append(&(10..30).map(|n| padded(n, 50)).collect::<Vec<_>>())
+            .unwrap();
+        let snapshot = a.snapshot();
+        assert_eq!(snapshot.size(), 20);
+        // Another handle appends, then holds the exclusive lock (an append under way): the
+        // check neither waits for it nor minds the lines past what `a` had read.
+        let mut b = Log::<Padded>::open(dir.path()).unwrap();
+        b.append(&[padded(30, 50)]).unwrap();
+        let lock = b.lock_exclusive().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = snapshot.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(s.check().is_ok());
+        });
+        let checked = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the check waited for the log's lock");
+        assert!(checked);
+        drop(lock);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = |n| serde_json::to_string(&padded(n, 50)).unwrap();
+        let edit =
+            |from: &str, to: &str| std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        let refused =
+            |s: &Snapshot| matches!(s.check(), Err(LedgerError::Inconsistent { size: 20, .. }));
+        // Entry 3 edited in place, removed, or swapped with entry 4: found each time.
+        let edited = line(13).replace(&"x".repeat(50), &"y".repeat(50));
+        edit(&line(13), &edited);
+        assert!(refused(&snapshot));
+        edit(&format!("{}\n", line(13)), "");
+        assert!(refused(&snapshot));
+        edit(
+            &format!("{}\n{}\n", line(13), line(14)),
+            &format!("{}\n{}\n", line(14), line(13)),
+        );
+        assert!(refused(&snapshot));
+        // A line split in two, or cut short.
+        edit(&line(13), &line(13).replacen(',', "\n", 1));
+        assert!(refused(&snapshot));
+        std::fs::write(&path, &text[..100]).unwrap();
+        assert!(refused(&snapshot));
+        // Put back: it holds again, and so does `a`'s next snapshot.
+        std::fs::write(&path, &text).unwrap();
+        snapshot.check().unwrap();
+        a.append(&[padded(31, 50)]).unwrap();
+        a.snapshot().check().unwrap();
     }
 
     /// Per-append time at 100 and at 10,000 entries (`cargo test -p radveil-ledger --release

@@ -41,7 +41,7 @@ fn split(n: usize) -> usize {
     k
 }
 
-/// MTH(D[n]) of RFC 9162 over leaf hashes.
+/// MTH(D\[n\]) of RFC 9162 over leaf hashes.
 pub fn root(leaves: &[Hash]) -> Hash {
     match leaves.len() {
         0 => empty_root(),

@@ -40,6 +40,9 @@ use crate::scope::Scope;
 pub const CHECKPOINT_EVERY: u64 = 1000;
 /// Most events appended as one batch.
 const MAX_BATCH: usize = 512;
+/// How often, at most, an idle writer has the log's file checked against what it read and
+/// wrote ([`recheck`]).
+const RECHECK_EVERY: Duration = Duration::from_secs(600);
 
 /// Why an event could not be recorded (no value from the event).
 #[derive(Debug, thiserror::Error)]
@@ -136,13 +139,50 @@ fn checkpoint(log: &mut AuditLog, pending: &mut u64) {
     }
 }
 
+/// The last background check of the log's file: when it started (`None`: due now), and
+/// its thread, which says whether the file held.
+struct Recheck {
+    at: Option<std::time::Instant>,
+    running: Option<std::thread::JoinHandle<bool>>,
+}
+
+/// Checkpoints sign the entries as the writer read and wrote them, so an entry edited in the
+/// file behind it is not endorsed, but nor is it noticed there: every [`RECHECK_EVERY`] at
+/// most, one at a time and only when idle, a thread of its own reads the file whole and
+/// checks it against what the writer read and wrote (`radveil_ledger::Snapshot::check`,
+/// which takes no lock: appends go on), and logs an error when it no longer holds it.
+fn recheck(log: &AuditLog, last: &mut Recheck) {
+    if last.at.is_some_and(|at| at.elapsed() < RECHECK_EVERY)
+        || last.running.as_ref().is_some_and(|t| !t.is_finished())
+    {
+        return;
+    }
+    let snapshot = log.snapshot();
+    last.at = Some(std::time::Instant::now());
+    last.running = std::thread::Builder::new()
+        .name("audit-recheck".into())
+        .spawn(move || {
+            let checked = snapshot.check();
+            if let Err(e) = &checked {
+                tracing::error!(error = %e, "the audit log's file no longer holds the entries the server read and wrote");
+            }
+            checked.is_ok()
+        })
+        .ok();
+}
+
 fn write_loop(mut log: AuditLog, rx: mpsc::Receiver<Job>) -> Result<(), radveil_audit::AuditError> {
     let mut pending = 0u64;
+    let mut rechecked = Recheck {
+        at: Some(std::time::Instant::now()),
+        running: None,
+    };
     loop {
         let first = match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(j) => j,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 checkpoint(&mut log, &mut pending);
+                recheck(&log, &mut rechecked);
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,

@@ -475,12 +475,16 @@ fn an_entry_edited_behind_an_open_log_is_not_endorsed() {
             ),
             "entry {edited}"
         );
+        // A check of the file against what the log read and wrote finds it too, while the
+        // log is open.
+        assert!(log.snapshot().check().is_err(), "entry {edited}");
         // Put back as written, the log verifies against the checkpoint signed meanwhile.
         let mut lines = entries(dir.path());
         lines[edited] = written[edited].clone();
         write_entries(dir.path(), &lines);
         let v = verify(dir.path(), key(), Some(&signed)).unwrap();
         assert_eq!((v.entries, v.checkpointed, v.trusted), (7, 7, Some(7)));
+        log.snapshot().check().unwrap();
     }
     // The last entry the log read, edited: its next append reads the log again whole, sees
     // the entry changed, and no checkpoint is signed over it.

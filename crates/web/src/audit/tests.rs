@@ -200,3 +200,44 @@ async fn a_read_sees_the_events_other_processes_appended() {
     drop(auditor);
     writer.finish().unwrap();
 }
+
+#[test]
+fn an_idle_writer_has_the_file_rechecked_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit");
+    let key = AuditKey::new(&Key::from_slice(&[9; 32]).unwrap()).unwrap();
+    let mut log = AuditLog::open_or_init(&path, key).unwrap();
+    let event = |action| Event::now(action, Outcome::Success, Actor::default());
+    log.append(&[
+        event(Action::Query),
+        event(Action::Store),
+        event(Action::Query),
+    ])
+    .unwrap();
+    // Not before its time.
+    let mut last = Recheck {
+        at: Some(std::time::Instant::now()),
+        running: None,
+    };
+    recheck(&log, &mut last);
+    assert!(last.running.is_none());
+    // Due: the file holds what the log wrote.
+    last.at = None;
+    recheck(&log, &mut last);
+    assert!(last.running.take().unwrap().join().unwrap());
+    // Entry 1 edited behind the open log: found.
+    let entries = path.join("entries.jsonl");
+    let text = std::fs::read_to_string(&entries).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let at = lines[1].find("\"sealed\":\"").unwrap() + 12;
+    let flipped = if lines[1].as_bytes()[at] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    lines[1].replace_range(at..at + 1, flipped);
+    std::fs::write(&entries, lines.join("\n") + "\n").unwrap();
+    last.at = None;
+    recheck(&log, &mut last);
+    assert!(!last.running.take().unwrap().join().unwrap());
+}
