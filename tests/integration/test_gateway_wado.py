@@ -517,3 +517,18 @@ def test_each_wado_route_is_audited_as_a_read_of_its_study(serve, radveil_bin, t
         assert e["action"] == "R" and e["outcome"] == "0"
         assert any(x["what"]["identifier"]["value"].removeprefix("urn:oid:") == study
                    for x in e.get("entity", []) if x.get("what", {}).get("type") == "ImagingStudy")
+
+
+JPEG_COLOUR = ["SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm", "SC_jpeg_no_color_transform.dcm"]
+
+
+def test_jpeg_colour_images_render_as_rgb(serve):
+    """YBR_FULL, YBR_FULL_422 and RGB JPEG baseline images render to the RGB pydicom
+    decodes (another JPEG decoder: small differences allowed)."""
+    g = serve()
+    dss = stored(g, JPEG_COLOUR)
+    for name, ds in zip(JPEG_COLOUR, dss):
+        body = g.client().retrieve_instance_rendered(*ids(ds), media_types=("image/png",))
+        got, want = image(body).astype(float), ds.pixel_array.astype(float)
+        assert got.shape == want.shape, name
+        assert np.abs(got - want).mean() < 2, (name, np.abs(got - want).mean())

@@ -257,6 +257,13 @@ fn decode_jpeg(data: &[u8]) -> Result<Frame, PixelError> {
     let info = d
         .info()
         .ok_or_else(|| malformed("JPEG", "no frame header"))?;
+    // `ColorTransform::None` lays a DCT image of three components out line by line, each
+    // line's components one after the other (jpeg-decoder's `color_no_convert`); `RGB`
+    // interleaves them by pixel without changing a value, which is the layout wanted.
+    // (Lossless frames are interleaved whatever the transform.)
+    if info.pixel_format == jpeg_decoder::PixelFormat::RGB24 {
+        d.set_color_transform(jpeg_decoder::ColorTransform::RGB);
+    }
     let pixels = d.decode().map_err(|e| malformed("JPEG", e))?;
     let (width, height) = (info.width as usize, info.height as usize);
     let components = match info.pixel_format {
@@ -423,6 +430,27 @@ mod tests {
         ));
         // A codestream that declares another size than the data set is refused first.
         assert!(decode(Codec::JpegLs, &data, (8, 2, 1), &MemoryBudget::new(1 << 10)).is_err());
+    }
+
+    /// A colour baseline JPEG comes out interleaved by pixel, its values untransformed (it
+    /// came out line by line, each line's Y, then Cb, then Cr).
+    #[test]
+    fn colour_jpeg_samples_are_interleaved_by_pixel() {
+        let (w, h) = (16u16, 8u16);
+        let ycbcr: Vec<u8> = (0..usize::from(w) * usize::from(h))
+            .flat_map(|_| [100u8, 150, 60])
+            .collect();
+        let mut data = Vec::new();
+        jpeg_encoder::Encoder::new(&mut data, 100)
+            .encode(&ycbcr, w, h, jpeg_encoder::ColorType::Ycbcr)
+            .unwrap();
+        let budget = MemoryBudget::new(1 << 20);
+        let frame = decode(Codec::Jpeg, &data, (16, 8, 3), &budget).unwrap();
+        for px in frame.samples.chunks_exact(3) {
+            for (got, want) in px.iter().zip([100u32, 150, 60]) {
+                assert!(got.abs_diff(want) <= 2, "{px:?}");
+            }
+        }
     }
 
     #[test]
