@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -34,6 +35,20 @@ from gateway import (  # noqa: F401  (serve is a fixture)
 KEYS = ["listen", "cert", "key", "dev", "oidc_issuer", "jwks", "issuer", "audience",
         "roles_claim", "kek_file", "audit_key_file", "max_request", "max_parts",
         "header_timeout", "body_timeout", "send_timeout", "max_connections", "min_free_disk"]
+
+
+def audit_events(radveil_bin, data: Path) -> list[dict]:
+    """The audit trail of a stopped server, as FHIR AuditEvents."""
+    r = subprocess.run([str(radveil_bin), "audit", "export", "--data", str(data), "--format", "fhir"],
+                       capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+
+def refused_stores(events: list[dict], status: int) -> int:
+    """How many stores (subtype "create") were refused with HTTP `status`."""
+    return sum(1 for e in events if e["subtype"][0]["code"] == "create"
+               and e["outcome"] != "0" and e.get("outcomeDesc") == f"HTTP {status}")
 
 
 def start_fails(radveil_bin, data: Path, *args: str) -> str:
@@ -254,7 +269,7 @@ def test_connections_beyond_the_cap_wait_until_one_is_cut_off(serve, tmp_path):
     assert time.monotonic() - t0 < 1
 
 
-def test_an_oversized_body_is_refused_before_it_is_sent(serve, tmp_path):
+def test_an_oversized_body_is_refused_before_it_is_sent(serve, tmp_path, radveil_bin):
     g = serve(tmp_path / "data", "--max-request", "1M")
     host, port = host_port(g)
     s = socket.create_connection((host, port), timeout=5)
@@ -275,6 +290,10 @@ def test_an_oversized_body_is_refused_before_it_is_sent(serve, tmp_path):
                       timeout=30)
     assert r.status_code == 413, r.status_code
     assert requests.get(g.url + "/studies", timeout=5).status_code == 200
+    # Both refusals are in the audit trail, with the client's address.
+    assert g.stop() == 0
+    events = audit_events(radveil_bin, tmp_path / "data")
+    assert refused_stores(events, 413) == 2, events
 
 
 # --- a full disk ------------------------------------------------------------------------------
@@ -326,7 +345,8 @@ def store_until_refused(g, start: int = 0):
     raise AssertionError("the disk never filled")
 
 
-def test_a_full_disk_refuses_stores_clearly_loses_nothing_and_keeps_serving(serve, small_disk):
+def test_a_full_disk_refuses_stores_clearly_loses_nothing_and_keeps_serving(serve, small_disk,
+                                                                           radveil_bin):
     data = small_disk / "data"
     g = serve(data, "--min-free-disk", "3M")
     # Something else takes most of the disk; the gateway's stores take the rest.
@@ -362,6 +382,8 @@ def test_a_full_disk_refuses_stores_clearly_loses_nothing_and_keeps_serving(serv
     assert_no_plaintext(data, log, [PLANTED["name"].encode(), PLANTED["accession"].encode(),
                                     PLANTED["institution"].encode(), PLANTED["birth"].encode(),
                                     b"PID-QZ-"])
+    # The two refused stores are in the audit trail.
+    assert refused_stores(audit_events(radveil_bin, data), 507) == 2
     # And after a restart, all of it is still there.
     g = serve(data, "--min-free-disk", "3M")
     assert_all_there(g, acked)

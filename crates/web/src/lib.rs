@@ -105,7 +105,17 @@ pub async fn serve(
     ready(listener.local_addr()?);
     let tls = listening.tls.map(tokio_rustls::TlsAcceptor::from);
     let disk = listening.disk.map(Arc::new);
-    server::run(listener, tls, router(state), listening.limits, disk, stop).await;
+    let auditor = state.auditor.clone();
+    server::run(
+        listener,
+        tls,
+        router(state),
+        listening.limits,
+        disk,
+        auditor,
+        stop,
+    )
+    .await;
     Ok(())
 }
 

@@ -15,6 +15,9 @@
 //! - a STOW-RS request that would leave less than the [`DiskReserve`] free on the data
 //!   directory's filesystem is refused 507 before its body is read.
 //!
+//! The refusals made here, before the router, are recorded in the audit trail as the
+//! router's audit middleware records the requests it sees.
+//!
 //! Each connection is its own task, so one stalled client never delays another. On
 //! shutdown the listener is closed, requests in flight finish, idle connections close.
 
@@ -76,6 +79,7 @@ pub(crate) async fn run(
     app: Router,
     limits: ConnectionLimits,
     disk: Option<Arc<DiskReserve>>,
+    auditor: Option<crate::audit::Auditor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -106,12 +110,14 @@ pub(crate) async fn run(
         let app = app.clone();
         let tls = tls.clone();
         let disk = disk.clone();
+        let auditor = auditor.clone();
         tokio::spawn(async move {
             let on = On {
                 remote,
                 app,
                 limits,
                 disk,
+                auditor,
             };
             match tls {
                 None => connection(stream, on, watcher).await,
@@ -138,6 +144,7 @@ struct On {
     app: Router,
     limits: ConnectionLimits,
     disk: Option<Arc<DiskReserve>>,
+    auditor: Option<crate::audit::Auditor>,
 }
 
 /// Serves HTTP/1.1 on one connection.
@@ -150,19 +157,23 @@ where
         app,
         limits,
         disk,
+        auditor,
     } = on;
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let mut app = app.clone();
         let disk = disk.clone();
+        let auditor = auditor.clone();
         async move {
             let declared = declared_length(&req);
-            if declared.is_some_and(|n| n > limits.max_request as u64) {
-                return Ok(too_large(limits.max_request));
-            }
-            if let Some(d) = disk.filter(|_| is_store(&req)) {
-                if let Err(e) = d.room_for(declared.unwrap_or(0)) {
-                    return Ok(no_room(e));
-                }
+            let refused = if declared.is_some_and(|n| n > limits.max_request as u64) {
+                Some(too_large(limits.max_request))
+            } else {
+                disk.filter(|_| is_store(&req))
+                    .and_then(|d| d.room_for(declared.unwrap_or(0)).err())
+                    .map(no_room)
+            };
+            if let Some(resp) = refused {
+                return Ok(audited(auditor.as_ref(), &req, remote, resp).await);
             }
             let deadline = Instant::now() + limits.body_timeout;
             let mut req = req.map(|body| {
@@ -191,6 +202,60 @@ where
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// `resp`, a refusal made before the router, once its event is in the audit trail (a 500
+/// when it cannot be written: no request goes unaudited).
+async fn audited<B>(
+    auditor: Option<&crate::audit::Auditor>,
+    req: &Request<B>,
+    remote: SocketAddr,
+    resp: Response<axum::body::Body>,
+) -> Response<axum::body::Body> {
+    let (Some(auditor), Some(action)) = (auditor, audit_action(req)) else {
+        return resp;
+    };
+    let event = crate::audit::event_of(
+        action,
+        None,
+        None,
+        None,
+        resp.status(),
+        Some(remote.ip().to_string()),
+    );
+    match auditor.append(event).await {
+        Ok(()) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, action = %action, "request refused: its audit event could not be written");
+            let mut r = Response::new(axum::body::Body::from(
+                "the audit trail could not be written: the request is refused\n",
+            ));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r
+        }
+    }
+}
+
+/// The audited action of a request, named as the audit middleware names it; `None` for
+/// the routes it does not audit (health, metrics).
+fn audit_action<B>(req: &Request<B>) -> Option<radveil_audit::Action> {
+    use radveil_access::Action as Asked;
+    use radveil_audit::Action;
+    let path = req.uri().path();
+    if path == "/audit" || path == "/me/access-log" {
+        return Some(Action::AuditRead);
+    }
+    if !(path == "/dicom-web" || path.starts_with("/dicom-web/")) {
+        return None;
+    }
+    Some(match crate::auth::action_of(req.method(), path) {
+        Asked::Store => Action::Store,
+        Asked::Delete => Action::Delete,
+        Asked::Search => Action::Query,
+        Asked::Read | Asked::ReadAudit => Action::Retrieve,
+    })
 }
 
 /// The request's `Content-Length`, when it has one that parses.
