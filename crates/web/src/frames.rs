@@ -251,15 +251,23 @@ pub fn frames_of(
             };
             let items: Vec<&[u8]> = frags.iter().skip(1).map(|f| f.as_ref()).collect();
             let offsets = frags.first().map_or(&[][..], |f| f.as_ref());
-            let all = radveil_pixeldata::codec::frames(&items, offsets, count)
-                .map_err(|e| bad(format!("{e}")))?;
+            // One item per frame (the usual case; a single frame may span items): the frames
+            // asked for are copied, not every frame of the image.
+            let split;
+            let all: Vec<&[u8]> = if items.len() == count && count > 1 {
+                items
+            } else {
+                split = radveil_pixeldata::codec::frames(&items, offsets, count)
+                    .map_err(|e| bad(format!("{e}")))?;
+                split.iter().map(Vec::as_slice).collect()
+            };
             let mut parts = Vec::with_capacity(numbers.len());
             for &n in numbers {
                 let f = n
                     .checked_sub(1)
                     .and_then(|i| all.get(i))
                     .ok_or_else(|| bad("fewer frames than described".into()))?;
-                parts.push(Bytes::from(f.clone()));
+                parts.push(Bytes::copy_from_slice(f));
             }
             Ok((parts, format!("{media}; transfer-syntax={ts}")))
         }
