@@ -532,3 +532,36 @@ def test_jpeg_colour_images_render_as_rgb(serve):
         got, want = image(body).astype(float), ds.pixel_array.astype(float)
         assert got.shape == want.shape, name
         assert np.abs(got - want).mean() < 2, (name, np.abs(got - want).mean())
+
+
+def test_a_deleted_instances_metadata_copy_does_not_open_from_a_copy_of_the_data_taken_before(
+        serve, tmp_path):
+    """Crypto-shredding reaches the metadata copies: deleting one instance of a study, then
+    putting back the data as it was before beside the current key store, its metadata (and
+    its frames) are not served, while the study's other instance's are."""
+    import shutil
+    data = tmp_path / "data"
+    g = serve(data)
+    study, series = new_uid(), new_uid()
+    gone, kept = planted(1, study, series), planted(2, study, series)
+    assert post(g.url, [to_bytes(gone), to_bytes(kept)]).status_code == 200
+    assert g.stop() == 0
+    backup = tmp_path / "backup"
+    shutil.copytree(data, backup, ignore=shutil.ignore_patterns("keys"))
+    g = serve(data)
+    assert requests.delete(instance_url(g, gone), timeout=30).status_code == 204
+    assert g.stop() == 0
+    restored = tmp_path / "restored"
+    shutil.copytree(backup, restored)
+    shutil.copytree(data / "keys", restored / "keys")
+    con = sqlite3.connect(restored / "index.db")
+    assert con.execute("SELECT count(*) FROM metadata").fetchone()[0] == 2, "the copy is back"
+    con.close()
+    g = serve(restored)
+    for url in [f"{instance_url(g, gone)}/metadata", f"{instance_url(g, gone)}/frames/1"]:
+        r = requests.get(url, timeout=30)
+        assert r.status_code != 200, url
+        assert PLANTED["name"].encode() not in r.content and b"00100010" not in r.content
+    whole = g.client().retrieve_study_metadata(study)
+    assert [j["00080018"]["Value"][0] for j in whole] == [kept.SOPInstanceUID]
+    assert from_json(whole[0]).PatientName == PLANTED["name"]
