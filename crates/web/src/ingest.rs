@@ -910,6 +910,57 @@ mod tests {
         assert!(RequireSigned::default().is_empty());
     }
 
+    /// Per-instance cost of ingest on a real file: identify alone, and identify with the
+    /// examination and the metadata copy from the same parse (`RADVEIL_BENCH_FILE=CT_small.dcm
+    /// cargo test -p radveil-web --release -- --ignored --nocapture per_instance_cost`).
+    #[test]
+    #[ignore]
+    fn per_instance_cost_of_ingest() {
+        let Some(path) = std::env::var_os("RADVEIL_BENCH_FILE") else {
+            return;
+        };
+        let bytes = std::fs::read(path).unwrap();
+        let settings = Settings {
+            trust: Default::default(),
+            key: radveil_deid::Key::new(zeroize::Zeroizing::new(vec![1u8; 32])).unwrap(),
+        };
+        let budget = MemoryBudget::new(1 << 30);
+        let rounds = 2000u32;
+        let time = |f: &dyn Fn()| {
+            let start = std::time::Instant::now();
+            for _ in 0..rounds {
+                f();
+            }
+            start.elapsed() / rounds
+        };
+        let alone = time(&|| {
+            crate::instance::identify(&bytes).unwrap();
+        });
+        let copy = time(&|| {
+            crate::metadata::copy(&bytes).unwrap();
+        });
+        let examined = time(&|| {
+            crate::instance::identify_with(&bytes, |id, ds, enc| {
+                let e = radveil_pipeline::ingest::examine(
+                    &bytes,
+                    &id.transfer_syntax,
+                    ds,
+                    enc,
+                    &settings,
+                    0,
+                    &budget,
+                )
+                .unwrap();
+                (e, MetadataCopy::of(id, ds, enc))
+            })
+            .unwrap();
+        });
+        println!(
+            "per instance ({} bytes): identify {alone:?}; the store's metadata copy (a second parse) {copy:?}; identify + examine + copy from one parse {examined:?}",
+            bytes.len()
+        );
+    }
+
     #[test]
     fn the_metadata_copy_gets_the_block_in_a_free_slot_and_loses_a_forged_one() {
         use radveil_part10::{DataSet, Element, Encoding};
