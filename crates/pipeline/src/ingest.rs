@@ -227,28 +227,71 @@ impl Geometry {
     }
 }
 
+/// The series advisories of an image, gathered over the other instances of its series in
+/// one pass (see [`series_advisories`]). Each other instance gives its position first; the
+/// rest of its geometry is asked for (`whole`) only for the first instance (the series'
+/// reference) and for one at the same position, so a long series costs a position each.
+#[derive(Debug)]
+pub struct SeriesCheck<'g> {
+    geometry: &'g Geometry,
+    reference: bool,
+    disagrees: bool,
+    shared: bool,
+}
+
+impl<'g> SeriesCheck<'g> {
+    /// The check of an image of `geometry`.
+    pub fn new(geometry: &'g Geometry) -> SeriesCheck<'g> {
+        SeriesCheck {
+            geometry,
+            reference: false,
+            disagrees: false,
+            shared: false,
+        }
+    }
+
+    /// Another instance of the series at `position`, its whole geometry from `whole`.
+    pub fn other(&mut self, position: &[f64], whole: impl FnOnce() -> Geometry) {
+        if !self.reference {
+            self.reference = true;
+            let g = whole();
+            self.disagrees = self.geometry.disagrees_with(&g);
+            self.shared = self.geometry.same_position(&g);
+        } else if !self.shared
+            && self.geometry.position.len() == 3
+            && close(&self.geometry.position, position, 1e-3)
+        {
+            self.shared = self.geometry.same_position(&whole());
+        }
+    }
+
+    /// [`Advisory::SeriesGeometry`] when the image disagrees with the reference,
+    /// [`Advisory::SeriesPosition`] when another instance is at its position.
+    pub fn advisories(self) -> Vec<Advisory> {
+        let mut out = Vec::new();
+        if self.disagrees {
+            out.push(Advisory::SeriesGeometry);
+        }
+        if self.shared {
+            out.push(Advisory::SeriesPosition);
+        }
+        out
+    }
+}
+
 /// The series advisories of an image of `geometry` given the geometry of its series' other
 /// instances (the first is the series' reference): [`Advisory::SeriesGeometry`] when it
 /// disagrees with the reference, [`Advisory::SeriesPosition`] when another is at its
-/// position. One pass over the others, nothing copied.
+/// position.
 pub fn series_advisories<'g>(
     geometry: &Geometry,
     others: impl IntoIterator<Item = &'g Geometry>,
 ) -> Vec<Advisory> {
-    let mut out = Vec::new();
-    let mut first = true;
-    let mut shared = false;
+    let mut check = SeriesCheck::new(geometry);
     for g in others {
-        if first && geometry.disagrees_with(g) {
-            out.push(Advisory::SeriesGeometry);
-        }
-        first = false;
-        shared = shared || geometry.same_position(g);
+        check.other(&g.position, || g.clone());
     }
-    if shared {
-        out.push(Advisory::SeriesPosition);
-    }
-    out
+    check.advisories()
 }
 
 /// What the site checks instances against.

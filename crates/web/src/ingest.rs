@@ -669,6 +669,22 @@ pub fn geometry_of(attrs: &Attrs) -> radveil_pipeline::ingest::Geometry {
     )
 }
 
+/// The Image Position (Patient) of stored search attributes, parsed in place (no copy):
+/// what a long series is compared by.
+pub fn position_in(attrs: &Attrs) -> Option<[f64; 3]> {
+    let tag = radveil_standard::tags::IMAGE_POSITION_PATIENT;
+    let i = attrs.binary_search_by_key(&tag, |(t, _)| *t).ok()?;
+    let v = &attrs[i].1.values;
+    if v.len() != 3 {
+        return None;
+    }
+    let mut out = [0.0; 3];
+    for (o, x) in out.iter_mut().zip(v.iter()) {
+        *o = x.trim().parse::<f64>().ok().filter(|f| f.is_finite())?;
+    }
+    Some(out)
+}
+
 /// The ingest status kept in stored search attributes (for tests and the metadata).
 pub fn status_in(attrs: &Attrs) -> Option<SignatureStatus> {
     attrs

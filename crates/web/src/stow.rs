@@ -373,19 +373,21 @@ fn series_advisories(state: &AppState, stages: &mut [Stage]) {
     for stage in stages.iter_mut() {
         let Stage::Ready(r) = stage else { continue };
         let Some(e) = &mut r.examined else { continue };
-        let mut others = Vec::new();
+        let mut check = radveil_pipeline::ingest::SeriesCheck::new(&e.geometry);
+        // A position each (parsed in place); the whole geometry only when needed.
         state
             .catalogue
             .for_each_in_series(&r.study, &r.series, |attrs| {
-                others.push(crate::ingest::geometry_of(attrs))
+                let position = crate::ingest::position_in(attrs).unwrap_or_default();
+                check.other(&position, || crate::ingest::geometry_of(attrs));
             });
-        others.extend(
-            earlier
-                .iter()
-                .filter(|(st, se, _)| *st == r.study && *se == r.series)
-                .map(|(.., g)| g.clone()),
-        );
-        let found = radveil_pipeline::ingest::series_advisories(&e.geometry, &others);
+        for (.., g) in earlier
+            .iter()
+            .filter(|(st, se, _)| *st == r.study && *se == r.series)
+        {
+            check.other(&g.position, || g.clone());
+        }
+        let found = check.advisories();
         if let Some(i) = &state.ingest {
             i.counters.count_advisories(&found);
         }
