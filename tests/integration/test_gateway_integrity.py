@@ -380,3 +380,12 @@ def test_an_instance_deleted_then_stored_again_with_other_bytes_is_logged_anew(s
     got = [(Path(x["input"]).stem, x["status"]) for x in map(json.loads, r.stdout.splitlines())
            if x["status"].startswith("ledger-")]
     assert got == [("new", "ledger-proven"), ("old", "ledger-altered")], r.stdout
+
+
+def test_a_named_client_cannot_be_required_to_sign_without_access_control(radveil_bin, tmp_path):
+    # Without tokens no client has a name: the policy would silently do nothing.
+    r = subprocess.run(
+        [str(radveil_bin), "serve", "--data", str(tmp_path / "data"), "--listen", "127.0.0.1:0",
+         "--require-signed", "modality-1"],
+        capture_output=True, text=True, timeout=60, env=clean_env())
+    assert r.returncode != 0 and "--require-signed modality-1" in r.stderr, r.stderr

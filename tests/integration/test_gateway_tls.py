@@ -8,6 +8,7 @@ Certificates are made here with `openssl req -x509` (ECDSA P-256 and RSA 2048).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -107,6 +108,9 @@ def test_curl_and_dicomweb_client_store_and_retrieve_over_https(serve, tmp_path,
          "--data-binary", f"@{tmp_path / 'body'}", f"{url}/studies"],
         capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
+    # The URLs the gateway writes are https URLs (RetrieveURL of the store response).
+    stored = json.loads(r.stdout)
+    assert stored["00081190"]["Value"][0].startswith("https://localhost:"), stored["00081190"]
     inst = f"{url}/studies/{rt.StudyInstanceUID}/series/{rt.SeriesInstanceUID}/instances/{rt.SOPInstanceUID}"
     r = subprocess.run(
         [curl, "-sS", "--fail", "--cacert", str(cert), "-D", str(tmp_path / "head"),
@@ -124,6 +128,7 @@ def test_curl_and_dicomweb_client_store_and_retrieve_over_https(serve, tmp_path,
     # SIGTERM stops it cleanly; its log names no patient of what it stored.
     assert g.stop() == 0
     log = "".join(g.log)
+    assert "\x1b[" not in log, "colour escapes in a log that is not a terminal"
     for d in ds + [rt]:
         for v in (str(d.PatientName), str(d.PatientID)):
             assert not v or v not in log, v

@@ -690,8 +690,12 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
                     ),
                 });
             }
-            f.write_all(&buf).map_err(io(&path))?;
-            f.sync_all().map_err(io(&path))?;
+            if let Err(e) = f.write_all(&buf).and_then(|()| f.sync_all()) {
+                // A write cut short (a full disk) must not leave a torn line that refuses
+                // every later append: what was not acknowledged is taken back off the file.
+                let _ = f.set_len(self.mark.end).and_then(|()| f.sync_all());
+                return Err(LedgerError::Io { path, source: e });
+            }
             self.tree.extend(leaves);
             self.records.extend(new);
             self.mark.end += buf.len() as u64;

@@ -89,7 +89,8 @@ pub struct ServeArgs {
     max_connections: Option<std::num::NonZeroUsize>,
     /// Space kept free on the data directory's filesystem, like 256M (the default): a store
     /// that would leave less is refused (507) so that reads go on while the disk is full.
-    #[arg(long, value_name = "SIZE", value_parser = crate::parse_memory_size)]
+    /// 0 keeps no reserve.
+    #[arg(long, value_name = "SIZE", value_parser = parse_free_disk)]
     min_free_disk: Option<u64>,
     /// File holding the audit key (64 hex digits). Default: RADVEIL_AUDIT_KEY, else
     /// DATA/keys/audit-key, made (mode 0600) on first run.
@@ -336,6 +337,12 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     };
     let access = access_control(&args)?;
     if matches!(access, radveil_web::auth::AccessControl::Open) {
+        // Without tokens there is no client to name: such a policy would silently do nothing.
+        if let Some(c) = args.require_signed.iter().find(|c| c.as_str() != "*") {
+            bail!(
+                "--require-signed {c}: without access control (--dev, --jwks or --oidc-issuer) no client has a name; use --require-signed '*'"
+            );
+        }
         if !listen.ip().is_loopback() {
             bail!(
                 "{listen} is not a loopback address: without access control (--dev, --jwks or --oidc-issuer) radveil serve listens on loopback only"
@@ -392,6 +399,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         catalogue: Default::default(),
         auditor: Some(auditor),
         ingest: Some(ingest),
+        https: listening.tls.is_some(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -527,4 +535,12 @@ pub fn token(args: TokenArgs) -> Result<ExitCode> {
     )?;
     outln!("{token}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A `--min-free-disk` size: like 256M, or 0 for no reserve.
+fn parse_free_disk(text: &str) -> std::result::Result<u64, String> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    radveil_pipeline::memory::parse_size(text).map_err(|e| format!("free disk: {e}"))
 }

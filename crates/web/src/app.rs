@@ -55,6 +55,8 @@ pub struct AppState {
     /// advisories, the signing policy. `None` checks nothing (for tests of other parts;
     /// `radveil serve` always gives one).
     pub ingest: Option<crate::ingest::Ingest>,
+    /// Served over TLS: the URLs the gateway writes (RetrieveURL, BulkDataURI) say https.
+    pub https: bool,
 }
 
 /// The router of the whole gateway.
@@ -174,7 +176,7 @@ pub(crate) fn tag_key(tag: u32) -> String {
     format!("{tag:08X}")
 }
 
-pub(crate) fn base_url(headers: &HeaderMap) -> String {
+pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -183,7 +185,8 @@ pub(crate) fn base_url(headers: &HeaderMap) -> String {
                 .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
         })
         .unwrap_or("localhost");
-    format!("http://{host}/dicom-web")
+    let scheme = if state.https { "https" } else { "http" };
+    format!("{scheme}://{host}/dicom-web")
 }
 
 pub(crate) fn handle(state: &AppState, level: Level, uid: &str) -> Handle {

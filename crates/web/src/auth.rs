@@ -287,6 +287,7 @@ mod tests {
             catalogue: Default::default(),
             auditor: None,
             ingest: None,
+            https: false,
         })
     }
 

@@ -351,7 +351,7 @@ async fn metadata(
         Ok(c) => c,
         Err(e) => return store_error(&e),
     };
-    let base = base_url(headers);
+    let base = base_url(state, headers);
     let mut body = Vec::with_capacity(copies.len().saturating_mul(4096).min(1 << 24));
     body.push(b'[');
     let mut n = 0usize;

@@ -1071,7 +1071,7 @@ fn answer(
                 .into_response()
         }
     };
-    let base = crate::app::base_url(headers);
+    let base = crate::app::base_url(state, headers);
     let found = state.catalogue.search(scope, &q, target, &base);
     let what = searched(state, scope, params, &found.results);
     let mut resp = (

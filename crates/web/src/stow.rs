@@ -176,7 +176,7 @@ async fn store_parts(
             what.add(&id.patient_id, &id.issuer, study_ref(id));
         }
     }
-    what.attach(store_response(&headers, study.as_deref(), &results))
+    what.attach(store_response(&state, &headers, study.as_deref(), &results))
 }
 
 /// Identifies and examines each part of a request (see [`examine`]), then adds the series
@@ -570,9 +570,14 @@ async fn store_one(state: &AppState, ready: Ready) -> Stored {
 
 /// The Store Instances Response (PS3.18 §10.5.3): 200 when all are stored, 202 when some
 /// are, 409 when none is.
-fn store_response(headers: &HeaderMap, study: Option<&str>, results: &[Stored]) -> Response {
+fn store_response(
+    state: &AppState,
+    headers: &HeaderMap,
+    study: Option<&str>,
+    results: &[Stored],
+) -> Response {
     use radveil_standard::tags;
-    let base = base_url(headers);
+    let base = base_url(state, headers);
     let mut referenced = Vec::new();
     let mut failed = Vec::new();
     for r in results {

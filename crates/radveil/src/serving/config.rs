@@ -220,7 +220,7 @@ fn size_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
         .map_err(|_| D::Error::custom("a size like \"512M\" or \"2G\" expected"))?
     {
         NumberOrText::Number(n) => n,
-        NumberOrText::Text(t) => radveil_pipeline::memory::parse_size(&t).map_err(|e| {
+        NumberOrText::Text(t) => super::parse_free_disk(&t).map_err(|e| {
             D::Error::custom(format!("{e}: a size like \"512M\" or \"2G\" expected"))
         })?,
     };

@@ -58,6 +58,7 @@ fn fixture() -> Fixture {
         catalogue: Default::default(),
         auditor: Some(auditor),
         ingest: None,
+        https: false,
     });
     Fixture {
         app,
