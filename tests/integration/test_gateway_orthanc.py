@@ -582,7 +582,6 @@ RADVEIL_SCANS_THE_SERIES = (
     "1.2 ms in a 100-instance one, 9.6 ms in a 1,000-instance one (bench/gateway)")
 
 
-@pytest.mark.xfail(strict=True, raises=SeriesSizeCost, reason=RADVEIL_SCANS_THE_SERIES)
 def test_retrieving_one_instance_costs_the_same_in_a_large_series_as_orthanc(peers):
     """Server CPU-seconds (/proc) for 300 WADO-RS requests of one instance of an 800-instance
     series, against 300 of the only instance of another series: Orthanc pays about the same

@@ -558,3 +558,64 @@ fn a_symlink_in_place_of_the_index_is_refused() {
     std::os::unix::fs::symlink("/tmp/elsewhere.db", &layout.index).unwrap();
     assert!(Store::open(&layout, kek(1)).is_err());
 }
+
+/// One instance's row is looked up by its handle alone (what WADO-RS and metadata of one
+/// instance use, instead of reading its whole series), and only under the study and
+/// series it belongs to: another study's or series' path to it finds nothing.
+#[test]
+fn one_instance_row_is_found_alone_and_only_under_its_own_study_and_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::under(dir.path());
+    rt().block_on(async {
+        let store = Store::open(&layout, kek(1)).unwrap();
+        let mut handles = Vec::new();
+        for n in 0..20u32 {
+            let inst = format!("1.2.3.4.{n}");
+            let id = ids("P", "1.2", "1.2.3", &inst);
+            store
+                .put(&id, Bytes::from(instance_bytes(n)), b"")
+                .await
+                .unwrap();
+            handles.push(store.handles(&id));
+        }
+        let other = ids("P", "1.2", "1.2.9", "1.2.9.1");
+        store
+            .put(&other, Bytes::from(instance_bytes(99)), b"")
+            .await
+            .unwrap();
+        let o = store.handles(&other);
+        let h = handles[7];
+        let r = store
+            .instance_row(h.study, Some(h.series), h.instance)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.study, r.series, r.instance),
+            (h.study, h.series, h.instance)
+        );
+        assert_eq!(store.open_row(&r).await.unwrap(), instance_bytes(7));
+        // Without the series, the study alone is checked.
+        let r = store.instance_row(h.study, None, h.instance).await.unwrap();
+        assert_eq!(r.instance, h.instance);
+        // Under another series of the same study, or another study: absent.
+        assert!(matches!(
+            store
+                .instance_row(h.study, Some(o.series), h.instance)
+                .await,
+            Err(StoreError::NotFound)
+        ));
+        let elsewhere = store.uid(Level::Study, "1.9");
+        assert!(matches!(
+            store
+                .instance_row(elsewhere, Some(h.series), h.instance)
+                .await,
+            Err(StoreError::NotFound)
+        ));
+        // An instance never stored: absent.
+        let never = store.uid(Level::Instance, "1.2.3.4.999");
+        assert!(matches!(
+            store.instance_row(h.study, Some(h.series), never).await,
+            Err(StoreError::NotFound)
+        ));
+    });
+}

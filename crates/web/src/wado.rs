@@ -6,7 +6,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use radveil_store::{Handle, Level};
+use radveil_store::{Handle, Level, StoreError};
 
 use crate::app::{error, handle, store_error, AppState};
 use crate::multipart;
@@ -63,13 +63,20 @@ async fn retrieve(
         Ok(w) => w,
         Err(why) => return error(StatusCode::NOT_ACCEPTABLE, &why),
     };
-    let rows = match state.store.rows(study, series).await {
-        Ok(r) => r,
-        Err(e) => return store_error(&e),
+    // One instance is looked up alone: its series' other rows are never read.
+    let rows = match instance {
+        Some(i) => match state.store.instance_row(study, series, i).await {
+            Ok(r) => vec![r],
+            Err(StoreError::NotFound) => Vec::new(),
+            Err(e) => return store_error(&e),
+        },
+        None => match state.store.rows(study, series).await {
+            Ok(r) => r,
+            Err(e) => return store_error(&e),
+        },
     };
     let rows: Vec<_> = rows
         .into_iter()
-        .filter(|r| instance.is_none_or(|i| i == r.instance))
         // Another patient's study is exactly as absent as a missing one.
         .filter(|r| scope.sees(&r.patient))
         .collect();
