@@ -108,15 +108,31 @@ pub fn admit(
     intent: Intent,
     time: &str,
 ) -> Admission {
-    let allow_changed = match intent {
-        Intent::Tombstone => return Admission::Append(obs.record(RecordKind::Tombstone, time)),
-        Intent::Ingest { allow_changed } => allow_changed,
-    };
+    if intent == Intent::Tombstone {
+        return Admission::Append(obs.record(RecordKind::Tombstone, time));
+    }
     let previous = pending
         .iter()
         .rev()
         .find(|r| r.instance == obs.instance)
         .or_else(|| ledger.find_instance(&obs.instance).map(|(_, r)| r));
+    admit_after(previous, obs, intent, time)
+}
+
+/// [`admit`], given the instance's last record (`previous`: the last of those pending in
+/// the same append, else the ledger's last), which the caller found by an index of its
+/// own: a writer that keeps one decides in constant time instead of a pass over the
+/// ledger per image. Same lock rule as [`admit`].
+pub fn admit_after(
+    previous: Option<&Record>,
+    obs: &Observation,
+    intent: Intent,
+    time: &str,
+) -> Admission {
+    let allow_changed = match intent {
+        Intent::Tombstone => return Admission::Append(obs.record(RecordKind::Tombstone, time)),
+        Intent::Ingest { allow_changed } => allow_changed,
+    };
     match previous {
         Some(prev) if prev.kind == RecordKind::Ingest && prev.sha256 == obs.sha256 => {
             Admission::AlreadyLogged

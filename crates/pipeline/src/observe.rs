@@ -8,8 +8,9 @@ use std::path::Path;
 use radveil_deid::Key;
 use radveil_integrity::Outcome;
 use radveil_ledger::note::Checkpoint;
+use radveil_ledger::verdict::admit_after;
 use radveil_ledger::{
-    admit, hex, Admission, Appended, Intent, Ledger, LedgerError, Observation, Status, TornRepair,
+    hex, Admission, Appended, Intent, Ledger, LedgerError, Observation, Record, Status, TornRepair,
     Verdict, Verification,
 };
 use radveil_part10 as p10;
@@ -238,10 +239,32 @@ pub fn append_observed<'a, T>(
     let mut skipped = 0;
     let mut refused = Vec::new();
     let appended = ledger.append_with(repair, |fresh| {
-        let mut records = Vec::new();
+        // Each instance's last entry, found in one pass over the ledger (not one per image:
+        // a batch of M images against N entries was M x N comparisons).
+        let mut last: std::collections::HashMap<&str, &Record> =
+            std::collections::HashMap::with_capacity(observed.len());
+        if intent != Intent::Tombstone {
+            let wanted: std::collections::HashSet<&str> =
+                observed.iter().map(|(_, o)| o.instance.as_str()).collect();
+            for r in fresh.records() {
+                if wanted.contains(r.instance.as_str()) {
+                    last.insert(r.instance.as_str(), r);
+                }
+            }
+        }
+        let mut records: Vec<Record> = Vec::new();
+        // Where in `records` each instance's last pending record is.
+        let mut pending: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for (name, o) in observed {
-            match admit(fresh, &records, o, intent, now) {
-                Admission::Append(r) => records.push(r),
+            let previous = match pending.get(o.instance.as_str()) {
+                Some(&i) => records.get(i),
+                None => last.get(o.instance.as_str()).copied(),
+            };
+            match admit_after(previous, o, intent, now) {
+                Admission::Append(r) => {
+                    pending.insert(o.instance.as_str(), records.len());
+                    records.push(r);
+                }
                 Admission::AlreadyLogged => skipped += 1,
                 Admission::Changed => refused.push(name),
             }
@@ -259,6 +282,7 @@ pub fn append_observed<'a, T>(
 mod tests {
     use super::*;
     use crate::sign::testing;
+    use radveil_ledger::admit;
     use radveil_ledger::note::Signer;
 
     fn key() -> Key {

@@ -24,7 +24,8 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use radveil_ledger::note::Signer;
-use radveil_ledger::{admit, Admission, Intent, Ledger, Observation, TornRepair};
+use radveil_ledger::verdict::admit_after;
+use radveil_ledger::{Admission, Intent, Ledger, Observation, TornRepair};
 use radveil_part10::{MemoryBudget, Vr};
 use radveil_pipeline::ingest::{Advisory, Settings, SignatureStatus};
 use radveil_pipeline::secret::PermissionPolicy;
@@ -282,27 +283,70 @@ impl Ingest {
     }
 }
 
-/// What the ledger knows of series and equipment, kept up to date by the writer so that
-/// the equipment advisories cost a look-up, not a pass over every entry.
+/// What the ledger knows of instances, series and equipment, kept up to date by the
+/// writer so that deciding on an instance and its equipment advisories cost a look-up, not
+/// a pass over every entry (which made each append O(entries)).
 #[derive(Default)]
 struct Known {
     series_equipment: HashMap<String, BTreeSet<String>>,
     equipment_signers: HashMap<String, BTreeSet<String>>,
+    /// The position of each instance's last entry, by a hash of its keyed instance hash
+    /// (8 bytes a key, not a copy of the 64 characters). Two instances whose hashes
+    /// collide share a slot: a look-up checks the entry it finds and, when that is another
+    /// instance's, searches the entries instead (see [`Known::last`]).
+    last: HashMap<u64, usize>,
+    /// Hashes instance hashes with this process's random keys: a ledger's lines cannot be
+    /// chosen to collide.
+    hasher: std::collections::hash_map::RandomState,
+    /// How many of the ledger's entries are folded in.
+    seen: usize,
 }
 
 impl Known {
     fn of(ledger: &Ledger) -> Known {
         let mut k = Known::default();
-        for r in ledger.records() {
+        k.catch_up(ledger.records());
+        k
+    }
+
+    fn key(&self, instance: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(instance)
+    }
+
+    /// Folds in the entries added since the last call: this writer's own and those another
+    /// process appended (the ledger reads only what was added when it takes its lock).
+    fn catch_up(&mut self, records: &[radveil_ledger::Record]) {
+        if records.len() < self.seen {
+            // Not a ledger that only grows: start again from what it holds.
+            *self = Known {
+                hasher: std::mem::take(&mut self.hasher),
+                ..Known::default()
+            };
+        }
+        for (i, r) in records.iter().enumerate().skip(self.seen) {
+            let k = self.key(&r.instance);
+            self.last.insert(k, i);
             if r.kind == radveil_ledger::RecordKind::Ingest {
-                k.add(
+                self.add(
                     r.series.as_deref(),
                     r.equipment.as_deref(),
                     r.signer.as_deref(),
                 );
             }
         }
-        k
+        self.seen = records.len();
+    }
+
+    /// The position of `instance`'s last entry among `records` (those folded in by
+    /// [`Known::catch_up`]).
+    fn last(&self, records: &[radveil_ledger::Record], instance: &str) -> Option<usize> {
+        let i = *self.last.get(&self.key(instance))?;
+        match records.get(i) {
+            Some(r) if r.instance == instance => Some(i),
+            // Another instance with the same hash took the slot: search.
+            _ => records.iter().rposition(|r| r.instance == instance),
+        }
     }
 
     fn add(&mut self, series: Option<&str>, equipment: Option<&str>, signer: Option<&str>) {
@@ -396,26 +440,30 @@ fn append(
     ledger
         .append_with(TornRepair::Refuse, |fresh| {
             let start = fresh.size();
+            let logged = fresh.records();
+            known.catch_up(logged);
             let mut records: Vec<radveil_ledger::Record> = Vec::new();
             for (obs, changed) in observations {
                 let intent = Intent::Ingest {
                     allow_changed: *changed == Changed::Logged,
                 };
                 let advisories = known.advisories(obs, &learned);
-                match admit(fresh, &records, obs, intent, &now) {
+                let pending = records.iter().rposition(|r| r.instance == obs.instance);
+                let earlier = match pending {
+                    Some(i) => Some((start + i as u64, &records[i])),
+                    None => known
+                        .last(logged, &obs.instance)
+                        .map(|i| (i as u64, &logged[i])),
+                };
+                match admit_after(earlier.map(|(_, r)| r), obs, intent, &now) {
                     Admission::Append(r) => {
                         out.push(Logged::At(start + records.len() as u64, advisories));
                         learned.push(obs);
                         records.push(r);
                     }
                     Admission::AlreadyLogged => {
-                        let index = records
-                            .iter()
-                            .rposition(|r| r.instance == obs.instance)
-                            .map(|i| start + i as u64)
-                            .or_else(|| fresh.find_instance(&obs.instance).map(|(i, _)| i));
-                        out.push(match index {
-                            Some(i) => Logged::At(i, advisories),
+                        out.push(match earlier {
+                            Some((i, _)) => Logged::At(i, advisories),
                             None => Logged::Changed,
                         });
                     }
@@ -425,13 +473,9 @@ fn append(
             records
         })
         .map_err(|e| e.to_string())?;
-    for o in &learned {
-        known.add(
-            o.series.as_deref(),
-            o.equipment.as_deref(),
-            o.signer.as_deref(),
-        );
-    }
+    // The entries just written are folded in now (not at the next append, whose batch
+    // would otherwise be told of them only then).
+    known.catch_up(ledger.records());
     Ok(out)
 }
 
@@ -869,6 +913,74 @@ mod tests {
             Known::of(&reopened).advisories(&obs(9, "s", "c"), &[]),
             [Advisory::ForeignEquipment]
         );
+    }
+
+    /// Entries another process appended meanwhile (`radveil ledger append`) are folded into
+    /// what the writer knows when it next takes the lock: their instances are already
+    /// logged, and their equipment counts for the advisories.
+    #[test]
+    fn entries_appended_by_another_process_count_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut l, _) = ledger(dir.path());
+        let mut known = Known::of(&l);
+        assert_eq!(
+            append(&mut l, &mut known, &refused(vec![obs(1, "s", "a")])).unwrap(),
+            [Logged::At(0, vec![])]
+        );
+        let mut other = Ledger::open(dir.path()).unwrap();
+        let mut theirs = Known::of(&other);
+        assert_eq!(
+            append(
+                &mut other,
+                &mut theirs,
+                &refused(vec![obs(2, "t", "b"), obs(3, "u", "c")])
+            )
+            .unwrap(),
+            [Logged::At(1, vec![]), Logged::At(2, vec![])]
+        );
+        let mut changed = obs(3, "u", "c");
+        changed.sha256 = format!("{:064x}", 7);
+        assert_eq!(
+            append(
+                &mut l,
+                &mut known,
+                &refused(vec![obs(2, "t", "b"), obs(4, "t", "d"), changed])
+            )
+            .unwrap(),
+            [
+                Logged::At(1, vec![]),
+                // Series "t" holds equipment "b" from the other process's entry.
+                Logged::At(3, vec![Advisory::ForeignEquipment]),
+                Logged::Changed,
+            ]
+        );
+        assert_eq!(l.size(), 4);
+    }
+
+    /// Two instances whose hashes share a slot of the index: each is still found (the slot
+    /// is checked against the entry, and the entries searched when it is another's).
+    #[test]
+    fn an_instance_whose_slot_another_took_is_still_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut l, _) = ledger(dir.path());
+        let mut known = Known::of(&l);
+        append(
+            &mut l,
+            &mut known,
+            &refused(vec![obs(1, "s", "a"), obs(2, "s", "a")]),
+        )
+        .unwrap();
+        let (a, b) = (obs(1, "s", "a").instance, obs(2, "s", "a").instance);
+        // As if b's hash were a's: a's slot now names b's entry.
+        let ka = known.key(&a);
+        known.last.insert(ka, 1);
+        assert_eq!(known.last(l.records(), &a), Some(0));
+        assert_eq!(known.last(l.records(), &b), Some(1));
+        assert_eq!(
+            append(&mut l, &mut known, &refused(vec![obs(1, "s", "a")])).unwrap(),
+            [Logged::At(0, vec![])]
+        );
+        assert_eq!(known.last(l.records(), &obs(9, "s", "a").instance), None);
     }
 
     #[tokio::test]
