@@ -153,15 +153,57 @@ impl Index {
         Ok(Inserted::New)
     }
 
+    /// [`Index::insert_with_metadata`] for several rows in one transaction (one commit,
+    /// so one `fsync`, for a whole request): for each row, in order, what the insert found.
+    /// Nothing is inserted when the transaction fails.
+    pub fn insert_many(
+        &mut self,
+        rows: &[(Row, Option<Vec<u8>>)],
+    ) -> Result<Vec<Inserted>, StoreError> {
+        let tx = self.db.transaction()?;
+        let mut out = Vec::with_capacity(rows.len());
+        {
+            let mut find =
+                tx.prepare_cached(&format!("SELECT {COLUMNS} FROM instance WHERE handle = ?1"))?;
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO instance ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ))?;
+            let mut forget = tx.prepare_cached("DELETE FROM metadata WHERE handle = ?1")?;
+            let mut keep =
+                tx.prepare_cached("INSERT INTO metadata (handle, sealed) VALUES (?1, ?2)")?;
+            for (r, metadata) in rows {
+                if let Some(e) = find.query_row([&r.instance.0[..]], row).optional()? {
+                    out.push(Inserted::Exists(Box::new(e)));
+                    continue;
+                }
+                insert.execute(params![
+                    &r.instance.0[..],
+                    &r.study.0[..],
+                    &r.series.0[..],
+                    &r.patient.0[..],
+                    r.object,
+                    i64::try_from(r.size).map_err(|_| StoreError::TooLarge)?,
+                    &r.content.0[..],
+                    r.meta,
+                ])?;
+                // A copy left by an instance removed earlier is replaced.
+                forget.execute([&r.instance.0[..]])?;
+                if let Some(m) = metadata {
+                    keep.execute(params![&r.instance.0[..], m])?;
+                }
+                out.push(Inserted::New);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// The row of an instance.
     pub fn get(&self, instance: &Handle) -> Result<Option<Row>, StoreError> {
         Ok(self
             .db
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM instance WHERE handle = ?1"),
-                [&instance.0[..]],
-                row,
-            )
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM instance WHERE handle = ?1"))?
+            .query_row([&instance.0[..]], row)
             .optional()?)
     }
 

@@ -82,6 +82,10 @@ pub enum StoreError {
     /// A blocking task did not finish (the runtime shut down).
     #[error("internal: {0}")]
     Join(String),
+    /// The index rows of a [`Store::put_many`] batch were not committed (why, as the
+    /// failure said it): none of its instances is stored.
+    #[error("the instances were not indexed: {0}")]
+    Batch(String),
 }
 
 /// Where the parts of a store are.
@@ -433,6 +437,44 @@ impl Store {
         }
     }
 
+    /// [`Store::put_with_metadata`] for the instances of one request, in one blocking task
+    /// (not several hand-offs per instance): each instance's keys are made and its object
+    /// written and `fsync`ed as one at a time would, each study folder is `fsync`ed once,
+    /// and then every index row goes in in one transaction (one commit). As with one, an
+    /// instance is acknowledged only after this returns its `Ok`, when its object, its key
+    /// and its row are durable; what fails for one instance is its own result only (when
+    /// the final commit fails, every instance's). Results are in the order of `items`.
+    pub async fn put_many(&self, items: Vec<Put<'_>>) -> Vec<Result<PutOutcome, StoreError>> {
+        if self.inner.local.is_none() {
+            // Another object store: one at a time, through it.
+            let mut out = Vec::with_capacity(items.len());
+            for it in items {
+                out.push(
+                    self.put_with_metadata(&it.ids, it.bytes, &it.meta, it.metadata.as_deref())
+                        .await,
+                );
+            }
+            return out;
+        }
+        let n = items.len();
+        let owned: Vec<Pending> = items
+            .into_iter()
+            .map(|it| Pending {
+                h: self.handles(&it.ids),
+                bytes: it.bytes,
+                meta: it.meta,
+                metadata: it.metadata,
+            })
+            .collect();
+        let inner = self.inner.clone();
+        match tokio::task::spawn_blocking(move || put_batch(&inner, owned)).await {
+            Ok(r) => r,
+            Err(e) => (0..n)
+                .map(|_| Err(StoreError::Join(e.to_string())))
+                .collect(),
+        }
+    }
+
     /// Removes an object and its key after a failed or superseded attempt (best effort:
     /// without its key the object does not open anyway).
     async fn discard(&self, study: &Handle, object: &str) {
@@ -755,6 +797,182 @@ impl Store {
         }
         Ok(gone.len())
     }
+}
+
+/// One instance for [`Store::put_many`]: what [`Store::put_with_metadata`] takes.
+#[derive(Debug)]
+pub struct Put<'a> {
+    /// Its identifiers.
+    pub ids: InstanceIds<'a>,
+    /// Its Part 10 bytes.
+    pub bytes: Bytes,
+    /// The attributes for the index, sealed under the study key.
+    pub meta: Vec<u8>,
+    /// Its metadata copy (`None`: made by the [`Store::keep_metadata`] maker, if any).
+    pub metadata: Option<Vec<u8>>,
+}
+
+/// A [`Put`] with its handles, owned for the blocking task.
+struct Pending {
+    h: Handles,
+    bytes: Bytes,
+    meta: Vec<u8>,
+    metadata: Option<Vec<u8>>,
+}
+
+/// An index row with its sealed metadata copy, for [`Index::insert_many`].
+type RowAndCopy = (Row, Option<Vec<u8>>);
+
+/// An instance whose object is written and durable, waiting for its index row.
+struct Written {
+    at: usize,
+    study: Handle,
+    object: String,
+    content: Handle,
+}
+
+/// The body of [`Store::put_many`] on a local object store, run off the async runtime.
+fn put_batch(inner: &Inner, items: Vec<Pending>) -> Vec<Result<PutOutcome, StoreError>> {
+    let Some(dir) = inner.local.as_deref() else {
+        return items.iter().map(|_| Err(StoreError::NotFound)).collect();
+    };
+    let mut out: Vec<Result<PutOutcome, StoreError>> =
+        items.iter().map(|_| Ok(PutOutcome::Stored)).collect();
+    let mut rows: Vec<(Row, Option<Vec<u8>>)> = Vec::with_capacity(items.len());
+    let mut written: Vec<Written> = Vec::with_capacity(items.len());
+    // The content of each instance earlier in the batch: a second copy of one is judged
+    // against the first, as if stored after it.
+    let mut earlier: std::collections::HashMap<Handle, Handle> = Default::default();
+    let mut folders: std::collections::BTreeSet<PathBuf> = Default::default();
+    for (at, it) in items.into_iter().enumerate() {
+        let r = (|| -> Result<Option<RowAndCopy>, StoreError> {
+            let h = it.h;
+            let content = inner.index_key.blind("content", &[&it.bytes]);
+            let existing = match earlier.get(&h.instance) {
+                Some(c) => Some(*c),
+                None => lock(&inner.index).get(&h.instance)?.map(|e| e.content),
+            };
+            if let Some(c) = existing {
+                return if c == content {
+                    Ok(None)
+                } else {
+                    Err(StoreError::Conflict)
+                };
+            }
+            let mut suffix = [0u8; 8];
+            getrandom::getrandom(&mut suffix).map_err(|e| StoreError::Random(e.to_string()))?;
+            let object = format!("{}.{}", h.instance.hex(), Handle::hex_of(&suffix));
+            let (data_key, study_key) = {
+                let mut ks = lock(&inner.keys);
+                let sk = ks.study_key_or_create(&h.patient, &h.study)?;
+                let dk = ks.new_data_key(&sk, &h.study, &h.instance, &object)?;
+                (dk, sk)
+            };
+            let made;
+            let metadata = match it.metadata.as_deref() {
+                Some(m) => Some(m),
+                None => {
+                    made = inner.metadata_maker.get().and_then(|f| f(&it.bytes));
+                    made.as_deref()
+                }
+            };
+            let metadata = metadata
+                .map(|m| data_key.seal(m, &metadata_aad(&object, &h.instance, &h.study)))
+                .transpose()?;
+            let mut sealed = OBJECT_MAGIC.to_vec();
+            sealed.extend_from_slice(&data_key.seal(&it.bytes, &object_aad(&object, &h))?);
+            drop(data_key);
+            let folder = dir.join(h.study.hex());
+            write_object(&folder, &object, &sealed)?;
+            folders.insert(folder);
+            earlier.insert(h.instance, content);
+            let row = Row {
+                instance: h.instance,
+                study: h.study,
+                series: h.series,
+                patient: h.patient,
+                object,
+                size: it.bytes.len() as u64,
+                content,
+                meta: study_key.seal(&it.meta, &meta_aad(&h.instance))?,
+            };
+            Ok(Some((row, metadata)))
+        })();
+        match r {
+            Ok(Some((row, metadata))) => {
+                written.push(Written {
+                    at,
+                    study: row.study,
+                    object: row.object.clone(),
+                    content: row.content,
+                });
+                rows.push((row, metadata));
+            }
+            Ok(None) => out[at] = Ok(PutOutcome::AlreadyStored),
+            Err(e) => out[at] = Err(e),
+        }
+    }
+    // Each study folder's entries, and the objects folder's (new study folders), once.
+    let synced = folders
+        .iter()
+        .chain(std::iter::once(&dir.to_path_buf()))
+        .try_for_each(|f| std::fs::File::open(f)?.sync_all());
+    let inserted = match synced {
+        Ok(()) => lock(&inner.index).insert_many(&rows),
+        Err(e) => Err(e.into()),
+    };
+    match inserted {
+        Ok(found) => {
+            for (w, f) in written.iter().zip(found) {
+                if let Inserted::Exists(e) = f {
+                    // Another request stored the instance meanwhile: ours goes.
+                    discard_now(inner, dir, &w.study, &w.object);
+                    out[w.at] = if e.content == w.content {
+                        Ok(PutOutcome::AlreadyStored)
+                    } else {
+                        Err(StoreError::Conflict)
+                    };
+                }
+            }
+        }
+        Err(e) => {
+            let why = e.to_string();
+            for w in &written {
+                discard_now(inner, dir, &w.study, &w.object);
+                out[w.at] = Err(StoreError::Batch(why.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Writes a sealed object into its study folder (made when new, owner-only), new (never
+/// over another), `fsync`ed.
+fn write_object(folder: &Path, object: &str, sealed: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(folder)?;
+    let path = folder.join(object);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    if let Err(e) = f.write_all(sealed).and_then(|()| f.sync_all()) {
+        let _ = std::fs::remove_file(&path);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// [`Store::discard`] from a blocking task: the object's key is shredded, then its file
+/// removed (best effort).
+fn discard_now(inner: &Inner, dir: &Path, study: &Handle, object: &str) {
+    let _ = lock(&inner.keys).shred_object(object);
+    let _ = std::fs::remove_file(dir.join(study.hex()).join(object));
 }
 
 /// Makes a written file durable with its entry and its folder's (`fsync` of the file, its

@@ -619,3 +619,94 @@ fn one_instance_row_is_found_alone_and_only_under_its_own_study_and_series() {
         ));
     });
 }
+
+fn put<'a>(i: &'a str, n: u32, patient: &'a str) -> Put<'a> {
+    Put {
+        ids: InstanceIds {
+            patient_id: patient,
+            issuer: "",
+            study: "1.2",
+            series: "1.2.3",
+            instance: i,
+        },
+        bytes: Bytes::from(instance_bytes(n)),
+        meta: format!("meta {n}").into_bytes(),
+        metadata: Some(format!("copy {n}").into_bytes()),
+    }
+}
+
+/// A request's instances stored as one batch: each is stored, already stored or refused
+/// on its own (a second copy in the same batch is judged against the first, another
+/// patient's study is refused without failing the rest), every stored one opens with its
+/// own bytes and metadata copy, and all have their rows.
+#[test]
+fn a_batch_is_stored_each_instance_on_its_own_merits() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::under(dir.path());
+    rt().block_on(async {
+        let store = Store::open(&layout, kek(1)).unwrap();
+        let before = ids("P", "1.2", "1.2.3", "1.2.3.4.0");
+        store
+            .put(&before, Bytes::from(instance_bytes(0)), b"")
+            .await
+            .unwrap();
+        let insts: Vec<String> = (1..=4).map(|n| format!("1.2.3.4.{n}")).collect();
+        let first = "1.2.3.4.0".to_string();
+        let batch = vec![
+            put(&insts[0], 1, "P"),
+            put(&first, 0, "P"), // stored before, same bytes
+            put(&first, 9, "P"), // stored before, other bytes
+            put(&insts[1], 2, "P"),
+            put(&insts[1], 2, "P"), // again in the batch, same bytes
+            put(&insts[2], 3, "P"),
+            put(&insts[2], 8, "P"),     // again in the batch, other bytes
+            put(&insts[3], 4, "OTHER"), // the study is another patient's
+        ];
+        let out = store.put_many(batch).await;
+        let kinds: Vec<String> = out
+            .iter()
+            .map(|r| match r {
+                Ok(o) => format!("{o:?}"),
+                Err(e) => format!("{e:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "Stored",
+                "AlreadyStored",
+                "Conflict",
+                "Stored",
+                "AlreadyStored",
+                "Stored",
+                "Conflict",
+                "StudyOfAnotherPatient"
+            ]
+        );
+        for (i, n) in [(&insts[0], 1), (&insts[1], 2), (&insts[2], 3)] {
+            let h = store.handles(&ids("P", "1.2", "1.2.3", i));
+            let r = store
+                .instance_row(h.study, Some(h.series), h.instance)
+                .await
+                .unwrap();
+            assert_eq!(store.open_row(&r).await.unwrap(), instance_bytes(n));
+            assert_eq!(
+                store.meta(&r).await.unwrap(),
+                format!("meta {n}").as_bytes()
+            );
+            let mut copies = store.metadata(vec![r]).await.unwrap();
+            assert_eq!(
+                copies.remove(0).unwrap(),
+                Some(format!("copy {n}").into_bytes())
+            );
+        }
+        let h = store.handles(&before);
+        assert_eq!(store.rows(h.study, None).await.unwrap().len(), 4);
+    });
+    // Nothing identifying on disk, as with one at a time.
+    for (p, b) in all_bytes(dir.path()) {
+        for needle in PLANTED {
+            assert!(!contains(&b, needle.as_bytes()), "{}", p.display());
+        }
+    }
+}

@@ -201,9 +201,14 @@ impl Catalogue {
         if self.mark() == before {
             return;
         }
-        match store.rows(h.study, Some(h.series)).await {
-            Ok(rows) if rows.iter().any(|r| r.instance == h.instance) => {}
-            Ok(_) => self.remove(&h.study, Some(&h.series), Some(&h.instance)),
+        match store
+            .instance_row(h.study, Some(h.series), h.instance)
+            .await
+        {
+            Ok(_) => {}
+            Err(radveil_store::StoreError::NotFound) => {
+                self.remove(&h.study, Some(&h.series), Some(&h.instance))
+            }
             // The store cannot tell now: keep the entry (a retrieve answers 404 if it is gone).
             Err(e) => {
                 tracing::warn!(error = %e, "an instance stored during a deletion was not checked")

@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, Extension, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use radveil_pipeline::ingest::{Examined, SignatureStatus};
-use radveil_store::{Handle, InstanceIds, Level, PutOutcome, StoreError};
+use radveil_store::{Handle, InstanceIds, Level, Put, PutOutcome, StoreError};
 use serde_json::{json, Map, Value};
 
 use crate::app::{attr, base_url, error, tag_key, AppState, DICOM_JSON};
@@ -148,13 +148,7 @@ async fn store_parts(
         return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
     };
     log_to_ledger(&state, &mut stages).await;
-    let mut results = Vec::with_capacity(stages.len());
-    for stage in stages {
-        results.push(match stage {
-            Stage::Done(s) => *s,
-            Stage::Ready(r) => store_one(&state, *r).await,
-        });
-    }
+    let results = store_all(&state, stages).await;
     state.metrics.stored(
         results
             .iter()
@@ -500,7 +494,48 @@ async fn log_to_ledger(state: &AppState, stages: &mut [Stage]) {
     }
 }
 
-async fn store_one(state: &AppState, ready: Ready) -> Stored {
+/// Stores the request's ready parts as one batch ([`radveil_store::Store::put_many`]: one
+/// blocking task, one index commit), then catalogues those stored; the results in the
+/// order of `stages`.
+async fn store_all(state: &AppState, stages: Vec<Stage>) -> Vec<Stored> {
+    let mut ids = Vec::new();
+    let mut payloads = Vec::new();
+    let mut results: Vec<Option<Stored>> = Vec::with_capacity(stages.len());
+    for stage in stages {
+        match stage {
+            Stage::Done(s) => results.push(Some(*s)),
+            Stage::Ready(r) => {
+                let (id, payload) = prepare(*r);
+                ids.push((results.len(), id));
+                payloads.push(payload);
+                results.push(None);
+            }
+        }
+    }
+    let before = state.catalogue.mark();
+    let puts = ids
+        .iter()
+        .zip(payloads)
+        .map(|((_, id), (bytes, meta, metadata))| Put {
+            ids: instance_ids(id),
+            bytes,
+            meta,
+            metadata,
+        })
+        .collect();
+    let outcomes = state.store.put_many(puts).await;
+    for ((at, id), outcome) in ids.into_iter().zip(outcomes) {
+        results[at] = Some(finish(state, id, outcome, before).await);
+    }
+    results.into_iter().flatten().collect()
+}
+
+/// What the store keeps of a part: its bytes, sealed-attribute JSON and metadata copy.
+type Payload = (Bytes, Vec<u8>, Option<Vec<u8>>);
+
+/// A ready part's identification (its attributes annotated with what ingest found), bytes,
+/// sealed-attribute JSON and metadata copy, for the store.
+fn prepare(ready: Ready) -> (Identified, Payload) {
     let Ready {
         mut id,
         bytes,
@@ -521,27 +556,33 @@ async fn store_one(state: &AppState, ready: Ready) -> Stored {
     }
     // The QIDO attributes (SOP Class and Transfer Syntax among them, and what ingest
     // found), sealed by the store.
-    let meta = crate::dicom_json::attrs_to_json(&id.attributes);
-    let ids = InstanceIds {
+    let meta = crate::dicom_json::attrs_to_json(&id.attributes)
+        .to_string()
+        .into_bytes();
+    let copy = copy.map(|c| c.with_block(&id.attributes));
+    (id, (bytes, meta, copy))
+}
+
+fn instance_ids(id: &Identified) -> InstanceIds<'_> {
+    InstanceIds {
         patient_id: &id.patient_id,
         issuer: &id.issuer,
         study: &id.study,
         series: &id.series,
         instance: &id.sop_instance,
-    };
-    let before = state.catalogue.mark();
-    match state
-        .store
-        .put_with_metadata(
-            &ids,
-            bytes,
-            meta.to_string().as_bytes(),
-            copy.map(|c| c.with_block(&id.attributes)).as_deref(),
-        )
-        .await
-    {
+    }
+}
+
+/// What storing one part came to; a stored instance joins the catalogue.
+async fn finish(
+    state: &AppState,
+    id: Identified,
+    outcome: Result<PutOutcome, StoreError>,
+    before: crate::qido::Mark,
+) -> Stored {
+    match outcome {
         Ok(PutOutcome::Stored) => {
-            let handles = state.store.handles(&ids);
+            let handles = state.store.handles(&instance_ids(&id));
             let attrs = id.attributes.clone();
             state
                 .catalogue
