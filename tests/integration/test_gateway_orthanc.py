@@ -7,8 +7,8 @@ trail are on; Orthanc's `DicomWeb.Servers` entry for radveil carries a bearer to
 `radveil token`.
 
 - Orthanc pushes studies to radveil over STOW-RS (`/dicom-web/servers/radveil/stow`) and
-  radveil gives back the very bytes Orthanc holds (xfail: radveil refuses the 73-character
-  multipart boundary Orthanc sends; the same body with a shorter boundary is stored).
+  radveil gives back the very bytes Orthanc holds (Orthanc's 73-character multipart
+  boundary, past RFC 2046's 70 for senders, is read).
 - Orthanc pulls studies, series and instances from radveil over WADO-RS
   (`/dicom-web/servers/radveil/retrieve`), and the files it then holds are byte-identical to
   the ones stored (Orthanc keeps a file as it receives it: its file meta is not rewritten).
@@ -21,7 +21,7 @@ trail are on; Orthanc's `DicomWeb.Servers` entry for radveil carries a bearer to
 - WADO-RS frames are the same bytes from both (native, RLE, JPEG 2000, JPEG lossless, every
   frame of a multi-frame image), and WADO-RS metadata gives the same values.
 - Retrieving one instance costs radveil about as much server CPU in an 800-instance series
-  as alone, as it does Orthanc (xfail: radveil reads the whole series today).
+  as alone, as it does Orthanc (its row is looked up alone).
 """
 
 from __future__ import annotations
@@ -154,14 +154,8 @@ def interop_data() -> tuple[list[bytes], list[pydicom.Dataset]]:
 
 # --- Orthanc as a STOW-RS and WADO-RS client ----------------------------------------------------
 
-RADVEIL_REFUSES_LONG_BOUNDARIES = (
-    "radveil bug: the multipart/related reader refuses a boundary longer than 70 characters "
-    "(RFC 2046's limit for senders; crates/web/src/multipart.rs) with 415 'no valid boundary "
-    "parameter', and Orthanc's DICOMweb plugin 1.7 sends 73-character boundaries (two UUIDs), "
-    "so every STOW-RS from Orthanc fails")
 
 
-@pytest.mark.xfail(strict=True, reason=RADVEIL_REFUSES_LONG_BOUNDARIES)
 def test_orthanc_pushes_studies_to_radveil_over_stow_rs(peers):
     blobs, dss = interop_data()
     ids = {peers.orthanc.upload(b)["ParentStudy"] for b in blobs}

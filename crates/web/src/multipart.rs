@@ -97,6 +97,10 @@ pub(crate) fn split_unquoted(value: &str, sep: char) -> Vec<String> {
     out
 }
 
+/// The longest boundary accepted: RFC 2046's 70 for senders, with room for the senders that
+/// exceed it.
+pub const MAX_BOUNDARY: usize = 200;
+
 /// Reads a `multipart/related` Content-Type.
 pub fn related(content_type: &str) -> Result<Related, MultipartError> {
     let (media, params) = media_type(content_type);
@@ -110,8 +114,10 @@ pub fn related(content_type: &str) -> Result<Related, MultipartError> {
             .map(|(_, v)| v.clone())
     };
     let boundary = get("boundary").ok_or(MultipartError::Boundary)?;
-    // RFC 2046: 1 to 70 characters, not ending in a space.
-    if boundary.is_empty() || boundary.len() > 70 || boundary.ends_with(' ') {
+    // RFC 2046 lets senders use 1 to 70 characters, not ending in a space. Real senders go
+    // past 70 (Orthanc's DICOMweb plugin: two UUIDs, 73), so a reader takes up to
+    // MAX_BOUNDARY: the search for it stays bounded all the same.
+    if boundary.is_empty() || boundary.len() > MAX_BOUNDARY || boundary.ends_with(' ') {
         return Err(MultipartError::Boundary);
     }
     Ok(Related {
@@ -245,8 +251,19 @@ mod tests {
             Err(MultipartError::NotRelated)
         );
         assert_eq!(related("multipart/related"), Err(MultipartError::Boundary));
+        // Orthanc's 73 characters are read; past MAX_BOUNDARY is refused.
+        let orthanc = "b".repeat(73);
         assert_eq!(
-            related(&format!("multipart/related; boundary={}", "b".repeat(71))),
+            related(&format!("multipart/related; boundary={orthanc}"))
+                .unwrap()
+                .boundary,
+            orthanc
+        );
+        assert_eq!(
+            related(&format!(
+                "multipart/related; boundary={}",
+                "b".repeat(MAX_BOUNDARY + 1)
+            )),
             Err(MultipartError::Boundary)
         );
     }
