@@ -109,55 +109,47 @@ impl KeyStore {
         patient: &Handle,
         study: &Handle,
     ) -> Result<Key, StoreError> {
-        let tx = self
-            .db
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let p_aad = aad(PATIENT_AAD, &[&patient.0]);
-        let wrapped: Option<Vec<u8>> = tx
-            .query_row(
-                "SELECT wrapped FROM patient WHERE handle = ?1",
-                [&patient.0[..]],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let patient_key = match wrapped {
-            Some(w) => self
-                .kek
-                .unwrap_key(&w, &p_aad)
-                .ok_or_else(|| StoreError::Corrupt("a patient key does not open".into()))?,
-            None => {
-                let k = Key::random()?;
-                tx.execute(
-                    "INSERT INTO patient (handle, wrapped) VALUES (?1, ?2)",
-                    params![&patient.0[..], self.kek.wrap(&k, &p_aad)?],
-                )?;
-                k
+        // Inside [`KeyStore::in_one_transaction`]: a savepoint of its transaction (undone
+        // alone when this fails); else a transaction of its own.
+        if self.db.is_autocommit() {
+            let tx = self
+                .db
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let k = study_key_in(&self.kek, &tx, patient, study)?;
+            tx.commit()?;
+            Ok(k)
+        } else {
+            let sp = self.db.savepoint()?;
+            let k = study_key_in(&self.kek, &sp, patient, study)?;
+            sp.commit()?;
+            Ok(k)
+        }
+    }
+
+    /// Runs `f` in one transaction of the key store (one commit, so one `fsync`, for all it
+    /// makes): what [`KeyStore::study_key_or_create`] and [`KeyStore::new_data_key`] make
+    /// in it is durable once this returns `Ok`. A step of `f` that fails undoes only its
+    /// own writes; nothing is kept when the commit fails (or `f` panics).
+    pub fn in_one_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut KeyStore) -> T,
+    ) -> Result<T, StoreError> {
+        self.db.execute_batch("BEGIN IMMEDIATE")?;
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        let out = match out {
+            Ok(o) => o,
+            Err(p) => {
+                let _ = self.db.execute_batch("ROLLBACK");
+                std::panic::resume_unwind(p)
             }
         };
-        let s_aad = aad(STUDY_AAD, &[&study.0, &patient.0]);
-        let row: Option<(Vec<u8>, Vec<u8>)> = tx
-            .query_row(
-                "SELECT patient, wrapped FROM study WHERE handle = ?1",
-                [&study.0[..]],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let study_key = match row {
-            Some((p, _)) if p != patient.0 => return Err(StoreError::StudyOfAnotherPatient),
-            Some((_, w)) => patient_key
-                .unwrap_key(&w, &s_aad)
-                .ok_or_else(|| StoreError::Corrupt("a study key does not open".into()))?,
-            None => {
-                let k = Key::random()?;
-                tx.execute(
-                    "INSERT INTO study (handle, patient, wrapped) VALUES (?1, ?2, ?3)",
-                    params![&study.0[..], &patient.0[..], patient_key.wrap(&k, &s_aad)?],
-                )?;
-                k
+        if let Err(e) = self.db.execute_batch("COMMIT") {
+            if !self.db.is_autocommit() {
+                let _ = self.db.execute_batch("ROLLBACK");
             }
-        };
-        tx.commit()?;
-        Ok(study_key)
+            return Err(e.into());
+        }
+        Ok(out)
     }
 
     /// A study's key, or `None` when the study has no key (never stored, or shredded).
@@ -340,4 +332,57 @@ impl KeyStore {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
+}
+
+/// The body of [`KeyStore::study_key_or_create`], in the transaction (or savepoint) `tx`.
+fn study_key_in(
+    kek: &Key,
+    tx: &Connection,
+    patient: &Handle,
+    study: &Handle,
+) -> Result<Key, StoreError> {
+    let p_aad = aad(PATIENT_AAD, &[&patient.0]);
+    let wrapped: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT wrapped FROM patient WHERE handle = ?1",
+            [&patient.0[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let patient_key = match wrapped {
+        Some(w) => kek
+            .unwrap_key(&w, &p_aad)
+            .ok_or_else(|| StoreError::Corrupt("a patient key does not open".into()))?,
+        None => {
+            let k = Key::random()?;
+            tx.execute(
+                "INSERT INTO patient (handle, wrapped) VALUES (?1, ?2)",
+                params![&patient.0[..], kek.wrap(&k, &p_aad)?],
+            )?;
+            k
+        }
+    };
+    let s_aad = aad(STUDY_AAD, &[&study.0, &patient.0]);
+    let row: Option<(Vec<u8>, Vec<u8>)> = tx
+        .query_row(
+            "SELECT patient, wrapped FROM study WHERE handle = ?1",
+            [&study.0[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let study_key = match row {
+        Some((p, _)) if p != patient.0 => return Err(StoreError::StudyOfAnotherPatient),
+        Some((_, w)) => patient_key
+            .unwrap_key(&w, &s_aad)
+            .ok_or_else(|| StoreError::Corrupt("a study key does not open".into()))?,
+        None => {
+            let k = Key::random()?;
+            tx.execute(
+                "INSERT INTO study (handle, patient, wrapped) VALUES (?1, ?2, ?3)",
+                params![&study.0[..], &patient.0[..], patient_key.wrap(&k, &s_aad)?],
+            )?;
+            k
+        }
+    };
+    Ok(study_key)
 }

@@ -831,43 +831,79 @@ struct Written {
     content: Handle,
 }
 
-/// The body of [`Store::put_many`] on a local object store, run off the async runtime.
+/// The body of [`Store::put_many`] on a local object store, run off the async runtime:
+/// what is already stored is sorted out; the keys of the rest are made in one key-store
+/// transaction; their objects are written and `fsync`ed, their folders `fsync`ed once;
+/// their rows go in in one index transaction.
 fn put_batch(inner: &Inner, items: Vec<Pending>) -> Vec<Result<PutOutcome, StoreError>> {
     let Some(dir) = inner.local.as_deref() else {
         return items.iter().map(|_| Err(StoreError::NotFound)).collect();
     };
     let mut out: Vec<Result<PutOutcome, StoreError>> =
         items.iter().map(|_| Ok(PutOutcome::Stored)).collect();
-    let mut rows: Vec<(Row, Option<Vec<u8>>)> = Vec::with_capacity(items.len());
-    let mut written: Vec<Written> = Vec::with_capacity(items.len());
-    // The content of each instance earlier in the batch: a second copy of one is judged
-    // against the first, as if stored after it.
-    let mut earlier: std::collections::HashMap<Handle, Handle> = Default::default();
-    let mut folders: std::collections::BTreeSet<PathBuf> = Default::default();
+    // A second copy of an instance in the batch waits on the first's outcome: (its
+    // position, the first's position, whether the bytes are the same).
+    let mut follows: Vec<(usize, usize, bool)> = Vec::new();
+    let mut first: std::collections::HashMap<Handle, (usize, Handle)> = Default::default();
+    let mut fresh: Vec<(usize, Pending, Handle, String)> = Vec::with_capacity(items.len());
     for (at, it) in items.into_iter().enumerate() {
-        let r = (|| -> Result<Option<RowAndCopy>, StoreError> {
-            let h = it.h;
-            let content = inner.index_key.blind("content", &[&it.bytes]);
-            let existing = match earlier.get(&h.instance) {
-                Some(c) => Some(*c),
-                None => lock(&inner.index).get(&h.instance)?.map(|e| e.content),
-            };
-            if let Some(c) = existing {
-                return if c == content {
-                    Ok(None)
-                } else {
-                    Err(StoreError::Conflict)
-                };
+        let h = it.h;
+        let content = inner.index_key.blind("content", &[&it.bytes]);
+        if let Some(&(f, c)) = first.get(&h.instance) {
+            follows.push((at, f, c == content));
+            continue;
+        }
+        let existing = match lock(&inner.index).get(&h.instance) {
+            Ok(e) => e,
+            Err(e) => {
+                out[at] = Err(e);
+                continue;
             }
-            let mut suffix = [0u8; 8];
-            getrandom::getrandom(&mut suffix).map_err(|e| StoreError::Random(e.to_string()))?;
-            let object = format!("{}.{}", h.instance.hex(), Handle::hex_of(&suffix));
-            let (data_key, study_key) = {
-                let mut ks = lock(&inner.keys);
-                let sk = ks.study_key_or_create(&h.patient, &h.study)?;
-                let dk = ks.new_data_key(&sk, &h.study, &h.instance, &object)?;
-                (dk, sk)
+        };
+        if let Some(e) = existing {
+            out[at] = if e.content == content {
+                Ok(PutOutcome::AlreadyStored)
+            } else {
+                Err(StoreError::Conflict)
             };
+            continue;
+        }
+        let mut suffix = [0u8; 8];
+        if let Err(e) = getrandom::getrandom(&mut suffix) {
+            out[at] = Err(StoreError::Random(e.to_string()));
+            continue;
+        }
+        let object = format!("{}.{}", h.instance.hex(), Handle::hex_of(&suffix));
+        first.insert(h.instance, (at, content));
+        fresh.push((at, it, content, object));
+    }
+    // The keys, durable before any object is written.
+    let keys = lock(&inner.keys).in_one_transaction(|ks| {
+        fresh
+            .iter()
+            .map(|(_, it, _, object)| {
+                let sk = ks.study_key_or_create(&it.h.patient, &it.h.study)?;
+                let dk = ks.new_data_key(&sk, &it.h.study, &it.h.instance, object)?;
+                Ok((dk, sk))
+            })
+            .collect::<Vec<Result<(Key, Key), StoreError>>>()
+    });
+    let keys = match keys {
+        Ok(k) => k,
+        Err(e) => {
+            let why = e.to_string();
+            fresh
+                .iter()
+                .map(|_| Err(StoreError::Batch(why.clone())))
+                .collect()
+        }
+    };
+    let mut rows: Vec<RowAndCopy> = Vec::with_capacity(fresh.len());
+    let mut written: Vec<Written> = Vec::with_capacity(fresh.len());
+    let mut folders: std::collections::BTreeSet<PathBuf> = Default::default();
+    for ((at, it, content, object), key) in fresh.into_iter().zip(keys) {
+        let r = key.and_then(|(data_key, study_key)| {
+            let h = it.h;
             let made;
             let metadata = match it.metadata.as_deref() {
                 Some(m) => Some(m),
@@ -885,21 +921,20 @@ fn put_batch(inner: &Inner, items: Vec<Pending>) -> Vec<Result<PutOutcome, Store
             let folder = dir.join(h.study.hex());
             write_object(&folder, &object, &sealed)?;
             folders.insert(folder);
-            earlier.insert(h.instance, content);
             let row = Row {
                 instance: h.instance,
                 study: h.study,
                 series: h.series,
                 patient: h.patient,
-                object,
+                object: object.clone(),
                 size: it.bytes.len() as u64,
                 content,
                 meta: study_key.seal(&it.meta, &meta_aad(&h.instance))?,
             };
-            Ok(Some((row, metadata)))
-        })();
+            Ok((row, metadata))
+        });
         match r {
-            Ok(Some((row, metadata))) => {
+            Ok((row, metadata)) => {
                 written.push(Written {
                     at,
                     study: row.study,
@@ -908,8 +943,11 @@ fn put_batch(inner: &Inner, items: Vec<Pending>) -> Vec<Result<PutOutcome, Store
                 });
                 rows.push((row, metadata));
             }
-            Ok(None) => out[at] = Ok(PutOutcome::AlreadyStored),
-            Err(e) => out[at] = Err(e),
+            Err(e) => {
+                // Its key goes (the object, if any, does not open without it).
+                discard_now(inner, dir, &it.h.study, &object);
+                out[at] = Err(e);
+            }
         }
     }
     // Each study folder's entries, and the objects folder's (new study folders), once.
@@ -942,6 +980,16 @@ fn put_batch(inner: &Inner, items: Vec<Pending>) -> Vec<Result<PutOutcome, Store
                 out[w.at] = Err(StoreError::Batch(why.clone()));
             }
         }
+    }
+    // A second copy: stored when the first is (or conflicts with it); else the first's
+    // failure.
+    for (at, f, same) in follows {
+        out[at] = match &out[f] {
+            Ok(_) if same => Ok(PutOutcome::AlreadyStored),
+            Ok(_) => Err(StoreError::Conflict),
+            Err(StoreError::Conflict) if same => Err(StoreError::Conflict),
+            Err(e) => Err(StoreError::Batch(e.to_string())),
+        };
     }
     out
 }

@@ -661,6 +661,7 @@ fn a_batch_is_stored_each_instance_on_its_own_merits() {
             put(&insts[2], 3, "P"),
             put(&insts[2], 8, "P"),     // again in the batch, other bytes
             put(&insts[3], 4, "OTHER"), // the study is another patient's
+            put(&insts[3], 4, "OTHER"), // again: not stored, as the first was not
         ];
         let out = store.put_many(batch).await;
         let kinds: Vec<String> = out
@@ -680,7 +681,8 @@ fn a_batch_is_stored_each_instance_on_its_own_merits() {
                 "AlreadyStored",
                 "Stored",
                 "Conflict",
-                "StudyOfAnotherPatient"
+                "StudyOfAnotherPatient",
+                "Batch(\"the study is stored for another patient\")"
             ]
         );
         for (i, n) in [(&insts[0], 1), (&insts[1], 2), (&insts[2], 3)] {
