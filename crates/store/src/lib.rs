@@ -915,8 +915,7 @@ fn put_batch(inner: &Inner, items: Vec<Pending>) -> Vec<Result<PutOutcome, Store
             let metadata = metadata
                 .map(|m| data_key.seal(m, &metadata_aad(&object, &h.instance, &h.study)))
                 .transpose()?;
-            let mut sealed = OBJECT_MAGIC.to_vec();
-            sealed.extend_from_slice(&data_key.seal(&it.bytes, &object_aad(&object, &h))?);
+            let sealed = data_key.seal_after(OBJECT_MAGIC, &it.bytes, &object_aad(&object, &h))?;
             drop(data_key);
             let folder = dir.join(h.study.hex());
             write_object(&folder, &object, &sealed)?;
