@@ -28,8 +28,8 @@ import pytest
 
 from conftest import clean_env, missing_peer
 from gateway import (  # noqa: F401  (serve is a fixture)
-    PLANTED, assert_no_plaintext, get_parts, new_uid, planted, post, real, requests, serve,
-    to_bytes,
+    PLANTED, assert_no_plaintext, auth, get_parts, multipart, new_uid, planted, post, real,
+    requests, serve, to_bytes, token,
 )
 
 KEYS = ["listen", "cert", "key", "dev", "oidc_issuer", "jwks", "issuer", "audience",
@@ -415,3 +415,35 @@ def test_after_a_disk_filled_by_another_process_is_freed_requests_are_served_aga
     filler.unlink()
     r, parts = wado(g, ds[0])
     assert r.status_code == 200 and parts == [to_bytes(ds[0])], (r.status_code, r.text[:200])
+
+
+def test_the_disk_and_size_refusals_come_after_access_control_and_name_the_caller(
+        serve, radveil_bin, tmp_path):
+    # A reserve no disk here has: every store is refused for room, but only once the token is
+    # checked (an anonymous client learns nothing of the disk), and the refusal is audited
+    # under the caller's name like any other request.
+    data = tmp_path / "data"
+    g = serve(data, "--dev", "--min-free-disk", "1000P", "--max-request", "1M")
+    body, ct = multipart([to_bytes(planted(0, new_uid()))])
+    r = requests.post(g.url + "/studies", data=body, headers={"Content-Type": ct}, timeout=60)
+    assert r.status_code == 401, r.status_code
+    t = token(radveil_bin, data, "--scope", "user/ImagingStudy.cruds", "--role", "admin",
+              "--subject", "modality-7")
+    r = requests.post(g.url + "/studies", data=body,
+                      headers=auth(t, **{"Content-Type": ct}), timeout=60)
+    assert r.status_code == 507, r.status_code
+    big = b"\0" * (2 << 20)
+    r = requests.post(g.url + "/studies", data=big, headers={"Content-Type": ct}, timeout=60)
+    assert r.status_code == 401, r.status_code
+    r = requests.post(g.url + "/studies", data=big,
+                      headers=auth(t, **{"Content-Type": ct}), timeout=60)
+    assert r.status_code == 413, r.status_code
+    assert g.stop() == 0
+    events = audit_events(radveil_bin, data)
+    for status in (507, 413):
+        refused = [e for e in events if e["subtype"][0]["code"] == "create"
+                   and e.get("outcomeDesc") == f"HTTP {status}"]
+        assert len(refused) == 1, (status, len(refused))
+        who = {a["who"].get("identifier", {}).get("value")
+               for a in refused[0]["agent"] if a.get("requestor")}
+        assert who == {"modality-7"}, who

@@ -375,15 +375,8 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
             max_connections: args
                 .max_connections
                 .map_or(conn.max_connections, |n| n.get()),
-            max_request: limits.max_request,
         },
         tls,
-        disk: Some(radveil_web::disk::DiskReserve {
-            dir: args.data.clone(),
-            min_free: args
-                .min_free_disk
-                .unwrap_or(radveil_web::disk::DEFAULT_MIN_FREE),
-        }),
     };
     let scheme = if listening.tls.is_some() {
         "https"
@@ -400,6 +393,12 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         auditor: Some(auditor),
         ingest: Some(ingest),
         https: listening.tls.is_some(),
+        disk: Some(std::sync::Arc::new(radveil_web::disk::DiskReserve {
+            dir: args.data.clone(),
+            min_free: args
+                .min_free_disk
+                .unwrap_or(radveil_web::disk::DEFAULT_MIN_FREE),
+        })),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -57,6 +57,9 @@ pub struct AppState {
     pub ingest: Option<crate::ingest::Ingest>,
     /// Served over TLS: the URLs the gateway writes (RetrieveURL, BulkDataURI) say https.
     pub https: bool,
+    /// The free space kept on the data directory's filesystem ([`crate::disk`]); unwatched
+    /// when `None`.
+    pub disk: Option<Arc<crate::disk::DiskReserve>>,
 }
 
 /// The router of the whole gateway.
@@ -143,6 +146,12 @@ pub fn router(state: AppState) -> Router {
         .route("/me/access-log", get(crate::audit_routes::access_log))
         .layer(DefaultBodyLimit::max(max))
         .with_state(state.clone())
+        // Inside access control, outside the handlers: a body over the limit and a store the
+        // disk has no room for are refused before the body is read.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::disk::refuse_early,
+        ))
         // So that every DICOMweb route (and unknown paths under it) is checked.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -288,6 +288,7 @@ mod tests {
             auditor: None,
             ingest: None,
             https: false,
+            disk: None,
         })
     }
 

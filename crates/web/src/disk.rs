@@ -10,6 +10,13 @@
 
 use std::path::PathBuf;
 
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::app::AppState;
+
 /// The reserve kept free on the data directory's filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskReserve {
@@ -62,6 +69,65 @@ impl DiskReserve {
         }
         Ok(())
     }
+}
+
+/// Middleware (inside access control): refuses, before any of the body is read, a request
+/// whose declared `Content-Length` is over the size limit (413; a chunked body is cut off
+/// at the limit by the router) and a STOW-RS the disk has no room for with the reserve
+/// kept (507). Both close the connection: the unread body leaves it unusable.
+pub async fn refuse_early(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let declared = declared_length(&req);
+    let max = state.limits.max_request;
+    if declared.is_some_and(|n| n > max as u64) {
+        tracing::warn!(
+            limit = max,
+            "request refused: its declared body is over the limit"
+        );
+        return refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the limit of {max} bytes\n"),
+        );
+    }
+    let store = req.method() == Method::POST && req.uri().path().starts_with("/dicom-web/studies");
+    if let Some(e) = state
+        .disk
+        .as_ref()
+        .filter(|_| store)
+        .and_then(|d| d.room_for(declared.unwrap_or(0)).err())
+    {
+        tracing::warn!(
+            free = e.free,
+            needed = e.needed,
+            reserve = e.reserve,
+            "store refused: the data directory's filesystem is (nearly) full"
+        );
+        return refusal(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("insufficient storage: {e}. Nothing of this request was stored; what was stored before is kept and served. Free space on the data directory's filesystem and send it again.\n"),
+        );
+    }
+    next.run(req).await
+}
+
+/// The request's `Content-Length`, when it has one that parses.
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn refusal(status: StatusCode, text: String) -> Response {
+    let mut r = Response::new(axum::body::Body::from(text));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 #[cfg(test)]

@@ -78,8 +78,6 @@ pub struct Listening {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Timeouts and caps on connections and request bodies.
     pub limits: ConnectionLimits,
-    /// The free space kept on the data directory's filesystem; unwatched when `None`.
-    pub disk: Option<disk::DiskReserve>,
 }
 
 /// Serves the gateway on `addr` until SIGTERM or Ctrl-C; then stops accepting, lets the
@@ -104,18 +102,7 @@ pub async fn serve(
     let stop = shutdown();
     ready(listener.local_addr()?);
     let tls = listening.tls.map(tokio_rustls::TlsAcceptor::from);
-    let disk = listening.disk.map(Arc::new);
-    let auditor = state.auditor.clone();
-    server::run(
-        listener,
-        tls,
-        router(state),
-        listening.limits,
-        disk,
-        auditor,
-        stop,
-    )
-    .await;
+    server::run(listener, tls, router(state), listening.limits, stop).await;
     Ok(())
 }
 

@@ -8,15 +8,13 @@
 //!   stopped reading) ends its connection;
 //! - the whole request body within [`ConnectionLimits::body_timeout`] of its head (a client
 //!   sending a byte a second is cut off, however steadily it trickles);
-//! - a body whose declared length is over [`ConnectionLimits::max_request`] is refused 413
-//!   before any of it is read;
 //! - at most [`ConnectionLimits::max_connections`] connections are served at once (more
-//!   wait in the listen queue);
-//! - a STOW-RS request that would leave less than the [`DiskReserve`] free on the data
-//!   directory's filesystem is refused 507 before its body is read.
+//!   wait in the listen queue).
 //!
-//! The refusals made here, before the router, are recorded in the audit trail as the
-//! router's audit middleware records the requests it sees.
+//! A body declared over the size limit and a store the disk has no room for are refused,
+//! unread, inside the router, after access control ([`crate::disk::refuse_early`]): an
+//! anonymous client learns nothing of the disk, and the audit trail records them as it
+//! records every request.
 //!
 //! Each connection is its own task, so one stalled client never delays another. On
 //! shutdown the listener is closed, requests in flight finish, idle connections close.
@@ -29,7 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderValue, Request, Response, StatusCode};
+use axum::http::Request;
 use axum::Router;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -39,8 +37,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
-
-use crate::disk::{DiskReserve, NoRoom};
 
 /// What one connection and one request may hold of the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,9 +50,6 @@ pub struct ConnectionLimits {
     pub send_timeout: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
-    /// Largest request body, in bytes: a larger declared `Content-Length` is refused 413
-    /// unread (a chunked body is cut off at this size by the router's limit).
-    pub max_request: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -66,7 +59,6 @@ impl Default for ConnectionLimits {
             body_timeout: Duration::from_secs(300),
             send_timeout: Duration::from_secs(60),
             max_connections: 512,
-            max_request: crate::Limits::default().max_request,
         }
     }
 }
@@ -78,8 +70,6 @@ pub(crate) async fn run(
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     limits: ConnectionLimits,
-    disk: Option<Arc<DiskReserve>>,
-    auditor: Option<crate::audit::Auditor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -109,15 +99,11 @@ pub(crate) async fn run(
         let watcher = graceful.watcher();
         let app = app.clone();
         let tls = tls.clone();
-        let disk = disk.clone();
-        let auditor = auditor.clone();
         tokio::spawn(async move {
             let on = On {
                 remote,
                 app,
                 limits,
-                disk,
-                auditor,
             };
             match tls {
                 None => connection(stream, on, watcher).await,
@@ -143,8 +129,6 @@ struct On {
     remote: SocketAddr,
     app: Router,
     limits: ConnectionLimits,
-    disk: Option<Arc<DiskReserve>>,
-    auditor: Option<crate::audit::Auditor>,
 }
 
 /// Serves HTTP/1.1 on one connection.
@@ -156,25 +140,10 @@ where
         remote,
         app,
         limits,
-        disk,
-        auditor,
     } = on;
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let mut app = app.clone();
-        let disk = disk.clone();
-        let auditor = auditor.clone();
         async move {
-            let declared = declared_length(&req);
-            let refused = if declared.is_some_and(|n| n > limits.max_request as u64) {
-                Some(too_large(limits.max_request))
-            } else {
-                disk.filter(|_| is_store(&req))
-                    .and_then(|d| d.room_for(declared.unwrap_or(0)).err())
-                    .map(no_room)
-            };
-            if let Some(resp) = refused {
-                return Ok(audited(auditor.as_ref(), &req, remote, resp).await);
-            }
             let deadline = Instant::now() + limits.body_timeout;
             let mut req = req.map(|body| {
                 axum::body::Body::new(Deadline {
@@ -202,111 +171,6 @@ where
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
-}
-
-/// `resp`, a refusal made before the router, once its event is in the audit trail (a 500
-/// when it cannot be written: no request goes unaudited).
-async fn audited<B>(
-    auditor: Option<&crate::audit::Auditor>,
-    req: &Request<B>,
-    remote: SocketAddr,
-    resp: Response<axum::body::Body>,
-) -> Response<axum::body::Body> {
-    let (Some(auditor), Some(action)) = (auditor, audit_action(req)) else {
-        return resp;
-    };
-    let event = crate::audit::event_of(
-        action,
-        None,
-        None,
-        None,
-        resp.status(),
-        Some(remote.ip().to_string()),
-    );
-    match auditor.append(event).await {
-        Ok(()) => resp,
-        Err(e) => {
-            tracing::error!(error = %e, action = %action, "request refused: its audit event could not be written");
-            let mut r = Response::new(axum::body::Body::from(
-                "the audit trail could not be written: the request is refused\n",
-            ));
-            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            r
-        }
-    }
-}
-
-/// The audited action of a request, named as the audit middleware names it; `None` for
-/// the routes it does not audit (health, metrics).
-fn audit_action<B>(req: &Request<B>) -> Option<radveil_audit::Action> {
-    use radveil_access::Action as Asked;
-    use radveil_audit::Action;
-    let path = req.uri().path();
-    if path == "/audit" || path == "/me/access-log" {
-        return Some(Action::AuditRead);
-    }
-    if !(path == "/dicom-web" || path.starts_with("/dicom-web/")) {
-        return None;
-    }
-    Some(match crate::auth::action_of(req.method(), path) {
-        Asked::Store => Action::Store,
-        Asked::Delete => Action::Delete,
-        Asked::Search => Action::Query,
-        Asked::Read | Asked::ReadAudit => Action::Retrieve,
-    })
-}
-
-/// The request's `Content-Length`, when it has one that parses.
-fn declared_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// Whether the request is a STOW-RS (the only requests that write more than an event).
-fn is_store<B>(req: &Request<B>) -> bool {
-    req.method() == axum::http::Method::POST && req.uri().path().starts_with("/dicom-web/studies")
-}
-
-fn no_room(e: NoRoom) -> Response<axum::body::Body> {
-    tracing::warn!(
-        free = e.free,
-        needed = e.needed,
-        reserve = e.reserve,
-        "store refused: the data directory's filesystem is (nearly) full"
-    );
-    let mut r = Response::new(axum::body::Body::from(format!(
-        "insufficient storage: {e}. Nothing of this request was stored; what was stored before is kept and served. Free space on the data directory's filesystem and send it again.\n"
-    )));
-    *r.status_mut() = StatusCode::INSUFFICIENT_STORAGE;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
-}
-
-fn too_large(max: usize) -> Response<axum::body::Body> {
-    tracing::warn!(
-        limit = max,
-        "request refused: its declared body is over the limit"
-    );
-    let mut r = Response::new(axum::body::Body::from(format!(
-        "the request body is larger than the limit of {max} bytes\n"
-    )));
-    *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    // The unread body leaves the connection unusable: say so.
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
 }
 
 /// The body did not arrive within its time.

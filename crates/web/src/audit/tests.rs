@@ -59,6 +59,7 @@ fn fixture() -> Fixture {
         auditor: Some(auditor),
         ingest: None,
         https: false,
+        disk: None,
     });
     Fixture {
         app,
