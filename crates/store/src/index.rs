@@ -114,43 +114,10 @@ impl Index {
         r: &Row,
         metadata: Option<&[u8]>,
     ) -> Result<Inserted, StoreError> {
-        let tx = self.db.transaction()?;
-        let existing = tx
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM instance WHERE handle = ?1"),
-                [&r.instance.0[..]],
-                row,
-            )
-            .optional()?;
-        if let Some(e) = existing {
-            return Ok(Inserted::Exists(Box::new(e)));
-        }
-        tx.execute(
-            &format!("INSERT INTO instance ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-            params![
-                &r.instance.0[..],
-                &r.study.0[..],
-                &r.series.0[..],
-                &r.patient.0[..],
-                r.object,
-                i64::try_from(r.size).map_err(|_| StoreError::TooLarge)?,
-                &r.content.0[..],
-                r.meta,
-            ],
-        )?;
-        // A copy left by an instance removed earlier is replaced.
-        tx.execute(
-            "DELETE FROM metadata WHERE handle = ?1",
-            [&r.instance.0[..]],
-        )?;
-        if let Some(m) = metadata {
-            tx.execute(
-                "INSERT INTO metadata (handle, sealed) VALUES (?1, ?2)",
-                params![&r.instance.0[..], m],
-            )?;
-        }
-        tx.commit()?;
-        Ok(Inserted::New)
+        let mut found = self.insert_many(&[(r.clone(), metadata.map(<[u8]>::to_vec))])?;
+        found
+            .pop()
+            .ok_or_else(|| StoreError::Batch("an insert answered nothing".into()))
     }
 
     /// [`Index::insert_with_metadata`] for several rows in one transaction (one commit,
