@@ -202,17 +202,7 @@ pub fn decode_frame<'b>(
             }
         }
         Value::Fragments(frags) => {
-            let codec = Codec::for_transfer_syntax(transfer_syntax);
-            let rle = transfer_syntax == RLE_LOSSLESS;
-            if !rle && codec.is_none() {
-                return Err(PixelError::Unsupported(transfer_syntax.to_string()));
-            }
-            if d.bits_allocated == 1 || (codec.is_some() && bps > 2) {
-                return Err(PixelError::Malformed(format!(
-                    "{}-bit samples in a compressed transfer syntax",
-                    d.bits_allocated
-                )));
-            }
+            let (codec, _) = compressed(&d, transfer_syntax)?;
             let items: Vec<&[u8]> = frags.iter().skip(1).map(|f| f.as_ref()).collect();
             let offsets = frags.first().map_or(&[][..], |f| f.as_ref());
             let frame_data = codec::frames(&items, offsets, d.number_of_frames)?;
@@ -259,6 +249,25 @@ fn planar(d: &ImagePixel) -> bool {
 /// memory (reserved from `budget`, waiting up to `wait`: `Duration::ZERO` when the caller
 /// already holds memory of the budget) at a time. The codec's own working memory is taken
 /// while the frame's is held, so it never waits.
+/// The codec of encapsulated pixel data (`None` for RLE Lossless, decoded here) and
+/// whether it is RLE, after the checks every compressed decode makes: a transfer syntax
+/// radveil decodes, and samples the codecs take (no bit-packed data, at most 16 bits
+/// outside RLE).
+fn compressed(d: &ImagePixel, transfer_syntax: &str) -> Result<(Option<Codec>, bool), PixelError> {
+    let rle = transfer_syntax == RLE_LOSSLESS;
+    let codec = Codec::for_transfer_syntax(transfer_syntax);
+    if !rle && codec.is_none() {
+        return Err(PixelError::Unsupported(transfer_syntax.to_string()));
+    }
+    if d.bits_allocated == 1 || (codec.is_some() && d.bytes_per_sample() > 2) {
+        return Err(PixelError::Malformed(format!(
+            "{}-bit samples in a compressed transfer syntax",
+            d.bits_allocated
+        )));
+    }
+    Ok((codec, rle))
+}
+
 fn frames_of(
     el: &radveil_part10::Element<'_>,
     enc: Encoding,
@@ -310,17 +319,7 @@ fn frames_of(
             Ok(())
         }
         Value::Fragments(frags) => {
-            let rle = transfer_syntax == RLE_LOSSLESS;
-            let codec = Codec::for_transfer_syntax(transfer_syntax);
-            if !rle && codec.is_none() {
-                return Err(PixelError::Unsupported(transfer_syntax.to_string()));
-            }
-            if d.bits_allocated == 1 || (codec.is_some() && bps > 2) {
-                return Err(PixelError::Malformed(format!(
-                    "{}-bit samples in a compressed transfer syntax",
-                    d.bits_allocated
-                )));
-            }
+            let (codec, rle) = compressed(d, transfer_syntax)?;
             let items: Vec<&[u8]> = frags.iter().skip(1).map(|f| f.as_ref()).collect();
             let offsets = frags.first().map_or(&[][..], |f| f.as_ref());
             // Checks the frame count against the items present before anything else.
