@@ -264,8 +264,22 @@ fn decode_jpeg(data: &[u8]) -> Result<Frame, PixelError> {
     if info.pixel_format == jpeg_decoder::PixelFormat::RGB24 {
         d.set_color_transform(jpeg_decoder::ColorTransform::RGB);
     }
-    let pixels = d.decode().map_err(|e| malformed("JPEG", e))?;
+    let four = info.pixel_format == jpeg_decoder::PixelFormat::CMYK32;
+    if four && has_adobe_marker(data) {
+        // An Adobe APP14 marker says the components are Adobe's (inverted CMYK, or YCCK to
+        // convert): a convention DICOM does not define (PS3.5 8.2.1 leaves the components
+        // as coded), so no reading of it is sure to give the pixels meant.
+        return Err(PixelError::Unsupported(
+            "JPEG of four components with an Adobe (APP14) colour transform marker".into(),
+        ));
+    }
+    let mut pixels = d.decode().map_err(|e| malformed("JPEG", e))?;
     let (width, height) = (info.width as usize, info.height as usize);
+    if four && info.coding_process != jpeg_decoder::CodingProcess::Lossless {
+        // No transform interleaves four DCT components untouched: each line comes as its
+        // four components one after the other, interleaved by pixel here.
+        pixels = interleave_lines(&pixels, width, 4)?;
+    }
     let components = match info.pixel_format {
         jpeg_decoder::PixelFormat::L8 | jpeg_decoder::PixelFormat::L16 => 1,
         jpeg_decoder::PixelFormat::RGB24 => 3,
@@ -300,6 +314,58 @@ fn decode_jpeg(data: &[u8]) -> Result<Frame, PixelError> {
         components,
         samples,
     })
+}
+
+/// Lines of `components` planes each (every line's first component for `width` pixels,
+/// then its second, ...), interleaved by pixel.
+fn interleave_lines(pixels: &[u8], width: usize, components: usize) -> Result<Vec<u8>, PixelError> {
+    let line = width
+        .checked_mul(components)
+        .filter(|&l| pixels.len().checked_rem(l) == Some(0))
+        .ok_or_else(|| malformed("JPEG", "decoded lines do not match the frame"))?;
+    let mut out = crate::with_capacity::<u8>(pixels.len())?;
+    for l in pixels.chunks_exact(line) {
+        for x in 0..width {
+            // `c * width + x` < `components * width` = `l.len()`.
+            out.extend((0..components).filter_map(|c| {
+                c.checked_mul(width)
+                    .and_then(|o| o.checked_add(x))
+                    .and_then(|i| l.get(i))
+                    .copied()
+            }));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a JPEG codestream has an Adobe APP14 marker segment before its first scan.
+// `i` stays at most `data.len()` + 65537, as in `jpeg_frame_header`.
+#[allow(clippy::arithmetic_side_effects)]
+fn has_adobe_marker(data: &[u8]) -> bool {
+    let mut i = 2;
+    loop {
+        while data.get(i) == Some(&0xFF) && data.get(i + 1) == Some(&0xFF) {
+            i += 1;
+        }
+        let (Some(0xFF), Some(&marker)) = (data.get(i), data.get(i + 1)) else {
+            return false;
+        };
+        i += 2;
+        if matches!(marker, 0x01 | 0xD0..=0xD9) {
+            continue;
+        }
+        let (Some(&a), Some(&b)) = (data.get(i), data.get(i + 1)) else {
+            return false;
+        };
+        let len = u16::from_be_bytes([a, b]) as usize;
+        if marker == 0xEE && data.get(i + 2..i + 7) == Some(b"Adobe") {
+            return true;
+        }
+        if marker == 0xDA || len < 2 {
+            return false;
+        }
+        i += len;
+    }
 }
 
 fn decode_jpeg2000(data: &[u8]) -> Result<Frame, PixelError> {
@@ -448,6 +514,46 @@ mod tests {
         let frame = decode(Codec::Jpeg, &data, (16, 8, 3), &budget).unwrap();
         for px in frame.samples.chunks_exact(3) {
             for (got, want) in px.iter().zip([100u32, 150, 60]) {
+                assert!(got.abs_diff(want) <= 2, "{px:?}");
+            }
+        }
+    }
+
+    /// The codestream without its Adobe APP14 segment.
+    fn without_adobe(data: &[u8]) -> Vec<u8> {
+        let at = data
+            .windows(7)
+            .position(|w| w[0] == 0xFF && w[1] == 0xEE && &w[4..7] == b"Ado")
+            .expect("an APP14 segment");
+        let len = usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]]));
+        [&data[..at], &data[at + 2 + len..]].concat()
+    }
+
+    /// A four-component baseline JPEG comes out interleaved by pixel, its values as coded
+    /// (it came out line by line, each line's four components one after the other); one
+    /// with an Adobe marker (inverted CMYK or YCCK, Adobe's convention) is refused with why.
+    #[test]
+    fn four_component_jpeg_is_interleaved_by_pixel_or_refused() {
+        let (w, h) = (16u16, 8u16);
+        let cmyk: Vec<u8> = (0..usize::from(w) * usize::from(h))
+            .flat_map(|_| [10u8, 80, 160, 240])
+            .collect();
+        let mut data = Vec::new();
+        jpeg_encoder::Encoder::new(&mut data, 100)
+            .encode(&cmyk, w, h, jpeg_encoder::ColorType::Cmyk)
+            .unwrap();
+        let budget = MemoryBudget::new(1 << 20);
+        let e = decode(Codec::Jpeg, &data, (16, 8, 4), &budget).unwrap_err();
+        assert!(
+            matches!(&e, PixelError::Unsupported(why) if why.contains("Adobe")),
+            "{e:?}"
+        );
+        // The encoder stored Adobe's inverted values; without the marker they are the
+        // components as coded.
+        let frame = decode(Codec::Jpeg, &without_adobe(&data), (16, 8, 4), &budget).unwrap();
+        assert_eq!(frame.samples.len(), 16 * 8 * 4);
+        for px in frame.samples.chunks_exact(4) {
+            for (got, want) in px.iter().zip([245u32, 175, 95, 15]) {
                 assert!(got.abs_diff(want) <= 2, "{px:?}");
             }
         }

@@ -131,6 +131,27 @@ impl ImagePixel {
         })
     }
 
+    /// This description with Bits Allocated `bits` (and the byte counts it implies): for
+    /// float pixel data, whose values' size stands when Bits Allocated is absent.
+    pub(crate) fn with_bits(d: ImagePixel, bits: u16) -> Result<ImagePixel, PixelError> {
+        let bytes = usize::from(bits.div_ceil(8));
+        let frame_len = d
+            .pixels_per_frame
+            .checked_mul(usize::from(d.samples_per_pixel))
+            .and_then(|n| n.checked_mul(bytes))
+            .ok_or_else(overflow)?;
+        let native_len = frame_len
+            .checked_mul(d.number_of_frames)
+            .ok_or_else(overflow)?;
+        Ok(ImagePixel {
+            bits_allocated: bits,
+            bits_stored: bits,
+            frame_len,
+            native_len,
+            ..d
+        })
+    }
+
     /// Rows × Columns.
     pub fn pixels_per_frame(&self) -> usize {
         self.pixels_per_frame

@@ -9,6 +9,8 @@
 //! - [`ImagePixel`]: the Image Pixel description of a data set and the byte counts it implies.
 //! - [`decode_pixel_data`]: the pixel data decoded to native little endian, samples
 //!   interleaved (native, RLE Lossless here; JPEG, JPEG-LS and JPEG 2000 through [`codec`]).
+//! - [`float`]: Float and Double Float Pixel Data (7FE0,0008 and 7FE0,0009), one frame at a
+//!   time.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -16,6 +18,7 @@
 
 pub mod codec;
 mod description;
+pub mod float;
 pub mod jpegls;
 mod pixels;
 mod rle;
