@@ -5,7 +5,9 @@
 //!   fetched again on an unknown `kid`, at most once per 30 s); `alg` taken from the key,
 //!   never from the token alone (`none` and HMAC refused); `iss`, `aud`, `exp`, `nbf`
 //!   (30 s leeway) checked; tokens over 8 KiB refused unread. Refusals are typed
-//!   ([`Refusal`]) and never hold the token.
+//!   ([`Refusal`]) and never hold the token. A verified token is cached (by its hash,
+//!   until its `exp`, while its issuer's key set is unchanged) so that a client's repeated
+//!   requests are not each charged a signature verification.
 //! - [`Principal`]: subject, client, roles (`admin`, `clinician`, `researcher`, `auditor`),
 //!   SMART v2 scopes ([`smart`]) and the `patient` claim, with [`Principal::decide`] for
 //!   each [`Action`]: a [`Grant`] reaching every patient or one ([`Compartment`]), with the
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cache;
 pub mod dev;
 pub mod jwks;
 pub mod principal;

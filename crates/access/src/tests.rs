@@ -411,3 +411,92 @@ fn dev_tokens_verify_and_carry_the_request() {
     };
     assert!(dev.token(&long, now()).is_err());
 }
+
+/// The verified-token cache never outlives the token: past its `exp` a cached token is
+/// refused as expired, exactly as one never seen.
+#[test]
+fn a_cached_token_past_its_exp_is_refused() {
+    let dev = issuer(1);
+    let v = Verifier::new(
+        vec![dev.config("radveil")],
+        Arc::new(FakeFetch::default()),
+        Settings {
+            leeway: 0,
+            ..Settings::default()
+        },
+    )
+    .unwrap();
+    let exp = now() + 1;
+    let t = dev.sign(&with(claims(), "exp", json!(exp))).unwrap();
+    assert!(v.verify(&t).is_ok());
+    assert!(v.verify(&t).is_ok(), "cached");
+    while now() <= exp {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(v.verify(&t), Err(Refusal::Expired));
+}
+
+/// A cached token whose key the issuer has rotated away is verified again against the new
+/// key set, and refused: when another token makes the set be fetched again, and when the
+/// set is fetched again for its age.
+#[test]
+fn a_cached_token_is_refused_once_its_key_is_rotated_away() {
+    let (a, b) = (issuer(1), issuer(2));
+    let url = "https://idp.example/jwks";
+    let config = IssuerConfig {
+        issuer: DEV_ISSUER.into(),
+        audience: vec!["radveil".into()],
+        keys: KeySource::Url(url.into()),
+    };
+    for by_age in [false, true] {
+        let fetch = Arc::new(FakeFetch::default());
+        fetch.put(url, &a.jwks());
+        let settings = Settings {
+            min_refresh: Duration::ZERO,
+            max_age: if by_age {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(3600)
+            },
+            ..Settings::default()
+        };
+        let v = Verifier::new(vec![config.clone()], fetch.clone(), settings).unwrap();
+        let old = a.sign(&claims()).unwrap();
+        assert!(v.verify(&old).is_ok());
+        assert!(v.verify(&old).is_ok(), "cached");
+        fetch.put(url, &b.jwks());
+        if by_age {
+            std::thread::sleep(Duration::from_millis(300));
+        } else {
+            // A token of the new key: the set is fetched again.
+            assert!(v.verify(&b.sign(&claims()).unwrap()).is_ok());
+        }
+        assert_eq!(v.verify(&old), Err(Refusal::UnknownKey), "by age: {by_age}");
+    }
+}
+
+/// A token is cached by all of its text: one that shares all but its last bytes with a
+/// cached token (another signature, other claims under the same signature, a byte added)
+/// is verified in full and refused.
+#[test]
+fn a_tampered_token_sharing_a_cached_tokens_prefix_is_not_a_cache_hit() {
+    let dev = issuer(1);
+    let v = verifier(&dev);
+    let good = dev.sign(&claims()).unwrap();
+    assert!(v.verify(&good).is_ok());
+    assert!(v.verify(&good).is_ok(), "cached");
+    let (m, sig) = good.rsplit_once('.').unwrap();
+    let mut raw = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 1;
+    let flipped = format!("{m}.{}", URL_SAFE_NO_PAD.encode(&raw));
+    assert_eq!(v.verify(&flipped), Err(Refusal::BadSignature));
+    let (h, _) = m.split_once('.').unwrap();
+    let other = b64(&with(claims(), "roles", json!(["admin"])));
+    assert_eq!(
+        v.verify(&format!("{h}.{other}.{sig}")),
+        Err(Refusal::BadSignature)
+    );
+    assert!(v.verify(&format!("{good}A")).is_err());
+    assert!(v.verify(&good).is_ok());
+}

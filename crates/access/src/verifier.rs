@@ -3,8 +3,10 @@
 //! [`Settings::min_refresh`], when a token names an unknown key or the set is old), the one
 //! algorithm that key allows, the signature, then `exp`, `nbf`, `iss` and `aud`, then the
 //! claims the gateway reads. Every refusal is a typed [`Refusal`] that never holds the
-//! token or a claim's value.
+//! token or a claim's value. A token verified once is answered from a bounded cache until
+//! its `exp` or until its issuer's key set changes ([`crate::cache`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
+use crate::cache::TokenCache;
 use crate::jwks::{alg_named, JwksError, KeySet, PublicKey, MAX_JWKS};
 use crate::principal::{PatientRef, Principal, Role};
 use crate::smart::Scopes;
@@ -188,6 +191,9 @@ struct Trusted {
     audience: Vec<String>,
     url: Option<String>,
     keys: RwLock<Arc<KeySet>>,
+    /// Bumped each time `keys` is replaced: cached tokens verified against an older set
+    /// no longer count.
+    generation: AtomicU64,
     fetched: Mutex<Instant>,
     refreshing: Mutex<()>,
 }
@@ -197,6 +203,14 @@ pub struct Verifier {
     issuers: Vec<Trusted>,
     fetch: Arc<dyn Fetch>,
     settings: Settings,
+    cache: TokenCache,
+}
+
+/// The clock, in Unix seconds (as `exp` and `nbf` are).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl std::fmt::Debug for Verifier {
@@ -333,6 +347,7 @@ impl Verifier {
                 audience: c.audience,
                 url,
                 keys: RwLock::new(Arc::new(keys)),
+                generation: AtomicU64::new(0),
                 fetched: Mutex::new(Instant::now()),
                 refreshing: Mutex::new(()),
             });
@@ -341,6 +356,7 @@ impl Verifier {
             issuers: trusted,
             fetch,
             settings,
+            cache: TokenCache::default(),
         })
     }
 
@@ -350,7 +366,10 @@ impl Verifier {
         self.issuers.iter().any(|i| i.url.is_some())
     }
 
-    /// Verifies a bearer token (the text after `Bearer `).
+    /// Verifies a bearer token (the text after `Bearer `). A token verified before is
+    /// answered from the cache while it is before its `exp` and its issuer's key set is the
+    /// one it was verified against (and, for a fetched set, not older than
+    /// [`Settings::max_age`]); otherwise it is verified in full.
     pub fn verify(&self, token: &str) -> Result<Principal, Refusal> {
         if token.is_empty() {
             return Err(Refusal::NoToken);
@@ -358,6 +377,33 @@ impl Verifier {
         if token.len() > MAX_TOKEN {
             return Err(Refusal::TooLarge);
         }
+        let key = crate::cache::hash(token);
+        let now = unix_now();
+        let current = |i: usize| {
+            let t = self.issuers.get(i)?;
+            // A fetched set past its age is fetched again by a full verification.
+            let fresh = t.url.is_none()
+                || t.fetched
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .elapsed()
+                    < self.settings.max_age;
+            fresh.then(|| t.generation.load(Ordering::Acquire))
+        };
+        if let Some(p) = self.cache.get(&key, now, current) {
+            return Ok(p);
+        }
+        let (issuer, generation, exp, principal) = self.verify_in_full(token)?;
+        if let Some(exp) = exp {
+            self.cache
+                .put(key, &principal, exp, issuer, generation, now);
+        }
+        Ok(principal)
+    }
+
+    /// Verifies a token without the cache: its issuer's position and key-set generation,
+    /// its `exp`, and its principal.
+    fn verify_in_full(&self, token: &str) -> Result<(usize, u64, Option<u64>, Principal), Refusal> {
         let mut it = token.split('.');
         let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
             return Err(Refusal::Malformed);
@@ -384,11 +430,14 @@ impl Verifier {
             .get("iss")
             .and_then(Value::as_str)
             .ok_or(Refusal::WrongIssuer)?;
-        let trusted = self
+        let (issuer, trusted) = self
             .issuers
             .iter()
-            .find(|t| t.issuer == iss)
+            .enumerate()
+            .find(|(_, t)| t.issuer == iss)
             .ok_or(Refusal::WrongIssuer)?;
+        // Read before the key: a set replaced meanwhile makes the entry stale, never fresh.
+        let generation = trusted.generation.load(Ordering::Acquire);
         let key = self.key(trusted, kid, alg)?;
         if key.alg != alg {
             return Err(Refusal::Algorithm);
@@ -421,7 +470,9 @@ impl Verifier {
                 },
                 _ => Refusal::Malformed,
             })?;
-        self.principal(&trusted.issuer, &data.claims)
+        let exp = data.claims.get("exp").and_then(Value::as_u64);
+        let principal = self.principal(&trusted.issuer, &data.claims)?;
+        Ok((issuer, generation, exp, principal))
     }
 
     /// The key of `kid` (or the only one of `alg`), fetching the issuer's keys again when
@@ -460,6 +511,7 @@ impl Verifier {
             Ok(keys) => {
                 let keys = Arc::new(keys);
                 *t.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&keys);
+                t.generation.fetch_add(1, Ordering::AcqRel);
                 keys.find(kid, alg).cloned().ok_or(Refusal::UnknownKey)
             }
             Err(e) => {
