@@ -19,6 +19,7 @@ use zeroize::Zeroizing;
 use crate::key::{self, KeyPolicy};
 
 mod config;
+mod trail;
 
 /// The environment variable that may hold the key-encryption key (64 hex digits).
 const KEK_ENV: &str = "RADVEIL_KEK";
@@ -303,10 +304,7 @@ fn open_ingest(
 )> {
     let paths = radveil_web::ingest::Paths::under(&args.data);
     let origin = format!("{}/radveil/gateway", crate::auditing::hostname());
-    let policy = match args.keys.strict {
-        true => radveil_pipeline::secret::PermissionPolicy::Refuse,
-        false => radveil_pipeline::secret::PermissionPolicy::Warn,
-    };
+    let policy = permissions(args.keys);
     let require = radveil_web::ingest::RequireSigned::new(&args.require_signed);
     let (ingest, writer) =
         radveil_web::ingest::open(&paths, &origin, &args.trust, require, policy, {
@@ -314,6 +312,44 @@ fn open_ingest(
         })
         .with_context(|| format!("opening the ledger in {}", paths.ledger.display()))?;
     Ok((ingest, writer))
+}
+
+/// The permission policy for key files of `--strict`.
+fn permissions(keys: KeyPolicy) -> radveil_pipeline::secret::PermissionPolicy {
+    match keys.strict {
+        true => radveil_pipeline::secret::PermissionPolicy::Refuse,
+        false => radveil_pipeline::secret::PermissionPolicy::Warn,
+    }
+}
+
+/// The start-up verification of the audit trail and the ledger, running.
+struct Checks {
+    audit: std::thread::JoinHandle<Result<()>>,
+    ledger: std::thread::JoinHandle<Result<()>>,
+}
+
+/// Starts verifying the audit trail and the ledger of `args.data` ([`trail`]), each on a
+/// thread of its own.
+fn start_checks(args: &ServeArgs) -> Checks {
+    let (data, file, keys) = (args.data.clone(), args.audit_key_file.clone(), args.keys);
+    let audit = std::thread::spawn(move || {
+        trail::check_audit(&data, || {
+            crate::auditing::audit_key(&data, file.as_deref(), keys, false)
+        })
+    });
+    let data = args.data.clone();
+    let ledger = std::thread::spawn(move || trail::check_ledger(&data, permissions(keys)));
+    Checks { audit, ledger }
+}
+
+impl Checks {
+    /// Waits for both verifications: the first failure stops the start.
+    fn wait(self) -> Result<()> {
+        let joined = |what| anyhow::anyhow!("verifying the {what} stopped unexpectedly");
+        let audit = self.audit.join().map_err(|_| joined("audit trail"))?;
+        let ledger = self.ledger.join().map_err(|_| joined("ledger"))?;
+        audit.and(ledger)
+    }
 }
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -325,6 +361,9 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         .with_context(|| format!("making {}", args.data.display()))?;
     let file = config::load_or_create(&args.data)?;
     let args = with_file(args, file);
+    // The audit trail and the ledger are verified before anything is added to them, on
+    // threads of their own while the store opens: a tampered one stops the start.
+    let checks = start_checks(&args);
     let listen = match args.listen {
         Some(a) => a,
         None => config::DEFAULT_LISTEN
@@ -353,6 +392,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     let kek = load_kek(&args.data, args.kek_file.as_deref(), args.keys, true)?;
     let store = Store::open(&Layout::under(&args.data), kek)
         .with_context(|| format!("opening the store in {}", args.data.display()))?;
+    checks.wait()?;
     let (auditor, writer) = open_audit(&args)?;
     let (ingest, ledger_writer) = open_ingest(&args)?;
     let defaults = radveil_web::Limits::default();
@@ -414,6 +454,13 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     served?;
     closed.context("signing the audit log's last checkpoint")?;
     logged.context("signing the ledger's last checkpoint")?;
+    // The checkpoints just signed are kept beside the keys: the next start refuses a trail
+    // that does not extend them.
+    let key =
+        crate::auditing::audit_key(&args.data, args.audit_key_file.as_deref(), args.keys, false)?;
+    trail::keep_audit(&args.data, &key).context("keeping the audit trail's checkpoint")?;
+    trail::keep_ledger(&args.data, permissions(args.keys))
+        .context("keeping the ledger's checkpoint")?;
     eprintln!("radveil serve: stopped");
     Ok(ExitCode::SUCCESS)
 }
