@@ -300,16 +300,19 @@ impl AuditLog {
         Ok(self.log.checkpoint_extending(&signer)?)
     }
 
-    /// Opens entry `index` (its position is checked by the associated data).
+    /// Opens entry `index` (its position is checked by the associated data). The log keeps
+    /// no entry in memory: this reads the file up to it.
     pub fn event(&self, index: u64) -> Result<Event, AuditError> {
-        let entry = usize::try_from(index)
-            .ok()
-            .and_then(|i| self.log.records().get(i))
-            .ok_or(AuditError::Corrupt {
-                index,
-                what: "no such entry",
-            })?;
-        self.open_entry(index, entry)
+        for item in self.log.entries() {
+            let (at, entry) = item?;
+            if at.index == index {
+                return self.open_entry(index, &entry);
+            }
+        }
+        Err(AuditError::Corrupt {
+            index,
+            what: "no such entry",
+        })
     }
 
     fn open_entry(&self, index: u64, entry: &Entry) -> Result<Event, AuditError> {
@@ -346,24 +349,32 @@ impl AuditLog {
         Ok(event)
     }
 
-    /// The events that match `filter`, with their indexes, in log order. A patient filter
-    /// is answered from the handles: only that patient's events are opened.
+    /// The events that match `filter`, with their indexes, in log order. The entries are
+    /// read from the log's file one at a time (none is kept in memory; each line is checked
+    /// against the log's tree). A patient filter is answered from the handles: only that
+    /// patient's events are opened.
     pub fn read(&self, filter: &Filter) -> Result<Vec<(u64, Event)>, AuditError> {
         let wanted = filter.patient.map(|h| h.hex());
         let mut out = Vec::new();
-        for (i, entry) in self.log.records().iter().enumerate() {
+        for item in self.log.entries() {
+            let (at, entry) = item?;
             if let Some(h) = &wanted {
                 if !entry.patients.iter().any(|p| p == h) {
                     continue;
                 }
             }
-            let index = i as u64;
-            let e = self.open_entry(index, entry)?;
+            let e = self.open_entry(at.index, &entry)?;
             if filter.matches(&e) {
-                out.push((index, e));
+                out.push((at.index, e));
             }
         }
         Ok(out)
+    }
+
+    /// What the open log holds in memory of its entries, in hashes (the ledger's
+    /// [`Log::held`]): bounded whatever the number of events.
+    pub fn held(&self) -> usize {
+        self.log.held()
     }
 }
 
@@ -407,8 +418,9 @@ pub fn verify(dir: &Path, key: AuditKey, trusted: Option<&str>) -> Result<Verifi
             Ok((latest, trusted))
         });
     let opened = |log: &AuditLog| -> Result<(), AuditError> {
-        for (i, entry) in log.log.records().iter().enumerate() {
-            log.open_entry(i as u64, entry)?;
+        for item in log.log.entries() {
+            let (at, entry) = item?;
+            log.open_entry(at.index, &entry)?;
         }
         Ok(())
     };

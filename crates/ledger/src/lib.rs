@@ -19,15 +19,23 @@
 //! append reads only the lines added since, after checking that the file is still the same
 //! one (device and inode) and still holds, where it ended, the last line read (its leaf
 //! hash); a file that shrank, was replaced or differs there is read again whole. So an
-//! append costs the same whatever the log's size. The leaf hashes are kept with the roots
-//! of their complete subtrees ([`merkle::Tree`]), so a checkpoint (signed over the entries
-//! this handle read and wrote, brought up to date the same way), the root of any size and
-//! every proof cost O(log n) hashes rather than a read of the log. The whole file is read
-//! and hashed when a log is opened; [`Log::verify_latest`] and each
-//! [`Log::checkpoint_extending`] check the tree against the latest checkpoint (a consistency
-//! proof, O(log n) too). A [`Snapshot`] of an open log checks the file whole against what
-//! it read and wrote, away from the handle and without the lock (an edit behind an open
-//! log, which no checkpoint endorses, found while it runs).
+//! append costs the same whatever the log's size.
+//!
+//! **Memory does not grow with the log.** An open log keeps no record and no leaf hash:
+//! only the frontier of its tree ([`merkle::Frontier`], the roots of its complete subtrees,
+//! one per set bit of the size), the last line's leaf hash and a few roots of smaller trees
+//! (the checkpoints it signed, the latest one's when it opened): what appending and signing
+//! a checkpoint need ([`Log::held`] counts it). A checkpoint signs the entries this handle
+//! read and wrote, brought up to date the same way, in O(log n) hashes; [`Log::verify_latest`]
+//! and each [`Log::checkpoint_extending`] compare the latest checkpoint's root with one the
+//! handle knows (in the usual case) or else with one computed by a pass over the file.
+//! Records, the root of another size and the proofs are read from the file when asked for
+//! ([`Log::entries`], [`Log::entries_since`], [`Log::root_at`], [`Log::prove_inclusion`],
+//! [`Log::prove_consistency`]): streamed, O(n) reads and O(log n) memory, each line checked
+//! against the handle's tree, so what is handed on is what its checkpoints sign. The whole
+//! file is read and hashed when a log is opened. A [`Snapshot`] of an open log checks the
+//! file whole against what it read and wrote, away from the handle and without the lock (an
+//! edit behind an open log, which no checkpoint endorses, found while it runs).
 //!
 //! A torn last line (a crash in the middle of an append) is reported ([`Ledger::torn_tail`]);
 //! an append refuses to write after it unless asked to repair it ([`TornRepair`]).
@@ -212,29 +220,44 @@ pub struct Appended {
     pub repaired: Option<(TornTail, PathBuf)>,
 }
 
-/// An open log of records of type `R` (one JSON line each): its entries' leaf hashes and
-/// records in memory. The same files, locking, torn-line handling, checkpoints and proofs
-/// serve any record type: [`Ledger`] is the log of image records, and other logs (the
-/// gateway's audit trail) keep their own records in a `Log` of their own type.
+/// An open log of records of type `R` (one JSON line each). It keeps no record and no leaf
+/// hash in memory: only the frontier of its Merkle tree (the roots of the complete
+/// subtrees, at most one hash per bit of the size), the last line's leaf hash (to re-check
+/// it before reading past it) and a few roots of smaller trees it signed or read through,
+/// so what it holds does not grow with the log ([`Log::held`]). Records are read from the
+/// file when asked for ([`Log::entries`], streamed and checked against the tree). The same
+/// files, locking, torn-line handling, checkpoints and proofs serve any record type:
+/// [`Ledger`] is the log of image records, and other logs (the gateway's audit trail) keep
+/// their own records in a `Log` of their own type.
 #[derive(Debug)]
 pub struct Log<R> {
     dir: PathBuf,
     origin: String,
-    /// The leaf hashes this handle computed from the lines it read or wrote, with the roots
-    /// of their complete subtrees: what its checkpoints sign.
-    tree: merkle::Tree,
-    records: Vec<R>,
+    /// The frontier of the leaf hashes this handle computed from the lines it read or
+    /// wrote: what its checkpoints sign.
+    frontier: merkle::Frontier,
+    /// The leaf hash of the last line read or written (a refresh re-checks that line).
+    last_leaf: Option<Hash>,
+    /// Roots of smaller trees of this handle's leaves, known without reading the file
+    /// again (sizes it signed, the latest checkpoint's size when it read past it): a
+    /// checkpoint's check against the latest costs nothing more in the usual case. At most
+    /// [`KEPT_ROOTS`], newest last.
+    roots: Vec<(u64, Hash)>,
     torn: Option<TornTail>,
     mark: Mark,
     stats: ReadStats,
     /// Set when a read found that entries this handle had read were rewritten or removed:
     /// how many it had read then.
     diverged: Option<u64>,
+    records: std::marker::PhantomData<fn() -> R>,
 }
 
+/// How many roots of smaller trees an open log keeps ([`Log`]'s `roots`).
+const KEPT_ROOTS: usize = 8;
+
 /// Where the last read of `entries.jsonl` stopped: the file read (device and inode), the
-/// end of its last complete line and where that line starts (its leaf hash is the last of
-/// the log's leaves). A refresh re-checks that line, then reads only past `end`.
+/// end of its last complete line and where that line starts (its leaf hash is the log's
+/// `last_leaf`). A refresh re-checks that line, then reads only past `end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Mark {
     file: (u64, u64),
@@ -264,10 +287,12 @@ fn identity(_meta: &std::fs::Metadata) -> (u64, u64) {
     (0, 0)
 }
 
-/// Lines read past a mark: their leaf hashes and records, where they end, and a torn line.
-struct Lines<R> {
-    leaves: Vec<Hash>,
-    records: Vec<R>,
+/// Lines read past a mark: the frontier with their leaf hashes added, the roots captured
+/// on the way, where they end, and a torn line. Nothing of the records is kept.
+struct Lines {
+    frontier: merkle::Frontier,
+    last_leaf: Option<Hash>,
+    captured: Vec<(u64, Hash)>,
     end: u64,
     last_start: u64,
     torn: Option<TornTail>,
@@ -276,6 +301,171 @@ struct Lines<R> {
 
 /// The transparency ledger: the log of image [`Record`]s.
 pub type Ledger = Log<Record>;
+
+/// Where an entry is: its index, and where its line starts in `entries.jsonl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct At {
+    /// The entry's index.
+    pub index: u64,
+    /// The byte offset of its line.
+    pub offset: u64,
+}
+
+/// A place in an open log (after its first [`Position::index`] entries), to read the
+/// entries added since from ([`Log::entries_since`]): a caller that folds the records into
+/// tables of its own reads each line once, without the log keeping any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    at: At,
+    /// The log's whole-file reads when the position was taken: a file read again whole
+    /// (cut, replaced, changed where it had been read) invalidates it.
+    generation: u64,
+    /// The frontier of the entries before it, so that what is read past it is checked
+    /// against the handle's tree.
+    frontier: merkle::Frontier,
+}
+
+impl Default for Position {
+    /// The start of a log.
+    fn default() -> Position {
+        Position::start()
+    }
+}
+
+impl Position {
+    /// The start of a log.
+    pub fn start() -> Position {
+        Position {
+            at: At {
+                index: 0,
+                offset: 0,
+            },
+            generation: 0,
+            frontier: merkle::Frontier::new(),
+        }
+    }
+
+    /// How many entries come before it.
+    pub fn index(&self) -> u64 {
+        self.at.index
+    }
+}
+
+/// The lines of `entries.jsonl` an open log read, read again in order from a position,
+/// each hashed into a frontier which must end at the handle's tree: what is handed on is
+/// what the handle's checkpoints sign, or an error.
+struct Replay {
+    reader: BufReader<std::io::Take<File>>,
+    path: PathBuf,
+    line: Vec<u8>,
+    at: At,
+    frontier: merkle::Frontier,
+    /// The handle's size and root.
+    size: u64,
+    head: Hash,
+}
+
+impl Replay {
+    fn differs(&self, what: &str) -> LedgerError {
+        LedgerError::Inconsistent {
+            size: self.size,
+            what: format!("{}: {what}", self.path.display()),
+        }
+    }
+
+    /// The next line (without its newline, in [`Replay::line`]) and where it is; `None` at
+    /// the end, once the lines read are found to hash to the handle's tree.
+    fn next(&mut self) -> Result<Option<At>> {
+        self.line.clear();
+        let n = std::io::Read::take(&mut self.reader, MAX_LINE + 1)
+            .read_until(b'\n', &mut self.line)
+            .map_err(io(&self.path))?;
+        if n == 0 {
+            if self.frontier.len() < self.size {
+                return Err(self.differs("entries this log had read were removed"));
+            }
+            if self.frontier.root() != self.head {
+                return Err(self.differs("entries this log had read were rewritten or reordered"));
+            }
+            return Ok(None);
+        }
+        if n as u64 > MAX_LINE || self.line.pop() != Some(b'\n') {
+            return Err(self.differs("an entry this log had read is cut or too long"));
+        }
+        self.frontier.push(merkle::leaf_hash(&self.line));
+        if self.frontier.len() > self.size {
+            return Err(self.differs("more entries than this log had read: lines were split"));
+        }
+        let at = self.at;
+        self.at = At {
+            index: at.index + 1,
+            offset: at.offset + n as u64,
+        };
+        Ok(Some(at))
+    }
+
+    fn line(&self) -> &[u8] {
+        &self.line
+    }
+}
+
+/// The records of an open log, read from its file in order ([`Log::entries`],
+/// [`Log::entries_since`]), each with where it is. The lines are checked against the
+/// handle's tree as they are read: when the file no longer holds what the handle read (an
+/// entry edited, removed or moved behind it), the last item is
+/// [`LedgerError::Inconsistent`]; a line that does not parse is [`LedgerError::Record`].
+/// Nothing comes after an error.
+pub struct Entries<R> {
+    replay: std::result::Result<Replay, Option<LedgerError>>,
+    restarted: bool,
+    records: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for Entries<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entries")
+            .field("restarted", &self.restarted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> Entries<R> {
+    /// Whether the position read from was one the log no longer extends (its file was read
+    /// again whole since): the entries then start from the first, and whatever the caller
+    /// folded in before must be forgotten.
+    pub fn restarted(&self) -> bool {
+        self.restarted
+    }
+}
+
+impl<R: serde::de::DeserializeOwned> Iterator for Entries<R> {
+    type Item = Result<(At, R)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let replay = match &mut self.replay {
+            Ok(r) => r,
+            Err(e) => return e.take().map(Err),
+        };
+        let result = match replay.next() {
+            Ok(Some(at)) => serde_json::from_slice(replay.line())
+                .map(|r| (at, r))
+                .map_err(|e| LedgerError::Record {
+                    index: at.index,
+                    what: e.to_string(),
+                }),
+            Ok(None) => {
+                self.replay = Err(None);
+                return None;
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            // Nothing comes after an error.
+            self.replay = Err(None);
+        }
+        Some(result)
+    }
+}
 
 /// What an open log has read and written, to check the file against later, away from the
 /// handle and without the log's lock ([`Snapshot::check`]).
@@ -301,39 +491,33 @@ impl Snapshot {
     /// those bytes, so an appending writer is never held up. Fails with
     /// [`LedgerError::Inconsistent`] when the file no longer holds those entries.
     pub fn check(&self) -> Result<()> {
-        let differs = |what: &str| LedgerError::Inconsistent {
-            size: self.size,
-            what: what.into(),
-        };
-        let f = open_regular(&self.path).map_err(io(&self.path))?;
-        let mut reader = BufReader::new(f.take(self.end));
-        let mut tree = merkle::Tree::new();
-        let mut line = Vec::new();
-        let mut read = 0u64;
-        loop {
-            line.clear();
-            let n = std::io::Read::take(&mut reader, MAX_LINE + 1)
-                .read_until(b'\n', &mut line)
-                .map_err(io(&self.path))?;
-            if n == 0 {
-                break;
-            }
-            read += n as u64;
-            match line.split_last() {
-                Some((b'\n', data)) if n as u64 <= MAX_LINE => tree.push(merkle::leaf_hash(data)),
-                _ => return Err(differs("an entry it had read is cut or too long")),
-            }
-            if tree.len() > self.size {
-                return Err(differs("more entries than it had read: lines were split"));
-            }
-        }
-        if read < self.end || tree.len() < self.size {
-            return Err(differs("entries it had read were removed"));
-        }
-        if tree.head() != self.root {
-            return Err(differs("entries it had read were rewritten or reordered"));
-        }
+        let mut replay = Replay::open(
+            &self.path,
+            &Position::start(),
+            self.end,
+            self.size,
+            self.root,
+        )?;
+        while replay.next()?.is_some() {}
         Ok(())
+    }
+}
+
+impl Replay {
+    /// Reads `path` from `from` up to `end` (the end of the last line the handle read),
+    /// against the handle's `size` and `head`.
+    fn open(path: &Path, from: &Position, end: u64, size: u64, head: Hash) -> Result<Replay> {
+        let mut f = open_regular(path).map_err(io(path))?;
+        f.seek(SeekFrom::Start(from.at.offset)).map_err(io(path))?;
+        Ok(Replay {
+            reader: BufReader::new(f.take(end.saturating_sub(from.at.offset))),
+            path: path.to_path_buf(),
+            line: Vec::new(),
+            at: from.at,
+            frontier: from.frontier.clone(),
+            size,
+            head,
+        })
     }
 }
 
@@ -350,6 +534,16 @@ pub struct InclusionProof {
     pub proof: Vec<String>,
     /// The tree's root (hex).
     pub root: String,
+}
+
+/// What a pass over the file computed for a proof ([`Log::replay_for`]).
+struct Replayed {
+    /// The roots of the trees of the sizes asked for, in their order (`None` beyond the log).
+    roots: Vec<Option<Hash>>,
+    /// The MTH of the ranges asked for.
+    ranges: Option<Vec<Hash>>,
+    /// The leaf hash asked for.
+    leaf: Option<Hash>,
 }
 
 const ENTRIES: &str = "entries.jsonl";
@@ -398,7 +592,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
             .map_err(io(&lock_path))?;
         std::fs::write(dir.join(VERIFIER), format!("{}\n", signer.verifier()))
             .map_err(io(&dir.join(VERIFIER)))?;
-        let mut ledger = Self::read(dir)?;
+        let mut ledger = Self::read(dir, &[])?;
         ledger.checkpoint(signer)?;
         Ok(ledger)
     }
@@ -413,11 +607,12 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
         if let Some(lock) = &lock {
             lock.lock_shared().map_err(io(&lock_path))?;
         }
-        Self::read(dir)
+        Self::read(dir, &[])
     }
 
-    /// Reads the ledger; the caller holds a lock.
-    fn read(dir: &Path) -> Result<Self> {
+    /// Reads the ledger, keeping the roots of the trees of sizes `also` on the way; the
+    /// caller holds a lock.
+    fn read(dir: &Path, also: &[u64]) -> Result<Self> {
         let origin_path = dir.join(ORIGIN);
         let origin = read_small(&origin_path)
             .map_err(|e| match e.kind() {
@@ -438,8 +633,9 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
         let mut log = Log {
             dir: dir.to_path_buf(),
             origin,
-            tree: merkle::Tree::new(),
-            records: Vec::new(),
+            frontier: merkle::Frontier::new(),
+            last_leaf: None,
+            roots: Vec::new(),
             torn: None,
             mark: Mark {
                 file: identity(&meta),
@@ -448,8 +644,19 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
             },
             stats: ReadStats::default(),
             diverged: None,
+            records: std::marker::PhantomData,
         };
-        let lines = log.read_lines(f, &path)?;
+        // The root at the latest checkpoint's size (read, not verified: only which root to
+        // keep), so that the first check against it needs no second pass over the file.
+        let mut capture: Vec<u64> = log
+            .latest_checkpoint()
+            .ok()
+            .and_then(|note| Checkpoint::parse(&note).ok())
+            .map(|cp| cp.size)
+            .into_iter()
+            .collect();
+        capture.extend_from_slice(also);
+        let lines = log.read_lines(f, &path, &capture)?;
         log.stats = ReadStats {
             full_reads: 1,
             last_bytes: lines.bytes,
@@ -458,13 +665,16 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
         Ok(log)
     }
 
-    /// Reads the lines of `f` (positioned at the mark's end) up to its end or a torn line.
-    /// Each line is at most [`MAX_LINE`] bytes and parses as a record, else the read fails.
-    fn read_lines(&self, f: File, path: &Path) -> Result<Lines<R>> {
+    /// Reads the lines of `f` (positioned at the mark's end) up to its end or a torn line,
+    /// hashing them into a copy of the frontier and keeping the roots at the sizes in
+    /// `capture` as it passes them. Each line is at most [`MAX_LINE`] bytes and parses as a
+    /// record (which is then dropped), else the read fails and the log is left as it was.
+    fn read_lines(&self, f: File, path: &Path, capture: &[u64]) -> Result<Lines> {
         let mut reader = BufReader::new(f);
         let mut out = Lines {
-            leaves: Vec::new(),
-            records: Vec::new(),
+            frontier: self.frontier.clone(),
+            last_leaf: self.last_leaf,
+            captured: Vec::new(),
             end: self.mark.end,
             last_start: self.mark.last_start,
             torn: None,
@@ -480,7 +690,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
                 break;
             }
             out.bytes += n as u64;
-            let index = self.size() + out.leaves.len() as u64;
+            let index = out.frontier.len();
             if n as u64 > MAX_LINE {
                 return Err(LedgerError::Record {
                     index,
@@ -496,12 +706,16 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
                 break;
             }
             let data = &line[..line.len() - 1];
-            let record: R = serde_json::from_slice(data).map_err(|e| LedgerError::Record {
+            serde_json::from_slice::<R>(data).map_err(|e| LedgerError::Record {
                 index,
                 what: e.to_string(),
             })?;
-            out.leaves.push(merkle::leaf_hash(data));
-            out.records.push(record);
+            let leaf = merkle::leaf_hash(data);
+            out.frontier.push(leaf);
+            out.last_leaf = Some(leaf);
+            if capture.contains(&out.frontier.len()) {
+                out.captured.push((out.frontier.len(), out.frontier.root()));
+            }
             out.last_start = out.end;
             out.end += n as u64;
         }
@@ -509,12 +723,25 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
     }
 
     /// Adds lines read past the mark to the log, and moves the mark past them.
-    fn take(&mut self, lines: Lines<R>) {
-        self.tree.extend(lines.leaves);
-        self.records.extend(lines.records);
+    fn take(&mut self, lines: Lines) {
+        self.frontier = lines.frontier;
+        self.last_leaf = lines.last_leaf;
+        for (size, root) in lines.captured {
+            self.keep_root(size, root);
+        }
         self.mark.end = lines.end;
         self.mark.last_start = lines.last_start;
         self.torn = lines.torn;
+    }
+
+    /// Keeps the root of the tree of `size` leaves (of this handle's), dropping the oldest
+    /// beyond [`KEPT_ROOTS`].
+    fn keep_root(&mut self, size: u64, root: Hash) {
+        self.roots.retain(|(s, _)| *s != size);
+        if self.roots.len() >= KEPT_ROOTS {
+            self.roots.remove(0);
+        }
+        self.roots.push((size, root));
     }
 
     /// Reads what other handles (other processes) appended since this one last read the
@@ -537,7 +764,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
         let meta = f.metadata().map_err(io(&path))?;
         match self.recheck(&mut f, &meta).map_err(io(&path))? {
             Some(checked) => {
-                let lines = self.read_lines(f, &path)?;
+                let lines = self.read_lines(f, &path, &[])?;
                 self.stats.last_bytes = checked + lines.bytes;
                 self.take(lines);
             }
@@ -555,7 +782,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
         if !meta.is_file() || identity(meta) != mark.file || meta.len() < mark.end {
             return Ok(None);
         }
-        let Some(last) = self.tree.leaves().last() else {
+        let Some(last) = &self.last_leaf else {
             // Nothing was read: there is no line to check.
             return Ok((mark.end == 0).then_some(0));
         };
@@ -603,17 +830,149 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
 
     /// Number of entries.
     pub fn size(&self) -> u64 {
-        self.tree.len()
+        self.frontier.len()
     }
 
-    /// The records, in log order.
-    pub fn records(&self) -> &[R] {
-        &self.records
+    /// What the handle holds in memory of its entries, in hashes: the frontier, the last
+    /// leaf and the few roots kept. Bounded whatever the log's length (no record, no leaf
+    /// list).
+    pub fn held(&self) -> usize {
+        self.frontier.held() + usize::from(self.last_leaf.is_some()) + self.roots.len()
     }
 
-    /// The root hash of the first `size` entries.
-    pub fn root_at(&self, size: u64) -> Option<Hash> {
-        self.tree.root(size)
+    /// The records, in log order, read from the file ([`Entries`]: streamed, each line
+    /// checked against the handle's tree): the entries this handle read and wrote.
+    pub fn entries(&self) -> Entries<R> {
+        self.entries_since(&Position::start())
+    }
+
+    /// Where the entries this handle read and wrote end: read what is added after it with
+    /// [`Log::entries_since`].
+    pub fn position(&self) -> Position {
+        Position {
+            at: At {
+                index: self.size(),
+                offset: self.mark.end,
+            },
+            generation: self.stats.full_reads,
+            frontier: self.frontier.clone(),
+        }
+    }
+
+    /// The records after `from` (a [`Log::position`] of this handle), up to what this
+    /// handle has read and written, read from the file and checked against its tree. When
+    /// the file was read again whole since `from` was taken (it was cut, replaced or
+    /// changed where it had been read), the entries start from the first instead
+    /// ([`Entries::restarted`]).
+    pub fn entries_since(&self, from: &Position) -> Entries<R> {
+        let start = Position::start();
+        let restarted = (from.at.index > 0 && from.generation != self.stats.full_reads)
+            || from.at.index > self.size();
+        let from = if restarted { &start } else { from };
+        let replay = Replay::open(
+            &self.entries_path(),
+            from,
+            self.mark.end,
+            self.size(),
+            self.frontier.root(),
+        );
+        Entries {
+            replay: replay.map_err(Some),
+            restarted,
+            records: std::marker::PhantomData,
+        }
+    }
+
+    /// The record of the entry at `at` (as [`Entries`] gave it), read from the file alone:
+    /// a look-up for a caller that kept where an entry is, not a proof (the line is not
+    /// hashed against the tree; [`Log::entries`] checks what it reads).
+    pub fn entry_at(&self, at: At) -> Result<R> {
+        let path = self.entries_path();
+        let not_there = || LedgerError::Record {
+            index: at.index,
+            what: "no entry there".into(),
+        };
+        if at.index >= self.size() || at.offset >= self.mark.end {
+            return Err(not_there());
+        }
+        let mut f = open_regular(&path).map_err(io(&path))?;
+        f.seek(SeekFrom::Start(at.offset)).map_err(io(&path))?;
+        let mut line = Vec::new();
+        BufReader::new(f.take((self.mark.end - at.offset).min(MAX_LINE)))
+            .read_until(b'\n', &mut line)
+            .map_err(io(&path))?;
+        if line.pop() != Some(b'\n') {
+            return Err(not_there());
+        }
+        serde_json::from_slice(&line).map_err(|e| LedgerError::Record {
+            index: at.index,
+            what: e.to_string(),
+        })
+    }
+
+    /// The root hash of the first `size` entries (`None` beyond the log): the handle's own
+    /// tree, or a root it kept, else computed from a pass over the file checked against the
+    /// handle's tree (O(n) reads, O(log n) memory).
+    pub fn root_at(&self, size: u64) -> Result<Option<Hash>> {
+        if size > self.size() {
+            return Ok(None);
+        }
+        if let Some(root) = self.known_root(size) {
+            return Ok(Some(root));
+        }
+        Ok(self.replay_for(&[size], Vec::new(), None)?.roots[0])
+    }
+
+    /// The root of the first `size` entries when known without reading the file.
+    fn known_root(&self, size: u64) -> Option<Hash> {
+        if size == self.size() {
+            return Some(self.frontier.root());
+        }
+        if size == 0 {
+            return Some(merkle::empty_root());
+        }
+        self.roots.iter().find(|(s, _)| *s == size).map(|(_, r)| *r)
+    }
+
+    /// One pass over the entries this handle read, checked against its tree: the roots of
+    /// the trees of `sizes`, the MTH of `ranges` (disjoint) and the leaf hash of entry
+    /// `leaf`, keeping O(log n) hashes.
+    fn replay_for(
+        &self,
+        sizes: &[u64],
+        ranges: Vec<std::ops::Range<u64>>,
+        leaf: Option<u64>,
+    ) -> Result<Replayed> {
+        let mut replay = Replay::open(
+            &self.entries_path(),
+            &Position::start(),
+            self.mark.end,
+            self.size(),
+            self.frontier.root(),
+        )?;
+        let mut out = Replayed {
+            roots: sizes
+                .iter()
+                .map(|&s| (s == 0).then(merkle::empty_root))
+                .collect(),
+            ranges: None,
+            leaf: None,
+        };
+        let mut ranges = merkle::Ranges::new(ranges);
+        while let Some(at) = replay.next()? {
+            let hash = merkle::leaf_hash(replay.line());
+            ranges.push(hash);
+            if Some(at.index) == leaf {
+                out.leaf = Some(hash);
+            }
+            for (s, root) in sizes.iter().zip(out.roots.iter_mut()) {
+                if *s == at.index + 1 {
+                    *root = Some(replay.frontier.root());
+                }
+            }
+        }
+        out.ranges = ranges.roots();
+        Ok(out)
     }
 
     /// Appends records durably (see [`Ledger::append_with`]); a torn last line is refused.
@@ -696,8 +1055,8 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
                 let _ = f.set_len(self.mark.end).and_then(|()| f.sync_all());
                 return Err(LedgerError::Io { path, source: e });
             }
-            self.tree.extend(leaves);
-            self.records.extend(new);
+            self.last_leaf = leaves.last().copied().or(self.last_leaf);
+            self.frontier.extend(leaves);
             self.mark.end += buf.len() as u64;
             self.mark.last_start = last_start;
         }
@@ -784,21 +1143,28 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
     /// what this handle had read ([`Log::checkpoint_extending`] refuses when not). Done when
     /// a refresh finds the file cut, replaced or changed at the last line read.
     fn read_again(&mut self) -> Result<()> {
-        let mut fresh = Self::read(&self.dir)?;
+        let mut fresh = Self::read(&self.dir, &[self.size()])?;
         fresh.stats.full_reads += self.stats.full_reads;
-        fresh.diverged = self.diverged.or_else(|| {
-            (!fresh.tree.leaves().starts_with(self.tree.leaves())).then_some(self.size())
-        });
+        let extends = fresh.known_root(self.size()) == Some(self.frontier.root());
+        fresh.diverged = self.diverged.or_else(|| (!extends).then_some(self.size()));
+        if extends {
+            // The roots this handle kept are those of the same leaves.
+            for (size, root) in std::mem::take(&mut self.roots) {
+                if fresh.known_root(size).is_none() {
+                    fresh.keep_root(size, root);
+                }
+            }
+        }
         *self = fresh;
         Ok(())
     }
 
     /// Signs a checkpoint of this log and writes it (the caller holds the exclusive lock).
-    fn sign_checkpoint(&self, signer: &Signer) -> Result<String> {
+    fn sign_checkpoint(&mut self, signer: &Signer) -> Result<String> {
         let cp = Checkpoint {
             origin: self.origin.clone(),
             size: self.size(),
-            root: self.tree.head(),
+            root: self.frontier.root(),
         };
         let note = signer.sign(&cp.text())?;
         let numbered = self.dir.join("checkpoints").join(cp.size.to_string());
@@ -806,6 +1172,8 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
             write_new(&numbered, note.as_bytes())?;
         }
         replace_atomically(&self.dir.join(CHECKPOINT), note.as_bytes())?;
+        // Its root is checked against by the next checkpoint: kept, so that costs nothing.
+        self.keep_root(cp.size, cp.root);
         Ok(note)
     }
 
@@ -844,7 +1212,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
             path: self.dir.join(ENTRIES),
             end: self.mark.end,
             size: self.size(),
-            root: self.tree.head(),
+            root: self.frontier.root(),
         }
     }
 
@@ -857,58 +1225,57 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
 }
 
 impl Log<Record> {
-    /// Index of the last entry whose record matches `instance` (keyed UID hash).
-    pub fn find_instance(&self, instance: &str) -> Option<(u64, &Record)> {
-        self.records
-            .iter()
-            .enumerate()
-            .rev()
-            .find(|(_, r)| r.instance == instance)
-            .map(|(i, r)| (i as u64, r))
-    }
-
-    /// The equipment hashes recorded for a series (keyed series hash), in log order.
-    pub fn series_equipment<'s>(&'s self, series: &'s str) -> impl Iterator<Item = &'s str> + 's {
-        self.records
-            .iter()
-            .filter(move |r| r.kind == RecordKind::Ingest && r.series.as_deref() == Some(series))
-            .filter_map(|r| r.equipment.as_deref())
-    }
-
-    /// The signer fingerprints recorded for images from one piece of equipment (keyed
-    /// equipment hash), in log order: which keys that device's images were signed with.
-    pub fn equipment_signers<'s>(
-        &'s self,
-        equipment: &'s str,
-    ) -> impl Iterator<Item = &'s str> + 's {
-        self.records
-            .iter()
-            .filter(move |r| {
-                r.kind == RecordKind::Ingest && r.equipment.as_deref() == Some(equipment)
-            })
-            .filter_map(|r| r.signer.as_deref())
+    /// The last entry whose record matches `instance` (keyed UID hash), with its index: one
+    /// pass over the file ([`Log::entries`]).
+    pub fn find_instance(&self, instance: &str) -> Result<Option<(u64, Record)>> {
+        let mut found = None;
+        for entry in self.entries() {
+            let (at, r) = entry?;
+            if r.instance == instance {
+                found = Some((at.index, r));
+            }
+        }
+        Ok(found)
     }
 }
 
 impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
-    /// Inclusion proof of entry `index` in the tree of the first `size` entries.
-    pub fn prove_inclusion(&self, index: u64, size: u64) -> Option<InclusionProof> {
+    /// Inclusion proof of entry `index` in the tree of the first `size` entries (`None` out
+    /// of range), from one pass over the file checked against the handle's tree.
+    pub fn prove_inclusion(&self, index: u64, size: u64) -> Result<Option<InclusionProof>> {
         if size > self.size() {
-            return None;
+            return Ok(None);
         }
-        let proof = self.tree.inclusion_proof(index, size)?;
-        Some(InclusionProof {
+        let Some(ranges) = merkle::inclusion_ranges(index, size) else {
+            return Ok(None);
+        };
+        let r = self.replay_for(&[size], ranges, Some(index))?;
+        let (Some(proof), Some(leaf), Some(root)) = (r.ranges, r.leaf, r.roots[0]) else {
+            return Ok(None);
+        };
+        Ok(Some(InclusionProof {
             index,
             size,
-            leaf: hex(self.tree.leaves().get(usize::try_from(index).ok()?)?),
+            leaf: hex(&leaf),
             proof: proof.iter().map(|h| hex(h)).collect(),
-            root: hex(&self.tree.root(size)?),
-        })
+            root: hex(&root),
+        }))
     }
 
-    /// Consistency proof from the tree of `old` entries to the tree of `new` entries.
-    pub fn prove_consistency(&self, old: u64, new: u64) -> Option<Vec<Hash>> {
-        self.tree.consistency_proof(old, new)
+    /// Consistency proof from the tree of `old` entries to the tree of `new` entries
+    /// (`None` out of range), from one pass over the file checked against the handle's
+    /// tree (none when there is nothing to prove).
+    pub fn prove_consistency(&self, old: u64, new: u64) -> Result<Option<Vec<Hash>>> {
+        if new > self.size() {
+            return Ok(None);
+        }
+        let Some(ranges) = merkle::consistency_ranges(old, new) else {
+            return Ok(None);
+        };
+        if ranges.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        Ok(self.replay_for(&[], ranges, None)?.ranges)
     }
 
     /// Verifies the ledger itself: its latest checkpoint (signature, origin, consistency
@@ -930,8 +1297,10 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
 
     /// Checks the ledger against a checkpoint the caller trusts (held outside the ledger):
     /// its signature, origin, and that the ledger's first `size` entries still hash to its
-    /// root and the current tree extends it (consistency proof generated and verified).
-    /// Returns the checked checkpoint.
+    /// root (so the current tree, which holds those entries, extends it). Returns the
+    /// checked checkpoint. The root is the handle's own when the checkpoint covers every
+    /// entry it read, or one it kept (a checkpoint it signed, or the latest when it was
+    /// opened); else a pass over the file, checked against the handle's tree, gives it.
     pub fn verify_against(&self, note: &str, verifier: &Verifier) -> Result<Checkpoint> {
         let cp = Checkpoint::open(note, verifier)?;
         if cp.origin != self.origin {
@@ -960,16 +1329,22 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
                 })
             };
         }
-        let proof = self
-            .prove_consistency(cp.size, self.size())
-            .unwrap_or_default();
-        let current = self.tree.head();
-        merkle::verify_consistency(cp.size, self.size(), &proof, &cp.root, &current).map_err(
-            |_| LedgerError::Inconsistent {
+        let root = match self.root_at(cp.size) {
+            Ok(root) => root,
+            Err(LedgerError::Inconsistent { what, .. }) => {
+                return Err(LedgerError::Inconsistent {
+                    size: cp.size,
+                    what,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        if root != Some(cp.root) {
+            return Err(LedgerError::Inconsistent {
                 size: cp.size,
                 what: "entries before it were rewritten or reordered".into(),
-            },
-        )?;
+            });
+        }
         Ok(cp)
     }
 }
@@ -1029,6 +1404,11 @@ fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Every record of an open log, read from its file.
+    fn all<R: Serialize + serde::de::DeserializeOwned + Clone>(log: &Log<R>) -> Vec<R> {
+        log.entries().map(|e| e.unwrap().1).collect()
+    }
+
     fn record(i: u32) -> Record {
         Record {
             kind: RecordKind::Ingest,
@@ -1057,7 +1437,7 @@ mod tests {
         assert_eq!(l.size(), 9);
         let v = signer.verifier();
         assert_eq!(l.verify_against(&trusted, &v).unwrap().size, 5);
-        let p = l.prove_inclusion(3, 9).unwrap();
+        let p = l.prove_inclusion(3, 9).unwrap().unwrap();
         let unhex = |s: &str| unhex(s).unwrap();
         let proof: Vec<Hash> = p.proof.iter().map(|h| unhex(h)).collect();
         merkle::verify_inclusion(3, 9, &unhex(&p.leaf), &proof, &unhex(&p.root)).unwrap();
@@ -1132,7 +1512,7 @@ mod tests {
                     l.append_with(TornRepair::Refuse, |fresh| {
                         let r = record(1);
                         std::thread::sleep(std::time::Duration::from_millis(5));
-                        if fresh.find_instance(&r.instance).is_some() {
+                        if fresh.find_instance(&r.instance).unwrap().is_some() {
                             vec![]
                         } else {
                             vec![r]
@@ -1289,7 +1669,7 @@ mod tests {
         log.append(&[note(3)]).unwrap();
         log.checkpoint(&signer).unwrap();
         let log = Log::<Note>::open(dir.path()).unwrap();
-        assert_eq!(log.records()[3], note(3));
+        assert_eq!(all(&log)[3], note(3));
         assert_eq!(log.verify_latest(&v, Some(&trusted)).unwrap().size, 4);
         // A record of another type is not one of this log's records.
         assert!(matches!(
@@ -1337,12 +1717,12 @@ mod tests {
             Err(LedgerError::Record { index: 2, .. })
         ));
         assert_eq!(std::fs::read(&path).unwrap(), before);
-        assert_eq!((log.size(), log.records().len()), (1, 1));
+        assert_eq!((log.size(), all(&log).len()), (1, 1));
         // One byte less fits, and the log still opens.
         let fits = padded(1, MAX_LINE as usize - empty_len - 1);
         log.append(std::slice::from_ref(&fits)).unwrap();
         let log = Log::<Padded>::open(dir.path()).unwrap();
-        assert_eq!(log.records(), &[padded(0, 10), fits]);
+        assert_eq!(all(&log), &[padded(0, 10), fits]);
     }
 
     /// The bytes of a record's line, its newline included.
@@ -1362,9 +1742,9 @@ mod tests {
         b.append(&[padded(60, 100), padded(61, 100)]).unwrap();
         let full = a.stats.full_reads;
         a.refresh().unwrap();
-        assert_eq!(a.records(), b.records());
+        assert_eq!(all(&a), all(&b));
         assert_eq!(a.size(), 52);
-        assert_eq!(a.root_at(52), b.root_at(52));
+        assert_eq!(a.root_at(52).unwrap(), b.root_at(52).unwrap());
         // Read: the newline before the last line read, that line, and the two new ones.
         let line = line_len(&padded(10, 100));
         assert_eq!(a.stats.last_bytes, 1 + line + 2 * line);
@@ -1373,7 +1753,7 @@ mod tests {
         b.append(&[padded(62, 100)]).unwrap();
         let done = a
             .append_with(TornRepair::Refuse, |fresh| {
-                assert_eq!(fresh.records().last(), Some(&padded(62, 100)));
+                assert_eq!(all(fresh).last(), Some(&padded(62, 100)));
                 vec![padded(63, 100)]
             })
             .unwrap();
@@ -1383,8 +1763,8 @@ mod tests {
         a.refresh().unwrap();
         assert_eq!(a.stats.last_bytes, 1 + line);
         let reopened = Log::<Padded>::open(dir.path()).unwrap();
-        assert_eq!(reopened.records(), a.records());
-        assert_eq!(reopened.root_at(54), a.root_at(54));
+        assert_eq!(all(&reopened), all(&a));
+        assert_eq!(reopened.root_at(54).unwrap(), a.root_at(54).unwrap());
     }
 
     #[test]
@@ -1424,7 +1804,7 @@ mod tests {
         std::fs::rename(&tmp, &path).unwrap();
         assert!(reread(&mut a));
         assert_eq!(a.size(), 6);
-        assert_eq!(a.records()[5], padded(99, 50));
+        assert_eq!(all(&a)[5], padded(99, 50));
 
         // The last line read changed in place (same length, same file): read again whole.
         let changed = std::fs::read_to_string(&path)
@@ -1432,7 +1812,7 @@ mod tests {
             .replace(&extra, &extra.replace(&"x".repeat(50), &"y".repeat(50)));
         std::fs::write(&path, &changed).unwrap();
         assert!(reread(&mut a));
-        assert_eq!(a.records()[5].text, "y".repeat(50));
+        assert_eq!(all(&a)[5].text, "y".repeat(50));
 
         // A line slipped in before the last one (the file grows, the last line moves).
         let mut shifted: Vec<&str> = changed.lines().collect();
@@ -1440,7 +1820,7 @@ mod tests {
         std::fs::write(&path, joined(&shifted)).unwrap();
         assert!(reread(&mut a));
         assert_eq!(a.size(), 7);
-        assert_eq!(a.records()[4], padded(17, 50));
+        assert_eq!(all(&a)[4], padded(17, 50));
 
         // Emptied: read again whole, and empty.
         std::fs::write(&path, b"").unwrap();
@@ -1498,12 +1878,20 @@ mod tests {
         assert_eq!(a.stats.full_reads, full);
         // What is signed is the entry as `a` read it, not as the file now holds it.
         let cp = Checkpoint::open(&signed, &v).unwrap();
-        assert_eq!((cp.size, Some(cp.root)), (16, a.root_at(16)));
-        assert_eq!(a.records()[2], padded(12, 50));
+        assert_eq!((cp.size, Some(cp.root)), (16, a.root_at(16).unwrap()));
+        // Its records, read back from the file, are checked against what it signed: the
+        // edit is reported after the last entry.
+        let read: Vec<_> = a.entries().collect();
+        assert_eq!(read.len(), 17);
+        assert!(read[..16].iter().all(|r| r.is_ok()));
+        assert!(matches!(
+            read[16],
+            Err(LedgerError::Inconsistent { size: 16, .. })
+        ));
         // A handle reading the file reports the edit against it (and against the first),
         // and refuses to sign over it.
         let mut fresh = Log::<Padded>::open(dir.path()).unwrap();
-        assert_ne!(fresh.root_at(16), a.root_at(16));
+        assert_ne!(fresh.root_at(16).unwrap(), a.root_at(16).unwrap());
         assert!(matches!(
             fresh.verify_latest(&v, None),
             Err(LedgerError::Inconsistent { size: 16, .. })
@@ -1587,24 +1975,37 @@ mod tests {
             assert_eq!(a.stats.full_reads, full);
             assert_eq!(a.stats.last_bytes, 1 + 2 * line);
             let reader = Log::<Padded>::open(dir.path()).unwrap();
-            assert_eq!(reader.records(), a.records());
+            assert_eq!(all(&reader), all(&a));
             let cp = reader.verify_latest(&v, Some(&theirs)).unwrap();
             assert_eq!(
                 (cp.size, Some(cp.root)),
-                (reader.size(), reader.root_at(cp.size))
+                (reader.size(), reader.root_at(cp.size).unwrap())
             );
             assert_eq!(Checkpoint::open(&note, &v).unwrap(), cp);
         }
         assert_eq!(a.size(), 57);
-        // Proofs from the kept tree are those of the leaf list.
-        let reader = Log::<Padded>::open(dir.path()).unwrap();
+        // Proofs from a pass over the file are those of the leaf list.
+        let leaves: Vec<Hash> = std::fs::read_to_string(dir.path().join(ENTRIES))
+            .unwrap()
+            .lines()
+            .map(|l| merkle::leaf_hash(l.as_bytes()))
+            .collect();
+        assert_eq!(leaves.len(), 57);
         for (old, new) in [(1, 57), (13, 40), (32, 57), (57, 57)] {
             assert_eq!(
-                a.prove_consistency(old, new),
-                merkle::consistency_proof(old as usize, &reader.tree.leaves()[..new as usize])
+                a.prove_consistency(old, new).unwrap(),
+                merkle::consistency_proof(old as usize, &leaves[..new as usize])
             );
         }
-        let p = a.prove_inclusion(17, 57).unwrap();
+        let p = a.prove_inclusion(17, 57).unwrap().unwrap();
+        assert_eq!(
+            p.proof,
+            merkle::inclusion_proof(17, &leaves)
+                .unwrap()
+                .iter()
+                .map(|h| hex(h))
+                .collect::<Vec<_>>()
+        );
         let proof: Vec<Hash> = p.proof.iter().map(|h| unhex(h).unwrap()).collect();
         merkle::verify_inclusion(
             17,
@@ -1719,7 +2120,7 @@ mod tests {
             let checked = std::time::Instant::now();
             for _ in 0..rounds {
                 log.verify_latest(&signer.verifier(), None).unwrap();
-                assert!(log.root_at(log.size()).is_some());
+                assert!(log.root_at(log.size()).unwrap().is_some());
             }
             let each = checked.elapsed() / rounds as u32;
             println!("root and check against the latest checkpoint at {size} entries: {each:?}");
@@ -1733,6 +2134,83 @@ mod tests {
                 opened.elapsed()
             );
         }
+    }
+
+    #[test]
+    fn an_open_log_holds_the_same_memory_whatever_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        let mut log = Log::<Padded>::init(dir.path(), "o", &signer).unwrap();
+        let mut other = Log::<Padded>::open(dir.path()).unwrap();
+        let mut held = Vec::new();
+        for batch in 0..100u64 {
+            let records: Vec<_> = (0..99).map(|n| padded(batch * 100 + n, 100)).collect();
+            log.append(&records).unwrap();
+            // Another handle's append, read by this one's next refresh.
+            other.append(&[padded(batch * 100 + 99, 100)]).unwrap();
+            log.refresh().unwrap();
+            if batch % 10 == 9 {
+                log.checkpoint_extending(&signer).unwrap();
+            }
+            held.push(log.held());
+        }
+        assert_eq!(log.size(), 10_000);
+        // The frontier: one hash per complete subtree, at most one per bit of the size.
+        assert!(held.iter().all(|&h| h <= 2 * 64), "{held:?}");
+        // Opened anew, it holds as little.
+        let reopened = Log::<Padded>::open(dir.path()).unwrap();
+        assert!(reopened.held() <= 2 * 64);
+    }
+
+    #[test]
+    fn entries_since_a_position_are_those_added_and_restart_when_the_file_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::from_seed("o", &[4; 32]).unwrap();
+        let path = dir.path().join(ENTRIES);
+        let mut a = Log::<Padded>::init(dir.path(), "o", &signer).unwrap();
+        a.append(&(0..10).map(|n| padded(n, 20)).collect::<Vec<_>>())
+            .unwrap();
+        let pos = a.position();
+        assert_eq!(pos.index(), 10);
+        // Another handle's appends, then this one's.
+        let mut b = Log::<Padded>::open(dir.path()).unwrap();
+        b.append(&[padded(10, 20), padded(11, 20)]).unwrap();
+        a.append(&[padded(12, 20)]).unwrap();
+        let since = a.entries_since(&pos);
+        assert!(!since.restarted());
+        let got: Vec<(At, Padded)> = since.map(Result::unwrap).collect();
+        let seen: Vec<(u64, u64)> = got.iter().map(|(at, r)| (at.index, r.n)).collect();
+        assert_eq!(seen, [(10, 10), (11, 11), (12, 12)]);
+        // Each entry is where it says, and reads alone from there.
+        for (at, r) in &got {
+            assert_eq!(&a.entry_at(*at).unwrap(), r);
+        }
+        assert!(a
+            .entry_at(At {
+                index: 13,
+                offset: got[2].0.offset
+            })
+            .is_err());
+        assert_eq!(a.entries_since(&a.position()).count(), 0);
+        // The file cut short: the log reads it again whole, and a position from before
+        // restarts from the first entry.
+        let pos = a.position();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kept: String = text.lines().take(5).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, kept).unwrap();
+        a.refresh().unwrap();
+        let since = a.entries_since(&pos);
+        assert!(since.restarted());
+        let n: Vec<u64> = since.map(|e| e.unwrap().1.n).collect();
+        assert_eq!(n, [0, 1, 2, 3, 4]);
+        // A line that no longer parses is reported at its index, and nothing follows.
+        let mut c = Log::<Padded>::open(dir.path()).unwrap();
+        c.append(&[padded(5, 20)]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("\"n\":2", "\"m\":2", 1)).unwrap();
+        let read: Vec<_> = c.entries().collect();
+        assert_eq!(read.len(), 3);
+        assert!(matches!(read[2], Err(LedgerError::Record { index: 2, .. })));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! RFC 9162 §2.1 Merkle tree hashing, inclusion and consistency proofs, over SHA-256.
 //!
-//! Proof generation works on the list of leaf hashes (the slice functions, O(n) hashes) or
-//! on a [`Tree`], which keeps the roots of its complete subtrees as leaves are added, so that
-//! the root of any prefix and every proof cost O(log n) hashes; verification needs only the
-//! proof, as a client that holds a checkpoint would do.
+//! Proof generation works on the list of leaf hashes (the slice functions), or on leaves
+//! streamed once in order ([`Ranges`], with [`inclusion_ranges`] and [`consistency_ranges`]),
+//! keeping O(log n) hashes; a [`Frontier`] keeps the roots of the complete subtrees, enough
+//! to add leaves and sign the tree's head. Verification needs only the proof, as a client
+//! that holds a checkpoint would do.
 
 use sha2::{Digest, Sha256};
 
@@ -109,159 +110,189 @@ fn subproof(m: usize, d: &[Hash], complete: bool, out: &mut Vec<Hash>) {
     }
 }
 
-/// An append-only RFC 9162 tree kept level by level: level 0 holds the leaf hashes, level
-/// *k* the root of every complete subtree of 2^*k* leaves (the nodes at `[i·2^k, (i+1)·2^k)`),
-/// each added as the last leaf under it arrives (one node hash per leaf, amortized). Every
-/// subtree of RFC 9162's definitions is a run of such nodes, so the root of any prefix
-/// ([`Tree::root`]) and the inclusion and consistency proofs cost O(log n) hashes instead of
-/// re-hashing the tree: a log's checkpoint no longer grows with the log. Memory: about
-/// twice the leaf hashes.
+/// The frontier of an append-only RFC 9162 tree: the roots of its complete subtrees, one per
+/// set bit of the size, largest first (at most 64 hashes whatever the size). Enough to add
+/// leaves and to give the root of the whole tree; the root of a smaller tree and the proofs
+/// need the leaves again ([`Ranges`] computes them from leaves streamed in order, without
+/// keeping them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tree {
-    levels: Vec<Vec<Hash>>,
+pub struct Frontier {
+    len: u64,
+    nodes: Vec<Hash>,
 }
 
-impl Tree {
+impl Frontier {
     /// The empty tree.
-    pub fn new() -> Tree {
-        Tree::default()
+    pub fn new() -> Frontier {
+        Frontier::default()
     }
 
     /// Number of leaves.
     pub fn len(&self) -> u64 {
-        self.leaves().len() as u64
+        self.len
     }
 
     /// Whether the tree has no leaf.
     pub fn is_empty(&self) -> bool {
-        self.leaves().is_empty()
+        self.len == 0
     }
 
-    /// The leaf hashes, in order.
-    pub fn leaves(&self) -> &[Hash] {
-        self.levels.first().map_or(&[], Vec::as_slice)
+    /// The hashes held (one per complete subtree): what the frontier costs in memory.
+    pub fn held(&self) -> usize {
+        self.nodes.len()
     }
 
-    /// Adds a leaf hash, and the roots of the complete subtrees it completes.
+    /// Adds a leaf hash, merging the complete subtrees it completes.
     pub fn push(&mut self, leaf: Hash) {
         let mut node = leaf;
-        let mut k = 0;
-        loop {
-            if self.levels.len() == k {
-                self.levels.push(Vec::new());
-            }
-            let level = &mut self.levels[k];
-            level.push(node);
-            let n = level.len();
-            if n % 2 == 1 {
-                break;
-            }
-            node = node_hash(&level[n - 2], &level[n - 1]);
-            k += 1;
+        let mut n = self.len;
+        while n & 1 == 1 {
+            // A complete subtree of the same size is on the right: merge them.
+            let left = self.nodes.pop().unwrap_or_else(empty_root);
+            node = node_hash(&left, &node);
+            n >>= 1;
         }
+        self.nodes.push(node);
+        self.len += 1;
     }
 
-    /// MTH of the leaves `[start, end)`, a subtree of RFC 9162's recursion (`start` a multiple
-    /// of the largest power of two not above `end - start`): its complete subtrees from the
-    /// left, folded from the right.
-    fn range_root(&self, start: u64, end: u64) -> Hash {
-        if start >= end {
+    /// MTH of every leaf: the complete subtrees folded from the right.
+    pub fn root(&self) -> Hash {
+        let mut nodes = self.nodes.iter().rev();
+        let Some(last) = nodes.next() else {
             return empty_root();
-        }
-        let mut parts: Vec<Hash> = Vec::new();
-        let mut p = start;
-        while p < end {
-            let left = end - p;
-            // The largest complete subtree starting at p that fits.
-            let mut k = (u64::BITS - 1 - left.leading_zeros()).min(p.trailing_zeros());
-            while k > 0 && (p >> k) as usize >= self.levels.get(k as usize).map_or(0, Vec::len) {
-                k -= 1;
-            }
-            parts.push(self.levels[k as usize][(p >> k) as usize]);
-            p += 1 << k;
-        }
-        let mut root = parts.pop().unwrap_or_else(empty_root);
-        while let Some(left) = parts.pop() {
-            root = node_hash(&left, &root);
-        }
-        root
-    }
-
-    /// MTH of the first `size` leaves, or `None` beyond the tree.
-    pub fn root(&self, size: u64) -> Option<Hash> {
-        (size <= self.len()).then(|| self.range_root(0, size))
-    }
-
-    /// MTH of every leaf (the tree's head).
-    pub fn head(&self) -> Hash {
-        self.range_root(0, self.len())
-    }
-
-    /// The inclusion proof of leaf `index` in the tree of the first `size` leaves (as
-    /// [`inclusion_proof`] gives it), or `None` out of range.
-    pub fn inclusion_proof(&self, index: u64, size: u64) -> Option<Vec<Hash>> {
-        if index >= size || size > self.len() {
-            return None;
-        }
-        let mut proof = Vec::new();
-        self.path(index, 0, size, &mut proof);
-        Some(proof)
-    }
-
-    /// PATH(m, D[start:end]) of RFC 9162 §2.1.3.1.
-    fn path(&self, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) {
-        let n = end - start;
-        if n <= 1 {
-            return;
-        }
-        let k = split(n as usize) as u64;
-        if m < k {
-            self.path(m, start, start + k, out);
-            out.push(self.range_root(start + k, end));
-        } else {
-            self.path(m - k, start + k, end, out);
-            out.push(self.range_root(start, start + k));
-        }
-    }
-
-    /// The consistency proof between the trees of the first `old` and the first `new`
-    /// leaves (as [`consistency_proof`] gives it), or `None` out of range.
-    pub fn consistency_proof(&self, old: u64, new: u64) -> Option<Vec<Hash>> {
-        if old > new || new > self.len() {
-            return None;
-        }
-        let mut proof = Vec::new();
-        if old > 0 && old < new {
-            self.subproof(old, 0, new, true, &mut proof);
-        }
-        Some(proof)
-    }
-
-    /// SUBPROOF(m, D[start:end], b) of RFC 9162 §2.1.4.1.
-    fn subproof(&self, m: u64, start: u64, end: u64, complete: bool, out: &mut Vec<Hash>) {
-        let n = end - start;
-        if m == n {
-            if !complete {
-                out.push(self.range_root(start, end));
-            }
-            return;
-        }
-        let k = split(n as usize) as u64;
-        if m <= k {
-            self.subproof(m, start, start + k, complete, out);
-            out.push(self.range_root(start + k, end));
-        } else {
-            self.subproof(m - k, start + k, end, false, out);
-            out.push(self.range_root(start, start + k));
-        }
+        };
+        nodes.fold(*last, |right, left| node_hash(left, &right))
     }
 }
 
-impl Extend<Hash> for Tree {
+impl Extend<Hash> for Frontier {
     fn extend<I: IntoIterator<Item = Hash>>(&mut self, leaves: I) {
         for leaf in leaves {
             self.push(leaf);
         }
+    }
+}
+
+/// The leaf ranges `[start, end)` whose MTH make the inclusion proof of leaf `index` in the
+/// tree of `size` leaves, in the proof's order (RFC 9162 §2.1.3.1, PATH), or `None` out of
+/// range. The ranges are disjoint.
+pub fn inclusion_ranges(index: u64, size: u64) -> Option<Vec<std::ops::Range<u64>>> {
+    if index >= size {
+        return None;
+    }
+    let mut out = Vec::new();
+    path_ranges(index, 0, size, &mut out);
+    Some(out)
+}
+
+fn path_ranges(m: u64, start: u64, end: u64, out: &mut Vec<std::ops::Range<u64>>) {
+    let n = end - start;
+    if n <= 1 {
+        return;
+    }
+    let k = split(n as usize) as u64;
+    if m < k {
+        path_ranges(m, start, start + k, out);
+        out.push(start + k..end);
+    } else {
+        path_ranges(m - k, start + k, end, out);
+        out.push(start..start + k);
+    }
+}
+
+/// The leaf ranges whose MTH make the consistency proof between the trees of the first
+/// `old` and `new` leaves, in the proof's order (RFC 9162 §2.1.4.1, SUBPROOF), or `None`
+/// out of range. The ranges are disjoint.
+pub fn consistency_ranges(old: u64, new: u64) -> Option<Vec<std::ops::Range<u64>>> {
+    if old > new {
+        return None;
+    }
+    let mut out = Vec::new();
+    if old > 0 && old < new {
+        subproof_ranges(old, 0, new, true, &mut out);
+    }
+    Some(out)
+}
+
+fn subproof_ranges(
+    m: u64,
+    start: u64,
+    end: u64,
+    complete: bool,
+    out: &mut Vec<std::ops::Range<u64>>,
+) {
+    let n = end - start;
+    if m == n {
+        if !complete {
+            out.push(start..end);
+        }
+        return;
+    }
+    let k = split(n as usize) as u64;
+    if m <= k {
+        subproof_ranges(m, start, start + k, complete, out);
+        out.push(start + k..end);
+    } else {
+        subproof_ranges(m - k, start + k, end, false, out);
+        out.push(start..start + k);
+    }
+}
+
+/// The MTH of a few disjoint leaf ranges, computed from the leaves streamed once in order
+/// ([`Ranges::push`]), keeping only a frontier per range: how a proof is made from a log
+/// whose leaves are not kept.
+#[derive(Debug, Clone)]
+pub struct Ranges {
+    /// The ranges, in the order asked for.
+    ranges: Vec<std::ops::Range<u64>>,
+    /// Indexes into `ranges`, by start.
+    by_start: Vec<usize>,
+    frontiers: Vec<Frontier>,
+    /// The next leaf's index.
+    next: u64,
+    /// The first range (in `by_start`) that may still take a leaf.
+    at: usize,
+}
+
+impl Ranges {
+    /// Ranges to compute (disjoint, as [`inclusion_ranges`] and [`consistency_ranges`] give).
+    pub fn new(ranges: Vec<std::ops::Range<u64>>) -> Ranges {
+        let mut by_start: Vec<usize> = (0..ranges.len()).collect();
+        by_start.sort_by_key(|&i| ranges[i].start);
+        Ranges {
+            frontiers: vec![Frontier::new(); ranges.len()],
+            ranges,
+            by_start,
+            next: 0,
+            at: 0,
+        }
+    }
+
+    /// The next leaf (leaves come in order, from the first).
+    pub fn push(&mut self, leaf: Hash) {
+        let i = self.next;
+        self.next += 1;
+        while let Some(&r) = self.by_start.get(self.at) {
+            if self.ranges[r].end <= i {
+                self.at += 1;
+                continue;
+            }
+            if self.ranges[r].start <= i {
+                self.frontiers[r].push(leaf);
+            }
+            break;
+        }
+    }
+
+    /// The MTH of each range, in the order asked for, or `None` when a range did not get
+    /// all of its leaves.
+    pub fn roots(&self) -> Option<Vec<Hash>> {
+        self.ranges
+            .iter()
+            .zip(&self.frontiers)
+            .map(|(r, f)| (f.len() == r.end - r.start).then(|| f.root()))
+            .collect()
     }
 }
 
@@ -394,36 +425,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_tree_gives_the_roots_and_proofs_of_the_leaf_list() {
+    fn a_frontier_and_streamed_ranges_give_the_roots_and_proofs_of_the_leaf_list() {
         let leaves: Vec<Hash> = (0u32..70).map(|i| leaf_hash(&i.to_be_bytes())).collect();
-        let mut tree = Tree::new();
-        assert_eq!(tree.root(0), Some(empty_root()));
+        let mut frontier = Frontier::new();
+        assert_eq!(frontier.root(), empty_root());
         for (n, leaf) in leaves.iter().enumerate() {
-            tree.push(*leaf);
-            assert_eq!(tree.len(), n as u64 + 1);
+            frontier.push(*leaf);
+            assert_eq!(frontier.len(), n as u64 + 1);
+            assert_eq!(frontier.root(), root(&leaves[..=n]), "root of {}", n + 1);
+            // One hash per set bit of the size.
+            assert_eq!(frontier.held(), (n + 1).count_ones() as usize);
         }
-        assert_eq!(tree.leaves(), &leaves[..]);
-        assert_eq!(tree.root(71), None);
-        assert_eq!(tree.head(), root(&leaves));
+        let streamed = |ranges: Vec<std::ops::Range<u64>>, size: usize| {
+            let mut r = Ranges::new(ranges);
+            for leaf in &leaves[..size] {
+                r.push(*leaf);
+            }
+            r.roots().unwrap()
+        };
         for size in 0..=leaves.len() {
             let d = &leaves[..size];
-            assert_eq!(tree.root(size as u64), Some(root(d)), "root of {size}");
             for i in 0..=size {
                 assert_eq!(
-                    tree.inclusion_proof(i as u64, size as u64),
+                    inclusion_ranges(i as u64, size as u64).map(|r| streamed(r, size)),
                     inclusion_proof(i, d),
                     "inclusion of {i} in {size}"
                 );
                 assert_eq!(
-                    tree.consistency_proof(i as u64, size as u64),
+                    consistency_ranges(i as u64, size as u64).map(|r| streamed(r, size)),
                     consistency_proof(i, d),
                     "consistency of {i} with {size}"
                 );
             }
         }
-        // A tree extended with `extend` is the same tree.
-        let mut other = Tree::new();
+        // A range short of leaves has no root.
+        let mut r = Ranges::new(std::iter::once(0..4).collect());
+        r.push(leaves[0]);
+        assert_eq!(r.roots(), None);
+        assert_eq!(consistency_ranges(5, 4), None);
+        // A frontier extended with `extend` is the same frontier.
+        let mut other = Frontier::new();
         other.extend(leaves.iter().copied());
-        assert_eq!(other, tree);
+        assert_eq!(other, frontier);
     }
 }

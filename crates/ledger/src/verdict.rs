@@ -53,6 +53,10 @@ pub struct Observation {
     pub equipment: Option<String>,
     /// Outcome of the image's own signatures.
     pub verification: Verification,
+    /// Why `binding` is missing when it is (the pixels could not be decoded, or the memory
+    /// budget for decoding them stayed busy), in words naming tags, never values: for the
+    /// observer's log. Not recorded.
+    pub binding_left_out: Option<String>,
 }
 
 impl Observation {
@@ -68,6 +72,23 @@ impl Observation {
             equipment: self.equipment.clone(),
             verification: self.verification,
             time: time.to_string(),
+        }
+    }
+}
+
+impl Record {
+    /// The observation this record was made from (its hashes and outcome): what a later
+    /// record of the same image (a tombstone) is made from when the image itself is gone.
+    pub fn observation(&self) -> Observation {
+        Observation {
+            instance: self.instance.clone(),
+            sha256: self.sha256.clone(),
+            binding: self.binding.clone(),
+            signer: self.signer.clone(),
+            series: self.series.clone(),
+            equipment: self.equipment.clone(),
+            verification: self.verification,
+            binding_left_out: None,
         }
     }
 }
@@ -100,23 +121,27 @@ pub enum Admission {
 /// Decides what `obs` adds to `ledger`, given the records already `pending` in the same
 /// append (which come after the ledger's). Must be called under the append lock
 /// ([`Ledger::append_with`]): the decision is only sound against the ledger as it is when the
-/// records are written.
+/// records are written. Looking the instance up in the ledger is a pass over its file
+/// ([`Ledger::find_instance`]), which can fail.
 pub fn admit(
     ledger: &Ledger,
     pending: &[Record],
     obs: &Observation,
     intent: Intent,
     time: &str,
-) -> Admission {
+) -> Result<Admission, crate::LedgerError> {
     if intent == Intent::Tombstone {
-        return Admission::Append(obs.record(RecordKind::Tombstone, time));
+        return Ok(Admission::Append(obs.record(RecordKind::Tombstone, time)));
     }
-    let previous = pending
-        .iter()
-        .rev()
-        .find(|r| r.instance == obs.instance)
-        .or_else(|| ledger.find_instance(&obs.instance).map(|(_, r)| r));
-    admit_after(previous, obs, intent, time)
+    let logged;
+    let previous = match pending.iter().rev().find(|r| r.instance == obs.instance) {
+        Some(r) => Some(r),
+        None => {
+            logged = ledger.find_instance(&obs.instance)?;
+            logged.as_ref().map(|(_, r)| r)
+        }
+    };
+    Ok(admit_after(previous, obs, intent, time))
 }
 
 /// [`admit`], given the instance's last record (`previous`: the last of those pending in
@@ -207,14 +232,19 @@ impl fmt::Display for EquipmentAdvisory {
 
 impl Ledger {
     /// The verdict on an observed image against `cp`, a checkpoint of this ledger that the
-    /// caller has verified (see [`Ledger::verify_against`]).
+    /// caller has verified (see [`Ledger::verify_against`]). The ledger's file is read (its
+    /// records are not kept in memory); when it cannot be, the image is unproven, saying why.
     pub fn verdict(&self, obs: &Observation, cp: &Checkpoint) -> Verdict {
         let verdict = |status, index, reason: String| Verdict {
             status,
             index,
             reason,
         };
-        let Some((index, record)) = self.find_instance(&obs.instance) else {
+        let found = match self.find_instance(&obs.instance) {
+            Ok(found) => found,
+            Err(e) => return unreadable_ledger(None, &e),
+        };
+        let Some((index, record)) = found else {
             return verdict(
                 Status::Unknown,
                 None,
@@ -274,7 +304,10 @@ impl Ledger {
         obs: &Observation,
         cp: &Checkpoint,
     ) -> Result<InclusionProof, Verdict> {
-        let Some((index, record)) = self.find_instance(&obs.instance) else {
+        let found = self
+            .find_instance(&obs.instance)
+            .map_err(|e| unreadable_ledger(None, &e))?;
+        let Some((index, record)) = found else {
             return Err(self.verdict(obs, cp));
         };
         if record.kind == RecordKind::Tombstone {
@@ -297,11 +330,13 @@ impl Ledger {
                 ),
             });
         }
-        self.prove_inclusion(index, cp.size).ok_or(Verdict {
-            status: Status::Unproven,
-            index: Some(index),
-            reason: "no inclusion proof".into(),
-        })
+        self.prove_inclusion(index, cp.size)
+            .map_err(|e| unreadable_ledger(Some(index), &e))?
+            .ok_or(Verdict {
+                status: Status::Unproven,
+                index: Some(index),
+                reason: "no inclusion proof".into(),
+            })
     }
 
     /// Proves entry `index` included in the tree of `cp` and verifies the proof against the
@@ -309,6 +344,7 @@ impl Ledger {
     fn check_inclusion(&self, index: u64, cp: &Checkpoint) -> Result<(), String> {
         let p = self
             .prove_inclusion(index, cp.size)
+            .map_err(|e| format!("the ledger could not be read: {e}"))?
             .ok_or_else(|| "no inclusion proof".to_string())?;
         let proof: Vec<Hash> = p
             .proof
@@ -321,25 +357,51 @@ impl Ledger {
             .map_err(|e| format!("inclusion proof failed: {e}"))
     }
 
-    /// Advisories on an observed image's equipment, from the ledger's earlier ingests.
-    pub fn equipment_advisories(&self, obs: &Observation) -> Vec<EquipmentAdvisory> {
+    /// Advisories on an observed image's equipment, from the ledger's earlier ingests (one
+    /// pass over its file).
+    pub fn equipment_advisories(
+        &self,
+        obs: &Observation,
+    ) -> Result<Vec<EquipmentAdvisory>, crate::LedgerError> {
         let Some(equipment) = obs.equipment.as_deref() else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        let mut found = Vec::new();
-        if let Some(series) = obs.series.as_deref() {
-            let others: BTreeSet<&str> = self.series_equipment(series).collect();
-            if !others.is_empty() && !others.contains(equipment) {
-                found.push(EquipmentAdvisory::ForeignToSeries);
+        // The equipment logged for the image's series, and the signers logged for its
+        // equipment.
+        let mut others = BTreeSet::new();
+        let mut signers = BTreeSet::new();
+        for entry in self.entries() {
+            let (_, r) = entry?;
+            if r.kind != RecordKind::Ingest {
+                continue;
+            }
+            if obs.series.is_some() && r.series == obs.series {
+                others.extend(r.equipment.clone());
+            }
+            if r.equipment.as_deref() == Some(equipment) {
+                signers.extend(r.signer);
             }
         }
+        let mut found = Vec::new();
+        if obs.series.is_some() && !others.is_empty() && !others.contains(equipment) {
+            found.push(EquipmentAdvisory::ForeignToSeries);
+        }
         if let Some(signer) = obs.signer.as_deref() {
-            let signers: BTreeSet<&str> = self.equipment_signers(equipment).collect();
             if !signers.is_empty() && !signers.contains(signer) {
                 found.push(EquipmentAdvisory::UnfamiliarSigner);
             }
         }
-        found
+        Ok(found)
+    }
+}
+
+/// The verdict on an image when the ledger's file could not be read (or no longer holds
+/// what was read of it): unproven, saying why.
+fn unreadable_ledger(index: Option<u64>, e: &crate::LedgerError) -> Verdict {
+    Verdict {
+        status: Status::Unproven,
+        index,
+        reason: format!("the ledger could not be read: {e}"),
     }
 }
 
@@ -358,6 +420,7 @@ mod tests {
             series: Some(format!("{:064x}", 7)),
             equipment: Some(format!("{:064x}", 8)),
             verification: Verification::Unsigned,
+            binding_left_out: None,
         }
     }
 
@@ -401,22 +464,28 @@ mod tests {
         let ingest = Intent::Ingest {
             allow_changed: false,
         };
-        let Admission::Append(r) = admit(&l, &[], &first, ingest, T) else {
+        let Admission::Append(r) = admit(&l, &[], &first, ingest, T).unwrap() else {
             panic!("a new image is appended");
         };
         assert_eq!(r.kind, RecordKind::Ingest);
         // Pending in the same append counts as logged.
         assert_eq!(
-            admit(&l, std::slice::from_ref(&r), &first, ingest, T),
+            admit(&l, std::slice::from_ref(&r), &first, ingest, T).unwrap(),
             Admission::AlreadyLogged
         );
         assert_eq!(
-            admit(&l, std::slice::from_ref(&r), &obs(1, 101), ingest, T),
+            admit(&l, std::slice::from_ref(&r), &obs(1, 101), ingest, T).unwrap(),
             Admission::Changed
         );
         l.append(&[r]).unwrap();
-        assert_eq!(admit(&l, &[], &first, ingest, T), Admission::AlreadyLogged);
-        assert_eq!(admit(&l, &[], &obs(1, 101), ingest, T), Admission::Changed);
+        assert_eq!(
+            admit(&l, &[], &first, ingest, T).unwrap(),
+            Admission::AlreadyLogged
+        );
+        assert_eq!(
+            admit(&l, &[], &obs(1, 101), ingest, T).unwrap(),
+            Admission::Changed
+        );
         assert!(matches!(
             admit(
                 &l,
@@ -426,17 +495,18 @@ mod tests {
                     allow_changed: true
                 },
                 T
-            ),
+            )
+            .unwrap(),
             Admission::Append(_)
         ));
         // A tombstone is always recorded; after it, the instance may be ingested again.
-        let Admission::Append(t) = admit(&l, &[], &first, Intent::Tombstone, T) else {
+        let Admission::Append(t) = admit(&l, &[], &first, Intent::Tombstone, T).unwrap() else {
             panic!("tombstones are appended");
         };
         assert_eq!(t.kind, RecordKind::Tombstone);
         l.append(&[t]).unwrap();
         assert!(matches!(
-            admit(&l, &[], &obs(1, 101), ingest, T),
+            admit(&l, &[], &obs(1, 101), ingest, T).unwrap(),
             Admission::Append(_)
         ));
     }
@@ -544,17 +614,17 @@ mod tests {
         .unwrap();
         let mut same = obs(2, 200);
         same.signer = a.signer.clone();
-        assert!(l.equipment_advisories(&same).is_empty());
+        assert!(l.equipment_advisories(&same).unwrap().is_empty());
         let mut foreign = obs(3, 300);
         foreign.equipment = Some(format!("{:064x}", 9));
         assert_eq!(
-            l.equipment_advisories(&foreign),
+            l.equipment_advisories(&foreign).unwrap(),
             [EquipmentAdvisory::ForeignToSeries]
         );
         let mut other_key = obs(4, 400);
         other_key.signer = Some("bb".repeat(32));
         assert_eq!(
-            l.equipment_advisories(&other_key),
+            l.equipment_advisories(&other_key).unwrap(),
             [EquipmentAdvisory::UnfamiliarSigner]
         );
     }

@@ -210,6 +210,10 @@ pub enum ProveError {
         /// Why, in words.
         reason: String,
     },
+    /// The ledger's entries could not be read again to make the proof (its records are not
+    /// kept in memory).
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
 }
 
 /// The proof that the checkpoint `cp` (the note `note`) extends the ledger's tree of size
@@ -222,12 +226,12 @@ pub fn consistency_proof(
 ) -> Result<serde_json::Value, ProveError> {
     use radveil_ledger::hex;
     let proof = ledger
-        .prove_consistency(old, cp.size)
+        .prove_consistency(old, cp.size)?
         .ok_or(ProveError::NoTree { old, size: cp.size })?;
     Ok(serde_json::json!({
         "size1": old,
         "size2": cp.size,
-        "root1": ledger.root_at(old).map(|h| hex(&h)),
+        "root1": ledger.root_at(old)?.map(|h| hex(&h)),
         "root2": hex(&cp.root),
         "proof": proof.iter().map(|h| hex(h)).collect::<Vec<_>>(),
         "checkpoint": note,
@@ -906,7 +910,8 @@ mod tests {
         let (r, _) = append_all(&path, std::slice::from_ref(&image), tombstone, refuse);
         assert_eq!(r.unwrap().range, 2..3);
         let l = Ledger::open(&path).unwrap();
-        assert_eq!(l.records()[2].kind, radveil_ledger::RecordKind::Tombstone);
+        let third = l.entries().nth(2).unwrap().unwrap().1;
+        assert_eq!(third.kind, radveil_ledger::RecordKind::Tombstone);
     }
 
     #[test]

@@ -54,6 +54,50 @@ pub fn observe(path: &Path, key: &Key, budget: &MemoryBudget) -> Result<Observat
     )
 }
 
+/// The keyed hash (under the site key) by which the ledger knows the instance with this
+/// SOP Instance UID: what [`observation`] records, and what a deletion's tombstone is
+/// found by when only the UID is at hand.
+pub fn instance_hash(key: &Key, sop_instance_uid: &str) -> String {
+    hex(&key.mac("sop-instance", sop_instance_uid.as_bytes()))
+}
+
+/// The binding hash of an image (hex), decoding its pixels within `budget`. While the
+/// budget is busy (other images being decoded hold it), it waits, holding nothing, until
+/// what the hash asked for is free, and tries again, up to [`p10::DEFAULT_WAIT`] in all;
+/// only then, or when the pixels cannot be decoded at all, is the hash left out, with the
+/// reason (naming Pixel Data (7FE0,0010), never a value).
+pub fn binding_of(
+    ds: &p10::DataSet<'_>,
+    enc: p10::Encoding,
+    transfer_syntax: &str,
+    budget: &MemoryBudget,
+) -> Result<String, String> {
+    use radveil_integrity::BindingError;
+    let left_out =
+        |e: &dyn std::fmt::Display| format!("binding hash of Pixel Data (7FE0,0010) left out: {e}");
+    let deadline = std::time::Instant::now() + p10::DEFAULT_WAIT;
+    loop {
+        match radveil_integrity::binding_hash_with_budget(ds, enc, transfer_syntax, budget) {
+            Ok(h) => return Ok(hex(&h)),
+            Err(BindingError::Memory(p10::BudgetError::Busy { requested })) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                // A decoded frame and a copy of it are what the hash holds at once.
+                let room = requested.saturating_mul(2).min(budget.limit());
+                match budget.reserve(room, left) {
+                    // Free now: let it go and try again (another worker may take it first;
+                    // the deadline bounds the retries).
+                    Ok(grant) => drop(grant),
+                    Err(e) => return Err(left_out(&e)),
+                }
+                if left.is_zero() {
+                    return Err(left_out(&"the memory budget stayed in use by other work"));
+                }
+            }
+            Err(e) => return Err(left_out(&e)),
+        }
+    }
+}
+
 /// The observation of an image already parsed (`ds`, encoded as `enc`, from the Part 10
 /// `bytes` in `transfer_syntax`) whose signatures were checked into `reports`: one parse
 /// serves the signature check, the binding hash and the ledger. A signature that verifies
@@ -80,9 +124,10 @@ pub fn observation(
         .iter()
         .find(|r| verifies(&r.outcome))
         .map(|r| r.fingerprint.clone());
-    let binding = radveil_integrity::binding_hash_with_budget(ds, enc, transfer_syntax, budget)
-        .ok()
-        .map(|h| hex(&h));
+    let (binding, binding_left_out) = match binding_of(ds, enc, transfer_syntax, budget) {
+        Ok(h) => (Some(h), None),
+        Err(why) => (None, Some(why)),
+    };
     let series = ds
         .string(tags::SERIES_INSTANCE_UID)
         .filter(|s| !s.is_empty())
@@ -105,13 +150,14 @@ pub fn observation(
         .filter(|u| !u.is_empty())
         .ok_or(ObserveError::NoInstance)?;
     Ok(Observation {
-        instance: hex(&key.mac("sop-instance", uid.as_bytes())),
+        instance: instance_hash(key, &uid),
         sha256: hex(&Sha256::digest(bytes)),
         binding,
         signer,
         series,
         equipment,
         verification,
+        binding_left_out,
     })
 }
 
@@ -204,11 +250,19 @@ pub fn check_image(
         Ok(o) => o,
         Err(e) => return ImageCheck::unreadable(chain(&e)),
     };
-    let advisories: Vec<String> = ledger
-        .equipment_advisories(&obs)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let advisories: Vec<String> = match ledger.equipment_advisories(&obs) {
+        Ok(found) => found.iter().map(ToString::to_string).collect(),
+        Err(e) => {
+            return ImageCheck {
+                verdict: Verdict {
+                    status: Status::Unproven,
+                    index: None,
+                    reason: format!("the ledger could not be read: {e}"),
+                },
+                advisory: None,
+            }
+        }
+    };
     ImageCheck {
         verdict: ledger.verdict(&obs, checkpoint),
         advisory: (!advisories.is_empty()).then(|| advisories.join("; ")),
@@ -238,17 +292,29 @@ pub fn append_observed<'a, T>(
 ) -> Result<Admitted<'a, T>, LedgerError> {
     let mut skipped = 0;
     let mut refused = Vec::new();
+    let mut failed = None;
     let appended = ledger.append_with(repair, |fresh| {
-        // Each instance's last entry, found in one pass over the ledger (not one per image:
-        // a batch of M images against N entries was M x N comparisons).
-        let mut last: std::collections::HashMap<&str, &Record> =
+        // Each instance's last entry, found in one pass over the ledger's file (not one per
+        // image: a batch of M images against N entries was M x N comparisons), keeping only
+        // the records of the instances asked about.
+        let mut last: std::collections::HashMap<&str, Record> =
             std::collections::HashMap::with_capacity(observed.len());
         if intent != Intent::Tombstone {
-            let wanted: std::collections::HashSet<&str> =
-                observed.iter().map(|(_, o)| o.instance.as_str()).collect();
-            for r in fresh.records() {
-                if wanted.contains(r.instance.as_str()) {
-                    last.insert(r.instance.as_str(), r);
+            let wanted: std::collections::HashMap<&str, &str> = observed
+                .iter()
+                .map(|(_, o)| (o.instance.as_str(), o.instance.as_str()))
+                .collect();
+            for entry in fresh.entries() {
+                match entry {
+                    Ok((_, r)) => {
+                        if let Some(&name) = wanted.get(r.instance.as_str()) {
+                            last.insert(name, r);
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        return Vec::new();
+                    }
                 }
             }
         }
@@ -258,7 +324,7 @@ pub fn append_observed<'a, T>(
         for (name, o) in observed {
             let previous = match pending.get(o.instance.as_str()) {
                 Some(&i) => records.get(i),
-                None => last.get(o.instance.as_str()).copied(),
+                None => last.get(o.instance.as_str()),
             };
             match admit_after(previous, o, intent, now) {
                 Admission::Append(r) => {
@@ -271,6 +337,9 @@ pub fn append_observed<'a, T>(
         }
         records
     })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     Ok(Admitted {
         appended,
         skipped,
@@ -315,7 +384,7 @@ mod tests {
                 let intent = Intent::Ingest {
                     allow_changed: false,
                 };
-                match admit(l, &[], &obs, intent, "2026-12-03T10:00:00Z") {
+                match admit(l, &[], &obs, intent, "2026-12-03T10:00:00Z").unwrap() {
                     Admission::Append(r) => vec![r],
                     _ => panic!("not admitted"),
                 }
@@ -367,6 +436,66 @@ mod tests {
             "advisory\tx.dcm\tequipment differs\nunreadable\tx.dcm\twhy"
         );
         assert_eq!(budget.in_use(), 0);
+    }
+
+    /// 12 of 16 bits stored: the binding hash cuts a copy of each frame to Bits Stored.
+    fn twelve_bit_file() -> Vec<u8> {
+        let mut bytes = testing::unsigned_file();
+        let stored = testing::find(&bytes, b"\x28\x00\x01\x01US\x02\x00\x10\x00");
+        bytes[stored + 8] = 12;
+        let high = testing::find(&bytes, b"\x28\x00\x02\x01US\x02\x00\x0f\x00");
+        bytes[high + 8] = 11;
+        bytes
+    }
+
+    /// Observes `bytes` (parsed under a budget of their own) with `pixels` as the budget
+    /// for decoding the pixels, as the gateway does.
+    fn observed(bytes: &[u8], pixels: &MemoryBudget) -> Observation {
+        let parsing = MemoryBudget::new(1 << 20);
+        let mut grant = parsing.reserve(0, p10::DEFAULT_WAIT).unwrap();
+        let mut inflated = Vec::new();
+        let (meta, ds, enc) =
+            p10::read_file_in(bytes, &mut inflated, p10::Limits::default(), &mut grant).unwrap();
+        observation(bytes, &meta.transfer_syntax, &ds, enc, &[], &key(), pixels).unwrap()
+    }
+
+    #[test]
+    fn a_busy_pixel_budget_is_waited_for_and_the_binding_hash_kept() {
+        let bytes = twelve_bit_file();
+        let free = observed(&bytes, &MemoryBudget::new(64));
+        assert!(free.binding.is_some() && free.binding_left_out.is_none());
+        // Another worker holds all but 4 bytes (less than the 8-byte frame's copy) for a
+        // while: the hash waits for it instead of being left out.
+        let budget = MemoryBudget::new(64);
+        let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        let busy = std::thread::scope(|s| {
+            s.spawn(|| {
+                let grant = budget.try_reserve(60).unwrap();
+                held.wait();
+                release.wait();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                drop(grant);
+            });
+            held.wait();
+            release.wait();
+            observed(&bytes, &budget)
+        });
+        assert_eq!(busy.binding, free.binding);
+        assert_eq!(busy.binding_left_out, None);
+        assert_eq!(budget.in_use(), 0);
+        // Pixels that cannot be decoded: left out, saying why by tag.
+        let mut cut = bytes.clone();
+        let at = testing::find(&cut, &[1, 0, 2, 0, 3, 0, 4, 0]);
+        cut.truncate(at + 6);
+        let len = testing::find(&cut, b"\xe0\x7f\x10\x00OW") + 8;
+        cut[len..len + 4].copy_from_slice(&6u32.to_le_bytes());
+        let cut = observed(&cut, &MemoryBudget::new(64));
+        assert_eq!(cut.binding, None);
+        let why = cut.binding_left_out.unwrap();
+        assert!(
+            why.starts_with("binding hash of Pixel Data (7FE0,0010) left out: "),
+            "{why}"
+        );
     }
 
     #[test]

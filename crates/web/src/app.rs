@@ -246,11 +246,15 @@ async fn delete_study(
     }
     // Whose it was, read before it goes.
     let what = crate::audit::study(&state, &scope, &study, None, None, None);
+    let uids = match crate::ingest::doomed(&state, s, None, None).await {
+        Ok(uids) => uids,
+        Err(e) => return what.attach(store_error(&e)),
+    };
     let r = state.store.delete_study(s).await;
     if r.is_ok() {
         state.catalogue.remove(&s, None, None);
     }
-    what.attach(deleted(&state, r))
+    what.attach(deleted(&state, r, &uids).await)
 }
 
 async fn delete_series(
@@ -264,11 +268,15 @@ async fn delete_series(
         return r;
     }
     let what = crate::audit::study(&state, &scope, &study, Some(&series), None, None);
+    let uids = match crate::ingest::doomed(&state, s, Some(se), None).await {
+        Ok(uids) => uids,
+        Err(e) => return what.attach(store_error(&e)),
+    };
     let r = state.store.delete_series(s, se).await;
     if r.is_ok() {
         state.catalogue.remove(&s, Some(&se), None);
     }
-    what.attach(deleted(&state, r))
+    what.attach(deleted(&state, r, &uids).await)
 }
 
 async fn delete_instance(
@@ -283,18 +291,31 @@ async fn delete_instance(
         return r;
     }
     let what = crate::audit::study(&state, &scope, &study, Some(&series), Some(&inst), None);
+    let uids = match crate::ingest::doomed(&state, s, Some(se), Some(i)).await {
+        Ok(uids) => uids,
+        Err(e) => return what.attach(store_error(&e)),
+    };
     let r = state.store.delete_instance(s, Some(se), i).await;
     if r.is_ok() {
         state.catalogue.remove(&s, Some(&se), Some(&i));
     }
-    what.attach(deleted(&state, r))
+    what.attach(deleted(&state, r, &uids).await)
 }
 
-fn deleted(state: &AppState, r: Result<radveil_store::Deleted, StoreError>) -> Response {
+/// The response to a DELETE, once the ledger has recorded the deletion of `uids` (the
+/// instances [`crate::ingest::doomed`] named before they went).
+async fn deleted(
+    state: &AppState,
+    r: Result<radveil_store::Deleted, StoreError>,
+    uids: &[String],
+) -> Response {
     match r {
         Ok(d) => {
             state.metrics.deleted(d.instances);
-            StatusCode::NO_CONTENT.into_response()
+            match crate::ingest::record_deletion(state, uids).await {
+                Some(failed) => failed,
+                None => StatusCode::NO_CONTENT.into_response(),
+            }
         }
         Err(e) => store_error(&e),
     }

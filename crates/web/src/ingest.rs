@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use radveil_ledger::note::Signer;
 use radveil_ledger::verdict::admit_after;
-use radveil_ledger::{Admission, Intent, Ledger, Observation, TornRepair};
+use radveil_ledger::{Admission, At, Intent, Ledger, Observation, Position, TornRepair};
 use radveil_part10::{MemoryBudget, Vr};
 use radveil_pipeline::ingest::{Advisory, Settings, SignatureStatus};
 use radveil_pipeline::secret::PermissionPolicy;
@@ -214,10 +214,32 @@ pub enum LedgerFailed {
 
 type Reply = tokio::sync::oneshot::Sender<Result<Vec<Logged>, String>>;
 
+/// What writing the tombstones of deleted instances did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tombstoned {
+    /// Tombstones appended.
+    pub written: usize,
+    /// Instances whose last entry was a tombstone already.
+    pub already: usize,
+    /// Instances the ledger never logged (stored before it existed): no entry to mark.
+    pub never_logged: usize,
+}
+
+/// A job for the ledger writer.
+enum Job {
+    /// Observations to log, answered in order.
+    Log(Vec<(Observation, Changed)>, Reply),
+    /// Deleted instances (keyed instance hashes) to write tombstones for.
+    Tombstones(
+        Vec<String>,
+        tokio::sync::oneshot::Sender<Result<Tombstoned, String>>,
+    ),
+}
+
 /// The handle to the ledger writer.
 #[derive(Debug, Clone)]
 struct LedgerHandle {
-    tx: mpsc::Sender<(Vec<(Observation, Changed)>, Reply)>,
+    tx: mpsc::Sender<Job>,
 }
 
 /// The ledger's writer thread; [`LedgerWriter::finish`] waits for it once every [`Ingest`]
@@ -272,10 +294,42 @@ impl Ingest {
         if observations.is_empty() {
             return Ok(Vec::new());
         }
+        for why in observations
+            .iter()
+            .filter_map(|o| o.binding_left_out.as_deref())
+        {
+            tracing::warn!(reason = %why, "an instance's ledger entry is made without its binding hash");
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.ledger
             .tx
-            .send((observations.into_iter().map(|o| (o, changed)).collect(), tx))
+            .send(Job::Log(
+                observations.into_iter().map(|o| (o, changed)).collect(),
+                tx,
+            ))
+            .map_err(|_| LedgerFailed::Stopped)?;
+        rx.await
+            .map_err(|_| LedgerFailed::Stopped)?
+            .map_err(LedgerFailed::Log)
+    }
+
+    /// Records the deletion of the instances with these SOP Instance UIDs: a tombstone
+    /// ([`radveil_ledger::RecordKind::Tombstone`]) after each one's last ingest entry,
+    /// durably, before returning; `radveil verify --ledger` then says such an instance's
+    /// file was deleted. An instance the ledger never logged has no entry to mark, and one
+    /// already marked is not marked again (both counted).
+    pub async fn tombstone(&self, uids: &[String]) -> Result<Tombstoned, LedgerFailed> {
+        if uids.is_empty() {
+            return Ok(Tombstoned::default());
+        }
+        let instances = uids
+            .iter()
+            .map(|u| radveil_pipeline::observe::instance_hash(&self.settings.key, u))
+            .collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.ledger
+            .tx
+            .send(Job::Tombstones(instances, tx))
             .map_err(|_| LedgerFailed::Stopped)?;
         rx.await
             .map_err(|_| LedgerFailed::Stopped)?
@@ -285,27 +339,31 @@ impl Ingest {
 
 /// What the ledger knows of instances, series and equipment, kept up to date by the
 /// writer so that deciding on an instance and its equipment advisories cost a look-up, not
-/// a pass over every entry (which made each append O(entries)).
+/// a pass over every entry (which made each append O(entries)). The ledger keeps no record
+/// in memory: what is added is read once from its file past where this last stopped
+/// ([`Ledger::entries_since`]), folded in, and dropped; an instance's last record is read
+/// back from where its line is when it is asked for.
 #[derive(Default)]
 struct Known {
     series_equipment: HashMap<String, BTreeSet<String>>,
     equipment_signers: HashMap<String, BTreeSet<String>>,
-    /// The position of each instance's last entry, by a hash of its keyed instance hash
-    /// (8 bytes a key, not a copy of the 64 characters). Two instances whose hashes
-    /// collide share a slot: a look-up checks the entry it finds and, when that is another
-    /// instance's, searches the entries instead (see [`Known::last`]).
-    last: HashMap<u64, usize>,
+    /// Where each instance's last entry is (index and line offset), by a hash of its keyed
+    /// instance hash (8 bytes a key, not a copy of the 64 characters). Two instances whose
+    /// hashes collide share a slot: a look-up checks the entry it finds and, when that is
+    /// another instance's, searches the entries instead (see [`Known::last`]).
+    last: HashMap<u64, At>,
     /// Hashes instance hashes with this process's random keys: a ledger's lines cannot be
     /// chosen to collide.
     hasher: std::collections::hash_map::RandomState,
-    /// How many of the ledger's entries are folded in.
-    seen: usize,
+    /// Where the entries folded in end.
+    seen: Position,
 }
 
 impl Known {
+    #[cfg(test)]
     fn of(ledger: &Ledger) -> Known {
         let mut k = Known::default();
-        k.catch_up(ledger.records());
+        k.catch_up(ledger).unwrap();
         k
     }
 
@@ -315,18 +373,22 @@ impl Known {
     }
 
     /// Folds in the entries added since the last call: this writer's own and those another
-    /// process appended (the ledger reads only what was added when it takes its lock).
-    fn catch_up(&mut self, records: &[radveil_ledger::Record]) {
-        if records.len() < self.seen {
-            // Not a ledger that only grows: start again from what it holds.
+    /// process appended, read from the ledger's file past where the last call stopped. A
+    /// ledger read again whole (cut or replaced: not one that only grows) is folded in
+    /// again from its start. A read that fails part way is taken up again from where the
+    /// last one ended (folding an entry twice changes nothing).
+    fn catch_up(&mut self, ledger: &Ledger) -> Result<(), radveil_ledger::LedgerError> {
+        let since = ledger.entries_since(&self.seen);
+        if since.restarted() {
             *self = Known {
                 hasher: std::mem::take(&mut self.hasher),
                 ..Known::default()
             };
         }
-        for (i, r) in records.iter().enumerate().skip(self.seen) {
+        for entry in since {
+            let (at, r) = entry?;
             let k = self.key(&r.instance);
-            self.last.insert(k, i);
+            self.last.insert(k, at);
             if r.kind == radveil_ledger::RecordKind::Ingest {
                 self.add(
                     r.series.as_deref(),
@@ -335,18 +397,26 @@ impl Known {
                 );
             }
         }
-        self.seen = records.len();
+        self.seen = ledger.position();
+        Ok(())
     }
 
-    /// The position of `instance`'s last entry among `records` (those folded in by
-    /// [`Known::catch_up`]).
-    fn last(&self, records: &[radveil_ledger::Record], instance: &str) -> Option<usize> {
-        let i = *self.last.get(&self.key(instance))?;
-        match records.get(i) {
-            Some(r) if r.instance == instance => Some(i),
-            // Another instance with the same hash took the slot: search.
-            _ => records.iter().rposition(|r| r.instance == instance),
+    /// The index and record of `instance`'s last entry among those folded in by
+    /// [`Known::catch_up`], read back from the ledger's file.
+    fn last(
+        &self,
+        ledger: &Ledger,
+        instance: &str,
+    ) -> Result<Option<(u64, radveil_ledger::Record)>, radveil_ledger::LedgerError> {
+        let Some(&at) = self.last.get(&self.key(instance)) else {
+            return Ok(None);
+        };
+        let r = ledger.entry_at(at)?;
+        if r.instance == instance {
+            return Ok(Some((at.index, r)));
         }
+        // Another instance with the same hash took the slot: search.
+        ledger.find_instance(instance)
     }
 
     fn add(&mut self, series: Option<&str>, equipment: Option<&str>, signer: Option<&str>) {
@@ -437,11 +507,14 @@ fn append(
     let now = radveil_ledger::rfc3339_now();
     let mut out = Vec::with_capacity(observations.len());
     let mut learned: Vec<&Observation> = Vec::new();
+    let mut failed = None;
     ledger
         .append_with(TornRepair::Refuse, |fresh| {
             let start = fresh.size();
-            let logged = fresh.records();
-            known.catch_up(logged);
+            if let Err(e) = known.catch_up(fresh) {
+                failed = Some(e);
+                return Vec::new();
+            }
             let mut records: Vec<radveil_ledger::Record> = Vec::new();
             for (obs, changed) in observations {
                 let intent = Intent::Ingest {
@@ -450,12 +523,17 @@ fn append(
                 let advisories = known.advisories(obs, &learned);
                 let pending = records.iter().rposition(|r| r.instance == obs.instance);
                 let earlier = match pending {
-                    Some(i) => Some((start + i as u64, &records[i])),
-                    None => known
-                        .last(logged, &obs.instance)
-                        .map(|i| (i as u64, &logged[i])),
+                    Some(i) => Some((start + i as u64, records[i].clone())),
+                    None => match known.last(fresh, &obs.instance) {
+                        Ok(found) => found,
+                        Err(e) => {
+                            failed = Some(e);
+                            out.clear();
+                            return Vec::new();
+                        }
+                    },
                 };
-                match admit_after(earlier.map(|(_, r)| r), obs, intent, &now) {
+                match admit_after(earlier.as_ref().map(|(_, r)| r), obs, intent, &now) {
                     Admission::Append(r) => {
                         out.push(Logged::At(start + records.len() as u64, advisories));
                         learned.push(obs);
@@ -473,35 +551,121 @@ fn append(
             records
         })
         .map_err(|e| e.to_string())?;
+    if let Some(e) = failed {
+        return Err(e.to_string());
+    }
     // The entries just written are folded in now (not at the next append, whose batch
-    // would otherwise be told of them only then).
-    known.catch_up(ledger.records());
+    // would otherwise be told of them only then). They are durable already: a read that
+    // fails here is taken up again by the next append.
+    if let Err(e) = known.catch_up(ledger) {
+        tracing::warn!(error = %e, "the ledger's new entries could not be read back; the next append reads them");
+    }
     Ok(out)
+}
+
+/// Appends the tombstones of deleted instances (keyed instance hashes): each one's last
+/// entry, found as an append finds it, is marked deleted as the `radveil ledger append
+/// --tombstone` command marks it ([`admit_after`] with [`Intent::Tombstone`], on what the
+/// ledger recorded of the instance).
+fn append_tombstones(
+    ledger: &mut Ledger,
+    known: &mut Known,
+    instances: &[String],
+) -> Result<Tombstoned, String> {
+    let now = radveil_ledger::rfc3339_now();
+    let mut tally = Tombstoned::default();
+    let mut failed = None;
+    ledger
+        .append_with(TornRepair::Refuse, |fresh| {
+            if let Err(e) = known.catch_up(fresh) {
+                failed = Some(e);
+                return Vec::new();
+            }
+            let mut records: Vec<radveil_ledger::Record> = Vec::new();
+            for instance in instances {
+                if records.iter().any(|r| &r.instance == instance) {
+                    tally.already += 1;
+                    continue;
+                }
+                let last = match known.last(fresh, instance) {
+                    Ok(last) => last,
+                    Err(e) => {
+                        failed = Some(e);
+                        return Vec::new();
+                    }
+                };
+                match last {
+                    Some((_, r)) if r.kind == radveil_ledger::RecordKind::Ingest => {
+                        if let Admission::Append(t) =
+                            admit_after(Some(&r), &r.observation(), Intent::Tombstone, &now)
+                        {
+                            records.push(t);
+                        }
+                    }
+                    Some(_) => tally.already += 1,
+                    None => tally.never_logged += 1,
+                }
+            }
+            tally.written = records.len();
+            records
+        })
+        .map_err(|e| e.to_string())?;
+    if let Some(e) = failed {
+        return Err(e.to_string());
+    }
+    if let Err(e) = known.catch_up(ledger) {
+        tracing::warn!(error = %e, "the ledger's new entries could not be read back; the next append reads them");
+    }
+    Ok(tally)
 }
 
 fn write_loop(
     mut ledger: Ledger,
     signer: Signer,
-    rx: mpsc::Receiver<(Vec<(Observation, Changed)>, Reply)>,
+    rx: mpsc::Receiver<Job>,
 ) -> Result<(), radveil_ledger::LedgerError> {
-    let mut known = Known::of(&ledger);
+    // Filled from the ledger's file by the first append (a failed read is retried there).
+    let mut known = Known::default();
     let mut pending = 0u64;
+    // A tombstone job met while gathering a batch, done after it (jobs keep their order).
+    let mut deferred: Option<Job> = None;
     loop {
-        let first = match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(j) => j,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                checkpoint(&mut ledger, &signer, &mut pending);
+        let first = match deferred.take() {
+            Some(j) => j,
+            None => match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(j) => j,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    checkpoint(&mut ledger, &signer, &mut pending);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        let first = match first {
+            Job::Tombstones(instances, reply) => {
+                let result = append_tombstones(&mut ledger, &mut known, &instances);
+                match &result {
+                    Ok(t) => pending += t.written as u64,
+                    Err(e) => {
+                        tracing::error!(error = %e, instances = instances.len(), "the ledger could not record deletions")
+                    }
+                }
+                let _ = reply.send(result);
                 continue;
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Job::Log(obs, reply) => (obs, reply),
         };
+        let mut count = first.0.len();
         let mut jobs = vec![first];
-        let mut count = jobs[0].0.len();
         while count < MAX_BATCH {
             match rx.try_recv() {
-                Ok(j) => {
-                    count += j.0.len();
-                    jobs.push(j);
+                Ok(Job::Log(obs, reply)) => {
+                    count += obs.len();
+                    jobs.push((obs, reply));
+                }
+                Ok(tombstones) => {
+                    deferred = Some(tombstones);
+                    break;
                 }
                 Err(_) => break,
             }
@@ -534,6 +698,91 @@ fn write_loop(
         ledger.checkpoint(&signer)?;
     }
     Ok(())
+}
+
+/// The SOP Instance UIDs of the stored instances a DELETE of `study` (or of one of its
+/// series, or one instance) is about to remove, read from their sealed attributes while
+/// their keys still exist, so that their deletion can be recorded in the ledger
+/// ([`Ingest::tombstone`]) once they are gone. Empty without a ledger, or when there is
+/// nothing to delete (the DELETE answers 404 itself). An instance whose attributes do not
+/// open is left out, and said (by count).
+pub(crate) async fn doomed(
+    state: &crate::app::AppState,
+    study: radveil_store::Handle,
+    series: Option<radveil_store::Handle>,
+    instance: Option<radveil_store::Handle>,
+) -> Result<Vec<String>, radveil_store::StoreError> {
+    if state.ingest.is_none() {
+        return Ok(Vec::new());
+    }
+    let rows = match state.store.rows(study, series).await {
+        Ok(rows) => rows,
+        Err(radveil_store::StoreError::NotFound) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let handles: Vec<_> = rows
+        .into_iter()
+        .filter(|r| instance.is_none_or(|i| i == r.instance))
+        .map(|r| r.instance)
+        .collect();
+    let mut uids = Vec::with_capacity(handles.len());
+    let mut unopened = 0usize;
+    for (_, meta) in state.store.metas_of(handles).await? {
+        let uid = meta
+            .ok()
+            .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m).ok())
+            .map(|v| crate::dicom_json::attrs_from_json(&v))
+            .and_then(|attrs| {
+                attrs
+                    .into_iter()
+                    .find(|(t, _)| *t == radveil_standard::tags::SOP_INSTANCE_UID)
+                    .and_then(|(_, a)| {
+                        a.values
+                            .first()
+                            .map(|u| u.trim_end_matches('\0').trim().to_string())
+                    })
+            })
+            .filter(|u| !u.is_empty());
+        match uid {
+            Some(u) => uids.push(u),
+            None => unopened += 1,
+        }
+    }
+    if unopened > 0 {
+        tracing::error!(
+            instances = unopened,
+            "instances being deleted whose SOP Instance UID (0008,0018) could not be read from their attributes: their deletion is not recorded in the ledger"
+        );
+    }
+    Ok(uids)
+}
+
+/// Records in the ledger the deletion of the instances `doomed` named, once the store has
+/// removed them; `None` when that is done (or there is no ledger), else the response: the
+/// instances are gone, but their deletion could not be recorded.
+pub(crate) async fn record_deletion(
+    state: &crate::app::AppState,
+    uids: &[String],
+) -> Option<axum::response::Response> {
+    let ingest = state.ingest.as_ref()?;
+    match ingest.tombstone(uids).await {
+        Ok(t) => {
+            if t.never_logged > 0 {
+                tracing::info!(
+                    instances = t.never_logged,
+                    "deleted instances the ledger never logged (stored before it existed): no tombstone"
+                );
+            }
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, instances = uids.len(), "deleted instances whose deletion the ledger could not record");
+            Some(crate::app::error(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "deleted, but the ledger could not record the deletion",
+            ))
+        }
+    }
 }
 
 /// The private attributes (and geometry) an instance keeps of its ingest, added to its
@@ -851,6 +1100,7 @@ mod tests {
             series: Some(series.into()),
             equipment: Some(equipment.into()),
             verification: radveil_ledger::Verification::Unsigned,
+            binding_left_out: None,
         }
     }
 
@@ -904,7 +1154,11 @@ mod tests {
         let anew = append(&mut l, &mut known, &[(changed.clone(), Changed::Logged)]).unwrap();
         assert_eq!(anew, [Logged::At(3, vec![])]);
         assert_eq!(
-            l.find_instance(&changed.instance).unwrap().1.sha256,
+            l.find_instance(&changed.instance)
+                .unwrap()
+                .unwrap()
+                .1
+                .sha256,
             changed.sha256
         );
         let reopened = Ledger::open(dir.path()).unwrap();
@@ -973,14 +1227,56 @@ mod tests {
         let (a, b) = (obs(1, "s", "a").instance, obs(2, "s", "a").instance);
         // As if b's hash were a's: a's slot now names b's entry.
         let ka = known.key(&a);
-        known.last.insert(ka, 1);
-        assert_eq!(known.last(l.records(), &a), Some(0));
-        assert_eq!(known.last(l.records(), &b), Some(1));
+        let at_b = known.last[&known.key(&b)];
+        known.last.insert(ka, at_b);
+        let index = |found: Option<(u64, radveil_ledger::Record)>| found.map(|(i, _)| i);
+        assert_eq!(index(known.last(&l, &a).unwrap()), Some(0));
+        assert_eq!(index(known.last(&l, &b).unwrap()), Some(1));
         assert_eq!(
             append(&mut l, &mut known, &refused(vec![obs(1, "s", "a")])).unwrap(),
             [Logged::At(0, vec![])]
         );
-        assert_eq!(known.last(l.records(), &obs(9, "s", "a").instance), None);
+        assert_eq!(
+            index(known.last(&l, &obs(9, "s", "a").instance).unwrap()),
+            None
+        );
+    }
+
+    /// A deletion marks each instance's last ingest entry with a tombstone once; an
+    /// instance never logged has none; the instance stored again afterwards is logged anew.
+    #[test]
+    fn deleted_instances_get_one_tombstone_after_their_last_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut l, _) = ledger(dir.path());
+        let mut known = Known::of(&l);
+        append(
+            &mut l,
+            &mut known,
+            &refused(vec![obs(1, "s", "a"), obs(2, "s", "a")]),
+        )
+        .unwrap();
+        let (one, never) = (obs(1, "s", "a").instance, obs(9, "s", "a").instance);
+        let t = append_tombstones(&mut l, &mut known, &[one.clone(), one.clone(), never]).unwrap();
+        assert_eq!(
+            t,
+            Tombstoned {
+                written: 1,
+                already: 1,
+                never_logged: 1
+            }
+        );
+        let (index, r) = l.find_instance(&one).unwrap().unwrap();
+        assert_eq!((index, r.kind), (2, radveil_ledger::RecordKind::Tombstone));
+        assert_eq!(r.sha256, obs(1, "s", "a").sha256);
+        // Deleted again: already marked, nothing written.
+        let t = append_tombstones(&mut l, &mut known, std::slice::from_ref(&one)).unwrap();
+        assert_eq!((t.written, t.already), (0, 1));
+        assert_eq!(l.size(), 3);
+        // Stored again: logged anew, after its tombstone.
+        assert_eq!(
+            append(&mut l, &mut known, &refused(vec![obs(1, "s", "a")])).unwrap(),
+            [Logged::At(3, vec![])]
+        );
     }
 
     #[tokio::test]
