@@ -156,12 +156,11 @@ impl KeyStore {
     pub fn study_key(&mut self, study: &Handle) -> Result<Option<Key>, StoreError> {
         let row: Option<(Vec<u8>, Vec<u8>, Vec<u8>)> = self
             .db
-            .query_row(
+            .prepare_cached(
                 "SELECT s.patient, s.wrapped, p.wrapped FROM study s
                  JOIN patient p ON p.handle = s.patient WHERE s.handle = ?1",
-                [&study.0[..]],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            )?
+            .query_row([&study.0[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         let Some((patient, study_wrapped, patient_wrapped)) = row else {
             return Ok(None);
@@ -187,15 +186,16 @@ impl KeyStore {
     ) -> Result<Key, StoreError> {
         let k = Key::random()?;
         let a = aad(DATA_AAD, &[object.as_bytes(), &instance.0, &study.0]);
-        self.db.execute(
-            "INSERT INTO datakey (object, instance, study, wrapped) VALUES (?1, ?2, ?3, ?4)",
-            params![
+        self.db
+            .prepare_cached(
+                "INSERT INTO datakey (object, instance, study, wrapped) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
                 object,
                 &instance.0[..],
                 &study.0[..],
                 study_key.wrap(&k, &a)?
-            ],
-        )?;
+            ])?;
         Ok(k)
     }
 
@@ -209,11 +209,10 @@ impl KeyStore {
     ) -> Result<Option<Key>, StoreError> {
         let wrapped: Option<Vec<u8>> = self
             .db
-            .query_row(
+            .prepare_cached(
                 "SELECT wrapped FROM datakey WHERE object = ?1 AND instance = ?2 AND study = ?3",
-                params![object, &instance.0[..], &study.0[..]],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![object, &instance.0[..], &study.0[..]], |r| r.get(0))
             .optional()?;
         let Some(w) = wrapped else { return Ok(None) };
         let a = aad(DATA_AAD, &[object.as_bytes(), &instance.0, &study.0]);
@@ -343,11 +342,8 @@ fn study_key_in(
 ) -> Result<Key, StoreError> {
     let p_aad = aad(PATIENT_AAD, &[&patient.0]);
     let wrapped: Option<Vec<u8>> = tx
-        .query_row(
-            "SELECT wrapped FROM patient WHERE handle = ?1",
-            [&patient.0[..]],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT wrapped FROM patient WHERE handle = ?1")?
+        .query_row([&patient.0[..]], |r| r.get(0))
         .optional()?;
     let patient_key = match wrapped {
         Some(w) => kek
@@ -355,20 +351,15 @@ fn study_key_in(
             .ok_or_else(|| StoreError::Corrupt("a patient key does not open".into()))?,
         None => {
             let k = Key::random()?;
-            tx.execute(
-                "INSERT INTO patient (handle, wrapped) VALUES (?1, ?2)",
-                params![&patient.0[..], kek.wrap(&k, &p_aad)?],
-            )?;
+            tx.prepare_cached("INSERT INTO patient (handle, wrapped) VALUES (?1, ?2)")?
+                .execute(params![&patient.0[..], kek.wrap(&k, &p_aad)?])?;
             k
         }
     };
     let s_aad = aad(STUDY_AAD, &[&study.0, &patient.0]);
     let row: Option<(Vec<u8>, Vec<u8>)> = tx
-        .query_row(
-            "SELECT patient, wrapped FROM study WHERE handle = ?1",
-            [&study.0[..]],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT patient, wrapped FROM study WHERE handle = ?1")?
+        .query_row([&study.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let study_key = match row {
         Some((p, _)) if p != patient.0 => return Err(StoreError::StudyOfAnotherPatient),
@@ -377,10 +368,12 @@ fn study_key_in(
             .ok_or_else(|| StoreError::Corrupt("a study key does not open".into()))?,
         None => {
             let k = Key::random()?;
-            tx.execute(
-                "INSERT INTO study (handle, patient, wrapped) VALUES (?1, ?2, ?3)",
-                params![&study.0[..], &patient.0[..], patient_key.wrap(&k, &s_aad)?],
-            )?;
+            tx.prepare_cached("INSERT INTO study (handle, patient, wrapped) VALUES (?1, ?2, ?3)")?
+                .execute(params![
+                    &study.0[..],
+                    &patient.0[..],
+                    patient_key.wrap(&k, &s_aad)?
+                ])?;
             k
         }
     };

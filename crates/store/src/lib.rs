@@ -9,8 +9,10 @@
 //!   keys, so no copy of the data (a backup taken before) opens again (crypto-shredding).
 //! - The [`index`] names everything by keyed blind indexes ([`crypto::Handle`]) and keeps
 //!   what queries show sealed under the study key.
-//! - Objects are kept through the `object_store` crate (a local folder now; S3-compatible
-//!   storage behind the same interface later).
+//! - Objects are kept behind one interface, [`objects::Objects`]: a local folder now
+//!   ([`objects::LocalFolder`]), any `object_store` (S3-compatible storage) through
+//!   [`objects::ObjectStoreObjects`]. Every instance is stored by one path
+//!   ([`Store::put_many`]; one instance is a batch of one).
 //!
 //! Layout of a data directory (see [`Layout`]): `index.db` (the index), `objects/` (the
 //! sealed instances), and by default `keys/keys.db` (the key store), which backups of the
@@ -22,20 +24,20 @@
 pub mod crypto;
 pub mod index;
 pub mod keystore;
+pub mod objects;
 mod sqlite;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use object_store::local::LocalFileSystem;
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use sha2::{Digest, Sha256};
 
 pub use crypto::{Handle, Key};
 pub use index::Row;
 use index::{Index, Inserted};
 use keystore::KeyStore;
+pub use objects::Objects;
 
 /// What can go wrong in the store. Messages name handles and files, never an identifier.
 #[derive(Debug, thiserror::Error)]
@@ -204,10 +206,7 @@ const METADATA_AAD: &[u8] = b"radveil/metadata/v1";
 struct Inner {
     keys: Mutex<KeyStore>,
     index: Mutex<Index>,
-    objects: Arc<dyn ObjectStore>,
-    /// The folder of a local object store, whose files are made durable before an instance
-    /// is acknowledged (`object_store` writes them without `fsync`).
-    local: Option<PathBuf>,
+    objects: Arc<dyn Objects>,
     index_key: Key,
     /// Makes the metadata copy of an instance from its bytes when the caller of
     /// [`Store::put`] gives none ([`Store::keep_metadata`]).
@@ -244,8 +243,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn object_path(study: &Handle, object: &str) -> ObjectPath {
-    ObjectPath::from(format!("{}/{object}", study.hex()))
+/// Domain of the content handle of rows written before content handles were made from
+/// the SHA-256 digest: a keyed hash of the whole object (see [`same_content`]).
+const CONTENT_V1: &str = "content";
+/// Domain of the content handle: a keyed hash of the object's SHA-256 digest, so bytes
+/// hashed once (for the ledger) are not hashed again for the store.
+const CONTENT_V2: &str = "content/sha256";
+
+/// The content handle of an object of SHA-256 digest `digest`: tells two copies of an
+/// instance apart without the index holding a plain hash of the bytes.
+fn content_handle(index_key: &Key, digest: &[u8; 32]) -> Handle {
+    index_key.blind(CONTENT_V2, &[digest])
+}
+
+/// Whether a stored row's content handle is that of `bytes` (whose handle is `content`):
+/// rows stored before content handles were made from the digest hold the keyed hash of
+/// the whole object instead, recomputed only when the new handle differs.
+fn same_content(index_key: &Key, stored: &Handle, content: &Handle, bytes: &[u8]) -> bool {
+    stored == content || *stored == index_key.blind(CONTENT_V1, &[bytes])
 }
 
 fn object_aad(object: &str, h: &Handles) -> Vec<u8> {
@@ -279,17 +294,27 @@ impl Store {
     /// Opens the store laid out as `layout` with the key-encryption key, creating what is
     /// missing on first use.
     pub fn open(layout: &Layout, kek: Key) -> Result<Store, StoreError> {
+        let objects = Arc::new(objects::LocalFolder::new(&layout.objects));
+        Store::open_with_objects(layout, kek, objects)
+    }
+
+    /// [`Store::open`] with the sealed objects kept in `objects` rather than in the
+    /// layout's folder (which is then left empty): the index and the key store stay where
+    /// the layout says.
+    pub fn open_with_objects(
+        layout: &Layout,
+        kek: Key,
+        objects: Arc<dyn Objects>,
+    ) -> Result<Store, StoreError> {
         layout.create_dirs()?;
         let keys = KeyStore::open(&layout.keys, kek)?;
         let index = Index::open(&layout.index)?;
-        let objects = LocalFileSystem::new_with_prefix(&layout.objects)?;
         let index_key = keys.index_key().clone();
         Ok(Store {
             inner: Arc::new(Inner {
                 keys: Mutex::new(keys),
                 index: Mutex::new(index),
-                objects: Arc::new(objects),
-                local: Some(layout.objects.clone()),
+                objects,
                 index_key,
                 metadata_maker: std::sync::OnceLock::new(),
             }),
@@ -356,106 +381,29 @@ impl Store {
         meta: &[u8],
         metadata: Option<&[u8]>,
     ) -> Result<PutOutcome, StoreError> {
-        let h = self.handles(ids);
-        let content = self.inner.index_key.blind("content", &[&bytes]);
-        // A quick answer for a copy already stored; the insert below decides races.
-        let inner = self.inner.clone();
-        let existing = blocking(move || lock(&inner.index).get(&h.instance)).await?;
-        if let Some(e) = existing {
-            return if e.content == content {
-                Ok(PutOutcome::AlreadyStored)
-            } else {
-                Err(StoreError::Conflict)
-            };
-        }
-        // A fresh name for this attempt: objects of attempts that failed half-way never
-        // collide with it.
-        let mut suffix = [0u8; 8];
-        getrandom::getrandom(&mut suffix).map_err(|e| StoreError::Random(e.to_string()))?;
-        let object = format!("{}.{}", h.instance.hex(), Handle::hex_of(&suffix));
-        let inner = self.inner.clone();
-        let obj = object.clone();
-        let (data_key, study_key) = blocking(move || {
-            let mut ks = lock(&inner.keys);
-            let sk = ks.study_key_or_create(&h.patient, &h.study)?;
-            let dk = ks.new_data_key(&sk, &h.study, &h.instance, &obj)?;
-            Ok((dk, sk))
-        })
-        .await?;
-        let mut sealed = OBJECT_MAGIC.to_vec();
-        sealed.extend_from_slice(&data_key.seal(&bytes, &object_aad(&object, &h))?);
-        let made;
-        let metadata = match metadata {
-            Some(m) => Some(m),
-            None => {
-                made = self.inner.metadata_maker.get().and_then(|f| f(&bytes));
-                made.as_deref()
-            }
+        let one = Put {
+            ids: *ids,
+            bytes,
+            meta: meta.to_vec(),
+            metadata: metadata.map(<[u8]>::to_vec),
+            sha256: None,
         };
-        let metadata = metadata
-            .map(|m| data_key.seal(m, &metadata_aad(&object, &h.instance, &h.study)))
-            .transpose()?;
-        drop(data_key);
-        let path = object_path(&h.study, &object);
-        self.inner
-            .objects
-            .put_opts(
-                &path,
-                PutPayload::from(sealed),
-                PutOptions::from(PutMode::Create),
-            )
-            .await?;
-        if let Some(dir) = &self.inner.local {
-            let file = dir.join(h.study.hex()).join(&object);
-            blocking(move || sync_file_and_folder(&file)).await?;
-        }
-        let row = Row {
-            instance: h.instance,
-            study: h.study,
-            series: h.series,
-            patient: h.patient,
-            object: object.clone(),
-            size: bytes.len() as u64,
-            content,
-            meta: study_key.seal(meta, &meta_aad(&h.instance))?,
-        };
-        let inner = self.inner.clone();
-        let inserted =
-            blocking(move || lock(&inner.index).insert_with_metadata(&row, metadata.as_deref()))
-                .await?;
-        match inserted {
-            Inserted::New => Ok(PutOutcome::Stored),
-            Inserted::Exists(e) => {
-                // Another request stored the instance meanwhile: ours goes.
-                self.discard(&h.study, &object).await;
-                if e.content == content {
-                    Ok(PutOutcome::AlreadyStored)
-                } else {
-                    Err(StoreError::Conflict)
-                }
-            }
-        }
+        self.put_many(vec![one])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Join("no outcome".into())))
     }
 
-    /// [`Store::put_with_metadata`] for the instances of one request, in one blocking task
-    /// (not several hand-offs per instance): each instance's keys are made and its object
-    /// written and `fsync`ed as one at a time would, each study folder is `fsync`ed once,
-    /// and then every index row goes in in one transaction (one commit). As with one, an
-    /// instance is acknowledged only after this returns its `Ok`, when its object, its key
-    /// and its row are durable; what fails for one instance is its own result only (when
-    /// the final commit fails, every instance's). Results are in the order of `items`.
+    /// Stores the instances of one request: the one put path (one instance is a batch of
+    /// one), run in one blocking task. What is already stored is sorted out; the keys of
+    /// the rest are made in one key-store transaction, durable before any object is
+    /// written; each object is written through [`Objects`] and the batch's objects made
+    /// durable ([`Objects::sync`]) before every index row goes in in one transaction (one
+    /// commit). An instance is acknowledged only after this returns its `Ok`, when its
+    /// object, its key and its row are durable; what fails for one instance is its own
+    /// result only (when the final commit fails, every instance's). Results are in the
+    /// order of `items`.
     pub async fn put_many(&self, items: Vec<Put<'_>>) -> Vec<Result<PutOutcome, StoreError>> {
-        if self.inner.local.is_none() {
-            // Another object store: one at a time, through it.
-            let mut out = Vec::with_capacity(items.len());
-            for it in items {
-                out.push(
-                    self.put_with_metadata(&it.ids, it.bytes, &it.meta, it.metadata.as_deref())
-                        .await,
-                );
-            }
-            return out;
-        }
         let n = items.len();
         let owned: Vec<Pending> = items
             .into_iter()
@@ -464,6 +412,7 @@ impl Store {
                 bytes: it.bytes,
                 meta: it.meta,
                 metadata: it.metadata,
+                sha256: it.sha256,
             })
             .collect();
         let inner = self.inner.clone();
@@ -473,15 +422,6 @@ impl Store {
                 .map(|_| Err(StoreError::Join(e.to_string())))
                 .collect(),
         }
-    }
-
-    /// Removes an object and its key after a failed or superseded attempt (best effort:
-    /// without its key the object does not open anyway).
-    async fn discard(&self, study: &Handle, object: &str) {
-        let inner = self.inner.clone();
-        let obj = object.to_string();
-        let _ = blocking(move || lock(&inner.keys).shred_object(&obj)).await;
-        let _ = self.inner.objects.delete(&object_path(study, object)).await;
     }
 
     /// The index row of an instance, checked to belong to the study (and series) named.
@@ -523,42 +463,39 @@ impl Store {
         self.open_row(&r).await
     }
 
-    /// Opens the object of an index row.
+    /// Opens the object of an index row: its key looked up, the object read and opened in
+    /// place, in one blocking task.
     pub async fn open_row(&self, r: &Row) -> Result<Vec<u8>, StoreError> {
         let inner = self.inner.clone();
-        let (study, instance, object) = (r.study, r.instance, r.object.clone());
-        let data_key = blocking(move || {
-            let mut ks = lock(&inner.keys);
-            let Some(sk) = ks.study_key(&study)? else {
-                return Ok(None);
-            };
-            ks.data_key(&sk, &study, &instance, &object)
-        })
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let sealed = match self
-            .inner
-            .objects
-            .get(&object_path(&r.study, &r.object))
-            .await
-        {
-            Ok(g) => g.bytes().await?,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(StoreError::Tampered(r.object.clone()))
+        let r = r.clone();
+        blocking(move || open_object(&inner, &r)).await
+    }
+
+    /// The bytes of one instance for a reader allowed to see `allowed` rows, in one
+    /// blocking task: its row looked up alone and checked to belong to the study (and
+    /// series) named, then (when `allowed` says the reader may see it) its object opened
+    /// and checked. A row the reader may not see is [`StoreError::NotFound`], exactly as a
+    /// missing one.
+    pub async fn open_instance(
+        &self,
+        study: Handle,
+        series: Option<Handle>,
+        instance: Handle,
+        allowed: impl FnOnce(&Row) -> bool + Send + 'static,
+    ) -> Result<Vec<u8>, StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let row = lock(&inner.index).get(&instance)?;
+            match row {
+                Some(r)
+                    if r.study == study && series.is_none_or(|s| s == r.series) && allowed(&r) =>
+                {
+                    open_object(&inner, &r)
+                }
+                _ => Err(StoreError::NotFound),
             }
-            Err(e) => return Err(e.into()),
-        };
-        let h = Handles {
-            patient: r.patient,
-            study: r.study,
-            series: r.series,
-            instance: r.instance,
-        };
-        sealed
-            .strip_prefix(OBJECT_MAGIC)
-            .and_then(|s| data_key.open(s, &object_aad(&r.object, &h)))
-            .filter(|plain| plain.len() as u64 == r.size)
-            .ok_or_else(|| StoreError::Tampered(r.object.clone()))
+        })
+        .await
     }
 
     /// The metadata copies of index rows (see [`Store::put_with_metadata`]), opened in one
@@ -784,18 +721,14 @@ impl Store {
         let gone =
             blocking(move || lock(&inner.index).remove(&study, series.as_ref(), instance.as_ref()))
                 .await?;
-        for r in &gone {
-            match self
-                .inner
-                .objects
-                .delete(&object_path(&r.study, &r.object))
-                .await
-            {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(gone.len())
+        let n = gone.len();
+        let inner = self.inner.clone();
+        blocking(move || {
+            gone.iter()
+                .try_for_each(|r| inner.objects.delete(&r.study, &r.object))
+        })
+        .await?;
+        Ok(n)
     }
 }
 
@@ -810,6 +743,11 @@ pub struct Put<'a> {
     pub meta: Vec<u8>,
     /// Its metadata copy (`None`: made by the [`Store::keep_metadata`] maker, if any).
     pub metadata: Option<Vec<u8>>,
+    /// The SHA-256 digest of `bytes` when the caller has already computed it (the ledger's
+    /// entry holds it), so that the bytes are not hashed a second time; `None`: the store
+    /// computes it. It must be the digest of `bytes`: it decides whether a second copy of
+    /// an instance is the same.
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// A [`Put`] with its handles, owned for the blocking task.
@@ -818,27 +756,27 @@ struct Pending {
     bytes: Bytes,
     meta: Vec<u8>,
     metadata: Option<Vec<u8>>,
+    sha256: Option<[u8; 32]>,
 }
 
 /// An index row with its sealed metadata copy, for [`Index::insert_many`].
 type RowAndCopy = (Row, Option<Vec<u8>>);
 
-/// An instance whose object is written and durable, waiting for its index row.
+/// An instance whose object is written, waiting for its index row.
 struct Written {
     at: usize,
     study: Handle,
     object: String,
     content: Handle,
+    bytes: Bytes,
 }
 
-/// The body of [`Store::put_many`] on a local object store, run off the async runtime:
-/// what is already stored is sorted out; the keys of the rest are made in one key-store
-/// transaction; their objects are written and `fsync`ed, their folders `fsync`ed once;
-/// their rows go in in one index transaction.
+/// The body of [`Store::put_many`], run off the async runtime: what is already stored is
+/// sorted out; the keys of the rest are made in one key-store transaction; their objects
+/// are written through [`Objects`] and made durable once for the batch; their rows go in
+/// in one index transaction.
 fn put_batch(inner: &Inner, items: Vec<Pending>) -> Vec<Result<PutOutcome, StoreError>> {
-    let Some(dir) = inner.local.as_deref() else {
-        return items.iter().map(|_| Err(StoreError::NotFound)).collect();
-    };
+    let key = &inner.index_key;
     let mut out: Vec<Result<PutOutcome, StoreError>> =
         items.iter().map(|_| Ok(PutOutcome::Stored)).collect();
     // A second copy of an instance in the batch waits on the first's outcome: (its
@@ -848,7 +786,15 @@ fn put_batch(inner: &Inner, items: Vec<Pending>) -> Vec<Result<PutOutcome, Store
     let mut fresh: Vec<(usize, Pending, Handle, String)> = Vec::with_capacity(items.len());
     for (at, it) in items.into_iter().enumerate() {
         let h = it.h;
-        let content = inner.index_key.blind("content", &[&it.bytes]);
+        debug_assert!(
+            it.sha256
+                .is_none_or(|d| d[..] == Sha256::digest(&it.bytes)[..]),
+            "the digest given is not that of the bytes"
+        );
+        let digest = it
+            .sha256
+            .unwrap_or_else(|| Sha256::digest(&it.bytes).into());
+        let content = content_handle(key, &digest);
         if let Some(&(f, c)) = first.get(&h.instance) {
             follows.push((at, f, c == content));
             continue;
@@ -861,13 +807,15 @@ fn put_batch(inner: &Inner, items: Vec<Pending>) -> Vec<Result<PutOutcome, Store
             }
         };
         if let Some(e) = existing {
-            out[at] = if e.content == content {
+            out[at] = if same_content(key, &e.content, &content, &it.bytes) {
                 Ok(PutOutcome::AlreadyStored)
             } else {
                 Err(StoreError::Conflict)
             };
             continue;
         }
+        // A fresh name for this attempt: objects of attempts that failed half-way never
+        // collide with it.
         let mut suffix = [0u8; 8];
         if let Err(e) = getrandom::getrandom(&mut suffix) {
             out[at] = Err(StoreError::Random(e.to_string()));
@@ -900,7 +848,7 @@ fn put_batch(inner: &Inner, items: Vec<Pending>) -> Vec<Result<PutOutcome, Store
     };
     let mut rows: Vec<RowAndCopy> = Vec::with_capacity(fresh.len());
     let mut written: Vec<Written> = Vec::with_capacity(fresh.len());
-    let mut folders: std::collections::BTreeSet<PathBuf> = Default::default();
+    let mut studies: std::collections::BTreeSet<Handle> = Default::default();
     for ((at, it, content, object), key) in fresh.into_iter().zip(keys) {
         let r = key.and_then(|(data_key, study_key)| {
             let h = it.h;
@@ -917,9 +865,8 @@ fn put_batch(inner: &Inner, items: Vec<Pending>) -> Vec<Result<PutOutcome, Store
                 .transpose()?;
             let sealed = data_key.seal_after(OBJECT_MAGIC, &it.bytes, &object_aad(&object, &h))?;
             drop(data_key);
-            let folder = dir.join(h.study.hex());
-            write_object(&folder, &object, &sealed)?;
-            folders.insert(folder);
+            inner.objects.put(&h.study, &object, sealed)?;
+            studies.insert(h.study);
             let row = Row {
                 instance: h.instance,
                 study: h.study,
@@ -939,32 +886,28 @@ fn put_batch(inner: &Inner, items: Vec<Pending>) -> Vec<Result<PutOutcome, Store
                     study: row.study,
                     object: row.object.clone(),
                     content: row.content,
+                    bytes: it.bytes,
                 });
                 rows.push((row, metadata));
             }
             Err(e) => {
                 // Its key goes (the object, if any, does not open without it).
-                discard_now(inner, dir, &it.h.study, &object);
+                discard(inner, &it.h.study, &object);
                 out[at] = Err(e);
             }
         }
     }
-    // Each study folder's entries, and the objects folder's (new study folders), once.
-    let synced = folders
-        .iter()
-        .chain(std::iter::once(&dir.to_path_buf()))
-        .try_for_each(|f| std::fs::File::open(f)?.sync_all());
-    let inserted = match synced {
+    let inserted = match inner.objects.sync(&studies) {
         Ok(()) => lock(&inner.index).insert_many(&rows),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     };
     match inserted {
         Ok(found) => {
             for (w, f) in written.iter().zip(found) {
                 if let Inserted::Exists(e) = f {
                     // Another request stored the instance meanwhile: ours goes.
-                    discard_now(inner, dir, &w.study, &w.object);
-                    out[w.at] = if e.content == w.content {
+                    discard(inner, &w.study, &w.object);
+                    out[w.at] = if same_content(key, &e.content, &w.content, &w.bytes) {
                         Ok(PutOutcome::AlreadyStored)
                     } else {
                         Err(StoreError::Conflict)
@@ -975,7 +918,7 @@ fn put_batch(inner: &Inner, items: Vec<Pending>) -> Vec<Result<PutOutcome, Store
         Err(e) => {
             let why = e.to_string();
             for w in &written {
-                discard_now(inner, dir, &w.study, &w.object);
+                discard(inner, &w.study, &w.object);
                 out[w.at] = Err(StoreError::Batch(why.clone()));
             }
         }
@@ -993,44 +936,42 @@ fn put_batch(inner: &Inner, items: Vec<Pending>) -> Vec<Result<PutOutcome, Store
     out
 }
 
-/// Writes a sealed object into its study folder (made when new, owner-only), new (never
-/// over another), `fsync`ed.
-fn write_object(folder: &Path, object: &str, sealed: &[u8]) -> Result<(), StoreError> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(folder)?;
-    let path = folder.join(object);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    if let Err(e) = f.write_all(sealed).and_then(|()| f.sync_all()) {
-        let _ = std::fs::remove_file(&path);
-        return Err(e.into());
-    }
-    Ok(())
-}
-
-/// [`Store::discard`] from a blocking task: the object's key is shredded, then its file
-/// removed (best effort).
-fn discard_now(inner: &Inner, dir: &Path, study: &Handle, object: &str) {
+/// Removes an object and its key after a failed or superseded attempt (best effort:
+/// without its key the object does not open anyway).
+fn discard(inner: &Inner, study: &Handle, object: &str) {
     let _ = lock(&inner.keys).shred_object(object);
-    let _ = std::fs::remove_file(dir.join(study.hex()).join(object));
+    let _ = inner.objects.delete(study, object);
 }
 
-/// Makes a written file durable with its entry and its folder's (`fsync` of the file, its
-/// study folder and the objects folder), so that what is acknowledged survives a crash of
-/// the machine, not only of the process.
-fn sync_file_and_folder(file: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(file)?.sync_all()?;
-    for dir in file.ancestors().skip(1).take(2) {
-        std::fs::File::open(dir)?.sync_all()?;
+/// Opens the object of an index row, from a blocking task: its data key, then the object
+/// read whole and opened in place (one buffer); an altered, moved or missing object is
+/// [`StoreError::Tampered`] and never returned, a shredded key [`StoreError::NotFound`].
+fn open_object(inner: &Inner, r: &Row) -> Result<Vec<u8>, StoreError> {
+    let data_key = {
+        let mut ks = lock(&inner.keys);
+        let Some(sk) = ks.study_key(&r.study)? else {
+            return Err(StoreError::NotFound);
+        };
+        ks.data_key(&sk, &r.study, &r.instance, &r.object)?
+            .ok_or(StoreError::NotFound)?
+    };
+    let tampered = || StoreError::Tampered(r.object.clone());
+    let mut buf = inner
+        .objects
+        .get(&r.study, &r.object)?
+        .ok_or_else(tampered)?;
+    let h = Handles {
+        patient: r.patient,
+        study: r.study,
+        series: r.series,
+        instance: r.instance,
+    };
+    let opened = buf.starts_with(OBJECT_MAGIC)
+        && data_key.open_in_place(&mut buf, OBJECT_MAGIC.len(), &object_aad(&r.object, &h));
+    if !opened || buf.len() as u64 != r.size {
+        return Err(tampered());
     }
-    Ok(())
+    Ok(buf)
 }
 
 /// A level of the DICOM information model, for handles of UIDs.

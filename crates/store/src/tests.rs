@@ -632,6 +632,7 @@ fn put<'a>(i: &'a str, n: u32, patient: &'a str) -> Put<'a> {
         bytes: Bytes::from(instance_bytes(n)),
         meta: format!("meta {n}").into_bytes(),
         metadata: Some(format!("copy {n}").into_bytes()),
+        sha256: None,
     }
 }
 
@@ -711,4 +712,145 @@ fn a_batch_is_stored_each_instance_on_its_own_merits() {
             assert!(!contains(&b, needle.as_bytes()), "{}", p.display());
         }
     }
+}
+
+/// Rows stored before content handles were made from the SHA-256 digest (a keyed hash of
+/// the whole object) are still told apart: a second identical copy is already stored, a
+/// different one a conflict. A digest given by the caller makes the same handle as the
+/// store's own.
+#[test]
+fn copies_are_judged_against_rows_of_either_content_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::under(dir.path());
+    rt().block_on(async {
+        let store = Store::open(&layout, kek(1)).unwrap();
+        let id = ids("P", "1.2", "1.2.3", "1.2.3.4.1");
+        let bytes = instance_bytes(1);
+        store
+            .put(&id, Bytes::from(bytes.clone()), b"")
+            .await
+            .unwrap();
+        // As an older store wrote the row.
+        let old = store.inner.index_key.blind(CONTENT_V1, &[&bytes]);
+        {
+            let db = rusqlite::Connection::open(&layout.index).unwrap();
+            let n = db
+                .execute("UPDATE instance SET content = ?1", [&old.0[..]])
+                .unwrap();
+            assert_eq!(n, 1);
+        }
+        assert_eq!(
+            store
+                .put(&id, Bytes::from(bytes.clone()), b"")
+                .await
+                .unwrap(),
+            PutOutcome::AlreadyStored
+        );
+        assert!(matches!(
+            store.put(&id, Bytes::from(instance_bytes(2)), b"").await,
+            Err(StoreError::Conflict)
+        ));
+        // The caller's digest: the same handle as the store's.
+        let two = ids("P", "1.2", "1.2.3", "1.2.3.4.2");
+        let digest: [u8; 32] = Sha256::digest(instance_bytes(2)).into();
+        let given = Put {
+            ids: two,
+            bytes: Bytes::from(instance_bytes(2)),
+            meta: Vec::new(),
+            metadata: None,
+            sha256: Some(digest),
+        };
+        assert_eq!(
+            store.put_many(vec![given]).await.pop().unwrap().unwrap(),
+            PutOutcome::Stored
+        );
+        assert_eq!(
+            store
+                .put(&two, Bytes::from(instance_bytes(2)), b"")
+                .await
+                .unwrap(),
+            PutOutcome::AlreadyStored
+        );
+        let h = store.handles(&two);
+        let r = store.instance_row(h.study, None, h.instance).await.unwrap();
+        assert_eq!(r.content, content_handle(&store.inner.index_key, &digest));
+    });
+}
+
+/// The one put path serves any object store: instances kept in an `object_store` (here in
+/// memory, as S3 will be) are stored, deduplicated, opened, refused when altered and
+/// deleted exactly as in a local folder, and nothing is written to the layout's folder.
+#[test]
+fn an_object_store_fills_the_same_interface_as_the_local_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::under(dir.path());
+    let memory = Arc::new(object_store::memory::InMemory::new());
+    rt().block_on(async {
+        let objects = Arc::new(objects::ObjectStoreObjects::new(memory.clone()));
+        let store = Store::open_with_objects(&layout, kek(1), objects).unwrap();
+        let batch = vec![put("1.2.3.4.1", 1, "P"), put("1.2.3.4.2", 2, "P")];
+        let out = store.put_many(batch).await;
+        assert!(
+            out.iter().all(|r| matches!(r, Ok(PutOutcome::Stored))),
+            "{out:?}"
+        );
+        assert_eq!(
+            store
+                .put(
+                    &ids("P", "1.2", "1.2.3", "1.2.3.4.1"),
+                    Bytes::from(instance_bytes(1)),
+                    b""
+                )
+                .await
+                .unwrap(),
+            PutOutcome::AlreadyStored
+        );
+        let h = store.handles(&ids("P", "1.2", "1.2.3", "1.2.3.4.1"));
+        let opened = store
+            .open_instance(h.study, Some(h.series), h.instance, |_| true)
+            .await
+            .unwrap();
+        assert_eq!(opened, instance_bytes(1));
+        // Not allowed: as absent as a missing instance.
+        assert!(matches!(
+            store
+                .open_instance(h.study, None, h.instance, |_| false)
+                .await,
+            Err(StoreError::NotFound)
+        ));
+        // Altered in the object store: detected, never served.
+        let r = store.instance_row(h.study, None, h.instance).await.unwrap();
+        let path = object_store::path::Path::from(format!("{}/{}", h.study.hex(), r.object));
+        {
+            use object_store::ObjectStoreExt;
+            let mut b = memory
+                .get(&path)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec();
+            let last = b.len() - 1;
+            b[last] ^= 1;
+            memory.put(&path, b.into()).await.unwrap();
+        }
+        assert!(matches!(
+            store.open_row(&r).await,
+            Err(StoreError::Tampered(_))
+        ));
+        store
+            .delete_instance(h.study, None, h.instance)
+            .await
+            .unwrap();
+        {
+            use object_store::ObjectStoreExt;
+            assert!(matches!(
+                memory.get(&path).await,
+                Err(object_store::Error::NotFound { .. })
+            ));
+        }
+    });
+    let local: Vec<_> = all_bytes(&layout.objects);
+    assert!(local.is_empty(), "objects written to the local folder");
 }

@@ -516,11 +516,12 @@ async fn store_all(state: &AppState, stages: Vec<Stage>) -> Vec<Stored> {
     let puts = ids
         .iter()
         .zip(payloads)
-        .map(|((_, id), (bytes, meta, metadata))| Put {
+        .map(|((_, id), (bytes, meta, metadata, sha256))| Put {
             ids: instance_ids(id),
             bytes,
             meta,
             metadata,
+            sha256,
         })
         .collect();
     let outcomes = state.store.put_many(puts).await;
@@ -530,11 +531,27 @@ async fn store_all(state: &AppState, stages: Vec<Stage>) -> Vec<Stored> {
     results.into_iter().flatten().collect()
 }
 
-/// What the store keeps of a part: its bytes, sealed-attribute JSON and metadata copy.
-type Payload = (Bytes, Vec<u8>, Option<Vec<u8>>);
+/// What the store keeps of a part: its bytes, sealed-attribute JSON and metadata copy, and
+/// the SHA-256 digest of its bytes when ingest computed it for the ledger (the store need
+/// not hash the bytes again).
+type Payload = (Bytes, Vec<u8>, Option<Vec<u8>>, Option<[u8; 32]>);
+
+/// The 32 bytes of a SHA-256 digest written as 64 hexadecimal digits (as the ledger's
+/// observations hold it); `None` for anything else.
+fn digest_of_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut d = [0u8; 32];
+    for (b, pair) in d.iter_mut().zip(hex.chunks_exact(2)) {
+        *b = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(d)
+}
 
 /// A ready part's identification (its attributes annotated with what ingest found), bytes,
-/// sealed-attribute JSON and metadata copy, for the store.
+/// sealed-attribute JSON, metadata copy and digest, for the store.
 fn prepare(ready: Ready) -> (Identified, Payload) {
     let Ready {
         mut id,
@@ -560,7 +577,11 @@ fn prepare(ready: Ready) -> (Identified, Payload) {
         .to_string()
         .into_bytes();
     let copy = copy.map(|c| c.with_block(&id.attributes));
-    (id, (bytes, meta, copy))
+    // The ledger's observation hashed these very bytes.
+    let sha256 = examined
+        .as_ref()
+        .and_then(|e| digest_of_hex(&e.observation.sha256));
+    (id, (bytes, meta, copy, sha256))
 }
 
 fn instance_ids(id: &Identified) -> InstanceIds<'_> {
@@ -682,4 +703,29 @@ fn store_response(
         Value::Object(out).to_string(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::digest_of_hex;
+
+    /// The ledger's hexadecimal SHA-256 reaches the store as the same 32 bytes; anything
+    /// else is no digest (the store then hashes the bytes itself).
+    #[test]
+    fn a_hex_digest_is_read_as_its_bytes_and_nothing_else_is() {
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let d = digest_of_hex(abc).unwrap();
+        assert_eq!(d[0], 0xba);
+        assert_eq!(d[31], 0xad);
+        assert_eq!(digest_of_hex(&abc.to_uppercase()), Some(d));
+        for bad in [
+            "",
+            &abc[..62],
+            &format!("{abc}00"),
+            &abc.replace('b', "g"),
+            &"é".repeat(32),
+        ] {
+            assert_eq!(digest_of_hex(bad), None, "{bad:?}");
+        }
+    }
 }

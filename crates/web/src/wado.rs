@@ -63,17 +63,24 @@ async fn retrieve(
         Ok(w) => w,
         Err(why) => return error(StatusCode::NOT_ACCEPTABLE, &why),
     };
-    // One instance is looked up alone: its series' other rows are never read.
-    let rows = match instance {
-        Some(i) => match state.store.instance_row(study, series, i).await {
-            Ok(r) => vec![r],
-            Err(StoreError::NotFound) => Vec::new(),
-            Err(e) => return store_error(&e),
-        },
-        None => match state.store.rows(study, series).await {
-            Ok(r) => r,
-            Err(e) => return store_error(&e),
-        },
+    // One instance is looked up alone (its series' other rows are never read) and opened
+    // in the same step.
+    if let Some(i) = instance {
+        let sees = *scope;
+        let opened = state
+            .store
+            .open_instance(study, series, i, move |r| sees.sees(&r.patient))
+            .await;
+        return match opened {
+            Ok(bytes) => respond(state, vec![bytes], &wanted),
+            // Another patient's study is exactly as absent as a missing one.
+            Err(StoreError::NotFound) => error(StatusCode::NOT_FOUND, "not found"),
+            Err(e) => store_error(&e),
+        };
+    }
+    let rows = match state.store.rows(study, series).await {
+        Ok(r) => r,
+        Err(e) => return store_error(&e),
     };
     let rows: Vec<_> = rows
         .into_iter()
@@ -83,14 +90,22 @@ async fn retrieve(
     if rows.is_empty() {
         return error(StatusCode::NOT_FOUND, "not found");
     }
-    let mut parts = Vec::with_capacity(rows.len());
-    let mut syntax = None;
+    let mut objects = Vec::with_capacity(rows.len());
     for r in &rows {
-        let bytes = match state.store.open_row(r).await {
-            Ok(b) => b,
+        match state.store.open_row(r).await {
+            Ok(b) => objects.push(b),
             Err(e) => return store_error(&e),
-        };
-        match transfer::convert(bytes, &wanted) {
+        }
+    }
+    respond(state, objects, &wanted)
+}
+
+/// The multipart response of opened instances, each in the transfer syntax wanted.
+fn respond(state: &AppState, objects: Vec<Vec<u8>>, wanted: &transfer::Wanted) -> Response {
+    let mut parts = Vec::with_capacity(objects.len());
+    let mut syntax = None;
+    for bytes in objects {
+        match transfer::convert(bytes, wanted) {
             Ok((b, ts)) => {
                 syntax.get_or_insert(ts);
                 parts.push(Bytes::from(b));
