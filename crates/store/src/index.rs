@@ -283,6 +283,27 @@ impl Index {
         Ok(())
     }
 
+    /// Calls `each` with the rows of one series of a study, in handle order, reading one row
+    /// at a time, until `each` answers `false` (an instance-level search that has found
+    /// what it needs reads no further). Stops at the first error `each` returns.
+    pub fn for_each_in_series(
+        &self,
+        study: &Handle,
+        series: &Handle,
+        mut each: impl FnMut(Row) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut st = self.db.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM instance WHERE study = ?1 AND series = ?2 ORDER BY handle"
+        ))?;
+        let mut rows = st.query(params![&study.0[..], &series.0[..]])?;
+        while let Some(r) = rows.next()? {
+            if !each(row(r)?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Every object name the index refers to (to find objects left by a crash).
     pub fn objects(&self) -> Result<std::collections::HashSet<String>, StoreError> {
         let mut st = self.db.prepare("SELECT object FROM instance")?;

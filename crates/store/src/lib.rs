@@ -625,6 +625,80 @@ impl Store {
         .await
     }
 
+    /// [`Store::for_each_meta`] for the rows of some series only: each `(study, series)` in
+    /// turn, its instances in handle order, each study's key looked up once, all in one
+    /// blocking task, until `each` answers `false`. How an instance-level search reads the
+    /// instances of the series it narrowed to (their attributes are not kept in memory):
+    /// rows are read and opened one at a time, so a search that has found its page stops.
+    /// Stores and deletions wait while it runs (it holds the key store and the index).
+    pub async fn for_each_meta_in<T, F>(
+        &self,
+        series: Vec<(Handle, Handle)>,
+        mut acc: T,
+        mut each: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut T, &Row, Result<Vec<u8>, StoreError>) -> bool + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        blocking(move || {
+            // The key store before the index, as delete_patient takes them.
+            let mut keys = lock(&inner.keys);
+            let index = lock(&inner.index);
+            let mut current: Option<(Handle, Option<Key>)> = None;
+            let mut go_on = true;
+            for (study, se) in &series {
+                if !go_on {
+                    break;
+                }
+                index.for_each_in_series(study, se, |r| {
+                    if current.as_ref().is_none_or(|(s, _)| *s != r.study) {
+                        current = Some((r.study, keys.study_key(&r.study)?));
+                    }
+                    let opened = match current.as_ref().and_then(|(_, k)| k.as_ref()) {
+                        Some(k) => k.open(&r.meta, &meta_aad(&r.instance)).ok_or_else(|| {
+                            StoreError::Tampered(format!("index row of {}", r.object))
+                        }),
+                        None => Err(StoreError::NotFound),
+                    };
+                    go_on = each(&mut acc, &r, opened);
+                    Ok(go_on)
+                })?;
+            }
+            Ok(acc)
+        })
+        .await
+    }
+
+    /// The index rows of these instances (those the index has, in the order asked), each
+    /// with its attributes opened as [`Store::for_each_meta`] opens them, in one blocking
+    /// task: how a search by SOP Instance UID finds its instances by their handles (keyed
+    /// look-ups) rather than by walking the store.
+    pub async fn metas_of(
+        &self,
+        instances: Vec<Handle>,
+    ) -> Result<Vec<(Row, Result<Vec<u8>, StoreError>)>, StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut keys = lock(&inner.keys);
+            let index = lock(&inner.index);
+            let mut out = Vec::new();
+            for h in &instances {
+                let Some(r) = index.get(h)? else { continue };
+                let opened = match keys.study_key(&r.study)? {
+                    Some(k) => k
+                        .open(&r.meta, &meta_aad(&r.instance))
+                        .ok_or_else(|| StoreError::Tampered(format!("index row of {}", r.object))),
+                    None => Err(StoreError::NotFound),
+                };
+                out.push((r, opened));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Deletes a study: its keys are destroyed first (crypto-shredding), then its index rows
     /// and objects.
     pub async fn delete_study(&self, study: Handle) -> Result<Deleted, StoreError> {

@@ -2,11 +2,33 @@
 //! nested (`/studies/{study}/series`, ...), with the matching rules of PS3.4 C.2.2.2.
 //!
 //! The index holds no identifying value in plaintext, so it cannot be searched as it is.
-//! Searches run on the [`Catalogue`]: the opened attributes of every stored instance, kept
-//! in memory (study → series → instance), built at startup from the index and updated on
-//! every store and deletion. Memory is not storage at rest: what the catalogue holds is
-//! never written anywhere (no swap file is ours to control; operators who fear swap should
-//! disable it or encrypt it, as for any process that handles images).
+//! Searches run on the [`Catalogue`], built at startup from the index and updated on every
+//! store and deletion: the opened attributes of every study and series, each entity's
+//! packed into one allocation (module `packed`), their instance counts and modalities derived,
+//! and of each instance only its handle and geometry (64 bytes, for the series check of
+//! integrity at ingest). So memory grows by a few dozen bytes per instance and a few
+//! hundred per series, not by every instance's attributes. Memory is not storage at rest:
+//! what the catalogue holds is never written anywhere (no swap file is ours to control;
+//! operators who fear swap should disable it or encrypt it, as for any process that
+//! handles images).
+//!
+//! Study and series searches answer from memory. Instance searches read the instances'
+//! sealed attributes from the index, opened on demand, only for the series they narrow to:
+//! - the path's study and series, a list of Study or Series Instance UIDs (looked up by
+//!   handle: the keyed hashes the index names them by) and the study- and series-level keys
+//!   narrow the series first, in memory;
+//! - a list of SOP Instance UIDs is looked up by handle in the index (one keyed read per
+//!   UID), whatever else the query says;
+//! - otherwise the series are walked in order (studies, then series, then instances, by
+//!   handle) in rounds of at most `ROUND_SERIES` series or `ROUND_ROWS` rows, each round
+//!   read in one blocking task that stops once the page (`offset` + `limit`, and one more to
+//!   tell there are more) is full; without instance-level keys whole series inside the
+//!   offset are skipped unread. An instance search across all studies with only
+//!   instance-level keys (`/instances?InstanceNumber=1`) reads every row until its page is
+//!   full, as any server without an index on those attributes does.
+//!
+//! An instance is listed when the catalogue lists it and the index still holds its row: a
+//! store not yet catalogued or a deletion not yet heard of does not show a half state.
 //!
 //! Matching (PS3.4 C.2.2.2):
 //! - single value matching (case-sensitive, except person names: PS3.4 C.2.2.2.1 lets
@@ -35,6 +57,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -42,6 +65,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use radveil_part10::Vr;
+use radveil_pipeline::ingest::{Geometry, SeriesCheck};
 use radveil_standard::tags;
 use radveil_store::{Handle, Handles, Store, StoreError};
 use serde_json::{json, Map, Value};
@@ -49,6 +73,9 @@ use serde_json::{json, Map, Value};
 use crate::app::AppState;
 use crate::dicom_json::{self, Attr, Attrs, Level};
 use crate::scope::Scope;
+
+mod packed;
+use packed::{Packed, View};
 
 /// The most results one response carries.
 pub const MAX_RESULTS: usize = 1000;
@@ -58,53 +85,60 @@ const MAX_KEY_LEN: usize = 1024;
 // ---------------------------------------------------------------------------------------
 // The catalogue.
 
-#[derive(Debug, Default)]
-struct Instance {
-    attrs: Attrs,
+/// One instance of a series as the catalogue keeps it: its handle, and what the series
+/// advisories of ingest compare a new instance with (its Image Position (Patient), NaN
+/// when it has none, and which of its series' [`Shape`]s it has). 64 bytes: its search
+/// attributes stay sealed in the index and are opened when an instance-level search
+/// reaches its series.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    instance: Handle,
+    position: [f64; 3],
+    shape: usize,
+}
+
+/// Matrix, pixel spacing and orientation: what the instances of a series normally share,
+/// kept once per series for all its instances that have it.
+#[derive(Debug, Clone, PartialEq)]
+struct Shape {
+    matrix: Option<(u16, u16)>,
+    spacing: Box<[f64]>,
+    orientation: Box<[f64]>,
 }
 
 #[derive(Debug, Default)]
 struct Series {
-    attrs: Attrs,
-    instances: BTreeMap<Handle, Instance>,
+    attrs: Packed,
+    /// In handle order (the order searches list them).
+    members: Vec<Member>,
+    shapes: Vec<Shape>,
 }
 
 #[derive(Debug)]
 struct Study {
     patient: Handle,
-    attrs: Attrs,
+    attrs: Packed,
     series: BTreeMap<Handle, Series>,
 }
 
-/// The opened QIDO attributes of every stored instance, study → series → instance, shared
-/// by all requests behind a lock. It lives in memory only (memory is not storage at rest);
-/// the index keeps these attributes sealed under each study's key.
+type Tree = BTreeMap<Handle, Study>;
+
+/// The studies and series of the store with their search attributes, packed, and the
+/// handles of their instances, shared by all requests behind a lock. It lives in memory
+/// only (memory is not storage at rest); the index keeps the attributes sealed under each
+/// study's key, and instance-level searches open the instances' attributes from it.
 #[derive(Debug, Clone, Default)]
 pub struct Catalogue {
-    studies: Arc<RwLock<BTreeMap<Handle, Study>>>,
+    studies: Arc<RwLock<Tree>>,
     /// Counts removals, so that a store that raced a deletion can tell (see [`Mark`]).
     removals: Arc<AtomicU64>,
+    /// Index rows opened by instance-level searches (how the tests check what they read).
+    opened: Arc<AtomicU64>,
 }
 
 /// Where the catalogue's removals stood before an instance was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark(u64);
-
-/// Adds the attributes in `from` that `into` lacks (attributes stay in tag order).
-fn merge(into: &mut Attrs, from: Attrs) {
-    let before = into.len();
-    for (tag, a) in from {
-        if into[..before]
-            .binary_search_by_key(&tag, |(t, _)| *t)
-            .is_err()
-        {
-            into.push((tag, a));
-        }
-    }
-    if into.len() != before {
-        into.sort_by_key(|(t, _)| *t);
-    }
-}
 
 fn get(attrs: &Attrs, tag: u32) -> Option<&Attr> {
     attrs
@@ -113,25 +147,103 @@ fn get(attrs: &Attrs, tag: u32) -> Option<&Attr> {
         .map(|i| &attrs[i].1)
 }
 
+impl Series {
+    /// Adds an instance (or replaces the entry of one stored anew).
+    fn add(&mut self, instance: Handle, g: &Geometry) {
+        let shape = Shape {
+            matrix: g.matrix,
+            spacing: g.spacing.clone().into_boxed_slice(),
+            orientation: g.orientation.clone().into_boxed_slice(),
+        };
+        // The latest first: a series' instances share one shape, unless a client makes
+        // each differ (then this is linear, as the series check already is).
+        let shape = match self.shapes.iter().rposition(|s| *s == shape) {
+            Some(i) => i,
+            None => {
+                self.shapes.push(shape);
+                self.shapes.len() - 1
+            }
+        };
+        let position = match g.position[..] {
+            [x, y, z] => [x, y, z],
+            _ => [f64::NAN; 3],
+        };
+        let m = Member {
+            instance,
+            position,
+            shape,
+        };
+        match self.members.binary_search_by(|x| x.instance.cmp(&instance)) {
+            Ok(i) => self.members[i] = m,
+            Err(i) => {
+                // Grows by an eighth: little slack in memory, amortised copies.
+                if self.members.len() == self.members.capacity() {
+                    self.members.reserve_exact((self.members.len() / 8).max(1));
+                }
+                self.members.insert(i, m);
+            }
+        }
+    }
+
+    /// Removes an instance; shapes no instance has any more go too.
+    fn forget(&mut self, instance: &Handle) {
+        if let Ok(i) = self.members.binary_search_by(|x| x.instance.cmp(instance)) {
+            self.members.remove(i);
+        }
+        if self.members.capacity() > 2 * self.members.len() + 8 {
+            self.members.shrink_to_fit();
+        }
+        // More shapes than instances: some are unused (a series whose instances are stored
+        // and deleted over and over does not grow).
+        if self.shapes.len() > self.members.len() {
+            let mut used = vec![false; self.shapes.len()];
+            for m in &self.members {
+                if let Some(u) = used.get_mut(m.shape) {
+                    *u = true;
+                }
+            }
+            let mut moved = vec![0; self.shapes.len()];
+            let mut kept = Vec::new();
+            for (i, s) in std::mem::take(&mut self.shapes).into_iter().enumerate() {
+                if used[i] {
+                    moved[i] = kept.len();
+                    kept.push(s);
+                }
+            }
+            for m in &mut self.members {
+                m.shape = moved.get(m.shape).copied().unwrap_or(0);
+            }
+            self.shapes = kept;
+        }
+    }
+
+    fn is_member(&self, instance: &Handle) -> bool {
+        self.members
+            .binary_search_by(|x| x.instance.cmp(instance))
+            .is_ok()
+    }
+}
+
 impl Catalogue {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Handle, Study>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Tree> {
         // The tree is consistent after every statement that changes it: a panic elsewhere
         // while the lock was held leaves it usable.
         self.studies.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Handle, Study>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Tree> {
         self.studies.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Fills the catalogue from the store's index (every row's sealed attributes opened,
-    /// one key look-up per study). Rows whose attributes do not open (altered) are left out
-    /// and counted; the count is returned.
+    /// one key look-up per study; only the study's and series' attributes and the
+    /// instance's handle and geometry are kept). Rows whose attributes do not open
+    /// (altered) are left out and counted; the count is returned.
     pub async fn load(&self, store: &Store) -> Result<usize, StoreError> {
         let (tree, bad) = store
             .for_each_meta(
-                (BTreeMap::new(), 0usize),
-                |(tree, bad): &mut (BTreeMap<Handle, Study>, usize), row, meta| {
+                (Tree::new(), 0usize),
+                |(tree, bad): &mut (Tree, usize), row, meta| {
                     let attrs = meta
                         .ok()
                         .and_then(|m| serde_json::from_slice::<Value>(&m).ok())
@@ -163,7 +275,8 @@ impl Catalogue {
 
     /// Adds a stored instance (its handles and the attributes sealed in its index row).
     /// A study's and a series' attributes are those of their first instance; later
-    /// instances only add attributes it lacked (PS3.4 C.6 has one value per entity).
+    /// instances only add attributes it lacked (PS3.4 C.6 has one value per entity). Of
+    /// the instance's own attributes only its geometry is kept (for [`Catalogue::check_series`]).
     pub fn insert(&self, h: &Handles, attrs: Attrs) {
         insert_into(&mut self.write(), h, attrs);
     }
@@ -174,9 +287,10 @@ impl Catalogue {
         let tree = self.read();
         let s = tree.get(study)?;
         let value = |tag| {
-            get(&s.attrs, tag)
-                .and_then(|a| a.values.first())
-                .map(|v| v.to_string())
+            s.attrs
+                .get(tag)
+                .and_then(|a| a.values().next())
+                .map(str::to_string)
                 .unwrap_or_default()
         };
         Some((
@@ -195,7 +309,7 @@ impl Catalogue {
     /// ran between the store and this call has already taken its row away from the store
     /// but found nothing here to remove: when any removal happened since `before`, the
     /// store is asked whether the row is still there, and the instance goes if it is not.
-    /// Without this, a search could list an instance that no longer exists.
+    /// Without this, a search could count an instance that no longer exists.
     pub async fn insert_stored(&self, store: &Store, h: &Handles, attrs: Attrs, before: Mark) {
         self.insert(h, attrs);
         if self.mark() == before {
@@ -235,10 +349,10 @@ impl Catalogue {
             (se, Some(i)) => {
                 for (h, s) in st.series.iter_mut() {
                     if se.is_none_or(|se| se == h) {
-                        s.instances.remove(i);
+                        s.forget(i);
                     }
                 }
-                st.series.retain(|_, s| !s.instances.is_empty());
+                st.series.retain(|_, s| !s.members.is_empty());
             }
         }
         if st.series.is_empty() {
@@ -246,15 +360,28 @@ impl Catalogue {
         }
     }
 
-    /// Visits the search attributes of each stored instance of a series (read-only, under
-    /// the read lock: `f` must not call back into the catalogue). Integrity at ingest
-    /// compares a new instance's geometry with them.
-    pub fn for_each_in_series(&self, study: &Handle, series: &Handle, mut f: impl FnMut(&Attrs)) {
+    /// Gives `check` (integrity at ingest: a new instance against its series) the stored
+    /// instances of a series in handle order, each by its position, its whole geometry
+    /// when asked (read-only, under the read lock).
+    pub fn check_series(&self, study: &Handle, series: &Handle, check: &mut SeriesCheck<'_>) {
         let tree = self.read();
-        if let Some(se) = tree.get(study).and_then(|s| s.series.get(series)) {
-            for i in se.instances.values() {
-                f(&i.attrs);
-            }
+        let Some(se) = tree.get(study).and_then(|s| s.series.get(series)) else {
+            return;
+        };
+        for m in &se.members {
+            let has = !m.position[0].is_nan();
+            // An instance without a position is at the origin for the first comparison
+            // (its whole geometry, with no position, decides).
+            let position = if has { m.position } else { [0.0; 3] };
+            check.other(&position, || {
+                let shape = se.shapes.get(m.shape);
+                Geometry {
+                    matrix: shape.and_then(|s| s.matrix),
+                    spacing: shape.map(|s| s.spacing.to_vec()).unwrap_or_default(),
+                    orientation: shape.map(|s| s.orientation.to_vec()).unwrap_or_default(),
+                    position: if has { m.position.to_vec() } else { Vec::new() },
+                }
+            });
         }
     }
 
@@ -263,34 +390,35 @@ impl Catalogue {
         self.read()
             .values()
             .flat_map(|s| s.series.values())
-            .map(|s| s.instances.len())
+            .map(|s| s.members.len())
             .sum()
     }
 }
 
-fn insert_into(tree: &mut BTreeMap<Handle, Study>, h: &Handles, attrs: Attrs) {
-    let (mut study, mut series, mut instance) = (Attrs::new(), Attrs::new(), Attrs::new());
+fn insert_into(tree: &mut Tree, h: &Handles, mut attrs: Attrs) {
+    if !attrs.is_sorted_by_key(|(t, _)| *t) {
+        attrs.sort_by_key(|(t, _)| *t);
+    }
+    let geometry = crate::ingest::geometry_of(&attrs);
+    let (mut study, mut series) = (Attrs::new(), Attrs::new());
     for (tag, a) in attrs {
-        // The transfer syntax is neither matched nor returned: not kept in memory.
-        if tag == tags::TRANSFER_SYNTAX_UID {
-            continue;
-        }
         match dicom_json::kept(tag).map(|k| k.0) {
             Some(Level::Study) => study.push((tag, a)),
             Some(Level::Series) => series.push((tag, a)),
-            _ => instance.push((tag, a)),
+            // The instance's own attributes stay sealed in the index (the transfer syntax
+            // among them: it is neither matched nor returned).
+            _ => {}
         }
     }
     let st = tree.entry(h.study).or_insert_with(|| Study {
         patient: h.patient,
-        attrs: Attrs::new(),
+        attrs: Packed::default(),
         series: BTreeMap::new(),
     });
-    merge(&mut st.attrs, study);
+    st.attrs.merge(&study);
     let se = st.series.entry(h.series).or_default();
-    merge(&mut se.attrs, series);
-    se.instances
-        .insert(h.instance, Instance { attrs: instance });
+    se.attrs.merge(&series);
+    se.add(h.instance, &geometry);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -323,57 +451,95 @@ fn known(tag: u32) -> Option<(Level, Vr)> {
     })
 }
 
-fn number(vr: Vr, n: usize) -> Attr {
-    Attr {
-        vr,
-        values: Box::new([n.to_string().into_boxed_str()]),
+/// An attribute of an entity as matched and returned: packed in the catalogue (study and
+/// series attributes), or opened from the index (an instance's) or derived.
+#[derive(Debug)]
+enum Field<'a> {
+    Packed(View<'a>),
+    Attr(Cow<'a, Attr>),
+}
+
+/// The values of a [`Field`], as text.
+enum FieldValues<'a> {
+    Packed(packed::Values<'a>),
+    Attr(std::slice::Iter<'a, Box<str>>),
+}
+
+impl<'a> Iterator for FieldValues<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        match self {
+            FieldValues::Packed(v) => v.next(),
+            FieldValues::Attr(v) => v.next().map(|s| &**s),
+        }
     }
 }
 
-fn study_attr(st: &Study, tag: u32) -> Option<Cow<'_, Attr>> {
+impl Field<'_> {
+    fn values(&self) -> FieldValues<'_> {
+        match self {
+            Field::Packed(v) => FieldValues::Packed(v.values()),
+            Field::Attr(a) => FieldValues::Attr(a.values.iter()),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            Field::Packed(v) => dicom_json::to_json(&v.to_attr()),
+            Field::Attr(a) => dicom_json::to_json(a),
+        }
+    }
+}
+
+fn number(vr: Vr, n: usize) -> Field<'static> {
+    Field::Attr(Cow::Owned(Attr {
+        vr,
+        values: Box::new([n.to_string().into_boxed_str()]),
+    }))
+}
+
+fn study_attr(st: &Study, tag: u32) -> Option<Field<'_>> {
     Some(match tag {
         tags::MODALITIES_IN_STUDY => {
             let set: BTreeSet<&str> = st
                 .series
                 .values()
-                .filter_map(|s| get(&s.attrs, tags::MODALITY))
-                .flat_map(|a| a.values.iter().map(|v| &**v))
+                .filter_map(|s| s.attrs.get(tags::MODALITY))
+                .flat_map(|a| a.values())
                 .filter(|v| !v.is_empty())
                 .collect();
-            Cow::Owned(Attr {
+            Field::Attr(Cow::Owned(Attr {
                 vr: Vr::CS,
                 values: set.into_iter().map(Box::from).collect(),
-            })
+            }))
         }
-        tags::NUMBER_OF_STUDY_RELATED_SERIES => Cow::Owned(number(Vr::IS, st.series.len())),
-        tags::NUMBER_OF_STUDY_RELATED_INSTANCES => Cow::Owned(number(
-            Vr::IS,
-            st.series.values().map(|s| s.instances.len()).sum(),
-        )),
-        tags::INSTANCE_AVAILABILITY => Cow::Owned(Attr {
+        tags::NUMBER_OF_STUDY_RELATED_SERIES => number(Vr::IS, st.series.len()),
+        tags::NUMBER_OF_STUDY_RELATED_INSTANCES => {
+            number(Vr::IS, st.series.values().map(|s| s.members.len()).sum())
+        }
+        tags::INSTANCE_AVAILABILITY => Field::Attr(Cow::Owned(Attr {
             vr: Vr::CS,
             values: Box::new(["ONLINE".into()]),
-        }),
-        _ => Cow::Borrowed(get(&st.attrs, tag)?),
+        })),
+        _ => Field::Packed(st.attrs.get(tag)?),
     })
 }
 
-fn series_attr(se: &Series, tag: u32) -> Option<Cow<'_, Attr>> {
+fn series_attr(se: &Series, tag: u32) -> Option<Field<'_>> {
     match tag {
-        tags::NUMBER_OF_SERIES_RELATED_INSTANCES => {
-            Some(Cow::Owned(number(Vr::IS, se.instances.len())))
-        }
-        _ => get(&se.attrs, tag).map(Cow::Borrowed),
+        tags::NUMBER_OF_SERIES_RELATED_INSTANCES => Some(number(Vr::IS, se.members.len())),
+        _ => se.attrs.get(tag).map(Field::Packed),
     }
 }
 
-fn uid(attrs: &Attrs, tag: u32) -> &str {
-    get(attrs, tag)
-        .and_then(|a| a.values.first())
-        .map(|v| &**v)
-        .unwrap_or("")
+fn instance_attr(attrs: &Attrs, tag: u32) -> Option<Field<'_>> {
+    get(attrs, tag).map(|a| Field::Attr(Cow::Borrowed(a)))
 }
 
+fn packed_uid(p: &Packed, tag: u32) -> &str {
+    p.get(tag).and_then(|a| a.values().next()).unwrap_or("")
+}
 // ---------------------------------------------------------------------------------------
 // Matching (PS3.4 C.2.2.2).
 
@@ -575,12 +741,12 @@ impl Key {
     }
 
     /// Whether an entity whose attribute is `attr` (None: absent) matches.
-    fn matches(&self, attr: Option<&Attr>) -> bool {
-        let values: &[Box<str>] = attr.map(|a| &*a.values).unwrap_or(&[]);
+    fn matches(&self, attr: Option<&Field<'_>>) -> bool {
+        let mut values = attr.into_iter().flat_map(Field::values);
         match &self.rule {
             Rule::Universal => true,
-            Rule::Empty => values.iter().all(|v| v.is_empty()),
-            rule => values.iter().any(|v| self.one(rule, v)),
+            Rule::Empty => values.all(|v| v.is_empty()),
+            rule => values.any(|v| self.one(rule, v)),
         }
     }
 
@@ -845,17 +1011,75 @@ pub struct Found {
     pub more: bool,
 }
 
-impl Catalogue {
-    /// Runs a search of `target` for a request that may see `scope`; `base` is the
-    /// service's URL (for Retrieve URL).
-    pub fn search(&self, scope: &Scope, q: &SearchQuery, target: Target, base: &str) -> Found {
+/// Index rows an instance-level search reads in one round at most (one blocking task that
+/// holds the index; a series larger than this is one round of its own).
+const ROUND_ROWS: usize = 2048;
+/// Series an instance-level search reads in one round at most.
+const ROUND_SERIES: usize = 256;
+
+/// The page a search fills: `offset` matches skipped, then up to `limit` kept; one more
+/// match tells that there are more.
+struct Page {
+    skip: usize,
+    limit: usize,
+    out: Vec<Value>,
+    more: bool,
+}
+
+impl Page {
+    /// Counts a match; false once the page is full (and notes that more matched).
+    fn take(&mut self, make: impl FnOnce() -> Value) -> bool {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return true;
+        }
+        if self.out.len() >= self.limit {
+            self.more = true;
+            return false;
+        }
+        self.out.push(make());
+        true
+    }
+
+    /// Matches still wanted: those to skip, those to keep, and one to tell there are more.
+    fn wanted(&self) -> usize {
+        self.skip
+            .saturating_add(self.limit.saturating_sub(self.out.len()))
+            .saturating_add(1)
+    }
+}
+
+/// What a search visits and shows, worked out from its query and target.
+struct Plan<'q> {
+    scope: &'q Scope,
+    q: &'q SearchQuery,
+    level: Level,
+    /// The only studies it may list (the path's, or those a list of Study Instance UIDs
+    /// names), by handle: keyed look-ups instead of a walk of every study.
+    studies: Option<BTreeSet<Handle>>,
+    /// The same for series (the path's, or a list of Series Instance UIDs).
+    series: Option<BTreeSet<Handle>>,
+    /// The instances a list of SOP Instance UIDs names, by handle (instance level).
+    instances: Option<BTreeSet<Handle>>,
+    /// The attributes each result shows.
+    wanted: BTreeSet<u32>,
+    base: &'q str,
+}
+
+impl<'q> Plan<'q> {
+    fn new(
+        store: &Store,
+        scope: &'q Scope,
+        q: &'q SearchQuery,
+        target: Target,
+        base: &'q str,
+    ) -> Plan<'q> {
         let level = target.level();
         let (path_study, path_series) = match target {
             Target::Studies => (None, None),
             Target::Series { study } => (study, None),
             Target::Instances { study, series } => (study, series),
         };
-        // What each result shows.
         let mut wanted: BTreeSet<u32> = BTreeSet::new();
         let defaults: &[(&[u32], Level, bool)] = &[
             (STUDY_DEFAULT, Level::Study, path_study.is_none()),
@@ -882,119 +1106,443 @@ impl Catalogue {
             }
         }
         wanted.remove(&tags::TRANSFER_SYNTAX_UID);
-        let keys_at = |l: Level| q.keys.iter().filter(move |k| k.level == l);
+        // A list of UIDs names its entities by their handles.
+        let keyed = |tag: u32, l: radveil_store::Level| -> Option<BTreeSet<Handle>> {
+            q.keys
+                .iter()
+                .find(|k| k.tag == tag)
+                .and_then(|k| match &k.rule {
+                    Rule::Uids(list) => Some(list.iter().map(|u| store.uid(l, u)).collect()),
+                    _ => None,
+                })
+        };
+        let narrow = |path: Option<Handle>, listed: Option<BTreeSet<Handle>>| match (path, listed) {
+            (None, listed) => listed,
+            (Some(p), None) => Some(BTreeSet::from([p])),
+            (Some(p), Some(listed)) => Some(listed.into_iter().filter(|h| *h == p).collect()),
+        };
+        Plan {
+            scope,
+            q,
+            level,
+            studies: narrow(
+                path_study,
+                keyed(tags::STUDY_INSTANCE_UID, radveil_store::Level::Study),
+            ),
+            series: narrow(
+                path_series,
+                keyed(tags::SERIES_INSTANCE_UID, radveil_store::Level::Series),
+            ),
+            instances: keyed(tags::SOP_INSTANCE_UID, radveil_store::Level::Instance)
+                .filter(|_| level == Level::Instance),
+            wanted,
+            base,
+        }
+    }
 
-        let tree = self.read();
-        let mut out = Vec::new();
-        let mut skipped = 0usize;
-        let mut more = false;
-        // Counts a match; false once the page is full (and notes that more matched).
-        let mut take = |out: &mut Vec<Value>, make: &dyn Fn() -> Value| -> bool {
-            if skipped < q.offset {
-                skipped += 1;
-                return true;
-            }
-            if out.len() >= q.limit {
-                more = true;
-                return false;
-            }
-            out.push(make());
-            true
-        };
-        let studies: Box<dyn Iterator<Item = (&Handle, &Study)>> = match path_study {
-            Some(s) => Box::new(tree.get_key_value(&s).into_iter()),
-            None => Box::new(tree.iter()),
-        };
-        'studies: for (_, st) in studies {
-            if !scope.sees(&st.patient)
-                || !keys_at(Level::Study).all(|k| k.matches(study_attr(st, k.tag).as_deref()))
-            {
-                continue;
-            }
-            let study_uid = uid(&st.attrs, tags::STUDY_INSTANCE_UID);
-            if level == Level::Study {
-                let make = || {
-                    let mut m = Map::new();
-                    for &t in &wanted {
-                        put(&mut m, t, study_attr(st, t).as_deref());
-                    }
-                    retrieve_url(&mut m, format!("{base}/studies/{study_uid}"));
-                    Value::Object(m)
-                };
-                if !take(&mut out, &make) {
-                    break;
-                }
-                continue;
-            }
-            let series: Box<dyn Iterator<Item = (&Handle, &Series)>> = match path_series {
-                Some(s) => Box::new(st.series.get_key_value(&s).into_iter()),
-                None => Box::new(st.series.iter()),
-            };
-            for (_, se) in series {
-                if !keys_at(Level::Series).all(|k| k.matches(series_attr(se, k.tag).as_deref())) {
-                    continue;
-                }
-                let series_uid = uid(&se.attrs, tags::SERIES_INSTANCE_UID);
-                let upper = |m: &mut Map<String, Value>, t: u32| match known(t).map(|k| k.0) {
-                    Some(Level::Study) => put(m, t, study_attr(st, t).as_deref()),
-                    _ => put(m, t, series_attr(se, t).as_deref()),
-                };
-                if level == Level::Series {
-                    let make = || {
-                        let mut m = Map::new();
-                        for &t in &wanted {
-                            upper(&mut m, t);
+    fn keys_at(&self, l: Level) -> impl Iterator<Item = &Key> {
+        self.q.keys.iter().filter(move |k| k.level == l)
+    }
+
+    fn study_ok(&self, st: &Study) -> bool {
+        self.scope.sees(&st.patient)
+            && self
+                .keys_at(Level::Study)
+                .all(|k| k.matches(study_attr(st, k.tag).as_ref()))
+    }
+
+    fn series_ok(&self, se: &Series) -> bool {
+        self.keys_at(Level::Series)
+            .all(|k| k.matches(series_attr(se, k.tag).as_ref()))
+    }
+
+    /// Calls `f` with each study the search may list, in handle order, from `from` on
+    /// (itself included), until `f` answers false; true when it went to the end.
+    fn visit_studies<'t>(
+        &self,
+        tree: &'t Tree,
+        from: Option<&Handle>,
+        mut f: impl FnMut(&'t Handle, &'t Study) -> bool,
+    ) -> bool {
+        let lo = from.map_or(Bound::Unbounded, Bound::Included);
+        match &self.studies {
+            Some(only) => {
+                for h in only.range((lo, Bound::Unbounded)) {
+                    if let Some((h, st)) = tree.get_key_value(h) {
+                        if self.study_ok(st) && !f(h, st) {
+                            return false;
                         }
-                        retrieve_url(
-                            &mut m,
-                            format!("{base}/studies/{study_uid}/series/{series_uid}"),
-                        );
-                        Value::Object(m)
-                    };
-                    if !take(&mut out, &make) {
-                        break 'studies;
                     }
-                    continue;
                 }
-                for inst in se.instances.values() {
-                    if !keys_at(Level::Instance).all(|k| k.matches(get(&inst.attrs, k.tag))) {
-                        continue;
-                    }
-                    let make = || {
-                        let mut m = Map::new();
-                        for &t in &wanted {
-                            match known(t).map(|k| k.0) {
-                                Some(Level::Instance) => put(&mut m, t, get(&inst.attrs, t)),
-                                // Instance Availability is the same at every level.
-                                _ if t == tags::INSTANCE_AVAILABILITY => {
-                                    put(&mut m, t, study_attr(st, t).as_deref())
-                                }
-                                _ => upper(&mut m, t),
-                            }
-                        }
-                        let sop = uid(&inst.attrs, tags::SOP_INSTANCE_UID);
-                        retrieve_url(
-                            &mut m,
-                            format!(
-                                "{base}/studies/{study_uid}/series/{series_uid}/instances/{sop}"
-                            ),
-                        );
-                        Value::Object(m)
-                    };
-                    if !take(&mut out, &make) {
-                        break 'studies;
+            }
+            None => {
+                for (h, st) in tree.range((lo, Bound::Unbounded)) {
+                    if self.study_ok(st) && !f(h, st) {
+                        return false;
                     }
                 }
             }
         }
-        Found { results: out, more }
+        true
+    }
+
+    /// Calls `f` with each series the search may list, in handle order (study by study),
+    /// after the series `after` names when it is given, until `f` answers false; true when
+    /// it went to the end.
+    fn visit_series<'t>(
+        &self,
+        tree: &'t Tree,
+        after: Option<(Handle, Handle)>,
+        mut f: impl FnMut(&'t Handle, &'t Study, &'t Handle, &'t Series) -> bool,
+    ) -> bool {
+        self.visit_studies(tree, after.as_ref().map(|a| &a.0), |sth, st| {
+            let lo = match &after {
+                Some((s, se)) if s == sth => Bound::Excluded(se),
+                _ => Bound::Unbounded,
+            };
+            match &self.series {
+                Some(only) => {
+                    for h in only.range((lo, Bound::Unbounded)) {
+                        if let Some((h, se)) = st.series.get_key_value(h) {
+                            if self.series_ok(se) && !f(sth, st, h, se) {
+                                return false;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    for (h, se) in st.series.range((lo, Bound::Unbounded)) {
+                        if self.series_ok(se) && !f(sth, st, h, se) {
+                            return false;
+                        }
+                    }
+                }
+            }
+            true
+        })
+    }
+
+    /// Whether the search may list an instance of this series (for instances found by
+    /// their handles rather than by the walk).
+    fn lists(&self, sth: &Handle, st: &Study, seh: &Handle, se: &Series) -> bool {
+        self.studies.as_ref().is_none_or(|s| s.contains(sth))
+            && self.series.as_ref().is_none_or(|s| s.contains(seh))
+            && self.study_ok(st)
+            && self.series_ok(se)
+    }
+
+    fn study_result(&self, st: &Study) -> Value {
+        let mut m = Map::new();
+        for &t in &self.wanted {
+            put(&mut m, t, study_attr(st, t).as_ref());
+        }
+        let study_uid = packed_uid(&st.attrs, tags::STUDY_INSTANCE_UID);
+        retrieve_url(&mut m, format!("{}/studies/{study_uid}", self.base));
+        Value::Object(m)
+    }
+
+    /// Puts a study or series attribute in a result.
+    fn upper(&self, m: &mut Map<String, Value>, st: &Study, se: &Series, t: u32) {
+        match known(t).map(|k| k.0) {
+            Some(Level::Study) => put(m, t, study_attr(st, t).as_ref()),
+            _ => put(m, t, series_attr(se, t).as_ref()),
+        }
+    }
+
+    fn series_result(&self, st: &Study, se: &Series) -> Value {
+        let mut m = Map::new();
+        for &t in &self.wanted {
+            self.upper(&mut m, st, se, t);
+        }
+        let study_uid = packed_uid(&st.attrs, tags::STUDY_INSTANCE_UID);
+        let series_uid = packed_uid(&se.attrs, tags::SERIES_INSTANCE_UID);
+        retrieve_url(
+            &mut m,
+            format!("{}/studies/{study_uid}/series/{series_uid}", self.base),
+        );
+        Value::Object(m)
+    }
+
+    fn instance_result(&self, st: &Study, se: &Series, attrs: &Attrs) -> Value {
+        let mut m = Map::new();
+        for &t in &self.wanted {
+            match known(t).map(|k| k.0) {
+                Some(Level::Instance) => put(&mut m, t, instance_attr(attrs, t).as_ref()),
+                // Instance Availability is the same at every level.
+                _ if t == tags::INSTANCE_AVAILABILITY => put(&mut m, t, study_attr(st, t).as_ref()),
+                _ => self.upper(&mut m, st, se, t),
+            }
+        }
+        let study_uid = packed_uid(&st.attrs, tags::STUDY_INSTANCE_UID);
+        let series_uid = packed_uid(&se.attrs, tags::SERIES_INSTANCE_UID);
+        let sop = get(attrs, tags::SOP_INSTANCE_UID)
+            .and_then(|a| a.values.first())
+            .map(|v| &**v)
+            .unwrap_or("");
+        retrieve_url(
+            &mut m,
+            format!(
+                "{}/studies/{study_uid}/series/{series_uid}/instances/{sop}",
+                self.base
+            ),
+        );
+        Value::Object(m)
+    }
+}
+
+/// An instance's attributes from its opened index row (`None`: they do not open).
+fn opened_attrs(meta: Result<Vec<u8>, StoreError>) -> Option<Attrs> {
+    let v = serde_json::from_slice::<Value>(&meta.ok()?).ok()?;
+    Some(dicom_json::attrs_from_json(&v))
+}
+
+fn report_unopened(rows: usize) {
+    if rows > 0 {
+        tracing::error!(
+            rows,
+            "index rows whose attributes do not open were left out of a search"
+        );
+    }
+}
+
+/// What one round of an instance-level walk found in the index.
+struct Round {
+    /// The round's series, and their instances in the catalogue (in handle order).
+    series: Vec<(Handle, Handle)>,
+    members: Vec<Vec<Handle>>,
+    /// Instance-level keys.
+    keys: Vec<Key>,
+    /// Which series the rows read are of (they come series by series).
+    at: usize,
+    /// Matches still to skip for the offset.
+    skip: usize,
+    /// Matches wanted (the page's and one more).
+    want: usize,
+    /// The matches: the series (index into `series`) and the instance's attributes.
+    hits: Vec<(usize, Attrs)>,
+    unopened: usize,
+}
+
+impl Round {
+    /// Takes one row read from the index; false once enough matched.
+    fn row(&mut self, row: &radveil_store::Row, meta: Result<Vec<u8>, StoreError>) -> bool {
+        while self
+            .series
+            .get(self.at)
+            .is_some_and(|s| *s != (row.study, row.series))
+        {
+            self.at += 1;
+        }
+        let Some(members) = self.members.get(self.at) else {
+            return false;
+        };
+        // Rows the catalogue does not list (a store that raced a deletion, one whose
+        // attributes did not open when the catalogue was loaded) are not listed here either.
+        if members.binary_search(&row.instance).is_err() {
+            return true;
+        }
+        let Some(attrs) = opened_attrs(meta) else {
+            self.unopened += 1;
+            return true;
+        };
+        if !self
+            .keys
+            .iter()
+            .all(|k| k.matches(instance_attr(&attrs, k.tag).as_ref()))
+        {
+            return true;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return true;
+        }
+        self.hits.push((self.at, attrs));
+        self.hits.len() < self.want
+    }
+}
+
+impl Catalogue {
+    /// Runs a search of `target` for a request that may see `scope`; `base` is the
+    /// service's URL (for Retrieve URL). Study and series searches answer from memory;
+    /// instance searches read the instances' attributes from the store's index (see the
+    /// module's documentation); a failure to read the index is the error.
+    pub async fn search(
+        &self,
+        store: &Store,
+        scope: &Scope,
+        q: &SearchQuery,
+        target: Target,
+        base: &str,
+    ) -> Result<Found, StoreError> {
+        let plan = Plan::new(store, scope, q, target, base);
+        let mut page = Page {
+            skip: q.offset,
+            limit: q.limit,
+            out: Vec::new(),
+            more: false,
+        };
+        match plan.level {
+            Level::Study => {
+                let tree = self.read();
+                plan.visit_studies(&tree, None, |_, st| page.take(|| plan.study_result(st)));
+            }
+            Level::Series => {
+                let tree = self.read();
+                plan.visit_series(&tree, None, |_, st, _, se| {
+                    page.take(|| plan.series_result(st, se))
+                });
+            }
+            Level::Instance => match &plan.instances {
+                Some(handles) => {
+                    let handles: Vec<Handle> = handles.iter().copied().collect();
+                    self.instances_by_handle(store, &plan, handles, &mut page)
+                        .await?
+                }
+                None => self.instances_by_walk(store, &plan, &mut page).await?,
+            },
+        }
+        Ok(Found {
+            results: page.out,
+            more: page.more,
+        })
+    }
+
+    /// Instances named by a list of SOP Instance UIDs: their rows looked up by handle,
+    /// kept when the catalogue lists them under a study and series the search may list,
+    /// in the walk's order.
+    async fn instances_by_handle(
+        &self,
+        store: &Store,
+        plan: &Plan<'_>,
+        handles: Vec<Handle>,
+        page: &mut Page,
+    ) -> Result<(), StoreError> {
+        let rows = store.metas_of(handles).await?;
+        self.opened.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        let mut unopened = 0;
+        let mut found: Vec<(Handle, Handle, Handle, Attrs)> = Vec::new();
+        for (row, meta) in rows {
+            match opened_attrs(meta) {
+                Some(a) => found.push((row.study, row.series, row.instance, a)),
+                None => unopened += 1,
+            }
+        }
+        report_unopened(unopened);
+        found.sort_by_key(|f| (f.0, f.1, f.2));
+        let tree = self.read();
+        for (sth, seh, i, attrs) in &found {
+            let Some(st) = tree.get(sth) else { continue };
+            let Some(se) = st.series.get(seh) else {
+                continue;
+            };
+            if !se.is_member(i)
+                || !plan.lists(sth, st, seh, se)
+                || !plan
+                    .keys_at(Level::Instance)
+                    .all(|k| k.matches(instance_attr(attrs, k.tag).as_ref()))
+            {
+                continue;
+            }
+            if !page.take(|| plan.instance_result(st, se, attrs)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Instances found by walking the series the search may list, in order, in rounds:
+    /// each round takes the next series under the read lock (until their instances cover
+    /// what the page still wants, or [`ROUND_ROWS`] / [`ROUND_SERIES`]), reads their rows
+    /// from the index, and stops reading once the page is full. Without instance-level
+    /// keys, whole series inside the offset are skipped unread.
+    async fn instances_by_walk(
+        &self,
+        store: &Store,
+        plan: &Plan<'_>,
+        page: &mut Page,
+    ) -> Result<(), StoreError> {
+        let keys: Vec<Key> = plan.keys_at(Level::Instance).cloned().collect();
+        let mut after: Option<(Handle, Handle)> = None;
+        loop {
+            let mut series = Vec::new();
+            let mut members = Vec::new();
+            let ended = {
+                let tree = self.read();
+                let mut rows = 0usize;
+                plan.visit_series(&tree, after, |sth, _, seh, se| {
+                    let full = series.len() >= ROUND_SERIES
+                        || rows >= ROUND_ROWS
+                        || (keys.is_empty() && rows >= page.wanted());
+                    if full {
+                        return false;
+                    }
+                    after = Some((*sth, *seh));
+                    let n = se.members.len();
+                    // Skipped unread only before the round reads anything (the offset
+                    // counts from the first instance it has not passed).
+                    if keys.is_empty() && series.is_empty() && page.skip >= n {
+                        page.skip -= n;
+                        return true;
+                    }
+                    series.push((*sth, *seh));
+                    members.push(se.members.iter().map(|m| m.instance).collect::<Vec<_>>());
+                    rows += n;
+                    true
+                })
+            };
+            if series.is_empty() {
+                return Ok(());
+            }
+            let round = Round {
+                series: series.clone(),
+                members,
+                keys: keys.clone(),
+                at: 0,
+                skip: page.skip,
+                want: page.wanted().saturating_sub(page.skip),
+                hits: Vec::new(),
+                unopened: 0,
+            };
+            let opened = self.opened.clone();
+            let round = store
+                .for_each_meta_in(series, round, move |round, row, meta| {
+                    opened.fetch_add(1, Ordering::Relaxed);
+                    round.row(row, meta)
+                })
+                .await?;
+            report_unopened(round.unopened);
+            page.skip = round.skip;
+            {
+                let tree = self.read();
+                for (at, attrs) in &round.hits {
+                    let (sth, seh) = &round.series[*at];
+                    // Gone since the round read it (deleted meanwhile): not listed.
+                    let Some(st) = tree.get(sth) else { continue };
+                    let Some(se) = st.series.get(seh) else {
+                        continue;
+                    };
+                    if !page.take(|| plan.instance_result(st, se, attrs)) {
+                        return Ok(());
+                    }
+                }
+            }
+            if ended {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Index rows opened by instance-level searches so far.
+    #[cfg(test)]
+    fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
     }
 }
 
 /// Puts an attribute in a result: its value, or only its VR when the entity has none.
-fn put(m: &mut Map<String, Value>, tag: u32, a: Option<&Attr>) {
+fn put(m: &mut Map<String, Value>, tag: u32, a: Option<&Field<'_>>) {
     let v = match a {
-        Some(a) => dicom_json::to_json(a),
+        Some(a) => a.to_json(),
         None => match known(tag) {
             Some((_, vr)) => json!({ "vr": String::from_utf8_lossy(&vr.code()) }),
             None => return,
@@ -1050,7 +1598,7 @@ pub fn accepts_json(headers: &HeaderMap) -> bool {
     !any
 }
 
-fn answer(
+async fn answer(
     state: &AppState,
     scope: &Scope,
     headers: &HeaderMap,
@@ -1077,7 +1625,22 @@ fn answer(
         }
     };
     let base = crate::app::base_url(state, headers);
-    let found = state.catalogue.search(scope, &q, target, &base);
+    let found = match state
+        .catalogue
+        .search(&state.store, scope, &q, target, &base)
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "a search could not read the index");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/plain")],
+                "the index could not be read\n",
+            )
+                .into_response();
+        }
+    };
     let what = searched(state, scope, params, &found.results);
     let mut resp = (
         StatusCode::OK,
@@ -1152,7 +1715,7 @@ pub async fn studies(
     headers: HeaderMap,
     Query(p): Params,
 ) -> Response {
-    answer(&state, &scope, &headers, &p, Target::Studies)
+    answer(&state, &scope, &headers, &p, Target::Studies).await
 }
 
 /// `GET /dicom-web/series`.
@@ -1162,7 +1725,7 @@ pub async fn all_series(
     headers: HeaderMap,
     Query(p): Params,
 ) -> Response {
-    answer(&state, &scope, &headers, &p, Target::Series { study: None })
+    answer(&state, &scope, &headers, &p, Target::Series { study: None }).await
 }
 
 /// `GET /dicom-web/instances`.
@@ -1176,7 +1739,7 @@ pub async fn all_instances(
         study: None,
         series: None,
     };
-    answer(&state, &scope, &headers, &p, t)
+    answer(&state, &scope, &headers, &p, t).await
 }
 
 /// `GET /dicom-web/studies/{study}/series`.
@@ -1190,7 +1753,7 @@ pub async fn study_series(
     let t = Target::Series {
         study: Some(study_handle(&state, &study)),
     };
-    answer(&state, &scope, &headers, &p, t)
+    answer(&state, &scope, &headers, &p, t).await
 }
 
 /// `GET /dicom-web/studies/{study}/instances`.
@@ -1205,7 +1768,7 @@ pub async fn study_instances(
         study: Some(study_handle(&state, &study)),
         series: None,
     };
-    answer(&state, &scope, &headers, &p, t)
+    answer(&state, &scope, &headers, &p, t).await
 }
 
 /// `GET /dicom-web/studies/{study}/series/{series}/instances`.
@@ -1220,7 +1783,7 @@ pub async fn series_instances(
         study: Some(study_handle(&state, &study)),
         series: Some(series_handle(&state, &series)),
     };
-    answer(&state, &scope, &headers, &p, t)
+    answer(&state, &scope, &headers, &p, t).await
 }
 
 #[cfg(test)]

@@ -368,13 +368,10 @@ fn series_advisories(state: &AppState, stages: &mut [Stage]) {
         let Stage::Ready(r) = stage else { continue };
         let Some(e) = &mut r.examined else { continue };
         let mut check = radveil_pipeline::ingest::SeriesCheck::new(&e.geometry);
-        // A position each (parsed in place); the whole geometry only when needed.
+        // A position each; the whole geometry only when needed.
         state
             .catalogue
-            .for_each_in_series(&r.study, &r.series, |attrs| {
-                let position = crate::ingest::position_in(attrs).unwrap_or_default();
-                check.other(&position, || crate::ingest::geometry_of(attrs));
-            });
+            .check_series(&r.study, &r.series, &mut check);
         for (.., g) in earlier
             .iter()
             .filter(|(st, se, _)| *st == r.study && *se == r.series)

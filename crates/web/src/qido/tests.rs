@@ -20,7 +20,12 @@ fn a(vr: Vr, vals: &[&str]) -> Attr {
 }
 
 fn m(k: &Key, vr: Vr, vals: &[&str]) -> bool {
-    k.matches(Some(&a(vr, vals)))
+    let attr = a(vr, vals);
+    let packed = Packed::pack(&[(1, attr.clone())]);
+    let owned = k.matches(Some(&Field::Attr(Cow::Owned(attr))));
+    // Matching a packed attribute answers the same.
+    assert_eq!(k.matches(packed.get(1).map(Field::Packed).as_ref()), owned);
+    owned
 }
 
 #[test]
@@ -239,20 +244,7 @@ fn keys_of_lower_levels_are_ignored_with_a_warning() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The catalogue.
-
-fn h(b: u8) -> Handle {
-    Handle::from_slice(&[b; 32]).unwrap()
-}
-
-fn handles(p: u8, s: u8, se: u8, i: u8) -> Handles {
-    Handles {
-        patient: h(p),
-        study: h(s),
-        series: h(se),
-        instance: h(i),
-    }
-}
+// The catalogue, over a real store (instance-level searches read its index).
 
 fn inst(name: &str, study: &str, series: &str, sop: &str, modality: &str, date: &str) -> Attrs {
     let mut v: Attrs = vec![
@@ -273,30 +265,127 @@ fn inst(name: &str, study: &str, series: &str, sop: &str, modality: &str, date: 
     v
 }
 
-fn sample() -> Catalogue {
-    let c = Catalogue::default();
-    c.insert(
-        &handles(1, 10, 100, 1),
-        inst("DOE^JANE", "1.1", "1.1.1", "1.1.1.1", "CT", "20200101"),
-    );
-    c.insert(
-        &handles(1, 10, 100, 2),
-        inst("DOE^JANE", "1.1", "1.1.1", "1.1.1.2", "CT", "20200101"),
-    );
-    c.insert(
-        &handles(1, 10, 101, 3),
-        inst("DOE^JANE", "1.1", "1.1.2", "1.1.2.1", "MR", "20200101"),
-    );
-    c.insert(
-        &handles(2, 20, 200, 4),
-        inst("ROE^RICHARD", "2.1", "2.1.1", "2.1.1.1", "US", "20210101"),
-    );
-    c
+fn text(attrs: &Attrs, tag: u32) -> String {
+    get(attrs, tag)
+        .and_then(|a| a.values.first())
+        .map(|v| v.to_string())
+        .unwrap_or_default()
 }
 
-fn run(c: &Catalogue, scope: &Scope, p: &[(&str, &str)], t: Target) -> Found {
-    let q = SearchQuery::parse(&params(p), t).unwrap();
-    c.search(scope, &q, t, "http://h/dicom-web")
+/// A store in a temporary folder (in memory where /dev/shm is), a catalogue, a runtime.
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    store: Store,
+    c: Catalogue,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::Builder::new()
+            .tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let layout = radveil_store::Layout::under(dir.path());
+        let store =
+            Store::open(&layout, radveil_store::Key::from_slice(&[3; 32]).unwrap()).unwrap();
+        Fixture {
+            rt,
+            store,
+            c: Catalogue::default(),
+            _dir: dir,
+        }
+    }
+
+    fn ids(attrs: &Attrs) -> [String; 4] {
+        [
+            text(attrs, tags::PATIENT_ID),
+            text(attrs, tags::STUDY_INSTANCE_UID),
+            text(attrs, tags::SERIES_INSTANCE_UID),
+            text(attrs, tags::SOP_INSTANCE_UID),
+        ]
+    }
+
+    fn handles(&self, attrs: &Attrs) -> Handles {
+        let [p, st, se, i] = Fixture::ids(attrs);
+        self.store.handles(&radveil_store::InstanceIds {
+            patient_id: &p,
+            issuer: "",
+            study: &st,
+            series: &se,
+            instance: &i,
+        })
+    }
+
+    /// Stores instances as STOW-RS does (their attributes sealed in the index), without
+    /// cataloguing them.
+    fn store_only(&self, instances: &[Attrs]) {
+        for attrs in instances {
+            let [p, st, se, i] = Fixture::ids(attrs);
+            let ids = radveil_store::InstanceIds {
+                patient_id: &p,
+                issuer: "",
+                study: &st,
+                series: &se,
+                instance: &i,
+            };
+            let meta = dicom_json::attrs_to_json(attrs).to_string().into_bytes();
+            let bytes = bytes::Bytes::from(i.clone().into_bytes());
+            let r = self.rt.block_on(self.store.put(&ids, bytes, &meta));
+            assert_eq!(r.unwrap(), radveil_store::PutOutcome::Stored);
+        }
+    }
+
+    /// Stores and catalogues instances.
+    fn add(&self, instances: &[Attrs]) {
+        self.store_only(instances);
+        for attrs in instances {
+            self.c.insert(&self.handles(attrs), attrs.clone());
+        }
+    }
+
+    fn run(&self, scope: &Scope, p: &[(&str, &str)], t: Target) -> Found {
+        let q = SearchQuery::parse(&params(p), t).unwrap();
+        self.rt
+            .block_on(
+                self.c
+                    .search(&self.store, scope, &q, t, "http://h/dicom-web"),
+            )
+            .unwrap()
+    }
+
+    fn study(&self, uid: &str) -> Handle {
+        self.store.uid(radveil_store::Level::Study, uid)
+    }
+
+    fn series(&self, uid: &str) -> Handle {
+        self.store.uid(radveil_store::Level::Series, uid)
+    }
+
+    fn patient(&self, id: &str) -> Handle {
+        self.store.patient(id, "")
+    }
+}
+
+const ALL_INSTANCES: Target = Target::Instances {
+    study: None,
+    series: None,
+};
+
+fn sample() -> Fixture {
+    let f = Fixture::new();
+    f.add(&[
+        inst("DOE^JANE", "1.1", "1.1.1", "1.1.1.1", "CT", "20200101"),
+        inst("DOE^JANE", "1.1", "1.1.1", "1.1.1.2", "CT", "20200101"),
+        inst("DOE^JANE", "1.1", "1.1.2", "1.1.2.1", "MR", "20200101"),
+        inst("ROE^RICHARD", "2.1", "2.1.1", "2.1.1.1", "US", "20210101"),
+    ]);
+    f
 }
 
 fn strs(found: &Found, tag: u32) -> Vec<String> {
@@ -307,12 +396,17 @@ fn strs(found: &Found, tag: u32) -> Vec<String> {
         .collect()
 }
 
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
 #[test]
 fn studies_carry_derived_counts_and_modalities() {
-    let c = sample();
-    let f = run(&c, &Scope::All, &[("PatientName", "doe*")], Target::Studies);
-    assert_eq!(f.results.len(), 1);
-    let r = &f.results[0];
+    let f = sample();
+    let found = f.run(&Scope::All, &[("PatientName", "doe*")], Target::Studies);
+    assert_eq!(found.results.len(), 1);
+    let r = &found.results[0];
     assert_eq!(r["00080061"]["Value"], json!(["CT", "MR"]));
     assert_eq!(r["00201206"]["Value"], json!([2]));
     assert_eq!(r["00201208"]["Value"], json!([3]));
@@ -320,266 +414,611 @@ fn studies_carry_derived_counts_and_modalities() {
     assert_eq!(r["00100010"]["Value"][0]["Alphabetic"], "DOE^JANE");
     // Required attributes the instance lacks come back empty.
     assert_eq!(r["00080050"], json!({"vr": "SH"}));
-    let f = run(
-        &c,
-        &Scope::All,
-        &[("ModalitiesInStudy", "MR")],
-        Target::Studies,
-    );
-    assert_eq!(strs(&f, tags::STUDY_INSTANCE_UID), vec!["\"1.1\""]);
+    let found = f.run(&Scope::All, &[("ModalitiesInStudy", "MR")], Target::Studies);
+    assert_eq!(strs(&found, tags::STUDY_INSTANCE_UID), vec!["\"1.1\""]);
 }
 
 #[test]
 fn scope_hides_other_patients_at_every_level() {
-    let c = sample();
-    let only2 = Scope::Patient(h(2));
+    let f = sample();
+    let only2 = Scope::Patient(f.patient("ROE^RICHARD"));
     for t in [
         Target::Studies,
         Target::Series { study: None },
+        ALL_INSTANCES,
         Target::Instances {
-            study: None,
-            series: None,
-        },
-        Target::Instances {
-            study: Some(h(10)),
+            study: Some(f.study("1.1")),
             series: None,
         },
     ] {
-        let f = run(&c, &only2, &[], t);
-        assert!(f
+        let found = f.run(&only2, &[], t);
+        assert!(found
             .results
             .iter()
             .all(|r| r["0020000D"]["Value"][0] == "2.1" || r.get("0020000D").is_none()));
     }
-    assert!(run(&c, &only2, &[], Target::Series { study: Some(h(10)) })
+    assert!(f
+        .run(
+            &only2,
+            &[],
+            Target::Series {
+                study: Some(f.study("1.1"))
+            }
+        )
         .results
         .is_empty());
-    assert_eq!(run(&c, &only2, &[], Target::Studies).results.len(), 1);
+    assert_eq!(f.run(&only2, &[], Target::Studies).results.len(), 1);
+    // Named by their UIDs, another patient's instances stay hidden too.
+    let found = f.run(
+        &only2,
+        &[("SOPInstanceUID", "1.1.1.1,2.1.1.1")],
+        ALL_INSTANCES,
+    );
+    assert_eq!(strs(&found, tags::SOP_INSTANCE_UID), vec!["\"2.1.1.1\""]);
 }
 
 #[test]
 fn nested_routes_list_what_is_under_them() {
-    let c = sample();
-    let f = run(&c, &Scope::All, &[], Target::Series { study: Some(h(10)) });
-    assert_eq!(f.results.len(), 2);
-    assert_eq!(f.results[0]["00201209"]["Value"], json!([2]));
+    let f = sample();
+    let found = f.run(
+        &Scope::All,
+        &[],
+        Target::Series {
+            study: Some(f.study("1.1")),
+        },
+    );
+    assert_eq!(found.results.len(), 2);
+    let counts: BTreeMap<String, Value> = found
+        .results
+        .iter()
+        .map(|r| {
+            (
+                r["0020000E"]["Value"][0].as_str().unwrap().to_string(),
+                r["00201209"]["Value"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(counts["1.1.1"], json!([2]));
+    assert_eq!(counts["1.1.2"], json!([1]));
     // A study's series do not repeat the study's attributes by default.
-    assert!(f.results[0].get("00100010").is_none());
-    let f = run(&c, &Scope::All, &[], Target::Series { study: None });
-    assert_eq!(f.results.len(), 3);
-    assert!(f.results[0].get("00100010").is_some());
-    let f = run(
-        &c,
+    assert!(found.results[0].get("00100010").is_none());
+    let found = f.run(&Scope::All, &[], Target::Series { study: None });
+    assert_eq!(found.results.len(), 3);
+    assert!(found.results[0].get("00100010").is_some());
+    let found = f.run(
         &Scope::All,
         &[],
         Target::Instances {
-            study: Some(h(10)),
-            series: Some(h(100)),
+            study: Some(f.study("1.1")),
+            series: Some(f.series("1.1.1")),
         },
     );
-    assert_eq!(f.results.len(), 2);
-    assert_eq!(f.results[0]["00280010"]["Value"], json!([512]));
-    assert!(f.results[0].get("00080060").is_none());
-    let f = run(
-        &c,
+    assert_eq!(found.results.len(), 2);
+    assert_eq!(found.results[0]["00280010"]["Value"], json!([512]));
+    assert!(found.results[0].get("00080060").is_none());
+    assert_eq!(
+        found.results[0]["00081190"]["Value"][0]
+            .as_str()
+            .unwrap()
+            .rsplit_once("/instances/")
+            .unwrap()
+            .0,
+        "http://h/dicom-web/studies/1.1/series/1.1.1"
+    );
+    let found = f.run(&Scope::All, &[("Modality", "MR")], ALL_INSTANCES);
+    assert_eq!(strs(&found, tags::SOP_INSTANCE_UID), vec!["\"1.1.2.1\""]);
+    assert_eq!(found.results[0]["00080060"]["Value"][0], "MR");
+    // A study's instances, across its series.
+    let found = f.run(
         &Scope::All,
-        &[("Modality", "MR")],
+        &[],
         Target::Instances {
-            study: None,
+            study: Some(f.study("1.1")),
             series: None,
         },
     );
-    assert_eq!(strs(&f, tags::SOP_INSTANCE_UID), vec!["\"1.1.2.1\""]);
-    assert_eq!(f.results[0]["00080060"]["Value"][0], "MR");
-}
-
-#[test]
-fn limit_and_offset_page_through_results() {
-    let c = sample();
-    let t = Target::Instances {
-        study: None,
-        series: None,
-    };
-    let all = strs(&run(&c, &Scope::All, &[], t), tags::SOP_INSTANCE_UID);
-    assert_eq!(all.len(), 4);
-    let p1 = run(&c, &Scope::All, &[("limit", "3")], t);
-    assert!(p1.more);
-    let p2 = run(&c, &Scope::All, &[("limit", "3"), ("offset", "3")], t);
-    assert!(!p2.more);
-    let mut paged = strs(&p1, tags::SOP_INSTANCE_UID);
-    paged.extend(strs(&p2, tags::SOP_INSTANCE_UID));
-    assert_eq!(paged, all);
-    assert!(run(&c, &Scope::All, &[("offset", "9")], t)
+    assert_eq!(
+        sorted(strs(&found, tags::SOP_INSTANCE_UID)),
+        vec!["\"1.1.1.1\"", "\"1.1.1.2\"", "\"1.1.2.1\""]
+    );
+    // A series of another study than the path's lists nothing.
+    assert!(f
+        .run(
+            &Scope::All,
+            &[],
+            Target::Instances {
+                study: Some(f.study("2.1")),
+                series: Some(f.series("1.1.1")),
+            },
+        )
         .results
         .is_empty());
 }
 
 #[test]
+fn instances_are_found_by_their_uids_and_by_their_own_attributes() {
+    let f = sample();
+    let found = f.run(
+        &Scope::All,
+        &[("SOPInstanceUID", "2.1.1.1\\1.1.1.2,9.9.9")],
+        ALL_INSTANCES,
+    );
+    // In the walk's order, whatever the order of the list.
+    let walk = strs(
+        &f.run(&Scope::All, &[], ALL_INSTANCES),
+        tags::SOP_INSTANCE_UID,
+    );
+    let expected: Vec<String> = walk
+        .into_iter()
+        .filter(|s| s == "\"2.1.1.1\"" || s == "\"1.1.1.2\"")
+        .collect();
+    assert_eq!(strs(&found, tags::SOP_INSTANCE_UID), expected);
+    // With keys of every level.
+    let found = f.run(
+        &Scope::All,
+        &[
+            ("SOPInstanceUID", "2.1.1.1,1.1.1.2"),
+            ("PatientName", "ROE*"),
+            ("Modality", "US"),
+            ("Rows", "512"),
+        ],
+        ALL_INSTANCES,
+    );
+    assert_eq!(strs(&found, tags::SOP_INSTANCE_UID), vec!["\"2.1.1.1\""]);
+    let found = f.run(
+        &Scope::All,
+        &[("SOPInstanceUID", "1.1.1.2"), ("Rows", "256")],
+        ALL_INSTANCES,
+    );
+    assert!(found.results.is_empty());
+    // Under a path that does not hold it: nothing.
+    let found = f.run(
+        &Scope::All,
+        &[("SOPInstanceUID", "1.1.1.2")],
+        Target::Instances {
+            study: Some(f.study("2.1")),
+            series: None,
+        },
+    );
+    assert!(found.results.is_empty());
+    // A list of Study or Series Instance UIDs.
+    let found = f.run(
+        &Scope::All,
+        &[("StudyInstanceUID", "2.1,7.7")],
+        Target::Studies,
+    );
+    assert_eq!(strs(&found, tags::STUDY_INSTANCE_UID), vec!["\"2.1\""]);
+    let found = f.run(
+        &Scope::All,
+        &[("SeriesInstanceUID", "1.1.2")],
+        ALL_INSTANCES,
+    );
+    assert_eq!(strs(&found, tags::SOP_INSTANCE_UID), vec!["\"1.1.2.1\""]);
+    // An instance-level key on the instance's own attributes.
+    let found = f.run(&Scope::All, &[("Rows", "512")], ALL_INSTANCES);
+    assert_eq!(found.results.len(), 4);
+    let found = f.run(&Scope::All, &[("Rows", "1024")], ALL_INSTANCES);
+    assert!(found.results.is_empty());
+}
+
+#[test]
+fn limit_and_offset_page_through_results() {
+    let f = sample();
+    let t = ALL_INSTANCES;
+    let all = strs(&f.run(&Scope::All, &[], t), tags::SOP_INSTANCE_UID);
+    assert_eq!(all.len(), 4);
+    let p1 = f.run(&Scope::All, &[("limit", "3")], t);
+    assert!(p1.more);
+    let p2 = f.run(&Scope::All, &[("limit", "3"), ("offset", "3")], t);
+    assert!(!p2.more);
+    let mut paged = strs(&p1, tags::SOP_INSTANCE_UID);
+    paged.extend(strs(&p2, tags::SOP_INSTANCE_UID));
+    assert_eq!(paged, all);
+    assert!(f.run(&Scope::All, &[("offset", "9")], t).results.is_empty());
+    // Each page of one, with and without an instance-level key.
+    for key in [None, Some(("Rows", "512"))] {
+        let mut one_by_one = Vec::new();
+        for i in 0..5 {
+            let off = i.to_string();
+            let mut p = vec![("limit", "1"), ("offset", off.as_str())];
+            p.extend(key);
+            let page = f.run(&Scope::All, &p, t);
+            assert_eq!(page.more, i < 3, "page {i}");
+            one_by_one.extend(strs(&page, tags::SOP_INSTANCE_UID));
+        }
+        assert_eq!(one_by_one, all);
+    }
+}
+
+#[test]
 fn includefield_adds_attributes_and_all_adds_every_one() {
-    let c = sample();
-    let f = run(&c, &Scope::All, &[], Target::Studies);
-    assert!(f.results[0].get("00080060").is_none());
-    let f = run(
-        &c,
+    let f = sample();
+    let found = f.run(&Scope::All, &[], Target::Studies);
+    assert!(found.results[0].get("00080060").is_none());
+    let found = f.run(
         &Scope::All,
         &[("includefield", "00200010,StudyDescription")],
         Target::Studies,
     );
-    assert_eq!(f.results[0]["00081030"], json!({"vr": "LO"}));
-    let f = run(
-        &c,
-        &Scope::All,
-        &[("includefield", "all")],
-        Target::Instances {
-            study: None,
-            series: None,
-        },
-    );
-    assert!(f.results[0].get("00100010").is_some());
-    assert!(f.results[0].get("00080060").is_some());
-    assert!(f.results[0].get("00280010").is_some());
+    assert_eq!(found.results[0]["00081030"], json!({"vr": "LO"}));
+    let found = f.run(&Scope::All, &[("includefield", "all")], ALL_INSTANCES);
+    assert!(found.results[0].get("00100010").is_some());
+    assert!(found.results[0].get("00080060").is_some());
+    assert!(found.results[0].get("00280010").is_some());
+    assert!(found.results[0].get("00201208").is_some());
     // The transfer syntax is never a search result.
-    assert!(f.results[0].get("00020010").is_none());
+    assert!(found.results[0].get("00020010").is_none());
 }
 
 #[test]
 fn removal_prunes_empty_series_and_studies() {
-    let c = sample();
+    let f = sample();
+    let c = &f.c;
     assert_eq!(c.instances(), 4);
-    c.remove(&h(10), Some(&h(101)), Some(&h(3)));
+    c.remove(
+        &f.study("1.1"),
+        Some(&f.series("1.1.2")),
+        Some(
+            &f.handles(&inst("DOE^JANE", "1.1", "1.1.2", "1.1.2.1", "", ""))
+                .instance,
+        ),
+    );
     assert_eq!(
-        run(&c, &Scope::All, &[], Target::Series { study: Some(h(10)) })
-            .results
-            .len(),
+        f.run(
+            &Scope::All,
+            &[],
+            Target::Series {
+                study: Some(f.study("1.1"))
+            }
+        )
+        .results
+        .len(),
         1
     );
-    c.remove(&h(10), Some(&h(100)), None);
-    assert_eq!(run(&c, &Scope::All, &[], Target::Studies).results.len(), 1);
-    c.remove(&h(20), None, None);
+    c.remove(&f.study("1.1"), Some(&f.series("1.1.1")), None);
+    assert_eq!(f.run(&Scope::All, &[], Target::Studies).results.len(), 1);
+    c.remove(&f.study("2.1"), None, None);
     assert_eq!(c.instances(), 0);
     // Removing what is not there is harmless.
-    c.remove(&h(99), None, None);
+    c.remove(&f.study("9.9"), None, None);
 }
 
+/// Instance-level searches list what the catalogue lists and the index still holds: a
+/// deleted instance is gone from both; an instance whose row is gone but whose deletion
+/// the catalogue has not heard of yet, or one stored but not yet catalogued, is not listed.
 #[test]
-fn a_search_over_100000_instances_is_fast() {
-    let c = Catalogue::default();
-    for s in 0..1000u32 {
-        let study = format!("1.2.{s}");
-        for i in 0..100u32 {
-            let sop = format!("{study}.1.{i}");
-            let mut hs = [0u8; 32];
-            hs[..4].copy_from_slice(&s.to_be_bytes());
-            let mut hi = hs;
-            hi[4..8].copy_from_slice(&i.to_be_bytes());
-            let name = format!("PAT{s}^X");
-            c.insert(
-                &Handles {
-                    patient: Handle::from_slice(&hs).unwrap(),
-                    study: Handle::from_slice(&hs).unwrap(),
-                    series: Handle::from_slice(&hs).unwrap(),
-                    instance: Handle::from_slice(&hi).unwrap(),
-                },
-                inst(&name, &study, &format!("{study}.1"), &sop, "CT", "20200101"),
-            );
-        }
-    }
-    assert_eq!(c.instances(), 100_000);
-    let t = Target::Instances {
-        study: None,
-        series: None,
+fn instance_searches_after_deletions_list_only_what_is_there() {
+    let f = Fixture::new();
+    let three: Vec<Attrs> = (1..=3)
+        .map(|i| inst("P", "1.1", "1.1.1", &format!("1.1.1.{i}"), "CT", "20200101"))
+        .collect();
+    f.add(&three);
+    let in_series = Target::Instances {
+        study: Some(f.study("1.1")),
+        series: Some(f.series("1.1.1")),
     };
-    let q =
-        SearchQuery::parse(&params(&[("PatientName", "PAT999*"), ("limit", "1000")]), t).unwrap();
-    let start = std::time::Instant::now();
-    let f = c.search(&Scope::All, &q, t, "http://h");
-    let took = start.elapsed();
-    assert_eq!(f.results.len(), 100);
-    let q = SearchQuery::parse(&params(&[("SOPInstanceUID", "1.2.500.1.7")]), t).unwrap();
-    let start2 = std::time::Instant::now();
-    let g = c.search(&Scope::All, &q, t, "http://h");
-    let took2 = start2.elapsed();
-    assert_eq!(g.results.len(), 1);
-    eprintln!("100,000 instances: name wildcard {took:?}, one SOP Instance UID {took2:?}");
-    // Debug builds are several times slower than release; the bound is for debug.
-    assert!(
-        took.as_millis() < 500 && took2.as_millis() < 500,
-        "{took:?} {took2:?}"
-    );
+    let sops = |t| sorted(strs(&f.run(&Scope::All, &[], t), tags::SOP_INSTANCE_UID));
+    assert_eq!(sops(in_series).len(), 3);
+    // Deleted as DELETE does: the store, then the catalogue.
+    let h2 = f.handles(&three[1]);
+    f.rt.block_on(
+        f.store
+            .delete_instance(h2.study, Some(h2.series), h2.instance),
+    )
+    .unwrap();
+    f.c.remove(&h2.study, Some(&h2.series), Some(&h2.instance));
+    for t in [in_series, ALL_INSTANCES] {
+        assert_eq!(sops(t), vec!["\"1.1.1.1\"", "\"1.1.1.3\""]);
+    }
+    let by_uid = f.run(&Scope::All, &[("SOPInstanceUID", "1.1.1.2")], ALL_INSTANCES);
+    assert!(by_uid.results.is_empty());
+    // Gone from the store, not yet from the catalogue (a DELETE in flight).
+    let h3 = f.handles(&three[2]);
+    f.rt.block_on(
+        f.store
+            .delete_instance(h3.study, Some(h3.series), h3.instance),
+    )
+    .unwrap();
+    assert_eq!(f.c.instances(), 2);
+    assert_eq!(sops(in_series), vec!["\"1.1.1.1\""]);
+    let by_uid = f.run(&Scope::All, &[("SOPInstanceUID", "1.1.1.3")], ALL_INSTANCES);
+    assert!(by_uid.results.is_empty());
+    f.c.remove(&h3.study, Some(&h3.series), Some(&h3.instance));
+    // Stored, not yet catalogued (a STOW-RS in flight): not listed until it is.
+    let four = inst("P", "1.1", "1.1.1", "1.1.1.4", "CT", "20200101");
+    f.store_only(std::slice::from_ref(&four));
+    assert_eq!(sops(in_series), vec!["\"1.1.1.1\""]);
+    let by_uid = f.run(&Scope::All, &[("SOPInstanceUID", "1.1.1.4")], ALL_INSTANCES);
+    assert!(by_uid.results.is_empty());
+    f.c.insert(&f.handles(&four), four.clone());
+    assert_eq!(sops(in_series), vec!["\"1.1.1.1\"", "\"1.1.1.4\""]);
+    // The whole study deleted: nothing at any level.
+    f.rt.block_on(f.store.delete_study(f.study("1.1"))).unwrap();
+    f.c.remove(&f.study("1.1"), None, None);
+    for t in [
+        Target::Studies,
+        Target::Series { study: None },
+        ALL_INSTANCES,
+        in_series,
+    ] {
+        assert!(f.run(&Scope::All, &[], t).results.is_empty());
+    }
 }
 
 /// A deletion that runs between the store of an instance and its entry in the catalogue
 /// leaves no entry for an instance the store no longer has; without a deletion the entry
-/// stays.
+/// stays. Instance-level searches agree.
 #[test]
 fn an_instance_deleted_while_it_was_being_stored_is_not_listed() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let layout = radveil_store::Layout::under(dir.path());
-        let store =
-            Store::open(&layout, radveil_store::Key::from_slice(&[3; 32]).unwrap()).unwrap();
-        let c = Catalogue::default();
-        let ids = |sop: &'static str| radveil_store::InstanceIds {
-            patient_id: "P",
-            issuer: "",
-            study: "1.1",
-            series: "1.1.1",
-            instance: sop,
-        };
-        // Stored, then deleted before its catalogue entry is made.
-        let before = c.mark();
-        store
-            .put(&ids("1.1.1.1"), bytes::Bytes::from_static(b"one"), b"{}")
-            .await
-            .unwrap();
-        let h = store.handles(&ids("1.1.1.1"));
-        store.delete_study(h.study).await.unwrap();
-        c.remove(&h.study, None, None);
-        c.insert_stored(
-            &store,
-            &h,
-            inst("P", "1.1", "1.1.1", "1.1.1.1", "CT", "20200101"),
-            before,
-        )
-        .await;
-        assert_eq!(c.instances(), 0);
-        // Stored with no deletion meanwhile: listed.
-        let before = c.mark();
-        store
-            .put(&ids("1.1.1.2"), bytes::Bytes::from_static(b"two"), b"{}")
-            .await
-            .unwrap();
-        let h = store.handles(&ids("1.1.1.2"));
-        c.insert_stored(
-            &store,
-            &h,
-            inst("P", "1.1", "1.1.1", "1.1.1.2", "CT", "20200101"),
-            before,
-        )
-        .await;
-        assert_eq!(c.instances(), 1);
-        // A deletion elsewhere meanwhile: checked, and still listed.
-        let before = c.mark();
-        c.remove(&h.study, Some(&h.series), Some(&h.study));
-        let h3 = store.handles(&ids("1.1.1.3"));
-        store
-            .put(&ids("1.1.1.3"), bytes::Bytes::from_static(b"three"), b"{}")
-            .await
-            .unwrap();
-        c.insert_stored(
-            &store,
-            &h3,
-            inst("P", "1.1", "1.1.1", "1.1.1.3", "CT", "20200101"),
-            before,
-        )
-        .await;
-        assert_eq!(c.instances(), 2);
-    });
+    let f = Fixture::new();
+    let c = &f.c;
+    let one = inst("P", "1.1", "1.1.1", "1.1.1.1", "CT", "20200101");
+    let series = Target::Instances {
+        study: Some(f.study("1.1")),
+        series: Some(f.series("1.1.1")),
+    };
+    // Stored, then deleted before its catalogue entry is made.
+    let before = c.mark();
+    f.store_only(std::slice::from_ref(&one));
+    let h = f.handles(&one);
+    f.rt.block_on(f.store.delete_study(h.study)).unwrap();
+    c.remove(&h.study, None, None);
+    f.rt.block_on(c.insert_stored(&f.store, &h, one.clone(), before));
+    assert_eq!(c.instances(), 0);
+    for t in [Target::Studies, ALL_INSTANCES, series] {
+        assert!(f.run(&Scope::All, &[], t).results.is_empty());
+    }
+    // Stored with no deletion meanwhile: listed.
+    let two = inst("P", "1.1", "1.1.1", "1.1.1.2", "CT", "20200101");
+    let before = c.mark();
+    f.store_only(std::slice::from_ref(&two));
+    let h = f.handles(&two);
+    f.rt.block_on(c.insert_stored(&f.store, &h, two.clone(), before));
+    assert_eq!(c.instances(), 1);
+    // A deletion elsewhere meanwhile: checked, and still listed.
+    let three = inst("P", "1.1", "1.1.1", "1.1.1.3", "CT", "20200101");
+    let before = c.mark();
+    c.remove(&h.study, Some(&h.series), Some(&h.study));
+    f.store_only(std::slice::from_ref(&three));
+    let h3 = f.handles(&three);
+    f.rt.block_on(c.insert_stored(&f.store, &h3, three.clone(), before));
+    assert_eq!(c.instances(), 2);
+    assert_eq!(
+        strs(&f.run(&Scope::All, &[], series), tags::SOP_INSTANCE_UID).len(),
+        2
+    );
+    let found = f.run(&Scope::All, &[("SOPInstanceUID", "1.1.1.3")], ALL_INSTANCES);
+    assert_eq!(strs(&found, tags::SOP_INSTANCE_UID), vec!["\"1.1.1.3\""]);
+}
+
+/// An instance-level search reads the rows of the series it needs, not the store: a page
+/// stops the reading, whole series inside the offset are skipped unread, and instances
+/// named by UID are looked up by handle.
+#[test]
+fn instance_searches_read_only_what_the_page_needs() {
+    let f = Fixture::new();
+    let mut all = Vec::new();
+    // Series of 1 to 10 instances (165 in all), so that pages end inside series and
+    // offsets pass over several.
+    for s in 0..30 {
+        for i in 0..1 + (s * 7 % 10) {
+            let study = format!("1.{s}");
+            all.push(inst(
+                &format!("PAT{s}^X"),
+                &study,
+                &format!("{study}.1"),
+                &format!("{study}.1.{i}"),
+                "CT",
+                "20200101",
+            ));
+        }
+    }
+    f.add(&all);
+    let read = |p: &[(&str, &str)]| {
+        let before = f.c.opened();
+        let found = f.run(&Scope::All, p, ALL_INSTANCES);
+        (found, f.c.opened() - before)
+    };
+    let (found, n) = read(&[("limit", "5")]);
+    assert_eq!(found.results.len(), 5);
+    assert!(found.more);
+    assert!(n <= 6, "{n} rows read for a page of 5");
+    let (found, n) = read(&[("limit", "5"), ("offset", "100")]);
+    assert_eq!(found.results.len(), 5);
+    assert!(n <= 15, "{n} rows read for a page of 5 after 100");
+    let (found, n) = read(&[("limit", "2"), ("InstanceNumber", "")]);
+    assert_eq!(found.results.len(), 2);
+    assert!(n <= 3, "{n} rows read for 2 results");
+    let (found, n) = read(&[("SOPInstanceUID", "1.17.1.4,1.3.1.1")]);
+    assert_eq!(found.results.len(), 2);
+    assert_eq!(n, 2);
+    let (found, n) = read(&[("PatientName", "PAT7^*")]);
+    assert_eq!(found.results.len(), 10);
+    assert_eq!(n, 10, "only the study the name narrows to is read");
+    // The whole walk, paged, is the walk unpaged.
+    let (whole, n) = read(&[]);
+    assert_eq!(whole.results.len(), 165);
+    assert_eq!(n, 165);
+    let mut paged = Vec::new();
+    for off in (0..165).step_by(7) {
+        let off = off.to_string();
+        paged.extend(strs(
+            &read(&[("limit", "7"), ("offset", &off)]).0,
+            tags::SOP_INSTANCE_UID,
+        ));
+    }
+    assert_eq!(paged, strs(&whole, tags::SOP_INSTANCE_UID));
+}
+
+#[test]
+fn a_search_over_100000_instances_is_fast() {
+    // The catalogue holds 100,000 instances; the index only the rows the searches reach.
+    let f = Fixture::new();
+    let mut reached = Vec::new();
+    for s in 0..1000u32 {
+        let study = format!("1.2.{s}");
+        for i in 0..100u32 {
+            let attrs = inst(
+                &format!("PAT{s}^X"),
+                &study,
+                &format!("{study}.1"),
+                &format!("{study}.1.{i}"),
+                "CT",
+                "20200101",
+            );
+            f.c.insert(&f.handles(&attrs), attrs.clone());
+            if s == 999 || (s == 500 && i == 7) {
+                reached.push(attrs);
+            }
+        }
+    }
+    f.store_only(&reached);
+    assert_eq!(f.c.instances(), 100_000);
+    let timed = |p: &[(&str, &str)], t: Target| {
+        let start = std::time::Instant::now();
+        let found = f.run(&Scope::All, p, t);
+        (found, start.elapsed())
+    };
+    let (found, took) = timed(
+        &[("PatientName", "PAT999*"), ("limit", "1000")],
+        ALL_INSTANCES,
+    );
+    assert_eq!(found.results.len(), 100);
+    let (one, took2) = timed(&[("SOPInstanceUID", "1.2.500.1.7")], ALL_INSTANCES);
+    assert_eq!(one.results.len(), 1);
+    let (studies, took3) = timed(&[("PatientName", "PAT9*")], Target::Studies);
+    assert_eq!(studies.results.len(), 111);
+    eprintln!(
+        "100,000 instances: name wildcard {took:?}, one SOP Instance UID {took2:?}, studies {took3:?}"
+    );
+    // Debug builds are several times slower than release; the bound is for debug.
+    assert!(
+        took.as_millis() < 500 && took2.as_millis() < 500 && took3.as_millis() < 500,
+        "{took:?} {took2:?} {took3:?}"
+    );
+}
+
+/// What the catalogue keeps per instance: its handle and geometry (64 bytes), in a vector
+/// with little slack; the instance's attributes (the transfer syntax among them) are not
+/// kept, and a study's and a series' are packed.
+#[test]
+fn an_instance_costs_a_few_dozen_bytes_in_memory() {
+    assert_eq!(std::mem::size_of::<Member>(), 64);
+    let c = Catalogue::default();
+    let h = |b: u8, n: u32| {
+        let mut x = [b; 32];
+        x[..4].copy_from_slice(&n.to_be_bytes());
+        Handle::from_slice(&x).unwrap()
+    };
+    for i in 0..1000u32 {
+        let mut attrs = inst("P", "1.1", "1.1.1", &format!("1.1.1.{i}"), "CT", "20200101");
+        attrs.push((
+            tags::TRANSFER_SYNTAX_UID,
+            a(Vr::UI, &["1.2.840.10008.1.2.1"]),
+        ));
+        attrs.sort_by_key(|(t, _)| *t);
+        c.insert(
+            &Handles {
+                patient: h(1, 0),
+                study: h(2, 0),
+                series: h(3, 0),
+                instance: h(4, i.wrapping_mul(2_654_435_761)),
+            },
+            attrs,
+        );
+    }
+    let tree = c.read();
+    let st = &tree[&h(2, 0)];
+    let se = &st.series[&h(3, 0)];
+    assert_eq!(se.members.len(), 1000);
+    assert!(
+        se.members.capacity() <= 1000 * 9 / 8 + 1,
+        "{}",
+        se.members.capacity()
+    );
+    assert!(se.members.windows(2).all(|w| w[0].instance < w[1].instance));
+    assert_eq!(se.shapes.len(), 1);
+    for p in [&st.attrs, &se.attrs] {
+        assert!(p.get(tags::TRANSFER_SYNTAX_UID).is_none());
+        assert!(p.get(tags::SOP_INSTANCE_UID).is_none());
+        assert!(p.get(tags::ROWS).is_none());
+    }
+    assert!(st.attrs.len() < 100, "{}", st.attrs.len());
+    assert!(se.attrs.len() < 60, "{}", se.attrs.len());
+}
+
+/// The series check of integrity at ingest sees, from the catalogue, what it saw when
+/// every instance's attributes were kept: the same advisories as the check over their
+/// geometry read from their attributes.
+#[test]
+fn the_series_check_sees_each_instances_geometry() {
+    use radveil_pipeline::ingest::series_advisories;
+    let ds = |v: &[f64]| Attr {
+        vr: Vr::DS,
+        values: v.iter().map(|f| f.to_string().into()).collect(),
+    };
+    let with_geometry = |i: u32, z: f64, spacing: f64| {
+        let mut attrs = inst("P", "1.1", "1.1.1", &format!("1.1.1.{i}"), "CT", "20200101");
+        attrs.push((tags::PIXEL_SPACING, ds(&[spacing, spacing])));
+        attrs.push((
+            tags::IMAGE_ORIENTATION_PATIENT,
+            ds(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+        ));
+        attrs.push((tags::IMAGE_POSITION_PATIENT, ds(&[-125.0, -130.5, z])));
+        attrs.sort_by_key(|(t, _)| *t);
+        attrs
+    };
+    let c = Catalogue::default();
+    let stored: Vec<Attrs> = vec![
+        with_geometry(1, 10.0, 0.5),
+        with_geometry(2, 12.5, 0.5),
+        with_geometry(3, 15.0, 0.7),
+        // No geometry at all.
+        inst("P", "1.1", "1.1.1", "1.1.1.4", "CT", "20200101"),
+    ];
+    let hs: Vec<Handles> = stored
+        .iter()
+        .enumerate()
+        .map(|(i, _)| Handles {
+            patient: Handle::from_slice(&[1; 32]).unwrap(),
+            study: Handle::from_slice(&[2; 32]).unwrap(),
+            series: Handle::from_slice(&[3; 32]).unwrap(),
+            instance: Handle::from_slice(&[10 + i as u8; 32]).unwrap(),
+        })
+        .collect();
+    for (h, a) in hs.iter().zip(&stored) {
+        c.insert(h, a.clone());
+    }
+    let others: Vec<Geometry> = stored.iter().map(crate::ingest::geometry_of).collect();
+    let mut seen = 0;
+    for (z, spacing) in [
+        (12.5, 0.5),
+        (12.5, 0.7),
+        (20.0, 0.5),
+        (20.0, 0.7),
+        (15.0, 0.7),
+    ] {
+        let new = crate::ingest::geometry_of(&with_geometry(9, z, spacing));
+        let mut check = SeriesCheck::new(&new);
+        c.check_series(&hs[0].study, &hs[0].series, &mut check);
+        let got = check.advisories();
+        assert_eq!(
+            got,
+            series_advisories(&new, &others),
+            "z {z}, spacing {spacing}"
+        );
+        seen += got.len();
+    }
+    assert!(seen >= 3, "the cases raise advisories");
+    // Removing instances keeps the rest as they were (their shapes renumbered).
+    c.remove(&hs[0].study, Some(&hs[0].series), Some(&hs[0].instance));
+    c.remove(&hs[0].study, Some(&hs[0].series), Some(&hs[1].instance));
+    let new = crate::ingest::geometry_of(&with_geometry(9, 15.0, 0.5));
+    let mut check = SeriesCheck::new(&new);
+    c.check_series(&hs[0].study, &hs[0].series, &mut check);
+    assert_eq!(check.advisories(), series_advisories(&new, &others[2..]));
+    let tree = c.read();
+    assert_eq!(tree[&hs[0].study].series[&hs[0].series].shapes.len(), 2);
 }
 
 #[test]
@@ -600,20 +1039,4 @@ fn searches_answer_dicom_json_only() {
     ]));
     assert!(!with(&["application/dicom+json;q=0"]));
     assert!(!with(&["text/html"]));
-}
-
-#[test]
-fn the_transfer_syntax_is_not_kept_in_memory() {
-    let c = Catalogue::default();
-    let mut attrs = inst("P", "1.1", "1.1.1", "1.1.1.1", "CT", "20200101");
-    attrs.push((
-        tags::TRANSFER_SYNTAX_UID,
-        a(Vr::UI, &["1.2.840.10008.1.2.1"]),
-    ));
-    attrs.sort_by_key(|(t, _)| *t);
-    c.insert(&handles(1, 10, 100, 1), attrs);
-    let tree = c.read();
-    let inst = &tree[&h(10)].series[&h(100)].instances[&h(1)];
-    assert!(get(&inst.attrs, tags::TRANSFER_SYNTAX_UID).is_none());
-    assert!(get(&inst.attrs, tags::SOP_INSTANCE_UID).is_some());
 }
