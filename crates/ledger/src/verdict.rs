@@ -235,14 +235,40 @@ impl Ledger {
     /// caller has verified (see [`Ledger::verify_against`]). The ledger's file is read (its
     /// records are not kept in memory); when it cannot be, the image is unproven, saying why.
     pub fn verdict(&self, obs: &Observation, cp: &Checkpoint) -> Verdict {
+        match self.find_instance(&obs.instance) {
+            Ok(found) => self.verdict_on(found, obs, cp),
+            Err(e) => unreadable_ledger(None, &e),
+        }
+    }
+
+    /// The verdict on an observed image and the advisories on its equipment
+    /// ([`Ledger::verdict`], [`Ledger::equipment_advisories`]) from one pass over the
+    /// ledger's file (and one more for the inclusion proof), rather than one each.
+    pub fn check_observed(
+        &self,
+        obs: &Observation,
+        cp: &Checkpoint,
+    ) -> Result<(Verdict, Vec<EquipmentAdvisory>), crate::LedgerError> {
+        let mut seen = Seen::default();
+        for entry in self.entries() {
+            let (at, r) = entry?;
+            seen.add(obs, at.index, r);
+        }
+        let advisories = seen.advisories(obs);
+        Ok((self.verdict_on(seen.last, obs, cp), advisories))
+    }
+
+    /// The verdict on `obs` given its last entry (`found`).
+    fn verdict_on(
+        &self,
+        found: Option<(u64, Record)>,
+        obs: &Observation,
+        cp: &Checkpoint,
+    ) -> Verdict {
         let verdict = |status, index, reason: String| Verdict {
             status,
             index,
             reason,
-        };
-        let found = match self.find_instance(&obs.instance) {
-            Ok(found) => found,
-            Err(e) => return unreadable_ledger(None, &e),
         };
         let Some((index, record)) = found else {
             return verdict(
@@ -363,35 +389,56 @@ impl Ledger {
         &self,
         obs: &Observation,
     ) -> Result<Vec<EquipmentAdvisory>, crate::LedgerError> {
-        let Some(equipment) = obs.equipment.as_deref() else {
+        if obs.equipment.is_none() {
             return Ok(Vec::new());
-        };
-        // The equipment logged for the image's series, and the signers logged for its
-        // equipment.
-        let mut others = BTreeSet::new();
-        let mut signers = BTreeSet::new();
+        }
+        let mut seen = Seen::default();
         for entry in self.entries() {
-            let (_, r) = entry?;
-            if r.kind != RecordKind::Ingest {
-                continue;
-            }
+            let (at, r) = entry?;
+            seen.add(obs, at.index, r);
+        }
+        Ok(seen.advisories(obs))
+    }
+}
+
+/// What one pass over a ledger's records finds for an observed image: its last entry, the
+/// equipment logged for its series and the signers logged for its equipment.
+#[derive(Default)]
+struct Seen {
+    last: Option<(u64, Record)>,
+    others: BTreeSet<String>,
+    signers: BTreeSet<String>,
+}
+
+impl Seen {
+    fn add(&mut self, obs: &Observation, index: u64, r: Record) {
+        if r.kind == RecordKind::Ingest {
             if obs.series.is_some() && r.series == obs.series {
-                others.extend(r.equipment.clone());
+                self.others.extend(r.equipment.clone());
             }
-            if r.equipment.as_deref() == Some(equipment) {
-                signers.extend(r.signer);
+            if obs.equipment.is_some() && r.equipment == obs.equipment {
+                self.signers.extend(r.signer.clone());
             }
         }
+        if r.instance == obs.instance {
+            self.last = Some((index, r));
+        }
+    }
+
+    fn advisories(&self, obs: &Observation) -> Vec<EquipmentAdvisory> {
+        let Some(equipment) = obs.equipment.as_deref() else {
+            return Vec::new();
+        };
         let mut found = Vec::new();
-        if obs.series.is_some() && !others.is_empty() && !others.contains(equipment) {
+        if obs.series.is_some() && !self.others.is_empty() && !self.others.contains(equipment) {
             found.push(EquipmentAdvisory::ForeignToSeries);
         }
         if let Some(signer) = obs.signer.as_deref() {
-            if !signers.is_empty() && !signers.contains(signer) {
+            if !self.signers.is_empty() && !self.signers.contains(signer) {
                 found.push(EquipmentAdvisory::UnfamiliarSigner);
             }
         }
-        Ok(found)
+        found
     }
 }
 
@@ -604,7 +651,7 @@ mod tests {
     #[test]
     fn equipment_advisories_compare_with_earlier_records() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut l, _) = ledger(dir.path());
+        let (mut l, signer) = ledger(dir.path());
         let mut a = obs(1, 100);
         a.signer = Some("aa".repeat(32));
         l.append_with(
@@ -626,6 +673,43 @@ mod tests {
         assert_eq!(
             l.equipment_advisories(&other_key).unwrap(),
             [EquipmentAdvisory::UnfamiliarSigner]
+        );
+        // One pass gives the verdict and the advisories that the two calls give.
+        let cp = checkpoint(&mut l, &signer);
+        for o in [&a, &same, &foreign, &other_key] {
+            assert_eq!(
+                l.check_observed(o, &cp).unwrap(),
+                (l.verdict(o, &cp), l.equipment_advisories(o).unwrap())
+            );
+        }
+    }
+
+    /// Time of one image's verdict and equipment advisories at 100,000 entries (`cargo
+    /// test -p radveil-ledger --release -- --ignored --nocapture verdict_time`): each reads
+    /// the ledger's file (its records are not kept in memory).
+    #[test]
+    #[ignore]
+    fn verdict_time_at_100000_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut l, signer) = ledger(dir.path());
+        let records: Vec<Record> = (0..100_000)
+            .map(|i| obs(i, i).record(RecordKind::Ingest, T))
+            .collect();
+        l.append(&records).unwrap();
+        let cp = checkpoint(&mut l, &signer);
+        let start = std::time::Instant::now();
+        let v = l.verdict(&obs(50_000, 50_000), &cp);
+        let verdict = start.elapsed();
+        assert_eq!(v.status, Status::Proven);
+        let start = std::time::Instant::now();
+        l.equipment_advisories(&obs(50_000, 50_000)).unwrap();
+        let advisories = start.elapsed();
+        let start = std::time::Instant::now();
+        let (v, _) = l.check_observed(&obs(50_000, 50_000), &cp).unwrap();
+        assert_eq!(v.status, Status::Proven);
+        println!(
+            "at 100,000 entries: verdict {verdict:?}; equipment advisories {advisories:?}; both in one pass {:?}",
+            start.elapsed()
         );
     }
 }

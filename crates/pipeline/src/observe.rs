@@ -250,8 +250,8 @@ pub fn check_image(
         Ok(o) => o,
         Err(e) => return ImageCheck::unreadable(chain(&e)),
     };
-    let advisories: Vec<String> = match ledger.equipment_advisories(&obs) {
-        Ok(found) => found.iter().map(ToString::to_string).collect(),
+    let (verdict, advisories) = match ledger.check_observed(&obs, checkpoint) {
+        Ok(checked) => checked,
         Err(e) => {
             return ImageCheck {
                 verdict: Verdict {
@@ -263,8 +263,9 @@ pub fn check_image(
             }
         }
     };
+    let advisories: Vec<String> = advisories.iter().map(ToString::to_string).collect();
     ImageCheck {
-        verdict: ledger.verdict(&obs, checkpoint),
+        verdict,
         advisory: (!advisories.is_empty()).then(|| advisories.join("; ")),
     }
 }
