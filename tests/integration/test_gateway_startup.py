@@ -3,10 +3,12 @@
 What is checked: a gateway that served requests and stopped cleanly starts again; after its
 audit trail (DATA/audit) had a record edited, deleted, reordered or cut off, after the
 whole trail was put back from an older copy (a rollback behind the checkpoint the gateway
-kept of it beside its keys), after the trail was deleted, or after its ledger (DATA/ledger)
-had a record edited, `radveil serve` exits non-zero before it listens, saying what is wrong
+kept of it in its --kept-checkpoints folder), after the trail was deleted (with that folder),
+or after its ledger (DATA/ledger) had a record edited, `radveil serve` exits non-zero before it listens, saying what is wrong
 (by entry index, never by a value) and the command that shows it; `radveil audit verify`
-agrees. Before, the gateway started and found out only at its first checkpoint.
+agrees. Without --kept-checkpoints a data directory put back from a backup starts (the
+crypto-shredding tests rely on it). Before, the gateway started and found out only at its
+first checkpoint.
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ from gateway import READY, Gateway, new_uid, planted, post, to_bytes
 requests = require_module("requests")
 
 
+def kept(data: Path) -> Path:
+    """The folder of kept checkpoints: apart from the data directory."""
+    return data.parent / "kept"
+
+
 def served(radveil_bin, data: Path, requests_made: int = 4) -> Gateway:
     """A gateway on `data` that stored an instance and answered a few searches, stopped
     cleanly (its last checkpoints signed and kept)."""
-    g = Gateway(radveil_bin, data)
+    g = Gateway(radveil_bin, data, "--kept-checkpoints", str(kept(data)))
     study = new_uid()
     assert post(g.url, [to_bytes(planted(1, study))]).status_code == 200
     for _ in range(requests_made):
@@ -43,7 +50,8 @@ def refused(radveil_bin, data: Path) -> str:
     """Starts `radveil serve` on `data` and returns its log, asserting that it exited
     non-zero without listening (a gateway that starts is stopped and fails the test)."""
     p = subprocess.Popen(
-        [str(radveil_bin), "serve", "--data", str(data), "--listen", "127.0.0.1:0"],
+        [str(radveil_bin), "serve", "--data", str(data), "--listen", "127.0.0.1:0",
+         "--kept-checkpoints", str(kept(data))],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=clean_env())
     lines: list[str] = []
 
@@ -103,9 +111,9 @@ def test_a_clean_restart_starts(radveil_bin, data):
     for _ in range(2):
         g = served(radveil_bin, data, requests_made=1)
         assert not any("does not verify" in line for line in g.log), g.log
-    assert (data / "keys" / "audit-checkpoint").is_file()
-    assert (data / "keys" / "ledger-checkpoint").is_file()
-    r = verify(radveil_bin, data, "--trusted", str(data / "keys" / "audit-checkpoint"))
+    assert (kept(data) / "audit-checkpoint").is_file()
+    assert (kept(data) / "ledger-checkpoint").is_file()
+    r = verify(radveil_bin, data, "--trusted", str(kept(data) / "audit-checkpoint"))
     assert r.returncode == 0, r.stderr
 
 
@@ -152,12 +160,15 @@ def test_a_trail_rolled_back_behind_the_kept_checkpoint_stops_the_start(radveil_
     served(radveil_bin, data, requests_made=3)
     shutil.rmtree(data / "audit")
     shutil.copytree(old, data / "audit")
-    # The copy verifies alone; only the checkpoint kept beside the keys tells.
+    # The copy verifies alone; only the checkpoint kept apart tells.
     assert verify(radveil_bin, data).returncode == 0
     log = refused(radveil_bin, data)
     says_how_to_inspect(log, data)
-    assert f"--trusted {data / 'keys' / 'audit-checkpoint'}" in log, log
+    assert f"--trusted {kept(data) / 'audit-checkpoint'}" in log, log
     assert "older copy" in log, log
+    # Without a folder of kept checkpoints, a data directory put back from a copy starts.
+    g = Gateway(radveil_bin, data)
+    assert g.stop() == 0
 
 
 def test_a_deleted_trail_stops_the_start(radveil_bin, data):

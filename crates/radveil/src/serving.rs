@@ -97,6 +97,13 @@ pub struct ServeArgs {
     /// DATA/keys/audit-key, made (mode 0600) on first run.
     #[arg(long)]
     audit_key_file: Option<PathBuf>,
+    /// A folder kept apart from the data and its backups where the latest signed
+    /// checkpoints of the audit trail and the ledger are kept, at every start and clean
+    /// stop: at start each must extend the one kept there, so a trail rolled back (put back
+    /// from an older copy) or deleted stops the start. Without it, only tampering within the
+    /// trails is found.
+    #[arg(long, value_name = "DIR")]
+    kept_checkpoints: Option<PathBuf>,
     /// Trusted signers of images (repeatable): a certificate file (PEM bundle or DER, as
     /// `radveil verify --trust` takes) or a directory of them. Each stored instance's
     /// signatures are verified against them; the outcome is kept in its metadata.
@@ -262,6 +269,7 @@ fn with_file(mut args: ServeArgs, file: config::FileConfig) -> ServeArgs {
     args.roles_claim = args.roles_claim.or(a.roles_claim);
     args.kek_file = args.kek_file.or(at(file.keys.kek_file));
     args.audit_key_file = args.audit_key_file.or(at(file.keys.audit_key_file));
+    args.kept_checkpoints = args.kept_checkpoints.or(at(file.keys.kept_checkpoints));
     let l = file.limits;
     args.max_request = args.max_request.or(l.max_request);
     args.max_parts = args.max_parts.or(l.max_parts);
@@ -332,13 +340,15 @@ struct Checks {
 /// thread of its own.
 fn start_checks(args: &ServeArgs) -> Checks {
     let (data, file, keys) = (args.data.clone(), args.audit_key_file.clone(), args.keys);
+    let kept = args.kept_checkpoints.clone();
     let audit = std::thread::spawn(move || {
-        trail::check_audit(&data, || {
+        trail::check_audit(&data, kept.as_deref(), || {
             crate::auditing::audit_key(&data, file.as_deref(), keys, false)
         })
     });
-    let data = args.data.clone();
-    let ledger = std::thread::spawn(move || trail::check_ledger(&data, permissions(keys)));
+    let (data, kept) = (args.data.clone(), args.kept_checkpoints.clone());
+    let ledger =
+        std::thread::spawn(move || trail::check_ledger(&data, kept.as_deref(), permissions(keys)));
     Checks { audit, ledger }
 }
 
@@ -454,13 +464,20 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     served?;
     closed.context("signing the audit log's last checkpoint")?;
     logged.context("signing the ledger's last checkpoint")?;
-    // The checkpoints just signed are kept beside the keys: the next start refuses a trail
-    // that does not extend them.
-    let key =
-        crate::auditing::audit_key(&args.data, args.audit_key_file.as_deref(), args.keys, false)?;
-    trail::keep_audit(&args.data, &key).context("keeping the audit trail's checkpoint")?;
-    trail::keep_ledger(&args.data, permissions(args.keys))
-        .context("keeping the ledger's checkpoint")?;
+    // The checkpoints just signed are kept apart: the next start refuses a trail that does
+    // not extend them.
+    if let Some(kept) = &args.kept_checkpoints {
+        let key = crate::auditing::audit_key(
+            &args.data,
+            args.audit_key_file.as_deref(),
+            args.keys,
+            false,
+        )?;
+        trail::keep_audit(&args.data, kept, &key)
+            .context("keeping the audit trail's checkpoint")?;
+        trail::keep_ledger(&args.data, kept, permissions(args.keys))
+            .context("keeping the ledger's checkpoint")?;
+    }
     eprintln!("radveil serve: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -79,6 +79,13 @@ pub const TEMPLATE: &str = r#"# radveil serve: the settings of the gateway for t
 # The audit key's file (64 hex digits). Default: RADVEIL_AUDIT_KEY, else keys/audit-key
 # in this directory, made on first run. Flag: --audit-key-file. For example:
 # audit_key_file = "/run/secrets/radveil-audit-key"
+#
+# A folder kept apart from the data and its backups (another volume or machine) where the
+# gateway keeps the latest signed checkpoint of its audit trail and of its ledger, at every
+# start and clean stop; at start each must extend the one kept there, so a trail put back
+# from an older copy (a rollback) or deleted stops the start. Flag: --kept-checkpoints.
+# No default (no rollback check); for example:
+# kept_checkpoints = "/var/lib/radveil-checkpoints"
 
 [limits]
 # The largest request body (a STOW-RS request with all its parts), like 512M or 2G;
@@ -169,6 +176,8 @@ pub struct KeysSection {
     pub kek_file: Option<PathBuf>,
     /// The audit key's file.
     pub audit_key_file: Option<PathBuf>,
+    /// The folder where the latest checkpoints are kept.
+    pub kept_checkpoints: Option<PathBuf>,
 }
 
 /// `[limits]`.
@@ -358,6 +367,7 @@ mod tests {
             "roles_claim",
             "kek_file",
             "audit_key_file",
+            "kept_checkpoints",
             "max_request",
             "max_parts",
             "header_timeout",

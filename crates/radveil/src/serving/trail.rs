@@ -10,24 +10,29 @@
 //! checkpoint, after it had served requests and added to a trail nobody could trust.
 //!
 //! A rollback (the whole `DATA/audit` or `DATA/ledger` put back from an older copy, its
-//! checkpoints with it) is consistent in itself; it is caught by the checkpoint the gateway
-//! keeps of each, at every start and clean stop, beside the keys (`DATA/keys/audit-checkpoint`,
-//! `DATA/keys/ledger-checkpoint`), which are kept apart from the data and its backups: the
-//! trail must extend it. The kept copy never moves backwards.
+//! checkpoints with it) is consistent in itself; it is caught only by a checkpoint kept
+//! elsewhere. With `--kept-checkpoints DIR` (a folder apart from the data and its backups)
+//! the gateway keeps the latest checkpoint of each there (`DIR/audit-checkpoint`,
+//! `DIR/ledger-checkpoint`) at every start and clean stop, never moving it backwards, and
+//! each log must extend it: a trail rolled back or deleted stops the start. Without it a
+//! data directory restored from a backup starts (the crypto-shredding of item 3 relies on
+//! that: a copy taken before a deletion, put back beside the current keys).
 //!
 //! Both checks run on threads of their own while the store opens; the audit trail's costs
 //! one pass over its entries (each opened under the audit key at its position).
 
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::DirBuilderExt;
+
 use anyhow::{bail, Context, Result};
 use radveil_audit::{AuditKey, AUDIT_DIR};
 use radveil_ledger::note::{Checkpoint, Verifier};
 
-/// The checkpoint of the audit trail kept beside the keys, under a data directory.
-pub const KEPT_AUDIT: &str = "keys/audit-checkpoint";
-/// The checkpoint of the gateway's ledger kept beside the keys, under a data directory.
-pub const KEPT_LEDGER: &str = "keys/ledger-checkpoint";
+/// The audit trail's checkpoint in the folder of kept checkpoints.
+pub const KEPT_AUDIT: &str = "audit-checkpoint";
+/// The ledger's checkpoint in the folder of kept checkpoints.
+pub const KEPT_LEDGER: &str = "ledger-checkpoint";
 /// The ledger's folder under a data directory.
 const LEDGER_DIR: &str = "ledger";
 /// The largest checkpoint note read (a few lines).
@@ -51,9 +56,9 @@ impl Trail {
         })
     }
 
-    /// Where its checkpoint is kept under `data`.
-    pub fn kept(self, data: &Path) -> PathBuf {
-        data.join(match self {
+    /// Where its checkpoint is kept in the folder `kept`.
+    pub fn kept(self, kept: &Path) -> PathBuf {
+        kept.join(match self {
             Trail::Audit => KEPT_AUDIT,
             Trail::Ledger => KEPT_LEDGER,
         })
@@ -76,12 +81,10 @@ impl Trail {
 
     /// The command that shows an operator what is wrong with the log (with the kept
     /// checkpoint when there is one).
-    fn command(self, data: &Path, kept: bool) -> String {
-        let trusted = if kept {
-            format!(" --trusted {}", self.kept(data).display())
-        } else {
-            String::new()
-        };
+    fn command(self, data: &Path, kept: Option<&Path>) -> String {
+        let trusted = kept
+            .map(|k| format!(" --trusted {}", self.kept(k).display()))
+            .unwrap_or_default();
         match self {
             Trail::Audit => format!("radveil audit verify --data {}{trusted}", data.display()),
             Trail::Ledger => format!(
@@ -92,22 +95,26 @@ impl Trail {
     }
 
     /// The refusal to start: what is wrong, the command that shows it, and what not to do.
-    fn refusal(self, data: &Path, kept: bool, what: impl std::fmt::Display) -> anyhow::Error {
+    /// `kept` is the kept checkpoint's file, when one was checked.
+    fn refusal(
+        self,
+        data: &Path,
+        kept: Option<&Path>,
+        what: impl std::fmt::Display,
+    ) -> anyhow::Error {
         anyhow::anyhow!(
             "the {name} in {dir} does not verify: {what}. radveil serve does not add to {a} that was tampered with: inspect it with `{cmd}`; keep the folder as evidence and start on a copy of it only once you know what happened{rollback}",
             name = self.name(),
             a = self.a(),
             dir = self.dir(data).display(),
             cmd = self.command(data, kept),
-            rollback = if kept {
-                format!(
+            rollback = kept
+                .map(|k| format!(
                     " ({} put back from an older copy is refused while {} records a later one)",
                     self.a(),
-                    self.kept(data).display()
-                )
-            } else {
-                String::new()
-            }
+                    self.kept(k).display()
+                ))
+                .unwrap_or_default()
         )
     }
 }
@@ -130,44 +137,57 @@ fn read_note(path: &Path) -> Result<Option<String>> {
     Ok(Some(text))
 }
 
-/// The kept checkpoint of `trail`, when there is one; an unreadable one stops the start.
-fn kept_note(trail: Trail, data: &Path) -> Result<Option<String>> {
-    read_note(&trail.kept(data)).context("reading the checkpoint kept of the log")
+/// The checkpoint of `trail` kept in the folder `kept`, when there is one; an unreadable
+/// one stops the start.
+fn kept_note(trail: Trail, kept: Option<&Path>) -> Result<Option<String>> {
+    match kept {
+        Some(k) => read_note(&trail.kept(k)).context("reading the checkpoint kept of the log"),
+        None => Ok(None),
+    }
 }
 
 /// A log that is gone while a checkpoint of it is kept: deleted (or moved) behind the
 /// gateway's back.
-fn missing(trail: Trail, data: &Path) -> anyhow::Error {
+fn missing(trail: Trail, data: &Path, kept: &Path) -> anyhow::Error {
     trail.refusal(
         data,
-        true,
+        Some(kept),
         format!(
             "the folder (or its origin file) is missing, but {} records a checkpoint of it: deleted?",
-            trail.kept(data).display()
+            trail.kept(kept).display()
         ),
     )
 }
 
-/// Verifies the audit trail of `data` with its key (as `radveil audit verify --trusted
-/// DATA/keys/audit-checkpoint` does) and keeps its latest checkpoint. A data directory with
-/// no trail yet (first run) passes, unless a checkpoint of one is kept; `key` is loaded only
-/// when there is a trail. A torn last line (an append that crashed before it was
-/// acknowledged) is no tampering: the log's opening repairs it and says so.
-pub fn check_audit(data: &Path, key: impl FnOnce() -> Result<AuditKey>) -> Result<()> {
+/// Verifies the audit trail of `data` with its key (as `radveil audit verify` does, with
+/// `--trusted` the checkpoint kept in the folder `kept` when there is one) and keeps its
+/// latest checkpoint there. A data directory with no trail yet (first run) passes, unless a
+/// checkpoint of one is kept; `key` is loaded only when there is a trail. A torn last line
+/// (an append that crashed before it was acknowledged) is no tampering: the log's opening
+/// repairs it and says so.
+pub fn check_audit(
+    data: &Path,
+    kept: Option<&Path>,
+    key: impl FnOnce() -> Result<AuditKey>,
+) -> Result<()> {
     let trail = Trail::Audit;
     let dir = trail.dir(data);
-    let kept = kept_note(trail, data)?;
+    let note = kept_note(trail, kept)?;
+    let checked = kept.filter(|_| note.is_some()).map(|k| trail.kept(k));
     if !dir.join("origin").exists() {
-        return match kept {
-            Some(_) => Err(missing(trail, data)),
-            None => Ok(()),
+        return match (kept, &note) {
+            (Some(k), Some(_)) => Err(missing(trail, data, k)),
+            _ => Ok(()),
         };
     }
     let key = key()?;
     let verifier = key.verifier().context("the audit key")?;
-    radveil_audit::verify(&dir, key, kept.as_deref())
-        .map_err(|e| trail.refusal(data, kept.is_some(), e))?;
-    keep(trail, data, &verifier)
+    radveil_audit::verify(&dir, key, note.as_deref())
+        .map_err(|e| trail.refusal(data, checked.as_deref(), e))?;
+    match kept {
+        Some(k) => keep(trail, data, k, &verifier),
+        None => Ok(()),
+    }
 }
 
 /// The verifier of the ledger's checkpoints: from its signer key
@@ -192,19 +212,25 @@ fn ledger_verifier(
 
 /// Verifies the gateway's ledger of `data` (its latest checkpoint signed by the ledger's
 /// checkpoint key `DATA/keys/ledger-signer.key` and consistent with the entries, and
-/// extending the kept checkpoint) and keeps its latest checkpoint. Costs one read of the
-/// ledger; a data directory with no ledger yet passes, unless a checkpoint of one is kept.
-pub fn check_ledger(data: &Path, policy: radveil_pipeline::secret::PermissionPolicy) -> Result<()> {
+/// extending the checkpoint kept in the folder `kept`, when there is one) and keeps its
+/// latest checkpoint there. Costs one read of the ledger; a data directory with no ledger
+/// yet passes, unless a checkpoint of one is kept.
+pub fn check_ledger(
+    data: &Path,
+    kept: Option<&Path>,
+    policy: radveil_pipeline::secret::PermissionPolicy,
+) -> Result<()> {
     let trail = Trail::Ledger;
     let dir = trail.dir(data);
-    let kept = kept_note(trail, data)?;
+    let note = kept_note(trail, kept)?;
+    let checked = kept.filter(|_| note.is_some()).map(|k| trail.kept(k));
     if !dir.join("origin").exists() {
-        return match kept {
-            Some(_) => Err(missing(trail, data)),
-            None => Ok(()),
+        return match (kept, &note) {
+            (Some(k), Some(_)) => Err(missing(trail, data, k)),
+            _ => Ok(()),
         };
     }
-    let refuse = |e: &dyn std::fmt::Display| trail.refusal(data, kept.is_some(), e);
+    let refuse = |e: &dyn std::fmt::Display| trail.refusal(data, checked.as_deref(), e);
     let ledger = radveil_ledger::Ledger::open(&dir).map_err(|e| refuse(&e))?;
     let stored = ledger.stored_verifier().map_err(|e| refuse(&e))?;
     // No signer key: the start makes one; the checkpoints so far are checked with the key
@@ -217,29 +243,38 @@ pub fn check_ledger(data: &Path, policy: radveil_pipeline::secret::PermissionPol
         )));
     }
     ledger
-        .verify_latest(&verifier, kept.as_deref())
+        .verify_latest(&verifier, note.as_deref())
         .map_err(|e| refuse(&e))?;
     drop(ledger);
-    keep(trail, data, &verifier)
+    match kept {
+        Some(k) => keep(trail, data, k, &verifier),
+        None => Ok(()),
+    }
 }
 
-/// After a clean stop: keeps the audit trail's latest checkpoint (signed with `key`).
-pub fn keep_audit(data: &Path, key: &AuditKey) -> Result<()> {
-    keep(Trail::Audit, data, &key.verifier()?)
+/// After a clean stop: keeps the audit trail's latest checkpoint (signed with `key`) in
+/// the folder `kept`.
+pub fn keep_audit(data: &Path, kept: &Path, key: &AuditKey) -> Result<()> {
+    keep(Trail::Audit, data, kept, &key.verifier()?)
 }
 
-/// After a clean stop: keeps the ledger's latest checkpoint.
-pub fn keep_ledger(data: &Path, policy: radveil_pipeline::secret::PermissionPolicy) -> Result<()> {
+/// After a clean stop: keeps the ledger's latest checkpoint in the folder `kept`.
+pub fn keep_ledger(
+    data: &Path,
+    kept: &Path,
+    policy: radveil_pipeline::secret::PermissionPolicy,
+) -> Result<()> {
     match ledger_verifier(data, policy)? {
-        Some(v) => keep(Trail::Ledger, data, &v),
+        Some(v) => keep(Trail::Ledger, data, kept, &v),
         None => Ok(()),
     }
 }
 
 /// Keeps the latest checkpoint of `trail` (its `checkpoint` file, when `verifier` opens it)
-/// beside the keys, replacing the kept one only with a larger tree: the kept copy never
-/// moves backwards. Written whole (a new file renamed over the old, fsynced).
-pub fn keep(trail: Trail, data: &Path, verifier: &Verifier) -> Result<()> {
+/// in the folder `kept` (made, owner only, when missing), replacing the kept one only with a
+/// larger tree: the kept copy never moves backwards. Written whole (a new file renamed over
+/// the old, fsynced).
+fn keep(trail: Trail, data: &Path, kept: &Path, verifier: &Verifier) -> Result<()> {
     let Some(note) = read_note(&trail.dir(data).join("checkpoint"))? else {
         return Ok(());
     };
@@ -247,23 +282,26 @@ pub fn keep(trail: Trail, data: &Path, verifier: &Verifier) -> Result<()> {
         // Not ours: verification (at the next start) says what is wrong.
         return Ok(());
     };
-    let path = trail.kept(data);
+    let path = trail.kept(kept);
     if let Some(old) = read_note(&path)? {
         if Checkpoint::open(&old, verifier).is_ok_and(|o| o.size >= latest.size) {
             return Ok(());
         }
     }
-    let dir = path.parent().context("the keys folder")?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("keeping a checkpoint in {}", dir.display()))?;
+    let what = || format!("keeping a checkpoint in {}", kept.display());
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(kept)
+        .with_context(what)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(kept).with_context(what)?;
     std::io::Write::write_all(&mut tmp, note.as_bytes())
         .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("keeping a checkpoint in {}", dir.display()))?;
-    tmp.persist(&path)
-        .with_context(|| format!("keeping a checkpoint in {}", path.display()))?;
-    std::fs::File::open(dir)
+        .with_context(what)?;
+    tmp.persist(&path).with_context(what)?;
+    std::fs::File::open(kept)
         .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))?;
+        .with_context(what)?;
     Ok(())
 }
 

@@ -57,6 +57,11 @@ fn data() -> tempfile::TempDir {
     d
 }
 
+/// The folder of kept checkpoints (apart from the data in real use; beside it here).
+fn kept(data: &Path) -> std::path::PathBuf {
+    data.join("kept")
+}
+
 fn entries(data: &Path) -> std::path::PathBuf {
     data.join(AUDIT_DIR).join("entries.jsonl")
 }
@@ -77,7 +82,8 @@ fn write_lines(data: &Path, lines: &[String]) {
 
 /// The refusal's text, which must name the command to run.
 fn refused(data: &Path) -> String {
-    let e = check_audit(data, || Ok(key())).expect_err("a tampered trail must stop the start");
+    let e = check_audit(data, Some(&kept(data)), || Ok(key()))
+        .expect_err("a tampered trail must stop the start");
     let text = format!("{e:#}");
     assert!(text.contains("radveil audit verify --data"), "{text}");
     text
@@ -87,15 +93,18 @@ fn refused(data: &Path) -> String {
 fn a_clean_trail_passes_and_its_checkpoint_is_kept() {
     let d = data();
     // No trail yet: no key is needed, nothing is kept.
-    check_audit(d.path(), || panic!("no key is needed without a trail")).unwrap();
-    assert!(!Trail::Audit.kept(d.path()).exists());
+    check_audit(d.path(), Some(&kept(d.path())), || {
+        panic!("no key is needed without a trail")
+    })
+    .unwrap();
+    assert!(!Trail::Audit.kept(&kept(d.path())).exists());
     trail(d.path(), 20);
-    check_audit(d.path(), || Ok(key())).unwrap();
-    let kept = std::fs::read_to_string(Trail::Audit.kept(d.path())).unwrap();
-    let cp = Checkpoint::open(&kept, &key().verifier().unwrap()).unwrap();
+    check_audit(d.path(), Some(&kept(d.path())), || Ok(key())).unwrap();
+    let note = std::fs::read_to_string(Trail::Audit.kept(&kept(d.path()))).unwrap();
+    let cp = Checkpoint::open(&note, &key().verifier().unwrap()).unwrap();
     assert_eq!(cp.size, 20);
     // Again: still passes against what it kept.
-    check_audit(d.path(), || Ok(key())).unwrap();
+    check_audit(d.path(), Some(&kept(d.path())), || Ok(key())).unwrap();
 }
 
 #[test]
@@ -126,7 +135,7 @@ fn each_kind_of_tampering_stops_the_start() {
     for (kind, tamper, says) in kinds {
         let d = data();
         trail(d.path(), 20);
-        check_audit(d.path(), || Ok(key())).unwrap();
+        check_audit(d.path(), Some(&kept(d.path())), || Ok(key())).unwrap();
         let mut l = lines(d.path());
         tamper(&mut l);
         write_lines(d.path(), &l);
@@ -139,28 +148,30 @@ fn each_kind_of_tampering_stops_the_start() {
 fn a_trail_put_back_from_an_older_copy_is_a_rollback() {
     let d = data();
     trail(d.path(), 10);
-    check_audit(d.path(), || Ok(key())).unwrap();
+    check_audit(d.path(), Some(&kept(d.path())), || Ok(key())).unwrap();
     let old = tempfile::tempdir().unwrap();
     let audit = d.path().join(AUDIT_DIR);
     for f in ["origin", "entries.jsonl", "checkpoint", "verifier.pub"] {
         std::fs::copy(audit.join(f), old.path().join(f)).unwrap();
     }
     trail(d.path(), 20);
-    check_audit(d.path(), || Ok(key())).unwrap();
+    check_audit(d.path(), Some(&kept(d.path())), || Ok(key())).unwrap();
     // The older copy is consistent in itself; only the kept checkpoint tells.
     for f in ["entries.jsonl", "checkpoint"] {
         std::fs::copy(old.path().join(f), audit.join(f)).unwrap();
     }
+    check_audit(d.path(), None, || Ok(key())).unwrap();
     let text = refused(d.path());
     assert!(text.contains("--trusted"), "{text}");
     assert!(
         text.contains("entries were removed") || text.contains("rolled back"),
         "{text}"
     );
-    // The kept copy did not move backwards.
-    let kept = std::fs::read_to_string(Trail::Audit.kept(d.path())).unwrap();
+    // Without a kept checkpoint the older copy starts (a data directory restored from a
+    // backup); with it, it does not, and the kept copy did not move backwards.
+    let note = std::fs::read_to_string(Trail::Audit.kept(&kept(d.path()))).unwrap();
     assert_eq!(
-        Checkpoint::open(&kept, &key().verifier().unwrap())
+        Checkpoint::open(&note, &key().verifier().unwrap())
             .unwrap()
             .size,
         30
@@ -171,7 +182,7 @@ fn a_trail_put_back_from_an_older_copy_is_a_rollback() {
 fn a_trail_deleted_while_its_checkpoint_is_kept_stops_the_start() {
     let d = data();
     trail(d.path(), 3);
-    check_audit(d.path(), || Ok(key())).unwrap();
+    check_audit(d.path(), Some(&kept(d.path())), || Ok(key())).unwrap();
     std::fs::remove_dir_all(d.path().join(AUDIT_DIR)).unwrap();
     let text = refused(d.path());
     assert!(text.contains("missing"), "{text}");
@@ -182,7 +193,7 @@ fn another_key_stops_the_start() {
     let d = data();
     trail(d.path(), 3);
     let other = AuditKey::new(&Key::from_slice(&[9; 32]).unwrap()).unwrap();
-    let e = check_audit(d.path(), || Ok(other)).unwrap_err();
+    let e = check_audit(d.path(), Some(&kept(d.path())), || Ok(other)).unwrap_err();
     assert!(format!("{e:#}").contains("radveil audit verify"), "{e:#}");
 }
 
@@ -199,6 +210,6 @@ fn write_a_large_trail() {
     std::fs::write(dir.join("keys/audit-key"), HEX).unwrap();
     trail(&dir, n);
     let t = std::time::Instant::now();
-    check_audit(&dir, || Ok(key())).unwrap();
+    check_audit(&dir, None, || Ok(key())).unwrap();
     eprintln!("verified {n} entries in {:?}", t.elapsed());
 }
