@@ -142,6 +142,14 @@ pub fn router(state: AppState) -> Router {
             "/dicom-web/studies/{study}/thumbnail",
             get(crate::rendered::study_thumbnail),
         )
+        .route(
+            "/dicom-web/studies/{study}/rendered",
+            get(crate::rendered::study_rendered),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/rendered",
+            get(crate::rendered::series_rendered),
+        )
         .route("/audit", get(crate::audit_routes::audit))
         .route("/me/access-log", get(crate::audit_routes::access_log))
         .layer(DefaultBodyLimit::max(max))

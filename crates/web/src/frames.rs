@@ -206,6 +206,9 @@ pub fn frames_of(
         .trim_end_matches(['\0', ' '])
         .to_string();
     let Some(pixels) = ds.get(p10::PIXEL_DATA) else {
+        if radveil_pixeldata::float::float_pixel_data(&ds).is_some() {
+            return float_frames(&ds, enc, numbers, accept);
+        }
         return Err(Refused(
             StatusCode::NOT_FOUND,
             "the instance has no pixel data".into(),
@@ -272,6 +275,45 @@ pub fn frames_of(
             Ok((parts, format!("{media}; transfer-syntax={ts}")))
         }
     }
+}
+
+/// The frames `numbers` (from 1) of an image of Float or Double Float Pixel Data
+/// (7FE0,0008 / 7FE0,0009): `application/octet-stream` only (no compressed transfer syntax
+/// carries float values), each frame its exact values in little endian, held within the
+/// pixel memory budget until handed back.
+fn float_frames(
+    ds: &p10::DataSet<'_>,
+    enc: p10::Encoding,
+    numbers: &[usize],
+    accept: Option<&HeaderValue>,
+) -> Result<(Vec<Bytes>, String), Refused> {
+    let count = radveil_pixeldata::number_of_frames(ds)
+        .map_err(|e| Refused(StatusCode::NOT_FOUND, format!("{e}")))?;
+    if let Some(n) = numbers.iter().find(|&&n| n > count) {
+        return Err(Refused(
+            StatusCode::NOT_FOUND,
+            format!("frame {n} of an image of {count} frames"),
+        ));
+    }
+    if choose(accept, None, true).map_err(|why| Refused(StatusCode::NOT_ACCEPTABLE, why))?
+        != Form::Native
+    {
+        return Err(Refused(
+            StatusCode::NOT_ACCEPTABLE,
+            "float pixel data is offered as application/octet-stream only".into(),
+        ));
+    }
+    let budget = radveil_pixeldata::default_budget();
+    let mut parts = Vec::with_capacity(numbers.len());
+    let mut grants = Vec::with_capacity(numbers.len());
+    for &n in numbers {
+        let (_, _, f, grant) =
+            radveil_pixeldata::float::decode_float_frame(ds, enc, n.saturating_sub(1), budget)
+                .map_err(pixel_refusal)?;
+        grants.push(grant);
+        parts.push(Bytes::from(f));
+    }
+    Ok((parts, "application/octet-stream".into()))
 }
 
 /// The response to pixel data that cannot be given: 406 for what radveil does not decode,

@@ -12,7 +12,7 @@
 //! scales the image to fit (thumbnails fit 128 × 128); `quality=` (1–100) sets the JPEG
 //! quality. Only the frame rendered is decoded.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
@@ -22,7 +22,7 @@ use radveil_standard::tags;
 use radveil_store::{Handle, Level};
 use std::collections::HashMap;
 
-use crate::app::{error, handle, store_error, AppState};
+use crate::app::{base_url, error, handle, store_error, AppState};
 use crate::frames::{frame_list, open_instance, pixel_refusal, Refused};
 use crate::multipart::{media_type, split_unquoted};
 use crate::scope::Scope;
@@ -241,6 +241,80 @@ fn grey_reader(d: &ImagePixel) -> Result<impl Fn(&[u8]) -> f64, String> {
     })
 }
 
+/// The image's own first Window Center / Width (0028,1050 / 0028,1051), with its VOI LUT
+/// Function (0028,1056), when it has a usable one.
+fn own_window(ds: &DataSet<'_>) -> Option<Window> {
+    let c = ds_numbers(ds, tags::WINDOW_CENTER).first().copied()?;
+    let w = ds_numbers(ds, tags::WINDOW_WIDTH)
+        .first()
+        .copied()
+        .filter(|w| *w >= 1.0)?;
+    let function = match ds.string(tags::VOILUT_FUNCTION).as_deref() {
+        Some("LINEAR_EXACT") => Function::LinearExact,
+        Some("SIGMOID") => Function::Sigmoid,
+        _ => Function::Linear,
+    };
+    Some(Window {
+        center: c,
+        width: w,
+        function,
+    })
+}
+
+/// Renders one frame of Float or Double Float Pixel Data (from
+/// [`radveil_pixeldata::float::decode_float_frame`]: little-endian values, one sample per
+/// pixel). The values are the image's (no Modality LUT applies to them); the window is the
+/// one asked for, else the image's own, else the finite values' minimum to maximum
+/// (LINEAR_EXACT, so that the lowest value is black and the highest white however small
+/// their range). NaN is black, infinities the ends.
+pub fn render_float(
+    ds: &DataSet<'_>,
+    kind: radveil_pixeldata::float::FloatKind,
+    d: &ImagePixel,
+    frame: &[u8],
+    window: Option<Window>,
+) -> Result<Image, String> {
+    if d.samples_per_pixel != 1 {
+        return Err("float images of more than one sample are not rendered".into());
+    }
+    let values = || frame.chunks_exact(kind.bytes()).map(|c| kind.value(c));
+    let window = window.or_else(|| own_window(ds)).unwrap_or_else(|| {
+        let (lo, hi) = values()
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
+        let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
+        let width = hi - lo;
+        Window {
+            center: lo + width / 2.0,
+            width: if width > 0.0 && width.is_finite() {
+                width
+            } else {
+                1.0
+            },
+            function: Function::LinearExact,
+        }
+    });
+    let invert = d.photometric_interpretation == "MONOCHROME1";
+    let pixels = values()
+        .map(|v| {
+            let y = window.apply(v);
+            if invert {
+                255 - y
+            } else {
+                y
+            }
+        })
+        .collect();
+    Ok(Image {
+        width: u32::from(d.columns),
+        height: u32::from(d.rows),
+        samples: 1,
+        pixels,
+    })
+}
+
 /// Renders one decoded frame (from [`radveil_pixeldata::decode_frame`]) of a data set.
 pub fn render(
     ds: &DataSet<'_>,
@@ -265,24 +339,7 @@ pub fn render(
             let bps = d.bytes_per_sample();
             // The Modality LUT, computed per value (no copy of the frame as numbers).
             let modality = |c: &[u8]| read(c) * slope + intercept;
-            let own = || {
-                let c = ds_numbers(ds, tags::WINDOW_CENTER).first().copied()?;
-                let w = ds_numbers(ds, tags::WINDOW_WIDTH)
-                    .first()
-                    .copied()
-                    .filter(|w| *w >= 1.0)?;
-                let function = match ds.string(tags::VOILUT_FUNCTION).as_deref() {
-                    Some("LINEAR_EXACT") => Function::LinearExact,
-                    Some("SIGMOID") => Function::Sigmoid,
-                    _ => Function::Linear,
-                };
-                Some(Window {
-                    center: c,
-                    width: w,
-                    function,
-                })
-            };
-            let window = window.or_else(own).unwrap_or_else(|| {
+            let window = window.or_else(|| own_window(ds)).unwrap_or_else(|| {
                 let (lo, hi) = frame
                     .chunks_exact(bps)
                     .map(modality)
@@ -441,25 +498,8 @@ pub fn render_file(
     opts: &Options,
 ) -> Result<Vec<u8>, Refused> {
     let mut inflated = Vec::new();
-    let (meta, ds, enc): (_, _, Encoding) = p10::read_file(bytes, &mut inflated, Limits::default())
-        .map_err(|e| {
-            Refused(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("a stored instance does not read: {e}"),
-            )
-        })?;
-    if ds.get(p10::PIXEL_DATA).is_none() {
-        return Err(Refused(
-            StatusCode::NOT_FOUND,
-            "the instance has no pixel data".into(),
-        ));
-    }
-    let ts = meta
-        .transfer_syntax
-        .trim_end_matches(['\0', ' '])
-        .to_string();
-    let count = radveil_pixeldata::number_of_frames(&ds)
-        .map_err(|e| Refused(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (meta, ds, enc) = read_stored(bytes, &mut inflated)?;
+    let count = frame_count(&ds)?;
     if index >= count {
         return Err(Refused(
             StatusCode::NOT_FOUND,
@@ -469,23 +509,79 @@ pub fn render_file(
             ),
         ));
     }
+    let ts = meta
+        .transfer_syntax
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    render_frame(&ds, enc, &ts, index, kind, opts)
+}
+
+/// A stored instance, read.
+fn read_stored<'a>(
+    bytes: &'a [u8],
+    inflated: &'a mut Vec<u8>,
+) -> Result<(p10::FileMeta<'a>, DataSet<'a>, Encoding), Refused> {
+    p10::read_file(bytes, inflated, Limits::default()).map_err(|e| {
+        Refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("a stored instance does not read: {e}"),
+        )
+    })
+}
+
+/// The number of frames of an image (integer or float pixel data); 404 for an instance
+/// without pixel data.
+fn frame_count(ds: &DataSet<'_>) -> Result<usize, Refused> {
+    if ds.get(p10::PIXEL_DATA).is_none() && radveil_pixeldata::float::float_pixel_data(ds).is_none()
+    {
+        return Err(Refused(
+            StatusCode::NOT_FOUND,
+            "the instance has no pixel data".into(),
+        ));
+    }
+    radveil_pixeldata::number_of_frames(ds)
+        .map_err(|e| Refused(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Renders frame `index` of a data set read from a stored instance, which has that frame.
+fn render_frame(
+    ds: &DataSet<'_>,
+    enc: Encoding,
+    ts: &str,
+    index: usize,
+    kind: Rendered,
+    opts: &Options,
+) -> Result<Vec<u8>, Refused> {
     let budget = radveil_pixeldata::default_budget();
     // The frame's memory is held (`_frame`) while the image made from it is, whose own
     // memory (8-bit samples, and the scaled copy) is taken without waiting: a worker holding
     // memory never waits for more.
-    let (d, frame, _frame) =
-        radveil_pixeldata::decode_frame(&ds, enc, &ts, index, budget).map_err(pixel_refusal)?;
-    let out = d
-        .pixels_per_frame()
-        .saturating_mul(usize::from(d.samples_per_pixel).min(3));
-    let scaled = opts.viewport.map_or(0, |(w, h)| {
-        (w as usize).saturating_mul(h as usize).saturating_mul(3)
-    });
-    let _image = budget
-        .try_reserve(out.saturating_add(scaled) as u64)
-        .map_err(|e| pixel_refusal(e.into()))?;
-    let mut img = render(&ds, &d, &frame, opts.window)
-        .map_err(|why| Refused(StatusCode::NOT_ACCEPTABLE, why))?;
+    let image_memory = |d: &ImagePixel| {
+        let out = d
+            .pixels_per_frame()
+            .saturating_mul(usize::from(d.samples_per_pixel).min(3));
+        let scaled = opts.viewport.map_or(0, |(w, h)| {
+            (w as usize).saturating_mul(h as usize).saturating_mul(3)
+        });
+        budget
+            .try_reserve(out.saturating_add(scaled) as u64)
+            .map_err(|e| pixel_refusal(e.into()))
+    };
+    let unrendered = |why| Refused(StatusCode::NOT_ACCEPTABLE, why);
+    let (mut img, _frame, _image) = if ds.get(p10::PIXEL_DATA).is_some() {
+        let (d, frame, grant) =
+            radveil_pixeldata::decode_frame(ds, enc, ts, index, budget).map_err(pixel_refusal)?;
+        let image = image_memory(&d)?;
+        let img = render(ds, &d, &frame, opts.window).map_err(unrendered)?;
+        (img, grant, image)
+    } else {
+        let (fk, d, frame, grant) =
+            radveil_pixeldata::float::decode_float_frame(ds, enc, index, budget)
+                .map_err(pixel_refusal)?;
+        let image = image_memory(&d)?;
+        let img = render_float(ds, fk, &d, &frame, opts.window).map_err(unrendered)?;
+        (img, grant, image)
+    };
     if let Some(v) = opts.viewport {
         img = fit(img, v);
     }
@@ -629,6 +725,294 @@ pub(crate) async fn study_thumbnail(
     crate::audit::study(&state, &scope, &study, None, None, None).attach(r)
 }
 
+/// The media type a rendered study or series is asked for: `multipart/related` with
+/// `type="image/jpeg"` (the default, also for `image/*`, `*/*` or no type) or
+/// `type="image/png"`. Single-part media types are ignored, as PS3.18 §10.4.4 has origin
+/// servers do for resources of more than one response item: when nothing else is
+/// acceptable, the request is refused (406).
+pub fn accepted_multipart(accept: Option<&HeaderValue>) -> Result<Rendered, String> {
+    let Some(accept) = accept else {
+        return Ok(Rendered::Jpeg);
+    };
+    let accept = accept
+        .to_str()
+        .map_err(|_| "the Accept header is not text".to_string())?;
+    for range in split_unquoted(accept, ',') {
+        let (media, params) = media_type(&range);
+        let kind = params
+            .iter()
+            .find(|(k, _)| k == "type")
+            .map(|(_, v)| v.to_ascii_lowercase());
+        match (media.as_str(), kind.as_deref()) {
+            ("*/*", _) => return Ok(Rendered::Jpeg),
+            ("multipart/related", None | Some("image/jpeg" | "image/*" | "*/*")) => {
+                return Ok(Rendered::Jpeg)
+            }
+            ("multipart/related", Some("image/png")) => return Ok(Rendered::Png),
+            _ => {}
+        }
+    }
+    Err("a rendered study or series is offered as multipart/related; type=\"image/jpeg\" or type=\"image/png\" (single-part media types are for single images: PS3.18 10.4.4)".into())
+}
+
+/// One part of a rendered study or series: a rendered frame and where it is rendered alone
+/// (its Content-Location, under the service's base URL).
+struct Part {
+    location: String,
+    image: Vec<u8>,
+}
+
+/// The bytes of `part` in a multipart body with `boundary` and parts of `media`.
+fn part_bytes(part: &Part, boundary: &str, media: &str) -> Bytes {
+    let mut out = Vec::with_capacity(
+        part.image
+            .len()
+            .saturating_add(part.location.len())
+            .saturating_add(boundary.len())
+            .saturating_add(80),
+    );
+    out.extend_from_slice(b"--");
+    out.extend_from_slice(boundary.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(media.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Location: ");
+    out.extend_from_slice(part.location.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(&part.image);
+    out.extend_from_slice(b"\r\n");
+    Bytes::from(out)
+}
+
+/// Renders every frame of a stored instance, handing each to `each` as it is made (one
+/// frame's memory held at a time); stops early, without error, when `each` says so. An
+/// instance without pixel data gives no part. CPU-bound: run off the async threads.
+fn render_instance_frames(
+    bytes: &[u8],
+    base: &str,
+    kind: Rendered,
+    opts: &Options,
+    each: &mut dyn FnMut(Part) -> bool,
+) -> Result<(), Refused> {
+    let mut inflated = Vec::new();
+    let (meta, ds, enc) = read_stored(bytes, &mut inflated)?;
+    let count = match frame_count(&ds) {
+        Ok(n) => n,
+        Err(Refused(StatusCode::NOT_FOUND, _)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let ts = meta
+        .transfer_syntax
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    let uid = |tag| {
+        ds.string(tag)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let instance = format!(
+        "{base}/studies/{}/series/{}/instances/{}",
+        uid(tags::STUDY_INSTANCE_UID),
+        uid(tags::SERIES_INSTANCE_UID),
+        uid(tags::SOP_INSTANCE_UID)
+    );
+    for index in 0..count {
+        let image = render_frame(&ds, enc, &ts, index, kind, opts)?;
+        let location = if count == 1 {
+            format!("{instance}/rendered")
+        } else {
+            format!("{instance}/frames/{}/rendered", index.saturating_add(1))
+        };
+        if !each(Part { location, image }) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Parts of a rendered study or series waiting to be sent: a rendered frame of a large
+/// study is sent as soon as it is made, and at most this many wait for a slow client, so a
+/// response holds a few frames' memory whatever the study's size.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// The body of a rendered study or series: the first part, then the parts as the renderer
+/// sends them. A refusal after the first part ends the body short (no closing boundary), so
+/// the client sees an incomplete response rather than a complete one with frames missing.
+struct Streamed {
+    first: Option<Bytes>,
+    rest: tokio::sync::mpsc::Receiver<Result<Bytes, Refused>>,
+}
+
+impl http_body::Body for Streamed {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        if let Some(b) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b))));
+        }
+        self.rest.poll_recv(cx).map(|o| {
+            o.map(|r| match r {
+                Ok(b) => Ok(http_body::Frame::data(b)),
+                Err(Refused(status, why)) => {
+                    tracing::error!(%status, error = %why, "a rendered study or series ended short");
+                    Err(std::io::Error::other("rendering stopped"))
+                }
+            })
+        })
+    }
+}
+
+/// A rendered study or series (PS3.18 §10.4.1.1.3): every frame of every instance the
+/// caller may see that has pixel data, rendered, as `multipart/related` parts with the
+/// Content-Location of each rendered alone, in the index's order. Instances without pixel
+/// data (reports, presentation states) have no rendered image and are left out; an image
+/// that cannot be rendered fails the request (406 with why, or, once parts were sent, a
+/// response ended short).
+///
+/// Bounded: each frame is decoded and rendered within the pixel memory budget, one at a
+/// time, and sent as it is made, at most [`PARTS_IN_FLIGHT`] waiting for the client. The
+/// first part is made before the response starts, so a study with nothing to render (404),
+/// an image that is not rendered (406) or no memory now (503) gets its status.
+async fn render_many(
+    state: &AppState,
+    scope: &Scope,
+    headers: &HeaderMap,
+    study: Handle,
+    series: Option<Handle>,
+    opts: Options,
+) -> Response {
+    let kind = match accepted_multipart(headers.get(header::ACCEPT)) {
+        Ok(k) => k,
+        Err(why) => return error(StatusCode::NOT_ACCEPTABLE, &why),
+    };
+    let rows = match state.store.rows(study, series).await {
+        Ok(r) => r,
+        Err(e) => return store_error(&e),
+    };
+    let rows: Vec<_> = rows
+        .into_iter()
+        // Another patient's study is exactly as absent as a missing one.
+        .filter(|r| scope.sees(&r.patient))
+        .collect();
+    let base = base_url(state, headers);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, Refused>>(PARTS_IN_FLIGHT);
+    let boundary = crate::multipart::new_boundary();
+    let producer = {
+        let (state, opts, boundary) = (state.clone(), std::sync::Arc::new(opts), boundary.clone());
+        async move {
+            let mut sent = 0usize;
+            for r in &rows {
+                if tx.is_closed() {
+                    // The client is gone.
+                    return;
+                }
+                let bytes = match state.store.open_row(r).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let why = format!("a stored instance does not open: {e}");
+                        let _ = tx
+                            .send(Err(Refused(StatusCode::INTERNAL_SERVER_ERROR, why)))
+                            .await;
+                        return;
+                    }
+                };
+                let (part_tx, opts, base, boundary) =
+                    (tx.clone(), opts.clone(), base.clone(), boundary.clone());
+                let done = tokio::task::spawn_blocking(move || {
+                    let mut n = 0usize;
+                    let r = render_instance_frames(&bytes, &base, kind, &opts, &mut |p| {
+                        n = n.saturating_add(1);
+                        let part = part_bytes(&p, &boundary, kind.media());
+                        part_tx.blocking_send(Ok(part)).is_ok()
+                    });
+                    (r, n)
+                })
+                .await;
+                let refused = match done {
+                    Ok((Ok(()), n)) => {
+                        if n > 0 {
+                            state.metrics.retrieved(1);
+                        }
+                        sent = sent.saturating_add(n);
+                        continue;
+                    }
+                    Ok((Err(refused), _)) => refused,
+                    Err(_) => Refused(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()),
+                };
+                let _ = tx.send(Err(refused)).await;
+                return;
+            }
+            let last = if sent == 0 {
+                Err(Refused(StatusCode::NOT_FOUND, "not found".into()))
+            } else {
+                Ok(Bytes::from(format!("--{boundary}--\r\n")))
+            };
+            let _ = tx.send(last).await;
+        }
+    };
+    let producer = tokio::spawn(producer);
+    // The first message decides the status: a part (200, the rest streamed) or a refusal.
+    match rx.recv().await {
+        Some(Ok(first)) => {
+            let body = Body::new(Streamed {
+                first: Some(first),
+                rest: rx,
+            });
+            let ct = format!(
+                "multipart/related; type=\"{}\"; boundary={boundary}",
+                kind.media()
+            );
+            let mut resp = Response::new(body);
+            if let Ok(v) = HeaderValue::from_str(&ct) {
+                resp.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            resp
+        }
+        Some(Err(refused)) => {
+            producer.abort();
+            answer(Err(refused), kind)
+        }
+        None => {
+            producer.abort();
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
+}
+
+pub(crate) async fn study_rendered(
+    State(state): State<AppState>,
+    Extension(scope): Extension<Scope>,
+    Path(study): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let s = handle(&state, Level::Study, &study);
+    let r = match options(&q) {
+        Ok(o) => render_many(&state, &scope, &headers, s, None, o).await,
+        Err(why) => bad_request(&why),
+    };
+    crate::audit::study(&state, &scope, &study, None, None, None).attach(r)
+}
+
+pub(crate) async fn series_rendered(
+    State(state): State<AppState>,
+    Extension(scope): Extension<Scope>,
+    Path((study, series)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let s = handle(&state, Level::Study, &study);
+    let se = handle(&state, Level::Series, &series);
+    let r = match options(&q) {
+        Ok(o) => render_many(&state, &scope, &headers, s, Some(se), o).await,
+        Err(why) => bad_request(&why),
+    };
+    crate::audit::study(&state, &scope, &study, Some(&series), None, None).attach(r)
+}
+
 /// Most instances tried for a series' or study's thumbnail before giving up (those
 /// without pixel data are skipped).
 const THUMBNAIL_TRIES: usize = 16;
@@ -733,6 +1117,71 @@ mod tests {
         assert_eq!(f.pixels, vec![0, 2]);
         let f = fit(img, (8, 100));
         assert_eq!((f.width, f.height), (8, 4));
+    }
+
+    #[test]
+    fn a_rendered_study_is_asked_for_as_multipart_only() {
+        let h = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert_eq!(accepted_multipart(None), Ok(Rendered::Jpeg));
+        assert_eq!(accepted_multipart(Some(&h("*/*"))), Ok(Rendered::Jpeg));
+        assert_eq!(
+            accepted_multipart(Some(&h(r#"multipart/related; type="image/png""#))),
+            Ok(Rendered::Png)
+        );
+        assert_eq!(
+            accepted_multipart(Some(&h(
+                r#"image/png, multipart/related; type="image/jpeg""#
+            ))),
+            Ok(Rendered::Jpeg)
+        );
+        assert_eq!(
+            accepted_multipart(Some(&h("multipart/related"))),
+            Ok(Rendered::Jpeg)
+        );
+        // Single-part types are for single images (PS3.18 10.4.4).
+        for single in [
+            "image/png",
+            "image/jpeg",
+            r#"multipart/related; type="image/gif""#,
+        ] {
+            assert!(accepted_multipart(Some(&h(single))).is_err(), "{single}");
+        }
+    }
+
+    #[test]
+    fn float_frames_render_from_their_finite_range() {
+        use radveil_pixeldata::float::FloatKind;
+        let ds = DataSet::default();
+        let values = [-1.0f32, 0.0, 1.0, f32::NAN, f32::INFINITY, 3.0];
+        let frame: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut px = DataSet::default();
+        for (tag, v) in [
+            (tags::ROWS, 2u16),
+            (tags::COLUMNS, 3),
+            (tags::BITS_ALLOCATED, 32),
+        ] {
+            px.put(p10::Element {
+                tag,
+                vr: p10::Vr::US,
+                value: p10::Value::Bytes(v.to_le_bytes().to_vec().into()),
+            });
+        }
+        px.put(p10::Element {
+            tag: tags::FLOAT_PIXEL_DATA,
+            vr: p10::Vr::OF,
+            value: p10::Value::Bytes(frame.clone().into()),
+        });
+        let d = ImagePixel::from_dataset(&px, Encoding::ExplicitLittle).unwrap();
+        let img = render_float(&ds, FloatKind::Float, &d, &frame, None).unwrap();
+        // -1 .. 3 is black .. white; NaN black; +inf white.
+        assert_eq!(img.pixels, vec![0, 64, 128, 0, 255, 255]);
+        let w = Window {
+            center: 0.0,
+            width: 2.0,
+            function: Function::LinearExact,
+        };
+        let img = render_float(&ds, FloatKind::Float, &d, &frame, Some(w)).unwrap();
+        assert_eq!(img.pixels, vec![0, 128, 255, 0, 255, 255]);
     }
 
     #[test]
