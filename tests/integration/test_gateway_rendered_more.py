@@ -344,3 +344,30 @@ def test_four_component_jpeg_frames_are_the_coded_samples_or_refused(serve):
                          headers={"Accept": PNG_PARTS}, timeout=30)
         assert r.status_code == 406, r.text
         assert "not rendered" in r.text or "Adobe" in r.text, r.text
+
+
+def test_a_rendered_study_with_an_image_that_cannot_be_rendered_is_never_complete(serve):
+    """Five CT slices and a four-component JPEG with an Adobe marker in one series: the
+    response is refused (406) when that image comes first (the index's order), else the
+    connection is cut (no closing boundary): never a complete response with an image left
+    out."""
+    g = serve()
+    study, series = new_uid(), new_uid()
+    cts = [planted(n, study, series) for n in range(5)]
+    jpeg, _ = cmyk_jpeg(adobe=True)
+    bad = cmyk_dicom(jpeg)
+    bad.StudyInstanceUID, bad.SeriesInstanceUID, bad.PatientID = study, series, cts[0].PatientID
+    assert post(g.url, [to_bytes(d) for d in [*cts, bad]]).status_code == 200
+    for url in [f"{g.url}/studies/{study}/rendered", f"{g.url}/studies/{study}/series/{series}/rendered"]:
+        try:
+            r = requests.get(url, headers={"Accept": PNG_PARTS}, timeout=60)
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
+            # Cut after the first parts (or, when the failure follows them at once, before
+            # the buffered head was written).
+            continue
+        assert r.status_code == 406, (r.status_code, r.content[-200:])
+        assert "Adobe" in r.text
+    # The server goes on serving.
+    r = requests.get(f"{g.url}/studies/{study}/series/{series}/instances/{cts[0].SOPInstanceUID}/rendered",
+                     headers={"Accept": "image/png"}, timeout=30)
+    assert r.status_code == 200
