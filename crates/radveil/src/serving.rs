@@ -97,11 +97,11 @@ pub struct ServeArgs {
     /// DATA/keys/audit-key, made (mode 0600) on first run.
     #[arg(long)]
     audit_key_file: Option<PathBuf>,
-    /// A folder kept apart from the data and its backups where the latest signed
-    /// checkpoints of the audit trail and the ledger are kept, at every start and clean
-    /// stop: at start each must extend the one kept there, so a trail rolled back (put back
-    /// from an older copy) or deleted stops the start. Without it, only tampering within the
-    /// trails is found.
+    /// A folder kept apart from the data and its backups (one per data directory) where the
+    /// latest signed checkpoints of the audit trail and the ledger are kept, at every start
+    /// and clean stop: at start each must extend the one kept there, so a trail rolled back
+    /// (put back from an older copy) or deleted stops the start. Without it, only tampering
+    /// within the trails is found.
     #[arg(long, value_name = "DIR")]
     kept_checkpoints: Option<PathBuf>,
     /// Trusted signers of images (repeatable): a certificate file (PEM bundle or DER, as

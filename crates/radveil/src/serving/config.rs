@@ -80,10 +80,11 @@ pub const TEMPLATE: &str = r#"# radveil serve: the settings of the gateway for t
 # in this directory, made on first run. Flag: --audit-key-file. For example:
 # audit_key_file = "/run/secrets/radveil-audit-key"
 #
-# A folder kept apart from the data and its backups (another volume or machine) where the
-# gateway keeps the latest signed checkpoint of its audit trail and of its ledger, at every
-# start and clean stop; at start each must extend the one kept there, so a trail put back
-# from an older copy (a rollback) or deleted stops the start. Flag: --kept-checkpoints.
+# A folder kept apart from the data and its backups (another volume or machine; one per
+# data directory) where the gateway keeps the latest signed checkpoint of its audit trail
+# and of its ledger, at every start and clean stop; at start each must extend the one kept
+# there, so a trail put back from an older copy (a rollback) or deleted stops the start.
+# Flag: --kept-checkpoints.
 # No default (no rollback check); for example:
 # kept_checkpoints = "/var/lib/radveil-checkpoints"
 
