@@ -804,9 +804,12 @@ fn render_instance_frames(
         .transfer_syntax
         .trim_end_matches(['\0', ' '])
         .to_string();
+    // A UID is digits and dots (PS3.5 9.1); anything else (a hostile file's line break)
+    // never reaches the part's headers.
     let uid = |tag| {
         ds.string(tag)
             .map(|s| s.trim().to_string())
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
             .unwrap_or_default()
     };
     let instance = format!(
