@@ -118,7 +118,86 @@ struct Series {
 struct Study {
     patient: Handle,
     attrs: Packed,
-    series: BTreeMap<Handle, Series>,
+    series: SeriesList,
+}
+
+/// The series of a study, in handle order: a sorted vector, as a study has few series (a
+/// `BTreeMap` node would take a kilobyte for a study of one series).
+#[derive(Debug, Default)]
+struct SeriesList(Vec<(Handle, Series)>);
+
+impl SeriesList {
+    fn find(&self, h: &Handle) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.cmp(h))
+    }
+
+    fn get(&self, h: &Handle) -> Option<&Series> {
+        self.get_key_value(h).map(|(_, s)| s)
+    }
+
+    fn get_key_value(&self, h: &Handle) -> Option<(&Handle, &Series)> {
+        let i = self.find(h).ok()?;
+        let (k, s) = &self.0[i];
+        Some((k, s))
+    }
+
+    /// The series, added empty when it is not there.
+    fn entry(&mut self, h: Handle) -> &mut Series {
+        let i = match self.find(&h) {
+            Ok(i) => i,
+            Err(i) => {
+                grow(&mut self.0);
+                self.0.insert(i, (h, Series::default()));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn remove(&mut self, h: &Handle) {
+        if let Ok(i) = self.find(h) {
+            self.0.remove(i);
+        }
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&Handle, &mut Series)> {
+        self.0.iter_mut().map(|(k, s)| (&*k, s))
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Series) -> bool) {
+        self.0.retain(|(_, s)| keep(s));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Series> {
+        self.0.iter().map(|(_, s)| s)
+    }
+
+    /// The series from `lo` on, in handle order.
+    fn starting(&self, lo: Bound<&Handle>) -> impl Iterator<Item = (&Handle, &Series)> {
+        let start = match lo {
+            Bound::Unbounded => 0,
+            Bound::Included(h) => self.0.partition_point(|(k, _)| k < h),
+            Bound::Excluded(h) => self.0.partition_point(|(k, _)| k <= h),
+        };
+        self.0[start..].iter().map(|(k, s)| (k, s))
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Index<&Handle> for SeriesList {
+    type Output = Series;
+
+    fn index(&self, h: &Handle) -> &Series {
+        self.get(h).expect("a series of the study")
+    }
 }
 
 type Tree = BTreeMap<Handle, Study>;
@@ -147,6 +226,14 @@ fn get(attrs: &Attrs, tag: u32) -> Option<&Attr> {
         .map(|i| &attrs[i].1)
 }
 
+/// Makes room for one more: by an eighth of what is there (little slack in memory, and
+/// amortised copies), where `Vec` would double (and start at four).
+fn grow<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 8).max(1));
+    }
+}
+
 impl Series {
     /// Adds an instance (or replaces the entry of one stored anew).
     fn add(&mut self, instance: Handle, g: &Geometry) {
@@ -160,6 +247,7 @@ impl Series {
         let shape = match self.shapes.iter().rposition(|s| *s == shape) {
             Some(i) => i,
             None => {
+                grow(&mut self.shapes);
                 self.shapes.push(shape);
                 self.shapes.len() - 1
             }
@@ -176,10 +264,7 @@ impl Series {
         match self.members.binary_search_by(|x| x.instance.cmp(&instance)) {
             Ok(i) => self.members[i] = m,
             Err(i) => {
-                // Grows by an eighth: little slack in memory, amortised copies.
-                if self.members.len() == self.members.capacity() {
-                    self.members.reserve_exact((self.members.len() / 8).max(1));
-                }
+                grow(&mut self.members);
                 self.members.insert(i, m);
             }
         }
@@ -352,7 +437,7 @@ impl Catalogue {
                         s.forget(i);
                     }
                 }
-                st.series.retain(|_, s| !s.members.is_empty());
+                st.series.retain(|s| !s.members.is_empty());
             }
         }
         if st.series.is_empty() {
@@ -413,10 +498,10 @@ fn insert_into(tree: &mut Tree, h: &Handles, mut attrs: Attrs) {
     let st = tree.entry(h.study).or_insert_with(|| Study {
         patient: h.patient,
         attrs: Packed::default(),
-        series: BTreeMap::new(),
+        series: SeriesList::default(),
     });
     st.attrs.merge(&study);
-    let se = st.series.entry(h.series).or_default();
+    let se = st.series.entry(h.series);
     se.attrs.merge(&series);
     se.add(h.instance, &geometry);
 }
@@ -1211,7 +1296,7 @@ impl<'q> Plan<'q> {
                     }
                 }
                 None => {
-                    for (h, se) in st.series.range((lo, Bound::Unbounded)) {
+                    for (h, se) in st.series.starting(lo) {
                         if self.series_ok(se) && !f(sth, st, h, se) {
                             return false;
                         }

@@ -943,6 +943,7 @@ fn an_instance_costs_a_few_dozen_bytes_in_memory() {
         assert!(p.get(tags::SOP_INSTANCE_UID).is_none());
         assert!(p.get(tags::ROWS).is_none());
     }
+    assert_eq!(st.series.0.capacity(), 1, "a study of one series holds one");
     assert!(st.attrs.len() < 100, "{}", st.attrs.len());
     assert!(se.attrs.len() < 60, "{}", se.attrs.len());
 }
