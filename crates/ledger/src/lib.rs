@@ -542,8 +542,6 @@ struct Replayed {
     roots: Vec<Option<Hash>>,
     /// The MTH of the ranges asked for.
     ranges: Option<Vec<Hash>>,
-    /// The leaf hash asked for.
-    leaf: Option<Hash>,
 }
 
 const ENTRIES: &str = "entries.jsonl";
@@ -920,7 +918,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
         if let Some(root) = self.known_root(size) {
             return Ok(Some(root));
         }
-        Ok(self.replay_for(&[size], Vec::new(), None)?.roots[0])
+        Ok(self.replay_for(&[size], Vec::new())?.roots[0])
     }
 
     /// The root of the first `size` entries when known without reading the file.
@@ -935,14 +933,8 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
     }
 
     /// One pass over the entries this handle read, checked against its tree: the roots of
-    /// the trees of `sizes`, the MTH of `ranges` (disjoint) and the leaf hash of entry
-    /// `leaf`, keeping O(log n) hashes.
-    fn replay_for(
-        &self,
-        sizes: &[u64],
-        ranges: Vec<std::ops::Range<u64>>,
-        leaf: Option<u64>,
-    ) -> Result<Replayed> {
+    /// the trees of `sizes` and the MTH of `ranges`, keeping O(log n) hashes a range.
+    fn replay_for(&self, sizes: &[u64], ranges: Vec<std::ops::Range<u64>>) -> Result<Replayed> {
         let mut replay = Replay::open(
             &self.entries_path(),
             &Position::start(),
@@ -956,15 +948,11 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
                 .map(|&s| (s == 0).then(merkle::empty_root))
                 .collect(),
             ranges: None,
-            leaf: None,
         };
         let mut ranges = merkle::Ranges::new(ranges);
         while let Some(at) = replay.next()? {
             let hash = merkle::leaf_hash(replay.line());
             ranges.push(hash);
-            if Some(at.index) == leaf {
-                out.leaf = Some(hash);
-            }
             for (s, root) in sizes.iter().zip(out.roots.iter_mut()) {
                 if *s == at.index + 1 {
                     *root = Some(replay.frontier.root());
@@ -1243,23 +1231,75 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
     /// Inclusion proof of entry `index` in the tree of the first `size` entries (`None` out
     /// of range), from one pass over the file checked against the handle's tree.
     pub fn prove_inclusion(&self, index: u64, size: u64) -> Result<Option<InclusionProof>> {
-        if size > self.size() {
-            return Ok(None);
+        Ok(self.prove_inclusions(&[index], size)?.pop().flatten())
+    }
+
+    /// Inclusion proofs of several entries in the tree of the first `size` entries, in the
+    /// order of `indexes` (each `None` out of range), from one pass over the file checked
+    /// against the handle's tree, keeping O(log n) hashes a proof.
+    pub fn prove_inclusions(
+        &self,
+        indexes: &[u64],
+        size: u64,
+    ) -> Result<Vec<Option<InclusionProof>>> {
+        if size > self.size() || indexes.iter().all(|&i| i >= size) {
+            return Ok(vec![None; indexes.len()]);
         }
-        let Some(ranges) = merkle::inclusion_ranges(index, size) else {
-            return Ok(None);
-        };
-        let r = self.replay_for(&[size], ranges, Some(index))?;
-        let (Some(proof), Some(leaf), Some(root)) = (r.ranges, r.leaf, r.roots[0]) else {
-            return Ok(None);
-        };
-        Ok(Some(InclusionProof {
-            index,
-            size,
-            leaf: hex(&leaf),
-            proof: proof.iter().map(|h| hex(h)).collect(),
-            root: hex(&root),
-        }))
+        // The ranges of every proof, hashed together: those the proofs share (the large
+        // subtrees near the root) once.
+        let per_proof: Vec<Option<Vec<std::ops::Range<u64>>>> = indexes
+            .iter()
+            .map(|&i| merkle::inclusion_ranges(i, size))
+            .collect();
+        let mut ranges =
+            merkle::Ranges::new(per_proof.iter().flatten().flatten().cloned().collect());
+        let mut wanted: std::collections::HashMap<u64, Vec<usize>> = Default::default();
+        for (k, &i) in indexes.iter().enumerate() {
+            wanted.entry(i).or_default().push(k);
+        }
+        let mut leaves: Vec<Option<Hash>> = vec![None; indexes.len()];
+        let mut root = None;
+        let mut replay = Replay::open(
+            &self.entries_path(),
+            &Position::start(),
+            self.mark.end,
+            self.size(),
+            self.frontier.root(),
+        )?;
+        while let Some(at) = replay.next()? {
+            if at.index >= size {
+                // Past the tree: read on only for the check against the handle's tree.
+                continue;
+            }
+            let hash = merkle::leaf_hash(replay.line());
+            ranges.push(hash);
+            for &k in wanted.get(&at.index).into_iter().flatten() {
+                leaves[k] = Some(hash);
+            }
+            if at.index + 1 == size {
+                root = Some(replay.frontier.root());
+            }
+        }
+        let mut roots = ranges.roots().unwrap_or_default().into_iter();
+        Ok(indexes
+            .iter()
+            .zip(per_proof)
+            .zip(leaves)
+            .map(|((&index, ranges), leaf)| {
+                let n = ranges?.len();
+                let proof: Vec<Hash> = roots.by_ref().take(n).collect();
+                if proof.len() != n {
+                    return None;
+                }
+                Some(InclusionProof {
+                    index,
+                    size,
+                    leaf: hex(&leaf?),
+                    proof: proof.iter().map(|h| hex(h)).collect(),
+                    root: hex(&root?),
+                })
+            })
+            .collect())
     }
 
     /// Consistency proof from the tree of `old` entries to the tree of `new` entries
@@ -1275,7 +1315,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
         if ranges.is_empty() {
             return Ok(Some(Vec::new()));
         }
-        Ok(self.replay_for(&[], ranges, None)?.ranges)
+        Ok(self.replay_for(&[], ranges)?.ranges)
     }
 
     /// Verifies the ledger itself: its latest checkpoint (signature, origin, consistency

@@ -239,33 +239,48 @@ fn subproof_ranges(
     }
 }
 
-/// The MTH of a few disjoint leaf ranges, computed from the leaves streamed once in order
-/// ([`Ranges::push`]), keeping only a frontier per range: how a proof is made from a log
-/// whose leaves are not kept.
+/// The MTH of leaf ranges, computed from the leaves streamed once in order
+/// ([`Ranges::push`]), keeping only a frontier per distinct range: how proofs are made from
+/// a log whose leaves are not kept. The ranges may overlap or repeat (those of several
+/// proofs: each distinct range is hashed once, and a leaf goes only to the ranges that hold
+/// it, O(log n) of them for ranges of RFC 9162's recursion).
 #[derive(Debug, Clone)]
 pub struct Ranges {
-    /// The ranges, in the order asked for.
-    ranges: Vec<std::ops::Range<u64>>,
-    /// Indexes into `ranges`, by start.
-    by_start: Vec<usize>,
+    /// The distinct ranges, by start.
+    distinct: Vec<std::ops::Range<u64>>,
     frontiers: Vec<Frontier>,
+    /// For each range asked for, in order, its place in `distinct`.
+    asked: Vec<usize>,
+    /// The distinct ranges that hold the next leaf.
+    active: Vec<usize>,
+    /// The first distinct range not yet started.
+    started: usize,
     /// The next leaf's index.
     next: u64,
-    /// The first range (in `by_start`) that may still take a leaf.
-    at: usize,
 }
 
 impl Ranges {
-    /// Ranges to compute (disjoint, as [`inclusion_ranges`] and [`consistency_ranges`] give).
+    /// Ranges to compute (as [`inclusion_ranges`] and [`consistency_ranges`] give them).
     pub fn new(ranges: Vec<std::ops::Range<u64>>) -> Ranges {
-        let mut by_start: Vec<usize> = (0..ranges.len()).collect();
-        by_start.sort_by_key(|&i| ranges[i].start);
+        let mut distinct: Vec<std::ops::Range<u64>> =
+            ranges.iter().filter(|r| r.start < r.end).cloned().collect();
+        distinct.sort_by_key(|r| (r.start, r.end));
+        distinct.dedup();
+        let asked = ranges
+            .iter()
+            .map(|r| {
+                distinct
+                    .binary_search_by_key(&(r.start, r.end), |d| (d.start, d.end))
+                    .unwrap_or(usize::MAX)
+            })
+            .collect();
         Ranges {
-            frontiers: vec![Frontier::new(); ranges.len()],
-            ranges,
-            by_start,
+            frontiers: vec![Frontier::new(); distinct.len()],
+            distinct,
+            asked,
+            active: Vec::new(),
+            started: 0,
             next: 0,
-            at: 0,
         }
     }
 
@@ -273,25 +288,31 @@ impl Ranges {
     pub fn push(&mut self, leaf: Hash) {
         let i = self.next;
         self.next += 1;
-        while let Some(&r) = self.by_start.get(self.at) {
-            if self.ranges[r].end <= i {
-                self.at += 1;
-                continue;
+        let distinct = &self.distinct;
+        self.active.retain(|&r| distinct[r].end > i);
+        while let Some(r) = distinct.get(self.started) {
+            if r.start > i {
+                break;
             }
-            if self.ranges[r].start <= i {
-                self.frontiers[r].push(leaf);
+            if r.end > i {
+                self.active.push(self.started);
             }
-            break;
+            self.started += 1;
+        }
+        for &r in &self.active {
+            self.frontiers[r].push(leaf);
         }
     }
 
     /// The MTH of each range, in the order asked for, or `None` when a range did not get
-    /// all of its leaves.
+    /// all of its leaves (or is empty).
     pub fn roots(&self) -> Option<Vec<Hash>> {
-        self.ranges
+        self.asked
             .iter()
-            .zip(&self.frontiers)
-            .map(|(r, f)| (f.len() == r.end - r.start).then(|| f.root()))
+            .map(|&d| {
+                let (r, f) = (self.distinct.get(d)?, &self.frontiers[d]);
+                (f.len() == r.end - r.start).then(|| f.root())
+            })
             .collect()
     }
 }
@@ -458,6 +479,17 @@ mod tests {
                 );
             }
         }
+        // Ranges that overlap and repeat (those of several proofs): each one's MTH.
+        let asked = vec![0..70, 3..9, 0..64, 3..9, 64..70, 10..11, 32..64];
+        let mut r = Ranges::new(asked.clone());
+        for leaf in &leaves {
+            r.push(*leaf);
+        }
+        let want: Vec<Hash> = asked
+            .iter()
+            .map(|a| root(&leaves[a.start as usize..a.end as usize]))
+            .collect();
+        assert_eq!(r.roots(), Some(want));
         // A range short of leaves has no root.
         let mut r = Ranges::new(std::iter::once(0..4).collect());
         r.push(leaves[0]);

@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 
 use radveil_deid::Key;
 use radveil_ledger::note::{Checkpoint, Signer, Verifier};
-use radveil_ledger::{Ledger, LedgerError};
+use radveil_ledger::{Ledger, LedgerError, Observation};
 use radveil_part10::MemoryBudget;
 
-use crate::observe::{check_image, ImageCheck};
-use crate::ordered::{map_in_order, Tally};
+use crate::observe::{check_image, observe, ImageCheck};
+use crate::ordered::Tally;
 use crate::pool::Pool;
 use crate::secret::SecretError;
 use crate::verify::chain;
@@ -528,6 +528,9 @@ pub fn create_signer(path: &Path, origin: &str) -> Result<Signer, SignerKeyError
     Ok(signer)
 }
 
+/// How many files [`Verified::check_inputs`] checks against the ledger at once.
+const CHECK_CHUNK: usize = 512;
+
 /// A ledger opened to give proofs from: its latest checkpoint, verified against the
 /// ledger's own verifier key (a prover vouches for its own log; a verifier checks with a
 /// key held elsewhere).
@@ -606,12 +609,53 @@ impl Verified {
         for r in walked.refused {
             count(&r.path, &ImageCheck::unreadable(r.reason));
         }
-        map_in_order(
-            &Pool::all_cores(),
-            &walked.files,
-            |f| self.image_status(f, key, budget),
-            |f, check| count(f, &check),
-        );
+        // The files are observed on every core, a chunk at a time; each chunk is then
+        // checked against the ledger at once (two passes over its file for the chunk, not
+        // two per image: the ledger's records are read from its file, not kept).
+        let pool = Pool::all_cores();
+        for chunk in walked.files.chunks(CHECK_CHUNK) {
+            let mut observed: Vec<Result<Observation, ImageCheck>> =
+                Vec::with_capacity(chunk.len());
+            crate::ordered::for_each_in_order(
+                &pool,
+                chunk,
+                || (),
+                |(), f| observe(f, key, budget),
+                |_, result| {
+                    observed.push(match result {
+                        Ok(Ok(o)) => Ok(o),
+                        Ok(Err(e)) => Err(ImageCheck::unreadable(chain(&e))),
+                        Err(p) => Err(ImageCheck::unreadable(chain(&p))),
+                    })
+                },
+            );
+            let images: Vec<&Observation> =
+                observed.iter().filter_map(|o| o.as_ref().ok()).collect();
+            let mut checked = match self.ledger.check_many(&images, &self.checkpoint) {
+                Ok(checked) => checked.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => images
+                    .iter()
+                    .map(|_| Err(format!("the ledger could not be read: {e}")))
+                    .collect(),
+            }
+            .into_iter();
+            for (f, o) in chunk.iter().zip(observed) {
+                let check = match o.map(|_| checked.next()) {
+                    Ok(Some(Ok((verdict, advisories)))) => ImageCheck::of(verdict, &advisories),
+                    Ok(Some(Err(why))) => ImageCheck {
+                        verdict: radveil_ledger::Verdict {
+                            status: radveil_ledger::Status::Unproven,
+                            index: None,
+                            reason: why,
+                        },
+                        advisory: None,
+                    },
+                    Ok(None) => ImageCheck::unreadable("not checked"),
+                    Err(unreadable) => unreadable,
+                };
+                count(f, &check);
+            }
+        }
         tally
     }
 }

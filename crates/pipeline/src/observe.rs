@@ -171,6 +171,15 @@ pub struct ImageCheck {
 }
 
 impl ImageCheck {
+    /// The ledger's verdict on an image, with its equipment advisories in words.
+    pub fn of(verdict: Verdict, advisories: &[radveil_ledger::EquipmentAdvisory]) -> ImageCheck {
+        let advisories: Vec<String> = advisories.iter().map(ToString::to_string).collect();
+        ImageCheck {
+            verdict,
+            advisory: (!advisories.is_empty()).then(|| advisories.join("; ")),
+        }
+    }
+
     /// An image that could not be read, for `reason`.
     pub fn unreadable(reason: impl Into<String>) -> ImageCheck {
         ImageCheck {
@@ -263,11 +272,7 @@ pub fn check_image(
             }
         }
     };
-    let advisories: Vec<String> = advisories.iter().map(ToString::to_string).collect();
-    ImageCheck {
-        verdict,
-        advisory: (!advisories.is_empty()).then(|| advisories.join("; ")),
-    }
+    ImageCheck::of(verdict, &advisories)
 }
 
 /// What appending observed images did.
