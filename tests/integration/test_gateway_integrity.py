@@ -368,7 +368,8 @@ def test_an_instance_deleted_then_stored_again_with_other_bytes_is_logged_anew(s
     assert requests.delete(f"{g.url}/studies/{study}", timeout=30).status_code == 204
     r = post(g.url, [new_b])
     assert r.status_code == 200, r.text
-    assert value(found(g.url, study)[f"{study}.1.1"], INDEX) == [1]
+    # Entry 0: the first copy; 1: its tombstone (the DELETE); 2: the corrected copy.
+    assert value(found(g.url, study)[f"{study}.1.1"], INDEX) == [2]
     assert g.stop() == 0
     files = {}
     for name, b in [("old", old_b), ("new", new_b)]:
