@@ -45,6 +45,7 @@ pub mod rendered;
 pub mod scope;
 pub mod server;
 pub mod stow;
+mod streamed;
 pub mod tls;
 pub mod transfer;
 pub mod wado;

@@ -26,6 +26,7 @@ use crate::app::{base_url, error, handle, store_error, AppState};
 use crate::frames::{frame_list, open_instance, pixel_refusal, Refused};
 use crate::multipart::{media_type, split_unquoted};
 use crate::scope::Scope;
+use crate::streamed;
 
 /// The side of the square a thumbnail fits in.
 pub const THUMBNAIL: u32 = 128;
@@ -764,23 +765,14 @@ struct Part {
 
 /// The bytes of `part` in a multipart body with `boundary` and parts of `media`.
 fn part_bytes(part: &Part, boundary: &str, media: &str) -> Bytes {
-    let mut out = Vec::with_capacity(
-        part.image
-            .len()
-            .saturating_add(part.location.len())
-            .saturating_add(boundary.len())
-            .saturating_add(80),
-    );
-    out.extend_from_slice(b"--");
-    out.extend_from_slice(boundary.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(media.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Location: ");
-    out.extend_from_slice(part.location.as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(&part.image);
-    out.extend_from_slice(b"\r\n");
-    Bytes::from(out)
+    streamed::part(
+        boundary,
+        &[
+            ("Content-Type", media),
+            ("Content-Location", &part.location),
+        ],
+        &part.image,
+    )
 }
 
 /// Renders every frame of a stored instance, handing each to `each` as it is made (one
@@ -832,42 +824,6 @@ fn render_instance_frames(
     Ok(())
 }
 
-/// Parts of a rendered study or series waiting to be sent: a rendered frame of a large
-/// study is sent as soon as it is made, and at most this many wait for a slow client, so a
-/// response holds a few frames' memory whatever the study's size.
-const PARTS_IN_FLIGHT: usize = 2;
-
-/// The body of a rendered study or series: the first part, then the parts as the renderer
-/// sends them. A refusal after the first part ends the body short (no closing boundary), so
-/// the client sees an incomplete response rather than a complete one with frames missing.
-struct Streamed {
-    first: Option<Bytes>,
-    rest: tokio::sync::mpsc::Receiver<Result<Bytes, Refused>>,
-}
-
-impl http_body::Body for Streamed {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        if let Some(b) = self.first.take() {
-            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b))));
-        }
-        self.rest.poll_recv(cx).map(|o| {
-            o.map(|r| match r {
-                Ok(b) => Ok(http_body::Frame::data(b)),
-                Err(Refused(status, why)) => {
-                    tracing::error!(%status, error = %why, "a rendered study or series ended short");
-                    Err(std::io::Error::other("rendering stopped"))
-                }
-            })
-        })
-    }
-}
-
 /// A rendered study or series (PS3.18 §10.4.1.1.3): every frame of every instance the
 /// caller may see that has pixel data, rendered, as `multipart/related` parts with the
 /// Content-Location of each rendered alone, in the index's order. Instances without pixel
@@ -876,7 +832,7 @@ impl http_body::Body for Streamed {
 /// response ended short).
 ///
 /// Bounded: each frame is decoded and rendered within the pixel memory budget, one at a
-/// time, and sent as it is made, at most [`PARTS_IN_FLIGHT`] waiting for the client. The
+/// time, and sent as it is made, at most [`streamed::PARTS_IN_FLIGHT`] waiting for the client. The
 /// first part is made before the response starts, so a study with nothing to render (404),
 /// an image that is not rendered (406) or no memory now (503) gets its status.
 async fn render_many(
@@ -901,87 +857,67 @@ async fn render_many(
         .filter(|r| scope.sees(&r.patient))
         .collect();
     let base = base_url(state, headers);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, Refused>>(PARTS_IN_FLIGHT);
     let boundary = crate::multipart::new_boundary();
-    let producer = {
-        let (state, opts, boundary) = (state.clone(), std::sync::Arc::new(opts), boundary.clone());
-        async move {
-            let mut sent = 0usize;
-            for r in &rows {
-                if tx.is_closed() {
-                    // The client is gone.
-                    return;
-                }
-                let bytes = match state.store.open_row(r).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let why = format!("a stored instance does not open: {e}");
-                        let _ = tx
-                            .send(Err(Refused(StatusCode::INTERNAL_SERVER_ERROR, why)))
-                            .await;
-                        return;
-                    }
-                };
-                let (part_tx, opts, base, boundary) =
-                    (tx.clone(), opts.clone(), base.clone(), boundary.clone());
-                let done = tokio::task::spawn_blocking(move || {
-                    let mut n = 0usize;
-                    let r = render_instance_frames(&bytes, &base, kind, &opts, &mut |p| {
-                        n = n.saturating_add(1);
-                        let part = part_bytes(&p, &boundary, kind.media());
-                        part_tx.blocking_send(Ok(part)).is_ok()
-                    });
-                    (r, n)
-                })
-                .await;
-                let refused = match done {
-                    Ok((Ok(()), n)) => {
-                        if n > 0 {
-                            state.metrics.retrieved(1);
-                        }
-                        sent = sent.saturating_add(n);
-                        continue;
-                    }
-                    Ok((Err(refused), _)) => refused,
-                    Err(_) => Refused(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()),
-                };
-                let _ = tx.send(Err(refused)).await;
+    let ct = format!(
+        "multipart/related; type=\"{}\"; boundary={boundary}",
+        kind.media()
+    );
+    let state = state.clone();
+    let made = streamed::respond(&ct, move |tx: streamed::Parts| async move {
+        let opts = std::sync::Arc::new(opts);
+        let mut sent = 0usize;
+        for r in &rows {
+            if tx.is_closed() {
+                // The client is gone.
                 return;
             }
-            let last = if sent == 0 {
-                Err(Refused(StatusCode::NOT_FOUND, "not found".into()))
-            } else {
-                Ok(Bytes::from(format!("--{boundary}--\r\n")))
+            let bytes = match state.store.open_row(r).await {
+                Ok(b) => b,
+                Err(e) => {
+                    let why = format!("a stored instance does not open: {e}");
+                    let _ = tx
+                        .send(Err(Refused(StatusCode::INTERNAL_SERVER_ERROR, why)))
+                        .await;
+                    return;
+                }
             };
-            let _ = tx.send(last).await;
+            let (part_tx, opts, base, boundary) =
+                (tx.clone(), opts.clone(), base.clone(), boundary.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                let mut n = 0usize;
+                let r = render_instance_frames(&bytes, &base, kind, &opts, &mut |p| {
+                    n = n.saturating_add(1);
+                    let part = part_bytes(&p, &boundary, kind.media());
+                    part_tx.blocking_send(Ok(part)).is_ok()
+                });
+                (r, n)
+            })
+            .await;
+            let refused = match done {
+                Ok((Ok(()), n)) => {
+                    if n > 0 {
+                        state.metrics.retrieved(1);
+                    }
+                    sent = sent.saturating_add(n);
+                    continue;
+                }
+                Ok((Err(refused), _)) => refused,
+                Err(_) => Refused(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()),
+            };
+            let _ = tx.send(Err(refused)).await;
+            return;
         }
-    };
-    let producer = tokio::spawn(producer);
-    // The first message decides the status: a part (200, the rest streamed) or a refusal.
-    match rx.recv().await {
-        Some(Ok(first)) => {
-            let body = Body::new(Streamed {
-                first: Some(first),
-                rest: rx,
-            });
-            let ct = format!(
-                "multipart/related; type=\"{}\"; boundary={boundary}",
-                kind.media()
-            );
-            let mut resp = Response::new(body);
-            if let Ok(v) = HeaderValue::from_str(&ct) {
-                resp.headers_mut().insert(header::CONTENT_TYPE, v);
-            }
-            resp
-        }
-        Some(Err(refused)) => {
-            producer.abort();
-            answer(Err(refused), kind)
-        }
-        None => {
-            producer.abort();
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-        }
+        let last = if sent == 0 {
+            Err(Refused(StatusCode::NOT_FOUND, "not found".into()))
+        } else {
+            Ok(streamed::close(&boundary))
+        };
+        let _ = tx.send(last).await;
+    })
+    .await;
+    match made {
+        Ok(resp) => resp,
+        Err(refused) => answer(Err(refused), kind),
     }
 }
 

@@ -9,8 +9,10 @@ use axum::response::Response;
 use radveil_store::{Handle, Level, StoreError};
 
 use crate::app::{error, handle, store_error, AppState};
+use crate::frames::Refused;
 use crate::multipart;
 use crate::scope::Scope;
+use crate::streamed;
 use crate::transfer;
 
 pub(crate) async fn wado_study(
@@ -87,17 +89,64 @@ async fn retrieve(
         // Another patient's study is exactly as absent as a missing one.
         .filter(|r| scope.sees(&r.patient))
         .collect();
-    if rows.is_empty() {
-        return error(StatusCode::NOT_FOUND, "not found");
+    // A study or series is sent an instance at a time as the client takes them: the
+    // response holds a few instances' memory whatever the study's size.
+    let boundary = multipart::new_boundary();
+    let ct = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
+    let state = state.clone();
+    let made = streamed::respond(&ct, move |tx: streamed::Parts| async move {
+        for r in &rows {
+            if tx.is_closed() {
+                // The client is gone.
+                return;
+            }
+            let part = match state.store.open_row(r).await {
+                Ok(bytes) => match transfer::convert(bytes, &wanted) {
+                    Ok((b, ts)) => {
+                        state.metrics.retrieved(1);
+                        let media = format!("application/dicom; transfer-syntax={ts}");
+                        Ok(streamed::part(&boundary, &[("Content-Type", &media)], &b))
+                    }
+                    Err(why) => Err(Refused(StatusCode::NOT_ACCEPTABLE, why)),
+                },
+                Err(e) => Err(unopened(&e)),
+            };
+            let stop = part.is_err();
+            if tx.send(part).await.is_err() || stop {
+                return;
+            }
+        }
+        let last = if rows.is_empty() {
+            Err(Refused(StatusCode::NOT_FOUND, "not found".into()))
+        } else {
+            Ok(streamed::close(&boundary))
+        };
+        let _ = tx.send(last).await;
+    })
+    .await;
+    match made {
+        Ok(resp) => resp,
+        Err(Refused(status, why)) => error(status, &why),
     }
-    let mut objects = Vec::with_capacity(rows.len());
-    for r in &rows {
-        match state.store.open_row(r).await {
-            Ok(b) => objects.push(b),
-            Err(e) => return store_error(&e),
+}
+
+/// Why a stored instance of a study or series did not open, in the words of
+/// [`store_error`] (logged here: the client gets only the words).
+fn unopened(e: &StoreError) -> Refused {
+    let status = StatusCode::INTERNAL_SERVER_ERROR;
+    match e {
+        StoreError::Tampered(_) => {
+            tracing::error!(error = %e, "a stored object failed its integrity check");
+            Refused(
+                status,
+                "a stored object failed its integrity check and is not served".into(),
+            )
+        }
+        _ => {
+            tracing::error!(error = %e, "store error");
+            Refused(status, "store error".into())
         }
     }
-    respond(state, objects, &wanted)
 }
 
 /// The multipart response of opened instances, each in the transfer syntax wanted.
