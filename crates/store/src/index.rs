@@ -127,41 +127,62 @@ impl Index {
         &mut self,
         rows: &[(Row, Option<Vec<u8>>)],
     ) -> Result<Vec<Inserted>, StoreError> {
-        let tx = self.db.transaction()?;
-        let mut out = Vec::with_capacity(rows.len());
-        {
-            let mut find =
-                tx.prepare_cached(&format!("SELECT {COLUMNS} FROM instance WHERE handle = ?1"))?;
-            let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO instance ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-            ))?;
-            let mut forget = tx.prepare_cached("DELETE FROM metadata WHERE handle = ?1")?;
-            let mut keep =
-                tx.prepare_cached("INSERT INTO metadata (handle, sealed) VALUES (?1, ?2)")?;
-            for (r, metadata) in rows {
-                if let Some(e) = find.query_row([&r.instance.0[..]], row).optional()? {
-                    out.push(Inserted::Exists(Box::new(e)));
-                    continue;
-                }
-                insert.execute(params![
-                    &r.instance.0[..],
-                    &r.study.0[..],
-                    &r.series.0[..],
-                    &r.patient.0[..],
-                    r.object,
-                    i64::try_from(r.size).map_err(|_| StoreError::TooLarge)?,
-                    &r.content.0[..],
-                    r.meta,
-                ])?;
-                // A copy left by an instance removed earlier is replaced.
-                forget.execute([&r.instance.0[..]])?;
-                if let Some(m) = metadata {
-                    keep.execute(params![&r.instance.0[..], m])?;
-                }
-                out.push(Inserted::New);
-            }
+        // BEGIN and COMMIT are statements prepared once (one STOW-RS request is one
+        // transaction here, so their parsing was a part of every instance's cost).
+        self.db.prepare_cached("BEGIN")?.execute([])?;
+        let out = self.insert_rows(rows).and_then(|out| {
+            self.db.prepare_cached("COMMIT")?.execute([])?;
+            Ok(out)
+        });
+        if out.is_err() && !self.db.is_autocommit() {
+            let _ = self.db.execute_batch("ROLLBACK");
         }
-        tx.commit()?;
+        out
+    }
+
+    /// The inserts of [`Index::insert_many`], inside its transaction. The row goes in
+    /// unless the instance's handle (the primary key) is taken: that constraint, checked
+    /// in the transaction, is what answers a concurrent store of the same instance, so the
+    /// row there is looked up only when the insert did nothing.
+    fn insert_rows(&self, rows: &[(Row, Option<Vec<u8>>)]) -> Result<Vec<Inserted>, StoreError> {
+        let mut out = Vec::with_capacity(rows.len());
+        let mut find = self
+            .db
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM instance WHERE handle = ?1"))?;
+        let mut insert = self.db.prepare_cached(&format!(
+            "INSERT INTO instance ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (handle) DO NOTHING"
+        ))?;
+        let mut forget = self
+            .db
+            .prepare_cached("DELETE FROM metadata WHERE handle = ?1")?;
+        // A copy left by an instance removed earlier is replaced.
+        let mut keep = self
+            .db
+            .prepare_cached("INSERT OR REPLACE INTO metadata (handle, sealed) VALUES (?1, ?2)")?;
+        for (r, metadata) in rows {
+            let n = insert.execute(params![
+                &r.instance.0[..],
+                &r.study.0[..],
+                &r.series.0[..],
+                &r.patient.0[..],
+                r.object,
+                i64::try_from(r.size).map_err(|_| StoreError::TooLarge)?,
+                &r.content.0[..],
+                r.meta,
+            ])?;
+            if n == 0 {
+                let e = find.query_row([&r.instance.0[..]], row)?;
+                out.push(Inserted::Exists(Box::new(e)));
+                continue;
+            }
+            match metadata {
+                Some(m) => keep.execute(params![&r.instance.0[..], m])?,
+                // A copy left by an instance removed earlier goes.
+                None => forget.execute([&r.instance.0[..]])?,
+            };
+            out.push(Inserted::New);
+        }
         Ok(out)
     }
 
@@ -311,5 +332,88 @@ impl Index {
             .query_map([], |r| r.get::<_, String>(0))?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(n: u8) -> Handle {
+        Handle([n; 32])
+    }
+
+    fn row_of(n: u8, object: &str) -> Row {
+        Row {
+            instance: h(n),
+            study: h(100),
+            series: h(101),
+            patient: h(102),
+            object: object.into(),
+            size: 10,
+            content: h(n.wrapping_add(50)),
+            meta: vec![n],
+        }
+    }
+
+    #[test]
+    fn a_taken_handle_answers_the_row_there_and_a_failed_batch_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ix = Index::open(&dir.path().join("index.sqlite")).unwrap();
+        let a = row_of(1, "a.1");
+        let found = ix
+            .insert_many(&[
+                (a.clone(), Some(b"copy a".to_vec())),
+                (row_of(1, "a.2"), Some(b"copy a2".to_vec())),
+                (row_of(2, "b.1"), None),
+            ])
+            .unwrap();
+        assert_eq!(
+            found,
+            [
+                Inserted::New,
+                Inserted::Exists(Box::new(a.clone())),
+                Inserted::New
+            ]
+        );
+        assert_eq!(ix.get(&h(1)).unwrap(), Some(a.clone()));
+        assert_eq!(ix.metadata(&h(1)).unwrap().as_deref(), Some(&b"copy a"[..]));
+        assert_eq!(ix.metadata(&h(2)).unwrap(), None);
+
+        // A row that cannot go in (its size does not fit the column) undoes the batch,
+        // and the index takes the next one.
+        let mut big = row_of(4, "d.1");
+        big.size = u64::MAX;
+        let r = ix.insert_many(&[(row_of(3, "c.1"), None), (big, None)]);
+        assert!(matches!(r, Err(StoreError::TooLarge)), "{r:?}");
+        assert_eq!(ix.get(&h(3)).unwrap(), None);
+        assert_eq!(
+            ix.insert_many(&[(row_of(3, "c.2"), None)]).unwrap(),
+            [Inserted::New]
+        );
+
+        // A copy left by a removed instance is replaced, or goes when none comes.
+        ix.remove(&h(100), None, Some(&h(1))).unwrap();
+        ix.remove(&h(100), None, Some(&h(2))).unwrap();
+        assert!(ix.add_metadata(&h(3), "c.2", b"old c").unwrap());
+        ix.db
+            .execute(
+                "INSERT INTO metadata (handle, sealed) VALUES (?1, 'stale')",
+                [&h(2).0[..]],
+            )
+            .unwrap();
+        let found = ix
+            .insert_many(&[
+                (row_of(1, "a.3"), Some(b"copy a3".to_vec())),
+                (row_of(2, "b.2"), None),
+            ])
+            .unwrap();
+        assert_eq!(found, [Inserted::New, Inserted::New]);
+        assert_eq!(
+            ix.metadata(&h(1)).unwrap().as_deref(),
+            Some(&b"copy a3"[..])
+        );
+        assert_eq!(ix.metadata(&h(2)).unwrap(), None);
+        assert_eq!(ix.metadata(&h(3)).unwrap().as_deref(), Some(&b"old c"[..]));
     }
 }

@@ -119,10 +119,19 @@ impl KeyStore {
             tx.commit()?;
             Ok(k)
         } else {
-            let sp = self.db.savepoint()?;
-            let k = study_key_in(&self.kek, &sp, patient, study)?;
-            sp.commit()?;
-            Ok(k)
+            // The savepoint's statements are prepared once (this runs for every instance
+            // of a STOW-RS request).
+            self.db.prepare_cached("SAVEPOINT study_key")?.execute([])?;
+            let k = study_key_in(&self.kek, &self.db, patient, study).and_then(|k| {
+                self.db.prepare_cached("RELEASE study_key")?.execute([])?;
+                Ok(k)
+            });
+            if k.is_err() {
+                let _ = self
+                    .db
+                    .execute_batch("ROLLBACK TO study_key; RELEASE study_key");
+            }
+            k
         }
     }
 
@@ -134,7 +143,8 @@ impl KeyStore {
         &mut self,
         f: impl FnOnce(&mut KeyStore) -> T,
     ) -> Result<T, StoreError> {
-        self.db.execute_batch("BEGIN IMMEDIATE")?;
+        // Prepared once: a STOW-RS request of one instance is one transaction here.
+        self.db.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
         let out = match out {
             Ok(o) => o,
@@ -143,7 +153,11 @@ impl KeyStore {
                 std::panic::resume_unwind(p)
             }
         };
-        if let Err(e) = self.db.execute_batch("COMMIT") {
+        if let Err(e) = self
+            .db
+            .prepare_cached("COMMIT")
+            .and_then(|mut c| c.execute([]))
+        {
             if !self.db.is_autocommit() {
                 let _ = self.db.execute_batch("ROLLBACK");
             }
