@@ -59,7 +59,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -213,6 +213,24 @@ pub struct Catalogue {
     removals: Arc<AtomicU64>,
     /// Index rows opened by instance-level searches (how the tests check what they read).
     opened: Arc<AtomicU64>,
+    /// Series (study, series) with an index row found not to open: an instance-level walk
+    /// reads them rather than skip them unread inside the offset, so that the row counts
+    /// the same (not at all) either way.
+    unopenable: Arc<Mutex<BTreeSet<(Handle, Handle)>>>,
+    /// Run once between a walk's round reading the index and its matches being taken
+    /// (how the tests delete a series meanwhile).
+    #[cfg(test)]
+    between: Arc<Mutex<Option<Between>>>,
+}
+
+#[cfg(test)]
+struct Between(Box<dyn FnOnce(&Catalogue) + Send>);
+
+#[cfg(test)]
+impl std::fmt::Debug for Between {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Between")
+    }
 }
 
 /// Where the catalogue's removals stood before an instance was stored.
@@ -318,6 +336,12 @@ impl Catalogue {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Tree> {
         self.studies.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The series known to hold a row that does not open (a set, consistent after every
+    /// statement: a panic elsewhere leaves it usable).
+    fn unopenable(&self) -> std::sync::MutexGuard<'_, BTreeSet<(Handle, Handle)>> {
+        self.unopenable.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Fills the catalogue from the store's index (every row's sealed attributes opened,
@@ -426,6 +450,7 @@ impl Catalogue {
         match (series, instance) {
             (None, None) => {
                 tree.remove(study);
+                self.unopenable().retain(|(st, _)| st != study);
                 return;
             }
             (Some(se), None) => {
@@ -443,6 +468,9 @@ impl Catalogue {
         if st.series.is_empty() {
             tree.remove(study);
         }
+        // Series gone are no longer known to hold a row that does not open.
+        self.unopenable()
+            .retain(|(st, se)| tree.get(st).is_some_and(|s| s.series.get(se).is_some()));
     }
 
     /// Gives `check` (integrity at ingest: a new instance against its series) the stored
@@ -1397,6 +1425,9 @@ struct Round {
     members: Vec<Vec<Handle>>,
     /// Instance-level keys.
     keys: Vec<Key>,
+    /// A series and the last of its instances an earlier round read: its rows up to that
+    /// one are passed over.
+    resume: Option<((Handle, Handle), Handle)>,
     /// Which series the rows read are of (they come series by series).
     at: usize,
     /// Matches still to skip for the offset.
@@ -1405,7 +1436,12 @@ struct Round {
     want: usize,
     /// The matches: the series (index into `series`) and the instance's attributes.
     hits: Vec<(usize, Attrs)>,
+    /// Rows whose attributes did not open, and their series (indices into `series`).
     unopened: usize,
+    unopened_in: Vec<usize>,
+    /// Where it stopped once it had the matches it wanted: the series (index into
+    /// `series`) and instance of the last row read.
+    stopped: Option<(usize, Handle)>,
 }
 
 impl Round {
@@ -1421,6 +1457,12 @@ impl Round {
         let Some(members) = self.members.get(self.at) else {
             return false;
         };
+        if self
+            .resume
+            .is_some_and(|(s, i)| s == (row.study, row.series) && row.instance <= i)
+        {
+            return true;
+        }
         // Rows the catalogue does not list (a store that raced a deletion, one whose
         // attributes did not open when the catalogue was loaded) are not listed here either.
         if members.binary_search(&row.instance).is_err() {
@@ -1428,6 +1470,9 @@ impl Round {
         }
         let Some(attrs) = opened_attrs(meta) else {
             self.unopened += 1;
+            if self.unopened_in.last() != Some(&self.at) {
+                self.unopened_in.push(self.at);
+            }
             return true;
         };
         if !self
@@ -1442,7 +1487,11 @@ impl Round {
             return true;
         }
         self.hits.push((self.at, attrs));
-        self.hits.len() < self.want
+        if self.hits.len() < self.want {
+            return true;
+        }
+        self.stopped = Some((self.at, row.instance));
+        false
     }
 }
 
@@ -1509,7 +1558,10 @@ impl Catalogue {
         for (row, meta) in rows {
             match opened_attrs(meta) {
                 Some(a) => found.push((row.study, row.series, row.instance, a)),
-                None => unopened += 1,
+                None => {
+                    unopened += 1;
+                    self.unopenable().insert((row.study, row.series));
+                }
             }
         }
         report_unopened(unopened);
@@ -1539,7 +1591,10 @@ impl Catalogue {
     /// each round takes the next series under the read lock (until their instances cover
     /// what the page still wants, or [`ROUND_ROWS`] / [`ROUND_SERIES`]), reads their rows
     /// from the index, and stops reading once the page is full. Without instance-level
-    /// keys, whole series inside the offset are skipped unread.
+    /// keys, whole series inside the offset are skipped unread (but for those known to hold
+    /// a row that does not open, which the offset would count when skipped and not when
+    /// read). A round that stopped reading with the matches it wanted, some of which were
+    /// then dropped, is followed by one that goes on from the last row it read.
     async fn instances_by_walk(
         &self,
         store: &Store,
@@ -1547,12 +1602,18 @@ impl Catalogue {
         page: &mut Page,
     ) -> Result<(), StoreError> {
         let keys: Vec<Key> = plan.keys_at(Level::Instance).cloned().collect();
+        // The walk goes on after the series `after` names; when `resume` is given, in its
+        // series after its instance (the rows before it read by an earlier round).
         let mut after: Option<(Handle, Handle)> = None;
+        let mut resume: Option<((Handle, Handle), Handle)> = None;
         loop {
             let mut series = Vec::new();
             let mut members = Vec::new();
+            // Where the walk stood before the round's first series.
+            let mut before = after;
             let ended = {
                 let tree = self.read();
+                let unopenable = self.unopenable();
                 let mut rows = 0usize;
                 plan.visit_series(&tree, after, |sth, _, seh, se| {
                     let full = series.len() >= ROUND_SERIES
@@ -1561,15 +1622,25 @@ impl Catalogue {
                     if full {
                         return false;
                     }
-                    after = Some((*sth, *seh));
+                    let at = (*sth, *seh);
+                    if series.is_empty() {
+                        before = after;
+                    }
+                    after = Some(at);
                     let n = se.members.len();
                     // Skipped unread only before the round reads anything (the offset
-                    // counts from the first instance it has not passed).
-                    if keys.is_empty() && series.is_empty() && page.skip >= n {
+                    // counts from the first instance it has not passed), and only when
+                    // every row is taken to open, as when it is read.
+                    if keys.is_empty()
+                        && series.is_empty()
+                        && page.skip >= n
+                        && !unopenable.contains(&at)
+                        && resume.is_none_or(|(s, _)| s != at)
+                    {
                         page.skip -= n;
                         return true;
                     }
-                    series.push((*sth, *seh));
+                    series.push(at);
                     members.push(se.members.iter().map(|m| m.instance).collect::<Vec<_>>());
                     rows += n;
                     true
@@ -1582,11 +1653,14 @@ impl Catalogue {
                 series: series.clone(),
                 members,
                 keys: keys.clone(),
+                resume: resume.take(),
                 at: 0,
                 skip: page.skip,
                 want: page.wanted().saturating_sub(page.skip),
                 hits: Vec::new(),
                 unopened: 0,
+                unopened_in: Vec::new(),
+                stopped: None,
             };
             let opened = self.opened.clone();
             let round = store
@@ -1596,7 +1670,15 @@ impl Catalogue {
                 })
                 .await?;
             report_unopened(round.unopened);
+            if !round.unopened_in.is_empty() {
+                let mut known = self.unopenable();
+                for at in &round.unopened_in {
+                    known.insert(round.series[*at]);
+                }
+            }
             page.skip = round.skip;
+            #[cfg(test)]
+            self.run_between();
             {
                 let tree = self.read();
                 for (at, attrs) in &round.hits {
@@ -1611,9 +1693,34 @@ impl Catalogue {
                     }
                 }
             }
+            // The round stopped reading with the matches it wanted and some were dropped:
+            // the next goes on from the last row it read, not after the series it queued.
+            if let Some((at, instance)) = round.stopped {
+                after = match at.checked_sub(1) {
+                    Some(prev) => Some(round.series[prev]),
+                    None => before,
+                };
+                resume = Some((round.series[at], instance));
+                continue;
+            }
             if ended {
                 return Ok(());
             }
+        }
+    }
+
+    /// Has `f` run once between a walk's round reading the index and its matches being
+    /// taken.
+    #[cfg(test)]
+    fn between_rounds(&self, f: impl FnOnce(&Catalogue) + Send + 'static) {
+        *self.between.lock().unwrap() = Some(Between(Box::new(f)));
+    }
+
+    #[cfg(test)]
+    fn run_between(&self) {
+        let f = self.between.lock().unwrap().take();
+        if let Some(Between(f)) = f {
+            f(self);
         }
     }
 

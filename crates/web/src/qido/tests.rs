@@ -1041,3 +1041,152 @@ fn searches_answer_dicom_json_only() {
     assert!(!with(&["application/dicom+json;q=0"]));
     assert!(!with(&["text/html"]));
 }
+
+/// Series UIDs in the order the walk visits them (by handle).
+fn in_walk_order(f: &Fixture, uids: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = uids.iter().map(|u| u.to_string()).collect();
+    v.sort_by_key(|u| f.series(u));
+    v
+}
+
+/// The `n` instances `{series}.{i}` of a series in the order the walk lists them (by
+/// handle), quoted as [`strs`] gives them.
+fn instances_in_walk_order(f: &Fixture, series: &str, n: usize) -> Vec<String> {
+    let mut v: Vec<String> = (0..n).map(|i| format!("{series}.{i}")).collect();
+    v.sort_by_key(|u| f.store.uid(radveil_store::Level::Instance, u));
+    v.into_iter().map(|u| format!("\"{u}\"")).collect()
+}
+
+/// A round that stopped once it had its matches, one of which is then dropped (its series
+/// deleted before the hits were taken), goes on from the last row it read: the rows of a
+/// series it queued but did not read are still listed.
+#[test]
+fn a_match_dropped_after_a_round_does_not_skip_series_it_queued() {
+    let f = Fixture::new();
+    let order = in_walk_order(&f, &["1.1.1", "1.1.2", "1.1.3"]);
+    let mut all = Vec::new();
+    // The first series has one instance, the second two (the round stops there, with
+    // the three matches a page of 2 wants), the third two (queued, never read).
+    for (s, n) in order.iter().zip([1, 2, 2]) {
+        for i in 0..n {
+            all.push(inst(
+                "DOE^JANE",
+                "1.1",
+                s,
+                &format!("{s}.{i}"),
+                "CT",
+                "20200101",
+            ));
+        }
+    }
+    f.add(&all);
+    let gone = f.series(&order[1]);
+    let study = f.study("1.1");
+    f.c.between_rounds(move |c| c.remove(&study, Some(&gone), None));
+    // An instance-level key: the round queues every series.
+    let found = f.run(
+        &Scope::All,
+        &[("limit", "2"), ("InstanceNumber", "")],
+        ALL_INSTANCES,
+    );
+    assert_eq!(
+        strs(&found, tags::SOP_INSTANCE_UID),
+        vec![
+            format!("\"{}.0\"", order[0]),
+            instances_in_walk_order(&f, &order[2], 2)[0].clone()
+        ]
+    );
+    assert!(found.more);
+
+    // The round stops inside a series it goes on with: its rows already read are not
+    // listed twice.
+    let f = Fixture::new();
+    let order = in_walk_order(&f, &["2.1.1", "2.1.2", "2.1.3"]);
+    let mut all = Vec::new();
+    // A page of 3 wants 4: the round reads both of the first series (then deleted), the
+    // second's one and the third's first, and stops there.
+    for (s, n) in order.iter().zip([2, 1, 4]) {
+        for i in 0..n {
+            all.push(inst(
+                "DOE^JANE",
+                "2.1",
+                s,
+                &format!("{s}.{i}"),
+                "CT",
+                "20200101",
+            ));
+        }
+    }
+    f.add(&all);
+    let gone = f.series(&order[0]);
+    let study = f.study("2.1");
+    f.c.between_rounds(move |c| c.remove(&study, Some(&gone), None));
+    let found = f.run(
+        &Scope::All,
+        &[("limit", "3"), ("InstanceNumber", "")],
+        ALL_INSTANCES,
+    );
+    let third = instances_in_walk_order(&f, &order[2], 4);
+    assert_eq!(
+        strs(&found, tags::SOP_INSTANCE_UID),
+        vec![
+            format!("\"{}.0\"", order[1]),
+            third[0].clone(),
+            third[1].clone()
+        ]
+    );
+    assert!(found.more);
+}
+
+/// An index row whose attributes do not open counts the same in the offset whether its
+/// series is read or skipped unread: paging one by one lists each instance once.
+#[test]
+fn offsets_count_a_series_with_an_unopenable_row_alike_read_or_skipped() {
+    let f = Fixture::new();
+    let order = in_walk_order(&f, &["1.1.1", "1.1.2"]);
+    let mut good = Vec::new();
+    for (s, n) in order.iter().zip([3, 2]) {
+        for i in 0..n {
+            let a = inst("DOE^JANE", "1.1", s, &format!("{s}.{i}"), "CT", "20200101");
+            if *s == order[0] && i == 1 {
+                // Catalogued, but its sealed attributes are not DICOM JSON: it does not open.
+                let [p, st, se, sop] = Fixture::ids(&a);
+                let ids = radveil_store::InstanceIds {
+                    patient_id: &p,
+                    issuer: "",
+                    study: &st,
+                    series: &se,
+                    instance: &sop,
+                };
+                let r = f.rt.block_on(f.store.put(
+                    &ids,
+                    bytes::Bytes::from(sop.clone().into_bytes()),
+                    b"not json",
+                ));
+                assert_eq!(r.unwrap(), radveil_store::PutOutcome::Stored);
+                f.c.insert(&f.handles(&a), a);
+            } else {
+                good.push(a);
+            }
+        }
+    }
+    f.add(&good);
+    let whole = strs(
+        &f.run(&Scope::All, &[], ALL_INSTANCES),
+        tags::SOP_INSTANCE_UID,
+    );
+    assert_eq!(whole.len(), 4);
+    let mut paged = Vec::new();
+    for off in 0..6 {
+        let off = off.to_string();
+        paged.extend(strs(
+            &f.run(
+                &Scope::All,
+                &[("limit", "1"), ("offset", &off)],
+                ALL_INSTANCES,
+            ),
+            tags::SOP_INSTANCE_UID,
+        ));
+    }
+    assert_eq!(paged, whole);
+}
