@@ -46,12 +46,13 @@ def served(radveil_bin, data: Path, requests_made: int = 4) -> Gateway:
     return g
 
 
-def refused(radveil_bin, data: Path) -> str:
-    """Starts `radveil serve` on `data` and returns its log, asserting that it exited
-    non-zero without listening (a gateway that starts is stopped and fails the test)."""
+def refused(radveil_bin, data: Path, keep: bool = True) -> str:
+    """Starts `radveil serve` on `data` (with the kept checkpoints unless `keep` is false)
+    and returns its log, asserting that it exited non-zero without listening (a gateway
+    that starts is stopped and fails the test)."""
+    more = ["--kept-checkpoints", str(kept(data))] if keep else []
     p = subprocess.Popen(
-        [str(radveil_bin), "serve", "--data", str(data), "--listen", "127.0.0.1:0",
-         "--kept-checkpoints", str(kept(data))],
+        [str(radveil_bin), "serve", "--data", str(data), "--listen", "127.0.0.1:0", *more],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=clean_env())
     lines: list[str] = []
 
@@ -196,3 +197,14 @@ def test_an_edited_ledger_record_stops_the_start(radveil_bin, data):
     log = refused(radveil_bin, data)
     assert "the ledger in" in log, log
     assert f"radveil ledger verify {data / 'ledger'}" in log, log
+
+
+def test_a_ledger_without_its_checkpoint_key_stops_the_start(radveil_bin, data):
+    """A ledger whose checkpoint key is gone cannot be checked (its own verifier.pub is
+    whatever whoever wrote the folder chose): the start is refused, not given a new key."""
+    key = data / "keys" / "ledger-signer.key"
+    assert key.exists()
+    key.unlink()
+    log = refused(radveil_bin, data, keep=False)
+    assert "ledger-signer.key is missing" in log, log
+    assert not key.exists()

@@ -214,7 +214,8 @@ fn ledger_verifier(
 /// checkpoint key `DATA/keys/ledger-signer.key` and consistent with the entries, and
 /// extending the checkpoint kept in the folder `kept`, when there is one) and keeps its
 /// latest checkpoint there. Costs one read of the ledger; a data directory with no ledger
-/// yet passes, unless a checkpoint of one is kept.
+/// yet passes, unless a checkpoint of one is kept; a ledger without its checkpoint key is
+/// refused (the key is made before the ledger).
 pub fn check_ledger(
     data: &Path,
     kept: Option<&Path>,
@@ -233,9 +234,16 @@ pub fn check_ledger(
     let refuse = |e: &dyn std::fmt::Display| trail.refusal(data, checked.as_deref(), e);
     let ledger = radveil_ledger::Ledger::open(&dir).map_err(|e| refuse(&e))?;
     let stored = ledger.stored_verifier().map_err(|e| refuse(&e))?;
-    // No signer key: the start makes one; the checkpoints so far are checked with the key
-    // stored beside them.
-    let verifier = ledger_verifier(data, policy)?.unwrap_or_else(|| stored.clone());
+    // The signer key is made before the ledger, so a ledger without it lost its key, or
+    // was put there by someone: checked against the verifier.pub beside it, which whoever
+    // wrote the folder chose, it would pass whatever it holds.
+    let Some(verifier) = ledger_verifier(data, policy)? else {
+        return Err(refuse(&format!(
+            "its checkpoint key {} is missing, so it cannot be checked: put the key store \
+             back from its backup",
+            radveil_web::ingest::Paths::under(data).signer.display()
+        )));
+    };
     if stored != verifier {
         return Err(refuse(&format!(
             "its verifier.pub is not the key of {}: replaced?",
