@@ -316,37 +316,22 @@ impl AuditLog {
     }
 
     fn open_entry(&self, index: u64, entry: &Entry) -> Result<Event, AuditError> {
-        if entry.v != FORMAT {
-            return Err(AuditError::Corrupt {
-                index,
-                what: "unknown entry format",
-            });
+        open_entry(&self.key, index, entry)
+    }
+
+    /// A read-only view of the log as this handle has read and written it, to read on
+    /// another thread ([`AuditReader::read`]) while this handle goes on appending: a read
+    /// streams the whole file, and appends must not wait for it. Call
+    /// [`AuditLog::refresh`] first for what other processes appended.
+    pub fn reader(&self) -> AuditReader {
+        AuditReader {
+            snapshot: self.log.snapshot(),
+            key: AuditKey {
+                seal: self.key.seal.clone(),
+                index: self.key.index.clone(),
+                seed: self.key.seed.clone(),
+            },
         }
-        let sealed = base64::engine::general_purpose::STANDARD
-            .decode(&entry.sealed)
-            .map_err(|_| AuditError::Tampered { index })?;
-        let plain = Zeroizing::new(
-            self.key
-                .seal
-                .open(&sealed, &aad(index, &entry.patients))
-                .ok_or(AuditError::Tampered { index })?,
-        );
-        let event: Event = serde_json::from_slice(&plain).map_err(|_| AuditError::Corrupt {
-            index,
-            what: "sealed content is not an event",
-        })?;
-        let expected: Vec<String> = event
-            .patients
-            .iter()
-            .map(|p| self.key.patient(&p.id, p.issuer.as_deref()).hex())
-            .collect();
-        if expected != entry.patients {
-            return Err(AuditError::Corrupt {
-                index,
-                what: "patient handles differ from the event's patients",
-            });
-        }
-        Ok(event)
     }
 
     /// The events that match `filter`, with their indexes, in log order. The entries are
@@ -354,21 +339,7 @@ impl AuditLog {
     /// against the log's tree). A patient filter is answered from the handles: only that
     /// patient's events are opened.
     pub fn read(&self, filter: &Filter) -> Result<Vec<(u64, Event)>, AuditError> {
-        let wanted = filter.patient.map(|h| h.hex());
-        let mut out = Vec::new();
-        for item in self.log.entries() {
-            let (at, entry) = item?;
-            if let Some(h) = &wanted {
-                if !entry.patients.iter().any(|p| p == h) {
-                    continue;
-                }
-            }
-            let e = self.open_entry(at.index, &entry)?;
-            if filter.matches(&e) {
-                out.push((at.index, e));
-            }
-        }
-        Ok(out)
+        read_entries(&self.key, self.log.entries(), filter)
     }
 
     /// What the open log holds in memory of its entries, in hashes (the ledger's
@@ -376,6 +347,91 @@ impl AuditLog {
     pub fn held(&self) -> usize {
         self.log.held()
     }
+}
+
+/// The audit log as an open handle had read and written it ([`AuditLog::reader`]): reads
+/// without the handle (and without the log's lock), so that they can run beside appends.
+/// Each entry read is checked against the handle's tree and opened under the key, as
+/// [`AuditLog::read`] does: an edited entry is reported the same way.
+#[derive(Debug)]
+pub struct AuditReader {
+    snapshot: radveil_ledger::Snapshot,
+    key: AuditKey,
+}
+
+impl AuditReader {
+    /// The key (for a patient filter's handle: [`AuditKey::patient`]).
+    pub fn key(&self) -> &AuditKey {
+        &self.key
+    }
+
+    /// Number of entries the view covers.
+    pub fn size(&self) -> u64 {
+        self.snapshot.size()
+    }
+
+    /// The events that match `filter`, with their indexes, in log order: what
+    /// [`AuditLog::read`] gives on the handle the view was taken from.
+    pub fn read(&self, filter: &Filter) -> Result<Vec<(u64, Event)>, AuditError> {
+        read_entries(&self.key, self.snapshot.entries(), filter)
+    }
+}
+
+/// The events of `entries` that match `filter` (see [`AuditLog::read`]).
+fn read_entries(
+    key: &AuditKey,
+    entries: impl Iterator<Item = Result<(radveil_ledger::At, Entry), LedgerError>>,
+    filter: &Filter,
+) -> Result<Vec<(u64, Event)>, AuditError> {
+    let wanted = filter.patient.map(|h| h.hex());
+    let mut out = Vec::new();
+    for item in entries {
+        let (at, entry) = item?;
+        if let Some(h) = &wanted {
+            if !entry.patients.iter().any(|p| p == h) {
+                continue;
+            }
+        }
+        let e = open_entry(key, at.index, &entry)?;
+        if filter.matches(&e) {
+            out.push((at.index, e));
+        }
+    }
+    Ok(out)
+}
+
+/// Opens entry `index` under `key` (its position is checked by the associated data).
+fn open_entry(key: &AuditKey, index: u64, entry: &Entry) -> Result<Event, AuditError> {
+    if entry.v != FORMAT {
+        return Err(AuditError::Corrupt {
+            index,
+            what: "unknown entry format",
+        });
+    }
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(&entry.sealed)
+        .map_err(|_| AuditError::Tampered { index })?;
+    let plain = Zeroizing::new(
+        key.seal
+            .open(&sealed, &aad(index, &entry.patients))
+            .ok_or(AuditError::Tampered { index })?,
+    );
+    let event: Event = serde_json::from_slice(&plain).map_err(|_| AuditError::Corrupt {
+        index,
+        what: "sealed content is not an event",
+    })?;
+    let expected: Vec<String> = event
+        .patients
+        .iter()
+        .map(|p| key.patient(&p.id, p.issuer.as_deref()).hex())
+        .collect();
+    if expected != entry.patients {
+        return Err(AuditError::Corrupt {
+            index,
+            what: "patient handles differ from the event's patients",
+        });
+    }
+    Ok(event)
 }
 
 /// What [`verify`] established.

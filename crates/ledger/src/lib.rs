@@ -501,6 +501,24 @@ impl Snapshot {
         while replay.next()?.is_some() {}
         Ok(())
     }
+
+    /// The records the snapshot covers, in log order, read from the file and each line
+    /// checked against the handle's tree as [`Log::entries`] does, but away from the
+    /// handle: a long read on another thread does not hold up the handle's appends.
+    pub fn entries<R>(&self) -> Entries<R> {
+        let replay = Replay::open(
+            &self.path,
+            &Position::start(),
+            self.end,
+            self.size,
+            self.root,
+        );
+        Entries {
+            replay: replay.map_err(Some),
+            restarted: false,
+            records: std::marker::PhantomData,
+        }
+    }
 }
 
 impl Replay {

@@ -10,16 +10,21 @@
 //! Each append takes the log's lock, reads what other processes added since and fsyncs (the
 //! ledger's appends are safe against other writers), so the events of concurrent requests
 //! go through a channel to one writer thread ([`Auditor`]) that appends whatever has queued
-//! up as one batch with one fsync, and only then lets each waiting response go. A read
-//! first takes in what other processes appended (`radveil audit export`'s own event), at
-//! the cost of those lines only. The writer signs a checkpoint when it has been idle for a
+//! up as one batch with one fsync, and only then lets each waiting response go.
+//!
+//! A read streams the whole log's file (each line hashed, each event opened): seconds on a
+//! long log. It is never done by the writer, which every response waits on: the writer only
+//! takes in what other processes appended (`radveil audit export`'s own event, at the cost
+//! of those lines) and hands out a read-only view of the log as it stands
+//! ([`radveil_audit::log::AuditReader`]), which is read on a blocking task, at most
+//! [`MAX_READS`] at once (further reads wait their turn), while appends go on. The writer signs a checkpoint when it has been idle for a
 //! second, after every [`CHECKPOINT_EVERY`] events, and when the server stops.
 //!
 //! Logs name requests by action and outcome only; events hold identifying data and are
 //! only ever written sealed.
 
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -27,6 +32,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use radveil_access::{Compartment, Role as AccessRole};
+use radveil_audit::log::AuditReader;
 use radveil_audit::{
     Action, Actor, AuditLog, Event, Filter, Outcome, PatientAccess, PurposeOfUse, Role, StudyRef,
 };
@@ -40,6 +46,8 @@ use crate::scope::Scope;
 pub const CHECKPOINT_EVERY: u64 = 1000;
 /// Most events appended as one batch.
 const MAX_BATCH: usize = 512;
+/// Audit reads running at once at most (each streams the whole log); more wait.
+pub const MAX_READS: usize = 2;
 /// How often, at most, an idle writer has the log's file checked against what it read and
 /// wrote ([`recheck`]).
 const RECHECK_EVERY: Duration = Duration::from_secs(600);
@@ -53,15 +61,16 @@ pub enum AuditFailed {
     /// The log refused the append.
     #[error("the audit log could not be appended: {0}")]
     Log(String),
+    /// The log could not be read (or its entries did not verify).
+    #[error("the audit log could not be read: {0}")]
+    Read(String),
 }
 
 /// A request to the writer thread.
 enum Job {
     Append(Box<Event>, tokio::sync::oneshot::Sender<Result<(), String>>),
-    Read(
-        Box<Query>,
-        tokio::sync::oneshot::Sender<Result<Vec<(u64, Event)>, String>>,
-    ),
+    /// A read-only view of the log as it stands, with what other processes appended.
+    View(tokio::sync::oneshot::Sender<Result<AuditReader, String>>),
 }
 
 /// What an audit read asks for: a filter, the patient given by ID.
@@ -77,6 +86,8 @@ pub struct Query {
 #[derive(Debug, Clone)]
 pub struct Auditor {
     tx: mpsc::Sender<Job>,
+    /// Permits for reads ([`MAX_READS`]).
+    reads: Arc<tokio::sync::Semaphore>,
     /// The audit source's id in exports (`radveil@host`).
     pub source: String,
 }
@@ -103,7 +114,8 @@ impl Auditor {
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || write_loop(log, rx))?;
-        Ok((Auditor { tx, source }, Writer(handle)))
+        let reads = Arc::new(tokio::sync::Semaphore::new(MAX_READS));
+        Ok((Auditor { tx, reads, source }, Writer(handle)))
     }
 
     /// Appends `event` durably; returns once it is fsynced.
@@ -117,15 +129,34 @@ impl Auditor {
             .map_err(AuditFailed::Log)
     }
 
-    /// The events matching `query`, in log order.
+    /// The events matching `query`, in log order: the log as it stands when the read's turn
+    /// comes, read off the writer thread (appends are not held up), at most [`MAX_READS`]
+    /// at once.
     pub async fn read(&self, query: Query) -> Result<Vec<(u64, Event)>, AuditFailed> {
+        let permit = Arc::clone(&self.reads)
+            .acquire_owned()
+            .await
+            .map_err(|_| AuditFailed::Stopped)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Job::Read(Box::new(query), tx))
+            .send(Job::View(tx))
             .map_err(|_| AuditFailed::Stopped)?;
-        rx.await
+        let reader = rx
+            .await
             .map_err(|_| AuditFailed::Stopped)?
-            .map_err(AuditFailed::Log)
+            .map_err(AuditFailed::Read)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut filter = query.filter;
+            filter.patient = query
+                .patient
+                .as_ref()
+                .map(|(id, issuer)| reader.key().patient(id, issuer.as_deref()));
+            reader.read(&filter).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|_| AuditFailed::Read("the read stopped unexpectedly".into()))?
+        .map_err(AuditFailed::Read)
     }
 }
 
@@ -196,14 +227,9 @@ fn write_loop(mut log: AuditLog, rx: mpsc::Receiver<Job>) -> Result<(), radveil_
                     events.push(*e);
                     acks.push(ack);
                 }
-                Job::Read(q, reply) => {
-                    let mut filter = q.filter.clone();
-                    filter.patient = q
-                        .patient
-                        .as_ref()
-                        .map(|(id, issuer)| log.key().patient(id, issuer.as_deref()));
-                    let read = log.refresh().and_then(|()| log.read(&filter));
-                    let _ = reply.send(read.map_err(|e| e.to_string()));
+                Job::View(reply) => {
+                    let view = log.refresh().map(|()| log.reader());
+                    let _ = reply.send(view.map_err(|e| e.to_string()));
                 }
             }
             if events.len() < MAX_BATCH {

@@ -541,3 +541,52 @@ fn an_open_audit_log_holds_the_same_memory_whatever_its_length() {
     assert_eq!(read.len() as u64, log.size());
     assert_eq!(read[3].1, events[3]);
 }
+
+#[test]
+fn a_reader_reads_what_the_open_log_reads_and_reports_an_edited_entry() {
+    // The server's reads run on a view of the open log (AuditLog::reader) away from the
+    // handle, so that its appends are not held up: the view gives what the handle's own
+    // read gives, covers what the handle had read and written when it was taken, and still
+    // opens and checks every entry.
+    let events = sample::events();
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = AuditLog::init(dir.path(), key()).unwrap();
+    log.append(&events[..6]).unwrap();
+    let reader = log.reader();
+    log.append(&events[6..]).unwrap();
+    assert_eq!(reader.size(), 6);
+    assert_eq!(reader.read(&Filter::default()).unwrap().len(), 6);
+    let reader = log.reader();
+    let jane = Filter {
+        patient: Some(reader.key().patient("PAT-JANE-0042", Some("HOSPITAL-A"))),
+        ..Filter::default()
+    };
+    for filter in [Filter::default(), jane] {
+        let read = reader.read(&filter).unwrap();
+        assert!(!read.is_empty());
+        assert_eq!(read, log.read(&filter).unwrap());
+    }
+    // An entry edited in the file behind the open log: the view's read reports it as the
+    // handle's read does.
+    let mut lines = entries(dir.path());
+    let at = lines[2].find("\"sealed\":\"").unwrap() + 12;
+    let flipped = if lines[2].as_bytes()[at] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    lines[2].replace_range(at..at + 1, flipped);
+    write_entries(dir.path(), &lines);
+    assert!(matches!(
+        log.read(&Filter::default()),
+        Err(AuditError::Tampered { index: 2 })
+    ));
+    assert!(matches!(
+        log.reader().read(&Filter::default()),
+        Err(AuditError::Tampered { index: 2 })
+    ));
+    assert!(matches!(
+        reader.read(&Filter::default()),
+        Err(AuditError::Tampered { index: 2 })
+    ));
+}

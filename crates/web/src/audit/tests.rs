@@ -243,3 +243,48 @@ fn an_idle_writer_has_the_file_rechecked_in_the_background() {
     recheck(&log, &mut last);
     assert!(!last.running.take().unwrap().join().unwrap());
 }
+
+/// A read streams the whole log (every line hashed, every event opened): it must not hold
+/// up the appends every response waits for. A read over a long log is started first; an
+/// append made while it runs is acknowledged before the read ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_is_not_held_up_by_a_long_read() {
+    const ENTRIES: usize = 50_000;
+    let dir = tempfile::tempdir().unwrap();
+    let key = AuditKey::new(&Key::from_slice(&[9; 32]).unwrap()).unwrap();
+    let mut log = AuditLog::open_or_init(&dir.path().join("audit"), key).unwrap();
+    let event = |action| Event::now(action, Outcome::Success, Actor::default());
+    for _ in 0..ENTRIES / 500 {
+        let batch: Vec<Event> = (0..500).map(|_| event(Action::Query)).collect();
+        log.append(&batch).unwrap();
+    }
+    let (auditor, writer) = Auditor::start(log, "radveil@test".into()).unwrap();
+    let reader = auditor.clone();
+    let read = tokio::spawn(async move { reader.read(Query::default()).await });
+    // The read is under way (it takes seconds over this log).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    let append = auditor.append(event(Action::Retrieve));
+    tokio::pin!(read);
+    tokio::select! {
+        biased;
+        done = &mut read => {
+            panic!(
+                "the read ended ({} events) before the append made after it was acknowledged",
+                done.unwrap().map(|r| r.len()).unwrap_or(0)
+            );
+        }
+        appended = append => appended.unwrap(),
+    }
+    let waited = started.elapsed();
+    // The read still gives the whole log as it stood when it was asked for.
+    let read = read.await.unwrap().unwrap();
+    assert_eq!(read.len(), ENTRIES);
+    assert!(read.iter().all(|(_, e)| e.action == Action::Query));
+    assert!(
+        waited < Duration::from_secs(5),
+        "the append took {waited:?}"
+    );
+    drop(auditor);
+    writer.finish().unwrap();
+}
