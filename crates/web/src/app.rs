@@ -229,6 +229,26 @@ pub(crate) fn store_error(e: &StoreError) -> Response {
     }
 }
 
+/// The index rows of a study, or of one of its series, that `scope` may see, in the
+/// index's order: another patient's rows are left out, so their study reads exactly as a
+/// missing one (an empty list; the caller answers 404).
+pub(crate) async fn visible_rows(
+    state: &AppState,
+    scope: &Scope,
+    study: Handle,
+    series: Option<Handle>,
+) -> Result<Vec<radveil_store::Row>, Response> {
+    let rows = state
+        .store
+        .rows(study, series)
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| scope.sees(&r.patient))
+        .collect())
+}
+
 /// `Ok` when the study exists and its patient is in `scope`; else the response for a
 /// missing study (so another patient's study and a missing one look the same).
 async fn visible(state: &AppState, scope: &Scope, study: Handle) -> Result<(), Response> {

@@ -22,7 +22,7 @@ use radveil_standard::tags;
 use radveil_store::{Handle, Level};
 use std::collections::HashMap;
 
-use crate::app::{base_url, error, handle, store_error, AppState};
+use crate::app::{base_url, error, handle, visible_rows, AppState};
 use crate::frames::{frame_list, open_instance, pixel_refusal, Refused};
 use crate::multipart::{media_type, split_unquoted};
 use crate::scope::Scope;
@@ -847,15 +847,10 @@ async fn render_many(
         Ok(k) => k,
         Err(why) => return error(StatusCode::NOT_ACCEPTABLE, &why),
     };
-    let rows = match state.store.rows(study, series).await {
+    let rows = match visible_rows(state, scope, study, series).await {
         Ok(r) => r,
-        Err(e) => return store_error(&e),
+        Err(resp) => return resp,
     };
-    let rows: Vec<_> = rows
-        .into_iter()
-        // Another patient's study is exactly as absent as a missing one.
-        .filter(|r| scope.sees(&r.patient))
-        .collect();
     let base = base_url(state, headers);
     let boundary = crate::multipart::new_boundary();
     let ct = format!(
@@ -966,16 +961,12 @@ async fn first_rendered(
     series: Option<Handle>,
     opts: Options,
 ) -> Response {
-    let rows = match state.store.rows(study, series).await {
+    let rows = match visible_rows(state, scope, study, series).await {
         Ok(r) => r,
-        Err(e) => return store_error(&e),
+        Err(resp) => return resp,
     };
     let mut last = error(StatusCode::NOT_FOUND, "not found");
-    for r in rows
-        .iter()
-        .filter(|r| scope.sees(&r.patient))
-        .take(THUMBNAIL_TRIES)
-    {
+    for r in rows.iter().take(THUMBNAIL_TRIES) {
         let resp = render_instance(
             state,
             scope,

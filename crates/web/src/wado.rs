@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use radveil_store::{Handle, Level, StoreError};
 
-use crate::app::{error, handle, store_error, AppState};
+use crate::app::{error, handle, store_error, visible_rows, AppState};
 use crate::frames::Refused;
 use crate::multipart;
 use crate::scope::Scope;
@@ -80,15 +80,10 @@ async fn retrieve(
             Err(e) => store_error(&e),
         };
     }
-    let rows = match state.store.rows(study, series).await {
+    let rows = match visible_rows(state, scope, study, series).await {
         Ok(r) => r,
-        Err(e) => return store_error(&e),
+        Err(resp) => return resp,
     };
-    let rows: Vec<_> = rows
-        .into_iter()
-        // Another patient's study is exactly as absent as a missing one.
-        .filter(|r| scope.sees(&r.patient))
-        .collect();
     // A study or series is sent an instance at a time as the client takes them: the
     // response holds a few instances' memory whatever the study's size.
     let boundary = multipart::new_boundary();
