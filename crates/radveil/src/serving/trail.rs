@@ -159,6 +159,30 @@ fn missing(trail: Trail, data: &Path, kept: &Path) -> anyhow::Error {
     )
 }
 
+/// A trail to check: its folder, the checkpoint kept of it (text), and where that was
+/// kept (for the refusal's words).
+struct Found {
+    dir: PathBuf,
+    note: Option<String>,
+    checked: Option<PathBuf>,
+}
+
+/// The trail of `data` to check, or `None` when there is none yet (a first run) and no
+/// checkpoint of one is kept in `kept`; a trail gone while its checkpoint is kept is
+/// refused.
+fn found(trail: Trail, data: &Path, kept: Option<&Path>) -> Result<Option<Found>> {
+    let dir = trail.dir(data);
+    let note = kept_note(trail, kept)?;
+    let checked = kept.filter(|_| note.is_some()).map(|k| trail.kept(k));
+    if dir.join("origin").exists() {
+        return Ok(Some(Found { dir, note, checked }));
+    }
+    match (kept, &note) {
+        (Some(k), Some(_)) => Err(missing(trail, data, k)),
+        _ => Ok(None),
+    }
+}
+
 /// Verifies the audit trail of `data` with its key (as `radveil audit verify` does, with
 /// `--trusted` the checkpoint kept in the folder `kept` when there is one) and keeps its
 /// latest checkpoint there. A data directory with no trail yet (first run) passes, unless a
@@ -171,15 +195,9 @@ pub fn check_audit(
     key: impl FnOnce() -> Result<AuditKey>,
 ) -> Result<()> {
     let trail = Trail::Audit;
-    let dir = trail.dir(data);
-    let note = kept_note(trail, kept)?;
-    let checked = kept.filter(|_| note.is_some()).map(|k| trail.kept(k));
-    if !dir.join("origin").exists() {
-        return match (kept, &note) {
-            (Some(k), Some(_)) => Err(missing(trail, data, k)),
-            _ => Ok(()),
-        };
-    }
+    let Some(Found { dir, note, checked }) = found(trail, data, kept)? else {
+        return Ok(());
+    };
     let key = key()?;
     let verifier = key.verifier().context("the audit key")?;
     radveil_audit::verify(&dir, key, note.as_deref())
@@ -222,15 +240,9 @@ pub fn check_ledger(
     policy: radveil_pipeline::secret::PermissionPolicy,
 ) -> Result<()> {
     let trail = Trail::Ledger;
-    let dir = trail.dir(data);
-    let note = kept_note(trail, kept)?;
-    let checked = kept.filter(|_| note.is_some()).map(|k| trail.kept(k));
-    if !dir.join("origin").exists() {
-        return match (kept, &note) {
-            (Some(k), Some(_)) => Err(missing(trail, data, k)),
-            _ => Ok(()),
-        };
-    }
+    let Some(Found { dir, note, checked }) = found(trail, data, kept)? else {
+        return Ok(());
+    };
     let refuse = |e: &dyn std::fmt::Display| trail.refusal(data, checked.as_deref(), e);
     let ledger = radveil_ledger::Ledger::open(&dir).map_err(|e| refuse(&e))?;
     let stored = ledger.stored_verifier().map_err(|e| refuse(&e))?;
