@@ -433,6 +433,9 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     } else {
         "http"
     };
+    // The patient's side (portal, viewer, consent): each part set up below when configured.
+    #[allow(unused_mut)]
+    let mut portal = radveil_web::portal::PortalState::default();
     let state = radveil_web::AppState {
         store,
         limits,
@@ -449,6 +452,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
                 .min_free_disk
                 .unwrap_or(radveil_web::disk::DEFAULT_MIN_FREE),
         })),
+        portal,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

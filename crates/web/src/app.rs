@@ -60,6 +60,8 @@ pub struct AppState {
     /// The free space kept on the data directory's filesystem ([`crate::disk`]); unwatched
     /// when `None`.
     pub disk: Option<Arc<crate::disk::DiskReserve>>,
+    /// The patient's side: portal, viewer, consent ([`crate::portal`]).
+    pub portal: crate::portal::PortalState,
 }
 
 /// The router of the whole gateway.

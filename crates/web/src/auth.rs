@@ -289,6 +289,7 @@ mod tests {
             ingest: None,
             https: false,
             disk: None,
+            portal: Default::default(),
         })
     }
 

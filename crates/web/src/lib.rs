@@ -40,6 +40,7 @@ pub mod instance;
 pub mod metadata;
 pub mod metrics;
 pub mod multipart;
+pub mod portal;
 pub mod qido;
 pub mod rendered;
 pub mod scope;

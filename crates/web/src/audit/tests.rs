@@ -60,6 +60,7 @@ fn fixture() -> Fixture {
         ingest: None,
         https: false,
         disk: None,
+        portal: Default::default(),
     });
     Fixture {
         app,
