@@ -66,6 +66,8 @@ fn event_id(e: &Event) -> (&'static str, &'static str) {
         }
         Action::TokenRefused => ("110113", "Security Alert"),
         Action::AuditRead => ("110101", "Audit Log Used"),
+        Action::ConsentChange => ("110110", "Patient Record"),
+        Action::Export => ("110106", "Export"),
     }
 }
 
@@ -176,7 +178,7 @@ pub fn message(e: &Event, source: &Source) -> String {
     // Who sent and who received: for a retrieve the gateway is the source and the user the
     // destination; for a store or a query the other way round.
     let (user_role, server_role) = match e.action {
-        Action::Retrieve => (
+        Action::Retrieve | Action::Export => (
             Some(("110152", "Destination Role ID")),
             Some(("110153", "Source Role ID")),
         ),

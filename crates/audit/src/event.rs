@@ -20,17 +20,25 @@ pub enum Action {
     TokenRefused,
     /// The audit trail read (by an auditor, or a patient reading their access log).
     AuditRead,
+    /// A patient's consent recorded or changed (research, AI training, commercial use);
+    /// the detail says which purpose and how, never who.
+    ConsentChange,
+    /// A patient's images included in a de-identified dataset sent to a recipient; the
+    /// detail names the recipient and the purpose.
+    Export,
 }
 
 impl Action {
     /// Every action, in a fixed order.
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 8] = [
         Action::Store,
         Action::Query,
         Action::Retrieve,
         Action::Delete,
         Action::TokenRefused,
         Action::AuditRead,
+        Action::ConsentChange,
+        Action::Export,
     ];
 
     /// The word for this action (as in `--action`).
@@ -42,6 +50,8 @@ impl Action {
             Action::Delete => "delete",
             Action::TokenRefused => "token-refused",
             Action::AuditRead => "audit-read",
+            Action::ConsentChange => "consent-change",
+            Action::Export => "export",
         }
     }
 
@@ -49,8 +59,9 @@ impl Action {
     pub fn action_code(self) -> &'static str {
         match self {
             Action::Store => "C",
-            Action::Retrieve => "R",
+            Action::Retrieve | Action::Export => "R",
             Action::Delete => "D",
+            Action::ConsentChange => "U",
             Action::Query | Action::TokenRefused | Action::AuditRead => "E",
         }
     }

@@ -44,6 +44,12 @@ fn kind(action: Action) -> (Value, Value, &'static str) {
         Action::Query => (rest, coding(RESTFUL, "search", "search"), "Query"),
         Action::Delete => (rest, coding(RESTFUL, "delete", "delete"), "Delete"),
         Action::AuditRead => (rest, coding(RESTFUL, "search", "search"), "Query"),
+        Action::ConsentChange => (rest, coding(RESTFUL, "update", "update"), "Update"),
+        Action::Export => (
+            coding(DCM, "110106", "Export"),
+            coding(DCM, "110106", "Export"),
+            "",
+        ),
         Action::TokenRefused => (
             coding(DCM, "110113", "Security Alert"),
             coding(DCM, "110132", "Use of Restricted Function"),

@@ -116,6 +116,14 @@ pub fn for_patient(e: &Event, id: &str, issuer: Option<&str>) -> Option<String> 
         (Action::Delete, true) => format!("tried to delete {what} and it failed"),
         (Action::AuditRead, _) => "read the record of who has seen your images".into(),
         (Action::TokenRefused, _) => format!("was refused access to {what}"),
+        (Action::ConsentChange, _) => match &e.detail {
+            Some(d) => format!("recorded a change to your consent: {d}"),
+            None => "recorded a change to your consent".into(),
+        },
+        (Action::Export, _) => match &e.detail {
+            Some(d) => format!("included {what} in a de-identified dataset for {d}"),
+            None => format!("included {what} in a de-identified dataset"),
+        },
     };
     let (date, time) = e.time.split_once('T').unwrap_or((&e.time, ""));
     let mut s = format!(
