@@ -23,6 +23,7 @@
 mod cache;
 pub mod dev;
 pub mod jwks;
+pub mod oidc;
 pub mod principal;
 pub mod smart;
 pub mod verifier;

@@ -69,6 +69,20 @@ pub enum Refusal {
 pub trait Fetch: Send + Sync {
     /// The body of `url`, at most `max` bytes.
     fn get(&self, url: &str, max: usize) -> Result<Vec<u8>, FetchError>;
+
+    /// POSTs a form (`application/x-www-form-urlencoded`) with an `Authorization` header
+    /// value, and gives the status and at most `max` bytes of the answer (an OAuth token
+    /// endpoint). Fetchers that only read documents refuse.
+    fn post_form(
+        &self,
+        url: &str,
+        authorization: &str,
+        body: &str,
+        max: usize,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
+        let _ = (url, authorization, body, max);
+        Err(FetchError::Http("this fetcher cannot post".into()))
+    }
 }
 
 /// Why a fetch failed.
@@ -115,6 +129,39 @@ impl Fetch for HttpFetch {
             return Err(FetchError::TooLarge(max));
         }
         Ok(body)
+    }
+
+    fn post_form(
+        &self,
+        url: &str,
+        authorization: &str,
+        body: &str,
+        max: usize,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
+        use std::io::Read;
+        let resp = match self
+            .agent
+            .post(url)
+            .set("Authorization", authorization)
+            .set("Content-Type", "application/x-www-form-urlencoded")
+            .set("Accept", "application/json")
+            .send_string(body)
+        {
+            Ok(r) => r,
+            // An OAuth error answer (4xx) still has a body worth reading.
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(FetchError::Http(e.kind().to_string())),
+        };
+        let status = resp.status();
+        let mut answer = Vec::new();
+        resp.into_reader()
+            .take(max as u64 + 1)
+            .read_to_end(&mut answer)
+            .map_err(|e| FetchError::Http(e.to_string()))?;
+        if answer.len() > max {
+            return Err(FetchError::TooLarge(max));
+        }
+        Ok((status, answer))
     }
 }
 
@@ -236,7 +283,7 @@ fn fetch_keys(fetch: &dyn Fetch, url: &str) -> Result<KeySet, SetupError> {
 
 /// Whether `url` may be fetched: HTTPS, or HTTP to a loopback host (tests, a provider on
 /// the same machine).
-fn acceptable_url(url: &str) -> bool {
+pub(crate) fn acceptable_url(url: &str) -> bool {
     if url.starts_with("https://") {
         return true;
     }
