@@ -13,6 +13,7 @@
 pub mod advisory;
 pub mod binding;
 pub mod crypto;
+pub mod envelope;
 pub mod profile;
 mod stream;
 pub mod timestamp;
