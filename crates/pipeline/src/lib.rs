@@ -26,6 +26,7 @@ pub mod ordered;
 pub mod outdir;
 pub mod pool;
 pub mod report;
+pub mod sealed;
 pub mod secret;
 pub mod sign;
 pub mod timestamp;
