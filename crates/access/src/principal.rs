@@ -14,6 +14,8 @@ pub enum Role {
     Researcher,
     /// The audit trail only.
     Auditor,
+    /// Patients' consents (reads and records them for any patient); no images.
+    PrivacyOfficer,
 }
 
 impl Role {
@@ -24,6 +26,7 @@ impl Role {
             "clinician" => Some(Role::Clinician),
             "researcher" => Some(Role::Researcher),
             "auditor" => Some(Role::Auditor),
+            "privacy-officer" => Some(Role::PrivacyOfficer),
             _ => None,
         }
     }
@@ -35,6 +38,7 @@ impl Role {
             Role::Clinician => "clinician",
             Role::Researcher => "researcher",
             Role::Auditor => "auditor",
+            Role::PrivacyOfficer => "privacy-officer",
         }
     }
 
@@ -44,6 +48,10 @@ impl Role {
             Role::Clinician => matches!(action, Action::Read | Action::Search | Action::Store),
             Role::Researcher => false,
             Role::Auditor => matches!(action, Action::ReadAudit),
+            Role::PrivacyOfficer => matches!(
+                action,
+                Action::ReadConsent | Action::SearchConsent | Action::WriteConsent
+            ),
         }
     }
 }
@@ -106,6 +114,12 @@ pub enum Action {
     Delete,
     /// Read the audit trail: SMART `r` on `AuditEvent`.
     ReadAudit,
+    /// Read a patient's consent (a version, or its history): SMART `r` on `Consent`.
+    ReadConsent,
+    /// Search consents by patient: SMART `s` on `Consent`.
+    SearchConsent,
+    /// Record a consent (create or a new version, `PUT`): SMART `u` on `Consent`.
+    WriteConsent,
 }
 
 impl Action {
@@ -116,6 +130,9 @@ impl Action {
             Action::Store => (Resource::ImagingStudy, Permissions::CREATE),
             Action::Delete => (Resource::ImagingStudy, Permissions::DELETE),
             Action::ReadAudit => (Resource::AuditEvent, Permissions::READ),
+            Action::ReadConsent => (Resource::Consent, Permissions::READ),
+            Action::SearchConsent => (Resource::Consent, Permissions::SEARCH),
+            Action::WriteConsent => (Resource::Consent, Permissions::UPDATE),
         }
     }
 }
@@ -307,6 +324,55 @@ mod tests {
         }
         let a = principal("user/AuditEvent.rs", &[Role::Auditor], None);
         assert!(a.decide(Action::ReadAudit, None).is_ok());
+    }
+
+    #[test]
+    fn consents_are_the_patients_own_the_privacy_officers_and_admins() {
+        let consent = [
+            Action::ReadConsent,
+            Action::SearchConsent,
+            Action::WriteConsent,
+        ];
+        let p = principal("patient/Consent.rus", &[], Some("PID-1"));
+        for a in consent {
+            assert_eq!(
+                p.decide(a, None).unwrap().compartment,
+                Compartment::Patient(PatientRef::new("PID-1", "").unwrap())
+            );
+        }
+        // An image scope is no consent scope.
+        let p = principal("patient/ImagingStudy.rs", &[], Some("PID-1"));
+        assert_eq!(p.decide(Action::ReadConsent, None), Err(Denied::Scope));
+        let o = principal("user/Consent.rus", &[Role::PrivacyOfficer], None);
+        for a in consent {
+            assert_eq!(o.decide(a, None).unwrap().compartment, Compartment::All);
+        }
+        // A privacy officer sees no images, and no audit trail.
+        let o = principal("user/*.cruds", &[Role::PrivacyOfficer], None);
+        for a in [
+            Action::Read,
+            Action::Search,
+            Action::Store,
+            Action::Delete,
+            Action::ReadAudit,
+        ] {
+            assert_eq!(o.decide(a, None), Err(Denied::Role), "{a:?}");
+        }
+        let admin = principal("user/Consent.rus", &[Role::Admin], None);
+        assert!(admin.decide(Action::WriteConsent, None).is_ok());
+        for role in [Role::Clinician, Role::Researcher, Role::Auditor] {
+            let p = principal("user/*.cruds", &[role], None);
+            for a in consent {
+                assert_eq!(p.decide(a, None), Err(Denied::Role), "{role:?} {a:?}");
+            }
+            // Break-glass opens no consent.
+            assert!(p.decide(Action::ReadConsent, Some("why")).is_err());
+        }
+        assert_eq!(
+            Role::from_name("privacy-officer"),
+            Some(Role::PrivacyOfficer)
+        );
+        assert_eq!(Role::PrivacyOfficer.name(), "privacy-officer");
     }
 
     #[test]

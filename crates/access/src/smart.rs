@@ -21,6 +21,8 @@ pub enum Resource {
     ImagingStudy,
     /// `AuditEvent`: the audit trail.
     AuditEvent,
+    /// `Consent`: patients' consent to research, AI training and commercial use.
+    Consent,
     /// `*`: every resource type.
     Any,
     /// Another resource type (grants nothing here).
@@ -138,6 +140,7 @@ impl SmartScope {
         let resource = match resource {
             "ImagingStudy" => Resource::ImagingStudy,
             "AuditEvent" => Resource::AuditEvent,
+            "Consent" => Resource::Consent,
             "*" => Resource::Any,
             other => Resource::Other(other.to_string()),
         };
@@ -259,5 +262,9 @@ mod tests {
         assert_eq!(set.other, 3);
         assert!(set.grant(Context::Patient, &Resource::ImagingStudy, Permissions::READ));
         assert!(!set.grant(Context::User, &Resource::ImagingStudy, Permissions::READ));
+        let s = SmartScope::parse("patient/Consent.ru").unwrap();
+        assert_eq!(s.resource, Resource::Consent);
+        assert!(s.grants(&Resource::Consent, Permissions::UPDATE));
+        assert!(!s.grants(&Resource::ImagingStudy, Permissions::READ));
     }
 }

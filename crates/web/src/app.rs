@@ -154,6 +154,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/audit", get(crate::audit_routes::audit))
         .route("/me/access-log", get(crate::audit_routes::access_log))
+        .route("/fhir/Consent", get(crate::fhir_consent::search))
+        .route(
+            "/fhir/Consent/{id}",
+            get(crate::fhir_consent::read).put(crate::fhir_consent::put),
+        )
+        .route(
+            "/fhir/Consent/{id}/_history",
+            get(crate::fhir_consent::history),
+        )
+        .route(
+            "/fhir/Consent/{id}/_history/{vid}",
+            get(crate::fhir_consent::vread),
+        )
         .layer(DefaultBodyLimit::max(max))
         .with_state(state.clone())
         // Inside access control, outside the handlers: a body over the limit and a store the

@@ -267,6 +267,9 @@ pub struct What {
     pub query: Option<String>,
     /// The action, when the request's method and path do not tell it (the audit routes).
     pub action: Option<Action>,
+    /// What a successful request did, in words holding no identifying value (a consent
+    /// change: "version 2: ai-training: withdrawn"); the event's detail.
+    pub detail: Option<String>,
 }
 
 impl What {
@@ -347,6 +350,13 @@ fn action_of(req: &Request) -> Option<Action> {
     if path == "/audit" || path == "/me/access-log" {
         return Some(Action::AuditRead);
     }
+    // Consent: a PUT records a change, a GET reads (a search of the patient's records).
+    if path == "/fhir" || path.starts_with("/fhir/") {
+        return Some(match *req.method() {
+            axum::http::Method::PUT => Action::ConsentChange,
+            _ => Action::Query,
+        });
+    }
     if !(path == "/dicom-web" || path.starts_with("/dicom-web/")) {
         return None;
     }
@@ -355,6 +365,10 @@ fn action_of(req: &Request) -> Option<Action> {
         radveil_access::Action::Delete => Action::Delete,
         radveil_access::Action::Search => Action::Query,
         radveil_access::Action::Read | radveil_access::Action::ReadAudit => Action::Retrieve,
+        radveil_access::Action::ReadConsent | radveil_access::Action::SearchConsent => {
+            Action::Query
+        }
+        radveil_access::Action::WriteConsent => Action::ConsentChange,
     })
 }
 
@@ -382,6 +396,9 @@ fn role_of(caller: &Caller) -> (Option<Role>, Option<PurposeOfUse>) {
         Some(Role::Clinician)
     } else if p.has(AccessRole::Auditor) {
         Some(Role::Auditor)
+    } else if p.has(AccessRole::PrivacyOfficer) {
+        // The audit trail has no privacy-officer role: staff acting for compliance.
+        return (Some(Role::Admin), Some(PurposeOfUse::Compliance));
     } else if p.has(AccessRole::Researcher) {
         Some(Role::Researcher)
     } else if patient || p.patient.is_some() {
@@ -449,7 +466,7 @@ pub(crate) fn event_of(
     e.detail = match refused {
         Some(r) => Some(r.why.clone()),
         None if !status.is_success() => Some(format!("HTTP {}", status.as_u16())),
-        None => None,
+        None => what.and_then(|w| w.detail.clone()),
     };
     e
 }

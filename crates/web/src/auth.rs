@@ -129,6 +129,8 @@ pub async fn check(State(state): State<AppState>, mut req: Request, next: Next) 
         Action::ReadAudit
     } else if path == "/me/access-log" {
         Action::Read
+    } else if path == "/fhir" || path.starts_with("/fhir/") {
+        crate::fhir_consent::action_of(req.method(), path)
     } else if path == "/dicom-web" || path.starts_with("/dicom-web/") {
         action_of(req.method(), path)
     } else {

@@ -6,4 +6,8 @@
 /// What the patient's side shares between requests. Every field is optional, so tests of
 /// other parts of the gateway build it with `Default::default()`.
 #[derive(Debug, Clone, Default)]
-pub struct PortalState {}
+pub struct PortalState {
+    /// Patients' consents (`DATA/consent.db`), read and written by `/fhir/Consent` and the
+    /// portal; `None`: none kept (those routes answer 404).
+    pub consents: Option<std::sync::Arc<radveil_consent::Consents>>,
+}
