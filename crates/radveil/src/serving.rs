@@ -114,6 +114,10 @@ pub struct ServeArgs {
     /// (repeatable).
     #[arg(long, value_name = "CLIENT")]
     require_signed: Vec<String>,
+    /// The site's defaults for consent to research, AI training and commercial use
+    /// (`[consent]` in DATA/radveil.toml; no flag).
+    #[arg(skip)]
+    consent: radveil_consent::Defaults,
     #[command(flatten)]
     keys: KeyPolicy,
 }
@@ -247,6 +251,17 @@ fn open_audit(
     radveil_web::audit::Auditor::start(log, source).context("starting the audit writer")
 }
 
+/// Opens the patients' consents, `DATA/consent.db`, sealed under `DATA/keys/consent-key`
+/// (made, mode 0600, on first run), with the site's defaults.
+fn open_consents(args: &ServeArgs) -> Result<std::sync::Arc<radveil_consent::Consents>> {
+    let file = args.data.join(radveil_consent::CONSENT_KEY_FILE);
+    let key = key::key_file(&file, "consent key", args.keys, true)
+        .context("keep a copy of the consent key apart from the data")?;
+    let consents = radveil_consent::Consents::open(&args.data, key, args.consent)
+        .with_context(|| format!("opening the consents in {}", args.data.display()))?;
+    Ok(std::sync::Arc::new(consents))
+}
+
 /// `args` with what the command line leaves unsaid taken from `DATA/radveil.toml` (whose
 /// relative paths are relative to DATA, where the file is).
 fn with_file(mut args: ServeArgs, file: config::FileConfig) -> ServeArgs {
@@ -278,6 +293,7 @@ fn with_file(mut args: ServeArgs, file: config::FileConfig) -> ServeArgs {
     args.send_timeout = args.send_timeout.or(l.send_timeout);
     args.max_connections = args.max_connections.or(l.max_connections);
     args.min_free_disk = args.min_free_disk.or(l.min_free_disk);
+    args.consent = file.consent.defaults();
     args
 }
 
@@ -436,6 +452,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     // The patient's side (portal, viewer, consent): each part set up below when configured.
     #[allow(unused_mut)]
     let mut portal = radveil_web::portal::PortalState::default();
+    portal.consents = Some(open_consents(&args)?);
     let state = radveil_web::AppState {
         store,
         limits,
@@ -522,7 +539,7 @@ pub struct TokenArgs {
     /// Default: patient/ImagingStudy.rs with --patient, else user/ImagingStudy.rs.
     #[arg(long = "scope", value_name = "S")]
     scopes: Vec<String>,
-    /// A role (repeatable): admin, clinician, researcher, auditor.
+    /// A role (repeatable): admin, clinician, researcher, auditor, privacy-officer.
     #[arg(long = "role", value_name = "R")]
     roles: Vec<String>,
     /// How long the token lives: like 90s, 10m, 2h (at most 24h).
@@ -558,7 +575,9 @@ fn parse_lifetime(text: &str) -> std::result::Result<u64, String> {
 pub fn token(args: TokenArgs) -> Result<ExitCode> {
     for r in &args.roles {
         if radveil_web::access::Role::from_name(r).is_none() {
-            bail!("unknown role (admin, clinician, researcher or auditor expected)");
+            bail!(
+                "unknown role (admin, clinician, researcher, auditor or privacy-officer expected)"
+            );
         }
     }
     for s in &args.scopes {

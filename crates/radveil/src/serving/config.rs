@@ -70,6 +70,16 @@ pub const TEMPLATE: &str = r#"# radveil serve: the settings of the gateway for t
 # path (realm_access.roles for Keycloak). Flag: --roles-claim.
 # roles_claim = "roles"
 
+[consent]
+# What is assumed for each use of a patient's images beyond their care when the patient has
+# said nothing: "opt-in" (not used unless the patient consented) or "opt-out" (used unless
+# the patient withdrew). Patients record and withdraw consent in the portal or through
+# /fhir/Consent; `radveil export` checks it per patient. The consents are kept sealed in
+# consent.db under keys/consent-key (made on first run; keep a copy apart from the data).
+# research = "opt-in"
+# ai_training = "opt-in"
+# commercial = "opt-in"
+
 [keys]
 # The key-encryption key's file (64 hex digits). Default: the environment variable
 # RADVEIL_KEK, else keys/kek in this directory, made on first run. Flag: --kek-file.
@@ -133,6 +143,9 @@ pub struct FileConfig {
     /// `[access]`.
     #[serde(default)]
     pub access: AccessSection,
+    /// `[consent]`.
+    #[serde(default)]
+    pub consent: ConsentSection,
     /// `[keys]`.
     #[serde(default)]
     pub keys: KeysSection,
@@ -167,6 +180,29 @@ pub struct AccessSection {
     pub audience: Option<String>,
     /// The claim holding the roles.
     pub roles_claim: Option<String>,
+}
+
+/// `[consent]`: the site's default per purpose.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentSection {
+    /// Research.
+    pub research: Option<radveil_consent::Policy>,
+    /// AI training.
+    pub ai_training: Option<radveil_consent::Policy>,
+    /// Commercial use.
+    pub commercial: Option<radveil_consent::Policy>,
+}
+
+impl ConsentSection {
+    /// The defaults it sets (opt-in where it says nothing).
+    pub fn defaults(&self) -> radveil_consent::Defaults {
+        radveil_consent::Defaults {
+            research: self.research.unwrap_or_default(),
+            ai_training: self.ai_training.unwrap_or_default(),
+            commercial: self.commercial.unwrap_or_default(),
+        }
+    }
 }
 
 /// `[keys]`.
@@ -337,6 +373,8 @@ mod tests {
             Some(radveil_web::access::dev::DEFAULT_AUDIENCE)
         );
         assert_eq!(all.access.roles_claim.as_deref(), Some(DEFAULT_ROLES_CLAIM));
+        assert_eq!(all.consent.defaults(), radveil_consent::Defaults::default());
+        assert_eq!(all.consent.research, Some(radveil_consent::Policy::OptIn));
         let app = radveil_web::Limits::default();
         let conn = radveil_web::ConnectionLimits::default();
         assert_eq!(all.limits.max_request, Some(app.max_request as u64));
@@ -366,6 +404,9 @@ mod tests {
             "issuer",
             "audience",
             "roles_claim",
+            "research",
+            "ai_training",
+            "commercial",
             "kek_file",
             "audit_key_file",
             "kept_checkpoints",
@@ -457,6 +498,8 @@ mod tests {
             ("[access]\ndev = \"yes\"\n", "dev"),
             ("[tls]\ncert = \"c.pem\"\n", "key"),
             ("listen = \n", "listen"),
+            ("[consent]\nresearch = \"maybe\"\n", "research"),
+            ("[consent]\nclinical = \"opt-in\"\n", "clinical"),
         ] {
             let e = format!("{:#}", parse(text, p).unwrap_err());
             assert!(e.contains(key), "{text:?}: {e}");
