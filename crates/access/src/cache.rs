@@ -116,6 +116,7 @@ mod tests {
             roles: Vec::new(),
             scopes: Scopes::default(),
             patient: None,
+            name: None,
         }
     }
 

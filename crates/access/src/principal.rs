@@ -201,6 +201,9 @@ pub struct Principal {
     pub scopes: Scopes,
     /// The `patient` claim.
     pub patient: Option<PatientRef>,
+    /// The user's display name (the OpenID `name` claim), for the audit trail and the
+    /// patient's access log ("Dr A. Smith viewed…"); never used to decide anything.
+    pub name: Option<String>,
 }
 
 impl Principal {
@@ -276,6 +279,7 @@ mod tests {
             roles: roles.to_vec(),
             scopes: Scopes::parse(scopes.split(' ')),
             patient: patient.and_then(|p| PatientRef::new(p, "")),
+            name: None,
         }
     }
 

@@ -627,6 +627,8 @@ impl Verifier {
             roles,
             scopes,
             patient,
+            // Shown only: a name that is not a short plain text is left out, not refused.
+            name: c.get("name").and_then(text_claim),
         })
     }
 }

@@ -327,6 +327,7 @@ pub fn study(
     let h = state.store.uid(Level::Study, study);
     if let Some((patient, id, issuer)) = state.catalogue.patient_of(&h) {
         if scope.sees(&patient) {
+            let (modality, date, description) = state.catalogue.describe(&h);
             what.add(
                 &id,
                 &issuer,
@@ -335,7 +336,9 @@ pub fn study(
                     series: series.map(str::to_string),
                     instance: instance.map(str::to_string),
                     instances,
-                    ..StudyRef::default()
+                    modality,
+                    date,
+                    description,
                 },
             );
         }
@@ -349,6 +352,14 @@ fn action_of(req: &Request) -> Option<Action> {
     let path = req.uri().path();
     if path == "/audit" || path == "/me/access-log" {
         return Some(Action::AuditRead);
+    }
+    if path == "/me/download" {
+        return Some(Action::Retrieve);
+    }
+    // The portal's pages say what they showed (a `What` with its action); the others
+    // (sign-in, the stylesheet) are not audited: see `record`.
+    if path == "/portal" || path.starts_with("/portal/") {
+        return Some(Action::Query);
     }
     // Consent: a PUT records a change, a GET reads (a search of the patient's records).
     if path == "/fhir" || path.starts_with("/fhir/") {
@@ -447,6 +458,7 @@ pub(crate) fn event_of(
         if let Some(p) = &c.principal {
             actor.subject = Some(p.subject.clone());
             actor.client = p.client.clone();
+            actor.name = p.name.clone();
         }
         let (role, why) = role_of(c);
         actor.role = role;
@@ -482,7 +494,11 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
+    let portal = req.uri().path().starts_with("/portal");
     let resp = next.run(req).await;
+    if portal && resp.extensions().get::<What>().is_none() {
+        return resp;
+    }
     let event = event_of(
         action,
         resp.extensions().get::<Caller>(),

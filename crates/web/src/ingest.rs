@@ -1323,6 +1323,7 @@ mod tests {
             roles: vec![],
             scopes: Default::default(),
             patient: None,
+            name: None,
         };
         let r = RequireSigned::new(&["modality-1", "svc"]);
         assert!(r.applies(Some(&p(Some("modality-1"), "x"))));

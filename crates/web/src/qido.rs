@@ -409,6 +409,32 @@ impl Catalogue {
         ))
     }
 
+    /// What a patient is told a study is ("your CT study of 3 March 2026"): its modalities
+    /// (joined by `/`), date and description, as far as the catalogue knows them.
+    pub fn describe(&self, study: &Handle) -> (Option<String>, Option<String>, Option<String>) {
+        let tree = self.read();
+        let Some(st) = tree.get(study) else {
+            return (None, None, None);
+        };
+        let text = |f: Option<Field<'_>>| {
+            let f = f?;
+            let v: Vec<&str> = f.values().filter(|v| !v.is_empty()).collect();
+            (!v.is_empty()).then(|| v.join("/"))
+        };
+        let packed = |tag| {
+            st.attrs
+                .get(tag)
+                .and_then(|a| a.values().next())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        (
+            text(study_attr(st, tags::MODALITIES_IN_STUDY)),
+            packed(tags::STUDY_DATE),
+            packed(tags::STUDY_DESCRIPTION),
+        )
+    }
+
     /// Take before storing an instance, for [`Catalogue::insert_stored`].
     pub fn mark(&self) -> Mark {
         Mark(self.removals.load(Ordering::SeqCst))
@@ -1868,7 +1894,7 @@ async fn answer(
 
 /// What a search touched, for the audit trail: its query string, and the patients and
 /// studies of the results that name a study.
-fn searched(
+pub(crate) fn searched(
     state: &AppState,
     scope: &Scope,
     params: &[(String, String)],
