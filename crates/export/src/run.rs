@@ -62,7 +62,14 @@ pub struct Settings<'a> {
     pub actor: &'a Actor,
     /// Outputs sealed to the recipients (CMS EnvelopedData) instead of written in the clear.
     pub sealing: Option<Sealing<'a>>,
+    /// The profile asks for Clean Recognizable Visual Features: CT and MR images (head
+    /// volumes a face can be rendered from) are held back, since an export does not deface
+    /// volumes held in memory yet; other images go through as `radveil deid` takes them.
+    pub clean_visual_features: bool,
 }
+
+/// Why CT and MR images are held back under Clean Recognizable Visual Features.
+pub const NOT_DEFACED: &str = "held back: CT and MR images are not exported under clean-recognizable-visual-features (exports do not deface volumes yet)";
 
 /// Where an export reads and writes.
 pub struct Places<'a> {
@@ -146,6 +153,8 @@ struct Job<'s> {
     study: usize,
     row: &'s Row,
     consent: u64,
+    /// Held back without being opened (why).
+    held: Option<&'static str>,
 }
 
 /// Opens one instance into memory (its bytes reserved from the run's budget first) and
@@ -220,6 +229,7 @@ fn decide<'s>(
     studies: &'s [Study],
     consents: &dyn ConsentCheck,
     purpose: Purpose,
+    clean_visual_features: bool,
 ) -> Result<Allowed<'s>, ExportError> {
     let mut counts = Counts::default();
     let mut jobs = Vec::new();
@@ -237,10 +247,14 @@ fn decide<'s>(
                 .map_err(ExportError::Consent)?;
             if d.permitted {
                 allowed = true;
-                jobs.extend(s.rows.iter().map(|row| Job {
-                    study: i,
-                    row,
-                    consent: d.version,
+                jobs.extend(s.rows.iter().zip(&s.modality).map(|(row, m)| {
+                    Job {
+                        study: i,
+                        row,
+                        consent: d.version,
+                        held: (clean_visual_features && matches!(m.as_str(), "CT" | "MR"))
+                            .then_some(NOT_DEFACED),
+                    }
                 }));
             } else {
                 counts.studies_left_out = counts.studies_left_out.saturating_add(1);
@@ -282,7 +296,12 @@ pub fn export(
         run,
     } = places;
     let selected = select::studies(store, runtime, query)?;
-    let Allowed { jobs, mut counts } = decide(&selected.studies, consents, settings.purpose)?;
+    let Allowed { jobs, mut counts } = decide(
+        &selected.studies,
+        consents,
+        settings.purpose,
+        settings.clean_visual_features,
+    )?;
     counts.failed = selected.unreadable;
     let mut record = ExportRecord {
         id: new_id(),
@@ -314,12 +333,14 @@ pub fn export(
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(job) = jobs.get(i) else { break };
-                let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    one(shared, settings, job.row)
-                }))
-                .unwrap_or_else(|_| {
-                    Done::Failed("internal error: the instance's work panicked".into())
-                });
+                let done =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job.held {
+                        Some(why) => Done::Held(why.to_string()),
+                        None => one(shared, settings, job.row),
+                    }))
+                    .unwrap_or_else(|_| {
+                        Done::Failed("internal error: the instance's work panicked".into())
+                    });
                 if tx.send((i, done)).is_err() {
                     break;
                 }

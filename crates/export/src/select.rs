@@ -19,6 +19,8 @@ pub struct Study {
     pub attrs: StudyAttrs,
     /// Its instances' index rows, in the store's order.
     pub rows: Vec<Row>,
+    /// The Modality of each row's series (empty when absent), in the rows' order.
+    pub modality: Vec<String>,
 }
 
 impl Study {
@@ -86,13 +88,18 @@ impl Walk {
                 patient: r.patient,
                 attrs: StudyAttrs::default(),
                 rows: Vec::new(),
+                modality: Vec::new(),
             });
         }
         let Some(study) = self.current.as_mut() else {
             return;
         };
         let first = study.rows.is_empty();
+        let mut modality = String::new();
         for (tag, values) in attrs_of_meta(&json) {
+            if tag == tags::MODALITY {
+                modality = values.first().cloned().unwrap_or_default();
+            }
             if let Some(&(_, into)) = GATHERED.iter().find(|(t, _)| *t == tag) {
                 study.attrs.add(into, values);
             } else if first {
@@ -102,6 +109,7 @@ impl Walk {
         let mut row = r.clone();
         row.meta = Vec::new();
         study.rows.push(row);
+        study.modality.push(modality);
     }
 }
 

@@ -244,6 +244,7 @@ fn only_consenting_patients_go_out_de_identified_with_lineage_and_audit_events()
         jobs: 2,
         actor: &actor,
         sealing: None,
+        clean_visual_features: false,
     };
     // CT studies only: DAVE's MR study is not selected at all.
     let query = Query::parse(&["ModalitiesInStudy=CT"]).unwrap();
@@ -385,9 +386,64 @@ fn a_consent_that_cannot_be_decided_exports_nothing() {
             jobs: 2,
             actor: &actor,
             sealing: None,
+            clean_visual_features: false,
         },
     );
     assert!(matches!(got, Err(crate::run::ExportError::Consent(_))));
     assert!(files_under(&out).is_empty());
     assert_eq!(audit.size(), 0);
+}
+
+#[test]
+fn ct_and_mr_are_held_back_unopened_when_the_profile_asks_for_defacing() {
+    let w = world();
+    let consents = Fixed {
+        by: BTreeMap::from([(w.store.patient("DAVE-4", ""), (true, 1, None))]),
+        asked: Mutex::new(0),
+    };
+    let out = w.data.parent().unwrap().join("out");
+    let run = radveil_pipeline::Run::new(
+        deidentifier(),
+        &out,
+        &radveil_pipeline::Settings {
+            memory_limit: 64 << 20,
+            resume: false,
+        },
+    )
+    .unwrap();
+    let mut lineage = Lineage::open(
+        &w.data.join(crate::lineage::LINEAGE_DB),
+        Key::from_slice(&[6; 32]).unwrap(),
+    )
+    .unwrap();
+    let key = AuditKey::new(&Key::from_slice(&[4; 32]).unwrap()).unwrap();
+    let mut audit = AuditLog::init(&w.data.join("audit"), key).unwrap();
+    let actor = Actor::default();
+    let report = export(
+        Places {
+            store: &w.store,
+            runtime: w.rt.handle(),
+            consents: &consents,
+            lineage: &mut lineage,
+            audit: &mut audit,
+            run: &run,
+        },
+        &Query::parse(&["PatientID=DAVE-4"]).unwrap(),
+        &Settings {
+            purpose: Purpose::Research,
+            recipient: "R",
+            project: None,
+            profile_digest: "ab",
+            jobs: 2,
+            actor: &actor,
+            sealing: None,
+            clean_visual_features: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(report.counts.held_back, 2);
+    assert_eq!(report.counts.instances, 0);
+    assert_eq!(report.held_back[0].reason, crate::run::NOT_DEFACED);
+    assert!(files_under(&out).is_empty());
+    assert_eq!(audit.size(), 0, "nothing went out: no export event");
 }

@@ -22,6 +22,7 @@ mod auditing;
 mod batch;
 mod defacing;
 mod dicom_file;
+mod exporting;
 mod inputs;
 mod key;
 mod ledger;
@@ -78,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         command: serving::KeysCommand,
     },
+    /// A consent-checked, de-identified research export from the gateway's store, recorded
+    /// as lineage and in each patient's access log.
+    Export(exporting::ExportArgs),
+    /// List the exports that hold a patient's images; write withdrawal notices for them.
+    Lineage(exporting::LineageArgs),
     /// Write a new random de-identification key to FILE (mode 0600; never overwrites).
     Keygen {
         /// Where to write the key.
@@ -174,6 +180,8 @@ fn main() -> ExitCode {
         Command::Keys { command } => serving::keys(command),
         Command::Audit { command } => auditing::run(command),
         Command::Token(args) => serving::token(args),
+        Command::Export(args) => exporting::export(args),
+        Command::Lineage(args) => exporting::lineage(args),
     };
     match result {
         Ok(code) => code,
