@@ -450,9 +450,12 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         "http"
     };
     // The patient's side (portal, viewer, consent): each part set up below when configured.
-    #[allow(unused_mut)]
-    let mut portal = radveil_web::portal::PortalState::default();
-    portal.consents = Some(open_consents(&args)?);
+    // (Only some parts may be set here: the rest stay at their default.)
+    #[allow(unused_mut, clippy::needless_update)]
+    let mut portal = radveil_web::portal::PortalState {
+        consents: Some(open_consents(&args)?),
+        ..Default::default()
+    };
     let state = radveil_web::AppState {
         store,
         limits,

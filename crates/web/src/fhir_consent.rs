@@ -129,15 +129,13 @@ fn what(patient: Option<&PatientId>, query: &str) -> What {
     w
 }
 
-/// The consent store, or the 404 of a server that keeps none.
-fn store(state: &AppState) -> Result<&Arc<Consents>, Response> {
-    state.portal.consents.as_ref().ok_or_else(|| {
-        outcome(
-            StatusCode::NOT_FOUND,
-            "not-supported",
-            "this server keeps no consents",
-        )
-    })
+/// The answer of a server that keeps no consents.
+fn no_store() -> Response {
+    outcome(
+        StatusCode::NOT_FOUND,
+        "not-supported",
+        "this server keeps no consents",
+    )
 }
 
 /// The patient whose Consent has the id `id`, if the caller may see them.
@@ -195,9 +193,8 @@ pub async fn search(
     let Some(Extension(scope)) = scope else {
         return not_found();
     };
-    let consents = match store(&state) {
-        Ok(c) => Arc::clone(c),
-        Err(r) => return r,
+    let Some(consents) = state.portal.consents.clone() else {
+        return no_store();
     };
     let mut patient = None;
     for (k, v) in &params {
@@ -290,9 +287,8 @@ async fn read_version(
     let Some(Extension(scope)) = scope else {
         return not_found();
     };
-    let consents = match store(&state) {
-        Ok(c) => Arc::clone(c),
-        Err(r) => return r,
+    let Some(consents) = state.portal.consents.clone() else {
+        return no_store();
     };
     let Some(h) = (match visible(&consents, &scope, &id).await {
         Ok(h) => h,
@@ -323,9 +319,8 @@ pub async fn history(
     let Some(Extension(scope)) = scope else {
         return not_found();
     };
-    let consents = match store(&state) {
-        Ok(c) => Arc::clone(c),
-        Err(r) => return r,
+    let Some(consents) = state.portal.consents.clone() else {
+        return no_store();
     };
     let Some(h) = (match visible(&consents, &scope, &id).await {
         Ok(h) => h,
@@ -416,9 +411,8 @@ pub async fn put(
     let Some(Extension(scope)) = scope else {
         return not_found();
     };
-    let consents = match store(&state) {
-        Ok(c) => Arc::clone(c),
-        Err(r) => return r,
+    let Some(consents) = state.portal.consents.clone() else {
+        return no_store();
     };
     if !radveil_consent::is_fhir_id(&id) {
         return outcome(StatusCode::BAD_REQUEST, "invalid", "not a FHIR id");
@@ -511,5 +505,75 @@ pub async fn put(
             w.attach(resp)
         }
         Err(r) => w.attach(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_follow_the_fhir_interactions() {
+        assert_eq!(
+            action_of(&Method::GET, "/fhir/Consent"),
+            AccessAction::SearchConsent
+        );
+        assert_eq!(
+            action_of(&Method::GET, "/fhir/Consent/"),
+            AccessAction::SearchConsent
+        );
+        assert_eq!(
+            action_of(&Method::GET, "/fhir/Consent/c-1"),
+            AccessAction::ReadConsent
+        );
+        assert_eq!(
+            action_of(&Method::GET, "/fhir/Consent/c-1/_history/2"),
+            AccessAction::ReadConsent
+        );
+        assert_eq!(
+            action_of(&Method::PUT, "/fhir/Consent/c-1"),
+            AccessAction::WriteConsent
+        );
+        // Anything else under /fhir is checked as a read (and answered 404).
+        assert_eq!(
+            action_of(&Method::POST, "/fhir/Patient"),
+            AccessAction::ReadConsent
+        );
+    }
+
+    #[test]
+    fn if_match_names_one_version() {
+        let h = |v: &[&str]| {
+            let mut m = HeaderMap::new();
+            for x in v {
+                m.append(header::IF_MATCH, HeaderValue::from_str(x).unwrap());
+            }
+            if_match(&m)
+        };
+        assert_eq!(h(&[]), Ok(None));
+        assert_eq!(h(&["W/\"3\""]), Ok(Some(3)));
+        assert_eq!(h(&["\"0\""]), Ok(Some(0)));
+        for bad in [
+            &["3"][..],
+            &["W/\"\""],
+            &["W/\"x\""],
+            &["*"],
+            &["\"1\"", "\"2\""],
+        ] {
+            assert_eq!(h(bad), Err(()), "{bad:?}");
+        }
+        assert_eq!(h(&["\"99999999999999999999\""]), Err(()));
+    }
+
+    #[test]
+    fn a_searched_patient_is_system_and_value() {
+        let p = searched_patient("urn:oid:1.2.3|PID-1").unwrap();
+        assert_eq!((p.id.as_str(), p.issuer.as_str()), ("PID-1", "1.2.3"));
+        let p = searched_patient("HOSP|PID-1").unwrap();
+        assert_eq!((p.id.as_str(), p.issuer.as_str()), ("PID-1", "HOSP"));
+        let p = searched_patient("PID-1").unwrap();
+        assert_eq!((p.id.as_str(), p.issuer.as_str()), ("PID-1", ""));
+        assert!(searched_patient("HOSP|").is_none());
+        assert!(searched_patient(&"9".repeat(65)).is_none());
     }
 }
