@@ -154,6 +154,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/audit", get(crate::audit_routes::audit))
         .route("/me/access-log", get(crate::audit_routes::access_log))
+        .route("/me/download", get(crate::download::download))
         .route("/fhir/Consent", get(crate::fhir_consent::search))
         .route(
             "/fhir/Consent/{id}",

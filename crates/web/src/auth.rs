@@ -127,7 +127,7 @@ pub async fn check(State(state): State<AppState>, mut req: Request, next: Next) 
     let path = req.uri().path();
     let action = if path == "/audit" {
         Action::ReadAudit
-    } else if path == "/me/access-log" {
+    } else if path == "/me/access-log" || path == "/me/download" {
         Action::Read
     } else if path == "/fhir" || path.starts_with("/fhir/") {
         crate::fhir_consent::action_of(req.method(), path)

@@ -34,6 +34,7 @@ pub mod auth;
 pub mod bulkdata;
 pub mod dicom_json;
 pub mod disk;
+pub mod download;
 pub mod fhir_consent;
 pub mod frames;
 pub mod ingest;

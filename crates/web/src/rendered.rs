@@ -775,15 +775,20 @@ fn part_bytes(part: &Part, boundary: &str, media: &str) -> Bytes {
     )
 }
 
-/// Renders every frame of a stored instance, handing each to `each` as it is made (one
-/// frame's memory held at a time); stops early, without error, when `each` says so. An
-/// instance without pixel data gives no part. CPU-bound: run off the async threads.
-fn render_instance_frames(
+/// What [`render_frames`] hands each frame to: the data set, the frame's index (from 0),
+/// the number of frames and the encoded image; false stops.
+pub(crate) type EachFrame<'f> = dyn FnMut(&DataSet<'_>, usize, usize, Vec<u8>) -> bool + 'f;
+
+/// Renders every frame of a stored instance with `opts` in turn, handing `each` the data
+/// set, the frame's index (from 0), the number of frames and the encoded image as each is
+/// made (one frame's memory held at a time); stops early, without error, when `each` says
+/// so. An instance without pixel data gives none. CPU-bound: run off the async threads.
+/// (Rendered studies and series, and the patient's download, [`crate::download`].)
+pub(crate) fn render_frames(
     bytes: &[u8],
-    base: &str,
     kind: Rendered,
     opts: &Options,
-    each: &mut dyn FnMut(Part) -> bool,
+    each: &mut EachFrame<'_>,
 ) -> Result<(), Refused> {
     let mut inflated = Vec::new();
     let (meta, ds, enc) = read_stored(bytes, &mut inflated)?;
@@ -796,32 +801,50 @@ fn render_instance_frames(
         .transfer_syntax
         .trim_end_matches(['\0', ' '])
         .to_string();
-    // A UID is digits and dots (PS3.5 9.1); anything else (a hostile file's line break)
-    // never reaches the part's headers.
-    let uid = |tag| {
-        ds.string(tag)
-            .map(|s| s.trim().to_string())
-            .filter(|s| s.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
-            .unwrap_or_default()
-    };
-    let instance = format!(
-        "{base}/studies/{}/series/{}/instances/{}",
-        uid(tags::STUDY_INSTANCE_UID),
-        uid(tags::SERIES_INSTANCE_UID),
-        uid(tags::SOP_INSTANCE_UID)
-    );
     for index in 0..count {
         let image = render_frame(&ds, enc, &ts, index, kind, opts)?;
+        if !each(&ds, index, count, image) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Renders every frame of a stored instance, handing each to `each` as it is made (one
+/// frame's memory held at a time); stops early, without error, when `each` says so. An
+/// instance without pixel data gives no part. CPU-bound: run off the async threads.
+fn render_instance_frames(
+    bytes: &[u8],
+    base: &str,
+    kind: Rendered,
+    opts: &Options,
+    each: &mut dyn FnMut(Part) -> bool,
+) -> Result<(), Refused> {
+    let mut instance = None;
+    render_frames(bytes, kind, opts, &mut |ds, index, count, image| {
+        // A UID is digits and dots (PS3.5 9.1); anything else (a hostile file's line break)
+        // never reaches the part's headers.
+        let instance = instance.get_or_insert_with(|| {
+            let uid = |tag| {
+                ds.string(tag)
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| s.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+                    .unwrap_or_default()
+            };
+            format!(
+                "{base}/studies/{}/series/{}/instances/{}",
+                uid(tags::STUDY_INSTANCE_UID),
+                uid(tags::SERIES_INSTANCE_UID),
+                uid(tags::SOP_INSTANCE_UID)
+            )
+        });
         let location = if count == 1 {
             format!("{instance}/rendered")
         } else {
             format!("{instance}/frames/{}/rendered", index.saturating_add(1))
         };
-        if !each(Part { location, image }) {
-            break;
-        }
-    }
-    Ok(())
+        each(Part { location, image })
+    })
 }
 
 /// A rendered study or series (PS3.18 §10.4.1.1.3): every frame of every instance the
