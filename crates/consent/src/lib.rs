@@ -514,6 +514,10 @@ pub enum ConsentError {
 /// Most patients whose current version is cached.
 const MAX_CACHED: usize = 50_000;
 
+/// Most versions of one patient's consent: far more than any patient changes their mind,
+/// and a bound on what a history holds (a client looping on PUT cannot grow one without end).
+pub const MAX_VERSIONS: u64 = 1000;
+
 /// The consents of a gateway's data folder: `DATA/consent.db` sealed under the consent key.
 /// Shared by the server's requests (`Arc<Consents>`); every method takes `&self`.
 pub struct Consents {
@@ -649,6 +653,11 @@ impl Consents {
             if if_match.is_some_and(|v| v != current) {
                 return Err(ConsentError::VersionMismatch { current });
             }
+            if current >= MAX_VERSIONS {
+                return Err(ConsentError::Invalid(
+                    "this patient's consent has as many versions as are kept",
+                ));
+            }
             let id = match (previous, draft.id.clone()) {
                 (Some(p), Some(id)) if p.id != id => return Err(ConsentError::OtherId),
                 (Some(p), _) => p.id.clone(),
@@ -717,7 +726,9 @@ impl Consents {
 
     /// Records a new version that changes only the purposes in `set` (each permitted or
     /// denied for every image, from now), keeping the rest of the current version (or
-    /// starting from an empty active consent): what the portal's yes/no switches do.
+    /// starting from an empty active consent): what the portal's yes/no switches do. A
+    /// version recorded meanwhile by another request makes it fail with
+    /// [`ConsentError::VersionMismatch`], recording nothing (the patient saw another state).
     pub fn update(
         &self,
         patient: &Handle,

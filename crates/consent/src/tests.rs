@@ -115,6 +115,44 @@ fn if_match_must_name_the_current_version() {
 }
 
 #[test]
+fn a_history_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = open(dir.path(), Defaults::default());
+    let p = handle(15);
+    // (Not durable, for speed: a thousand fsyncs are not what is tested.)
+    c.db()
+        .unwrap()
+        .conn()
+        .execute_batch("PRAGMA synchronous = OFF")
+        .unwrap();
+    for n in 1..=MAX_VERSIONS {
+        let change = c
+            .update(
+                &p,
+                &who("PID-15"),
+                &[(Purpose::Research, n % 2 == 0)],
+                staff(),
+                Source::Portal,
+            )
+            .unwrap();
+        assert_eq!(change.version, n);
+    }
+    assert!(matches!(
+        c.update(
+            &p,
+            &who("PID-15"),
+            &[(Purpose::Research, true)],
+            staff(),
+            Source::Portal
+        ),
+        Err(ConsentError::Invalid(_))
+    ));
+    assert_eq!(c.history(&p).unwrap().len() as u64, MAX_VERSIONS);
+    // The last version still decides.
+    assert!(c.decide(&p, Purpose::Research, None).unwrap().permitted);
+}
+
+#[test]
 fn site_defaults_decide_when_nothing_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let p = handle(3);
