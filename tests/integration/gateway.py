@@ -27,10 +27,11 @@ READY = re.compile(r"DICOMweb on (http://\S+)/dicom-web")
 class Gateway:
     """A `radveil serve` process on a free loopback port."""
 
-    def __init__(self, binary: Path, data: Path, *extra: str, listen="127.0.0.1:0"):
+    def __init__(self, binary: Path, data: Path, *extra: str, listen="127.0.0.1:0",
+                 wrap: tuple[str, ...] = ()):
         self.data = data
         self.proc = subprocess.Popen(
-            [str(binary), "serve", "--data", str(data), "--listen", listen, *extra],
+            [*wrap, str(binary), "serve", "--data", str(data), "--listen", listen, *extra],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=clean_env())
         self.log: list[str] = []
         deadline = time.time() + 30

@@ -21,6 +21,8 @@ ACCOUNTS = {
     "alice": {"patient": "PID-PORTAL-A", "name": "Alice Example"},
     "bob": {"patient": "PID-PORTAL-B", "name": "Bob Example"},
     "drsmith": {"roles": ["clinician"], "name": "Dr A. Smith"},
+    "audrey": {"roles": ["auditor"], "name": "Audrey Auditor"},
+    "priya": {"roles": ["privacy-officer"], "name": "Priya Privacy"},
 }
 
 
@@ -55,6 +57,7 @@ class Portal:
     tests can store images with `radveil token` admin tokens."""
 
     def __init__(self, radveil_bin, data: Path, *extra: str, ttl: int = 600):
+        self.radveil_bin = radveil_bin
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         self.provider = Provider(self.base + "/portal/callback", ttl=ttl)
@@ -62,15 +65,24 @@ class Portal:
         secret = data.parent / "portal-secret"
         secret.write_text("portal-secret\n")
         secret.chmod(0o600)
-        self.gateway = Gateway(
-            radveil_bin, data, "--dev", "--oidc-issuer", self.provider.issuer,
-            "--portal-client-id", "radveil-portal", "--portal-client-secret-file", str(secret),
-            "--public-url", self.base,
-            "--portal-scope", "openid patient/ImagingStudy.rs user/ImagingStudy.rs",
-            *extra, listen=f"127.0.0.1:{port}")
+        self.args = ("--dev", "--oidc-issuer", self.provider.issuer,
+                     "--portal-client-id", "radveil-portal", "--portal-client-secret-file",
+                     str(secret), "--public-url", self.base,
+                     "--portal-scope", "openid patient/ImagingStudy.rs user/ImagingStudy.rs "
+                     "patient/Consent.rus user/AuditEvent.rs user/Consent.rs",
+                     *extra)
+        self.listen = f"127.0.0.1:{port}"
+        self.gateway = Gateway(radveil_bin, data, *self.args, listen=self.listen)
         self.url = self.gateway.url
         self.admin = token(radveil_bin, data, "--role", "admin",
                            "--scope", "system/ImagingStudy.cruds")
+
+    def restart(self, wrap: tuple[str, ...] = ()):
+        """Stops the gateway and starts it again on the same data and port (under `wrap`,
+        such as faketime, when given)."""
+        self.gateway.stop()
+        self.gateway = Gateway(self.radveil_bin, self.gateway.data, *self.args,
+                               listen=self.listen, wrap=wrap)
 
     def stop(self):
         self.gateway.stop()

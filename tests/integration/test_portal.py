@@ -134,3 +134,188 @@ def test_the_access_log_lists_a_clinicians_access_in_words(portal, radveil_bin):
     # Reading the pages is audited: the access log read is in the patient's own log.
     again = s.get(portal.base + "/portal/access-log", timeout=30).text
     assert "read the record of who has seen your images" in again
+
+
+def form_csrf(page: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def test_a_patient_withdraws_ai_training_consent(portal, radveil_bin):
+    s = sign_in(portal.base, "alice")
+    page = s.get(portal.base + "/portal/consent", timeout=30)
+    assert page.status_code == 200
+    # The site's default (opt-in): nothing said yet, so not used until the patient says yes.
+    assert page.text.count("You have not said yet: until you say yes") == 3
+    csrf = form_csrf(page.text)
+    # Without the form's CSRF value nothing changes.
+    r = s.post(portal.base + "/portal/consent", timeout=30,
+               data={"csrf": "forged", "research": "yes", "ai-training": "yes"})
+    assert r.status_code == 403
+    r = s.post(portal.base + "/portal/consent", timeout=30,
+               data={"csrf": csrf, "research": "yes", "ai-training": "yes", "commercial": "no"})
+    assert r.status_code == 200 and r.url.endswith("/portal/consent")
+    assert "You said yes on" in r.text and "You said no on" in r.text
+    # Withdraw AI training only.
+    r = s.post(portal.base + "/portal/consent", timeout=30,
+               data={"csrf": csrf, "research": "yes", "ai-training": "no", "commercial": "no"})
+    assert r.status_code == 200
+    ai = r.text.split("Training AI")[1].split("</fieldset>")[0]
+    assert "You said no on" in ai and 'value="no" checked' in ai
+    research = r.text.split("<legend>Research</legend>")[1].split("</fieldset>")[0]
+    assert "You said yes on" in research
+    # The same consent over FHIR (a privacy officer's token): version 2, AI training denied.
+    po = token(radveil_bin, portal.gateway.data, "--role", "privacy-officer",
+               "--scope", "user/Consent.rs")
+    bundle = requests.get(portal.base + "/fhir/Consent?patient=PID-PORTAL-A", timeout=30,
+                          headers=auth(po, Accept="application/fhir+json"))
+    assert bundle.status_code == 200, bundle.text
+    consent = bundle.json()["entry"][0]["resource"]
+    assert consent["meta"]["versionId"] == "2"
+    denied = [p for p in consent["provision"]["provision"] if p["type"] == "deny"]
+    assert any(c["code"] == "MLTRAINING" for p in denied for pu in [p.get("purpose", [])]
+               for c in pu), consent["provision"]
+    # Each change is in the patient's access log, in words.
+    log = s.get(portal.base + "/portal/access-log", timeout=30).text
+    assert "recorded a change to your consent: version 2: ai-training: withdrawn" in log
+    # "Remove my images from future research and AI-training datasets".
+    r = s.post(portal.base + "/portal/consent/withdraw", data={"csrf": csrf}, timeout=30)
+    assert r.status_code == 200
+    assert "You said yes" not in r.text and r.text.count("You said no on") == 3
+    # Another patient's page is untouched.
+    b = sign_in(portal.base, "bob")
+    assert b.get(portal.base + "/portal/consent",
+                 timeout=30).text.count("You have not said yet") == 3
+
+
+def make_link(s, base: str, study: str, **form) -> str:
+    page = s.get(f"{base}/portal/share?study={study}", timeout=30)
+    assert page.status_code == 200, page.text
+    r = s.post(base + "/portal/share", timeout=30,
+               data={"csrf": form_csrf(page.text), "study": study, **form})
+    assert r.status_code == 200, r.text
+    return re.search(r'id="link" type="text" readonly value="([^"]+)"', r.text).group(1)
+
+
+def test_a_share_link_shows_one_study_until_revoked(portal):
+    shared = stow(portal, "PID-PORTAL-A", "CT HEAD ALICE")
+    other = stow(portal, "PID-PORTAL-A", "CT CHEST ALICE")
+    alice = sign_in(portal.base, "alice")
+    link = make_link(alice, portal.base, shared)
+    assert link.startswith(portal.base + "/s/")
+    # Someone without an account opens it: a page on to the viewer, and a cookie.
+    friend = requests.Session()
+    r = friend.get(link, timeout=30)
+    assert r.status_code == 200 and f"StudyInstanceUIDs={shared}" in r.text
+    assert "radveil-share" in friend.cookies
+    # They see that study, and nothing else of hers.
+    found = friend.get(f"{portal.url}/studies", timeout=30,
+                       headers={"Accept": "application/dicom+json"})
+    assert [x["0020000D"]["Value"][0] for x in found.json()] == [shared]
+    by_patient = friend.get(f"{portal.url}/studies?PatientID=PID-PORTAL-A", timeout=30,
+                            headers={"Accept": "application/dicom+json"})
+    assert [x["0020000D"]["Value"][0] for x in by_patient.json()] == [shared]
+    assert friend.get(f"{portal.url}/studies/{shared}/metadata", timeout=30).status_code == 200
+    assert friend.get(f"{portal.url}/studies/{other}/metadata", timeout=30).status_code == 404
+    assert friend.get(f"{portal.url}/studies/{other}/series", timeout=30,
+                      headers={"Accept": "application/dicom+json"}).json() in ([], None)
+    # Not the portal, not the patient's own routes, not the consent, never a write.
+    assert "CT CHEST ALICE" not in friend.get(portal.base + "/portal", timeout=30).text
+    assert friend.get(portal.base + "/me/access-log", timeout=30).status_code == 401
+    assert friend.get(portal.base + "/fhir/Consent?patient=PID-PORTAL-A",
+                      timeout=30).status_code == 401
+    assert friend.delete(f"{portal.url}/studies/{shared}", timeout=30).status_code == 401
+    # The patient's access log says who did what.
+    log = alice.get(portal.base + "/portal/access-log", timeout=30).text
+    assert "You made a link (good until" in log
+    assert "Someone you shared a link with opened the link to your CT study of 3 March 2026" in log
+    assert "Someone you shared a link with viewed your CT study of 3 March 2026" in log
+    # She stops it: the friend's session ends, the link no longer opens.
+    page = alice.get(portal.base + "/portal/shares", timeout=30).text
+    link_id = re.search(r'name="id" value="([0-9a-f]+)"', page).group(1)
+    r = alice.post(portal.base + "/portal/shares/revoke", timeout=30,
+                   data={"csrf": form_csrf(page), "id": link_id})
+    assert r.status_code == 200 and "Stopped on" in r.text
+    assert friend.get(f"{portal.url}/studies/{shared}/metadata", timeout=30).status_code == 401
+    assert requests.get(link, timeout=30).status_code == 410
+    # Bob cannot stop (or see) Alice's links, nor share her study.
+    bob = sign_in(portal.base, "bob")
+    assert link_id not in bob.get(portal.base + "/portal/shares", timeout=30).text
+    assert bob.get(f"{portal.base}/portal/share?study={shared}", timeout=30).status_code == 404
+
+
+def test_a_share_link_with_a_pin_locks_after_five_wrong_ones(portal):
+    shared = stow(portal, "PID-PORTAL-A", "CT HEAD ALICE")
+    alice = sign_in(portal.base, "alice")
+    link = make_link(alice, portal.base, shared, pin="482916", days="1")
+    friend = requests.Session()
+    r = friend.get(link, timeout=30)
+    assert r.status_code == 200 and 'name="pin"' in r.text and "radveil-share" not in friend.cookies
+    r = friend.post(link, data={"pin": "482916"}, timeout=30)
+    assert r.status_code == 200 and "radveil-share" in friend.cookies
+    stranger = requests.Session()
+    for left in (4, 3, 2, 1):
+        r = stranger.post(link, data={"pin": "000000"}, timeout=30)
+        assert r.status_code == 403 and f"{left} tr" in r.text
+    assert stranger.post(link, data={"pin": "000000"}, timeout=30).status_code == 403
+    r = stranger.post(link, data={"pin": "482916"}, timeout=30)
+    assert r.status_code == 403 and "locked" in r.text and "radveil-share" not in stranger.cookies
+
+
+def test_a_share_link_ends_when_it_expires(portal):
+    import shutil as _shutil
+    if not _shutil.which("faketime"):
+        from conftest import missing_peer
+        missing_peer("faketime (Debian package faketime; tools/setup-peers)")
+    shared = stow(portal, "PID-PORTAL-A", "CT HEAD ALICE")
+    alice = sign_in(portal.base, "alice")
+    link = make_link(alice, portal.base, shared, days="1")
+    assert requests.get(link, timeout=30).status_code == 200
+    # The same gateway two days later (its clock moved by libfaketime).
+    portal.restart(wrap=("faketime", "+2 days"))
+    r = requests.get(link, timeout=30)
+    assert r.status_code == 410 and "ended" in r.text
+
+
+def test_the_auditor_searches_the_trail_and_sees_unusual_access(portal, radveil_bin):
+    mine = stow(portal, "PID-PORTAL-A", "CT HEAD ALICE")
+    bg = token(radveil_bin, portal.gateway.data, "--role", "clinician",
+               "--scope", "patient/ImagingStudy.rs", "--patient", "PID-OTHER")
+    assert requests.get(f"{portal.url}/studies/{mine}/metadata", timeout=30,
+                        headers=auth(bg, **{"Break-Glass-Reason": "trauma call"})).status_code == 200
+    audrey = sign_in(portal.base, "audrey")
+    home = audrey.get(portal.base + "/portal", timeout=30).text
+    assert "/portal/audit" in home and "/portal/privacy" not in home
+    page = audrey.get(portal.base + "/portal/audit?patient=PID-PORTAL-A", timeout=30)
+    assert page.status_code == 200
+    assert "PID-PORTAL-A" in page.text and "retrieve" in page.text and "store" in page.text
+    unusual = audrey.get(portal.base + "/portal/audit?unusual=on", timeout=30).text
+    assert "Break-glass" in unusual and "trauma call" in unusual
+    rows = unusual.split("<tbody>")[1]
+    assert "<td>store" not in rows and "<td>retrieve" in rows
+    # A bad filter is refused in words, naming no value.
+    bad = audrey.get(portal.base + "/portal/audit?since=yesterday", timeout=30)
+    assert bad.status_code == 400 and "yesterday" not in bad.text
+    # Patients and other staff may not.
+    assert sign_in(portal.base, "alice").get(portal.base + "/portal/audit",
+                                             timeout=30).status_code == 403
+    assert sign_in(portal.base, "priya").get(portal.base + "/portal/audit",
+                                             timeout=30).status_code == 403
+    # The auditor's reads are audit events themselves.
+    again = audrey.get(portal.base + "/portal/audit?action=audit-read", timeout=30).text
+    assert "Audrey Auditor" in again
+
+
+def test_the_privacy_officer_sees_consents_and_withdrawals(portal):
+    alice = sign_in(portal.base, "alice")
+    csrf = form_csrf(alice.get(portal.base + "/portal/consent", timeout=30).text)
+    alice.post(portal.base + "/portal/consent", timeout=30,
+               data={"csrf": csrf, "research": "yes", "ai-training": "yes", "commercial": "no"})
+    alice.post(portal.base + "/portal/consent/withdraw", data={"csrf": csrf}, timeout=30)
+    priya = sign_in(portal.base, "priya")
+    page = priya.get(portal.base + "/portal/privacy?patient=PID-PORTAL-A", timeout=30)
+    assert page.status_code == 200
+    text = re.sub(r"<[^>]+>", " ", page.text)
+    assert "Consent history" in text and "portal (patient)" in text
+    assert re.search(r"\b2\s+\S+\s+portal \(patient\)\s+no since", text), text
+    assert sign_in(portal.base, "bob").get(portal.base + "/portal/privacy",
+                                           timeout=30).status_code == 403

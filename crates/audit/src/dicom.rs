@@ -68,6 +68,7 @@ fn event_id(e: &Event) -> (&'static str, &'static str) {
         Action::AuditRead => ("110101", "Audit Log Used"),
         Action::ConsentChange => ("110110", "Patient Record"),
         Action::Export => ("110106", "Export"),
+        Action::Share => ("110110", "Patient Record"),
     }
 }
 

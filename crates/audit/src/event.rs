@@ -26,11 +26,14 @@ pub enum Action {
     /// A patient's images included in a de-identified dataset sent to a recipient; the
     /// detail names the recipient and the purpose.
     Export,
+    /// A share link to a study made, revoked or opened; the detail says which link and
+    /// what happened to it.
+    Share,
 }
 
 impl Action {
     /// Every action, in a fixed order.
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::Store,
         Action::Query,
         Action::Retrieve,
@@ -39,6 +42,7 @@ impl Action {
         Action::AuditRead,
         Action::ConsentChange,
         Action::Export,
+        Action::Share,
     ];
 
     /// The word for this action (as in `--action`).
@@ -52,6 +56,7 @@ impl Action {
             Action::AuditRead => "audit-read",
             Action::ConsentChange => "consent-change",
             Action::Export => "export",
+            Action::Share => "share",
         }
     }
 
@@ -62,6 +67,7 @@ impl Action {
             Action::Retrieve | Action::Export => "R",
             Action::Delete => "D",
             Action::ConsentChange => "U",
+            Action::Share => "C",
             Action::Query | Action::TokenRefused | Action::AuditRead => "E",
         }
     }

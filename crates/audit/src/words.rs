@@ -120,6 +120,11 @@ pub fn for_patient(e: &Event, id: &str, issuer: Option<&str>) -> Option<String> 
             Some(d) => format!("recorded a change to your consent: {d}"),
             None => "recorded a change to your consent".into(),
         },
+        (Action::Share, _) => match &e.detail {
+            // "made a link (good until 10 December 2026) to share" + "your CT study of …"
+            Some(d) => format!("{d} {what}"),
+            None => format!("made a link to share {what}"),
+        },
         (Action::Export, _) => match &e.detail {
             Some(d) => format!("included {what} in a de-identified dataset for {d}"),
             None => format!("included {what} in a de-identified dataset"),

@@ -114,6 +114,27 @@ pub struct ServeArgs {
     /// (repeatable).
     #[arg(long, value_name = "CLIENT")]
     require_signed: Vec<String>,
+    /// Serve the OHIF viewer under /viewer from DIR (OHIF's prebuilt @ohif/app prepared by
+    /// tools/viewer/prepare; tools/setup-peers makes one in .radveil/viewer), configured
+    /// against this gateway's /dicom-web. Without it /viewer answers 404.
+    #[arg(long, value_name = "DIR")]
+    viewer: Option<PathBuf>,
+    /// The patient portal's client id at the OpenID provider of --oidc-issuer (its
+    /// redirect URI there: --public-url followed by /portal/callback).
+    #[arg(long, value_name = "ID", requires = "portal_client_secret_file")]
+    portal_client_id: Option<String>,
+    /// The file holding the portal client's secret (readable by its owner only).
+    #[arg(long, value_name = "FILE")]
+    portal_client_secret_file: Option<PathBuf>,
+    /// The URL browsers reach this gateway at, like https://imaging.example.org.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// The scopes the portal asks of the provider (default "openid patient/ImagingStudy.rs").
+    #[arg(long, value_name = "SCOPES")]
+    portal_scope: Option<String>,
+    /// The resource indicator (RFC 8707) naming this gateway at the provider.
+    #[arg(long, value_name = "URI")]
+    portal_resource: Option<String>,
     /// The site's defaults for consent to research, AI training and commercial use
     /// (`[consent]` in DATA/radveil.toml; no flag).
     #[arg(skip)]
@@ -294,6 +315,13 @@ fn with_file(mut args: ServeArgs, file: config::FileConfig) -> ServeArgs {
     args.max_connections = args.max_connections.or(l.max_connections);
     args.min_free_disk = args.min_free_disk.or(l.min_free_disk);
     args.consent = file.consent.defaults();
+    args.viewer = args.viewer.or(at(file.viewer));
+    let p = file.portal;
+    args.portal_client_id = args.portal_client_id.or(p.client_id);
+    args.portal_client_secret_file = args.portal_client_secret_file.or(at(p.client_secret_file));
+    args.public_url = args.public_url.or(p.public_url);
+    args.portal_scope = args.portal_scope.or(p.scope);
+    args.portal_resource = args.portal_resource.or(p.resource);
     args
 }
 
@@ -456,6 +484,20 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         consents: Some(open_consents(&args)?),
         ..Default::default()
     };
+    portal.signin = portal_signin(&args)?;
+    portal.notices = Some(std::sync::Arc::new(
+        radveil_web::portal::notices::Notices::new(open_lineage(&args)?, args.data.join("notices")),
+    ));
+    portal.shares = Some(open_shares(&args)?);
+    if let Some(dir) = &args.viewer {
+        let viewer = radveil_web::viewer::Viewer::open(dir)
+            .with_context(|| format!("the viewer (--viewer {})", dir.display()))?;
+        portal.viewer = Some(std::sync::Arc::new(viewer));
+        eprintln!(
+            "radveil serve: the viewer (OHIF) under /viewer, from {}",
+            dir.display()
+        );
+    }
     let state = radveil_web::AppState {
         store,
         limits,
@@ -632,4 +674,82 @@ fn parse_free_disk(text: &str) -> std::result::Result<u64, String> {
         return Ok(0);
     }
     radveil_pipeline::memory::parse_size(text).map_err(|e| format!("free disk: {e}"))
+}
+
+/// The portal's OpenID client, when `--portal-client-id` (or `[portal] client_id`) is set:
+/// the provider is --oidc-issuer's, found by discovery now (a provider that cannot be
+/// reached stops the start, as for token verification).
+fn portal_signin(
+    args: &ServeArgs,
+) -> Result<Option<std::sync::Arc<radveil_web::portal::signin::SignIn>>> {
+    let Some(client_id) = &args.portal_client_id else {
+        return Ok(None);
+    };
+    let Some(issuer) = &args.oidc_issuer else {
+        bail!("the portal's sign-in needs --oidc-issuer (the provider the portal client is registered with)");
+    };
+    let Some(public) = &args.public_url else {
+        bail!("the portal's sign-in needs --public-url (the URL browsers reach this gateway at)");
+    };
+    let Some(secret_file) = &args.portal_client_secret_file else {
+        bail!("the portal's sign-in needs --portal-client-secret-file");
+    };
+    let bytes = key::read_secret(secret_file, "the portal client's secret", args.keys)?;
+    let text = std::str::from_utf8(&bytes)
+        .map(str::trim)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .with_context(|| {
+            format!(
+                "{}: the portal client's secret is not text",
+                secret_file.display()
+            )
+        })?;
+    let secret = Zeroizing::new(text.to_string());
+    let config = radveil_web::access::oidc::ClientConfig {
+        issuer: issuer.clone(),
+        client_id: client_id.clone(),
+        client_secret: secret,
+        redirect_uri: format!("{}/portal/callback", public.trim_end_matches('/')),
+        scope: args
+            .portal_scope
+            .clone()
+            .unwrap_or_else(|| "openid patient/ImagingStudy.rs".into()),
+        resource: args.portal_resource.clone(),
+    };
+    let fetch: std::sync::Arc<dyn radveil_web::access::Fetch> =
+        std::sync::Arc::new(radveil_web::access::HttpFetch::default());
+    let rp = radveil_web::access::oidc::RelyingParty::discover(config, fetch.as_ref())
+        .context("setting up the portal's sign-in")?;
+    Ok(Some(std::sync::Arc::new(
+        radveil_web::portal::signin::SignIn { rp, fetch },
+    )))
+}
+
+/// The lineage of research exports from DATA (its key made on first use), for the
+/// withdrawal notices the server writes when a patient withdraws consent.
+fn open_lineage(args: &ServeArgs) -> Result<radveil_export::lineage::Lineage> {
+    use radveil_export::lineage::{Lineage, LINEAGE_DB, LINEAGE_KEY_FILE};
+    let key = key::key_file(
+        &args.data.join(LINEAGE_KEY_FILE),
+        "lineage key",
+        args.keys,
+        true,
+    )?;
+    let path = args.data.join(LINEAGE_DB);
+    Lineage::open(&path, key).with_context(|| format!("opening {}", path.display()))
+}
+
+/// The share links of DATA (`DATA/shares.db`, its key made on first use).
+fn open_shares(args: &ServeArgs) -> Result<std::sync::Arc<radveil_web::portal::share::Shares>> {
+    use radveil_web::portal::share::{Shares, SHARES_DB, SHARE_KEY_FILE};
+    let key = key::key_file(
+        &args.data.join(SHARE_KEY_FILE),
+        "share key",
+        args.keys,
+        true,
+    )?;
+    let path = args.data.join(SHARES_DB);
+    let shares = Shares::open(&path, key).with_context(|| format!("opening {}", path.display()))?;
+    Ok(std::sync::Arc::new(shares))
 }

@@ -154,7 +154,6 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/audit", get(crate::audit_routes::audit))
         .route("/me/access-log", get(crate::audit_routes::access_log))
-        .route("/me/download", get(crate::download::download))
         .route("/fhir/Consent", get(crate::fhir_consent::search))
         .route(
             "/fhir/Consent/{id}",
@@ -168,6 +167,11 @@ pub fn router(state: AppState) -> Router {
             "/fhir/Consent/{id}/_history/{vid}",
             get(crate::fhir_consent::vread),
         )
+        .route("/me/download", get(crate::download::download))
+        .merge(crate::portal::routes())
+        .route("/viewer", get(crate::viewer::root))
+        .route("/viewer/", get(crate::viewer::serve))
+        .route("/viewer/{*path}", get(crate::viewer::serve))
         .layer(DefaultBodyLimit::max(max))
         .with_state(state.clone())
         // Inside access control, outside the handlers: a body over the limit and a store the
@@ -259,10 +263,7 @@ pub(crate) async fn visible_rows(
         .rows(study, series)
         .await
         .map_err(|e| store_error(&e))?;
-    Ok(rows
-        .into_iter()
-        .filter(|r| scope.sees(&r.patient))
-        .collect())
+    Ok(rows.into_iter().filter(|r| scope.sees_row(r)).collect())
 }
 
 /// `Ok` when the study exists and its patient is in `scope`; else the response for a
@@ -273,7 +274,7 @@ async fn visible(state: &AppState, scope: &Scope, study: Handle) -> Result<(), R
     }
     // A study has one patient (the store refuses a second), so its first row says whose.
     match state.store.rows(study, None).await {
-        Ok(rows) if rows.first().is_some_and(|r| scope.sees(&r.patient)) => Ok(()),
+        Ok(rows) if rows.first().is_some_and(|r| scope.sees_row(r)) => Ok(()),
         Ok(_) => Err(store_error(&StoreError::NotFound)),
         Err(e) => Err(store_error(&e)),
     }

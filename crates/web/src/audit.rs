@@ -326,7 +326,7 @@ pub fn study(
     let mut what = What::default();
     let h = state.store.uid(Level::Study, study);
     if let Some((patient, id, issuer)) = state.catalogue.patient_of(&h) {
-        if scope.sees(&patient) {
+        if scope.sees_study(&patient, &h) {
             let (modality, date, description) = state.catalogue.describe(&h);
             what.add(
                 &id,
@@ -358,7 +358,7 @@ fn action_of(req: &Request) -> Option<Action> {
     }
     // The portal's pages say what they showed (a `What` with its action); the others
     // (sign-in, the stylesheet) are not audited: see `record`.
-    if path == "/portal" || path.starts_with("/portal/") {
+    if path == "/portal" || path.starts_with("/portal/") || path.starts_with("/s/") {
         return Some(Action::Query);
     }
     // Consent: a PUT records a change, a GET reads (a search of the patient's records).
@@ -397,6 +397,10 @@ fn role_of(caller: &Caller) -> (Option<Role>, Option<PurposeOfUse>) {
     let Some(p) = &caller.principal else {
         return (None, None);
     };
+    // Someone holding a patient's share link: no role of ours, at the patient's request.
+    if p.issuer == crate::portal::sharing::SHARE_ISSUER {
+        return (None, Some(PurposeOfUse::PatientRequest));
+    }
     let patient = matches!(
         caller.grant.as_ref().map(|g| &g.compartment),
         Some(Compartment::Patient(_))
@@ -437,7 +441,9 @@ pub(crate) fn event_of(
     status: StatusCode,
     address: Option<String>,
 ) -> Event {
-    let outcome = if status.is_success() {
+    // A form's POST that succeeded answers 303 See Other (back to its page).
+    let done = status.is_success() || status == StatusCode::SEE_OTHER;
+    let outcome = if done {
         Outcome::Success
     } else if status.is_client_error() {
         Outcome::MinorFailure
@@ -477,7 +483,7 @@ pub(crate) fn event_of(
     }
     e.detail = match refused {
         Some(r) => Some(r.why.clone()),
-        None if !status.is_success() => Some(format!("HTTP {}", status.as_u16())),
+        None if !done => Some(format!("HTTP {}", status.as_u16())),
         None => what.and_then(|w| w.detail.clone()),
     };
     e
@@ -494,7 +500,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
-    let portal = req.uri().path().starts_with("/portal");
+    let portal = req.uri().path().starts_with("/portal") || req.uri().path().starts_with("/s/");
     let resp = next.run(req).await;
     if portal && resp.extensions().get::<What>().is_none() {
         return resp;

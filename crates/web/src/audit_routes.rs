@@ -69,7 +69,7 @@ fn is_time(t: &str) -> bool {
 }
 
 /// The filter of an `/audit` request.
-fn parse(params: &[(String, String)]) -> Result<(crate::audit::Query, String), String> {
+pub(crate) fn parse(params: &[(String, String)]) -> Result<(crate::audit::Query, String), String> {
     let mut q = crate::audit::Query::default();
     let mut issuer = None;
     let mut words = Vec::new();

@@ -151,11 +151,31 @@ pub async fn check(State(state): State<AppState>, mut req: Request, next: Next) 
         }
         AccessControl::Tokens(v) => Arc::clone(v),
     };
-    let token = match bearer(&req) {
-        Ok(t) => t.to_string(),
-        Err(r) => return refused_token(r),
+    // A signed-in portal session stands for its token on reads and searches (the viewer's
+    // requests carry the session cookie, never the token). Stores and deletes need the
+    // bearer token itself.
+    // A share link's session (one study, DICOMweb reads only) likewise.
+    let read_only = matches!(action, Action::Read | Action::Search);
+    let dicom_web = req.uri().path().starts_with("/dicom-web/");
+    let session = if read_only && !req.headers().contains_key(header::AUTHORIZATION) {
+        let sessions = &state.portal.sessions;
+        sessions.of(req.headers()).or_else(|| {
+            dicom_web
+                .then(|| sessions.share_of(req.headers()))
+                .flatten()
+        })
+    } else {
+        None
     };
-    let verified = if verifier.is_remote() {
+    let shared_study = session.as_ref().and_then(|s| s.study);
+    let token = match (&session, bearer(&req)) {
+        (Some(_), _) => String::new(),
+        (None, Ok(t)) => t.to_string(),
+        (None, Err(r)) => return refused_token(r),
+    };
+    let verified = if let Some(s) = session {
+        Ok(Arc::unwrap_or_clone(s.principal))
+    } else if verifier.is_remote() {
         // Verifying may fetch the issuer's keys: not on the runtime's threads.
         match tokio::task::spawn_blocking(move || verifier.verify(&token)).await {
             Ok(v) => v,
@@ -200,9 +220,18 @@ pub async fn check(State(state): State<AppState>, mut req: Request, next: Next) 
     if grant.break_glass.is_some() {
         tracing::warn!(subject = %principal.subject, "break-glass access");
     }
-    let scope = match &grant.compartment {
-        Compartment::All => Scope::All,
-        Compartment::Patient(p) => Scope::Patient(state.store.patient(p.id(), p.issuer())),
+    let scope = match (&grant.compartment, shared_study) {
+        (Compartment::All, None) => Scope::All,
+        (Compartment::Patient(p), None) => Scope::Patient(state.store.patient(p.id(), p.issuer())),
+        (Compartment::Patient(p), Some(study)) => Scope::Study {
+            patient: state.store.patient(p.id(), p.issuer()),
+            study,
+        },
+        // A share session always speaks for one patient; anything else sees nothing.
+        (Compartment::All, Some(study)) => Scope::Study {
+            patient: radveil_store::Handle([0; 32]),
+            study,
+        },
     };
     let caller = Caller {
         principal: Some(principal),

@@ -249,6 +249,33 @@ async fn list(
     Ok(studies)
 }
 
+/// Rows asked for their attributes at a time (bounds the memory of the opened copies).
+const NUMBERS_AT_ONCE: usize = 1024;
+
+/// The Instance Number (0020,0013) of each of `rows` that has one, from the attributes
+/// sealed in their index rows (no object is opened). A row whose attributes do not open has
+/// none here: opening its object fails the download later.
+async fn instance_numbers(
+    state: &AppState,
+    rows: &[radveil_store::Row],
+) -> Result<BTreeMap<Handle, i64>, radveil_store::StoreError> {
+    let mut out = BTreeMap::new();
+    for chunk in rows.chunks(NUMBERS_AT_ONCE) {
+        let handles = chunk.iter().map(|r| r.instance).collect();
+        for (row, meta) in state.store.metas_of(handles).await? {
+            let number = meta
+                .ok()
+                .and_then(|m| serde_json::from_slice::<Value>(&m).ok())
+                .and_then(|v| value(&v, radveil_standard::tags::INSTANCE_NUMBER))
+                .and_then(|n| n.parse::<i64>().ok());
+            if let Some(n) = number {
+                out.insert(row.instance, n);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A DICOM date (YYYYMMDD) as YYYY-MM-DD; anything else as nothing.
 fn pretty_date(da: &str) -> String {
     let b = da.as_bytes();
@@ -466,14 +493,22 @@ fn write_zip(
         let study = state.store.uid(Level::Study, &st.uid);
         for se in &st.series {
             let series: Handle = state.store.uid(Level::Series, &se.uid);
-            let rows = rt
+            let failed = || {
+                Stop::Failed(Refused(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store error".into(),
+                ))
+            };
+            let mut rows = rt
                 .block_on(visible_rows(state, scope, study, Some(series)))
-                .map_err(|_| {
-                    Stop::Failed(Refused(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "store error".into(),
-                    ))
-                })?;
+                .map_err(|_| failed())?;
+            let numbers = rt.block_on(instance_numbers(state, &rows)).map_err(|e| {
+                tracing::error!(error = %e, "a download's series could not be listed");
+                failed()
+            })?;
+            // By Instance Number (those without one last), else as the index has them: a
+            // series' pictures are in the order the scanner made them.
+            rows.sort_by_key(|r| numbers.get(&r.instance).copied().unwrap_or(i64::MAX));
             let width = rows.len().to_string().len().max(4);
             for (i, row) in rows.iter().enumerate() {
                 let n = format!("{:0width$}", i.saturating_add(1));
@@ -617,6 +652,35 @@ mod tests {
         assert_eq!(folder_name(&["Crâne  é"], "S"), "Crâne é");
         let long = "x".repeat(500);
         assert_eq!(folder_name(&[&long], "S").chars().count(), MAX_NAME);
+    }
+
+    #[test]
+    fn the_body_gets_bounded_chunks_and_the_writer_stops_when_the_client_goes() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(streamed::PARTS_IN_FLIGHT);
+        let writer = std::thread::spawn(move || {
+            let mut out = ToBody {
+                tx,
+                buf: Vec::new(),
+            };
+            out.write_all(&vec![7u8; 3 * CHUNK + 5])?;
+            out.flush()
+        });
+        let mut sizes = Vec::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            sizes.push(chunk.map(|b| b.len()).unwrap_or(0));
+        }
+        writer.join().unwrap().unwrap();
+        assert_eq!(sizes, [CHUNK, CHUNK, CHUNK, 5]);
+
+        let (tx, rx) = tokio::sync::mpsc::channel(streamed::PARTS_IN_FLIGHT);
+        drop(rx);
+        let mut out = ToBody {
+            tx,
+            buf: Vec::new(),
+        };
+        let err = out.write_all(&vec![0u8; CHUNK]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+        assert!(matches!(Stop::from(err), Stop::Gone));
     }
 
     #[test]

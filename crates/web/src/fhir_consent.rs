@@ -489,6 +489,9 @@ pub async fn put(
     match recorded {
         Ok(change) => {
             w.detail = Some(change.words());
+            if !change.withdrawn.is_empty() {
+                crate::portal::notices::after_withdrawal(&state, &h, &change).await;
+            }
             let status = if change.version == 1 {
                 StatusCode::CREATED
             } else {

@@ -161,7 +161,7 @@ pub(crate) async fn open_instance(
         .instance_row(study, Some(series), instance)
         .await
     {
-        Ok(r) if scope.sees(&r.patient) => r,
+        Ok(r) if scope.sees_row(&r) => r,
         Ok(_) => return Err(error(StatusCode::NOT_FOUND, "not found")),
         Err(e) => return Err(store_error(&e)),
     };

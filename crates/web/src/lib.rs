@@ -51,6 +51,7 @@ pub mod stow;
 mod streamed;
 pub mod tls;
 pub mod transfer;
+pub mod viewer;
 pub mod wado;
 
 use std::net::SocketAddr;

@@ -474,7 +474,7 @@ async fn metadata(
     let rows: Vec<_> = rows
         .into_iter()
         // Another patient's study is exactly as absent as a missing one.
-        .filter(|r| scope.sees(&r.patient))
+        .filter(|r| scope.sees_row(r))
         .collect();
     if rows.is_empty() {
         return error(StatusCode::NOT_FOUND, "not found");

@@ -1283,8 +1283,8 @@ impl<'q> Plan<'q> {
         self.q.keys.iter().filter(move |k| k.level == l)
     }
 
-    fn study_ok(&self, st: &Study) -> bool {
-        self.scope.sees(&st.patient)
+    fn study_ok(&self, h: &Handle, st: &Study) -> bool {
+        self.scope.sees_study(&st.patient, h)
             && self
                 .keys_at(Level::Study)
                 .all(|k| k.matches(study_attr(st, k.tag).as_ref()))
@@ -1308,7 +1308,7 @@ impl<'q> Plan<'q> {
             Some(only) => {
                 for h in only.range((lo, Bound::Unbounded)) {
                     if let Some((h, st)) = tree.get_key_value(h) {
-                        if self.study_ok(st) && !f(h, st) {
+                        if self.study_ok(h, st) && !f(h, st) {
                             return false;
                         }
                     }
@@ -1316,7 +1316,7 @@ impl<'q> Plan<'q> {
             }
             None => {
                 for (h, st) in tree.range((lo, Bound::Unbounded)) {
-                    if self.study_ok(st) && !f(h, st) {
+                    if self.study_ok(h, st) && !f(h, st) {
                         return false;
                     }
                 }
@@ -1366,7 +1366,7 @@ impl<'q> Plan<'q> {
     fn lists(&self, sth: &Handle, st: &Study, seh: &Handle, se: &Series) -> bool {
         self.studies.as_ref().is_none_or(|s| s.contains(sth))
             && self.series.as_ref().is_none_or(|s| s.contains(seh))
-            && self.study_ok(st)
+            && self.study_ok(sth, st)
             && self.series_ok(se)
     }
 

@@ -71,7 +71,7 @@ async fn retrieve(
         let sees = *scope;
         let opened = state
             .store
-            .open_instance(study, series, i, move |r| sees.sees(&r.patient))
+            .open_instance(study, series, i, move |r| sees.sees_row(r))
             .await;
         return match opened {
             Ok(bytes) => respond(state, vec![bytes], &wanted),

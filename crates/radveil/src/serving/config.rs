@@ -36,6 +36,12 @@ pub const TEMPLATE: &str = r#"# radveil serve: the settings of the gateway for t
 # loopback address is allowed: nothing is served unauthenticated to the network.
 # listen = "127.0.0.1:8042"
 
+# The patient's viewer: a folder holding OHIF's prebuilt web app (npm @ohif/app) prepared
+# for /viewer by tools/viewer/prepare (tools/setup-peers makes one in .radveil/viewer of the
+# source tree), served under /viewer against this gateway's /dicom-web. Without it /viewer
+# answers 404. Flag: --viewer. No default; for example:
+# viewer = "/usr/share/radveil/viewer"
+
 [tls]
 # HTTPS (TLS 1.2 and 1.3 only, the cipher suites of BCP 195 / RFC 9325): the PEM
 # certificate chain, the server's certificate first, and its PEM private key. Both or
@@ -69,6 +75,27 @@ pub const TEMPLATE: &str = r#"# radveil serve: the settings of the gateway for t
 # The claim holding the roles (admin, clinician, researcher, auditor): a name or a dotted
 # path (realm_access.roles for Keycloak). Flag: --roles-claim.
 # roles_claim = "roles"
+
+[portal]
+# The patient portal (/portal): patients and staff sign in with the OpenID provider of
+# [access] oidc_issuer, by the authorization code flow with PKCE, as a confidential client
+# registered there with the redirect URI PUBLIC_URL/portal/callback.
+#
+# The client's id and the file holding its secret (readable by its owner only).
+# Flags: --portal-client-id, --portal-client-secret-file. No default; for example:
+# client_id = "radveil-portal"
+# client_secret_file = "/etc/radveil/portal-client-secret"
+#
+# The URL browsers reach this gateway at (scheme, host and port, no path).
+# Flag: --public-url. No default; for example:
+# public_url = "https://imaging.example.org"
+#
+# The scopes asked of the provider. Flag: --portal-scope.
+# scope = "openid patient/ImagingStudy.rs"
+#
+# The resource indicator (RFC 8707) naming this gateway, for providers that issue access
+# tokens per resource. Flag: --portal-resource. No default; for example:
+# resource = "urn:radveil:gateway"
 
 [consent]
 # What is assumed for each use of a patient's images beyond their care when the patient has
@@ -137,12 +164,17 @@ pub const TEMPLATE: &str = r#"# radveil serve: the settings of the gateway for t
 pub struct FileConfig {
     /// `listen`.
     pub listen: Option<SocketAddr>,
+    /// `viewer`: the prepared OHIF folder served under `/viewer`.
+    pub viewer: Option<PathBuf>,
     /// `[tls]`.
     #[serde(default)]
     pub tls: TlsSection,
     /// `[access]`.
     #[serde(default)]
     pub access: AccessSection,
+    /// `[portal]`.
+    #[serde(default)]
+    pub portal: PortalSection,
     /// `[consent]`.
     #[serde(default)]
     pub consent: ConsentSection,
@@ -180,6 +212,22 @@ pub struct AccessSection {
     pub audience: Option<String>,
     /// The claim holding the roles.
     pub roles_claim: Option<String>,
+}
+
+/// `[portal]`.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PortalSection {
+    /// The portal's client id at the OpenID provider.
+    pub client_id: Option<String>,
+    /// The file holding its secret.
+    pub client_secret_file: Option<PathBuf>,
+    /// The URL browsers reach the gateway at.
+    pub public_url: Option<String>,
+    /// The scopes asked for.
+    pub scope: Option<String>,
+    /// The resource indicator of the gateway.
+    pub resource: Option<String>,
 }
 
 /// `[consent]`: the site's default per purpose.
@@ -396,6 +444,7 @@ mod tests {
         // Every field of the file appears in the template.
         for key in [
             "listen",
+            "viewer",
             "cert",
             "key",
             "dev",
@@ -404,6 +453,11 @@ mod tests {
             "issuer",
             "audience",
             "roles_claim",
+            "client_id",
+            "client_secret_file",
+            "public_url",
+            "scope",
+            "resource",
             "research",
             "ai_training",
             "commercial",

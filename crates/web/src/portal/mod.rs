@@ -3,11 +3,61 @@
 //! parts share lives in [`PortalState`], one field of [`crate::AppState`]; each part is
 //! `None` (and its routes answer 404) when `radveil serve` was not given what it needs.
 
+// A handler's early answer is a whole page (`Result<_, Response>`): its size is axum's
+// Response's, paid once per request.
+#![allow(clippy::result_large_err)]
+
+pub mod consent;
+pub mod notices;
+pub mod pages;
+pub mod session;
+pub mod share;
+pub mod sharing;
+pub mod signin;
+pub mod staff;
+
 /// What the patient's side shares between requests. Every field is optional, so tests of
 /// other parts of the gateway build it with `Default::default()`.
 #[derive(Debug, Clone, Default)]
 pub struct PortalState {
+    /// The OHIF viewer served under `/viewer` (`radveil serve --viewer DIR`); `None`: not installed.
+    pub viewer: Option<std::sync::Arc<crate::viewer::Viewer>>,
+    /// The portal's sessions (cookies of signed-in browsers).
+    pub sessions: std::sync::Arc<session::Sessions>,
+    /// Signing in with the site's OpenID provider (`radveil serve --portal-client-id`);
+    /// `None`: the portal cannot be signed in to.
+    pub signin: Option<std::sync::Arc<signin::SignIn>>,
     /// Patients' consents (`DATA/consent.db`), read and written by `/fhir/Consent` and the
     /// portal; `None`: none kept (those routes answer 404).
     pub consents: Option<std::sync::Arc<radveil_consent::Consents>>,
+    /// The lineage of research exports and where withdrawal notices go; `None`: no
+    /// notices are written (`radveil lineage --withdrawal-notices` still makes them).
+    pub notices: Option<notices::Shared>,
+    /// Share links (`DATA/shares.db`); `None`: sharing is off.
+    pub shares: Option<std::sync::Arc<share::Shares>>,
+}
+
+/// The portal's routes (under `/portal`), merged into the gateway's router.
+pub fn routes() -> axum::Router<crate::AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/portal", get(pages::home))
+        .route("/portal/", get(pages::home))
+        .route("/portal/style.css", get(pages::style))
+        .route("/portal/login", get(signin::login))
+        .route("/portal/callback", get(signin::callback))
+        .route("/portal/logout", post(signin::logout))
+        .route("/portal/access-log", get(pages::access_log))
+        .route("/portal/consent", get(consent::page).post(consent::save))
+        .route("/portal/consent/withdraw", post(consent::withdraw))
+        .route("/portal/share", get(sharing::form).post(sharing::create))
+        .route("/portal/shares", get(sharing::list))
+        .route("/portal/audit", get(staff::audit))
+        .route("/portal/privacy", get(staff::privacy))
+        .route("/portal/shares/revoke", post(sharing::revoke))
+        .route(
+            "/s/{secret}",
+            get(sharing::open).post(sharing::open_with_pin),
+        )
+        .route("/portal/{*rest}", get(pages::not_found))
 }

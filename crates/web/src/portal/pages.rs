@@ -145,6 +145,10 @@ fn links(p: &Principal) -> Vec<(&'static str, &'static str)> {
     let mut l = vec![("/portal", "Home")];
     if p.patient.is_some() {
         l.push(("/portal/access-log", "Who has seen my images"));
+        l.push(("/portal/consent", "My choices"));
+        l.push(("/portal/shares", "My links"));
+    } else {
+        l.extend(super::staff::links(p));
     }
     l
 }
@@ -183,7 +187,7 @@ pub async fn style() -> Response {
 }
 
 /// The page for a browser without a session.
-fn signed_out(state: &AppState) -> Response {
+pub(crate) fn signed_out(state: &AppState) -> Response {
     Page::new("Sign in")
         .body(html! {
             h1 { "See your medical images" }
@@ -199,7 +203,7 @@ fn signed_out(state: &AppState) -> Response {
 
 /// The caller of a portal request, for the audit trail, as access control would have
 /// made it for the same token.
-fn caller(s: &Session, action: AccessAction) -> Caller {
+pub(crate) fn caller(s: &Session, action: AccessAction) -> Caller {
     Caller {
         principal: Some(Arc::clone(&s.principal)),
         action,
@@ -208,7 +212,7 @@ fn caller(s: &Session, action: AccessAction) -> Caller {
 }
 
 /// The patient a session's token speaks for, when it is a patient's token.
-fn patient_of(s: &Session) -> Option<PatientRef> {
+pub(crate) fn patient_of(s: &Session) -> Option<PatientRef> {
     match s.principal.decide(AccessAction::Search, None) {
         Ok(g) => match g.compartment {
             Compartment::Patient(p) => Some(p),
@@ -233,7 +237,7 @@ fn text(v: &Value, tag: u32) -> Option<String> {
 }
 
 /// "3 March 2026" from a DICOM date.
-fn date(d: &str) -> String {
+pub(crate) fn date(d: &str) -> String {
     const MONTHS: [&str; 12] = [
         "January",
         "February",
@@ -348,11 +352,16 @@ pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response
         return signed_out(&state);
     };
     let Some(p) = patient_of(&s) else {
+        let links = super::staff::links(&s.principal);
         return Page::new("Portal")
             .session(&s)
             .body(html! {
                 h1 { "Staff portal" }
-                p { "You are signed in with a staff account. The patient's pages are for patients' own accounts." }
+                @if links.is_empty() {
+                    p { "You are signed in with a staff account that has no page here. The patient's pages are for patients' own accounts." }
+                } @else {
+                    ul { @for (href, label) in &links { li { a href=(href) { (label) } } } }
+                }
             })
             .render();
     };
@@ -366,6 +375,7 @@ pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response
         );
     };
     let viewer = state.portal.viewer.is_some();
+    let share = state.portal.shares.is_some();
     let page = Page::new("Your images").session(&s).body(html! {
         h1 { "Your images" }
         @if rows.is_empty() {
@@ -381,6 +391,7 @@ pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response
                         th scope="col" { "Description" }
                         th scope="col" { "Images" }
                         th scope="col" { "Open" }
+                        th scope="col" { "Share" }
                     }
                 }
                 tbody {
@@ -395,6 +406,13 @@ pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response
                                 @if viewer {
                                     a href={ "/viewer/viewer?StudyInstanceUIDs=" (r.uid) } {
                                         "View" span class="visually-hidden" { " the study of " (r.date.as_deref().map(date).unwrap_or_default()) }
+                                    }
+                                }
+                            }
+                            td {
+                                @if share {
+                                    a href={ "/portal/share?study=" (r.uid) } {
+                                        "Share" span class="visually-hidden" { " the study of " (r.date.as_deref().map(date).unwrap_or_default()) }
                                     }
                                 }
                             }

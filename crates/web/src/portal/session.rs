@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 
 /// The session cookie's name (`__Host-` prefixed over HTTPS).
 pub const COOKIE: &str = "radveil-session";
+/// The cookie of someone who opened a patient's share link: a session that sees one study.
+pub const SHARE_COOKIE: &str = "radveil-share";
 /// The cookie of a sign-in under way.
 pub const SIGNIN_COOKIE: &str = "radveil-signin";
 /// The longest a session lives, whatever the token's lifetime (8 hours).
@@ -42,6 +44,11 @@ pub struct Session {
     /// The value forms must carry back (`csrf`), so that another site cannot post for the
     /// user even where `SameSite` is not honoured.
     pub csrf: String,
+    /// For a share link's session, the one study it shows (its scope is that study, on
+    /// DICOMweb reads only; the portal's pages are not for it). `None`: a signed-in user.
+    pub study: Option<radveil_store::Handle>,
+    /// For a share link's session, the link's id (so revoking it ends the session).
+    pub link: Option<String>,
 }
 
 #[derive(Default)]
@@ -165,6 +172,19 @@ impl Sessions {
         name: Option<String>,
         token_expires: u64,
     ) -> Result<(String, Session), SessionError> {
+        self.open_scoped(principal, name, token_expires, None)
+    }
+
+    /// Opens a session like [`Sessions::open`] that sees only `study` when given (a share
+    /// link's; found by [`Sessions::share_of`], never by [`Sessions::of`]).
+    pub fn open_scoped(
+        &self,
+        principal: Arc<Principal>,
+        name: Option<String>,
+        token_expires: u64,
+        share: Option<(radveil_store::Handle, String)>,
+    ) -> Result<(String, Session), SessionError> {
+        let (study, link) = share.map_or((None, None), |(s, l)| (Some(s), Some(l)));
         let value = random_text(32).map_err(|_| SessionError::Random)?;
         let csrf = random_text(32).map_err(|_| SessionError::Random)?;
         let now = now();
@@ -173,6 +193,8 @@ impl Sessions {
             name,
             expires: token_expires.min(now.saturating_add(MAX_LIFETIME)),
             csrf,
+            study,
+            link,
         };
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.live.len() >= MAX_SESSIONS {
@@ -185,12 +207,23 @@ impl Sessions {
         Ok((value, session))
     }
 
-    /// The live session of the request's session cookie, if any.
+    /// The live session of the request's session cookie, if any (a signed-in user's).
     pub fn of(&self, headers: &HeaderMap) -> Option<Session> {
-        let value = cookie(headers, COOKIE)?;
+        self.find(headers, COOKIE, false)
+    }
+
+    /// The live share-link session of the request's share cookie, if any.
+    pub fn share_of(&self, headers: &HeaderMap) -> Option<Session> {
+        self.find(headers, SHARE_COOKIE, true)
+    }
+
+    fn find(&self, headers: &HeaderMap, name: &str, share: bool) -> Option<Session> {
+        let value = cookie(headers, name)?;
         let k = key(value);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match inner.live.get(&k) {
+            // A share session's value in the user's cookie (or the reverse) is no session.
+            Some(s) if s.study.is_some() != share => None,
             Some(s) if s.expires > now() => Some(s.clone()),
             Some(_) => {
                 inner.live.remove(&k);
@@ -198,6 +231,12 @@ impl Sessions {
             }
             None => None,
         }
+    }
+
+    /// Ends every session opened with the share link `link` (it was revoked).
+    pub fn close_link(&self, link: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.live.retain(|_, s| s.link.as_deref() != Some(link));
     }
 
     /// Ends the session of the request's cookie.
