@@ -477,7 +477,44 @@ pub struct Snapshot {
     root: Hash,
 }
 
+/// The record of the line at `at` in the entries file `path`, of a log of `size` entries
+/// whose lines end at byte `end`: one seek and one bounded line read. The line is not
+/// checked against the tree here: callers whose records seal their own position (the
+/// audit trail's) find a line edited or moved there when they open it.
+fn record_at<R: serde::de::DeserializeOwned>(
+    path: &Path,
+    at: At,
+    size: u64,
+    end: u64,
+) -> Result<R> {
+    let not_there = || LedgerError::Record {
+        index: at.index,
+        what: "no entry there".into(),
+    };
+    if at.index >= size || at.offset >= end {
+        return Err(not_there());
+    }
+    let mut f = open_regular(path).map_err(io(path))?;
+    f.seek(SeekFrom::Start(at.offset)).map_err(io(path))?;
+    let mut line = Vec::new();
+    BufReader::new(f.take((end - at.offset).min(MAX_LINE)))
+        .read_until(b'\n', &mut line)
+        .map_err(io(path))?;
+    if line.pop() != Some(b'\n') {
+        return Err(not_there());
+    }
+    serde_json::from_slice(&line).map_err(|e| LedgerError::Record {
+        index: at.index,
+        what: e.to_string(),
+    })
+}
+
 impl Snapshot {
+    /// The record at `at` (a place this snapshot covers, as [`Log::entry_at`] reads it).
+    pub fn entry_at<R: serde::de::DeserializeOwned>(&self, at: At) -> Result<R> {
+        record_at(&self.path, at, self.size, self.end)
+    }
+
     /// The number of entries the snapshot covers.
     pub fn size(&self) -> u64 {
         self.size
@@ -903,27 +940,7 @@ impl<R: Serialize + serde::de::DeserializeOwned + Clone> Log<R> {
     /// a look-up for a caller that kept where an entry is, not a proof (the line is not
     /// hashed against the tree; [`Log::entries`] checks what it reads).
     pub fn entry_at(&self, at: At) -> Result<R> {
-        let path = self.entries_path();
-        let not_there = || LedgerError::Record {
-            index: at.index,
-            what: "no entry there".into(),
-        };
-        if at.index >= self.size() || at.offset >= self.mark.end {
-            return Err(not_there());
-        }
-        let mut f = open_regular(&path).map_err(io(&path))?;
-        f.seek(SeekFrom::Start(at.offset)).map_err(io(&path))?;
-        let mut line = Vec::new();
-        BufReader::new(f.take((self.mark.end - at.offset).min(MAX_LINE)))
-            .read_until(b'\n', &mut line)
-            .map_err(io(&path))?;
-        if line.pop() != Some(b'\n') {
-            return Err(not_there());
-        }
-        serde_json::from_slice(&line).map_err(|e| LedgerError::Record {
-            index: at.index,
-            what: e.to_string(),
-        })
+        record_at(&self.entries_path(), at, self.size(), self.mark.end)
     }
 
     /// The root hash of the first `size` entries (`None` beyond the log): the handle's own

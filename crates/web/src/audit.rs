@@ -69,9 +69,17 @@ pub enum AuditFailed {
 /// A request to the writer thread.
 enum Job {
     Append(Box<Event>, tokio::sync::oneshot::Sender<Result<(), String>>),
-    /// A read-only view of the log as it stands, with what other processes appended.
-    View(tokio::sync::oneshot::Sender<Result<AuditReader, String>>),
+    /// A read-only view of the log as it stands, with what other processes appended, and,
+    /// for a patient (ID and issuer), the places of their entries in it.
+    View(
+        Option<(String, Option<String>)>,
+        tokio::sync::oneshot::Sender<Result<View, String>>,
+    ),
 }
+
+/// A view for a read: the reader, and the places of the patient's entries when the read
+/// is for one patient.
+type View = (AuditReader, Option<Vec<radveil_ledger::At>>);
 
 /// What an audit read asks for: a filter, the patient given by ID.
 #[derive(Debug, Clone, Default)]
@@ -139,9 +147,9 @@ impl Auditor {
             .map_err(|_| AuditFailed::Stopped)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Job::View(tx))
+            .send(Job::View(query.patient.clone(), tx))
             .map_err(|_| AuditFailed::Stopped)?;
-        let reader = rx
+        let (reader, places) = rx
             .await
             .map_err(|_| AuditFailed::Stopped)?
             .map_err(AuditFailed::Read)?;
@@ -152,7 +160,12 @@ impl Auditor {
                 .patient
                 .as_ref()
                 .map(|(id, issuer)| reader.key().patient(id, issuer.as_deref()));
-            reader.read(&filter).map_err(|e| e.to_string())
+            match places {
+                // One patient: only their entries are read, one seek each.
+                Some(places) => reader.read_at(&places, &filter),
+                None => reader.read(&filter),
+            }
+            .map_err(|e| e.to_string())
         })
         .await
         .map_err(|_| AuditFailed::Read("the read stopped unexpectedly".into()))?
@@ -203,6 +216,11 @@ fn recheck(log: &AuditLog, last: &mut Recheck) {
 }
 
 fn write_loop(mut log: AuditLog, rx: mpsc::Receiver<Job>) -> Result<(), radveil_audit::AuditError> {
+    // The patients' places, indexed once now (a pass over the log) rather than at the
+    // first patient's read; kept up to date from the entries added since.
+    if let Err(e) = log.places_of(&radveil_store::Handle([0; 32])) {
+        tracing::error!(error = %e, "the audit log's patient index could not be built");
+    }
     let mut pending = 0u64;
     let mut rechecked = Recheck {
         at: Some(std::time::Instant::now()),
@@ -227,8 +245,17 @@ fn write_loop(mut log: AuditLog, rx: mpsc::Receiver<Job>) -> Result<(), radveil_
                     events.push(*e);
                     acks.push(ack);
                 }
-                Job::View(reply) => {
-                    let view = log.refresh().map(|()| log.reader());
+                Job::View(patient, reply) => {
+                    let view = log.refresh().and_then(|()| {
+                        let places = match &patient {
+                            Some((id, issuer)) => {
+                                let h = log.key().patient(id, issuer.as_deref());
+                                Some(log.places_of(&h)?)
+                            }
+                            None => None,
+                        };
+                        Ok((log.reader(), places))
+                    });
                     let _ = reply.send(view.map_err(|e| e.to_string()));
                 }
             }

@@ -590,3 +590,53 @@ fn a_reader_reads_what_the_open_log_reads_and_reports_an_edited_entry() {
         Err(AuditError::Tampered { index: 2 })
     ));
 }
+
+#[test]
+fn a_patients_places_read_what_a_full_read_for_them_reads() {
+    // The portal's access log reads one patient's events by their places (one seek each)
+    // instead of a pass over the whole log: the same events, kept up to date as events are
+    // added (by this handle or another process), and an edited entry still reported.
+    let events = sample::events();
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = AuditLog::init(dir.path(), key()).unwrap();
+    log.append(&events[..5]).unwrap();
+    let jane = log.key().patient("PAT-JANE-0042", Some("HOSPITAL-A"));
+    let filter = Filter {
+        patient: Some(jane),
+        ..Filter::default()
+    };
+    let places = log.places_of(&jane).unwrap();
+    let by_places = log.reader().read_at(&places, &filter).unwrap();
+    assert!(!by_places.is_empty());
+    assert_eq!(by_places, log.read(&filter).unwrap());
+    // Events added since, by this handle and by another process, are found too.
+    log.append(&events[5..7]).unwrap();
+    let mut other = AuditLog::open(dir.path(), key()).unwrap();
+    other.append(&events[7..]).unwrap();
+    log.refresh().unwrap();
+    let places = log.places_of(&jane).unwrap();
+    let all = log.read(&filter).unwrap();
+    assert!(
+        all.len() > by_places.len(),
+        "later events name the patient too"
+    );
+    assert_eq!(log.reader().read_at(&places, &filter).unwrap(), all);
+    // Someone else's handle: none of Jane's events.
+    let nobody = log.key().patient("NOBODY", None);
+    assert!(log.places_of(&nobody).unwrap().is_empty());
+    // A place whose line was edited behind the log: reported, never read as another event.
+    let first = places[0].index as usize;
+    let mut lines = entries(dir.path());
+    let at = lines[first].find("\"sealed\":\"").unwrap() + 12;
+    let flipped = if lines[first].as_bytes()[at] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    lines[first].replace_range(at..at + 1, flipped);
+    write_entries(dir.path(), &lines);
+    assert!(matches!(
+        log.reader().read_at(&places, &filter),
+        Err(AuditError::Tampered { .. })
+    ));
+}
