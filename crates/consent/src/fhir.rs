@@ -14,6 +14,10 @@
 //! `research`, `ai-training` and `commercial` (all three accepted in input, `commercial`
 //! written).
 //!
+//! A `dataPeriod` end given as a year or a month stands for its first (start) or last (end)
+//! day; one given as a dateTime stands for its date (the time and zone are not used: study
+//! dates have none).
+//!
 //! Parsing is strict and bounded: the body at most [`MAX_BODY`] bytes, JSON nesting as
 //! `serde_json` bounds it, only the elements of R4 Consent, and whatever this service would
 //! not enforce as written (a provision by actor, action, class, code or data, a nested
