@@ -109,34 +109,36 @@ def cohort(radveil_bin, tmp_path):
     """The gateway with the cohort stored and consents recorded: (gateway, inputs by
     patient id, admin token)."""
     g = Gateway(radveil_bin, tmp_path / "data", "--dev")
-    admin = token(radveil_bin, g.data, "--role", "admin", "--subject", "adm",
-                  "--scope", "user/ImagingStudy.cruds", "--scope", "user/Consent.cruds")
-    inputs: dict[str, list[Path]] = {}
-    src = tmp_path / "inputs"
-    src.mkdir()
-    for k, (pid, (name, _, studies)) in enumerate(PATIENTS.items()):
-        inputs[pid] = []
-        for s in range(studies):
-            study = new_uid()
-            parts = []
-            for n in range(PER_STUDY):
-                ds = instance(pid, name, study, n, base=100 * (k + 1) + 10 * s)
-                b = to_bytes(ds)
-                p = src / f"{pid}-{s}-{n}.dcm"
-                p.write_bytes(b)
-                inputs[pid].append(p)
-                parts.append(b)
-            body, ct = multipart(parts)
-            r = requests.post(g.url + "/studies", data=body, timeout=60,
-                              headers={"Content-Type": ct, **auth(admin)})
-            assert r.status_code == 200, r.text
-    for pid, (_, permit, _) in PATIENTS.items():
-        if permit is not None:
-            put_consent(g, admin, "c-" + pid.lower(), pid, permit)
-    yield g, inputs, admin
-    if g.proc.poll() is None:
-        g.proc.kill()
-        g.proc.wait()
+    try:
+        admin = token(radveil_bin, g.data, "--role", "admin", "--subject", "adm",
+                      "--scope", "user/ImagingStudy.cruds", "--scope", "user/Consent.cruds")
+        inputs: dict[str, list[Path]] = {}
+        src = tmp_path / "inputs"
+        src.mkdir()
+        for k, (pid, (name, _, studies)) in enumerate(PATIENTS.items()):
+            inputs[pid] = []
+            for s in range(studies):
+                study = new_uid()
+                parts = []
+                for n in range(PER_STUDY):
+                    ds = instance(pid, name, study, n, base=100 * (k + 1) + 10 * s)
+                    b = to_bytes(ds)
+                    p = src / f"{pid}-{s}-{n}.dcm"
+                    p.write_bytes(b)
+                    inputs[pid].append(p)
+                    parts.append(b)
+                body, ct = multipart(parts)
+                r = requests.post(g.url + "/studies", data=body, timeout=60,
+                                  headers={"Content-Type": ct, **auth(admin)})
+                assert r.status_code == 200, r.text
+        for pid, (_, permit, _) in PATIENTS.items():
+            if permit is not None:
+                put_consent(g, admin, "c-" + pid.lower(), pid, permit)
+        yield g, inputs, admin
+    finally:
+        if g.proc.poll() is None:
+            g.proc.kill()
+            g.proc.wait()
 
 
 def export(radveil_bin, data: Path, out: Path, key_file: Path, tmp_path: Path, *extra):
@@ -292,3 +294,59 @@ def test_an_encrypted_export_opens_only_with_the_recipients_key(
                                capture_output=True)
         assert wrong.returncode != 0
         assert not wrong.stdout.startswith(b"\0" * 128 + b"DICM")
+
+
+def test_a_head_series_is_defaced_in_memory_as_radveil_deid_defaces_it(
+        radveil_bin, radveil, key_file, tmp_path):
+    """Under clean-recognizable-visual-features, the CT and MR series of an export are
+    defaced as the volumes they make, in memory: the real head series, stored in the
+    gateway, comes out of `radveil export` with exactly the pixels `radveil deid --option
+    clean-recognizable-visual-features` writes for the same files (the same key gives the
+    same new SOP Instance UIDs, which pair them), Recognizable Visual Features NO and the
+    option's code recorded."""
+    import headseries
+    from heads import HEADS, fixture
+
+    np = require_module("numpy")
+    series = headseries.write_series(fixture(HEADS["real"]), tmp_path / "head")
+    g = Gateway(radveil_bin, tmp_path / "data")
+    try:
+        parts = [p.read_bytes() for p in series]
+        for i in range(0, len(parts), 64):
+            body, ct = multipart(parts[i:i + 64])
+            r = requests.post(g.url + "/studies", data=body, timeout=120,
+                              headers={"Content-Type": ct})
+            assert r.status_code == 200, r.text
+    finally:
+        assert g.stop() == 0
+    # The site's default for research: opt-out (HEAD-1 said nothing, so is included).
+    conf = g.data / "radveil.toml"
+    text = conf.read_text()
+    if "\n[consent]\n" in text:
+        text = text.replace("\n[consent]\n", '\n[consent]\nresearch = "opt-out"\n', 1)
+    else:
+        text += '\n[consent]\nresearch = "opt-out"\n'
+    conf.write_text(text)
+    profile = tmp_path / "site.toml"
+    profile.write_text('options = ["clean-recognizable-visual-features"]\n')
+    out = tmp_path / "out"
+    r = run(radveil_bin, "export", "--data", g.data, "--query", "PatientID=HEAD-1",
+            "--purpose", "research", "--recipient", "Lab", "--profile", profile,
+            "--key-file", key_file, "--out", out, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert f"{len(series)} instances exported" in r.stderr, r.stderr
+    exported = {pydicom.dcmread(p).SOPInstanceUID: p for p in dicom_files(out)}
+    assert len(exported) == len(series)
+    r, recs = radveil.deid([series[0].parent], tmp_path / "deid", key_file,
+                           "--option", "clean-recognizable-visual-features")
+    assert r.returncode == 0, r.stdout + r.stderr
+    changed = 0
+    for rec in recs:
+        want = pydicom.dcmread(rec["output"])
+        got = pydicom.dcmread(exported[want.SOPInstanceUID])
+        assert got.RecognizableVisualFeatures == "NO"
+        assert "113102" in [i.CodeValue for i in got.DeidentificationMethodCodeSequence]
+        assert np.array_equal(got.pixel_array, want.pixel_array), rec["output"]
+        src = pydicom.dcmread(rec["input"])
+        changed += int(not np.array_equal(src.pixel_array, got.pixel_array))
+    assert changed > len(series) // 4, "the face was not removed"

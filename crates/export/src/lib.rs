@@ -20,6 +20,7 @@ pub mod lineage;
 pub mod query;
 pub mod run;
 pub mod select;
+mod volume;
 
 use serde::{Deserialize, Serialize};
 

@@ -26,7 +26,7 @@ const LINEAGE_BATCH: usize = 256;
 /// studies in one export gets several events).
 const STUDIES_PER_EVENT: usize = 100;
 /// Bytes a sealed object adds to the instance (magic, nonce, tag): reserved with it.
-const SEALED_OVERHEAD: u64 = 64;
+pub(crate) const SEALED_OVERHEAD: u64 = 64;
 
 /// Why an export stopped. Never names a patient or holds a value of theirs.
 #[derive(Debug, thiserror::Error)]
@@ -62,14 +62,11 @@ pub struct Settings<'a> {
     pub actor: &'a Actor,
     /// Outputs sealed to the recipients (CMS EnvelopedData) instead of written in the clear.
     pub sealing: Option<Sealing<'a>>,
-    /// The profile asks for Clean Recognizable Visual Features: CT and MR images (head
-    /// volumes a face can be rendered from) are held back, since an export does not deface
-    /// volumes held in memory yet; other images go through as `radveil deid` takes them.
+    /// The profile asks for Clean Recognizable Visual Features: the CT and MR images of each
+    /// series are defaced together as the volumes they make ([`crate::volume`]), a volume
+    /// that shows a face and cannot be defaced held back.
     pub clean_visual_features: bool,
 }
-
-/// Why CT and MR images are held back under Clean Recognizable Visual Features.
-pub const NOT_DEFACED: &str = "held back: CT and MR images are not exported under clean-recognizable-visual-features (exports do not deface volumes yet)";
 
 /// Where an export reads and writes.
 pub struct Places<'a> {
@@ -142,7 +139,7 @@ impl Report {
 }
 
 /// What became of one instance.
-enum Done {
+pub(crate) enum Done {
     Written(DeidUids),
     Held(String),
     Failed(String),
@@ -153,29 +150,37 @@ struct Job<'s> {
     study: usize,
     row: &'s Row,
     consent: u64,
-    /// Held back without being opened (why).
-    held: Option<&'static str>,
 }
 
-/// Opens one instance into memory (its bytes reserved from the run's budget first) and
-/// de-identifies it through the run: only de-identified bytes are written.
-fn one(places: &Shared<'_>, settings: &Settings<'_>, row: &Row) -> Done {
-    let budget = places.run.budget();
-    let grant = match budget.reserve(row.size.saturating_add(SEALED_OVERHEAD), DEFAULT_WAIT) {
-        Ok(g) => g,
-        Err(e) => return Done::Failed(e.to_string()),
-    };
-    let bytes = match places.runtime.block_on(places.store.open_row(row)) {
-        Ok(b) => zeroize::Zeroizing::new(b),
+/// A piece of work for one worker: one instance, or the CT or MR instances of one series
+/// (defaced together under Clean Recognizable Visual Features). Indexes into the jobs.
+enum Unit {
+    One(usize),
+    Series(Vec<usize>),
+}
+
+/// Opens (decrypts) one instance into memory; the caller has reserved its bytes.
+/// (Not wiped after use: the pipeline's own buffers of the same images are not either, and
+/// wiping half a megabyte a byte at a time costs a tenth of an export.)
+pub(crate) fn open(shared: &Shared<'_>, row: &Row) -> Result<Vec<u8>, Done> {
+    match shared.runtime.block_on(shared.store.open_row(row)) {
+        Ok(b) => Ok(b),
         // Names the object by its handle only.
-        Err(e) => return Done::Failed(format!("the stored instance does not open: {e}")),
-    };
-    let (outcome, identity) =
-        places
-            .run
-            .deidentify_with(&bytes, VisualFeatures::Untouched, settings.sealing);
-    drop(bytes);
-    drop(grant);
+        Err(e) => Err(Done::Failed(format!(
+            "the stored instance does not open: {e}"
+        ))),
+    }
+}
+
+/// De-identifies one instance held in memory (counted in the budget by the caller) through
+/// the run: only de-identified bytes are written (sealed first when asked).
+pub(crate) fn deidentify(
+    shared: &Shared<'_>,
+    settings: &Settings<'_>,
+    bytes: &[u8],
+    visual: VisualFeatures,
+) -> Done {
+    let (outcome, identity) = shared.run.deidentify_with(bytes, visual, settings.sealing);
     match (outcome, identity) {
         (Outcome::Written { .. }, Some(id)) => Done::Written(DeidUids {
             study: id.study_uid,
@@ -188,6 +193,20 @@ fn one(places: &Shared<'_>, settings: &Settings<'_>, row: &Row) -> Done {
         (Outcome::Written { .. } | Outcome::Kept { .. }, _) => {
             Done::Failed("internal error: an output without its identity".into())
         }
+    }
+}
+
+/// Opens one instance into memory (its bytes reserved from the run's budget first) and
+/// de-identifies it.
+fn one(shared: &Shared<'_>, settings: &Settings<'_>, row: &Row) -> Done {
+    let budget = shared.run.budget();
+    let _grant = match budget.reserve(row.size.saturating_add(SEALED_OVERHEAD), DEFAULT_WAIT) {
+        Ok(g) => g,
+        Err(e) => return Done::Failed(e.to_string()),
+    };
+    match open(shared, row) {
+        Ok(bytes) => deidentify(shared, settings, &bytes, VisualFeatures::Untouched),
+        Err(d) => d,
     }
 }
 
@@ -221,6 +240,7 @@ fn reasons(map: BTreeMap<String, u64>) -> Vec<Reason> {
 /// What the consent decisions left to export.
 struct Allowed<'s> {
     jobs: Vec<Job<'s>>,
+    units: Vec<Unit>,
     counts: Counts,
 }
 
@@ -233,6 +253,7 @@ fn decide<'s>(
 ) -> Result<Allowed<'s>, ExportError> {
     let mut counts = Counts::default();
     let mut jobs = Vec::new();
+    let mut units = Vec::new();
     let mut at = 0;
     while at < studies.len() {
         let patient = studies[at].patient;
@@ -247,15 +268,22 @@ fn decide<'s>(
                 .map_err(ExportError::Consent)?;
             if d.permitted {
                 allowed = true;
-                jobs.extend(s.rows.iter().zip(&s.modality).map(|(row, m)| {
-                    Job {
+                // CT and MR images by series, to be defaced as the volumes they make.
+                let mut volumes: BTreeMap<radveil_store::Handle, Vec<usize>> = BTreeMap::new();
+                for (row, m) in s.rows.iter().zip(&s.modality) {
+                    let at = jobs.len();
+                    jobs.push(Job {
                         study: i,
                         row,
                         consent: d.version,
-                        held: (clean_visual_features && matches!(m.as_str(), "CT" | "MR"))
-                            .then_some(NOT_DEFACED),
+                    });
+                    if clean_visual_features && matches!(m.as_str(), "CT" | "MR") {
+                        volumes.entry(row.series).or_default().push(at);
+                    } else {
+                        units.push(Unit::One(at));
                     }
-                }));
+                }
+                units.extend(volumes.into_values().map(Unit::Series));
             } else {
                 counts.studies_left_out = counts.studies_left_out.saturating_add(1);
                 recorded_no |= d.version > 0;
@@ -270,14 +298,18 @@ fn decide<'s>(
         }
         at = end;
     }
-    Ok(Allowed { jobs, counts })
+    Ok(Allowed {
+        jobs,
+        units,
+        counts,
+    })
 }
 
 /// What the workers share.
-struct Shared<'a> {
-    store: &'a Store,
-    runtime: &'a tokio::runtime::Handle,
-    run: &'a Run,
+pub(crate) struct Shared<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) runtime: &'a tokio::runtime::Handle,
+    pub(crate) run: &'a Run,
 }
 
 /// Runs one export: see the crate's documentation. Returns its report; an error after
@@ -296,7 +328,11 @@ pub fn export(
         run,
     } = places;
     let selected = select::studies(store, runtime, query)?;
-    let Allowed { jobs, mut counts } = decide(
+    let Allowed {
+        jobs,
+        units,
+        mut counts,
+    } = decide(
         &selected.studies,
         consents,
         settings.purpose,
@@ -324,25 +360,40 @@ pub fn export(
         run,
     };
     let next = AtomicUsize::new(0);
-    let workers = settings.jobs.clamp(1, jobs.len().max(1));
+    // Set when the lineage cannot be written: no more instances go out unrecorded.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let workers = settings.jobs.clamp(1, units.len().max(1));
     let (tx, rx) = mpsc::sync_channel::<(usize, Done)>(workers.saturating_mul(4));
     let recorded: Result<(), LineageError> = std::thread::scope(|scope| {
         for _ in 0..workers {
             let tx = tx.clone();
-            let (next, jobs, shared) = (&next, &jobs, &shared);
+            let (next, jobs, units, shared, stop) = (&next, &jobs, &units, &shared, &stop);
             scope.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(job) = jobs.get(i) else { break };
-                let done =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job.held {
-                        Some(why) => Done::Held(why.to_string()),
-                        None => one(shared, settings, job.row),
-                    }))
-                    .unwrap_or_else(|_| {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let u = next.fetch_add(1, Ordering::Relaxed);
+                let Some(unit) = units.get(u) else { break };
+                let members: &[usize] = match unit {
+                    Unit::One(i) => std::slice::from_ref(i),
+                    Unit::Series(v) => v,
+                };
+                let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match unit {
+                    Unit::One(i) => vec![one(shared, settings, jobs[*i].row)],
+                    Unit::Series(v) => {
+                        let rows: Vec<&Row> = v.iter().map(|&i| jobs[i].row).collect();
+                        crate::volume::series(shared, settings, &rows)
+                    }
+                }))
+                .unwrap_or_default();
+                let mut done = done.into_iter();
+                for &i in members {
+                    let d = done.next().unwrap_or_else(|| {
                         Done::Failed("internal error: the instance's work panicked".into())
                     });
-                if tx.send((i, done)).is_err() {
-                    break;
+                    if tx.send((i, d)).is_err() {
+                        return;
+                    }
                 }
             });
         }
@@ -365,6 +416,9 @@ pub fn export(
                     if batch.len() >= LINEAGE_BATCH && result.is_ok() {
                         result = lineage.add(&record.id, &batch);
                         batch.clear();
+                        if result.is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
                     }
                 }
                 Done::Held(why) => *held.entry(why).or_default() += 1,

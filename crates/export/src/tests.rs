@@ -394,14 +394,73 @@ fn a_consent_that_cannot_be_decided_exports_nothing() {
     assert_eq!(audit.size(), 0);
 }
 
-#[test]
-fn ct_and_mr_are_held_back_unopened_when_the_profile_asks_for_defacing() {
-    let w = world();
+/// Slice `z` of an MR series of 16 x 16 images with plane geometry (as the pipeline's
+/// volume tests make them), for patient `pid`.
+fn mr_slice(pid: &str, study: &str, z: usize) -> Vec<u8> {
+    let us = |tag: u32, v: u16| Element {
+        tag,
+        vr: Vr::US,
+        value: Value::Bytes(Cow::Owned(v.to_le_bytes().to_vec())),
+    };
+    let t = |tag, vr, v: &str| Element::text(tag, vr, v);
+    let sop = format!("{study}.1.{z}");
+    let mut ds = DataSet::default();
+    ds.put(t(tags::SOP_CLASS_UID, Vr::UI, "1.2.840.10008.5.1.4.1.1.4"));
+    ds.put(t(tags::SOP_INSTANCE_UID, Vr::UI, &sop));
+    ds.put(t(tags::MODALITY, Vr::CS, "MR"));
+    ds.put(t(tags::PATIENT_NAME, Vr::PN, "Volume^Vera"));
+    ds.put(t(tags::PATIENT_ID, Vr::LO, pid));
+    ds.put(t(tags::STUDY_INSTANCE_UID, Vr::UI, study));
+    ds.put(t(tags::SERIES_INSTANCE_UID, Vr::UI, &format!("{study}.1")));
+    ds.put(t(
+        tags::IMAGE_POSITION_PATIENT,
+        Vr::DS,
+        &format!("0\\0\\{z}"),
+    ));
+    ds.put(t(
+        tags::IMAGE_ORIENTATION_PATIENT,
+        Vr::DS,
+        "1\\0\\0\\0\\1\\0",
+    ));
+    ds.put(t(tags::PIXEL_SPACING, Vr::DS, "1\\1"));
+    ds.put(us(tags::SAMPLES_PER_PIXEL, 1));
+    ds.put(us(tags::ROWS, 16));
+    ds.put(us(tags::COLUMNS, 16));
+    ds.put(us(tags::BITS_ALLOCATED, 16));
+    ds.put(us(tags::BITS_STORED, 16));
+    ds.put(Element {
+        tag: p10::PIXEL_DATA,
+        vr: Vr::OW,
+        value: Value::Bytes(Cow::Owned(vec![1; 512])),
+    });
+    let mut meta = DataSet::default();
+    meta.put(t(
+        tags::MEDIA_STORAGE_SOP_CLASS_UID,
+        Vr::UI,
+        "1.2.840.10008.5.1.4.1.1.4",
+    ));
+    meta.put(t(tags::MEDIA_STORAGE_SOP_INSTANCE_UID, Vr::UI, &sop));
+    meta.put(t(
+        tags::TRANSFER_SYNTAX_UID,
+        Vr::UI,
+        p10::EXPLICIT_VR_LITTLE_ENDIAN,
+    ));
+    let mut out = Vec::new();
+    p10::write_file(&meta, &ds, p10::EXPLICIT_VR_LITTLE_ENDIAN, &mut out);
+    out
+}
+
+/// Exports `query` for consenting `pid` with clean-recognizable-visual-features.
+fn export_defacing(
+    w: &World,
+    pid: &str,
+    query: &str,
+) -> (crate::run::Report, Vec<std::path::PathBuf>, u64) {
     let consents = Fixed {
-        by: BTreeMap::from([(w.store.patient("DAVE-4", ""), (true, 1, None))]),
+        by: BTreeMap::from([(w.store.patient(pid, ""), (true, 1, None))]),
         asked: Mutex::new(0),
     };
-    let out = w.data.parent().unwrap().join("out");
+    let out = w.data.parent().unwrap().join(format!("out-{pid}"));
     let run = radveil_pipeline::Run::new(
         deidentifier(),
         &out,
@@ -417,7 +476,7 @@ fn ct_and_mr_are_held_back_unopened_when_the_profile_asks_for_defacing() {
     )
     .unwrap();
     let key = AuditKey::new(&Key::from_slice(&[4; 32]).unwrap()).unwrap();
-    let mut audit = AuditLog::init(&w.data.join("audit"), key).unwrap();
+    let mut audit = AuditLog::open_or_init(&w.data.join("audit"), key).unwrap();
     let actor = Actor::default();
     let report = export(
         Places {
@@ -428,7 +487,7 @@ fn ct_and_mr_are_held_back_unopened_when_the_profile_asks_for_defacing() {
             audit: &mut audit,
             run: &run,
         },
-        &Query::parse(&["PatientID=DAVE-4"]).unwrap(),
+        &Query::parse(&[query]).unwrap(),
         &Settings {
             purpose: Purpose::Research,
             recipient: "R",
@@ -441,9 +500,72 @@ fn ct_and_mr_are_held_back_unopened_when_the_profile_asks_for_defacing() {
         },
     )
     .unwrap();
-    assert_eq!(report.counts.held_back, 2);
-    assert_eq!(report.counts.instances, 0);
-    assert_eq!(report.held_back[0].reason, crate::run::NOT_DEFACED);
-    assert!(files_under(&out).is_empty());
-    assert_eq!(audit.size(), 0, "nothing went out: no export event");
+    assert_eq!(run.budget().in_use(), 0, "every grant given back");
+    (report, files_under(&out), audit.size())
+}
+
+#[test]
+fn images_that_make_no_volume_go_through_untouched_under_the_defacing_option() {
+    // DAVE's MR images have no plane geometry: no volume, de-identified as deid sends them.
+    let w = world();
+    let (report, files, events) = export_defacing(&w, "DAVE-4", "PatientID=DAVE-4");
+    assert_eq!(report.counts.instances, 2, "{}", report.summary());
+    assert_eq!((report.counts.held_back, report.counts.failed), (0, 0));
+    assert_eq!(files.len(), 2);
+    assert_eq!(events, 1);
+}
+
+#[test]
+fn a_series_is_defaced_as_a_volume_in_memory_or_held_back_whole() {
+    // Ten flat MR slices: a volume, but no head. Either no face is found (each slice is then
+    // de-identified as it is, its pixels unchanged) or the whole series is held back; never
+    // some slices out and others not, never an identified byte on disk.
+    let w = world();
+    let study = "1.2.826.9.1";
+    for z in 0..10 {
+        let sop = format!("{study}.1.{z}");
+        let ids = InstanceIds {
+            patient_id: "VERA-9",
+            issuer: "",
+            study,
+            series: &format!("{study}.1"),
+            instance: &sop,
+        };
+        let meta = serde_json::json!({
+            "00080060": {"vr": "CS", "Value": ["MR"]},
+            "00100020": {"vr": "LO", "Value": ["VERA-9"]},
+            "0020000D": {"vr": "UI", "Value": [study]},
+        })
+        .to_string();
+        w.rt.block_on(
+            w.store
+                .put(&ids, mr_slice("VERA-9", study, z).into(), meta.as_bytes()),
+        )
+        .unwrap();
+    }
+    let (report, files, _) = export_defacing(&w, "VERA-9", "PatientID=VERA-9");
+    let c = &report.counts;
+    assert_eq!(c.failed, 0, "{:?}", report.failures);
+    match (c.instances, c.held_back) {
+        (10, 0) => {
+            assert_eq!(files.len(), 10);
+            for f in &files {
+                let b = std::fs::read(f).unwrap();
+                assert!(
+                    b.ends_with(&[1; 512]),
+                    "pixels unchanged when no face is found"
+                );
+                assert!(!b.windows(4).any(|x| x == b"Vera" || x == b"VERA"));
+            }
+        }
+        (0, 10) => {
+            assert!(files.is_empty());
+            assert!(
+                report.held_back[0].reason.starts_with("held back: "),
+                "{:?}",
+                report.held_back
+            );
+        }
+        other => panic!("a volume split: {other:?} ({:?})", report.held_back),
+    }
 }

@@ -90,7 +90,7 @@ impl Run {
             Ok(g) => g,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
-        let plain = zeroize::Zeroizing::new(outcome.file.to_vec());
+        let plain = outcome.file.to_vec();
         let sealed = match (sealing.seal)(&plain) {
             Ok(s) => s,
             Err(e) => return Outcome::Failed(format!("cannot encrypt the output: {e}")),

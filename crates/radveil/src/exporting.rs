@@ -324,7 +324,13 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
         },
         &query,
         &settings,
-    )?;
+    )
+    .with_context(|| {
+        format!(
+            "the export in {} is incomplete or not recorded: do not hand it out",
+            args.out.display()
+        )
+    })?;
     if let Some(path) = &args.report {
         let json = serde_json::to_vec_pretty(&report)?;
         radveil_pipeline::write_new_file(path, &json)
