@@ -225,7 +225,7 @@ impl Viewer {
         }
         let file = tokio::fs::File::open(&found).await.ok()?;
         let meta = file.metadata().await.ok()?;
-        meta.is_file().then(|| (file, meta.len()))
+        meta.is_file().then_some((file, meta.len()))
     }
 }
 
