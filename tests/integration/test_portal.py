@@ -319,3 +319,14 @@ def test_the_privacy_officer_sees_consents_and_withdrawals(portal):
     assert re.search(r"\b2\s+\S+\s+portal \(patient\)\s+no since", text), text
     assert sign_in(portal.base, "bob").get(portal.base + "/portal/privacy",
                                            timeout=30).status_code == 403
+    # Alice's access log names the privacy office's look at her records, and says what the
+    # consent reads were (her own, over FHIR) rather than "searched the records".
+    log = alice.get(portal.base + "/portal/access-log", timeout=30).text
+    assert "Priya Privacy (privacy officer) searched the records" in log
+    mine = token(portal.radveil_bin, portal.gateway.data, "--patient", "PID-PORTAL-A",
+                 "--scope", "patient/Consent.rs")
+    r = requests.get(portal.base + "/fhir/Consent?patient=PID-PORTAL-A", timeout=30,
+                     headers=auth(mine, Accept="application/fhir+json"))
+    assert r.status_code == 200, r.text
+    log = alice.get(portal.base + "/portal/access-log", timeout=30).text
+    assert "You read your consent choices" in log

@@ -145,6 +145,8 @@ pub enum Role {
     Patient,
     /// A service (system scopes).
     System,
+    /// Answers for patients' consent and the exports made of their images.
+    PrivacyOfficer,
 }
 
 impl std::fmt::Display for Role {
@@ -156,6 +158,7 @@ impl std::fmt::Display for Role {
             Role::Auditor => "auditor",
             Role::Patient => "patient",
             Role::System => "system",
+            Role::PrivacyOfficer => "privacy officer",
         })
     }
 }

@@ -42,6 +42,7 @@ fn who(e: &Event) -> String {
         Some(Role::Auditor) => "an auditor",
         Some(Role::Patient) => "you",
         Some(Role::System) => "an automated service",
+        Some(Role::PrivacyOfficer) => "the privacy office",
         None => "someone",
     };
     match (&e.actor.name, role) {
@@ -108,6 +109,10 @@ pub fn for_patient(e: &Event, id: &str, issuer: Option<&str>) -> Option<String> 
     let verb = match (e.action, failed) {
         (Action::Retrieve, false) => format!("viewed {what}"),
         (Action::Retrieve, true) => format!("tried to view {what} and was refused"),
+        // A read of the patient's consent (FHIR Consent), not of their images.
+        (Action::Query, false) if e.query.as_deref().is_some_and(|q| q.starts_with("Consent")) => {
+            "read your consent choices".into()
+        }
         (Action::Query, false) => format!("searched the records and found {what}"),
         (Action::Query, true) => format!("tried to search for {what} and was refused"),
         (Action::Store, false) => format!("added {what}"),

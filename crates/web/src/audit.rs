@@ -88,6 +88,9 @@ pub struct Query {
     pub patient: Option<(String, Option<String>)>,
     /// The rest of the filter (its `patient` is filled from the field above).
     pub filter: Filter,
+    /// For one patient's events: only the newest this many entries are read (a page that
+    /// shows the newest; `None`: all).
+    pub newest: Option<usize>,
 }
 
 /// The handle to the audit writer: cheap to clone, shared by every request.
@@ -162,7 +165,10 @@ impl Auditor {
                 .map(|(id, issuer)| reader.key().patient(id, issuer.as_deref()));
             match places {
                 // One patient: only their entries are read, one seek each.
-                Some(places) => reader.read_at(&places, &filter),
+                Some(places) => {
+                    let skip = query.newest.map_or(0, |n| places.len().saturating_sub(n));
+                    reader.read_at(&places[skip..], &filter)
+                }
                 None => reader.read(&filter),
             }
             .map_err(|e| e.to_string())
@@ -439,8 +445,7 @@ fn role_of(caller: &Caller) -> (Option<Role>, Option<PurposeOfUse>) {
     } else if p.has(AccessRole::Auditor) {
         Some(Role::Auditor)
     } else if p.has(AccessRole::PrivacyOfficer) {
-        // The audit trail has no privacy-officer role: staff acting for compliance.
-        return (Some(Role::Admin), Some(PurposeOfUse::Compliance));
+        return (Some(Role::PrivacyOfficer), Some(PurposeOfUse::Compliance));
     } else if p.has(AccessRole::Researcher) {
         Some(Role::Researcher)
     } else if patient || p.patient.is_some() {

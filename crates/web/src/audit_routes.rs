@@ -229,6 +229,7 @@ pub async fn access_log(
     let query = crate::audit::Query {
         patient: Some((p.id().to_string(), issuer.clone())),
         filter: Filter::default(),
+        newest: None,
     };
     let events = match read(auditor, query).await {
         Ok(e) => e,

@@ -434,6 +434,9 @@ pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response
     r
 }
 
+/// Most entries the access log page shows (the newest).
+pub const MAX_LOG_LINES: usize = 1000;
+
 /// Why an access is worth the patient's attention, in words.
 fn marks(e: &Event, id: &str, issuer: Option<&str>) -> Vec<&'static str> {
     let mut m = Vec::new();
@@ -497,6 +500,8 @@ pub async fn access_log(State(state): State<AppState>, headers: HeaderMap) -> Re
     let query = crate::audit::Query {
         patient: Some((p.id().to_string(), issuer.clone())),
         filter: Filter::default(),
+        // One more than is shown, to know whether there are older ones.
+        newest: Some(MAX_LOG_LINES + 1),
     };
     let events = match auditor.read(query).await {
         Ok(e) => e,
@@ -510,9 +515,11 @@ pub async fn access_log(State(state): State<AppState>, headers: HeaderMap) -> Re
             ));
         }
     };
+    let total = events.len();
     let lines: Vec<(String, Vec<&str>)> = events
         .iter()
         .rev()
+        .take(MAX_LOG_LINES)
         .filter_map(|(_, e)| {
             let line = radveil_audit::words::for_patient(e, p.id(), issuer.as_deref())?;
             Some((line, marks(e, p.id(), issuer.as_deref())))
@@ -523,6 +530,9 @@ pub async fn access_log(State(state): State<AppState>, headers: HeaderMap) -> Re
         .body(html! {
             h1 { "Who has seen your images" }
             p { "Every time someone looks at, searches for, adds, shares or exports your images, it is written here. Entries marked below are worth a look: tell the privacy office if one surprises you." }
+            @if total > MAX_LOG_LINES {
+                p { "The newest " (MAX_LOG_LINES) " entries are shown. The privacy office can give you the whole record." }
+            }
             @if lines.is_empty() {
                 p { "Nobody has accessed your images yet." }
             } @else {
