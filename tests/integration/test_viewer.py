@@ -278,9 +278,14 @@ def test_the_viewer_page_passes_axe_but_for_ohifs_known_violations(site, browser
 
 
 def test_no_request_left_the_origin(site, browser):
-    # (Runs after the others in this module: the log holds every page they opened.)
+    # After the others in this module, the log holds every page they opened; run alone,
+    # it opens A's study first.
+    if not any("/viewer/app-config.js" in u for u in browser.requests()):
+        open_viewer(browser, site["origin"], site["a_ct"], site["a_token"])
+        wait_painted(browser)
     asked = browser.requests()
     assert any("/viewer/app-config.js" in u for u in asked), "the viewer never loaded"
+    assert any("/dicom-web/" in u and "/frames/" in u for u in asked), "no frame was asked for"
     assert browser.outside_requests(site["origin"]) == []
 
 
