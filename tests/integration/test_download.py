@@ -14,6 +14,7 @@ server's memory bounded.
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 import zipfile
@@ -26,6 +27,7 @@ from gateway import Gateway, auth, multipart, new_uid, real, to_bytes, token
 
 requests = require_module("requests")
 pydicom = require_module("pydicom")
+np = require_module("numpy")
 PIL = require_module("PIL")
 from PIL import Image  # noqa: E402
 
@@ -110,7 +112,9 @@ def planted_studies(gateway, radveil_bin):
     head, knee, theirs = new_uid(), new_uid(), new_uid()
     # A hostile description: path tricks, a control character, a direction override.
     hostile = "../../etc\x07 CT/HEAD\u202egpj.exe"
-    head_parts = [to_bytes(ct("PID-DL-A", head, head + ".1", n, hostile)) for n in (1, 2, 3)]
+    # Sent out of order: the zip numbers them by Instance Number.
+    head_parts = [to_bytes(ct("PID-DL-A", head, head + ".1", n, hostile))
+                  for n in (4, 2, 6, 1, 5, 3)]
     stow(g.url, admin, head_parts)
     stow(g.url, admin, [to_bytes(multiframe("PID-DL-A", knee))])
     stow(g.url, admin, [to_bytes(ct("PID-DL-B", theirs, theirs + ".1", 1, "THEIRS"))])
@@ -169,7 +173,9 @@ def test_a_patient_downloads_their_images(planted_studies, radveil_bin):
     head_folder = next(s for s in studies if s.startswith("2026-03-03"))
     assert "CT" in head_folder, head_folder
     head_files = sorted(n for n in dicoms if PurePosixPath(n).parts[1] == head_folder)
-    assert len(head_files) == 3 and len({PurePosixPath(n).parent for n in head_files}) == 1
+    assert len(head_files) == 6 and len({PurePosixPath(n).parent for n in head_files}) == 1
+    numbers = [int(pydicom.dcmread(io.BytesIO(z.read(n))).InstanceNumber) for n in head_files]
+    assert numbers == [1, 2, 3, 4, 5, 6], (head_files, numbers)
 
     # JPEG: one per frame, decodable, of the image's size.
     jpegs = [n for n in names if n.startswith("JPEG/") and n.endswith(".jpg")]
@@ -181,7 +187,7 @@ def test_a_patient_downloads_their_images(planted_studies, radveil_bin):
         by_folder.setdefault(PurePosixPath(n).parent, []).append((n, im.size))
     dicom_of = {PurePosixPath(n).parent.relative_to("DICOM"): pydicom.dcmread(io.BytesIO(z.read(n)))
                 for n in dicoms}
-    assert len(jpegs) == 3 + int(multiframe("x", "1.2").NumberOfFrames), jpegs
+    assert len(jpegs) == 6 + int(multiframe("x", "1.2").NumberOfFrames), jpegs
     for folder, files in by_folder.items():
         ds = dicom_of[folder.relative_to("JPEG")]
         for n, size in files:
@@ -240,7 +246,6 @@ def test_staff_are_refused_and_the_download_is_audited(planted_studies, radveil_
     r = requests.get(root(g) + "/audit", params={"user": "pat-dl", "action": "retrieve"},
                      headers=auth(auditor), timeout=30)
     assert r.status_code == 200, r.text
-    import json
     events = [json.loads(x) for x in r.text.splitlines() if x.strip()]
     assert events, r.text
     studies = {e["what"]["identifier"]["value"].removeprefix("urn:oid:")
@@ -267,9 +272,7 @@ def test_a_large_download_is_streamed_in_bounded_memory(gateway, radveil_bin):
     g = gateway
     admin = token(radveil_bin, g.data, "--role", "admin", "--scope", "user/ImagingStudy.cruds")
     study = new_uid()
-    base = real("CT_small.dcm")
     big = 4 << 20
-    import numpy as np
     n = 30
     for batch in range(0, n, 5):
         parts = []
@@ -280,7 +283,6 @@ def test_a_large_download_is_streamed_in_bounded_memory(gateway, radveil_bin):
             ds.PixelData = (np.arange(1024 * 2048, dtype=np.uint16) * (i + 1)).tobytes()
             parts.append(to_bytes(ds))
         stow(g.url, admin, parts)
-    del base
     patient = token(radveil_bin, g.data, "--patient", "PID-DL-BIG")
     pid = g.proc.pid
     start = rss_kib(pid)
