@@ -73,23 +73,32 @@ struct StudyEntry {
 pub async fn download(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(scope): Extension<Scope>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
     let mut what = What {
         action: Some(Action::Retrieve),
         ..What::default()
     };
-    let Some(Compartment::Patient(p)) = caller.grant.as_ref().map(|g| &g.compartment) else {
-        return what.attach(error(
-            StatusCode::FORBIDDEN,
-            "the download of one's images is for a patient's token",
-        ));
+    // The whole of one patient's images, and only for that patient: a staff scope, and a
+    // one-study scope (a share link's), are refused whatever the token says.
+    let p = match (caller.grant.as_ref().map(|g| &g.compartment), scope) {
+        (Some(Compartment::Patient(p)), Scope::Patient(h))
+            if h == state.store.patient(p.id(), p.issuer()) =>
+        {
+            p
+        }
+        _ => {
+            return what.attach(error(
+                StatusCode::FORBIDDEN,
+                "the download of one's images is for a patient's token",
+            ))
+        }
     };
     let study = match study_param(&params) {
         Ok(s) => s,
         Err(why) => return what.attach(error(StatusCode::BAD_REQUEST, why)),
     };
-    let scope = Scope::Patient(state.store.patient(p.id(), p.issuer()));
     let studies = match list(&state, &scope, study.as_deref()).await {
         Ok(s) => s,
         Err(resp) => return what.attach(resp),
