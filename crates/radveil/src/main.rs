@@ -66,7 +66,7 @@ enum Command {
     /// Render a head scan's skin surface from several views and look for a face.
     FaceCheck(defacing::FaceCheckArgs),
     /// Serve the DICOMweb gateway: an encrypted image store (STOW-RS, WADO-RS, DELETE).
-    Serve(serving::ServeArgs),
+    Serve(Box<serving::ServeArgs>),
     /// Print a bearer token from the dev issuer of `radveil serve --dev`, for trying things out.
     Token(serving::TokenArgs),
     /// The gateway's audit trail: verify it; export it (FHIR AuditEvent, DICOM, syslog).
@@ -176,7 +176,7 @@ fn main() -> ExitCode {
         Command::Timestamp { command } => timestamping::run(command),
         Command::FaceCheck(args) => defacing::face_check(args),
         Command::Deface(args) => defacing::deface(args),
-        Command::Serve(args) => serving::serve(args),
+        Command::Serve(args) => serving::serve(*args),
         Command::Keys { command } => serving::keys(command),
         Command::Audit { command } => auditing::run(command),
         Command::Token(args) => serving::token(args),
