@@ -330,3 +330,17 @@ def test_the_privacy_officer_sees_consents_and_withdrawals(portal):
     assert r.status_code == 200, r.text
     log = alice.get(portal.base + "/portal/access-log", timeout=30).text
     assert "You read your consent choices" in log
+
+
+def test_the_portal_links_the_patients_copy_of_their_images(portal):
+    import io as _io
+    import zipfile
+    mine = stow(portal, "PID-PORTAL-A", "CT HEAD ALICE")
+    s = sign_in(portal.base, "alice")
+    page = s.get(portal.base + "/portal", timeout=30).text
+    assert 'href="/me/download"' in page and f'href="/me/download?study={mine}"' in page
+    # The link works with the session cookie alone.
+    r = s.get(f"{portal.base}/me/download?study={mine}", timeout=60)
+    assert r.status_code == 200, r.text[:200]
+    names = zipfile.ZipFile(_io.BytesIO(r.content)).namelist()
+    assert sum(n.endswith(".dcm") for n in names) == 2

@@ -381,6 +381,10 @@ pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response
         @if rows.is_empty() {
             p { "There are no images of you here." }
         } @else {
+            p {
+                a href="/me/download" { "Download a copy of all your images" }
+                " (a zip file with the DICOM files, which any medical image viewer opens, and plain JPEG pictures)."
+            }
             table {
                 caption { "Your studies, newest first" }
                 thead {
@@ -392,6 +396,7 @@ pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response
                         th scope="col" { "Images" }
                         th scope="col" { "Open" }
                         th scope="col" { "Share" }
+                        th scope="col" { "Copy" }
                     }
                 }
                 tbody {
@@ -414,6 +419,11 @@ pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response
                                     a href={ "/portal/share?study=" (r.uid) } {
                                         "Share" span class="visually-hidden" { " the study of " (r.date.as_deref().map(date).unwrap_or_default()) }
                                     }
+                                }
+                            }
+                            td {
+                                a href={ "/me/download?study=" (r.uid) } {
+                                    "Download" span class="visually-hidden" { " the study of " (r.date.as_deref().map(date).unwrap_or_default()) }
                                 }
                             }
                         }
