@@ -1,6 +1,8 @@
-//! The gateway's `multipart/related` reader (STOW-RS request bodies) and Content-Type
-//! parser: whatever the bytes, no panic, bounded parts, and every part lies inside the body
-//! and comes back unchanged when written and read again.
+//! The gateway's `multipart/related` reader (STOW-RS request bodies), its
+//! `multipart/form-data` reading (the portal's upload form: field and file names from each
+//! part's Content-Disposition) and Content-Type parser: whatever the bytes, no panic,
+//! bounded parts, and every part lies inside the body and comes back unchanged when written
+//! and read again.
 #![no_main]
 
 use bytes::Bytes;
@@ -13,6 +15,15 @@ fuzz_target!(|data: &[u8]| {
     let ct = String::from_utf8_lossy(&data[..split]);
     let body = Bytes::copy_from_slice(data.get(split + 1..).unwrap_or_default());
     let _ = multipart::media_type(&ct);
+    if let Ok(boundary) = multipart::form_data(&ct) {
+        if let Ok(parts) = multipart::parts(&body, &boundary, 64) {
+            assert!(parts.len() <= 64);
+            for p in &parts {
+                let _ = (p.field(), p.file_name());
+            }
+        }
+        return;
+    }
     let Ok(related) = multipart::related(&ct) else {
         return;
     };

@@ -68,7 +68,7 @@ class Portal:
         self.args = ("--dev", "--oidc-issuer", self.provider.issuer,
                      "--portal-client-id", "radveil-portal", "--portal-client-secret-file",
                      str(secret), "--public-url", self.base,
-                     "--portal-scope", "openid patient/ImagingStudy.rs user/ImagingStudy.rs "
+                     "--portal-scope", "openid patient/ImagingStudy.rs user/ImagingStudy.rs user/ImagingStudy.c "
                      "patient/Consent.rus user/AuditEvent.rs user/Consent.rs",
                      *extra)
         self.listen = f"127.0.0.1:{port}"
@@ -77,11 +77,11 @@ class Portal:
         self.admin = token(radveil_bin, data, "--role", "admin",
                            "--scope", "system/ImagingStudy.cruds")
 
-    def restart(self, wrap: tuple[str, ...] = ()):
+    def restart(self, wrap: tuple[str, ...] = (), extra: tuple[str, ...] = ()):
         """Stops the gateway and starts it again on the same data and port (under `wrap`,
-        such as faketime, when given)."""
+        such as faketime, when given; with `extra` arguments added)."""
         self.gateway.stop()
-        self.gateway = Gateway(self.radveil_bin, self.gateway.data, *self.args,
+        self.gateway = Gateway(self.radveil_bin, self.gateway.data, *self.args, *extra,
                                listen=self.listen, wrap=wrap)
 
     def stop(self):

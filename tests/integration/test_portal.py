@@ -7,6 +7,7 @@ never for writes, CSRF on sign-out, and the portal's pages being audited."""
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 
@@ -94,6 +95,8 @@ def test_sign_out_needs_the_form_value_and_ends_the_session(portal):
     assert "Sign out" in s.get(portal.base + "/portal", timeout=30).text
     r = s.post(portal.base + "/portal/logout", data={"csrf": csrf}, timeout=30)
     assert r.status_code == 200 and "Sign in" in r.text
+    # The browser is told to forget the origin's storage (a viewer token) and cache.
+    assert r.history[0].headers["Clear-Site-Data"] == '"cache", "storage"'
     assert s.get(f"{portal.url}/studies", timeout=30).status_code == 401
 
 
@@ -134,6 +137,55 @@ def test_the_access_log_lists_a_clinicians_access_in_words(portal, radveil_bin):
     # Reading the pages is audited: the access log read is in the patient's own log.
     again = s.get(portal.base + "/portal/access-log", timeout=30).text
     assert "read the record of who has seen your images" in again
+
+
+def night_around_now(offset_hours: int = 0) -> tuple[str, ...]:
+    """Serve arguments whose night hours hold the present moment (two hours either side),
+    written at a UTC offset of `offset_hours`."""
+    import datetime as dt
+    local = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=offset_hours)
+    a, b = local - dt.timedelta(hours=2), local + dt.timedelta(hours=2)
+    return ("--night-hours", f"{a:%H:%M}-{b:%H:%M}", "--utc-offset", f"{offset_hours:+03d}:00")
+
+
+def test_staff_reading_in_the_sites_night_hours_is_marked_and_stores_are_not(portal, radveil_bin):
+    mine = stow(portal, "PID-PORTAL-A", "CT HEAD ALICE")
+    # Daytime (a night that ends two hours before now, at the site's offset): nothing marked.
+    import datetime as dt
+    early = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=5)
+    day = ("--night-hours", f"{early - dt.timedelta(hours=9):%H:%M}-{early - dt.timedelta(hours=7):%H:%M}",
+           "--utc-offset", "+05:00")
+    portal.restart(extra=day)
+    dr = sign_in(portal.base, "drsmith")
+    assert dr.get(f"{portal.url}/studies/{mine}/metadata", timeout=30).status_code == 200
+    alice = sign_in(portal.base, "alice")
+    assert "Night-time access" not in alice.get(portal.base + "/portal/access-log", timeout=30).text
+    audrey = sign_in(portal.base, "audrey")
+    assert "Night-time access" not in audrey.get(portal.base + "/portal/audit?unusual=on",
+                                                 timeout=30).text
+    # The site's night now (written at UTC-3): marks follow the site's hours as set now, so
+    # both of the clinician's reads (the earlier one too) are marked for the patient and the
+    # auditor; the admin's store (routine at any hour) and the patient's own reads are not.
+    portal.restart(extra=night_around_now(-3))
+    dr = sign_in(portal.base, "drsmith")
+    assert dr.get(f"{portal.url}/studies/{mine}/metadata", timeout=30).status_code == 200
+    alice = sign_in(portal.base, "alice")
+    assert alice.get(f"{portal.url}/studies/{mine}/metadata", timeout=30).status_code == 200
+    log = alice.get(portal.base + "/portal/access-log", timeout=30).text
+    entries = re.findall(r"<li[^>]*>(.*?)</li>", log.split('<ol class="log"')[1])
+    marked = [e for e in entries if "Night-time access" in e]
+    assert len(marked) == 2 and all(e.startswith("Dr A. Smith") for e in marked), entries
+    assert any(e.startswith("You viewed") for e in entries)
+    assert any(e.startswith("An administrator added") for e in entries)
+    audrey = sign_in(portal.base, "audrey")
+    rows = audrey.get(portal.base + "/portal/audit?unusual=on", timeout=30).text.split("<tbody>")[1]
+    assert "Night-time access" in rows and "<td>store" not in rows
+    # Hours that are no clock stop the start, naming the setting.
+    portal.gateway.stop()
+    bad = subprocess.run([str(radveil_bin), "serve", "--data", str(portal.gateway.data),
+                          "--listen", "127.0.0.1:0", *portal.args, "--night-hours", "22-6"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "night" in bad.stderr.lower()
 
 
 def form_csrf(page: str) -> str:

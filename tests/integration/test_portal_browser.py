@@ -82,7 +82,7 @@ def no_violations(driver, name: str):
     assert found == [], found
 
 
-def test_a_patient_in_a_real_browser(portal, browser, radveil_bin):
+def test_a_patient_in_a_real_browser(portal, browser, radveil_bin, tmp_path):
     from selenium.webdriver.common.by import By
 
     d = browser.driver
@@ -185,6 +185,30 @@ def test_a_patient_in_a_real_browser(portal, browser, radveil_bin):
         assert d.find_elements(By.TAG_NAME, "h1")
         shot(d, f"portal-staff-{login}")
         no_violations(d, f"portal-staff-{login}")
+
+    # She sends a disc's images (chosen in the page's file input); a clinician finds them
+    # waiting and opens the page comparing what the files say with who sent them.
+    from test_upload import disc
+    root, _ = disc(tmp_path / "upload", images=2)
+    sign_in(d, portal.base, "alice")
+    d.get(portal.base + "/portal/upload")
+    shot(d, "portal-upload")
+    no_violations(d, "portal-upload")
+    chosen = [str(p) for p in sorted(root.rglob("*")) if p.is_file()]
+    d.find_element(By.ID, "files").send_keys("\n".join(chosen))
+    d.find_element(By.CSS_SELECTOR, "form[action='/portal/upload'] button[type=submit]").click()
+    wait(d, lambda d: "Images received" in d.page_source, what="the upload's answer")
+    assert "We received 2 images" in d.page_source
+    shot(d, "portal-upload-received")
+    no_violations(d, "portal-upload-received")
+    sign_in(d, portal.base, "drsmith")
+    d.get(portal.base + "/portal/uploads")
+    shot(d, "portal-staff-uploads")
+    no_violations(d, "portal-staff-uploads")
+    d.find_element(By.PARTIAL_LINK_TEXT, "Check upload").click()
+    wait(d, lambda d: "What the files say" in d.page_source, what="the upload's check page")
+    shot(d, "portal-staff-upload-check")
+    no_violations(d, "portal-staff-upload-check")
 
     # Bob sees none of her studies, and hers does not open for him in the viewer.
     sign_in(d, portal.base, "bob")

@@ -69,6 +69,7 @@ fn event_id(e: &Event) -> (&'static str, &'static str) {
         Action::ConsentChange => ("110110", "Patient Record"),
         Action::Export => ("110106", "Export"),
         Action::Share => ("110110", "Patient Record"),
+        Action::Upload => ("110107", "Import"),
     }
 }
 

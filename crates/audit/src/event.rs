@@ -29,11 +29,15 @@ pub enum Action {
     /// A share link to a study made, revoked or opened; the detail says which link and
     /// what happened to it.
     Share,
+    /// A patient's own images (from a disc or drive) received through the portal and held
+    /// apart, or a staff member's decision not to attach them; the detail says how many
+    /// and what became of them. Attaching them is a [`Action::Store`] by the staff member.
+    Upload,
 }
 
 impl Action {
     /// Every action, in a fixed order.
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::Store,
         Action::Query,
         Action::Retrieve,
@@ -43,6 +47,7 @@ impl Action {
         Action::ConsentChange,
         Action::Export,
         Action::Share,
+        Action::Upload,
     ];
 
     /// The word for this action (as in `--action`).
@@ -57,6 +62,7 @@ impl Action {
             Action::ConsentChange => "consent-change",
             Action::Export => "export",
             Action::Share => "share",
+            Action::Upload => "upload",
         }
     }
 
@@ -67,7 +73,7 @@ impl Action {
             Action::Retrieve | Action::Export => "R",
             Action::Delete => "D",
             Action::ConsentChange => "U",
-            Action::Share => "C",
+            Action::Share | Action::Upload => "C",
             Action::Query | Action::TokenRefused | Action::AuditRead => "E",
         }
     }

@@ -51,6 +51,11 @@ fn kind(action: Action) -> (Value, Value, &'static str) {
             coding(DCM, "110106", "Export"),
             "",
         ),
+        Action::Upload => (
+            coding(DCM, "110107", "Import"),
+            coding(DCM, "110107", "Import"),
+            "",
+        ),
         Action::TokenRefused => (
             coding(DCM, "110113", "Security Alert"),
             coding(DCM, "110132", "Use of Restricted Function"),

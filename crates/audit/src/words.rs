@@ -115,7 +115,11 @@ pub fn for_patient(e: &Event, id: &str, issuer: Option<&str>) -> Option<String> 
         }
         (Action::Query, false) => format!("searched the records and found {what}"),
         (Action::Query, true) => format!("tried to search for {what} and was refused"),
-        (Action::Store, false) => format!("added {what}"),
+        (Action::Store, false) => match &e.detail {
+            // "from the images you sent (upload …), after checking they are yours"
+            Some(d) => format!("added {what} {d}"),
+            None => format!("added {what}"),
+        },
         (Action::Store, true) => format!("tried to add {what} and it failed"),
         (Action::Delete, false) => format!("deleted {what}"),
         (Action::Delete, true) => format!("tried to delete {what} and it failed"),
@@ -129,6 +133,10 @@ pub fn for_patient(e: &Event, id: &str, issuer: Option<&str>) -> Option<String> 
             // "made a link (good until 10 December 2026) to share" + "your CT study of …"
             Some(d) => format!("{d} {what}"),
             None => format!("made a link to share {what}"),
+        },
+        (Action::Upload, _) => match &e.detail {
+            Some(d) => d.clone(),
+            None => "received images you sent".into(),
         },
         (Action::Export, _) => match &e.detail {
             Some(d) => format!("included {what} in a de-identified dataset for {d}"),

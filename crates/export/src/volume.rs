@@ -40,7 +40,9 @@ fn hold_all(n: usize, why: &str) -> Vec<Done> {
 /// they make: one [`Done`] per row, in order.
 pub(crate) fn series(shared: &Shared<'_>, settings: &Settings<'_>, rows: &[&Row]) -> Vec<Done> {
     let budget = shared.run.budget();
-    let total = rows.iter().fold(0u64, |a, r| {
+    // Every instance, and the copy of one that assembling the volume reads at a time.
+    let largest = rows.iter().map(|r| r.size).max().unwrap_or(0);
+    let total = rows.iter().fold(largest, |a, r| {
         a.saturating_add(r.size.saturating_add(crate::run::SEALED_OVERHEAD))
     });
     // The instances are all held while their volume is worked on.

@@ -161,36 +161,20 @@ fn open_consents(place: &DataArgs) -> Result<Consents> {
         .with_context(|| format!("opening the consents in {}", place.data.display()))
 }
 
-/// The site's consent defaults from the `[consent]` table of DATA/radveil.toml (keys
-/// `research`, `ai-training`, `commercial`: `opt-in` or `opt-out`); opt-in where unsaid.
+/// The site's consent defaults: the `[consent]` table of DATA/radveil.toml, read as
+/// `radveil serve` reads it (opt-in where it says nothing, or when there is no file yet).
 fn consent_defaults(data: &Path) -> Result<radveil_consent::Defaults> {
-    let path = data.join("radveil.toml");
-    let mut d = radveil_consent::Defaults::default();
+    let path = data.join(crate::serving::config::FILE_NAME);
     if !path.exists() {
-        return Ok(d);
+        return Ok(radveil_consent::Defaults::default());
     }
     let text = radveil_pipeline::input::read_regular(&path, 1 << 20)
         .with_context(|| format!("reading {}", path.display()))?;
-    let value: toml::Table = std::str::from_utf8(&text)
-        .ok()
-        .and_then(|t| toml::from_str(t).ok())
-        .with_context(|| format!("{} is not a TOML file", path.display()))?;
-    let Some(table) = value.get("consent").and_then(toml::Value::as_table) else {
-        return Ok(d);
-    };
-    for (k, v) in table {
-        let slot = match k.as_str() {
-            "research" => &mut d.research,
-            "ai-training" | "ai_training" => &mut d.ai_training,
-            "commercial" => &mut d.commercial,
-            _ => continue,
-        };
-        *slot = v
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("[consent] {k} in {}: opt-in or opt-out", path.display()))?;
-    }
-    Ok(d)
+    let text = std::str::from_utf8(&text)
+        .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+    Ok(crate::serving::config::parse(text, &path)?
+        .consent
+        .defaults())
 }
 
 /// The lineage of DATA, its key made on first use.

@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::key::{self, KeyPolicy};
 
-mod config;
+pub(crate) mod config;
 mod trail;
 
 /// The environment variable that may hold the key-encryption key (64 hex digits).
@@ -135,6 +135,13 @@ pub struct ServeArgs {
     /// The resource indicator (RFC 8707) naming this gateway at the provider.
     #[arg(long, value_name = "URI")]
     portal_resource: Option<String>,
+    /// The site's night hours, HH:MM-HH:MM (default 22:00-06:00): clinicians and
+    /// administrators reading images then are marked in access logs and the auditor's report.
+    #[arg(long, value_name = "HH:MM-HH:MM")]
+    night_hours: Option<String>,
+    /// The site's offset from UTC for --night-hours, like +01:00 (default +00:00).
+    #[arg(long, value_name = "±HH:MM", allow_hyphen_values = true)]
+    utc_offset: Option<String>,
     /// The site's defaults for consent to research, AI training and commercial use
     /// (`[consent]` in DATA/radveil.toml; no flag).
     #[arg(skip)]
@@ -322,6 +329,8 @@ fn with_file(mut args: ServeArgs, file: config::FileConfig) -> ServeArgs {
     args.public_url = args.public_url.or(p.public_url);
     args.portal_scope = args.portal_scope.or(p.scope);
     args.portal_resource = args.portal_resource.or(p.resource);
+    args.night_hours = args.night_hours.or(p.night_hours);
+    args.utc_offset = args.utc_offset.or(p.utc_offset);
     args
 }
 
@@ -489,6 +498,12 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         radveil_web::portal::notices::Notices::new(open_lineage(&args)?, args.data.join("notices")),
     ));
     portal.shares = Some(open_shares(&args)?);
+    portal.uploads = Some(open_uploads(&args)?);
+    portal.night = radveil_web::portal::unusual::NightHours::parse(
+        args.night_hours.as_deref().unwrap_or("22:00-06:00"),
+        args.utc_offset.as_deref().unwrap_or("+00:00"),
+    )
+    .context("--night-hours / --utc-offset ([portal] night_hours, utc_offset)")?;
     if let Some(dir) = &args.viewer {
         let viewer = radveil_web::viewer::Viewer::open(dir)
             .with_context(|| format!("the viewer (--viewer {})", dir.display()))?;
@@ -738,6 +753,22 @@ fn open_lineage(args: &ServeArgs) -> Result<radveil_export::lineage::Lineage> {
     )?;
     let path = args.data.join(LINEAGE_DB);
     Lineage::open(&path, key).with_context(|| format!("opening {}", path.display()))
+}
+
+/// The quarantine of images patients send through the portal (DATA/uploads.db), its key
+/// made on first use.
+fn open_uploads(args: &ServeArgs) -> Result<std::sync::Arc<radveil_web::portal::upload::Uploads>> {
+    use radveil_web::portal::upload::{Uploads, UPLOADS_DB, UPLOAD_KEY_FILE};
+    let key = key::key_file(
+        &args.data.join(UPLOAD_KEY_FILE),
+        "upload key",
+        args.keys,
+        true,
+    )?;
+    let path = args.data.join(UPLOADS_DB);
+    let uploads =
+        Uploads::open(&path, key).with_context(|| format!("opening {}", path.display()))?;
+    Ok(std::sync::Arc::new(uploads))
 }
 
 /// The share links of DATA (`DATA/shares.db`, its key made on first use).

@@ -10,6 +10,9 @@ pub enum MultipartError {
     /// The Content-Type is not `multipart/related`.
     #[error("the content type is not multipart/related")]
     NotRelated,
+    /// The Content-Type is not `multipart/form-data`.
+    #[error("the content type is not multipart/form-data")]
+    NotFormData,
     /// The `type` parameter names another media type than the one expected.
     #[error("the multipart type is not {0}")]
     WrongType(&'static str),
@@ -35,6 +38,8 @@ pub const MAX_PART_HEADERS: usize = 8 * 1024;
 pub struct Part {
     /// The part's Content-Type (lower-cased media type, parameters kept), if any.
     pub content_type: Option<String>,
+    /// The part's Content-Disposition (RFC 7578: a form field's name and file name), if any.
+    pub disposition: Option<String>,
     /// The part's body.
     pub body: Bytes,
 }
@@ -126,6 +131,44 @@ pub fn related(content_type: &str) -> Result<Related, MultipartError> {
     })
 }
 
+/// The boundary of a `multipart/form-data` Content-Type (RFC 7578: a browser's form with
+/// files).
+pub fn form_data(content_type: &str) -> Result<String, MultipartError> {
+    let (media, params) = media_type(content_type);
+    if media != "multipart/form-data" {
+        return Err(MultipartError::NotFormData);
+    }
+    let boundary = params
+        .into_iter()
+        .find(|(k, _)| k == "boundary")
+        .map(|(_, v)| v)
+        .ok_or(MultipartError::Boundary)?;
+    if boundary.is_empty() || boundary.len() > MAX_BOUNDARY || boundary.ends_with(' ') {
+        return Err(MultipartError::Boundary);
+    }
+    Ok(boundary)
+}
+
+impl Part {
+    fn disposition_param(&self, name: &str) -> Option<String> {
+        let (kind, params) = media_type(self.disposition.as_deref()?);
+        (kind == "form-data")
+            .then(|| params.into_iter().find(|(k, _)| k == name).map(|(_, v)| v))
+            .flatten()
+    }
+
+    /// The form field a `multipart/form-data` part is for (its disposition's `name`).
+    pub fn field(&self) -> Option<String> {
+        self.disposition_param("name")
+    }
+
+    /// The file name a browser gave a file part (its disposition's `filename`; browsers
+    /// send a folder's files with their relative path).
+    pub fn file_name(&self) -> Option<String> {
+        self.disposition_param("filename")
+    }
+}
+
 /// Splits a multipart body into its parts (at most `max_parts`).
 pub fn parts(body: &Bytes, boundary: &str, max_parts: usize) -> Result<Vec<Part>, MultipartError> {
     let delimiter = format!("--{boundary}");
@@ -178,6 +221,7 @@ pub fn parts(body: &Bytes, boundary: &str, max_parts: usize) -> Result<Vec<Part>
             .ok_or(MultipartError::Malformed)?;
         out.push(Part {
             content_type,
+            disposition: header(headers, "content-disposition"),
             body: body.slice(body_start..body_start + len),
         });
         at = body_start + len + close.len();
@@ -235,6 +279,33 @@ pub fn write(parts: &[Bytes], boundary: &str, content_type: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_browsers_form_with_files_is_read_with_field_and_file_names() {
+        let b = form_data("multipart/form-data; boundary=----WebKitFormBoundaryX1").unwrap();
+        assert_eq!(b, "----WebKitFormBoundaryX1");
+        assert_eq!(
+            form_data("multipart/related; boundary=x"),
+            Err(MultipartError::NotFormData)
+        );
+        assert_eq!(
+            form_data("multipart/form-data"),
+            Err(MultipartError::Boundary)
+        );
+        let body = Bytes::from(format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nabc\r\n\
+             --{b}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"CD/DICOM/IM1\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\nDATA\r\n--{b}--\r\n"
+        ));
+        let p = parts(&body, &b, 10).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].field().as_deref(), Some("csrf"));
+        assert_eq!(p[0].file_name(), None);
+        assert_eq!(&p[0].body[..], b"abc");
+        assert_eq!(p[1].field().as_deref(), Some("files"));
+        assert_eq!(p[1].file_name().as_deref(), Some("CD/DICOM/IM1"));
+        assert_eq!(&p[1].body[..], b"DATA");
+    }
 
     #[test]
     fn content_types_are_read_with_quoted_parameters() {

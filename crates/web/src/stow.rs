@@ -57,8 +57,9 @@ struct From {
     address: Option<String>,
 }
 
-/// One part's result in a store response.
-enum Stored {
+/// One part's result in a store response (and of [`store_made`]): stored (or already
+/// stored, the same bytes), or what was identified of it and why not.
+pub(crate) enum Stored {
     Ok(Identified),
     Failed(Option<Identified>, Refusal),
 }
@@ -212,7 +213,7 @@ fn examine_parts(
     (stages, refused_unsigned)
 }
 
-fn study_ref(id: &Identified) -> radveil_audit::StudyRef {
+pub(crate) fn study_ref(id: &Identified) -> radveil_audit::StudyRef {
     radveil_audit::StudyRef {
         uid: id.study.clone(),
         instances: Some(1),
@@ -700,6 +701,46 @@ fn store_response(
         Value::Object(out).to_string(),
     )
         .into_response()
+}
+
+/// Stores instances the gateway made itself (the portal's accepted uploads, reconciled to
+/// their patient) through the STOW-RS path: each parsed once, examined (signatures, binding
+/// hash, advisories against its series), logged to the ledger in one batch, stored in one
+/// batch ([`radveil_store::Store::put_many`]) and catalogued. No client sent them, so no
+/// client's signing policy applies; only instances of a patient `scope` sees are stored.
+/// Results in the order of `bodies`.
+pub(crate) async fn store_made(state: &AppState, scope: Scope, bodies: Vec<Bytes>) -> Vec<Stored> {
+    let n = bodies.len();
+    let parts = bodies
+        .into_iter()
+        .map(|body| multipart::Part {
+            content_type: None,
+            disposition: None,
+            body,
+        })
+        .collect();
+    let work = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || examine_parts(&state, scope, parts, None, false))
+    };
+    let Ok((mut stages, _)) = work.await else {
+        tracing::error!("examining instances to store failed");
+        let failed = Refusal {
+            reason: instance::OUT_OF_RESOURCES,
+            why: "the instances could not be examined".into(),
+        };
+        return (0..n)
+            .map(|_| Stored::Failed(None, failed.clone()))
+            .collect();
+    };
+    log_to_ledger(state, &mut stages).await;
+    let results = store_all(state, stages).await;
+    let stored = results
+        .iter()
+        .filter(|r| matches!(r, Stored::Ok(_)))
+        .count();
+    state.metrics.stored(stored, results.len() - stored);
+    results
 }
 
 #[cfg(test)]

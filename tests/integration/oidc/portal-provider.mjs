@@ -12,7 +12,8 @@ const accounts = JSON.parse(process.env.ACCOUNTS || '{}');
 const server = http.createServer();
 await new Promise((r) => server.listen(0, '127.0.0.1', r));
 const issuer = `http://127.0.0.1:${server.address().port}`;
-const scopes = ['openid', 'patient/ImagingStudy.rs', 'user/ImagingStudy.rs', 'patient/Consent.rus',
+const scopes = ['openid', 'patient/ImagingStudy.rs', 'user/ImagingStudy.rs', 'user/ImagingStudy.c',
+  'patient/Consent.rus',
   'user/AuditEvent.rs', 'user/Consent.rs'];
 const scopesOf = (id) => {
   const a = accounts[id] || {};

@@ -96,6 +96,12 @@ pub const TEMPLATE: &str = r#"# radveil serve: the settings of the gateway for t
 # The resource indicator (RFC 8707) naming this gateway, for providers that issue access
 # tokens per resource. Flag: --portal-resource. No default; for example:
 # resource = "urn:radveil:gateway"
+#
+# Clinicians and administrators reading images within these hours (local to utc_offset)
+# are marked "night-time access" in patients' access logs and the auditor's report.
+# Flags: --night-hours, --utc-offset.
+# night_hours = "22:00-06:00"
+# utc_offset = "+00:00"
 
 [consent]
 # What is assumed for each use of a patient's images beyond their care when the patient has
@@ -228,6 +234,10 @@ pub struct PortalSection {
     pub scope: Option<String>,
     /// The resource indicator of the gateway.
     pub resource: Option<String>,
+    /// The site's night hours, `HH:MM-HH:MM`.
+    pub night_hours: Option<String>,
+    /// The site's offset from UTC, `±HH:MM`.
+    pub utc_offset: Option<String>,
 }
 
 /// `[consent]`: the site's default per purpose.

@@ -15,6 +15,9 @@ pub mod share;
 pub mod sharing;
 pub mod signin;
 pub mod staff;
+pub mod unusual;
+pub mod upload;
+pub mod uploading;
 
 /// What the patient's side shares between requests. Every field is optional, so tests of
 /// other parts of the gateway build it with `Default::default()`.
@@ -35,6 +38,11 @@ pub struct PortalState {
     pub notices: Option<notices::Shared>,
     /// Share links (`DATA/shares.db`); `None`: sharing is off.
     pub shares: Option<std::sync::Arc<share::Shares>>,
+    /// Images patients sent, held apart until staff attach them (`DATA/uploads.db`);
+    /// `None`: uploads are off.
+    pub uploads: Option<std::sync::Arc<upload::Uploads>>,
+    /// The site's night hours, for marking staff reading images at night.
+    pub night: unusual::NightHours,
 }
 
 /// The portal's routes (under `/portal`), merged into the gateway's router.
@@ -55,6 +63,15 @@ pub fn routes() -> axum::Router<crate::AppState> {
         .route("/portal/audit", get(staff::audit))
         .route("/portal/privacy", get(staff::privacy))
         .route("/portal/shares/revoke", post(sharing::revoke))
+        .route(
+            "/portal/upload",
+            get(uploading::page).post(uploading::receive),
+        )
+        .route("/portal/uploads", get(uploading::waiting))
+        .route(
+            "/portal/uploads/{id}",
+            get(uploading::check).post(uploading::decide),
+        )
         .route(
             "/s/{secret}",
             get(sharing::open).post(sharing::open_with_pin),

@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 use radveil_access::{Action as AccessAction, Compartment, PatientRef, Principal};
-use radveil_audit::{Action, Event, Filter, PatientAccess};
+use radveil_audit::{Action, Filter, PatientAccess};
 use serde_json::Value;
 
 use super::session::Session;
@@ -147,6 +147,7 @@ fn links(p: &Principal) -> Vec<(&'static str, &'static str)> {
         l.push(("/portal/access-log", "Who has seen my images"));
         l.push(("/portal/consent", "My choices"));
         l.push(("/portal/shares", "My links"));
+        l.push(("/portal/upload", "Send us images"));
     } else {
         l.extend(super::staff::links(p));
     }
@@ -447,34 +448,6 @@ pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response
 /// Most entries the access log page shows (the newest).
 pub const MAX_LOG_LINES: usize = 1000;
 
-/// Why an access is worth the patient's attention, in words.
-fn marks(e: &Event, id: &str, issuer: Option<&str>) -> Vec<&'static str> {
-    let mut m = Vec::new();
-    if e.is_break_glass() {
-        m.push("Emergency access (break-glass)");
-    }
-    let mine = e
-        .patients
-        .iter()
-        .find(|p| p.id == id && p.issuer.as_deref() == issuer);
-    let studies = mine.map_or(0, |p| p.studies.len());
-    if e.patients.len() > 10 || studies > 20 {
-        m.push("Bulk access");
-    }
-    let staff = matches!(
-        e.actor.role,
-        Some(radveil_audit::Role::Clinician | radveil_audit::Role::Admin)
-    );
-    let hour: Option<u32> = e.time.get(11..13).and_then(|h| h.parse().ok());
-    if staff && hour.is_some_and(|h| h < 6) {
-        m.push("Night-time access");
-    }
-    if e.outcome != radveil_audit::Outcome::Success {
-        m.push("Refused or failed");
-    }
-    m
-}
-
 /// `GET /portal/access-log`: who has seen the patient's images, in words, newest first.
 pub async fn access_log(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some(s) = state.portal.sessions.of(&headers) else {
@@ -526,13 +499,21 @@ pub async fn access_log(State(state): State<AppState>, headers: HeaderMap) -> Re
         }
     };
     let total = events.len();
+    let night = state.portal.night;
     let lines: Vec<(String, Vec<&str>)> = events
         .iter()
         .rev()
         .take(MAX_LOG_LINES)
         .filter_map(|(_, e)| {
             let line = radveil_audit::words::for_patient(e, p.id(), issuer.as_deref())?;
-            Some((line, marks(e, p.id(), issuer.as_deref())))
+            let marks = super::unusual::marks(e, Some((p.id(), issuer.as_deref())), &night);
+            Some((
+                line,
+                marks
+                    .into_iter()
+                    .map(super::unusual::Mark::for_patient)
+                    .collect(),
+            ))
         })
         .collect();
     let page = Page::new("Who has seen your images")

@@ -41,7 +41,7 @@ fn shares(state: &AppState) -> Result<Arc<Shares>, Response> {
 }
 
 /// "10 December 2026 at 14:02 UTC" from Unix seconds.
-fn when(t: u64) -> String {
+pub(crate) fn when(t: u64) -> String {
     let days = (t / 86_400) as i64;
     // Civil from days (Howard Hinnant's algorithm).
     let z = days + 719_468;

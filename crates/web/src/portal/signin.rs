@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -250,5 +250,11 @@ pub async fn logout(
     let mut r = StatusCode::SEE_OTHER.into_response();
     r.headers_mut()
         .insert(header::LOCATION, HeaderValue::from_static("/portal"));
+    // The browser forgets what this origin kept: a token the viewer was handed in
+    // sessionStorage (`radveil.token`), cached pages and images (Clear-Site-Data, W3C).
+    r.headers_mut().insert(
+        HeaderName::from_static("clear-site-data"),
+        HeaderValue::from_static("\"cache\", \"storage\""),
+    );
     with_cookies(r, &[set_cookie(COOKIE, "", "Strict", 0, state.https)])
 }

@@ -20,7 +20,11 @@ use crate::audit::What;
 pub const MAX_ROWS: usize = 500;
 
 /// The signed-in staff member allowed `action`, or the page refusing them.
-fn staff(state: &AppState, headers: &HeaderMap, action: AccessAction) -> Result<Session, Response> {
+pub(super) fn staff(
+    state: &AppState,
+    headers: &HeaderMap,
+    action: AccessAction,
+) -> Result<Session, Response> {
     let Some(s) = state.portal.sessions.of(headers) else {
         return Err(pages::signed_out(state));
     };
@@ -33,31 +37,6 @@ fn staff(state: &AppState, headers: &HeaderMap, action: AccessAction) -> Result<
         ));
     }
     Ok(s)
-}
-
-/// What makes an event worth an auditor's look (break-glass, bulk, night-time staff
-/// access, refused), in words.
-pub fn unusual(e: &Event) -> Vec<&'static str> {
-    let mut m = Vec::new();
-    if e.is_break_glass() {
-        m.push("Break-glass");
-    }
-    let studies: usize = e.patients.iter().map(|p| p.studies.len()).sum();
-    if e.patients.len() > 10 || studies > 20 {
-        m.push("Bulk access");
-    }
-    let staff = matches!(
-        e.actor.role,
-        Some(radveil_audit::Role::Clinician | radveil_audit::Role::Admin)
-    );
-    let hour: Option<u32> = e.time.get(11..13).and_then(|h| h.parse().ok());
-    if staff && hour.is_some_and(|h| h < 6) {
-        m.push("Night-time access");
-    }
-    if e.outcome != radveil_audit::Outcome::Success {
-        m.push("Refused or failed");
-    }
-    m
 }
 
 fn who(e: &Event) -> String {
@@ -173,7 +152,16 @@ pub async fn audit(
     let mut rows: Vec<(&Event, Vec<&str>)> = events
         .iter()
         .rev()
-        .map(|(_, e)| (e, unusual(e)))
+        .map(|(_, e)| {
+            let marks = super::unusual::marks(e, None, &state.portal.night);
+            (
+                e,
+                marks
+                    .into_iter()
+                    .map(super::unusual::Mark::for_staff)
+                    .collect::<Vec<_>>(),
+            )
+        })
         .filter(|(_, m)| !only_unusual || !m.is_empty())
         .collect();
     let total = rows.len();
@@ -408,6 +396,9 @@ pub fn links(p: &Principal) -> Vec<(&'static str, &'static str)> {
     }
     if p.decide(AccessAction::SearchConsent, None).is_ok() {
         l.push(("/portal/privacy", "Privacy office"));
+    }
+    if p.decide(AccessAction::Store, None).is_ok() {
+        l.push(("/portal/uploads", "Images sent by patients"));
     }
     l
 }

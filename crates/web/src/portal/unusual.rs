@@ -1,0 +1,209 @@
+//! Which accesses deserve a second look, for the patient's access log and the auditor's
+//! unusual-access report: one set of rules, two vocabularies.
+//!
+//! The rules, each read from one audit event alone (so the patient's log, which reads only
+//! that patient's events, and the auditor's report, which reads a range, agree):
+//! - **break-glass**: an emergency override of the usual access rules;
+//! - **bulk**: more than 10 patients, or more than 20 studies (the patient's log counts
+//!   theirs; the report counts every patient's);
+//! - **night-time**: a clinician or administrator *reading* images (retrieve or search)
+//!   within the site's night hours (`[portal] night_hours`, local to `utc_offset`). Stores
+//!   at night are routine (modalities and routers send around the clock) and patients
+//!   reading their own images are not staff access, so neither is marked;
+//! - **refused or failed**: anything that did not succeed.
+//!
+//! "Outside the care team" needs a record of who treats whom, which radveil does not keep;
+//! it is not marked.
+
+use radveil_audit::{Action, Event, Outcome, Role};
+
+/// Most patients one access may touch before it counts as bulk.
+pub const BULK_PATIENTS: usize = 10;
+/// Most studies one access may touch before it counts as bulk.
+pub const BULK_STUDIES: usize = 20;
+
+/// One reason an access is unusual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// An emergency override of the access rules.
+    BreakGlass,
+    /// Many patients or many studies at once.
+    Bulk,
+    /// Staff reading images in the site's night hours.
+    NightTime,
+    /// Refused or failed.
+    Refused,
+}
+
+impl Mark {
+    /// The mark in the words a patient reads.
+    pub fn for_patient(self) -> &'static str {
+        match self {
+            Mark::BreakGlass => "Emergency access (break-glass)",
+            Mark::Bulk => "Bulk access",
+            Mark::NightTime => "Night-time access",
+            Mark::Refused => "Refused or failed",
+        }
+    }
+
+    /// The mark in the words an auditor reads.
+    pub fn for_staff(self) -> &'static str {
+        match self {
+            Mark::BreakGlass => "Break-glass",
+            Mark::Bulk => "Bulk access",
+            Mark::NightTime => "Night-time access",
+            Mark::Refused => "Refused or failed",
+        }
+    }
+}
+
+/// The site's night hours: `from` up to (not including) `to`, in minutes after local
+/// midnight, local time being UTC plus `offset` minutes. Wraps past midnight when
+/// `from > to`; empty when they are equal (no night rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NightHours {
+    from: u16,
+    to: u16,
+    offset: i16,
+}
+
+impl Default for NightHours {
+    /// 22:00 to 06:00 UTC.
+    fn default() -> Self {
+        NightHours {
+            from: 22 * 60,
+            to: 6 * 60,
+            offset: 0,
+        }
+    }
+}
+
+/// Why night hours or an offset could not be read (the text is the site's, not PHI).
+#[derive(Debug, thiserror::Error)]
+pub enum NightHoursError {
+    /// Not `HH:MM-HH:MM`.
+    #[error("night hours are written HH:MM-HH:MM (for example 22:00-06:00)")]
+    Hours,
+    /// Not `+HH:MM` or `-HH:MM` within ±14:00.
+    #[error("a UTC offset is written +HH:MM or -HH:MM, at most 14:00 (for example +01:00)")]
+    Offset,
+}
+
+fn clock(t: &str) -> Option<u16> {
+    let (h, m) = t.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+impl NightHours {
+    /// Night hours from `HH:MM-HH:MM` and a UTC offset `±HH:MM` (`Z` or `+00:00` for UTC).
+    pub fn parse(hours: &str, offset: &str) -> Result<Self, NightHoursError> {
+        let (from, to) = hours.trim().split_once('-').ok_or(NightHoursError::Hours)?;
+        let from = clock(from.trim()).ok_or(NightHoursError::Hours)?;
+        let to = clock(to.trim()).ok_or(NightHoursError::Hours)?;
+        let offset = offset.trim();
+        let offset = if offset.eq_ignore_ascii_case("z") {
+            0
+        } else {
+            let (sign, rest) = match offset.as_bytes().first() {
+                Some(b'+') => (1, &offset[1..]),
+                Some(b'-') => (-1, &offset[1..]),
+                _ => return Err(NightHoursError::Offset),
+            };
+            let m = clock(rest).ok_or(NightHoursError::Offset)?;
+            if m > 14 * 60 {
+                return Err(NightHoursError::Offset);
+            }
+            sign * m as i16
+        };
+        Ok(NightHours { from, to, offset })
+    }
+
+    /// Whether an event's time (`YYYY-MM-DDThh:mm:ssZ`) falls in the night hours; an
+    /// unreadable time does not.
+    pub fn contains(&self, time: &str) -> bool {
+        let Some(utc) = time.get(11..16).and_then(clock) else {
+            return false;
+        };
+        let local = (i32::from(utc) + i32::from(self.offset)).rem_euclid(24 * 60) as u16;
+        match self.from.cmp(&self.to) {
+            std::cmp::Ordering::Less => (self.from..self.to).contains(&local),
+            std::cmp::Ordering::Greater => local >= self.from || local < self.to,
+            std::cmp::Ordering::Equal => false,
+        }
+    }
+}
+
+/// Why `e` is unusual, under the site's `night` hours. With `patient` (an ID and its
+/// issuer), bulk counts that patient's studies; without, every patient's.
+pub fn marks(e: &Event, patient: Option<(&str, Option<&str>)>, night: &NightHours) -> Vec<Mark> {
+    let mut m = Vec::new();
+    if e.is_break_glass() {
+        m.push(Mark::BreakGlass);
+    }
+    let studies: usize = match patient {
+        Some((id, issuer)) => e
+            .patients
+            .iter()
+            .filter(|p| p.id == id && p.issuer.as_deref() == issuer)
+            .map(|p| p.studies.len())
+            .sum(),
+        None => e.patients.iter().map(|p| p.studies.len()).sum(),
+    };
+    if e.patients.len() > BULK_PATIENTS || studies > BULK_STUDIES {
+        m.push(Mark::Bulk);
+    }
+    let staff = matches!(e.actor.role, Some(Role::Clinician | Role::Admin));
+    let reading = matches!(e.action, Action::Retrieve | Action::Query);
+    if staff && reading && night.contains(&e.time) {
+        m.push(Mark::NightTime);
+    }
+    if e.outcome != Outcome::Success {
+        m.push(Mark::Refused);
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn night_hours_wrap_past_midnight_and_follow_the_offset() {
+        let n = NightHours::default();
+        assert!(n.contains("2026-03-03T23:10:00Z"));
+        assert!(n.contains("2026-03-03T05:59:59Z"));
+        assert!(!n.contains("2026-03-03T06:00:00Z"));
+        assert!(!n.contains("2026-03-03T14:02:00Z"));
+        assert!(!n.contains("garbage"));
+        let paris = NightHours::parse("22:00-06:00", "+01:00").unwrap();
+        assert!(paris.contains("2026-03-03T21:30:00Z"));
+        assert!(!paris.contains("2026-03-03T05:30:00Z"));
+        let day = NightHours::parse("01:00-05:00", "-05:00").unwrap();
+        assert!(day.contains("2026-03-03T07:00:00Z"));
+        assert!(!day.contains("2026-03-03T01:00:00Z"));
+        let none = NightHours::parse("00:00-00:00", "Z").unwrap();
+        assert!(!none.contains("2026-03-03T00:00:00Z"));
+    }
+
+    #[test]
+    fn night_hours_refuse_what_is_not_a_clock() {
+        for bad in [
+            "22-06",
+            "24:00-06:00",
+            "22:60-06:00",
+            "2200-0600",
+            "",
+            "-",
+            "+1:00-2:00",
+        ] {
+            assert!(NightHours::parse(bad, "Z").is_err(), "{bad}");
+        }
+        for bad in ["01:00", "+15:00", "+1:00", "UTC", ""] {
+            assert!(NightHours::parse("22:00-06:00", bad).is_err(), "{bad}");
+        }
+    }
+}
