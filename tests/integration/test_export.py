@@ -104,6 +104,34 @@ def error_lines(text: str) -> set[str]:
             if line.strip().startswith("Error")}
 
 
+def store_cohort(url: str, admin: str, tmp_path: Path, put) -> dict[str, list[Path]]:
+    """Stores the cohort through STOW-RS at `url` (the gateway's DICOMweb root) and records
+    the consents with `put(cid, pid, permit)`; gives the input files by patient id."""
+    inputs: dict[str, list[Path]] = {}
+    src = tmp_path / "inputs"
+    src.mkdir()
+    for k, (pid, (name, _, studies)) in enumerate(PATIENTS.items()):
+        inputs[pid] = []
+        for s in range(studies):
+            study = new_uid()
+            parts = []
+            for n in range(PER_STUDY):
+                ds = instance(pid, name, study, n, base=100 * (k + 1) + 10 * s)
+                b = to_bytes(ds)
+                p = src / f"{pid}-{s}-{n}.dcm"
+                p.write_bytes(b)
+                inputs[pid].append(p)
+                parts.append(b)
+            body, ct = multipart(parts)
+            r = requests.post(url + "/studies", data=body, timeout=60,
+                              headers={"Content-Type": ct, **auth(admin)})
+            assert r.status_code == 200, r.text
+    for pid, (_, permit, _) in PATIENTS.items():
+        if permit is not None:
+            put("c-" + pid.lower(), pid, permit)
+    return inputs
+
+
 @pytest.fixture
 def cohort(radveil_bin, tmp_path):
     """The gateway with the cohort stored and consents recorded: (gateway, inputs by
@@ -112,28 +140,8 @@ def cohort(radveil_bin, tmp_path):
     try:
         admin = token(radveil_bin, g.data, "--role", "admin", "--subject", "adm",
                       "--scope", "user/ImagingStudy.cruds", "--scope", "user/Consent.cruds")
-        inputs: dict[str, list[Path]] = {}
-        src = tmp_path / "inputs"
-        src.mkdir()
-        for k, (pid, (name, _, studies)) in enumerate(PATIENTS.items()):
-            inputs[pid] = []
-            for s in range(studies):
-                study = new_uid()
-                parts = []
-                for n in range(PER_STUDY):
-                    ds = instance(pid, name, study, n, base=100 * (k + 1) + 10 * s)
-                    b = to_bytes(ds)
-                    p = src / f"{pid}-{s}-{n}.dcm"
-                    p.write_bytes(b)
-                    inputs[pid].append(p)
-                    parts.append(b)
-                body, ct = multipart(parts)
-                r = requests.post(g.url + "/studies", data=body, timeout=60,
-                                  headers={"Content-Type": ct, **auth(admin)})
-                assert r.status_code == 200, r.text
-        for pid, (_, permit, _) in PATIENTS.items():
-            if permit is not None:
-                put_consent(g, admin, "c-" + pid.lower(), pid, permit)
+        inputs = store_cohort(g.url, admin, tmp_path,
+                              lambda cid, pid, permit: put_consent(g, admin, cid, pid, permit))
         yield g, inputs, admin
     finally:
         if g.proc.poll() is None:
@@ -148,6 +156,14 @@ def export(radveil_bin, data: Path, out: Path, key_file: Path, tmp_path: Path, *
     return run(radveil_bin, "export", "--data", data, "--query", "ModalitiesInStudy=CT",
                "--purpose", "ai-training", "--recipient", "Acme Labs", "--project", "Project X",
                "--profile", profile, "--key-file", key_file, "--out", out, *extra)
+
+
+def planted_needles() -> list[bytes]:
+    """The identifying values planted in the cohort, none of which an export may hold."""
+    planted = [pid for pid in PATIENTS] + [n for n, _, _ in PATIENTS.values()]
+    needles = [v.encode() for v in planted]
+    needles += [n.split("^")[0].encode() for n, _, _ in PATIENTS.values()]
+    return needles + [PLANTED_INSTITUTION.encode(), b"19230405", b"ACC"]
 
 
 def owner(path: Path) -> str:
@@ -180,10 +196,7 @@ def test_only_consenting_patients_are_exported_with_lineage_and_notices(
     assert len(files) == 8
     owners = [owner(f) for f in files]
     assert sorted(set(owners)) == ["PID-ALICE-QZ11", "PID-DAVE-QZ44"]
-    planted = [pid for pid in PATIENTS] + [n for n, _, _ in PATIENTS.values()]
-    needles = [v.encode() for v in planted]
-    needles += [n.split("^")[0].encode() for n, _, _ in PATIENTS.values()]
-    needles += [PLANTED_INSTITUTION.encode(), b"19230405", b"ACC"]
+    needles = planted_needles()
     originals = {pydicom.dcmread(p).SOPInstanceUID for ps in inputs.values() for p in ps}
     for f in files:
         b = f.read_bytes()
@@ -350,3 +363,110 @@ def test_a_head_series_is_defaced_in_memory_as_radveil_deid_defaces_it(
         src = pydicom.dcmread(rec["input"])
         changed += int(not np.array_equal(src.pixel_array, got.pixel_array))
     assert changed > len(series) // 4, "the face was not removed"
+
+
+def test_a_privacy_officer_exports_from_the_portal_as_the_command_does(
+        radveil_bin, key_file, tmp_path):
+    """Issue 15, item 3, "the same from the portal for a privacy officer": the site's
+    profile and key are the gateway's (--export-profile, --export-key-file); the privacy
+    officer chooses studies, purpose and recipient in a form; consent is checked per
+    patient at export time, the lineage and each patient's access log record it; a
+    clinician may not export."""
+    from portal import Portal, sign_in
+    profile = tmp_path / "site.toml"
+    profile.write_text('options = []\n')
+    p = Portal(radveil_bin, tmp_path / "data", "--export-profile", str(profile),
+               "--export-key-file", str(key_file))
+    try:
+        data = p.gateway.data
+        admin = token(radveil_bin, data, "--role", "admin", "--subject", "adm",
+                      "--scope", "user/ImagingStudy.cruds", "--scope", "user/Consent.cruds")
+        g = p.gateway
+        store_cohort(p.url, admin, tmp_path,
+                     lambda cid, pid, permit: put_consent(g, admin, cid, pid, permit))
+        page = p.base + "/portal/privacy/export"
+        # A clinician may read images but not export them.
+        dr = sign_in(p.base, "drsmith")
+        assert dr.get(page, timeout=30).status_code == 403
+        assert "Research export" not in dr.get(p.base + "/portal", timeout=30).text
+        priya = sign_in(p.base, "priya")
+        form = priya.get(page, timeout=30)
+        assert form.status_code == 200 and "Research export" in form.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+        fields = {"csrf": csrf, "purpose": "ai-training", "recipient": "Acme Labs",
+                  "project": "Project X", "modality": "CT", "from": "2024-01-01",
+                  "to": "2024-12-31"}
+        # Refused forms: out-of-date token, no recipient, a date that is none.
+        assert priya.post(page, data={**fields, "csrf": "x"}, timeout=30).status_code == 403
+        assert priya.post(page, data={**fields, "recipient": " "}, timeout=30).status_code == 400
+        assert priya.post(page, data={**fields, "from": "soon"}, timeout=30).status_code == 400
+        assert not (data / "exports").exists() or not any((data / "exports").iterdir())
+        r = priya.post(page, data=fields, timeout=30)
+        assert r.status_code == 200 and r.history and r.history[0].status_code == 303, r.text[:300]
+        import time
+        deadline = time.monotonic() + 180
+        while "running" in r.text and time.monotonic() < deadline:
+            time.sleep(0.5)
+            r = priya.get(page, timeout=30)
+        assert "done: export" in r.text, r.text
+        export_id = re.search(r"done: export ([0-9a-f]{32})", r.text).group(1)
+        assert ("2 patients, 4 studies, 8 instances; left out: 1 patients without consent, "
+                "1 who withdrew or refused") in r.text
+        # The folder and its report, beside it.
+        reports = sorted((data / "exports").glob("*.json"))
+        assert len(reports) == 1
+        rep = json.loads(reports[0].read_text())
+        assert rep["export"] == export_id and rep["purpose"] == "ai-training"
+        out = reports[0].with_suffix("")
+        files = dicom_files(out)
+        assert len(files) == 8
+        assert sorted({owner(f) for f in files}) == ["PID-ALICE-QZ11", "PID-DAVE-QZ44"]
+        needles = planted_needles()
+        for f in [*files, reports[0]]:
+            b = f.read_bytes()
+            for n in needles:
+                assert n not in b, f"{n!r} in {f.name}"
+        assert (out.stat().st_mode & 0o077) == 0 and ((data / "exports").stat().st_mode & 0o077) == 0
+        # The lineage, as for the command.
+        r = run(radveil_bin, "lineage", "--data", data, "--patient", "PID-ALICE-QZ11")
+        assert r.returncode == 0 and r.stdout.startswith(export_id), (r.stdout, r.stderr)
+        assert "Acme Labs (Project X)" in r.stdout and "ai-training" in r.stdout
+        r = run(radveil_bin, "lineage", "--data", data, "--patient", "PID-BOB-QZ22")
+        assert r.returncode == 0 and r.stdout == ""
+        # Alice reads it in her access log; Bob (no consent) does not.
+        alice = token(radveil_bin, data, "--patient", "PID-ALICE-QZ11")
+        log = requests.get(p.base + "/me/access-log", headers=auth(alice), timeout=30).text
+        said = [line for line in log.splitlines() if "de-identified dataset" in line]
+        assert len(said) == 1 and "for Project X (AI training), sent to Acme Labs" in said[0], log
+        bob = token(radveil_bin, data, "--patient", "PID-BOB-QZ22")
+        log = requests.get(p.base + "/me/access-log", headers=auth(bob), timeout=30).text
+        assert "de-identified dataset" not in log
+        # Encrypted to a recipient's certificate pasted in the form: nothing in the clear.
+        openssl = shutil.which("openssl")
+        if not openssl:
+            missing_peer("peer tool 'openssl'")
+        k, c = tmp_path / "recipient.key", tmp_path / "recipient.pem"
+        subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", k,
+                        "-out", c, "-subj", "/CN=recipient", "-days", "2"],
+                       check=True, capture_output=True)
+        assert priya.post(page, data={**fields, "certificate": "not a certificate"},
+                          timeout=30).status_code == 400
+        r = priya.post(page, data={**fields, "certificate": c.read_text()}, timeout=30)
+        deadline = time.monotonic() + 180
+        while "running" in r.text and time.monotonic() < deadline:
+            time.sleep(0.5)
+            r = priya.get(page, timeout=30)
+        assert r.text.count("done: export") == 2, r.text
+        second = [d for d in (data / "exports").iterdir() if d.is_dir() and d != out]
+        assert len(second) == 1
+        assert dicom_files(second[0]) == [] and len(dicom_files(second[0], ".p7m")) == 8
+        opened = subprocess.run([openssl, "cms", "-decrypt", "-inform", "DER", "-in",
+                                 dicom_files(second[0], ".p7m")[0], "-inkey", k, "-recip", c],
+                                capture_output=True)
+        assert opened.returncode == 0 and opened.stdout[128:132] == b"DICM", opened.stderr
+        # The audit trail verifies, with the exports in it.
+        assert p.gateway.stop() == 0
+        r = run(radveil_bin, "audit", "verify", "--data", data)
+        assert r.returncode == 0, r.stderr
+    finally:
+        p.stop()

@@ -40,9 +40,12 @@ def stow(p: Portal, patient: str, description: str) -> str:
 
 
 @pytest.fixture
-def portal(radveil_bin, tmp_path):
+def portal(radveil_bin, key_file, tmp_path):
     viewer = require_viewer()
-    p = Portal(radveil_bin, tmp_path / "data", "--viewer", str(viewer))
+    profile = tmp_path / "site.toml"
+    profile.write_text("options = []\n")
+    p = Portal(radveil_bin, tmp_path / "data", "--viewer", str(viewer),
+               "--export-profile", str(profile), "--export-key-file", str(key_file))
     yield p
     p.stop()
 
@@ -185,6 +188,21 @@ def test_a_patient_in_a_real_browser(portal, browser, radveil_bin, tmp_path):
         assert d.find_elements(By.TAG_NAME, "h1")
         shot(d, f"portal-staff-{login}")
         no_violations(d, f"portal-staff-{login}")
+
+    # The privacy officer starts a research export from its form and sees it done.
+    d.get(portal.base + "/portal/privacy/export")
+    shot(d, "portal-export")
+    no_violations(d, "portal-export")
+    d.find_element(By.ID, "recipient").send_keys("Acme Labs")
+    d.find_element(By.CSS_SELECTOR, "form[action='/portal/privacy/export'] button[type=submit]").click()
+    for _ in range(120):
+        if "done: export" in d.page_source:
+            break
+        time.sleep(0.5)
+        d.get(portal.base + "/portal/privacy/export")
+    assert "done: export" in d.page_source
+    shot(d, "portal-export-done")
+    no_violations(d, "portal-export-done")
 
     # She sends a disc's images (chosen in the page's file input); a clinician finds them
     # waiting and opens the page comparing what the files say with who sent them.

@@ -50,7 +50,7 @@ impl Role {
             Role::Auditor => matches!(action, Action::ReadAudit),
             Role::PrivacyOfficer => matches!(
                 action,
-                Action::ReadConsent | Action::SearchConsent | Action::WriteConsent
+                Action::ReadConsent | Action::SearchConsent | Action::WriteConsent | Action::Export
             ),
         }
     }
@@ -120,6 +120,11 @@ pub enum Action {
     SearchConsent,
     /// Record a consent (create or a new version, `PUT`): SMART `u` on `Consent`.
     WriteConsent,
+    /// Start a consent-checked, de-identified research export of every patient's images
+    /// (the privacy officer's, from the portal): SMART `r` on `ImagingStudy` with a `user/`
+    /// or `system/` scope, and always a role that permits it (a principal without roles
+    /// never exports).
+    Export,
 }
 
 impl Action {
@@ -133,6 +138,7 @@ impl Action {
             Action::ReadConsent => (Resource::Consent, Permissions::READ),
             Action::SearchConsent => (Resource::Consent, Permissions::SEARCH),
             Action::WriteConsent => (Resource::Consent, Permissions::UPDATE),
+            Action::Export => (Resource::ImagingStudy, Permissions::READ),
         }
     }
 }
@@ -218,13 +224,16 @@ impl Principal {
     /// their patient compartment: it widens a read or search to every patient (flagged in
     /// the grant for the audit trail) and never grants anything else.
     pub fn decide(&self, action: Action, break_glass: Option<&str>) -> Result<Grant, Denied> {
-        if !self.roles.is_empty() && !self.roles.iter().any(|r| r.permits(action)) {
+        let permitted = self.roles.iter().any(|r| r.permits(action));
+        if (!self.roles.is_empty() || action == Action::Export) && !permitted {
             return Err(Denied::Role);
         }
         let (resource, wanted) = action.wants();
         let wide = self.scopes.grant(Context::User, &resource, wanted)
             || self.scopes.grant(Context::System, &resource, wanted);
-        let narrow = self.scopes.grant(Context::Patient, &resource, wanted);
+        // An export reaches every patient: never by a patient's scope.
+        let narrow =
+            action != Action::Export && self.scopes.grant(Context::Patient, &resource, wanted);
         let normal = if wide {
             Ok(Compartment::All)
         } else if narrow {
@@ -328,6 +337,39 @@ mod tests {
         }
         let a = principal("user/AuditEvent.rs", &[Role::Auditor], None);
         assert!(a.decide(Action::ReadAudit, None).is_ok());
+    }
+
+    #[test]
+    fn exports_are_the_privacy_officers_and_admins_with_a_wide_image_scope() {
+        for role in [Role::PrivacyOfficer, Role::Admin] {
+            let p = principal("user/ImagingStudy.rs", &[role], None);
+            assert_eq!(
+                p.decide(Action::Export, None).unwrap().compartment,
+                Compartment::All
+            );
+            // Without an image scope, no export.
+            let p = principal("user/Consent.rus", &[role], None);
+            assert_eq!(p.decide(Action::Export, None), Err(Denied::Scope));
+        }
+        for role in [Role::Clinician, Role::Researcher, Role::Auditor] {
+            let p = principal("user/*.cruds", &[role], None);
+            assert_eq!(
+                p.decide(Action::Export, None),
+                Err(Denied::Role),
+                "{role:?}"
+            );
+        }
+        // No roles: a service's wide scope is not enough, and a patient never exports.
+        let p = principal("system/ImagingStudy.rs", &[], None);
+        assert_eq!(p.decide(Action::Export, None), Err(Denied::Role));
+        let p = principal("patient/ImagingStudy.rs", &[Role::Admin], Some("PID-1"));
+        assert_eq!(p.decide(Action::Export, None), Err(Denied::Scope));
+        // Break-glass never widens to an export.
+        let p = principal("user/ImagingStudy.rs", &[Role::PrivacyOfficer], None);
+        assert_eq!(
+            p.decide(Action::Export, Some("urgent")),
+            Err(Denied::BreakGlassNotAllowed)
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 pub mod lineage;
 pub mod query;
+pub mod recipe;
 pub mod run;
 pub mod select;
 mod volume;

@@ -68,6 +68,22 @@ pub struct Settings<'a> {
     pub clean_visual_features: bool,
 }
 
+/// Where an export's audit events go: the audit log itself (`radveil export`, beside a
+/// running gateway), or the gateway's own audit writer (an export started in the portal).
+pub trait AuditSink {
+    /// Appends `events` durably, covered by a signed checkpoint where the sink signs them
+    /// itself; the export is reported done only after this returns.
+    fn append_durably(&mut self, events: &[Event]) -> Result<(), radveil_audit::AuditError>;
+}
+
+impl AuditSink for AuditLog {
+    fn append_durably(&mut self, events: &[Event]) -> Result<(), radveil_audit::AuditError> {
+        self.append(events)?;
+        self.checkpoint()?;
+        Ok(())
+    }
+}
+
 /// Where an export reads and writes.
 pub struct Places<'a> {
     /// The gateway's store (read only).
@@ -79,7 +95,7 @@ pub struct Places<'a> {
     /// The lineage database.
     pub lineage: &'a mut Lineage,
     /// The gateway's audit trail.
-    pub audit: &'a mut AuditLog,
+    pub audit: &'a mut dyn AuditSink,
     /// The de-identification run (profile, key, memory budget, output folder).
     pub run: &'a Run,
 }
@@ -462,8 +478,7 @@ pub fn export(
     counts.patients = patients.len() as u64;
     // The patients' access logs show the export before it is reported done.
     if !events.is_empty() {
-        audit.append(&events)?;
-        audit.checkpoint()?;
+        audit.append_durably(&events)?;
     }
     record.counts = counts.clone();
     record.complete = true;

@@ -27,7 +27,8 @@ use der::{Any, Decode, Encode};
 use rsa::traits::PublicKeyParts;
 use rsa::RsaPublicKey;
 use spki::AlgorithmIdentifierOwned;
-use x509_cert::Certificate;
+/// A recipient's X.509 certificate (as [`certificates_from_pem`] reads them).
+pub use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
 use crate::trust::TrustStore;

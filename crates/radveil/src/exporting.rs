@@ -11,7 +11,6 @@ use radveil_audit::{Actor, AuditLog, Role, AUDIT_DIR};
 use radveil_consent::{Consents, Purpose};
 use radveil_export::lineage::{Lineage, LINEAGE_DB, LINEAGE_KEY_FILE};
 use radveil_store::{Key, Layout, Store};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::key::{self, KeyPolicy};
@@ -207,29 +206,12 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
     let key = key::load_with(args.key_file.as_deref(), args.place.keys)?;
     let text = std::fs::read(&args.profile)
         .with_context(|| format!("reading profile {}", args.profile.display()))?;
-    let mut profile = radveil_deid::Profile::from_toml(
-        std::str::from_utf8(&text).context("the profile is not UTF-8 text")?,
-    )
-    .with_context(|| format!("profile {}", args.profile.display()))?;
-    for name in &args.options {
-        profile.add_option(name)?;
-    }
-    // The profile's digest: its bytes and the options added to it.
-    let mut h = Sha256::new();
-    h.update(&text);
-    for o in &args.options {
-        h.update(b"\n--option ");
-        h.update(o.as_bytes());
-    }
-    let digest = radveil_store::Handle::hex_of(&h.finalize());
-    let clean_visual_features = profile.clean_visual_features;
-    let deidentifier = radveil_deid::Deidentifier::new(
-        key,
-        radveil_deid::Config {
-            profile,
-            ..radveil_deid::Config::default()
-        },
-    )?;
+    let radveil_export::recipe::Recipe {
+        deidentifier,
+        digest,
+        clean_visual_features,
+    } = radveil_export::recipe::recipe(&text, &args.options, key)
+        .with_context(|| format!("profile {}", args.profile.display()))?;
     // The recipients' certificates of --encrypt-to.
     let mut certs = Vec::new();
     for f in &args.encrypt_to {

@@ -142,6 +142,16 @@ pub struct ServeArgs {
     /// The site's offset from UTC for --night-hours, like +01:00 (default +00:00).
     #[arg(long, value_name = "±HH:MM", allow_hyphen_values = true)]
     utc_offset: Option<String>,
+    /// The de-identification profile of the privacy officer's research exports from the
+    /// portal (TOML, as `radveil deid --profile`); without one the portal makes no exports.
+    #[arg(long, value_name = "PROFILE.toml")]
+    export_profile: Option<PathBuf>,
+    /// An Annex E option added to --export-profile (repeatable).
+    #[arg(long = "export-option", value_name = "NAME")]
+    export_options: Vec<String>,
+    /// The de-identification key of the portal's exports (default: RADVEIL_KEY).
+    #[arg(long, value_name = "FILE")]
+    export_key_file: Option<PathBuf>,
     /// The site's defaults for consent to research, AI training and commercial use
     /// (`[consent]` in DATA/radveil.toml; no flag).
     #[arg(skip)]
@@ -331,6 +341,12 @@ fn with_file(mut args: ServeArgs, file: config::FileConfig) -> ServeArgs {
     args.portal_resource = args.portal_resource.or(p.resource);
     args.night_hours = args.night_hours.or(p.night_hours);
     args.utc_offset = args.utc_offset.or(p.utc_offset);
+    let e = file.export;
+    if args.export_profile.is_none() {
+        args.export_profile = at(e.profile);
+        args.export_options = e.options;
+    }
+    args.export_key_file = args.export_key_file.or(at(e.key_file));
     args
 }
 
@@ -499,6 +515,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     ));
     portal.shares = Some(open_shares(&args)?);
     portal.uploads = Some(open_uploads(&args)?);
+    portal.exports = open_exports(&args)?;
     portal.night = radveil_web::portal::unusual::NightHours::parse(
         args.night_hours.as_deref().unwrap_or("22:00-06:00"),
         args.utc_offset.as_deref().unwrap_or("+00:00"),
@@ -769,6 +786,38 @@ fn open_uploads(args: &ServeArgs) -> Result<std::sync::Arc<radveil_web::portal::
     let uploads =
         Uploads::open(&path, key).with_context(|| format!("opening {}", path.display()))?;
     Ok(std::sync::Arc::new(uploads))
+}
+
+/// The privacy officer's exports (`--export-profile`), or `None` without a profile.
+fn open_exports(
+    args: &ServeArgs,
+) -> Result<Option<std::sync::Arc<radveil_web::portal::research::ExportSite>>> {
+    use radveil_export::lineage::{LINEAGE_DB, LINEAGE_KEY_FILE};
+    use radveil_web::portal::research::{ExportSite, SiteSettings, EXPORTS_DIR};
+    let Some(profile) = &args.export_profile else {
+        return Ok(None);
+    };
+    let text = radveil_pipeline::input::read_regular(profile, 1 << 20)
+        .with_context(|| format!("reading the export profile {}", profile.display()))?;
+    let key = key::load_with(args.export_key_file.as_deref(), args.keys)
+        .context("the export's de-identification key (--export-key-file or RADVEIL_KEY)")?;
+    let lineage_key = key::key_file(
+        &args.data.join(LINEAGE_KEY_FILE),
+        "lineage key",
+        args.keys,
+        true,
+    )?;
+    let site = ExportSite::new(SiteSettings {
+        profile: text.to_vec(),
+        options: args.export_options.clone(),
+        key,
+        out: args.data.join(EXPORTS_DIR),
+        lineage: (args.data.join(LINEAGE_DB), lineage_key),
+        memory_limit: radveil_pipeline::memory::default_limit(),
+        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    })
+    .with_context(|| format!("the export profile {}", profile.display()))?;
+    Ok(Some(std::sync::Arc::new(site)))
 }
 
 /// The share links of DATA (`DATA/shares.db`, its key made on first use).

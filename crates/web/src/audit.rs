@@ -140,6 +140,25 @@ impl Auditor {
             .map_err(AuditFailed::Log)
     }
 
+    /// Appends `events` durably from a blocking thread (never from async code): all sent
+    /// at once, so the writer appends them as one batch, then each fsync waited for.
+    pub fn append_all_blocking(&self, events: Vec<Event>) -> Result<(), AuditFailed> {
+        let mut acks = Vec::with_capacity(events.len());
+        for e in events {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.tx
+                .send(Job::Append(Box::new(e), tx))
+                .map_err(|_| AuditFailed::Stopped)?;
+            acks.push(rx);
+        }
+        for rx in acks {
+            rx.blocking_recv()
+                .map_err(|_| AuditFailed::Stopped)?
+                .map_err(AuditFailed::Log)?;
+        }
+        Ok(())
+    }
+
     /// The events matching `query`, in log order: the log as it stands when the read's turn
     /// comes, read off the writer thread (appends are not held up), at most [`MAX_READS`]
     /// at once.
@@ -413,6 +432,7 @@ fn action_of(req: &Request) -> Option<Action> {
             Action::Query
         }
         radveil_access::Action::WriteConsent => Action::ConsentChange,
+        radveil_access::Action::Export => Action::Export,
     })
 }
 
@@ -424,6 +444,19 @@ pub struct Refused {
     pub token: bool,
     /// Why, in words.
     pub why: String,
+}
+
+/// Who a caller is in the audit trail (subject, client, name, role; no address), for the
+/// events the gateway records itself on a caller's behalf (an export started in the portal).
+pub(crate) fn actor_of(caller: &Caller) -> Actor {
+    let mut actor = Actor::default();
+    if let Some(p) = &caller.principal {
+        actor.subject = Some(p.subject.clone());
+        actor.client = p.client.clone();
+        actor.name = p.name.clone();
+    }
+    actor.role = role_of(caller).0;
+    actor
 }
 
 fn role_of(caller: &Caller) -> (Option<Role>, Option<PurposeOfUse>) {
@@ -486,21 +519,12 @@ pub(crate) fn event_of(
         Some(r) if r.token => Action::TokenRefused,
         _ => what.and_then(|w| w.action).unwrap_or(action),
     };
-    let mut actor = Actor {
-        address,
-        ..Actor::default()
-    };
+    let mut actor = caller.map(actor_of).unwrap_or_default();
+    actor.address = address;
     let mut purpose = None;
     let mut break_glass = None;
     if let Some(c) = caller {
-        if let Some(p) = &c.principal {
-            actor.subject = Some(p.subject.clone());
-            actor.client = p.client.clone();
-            actor.name = p.name.clone();
-        }
-        let (role, why) = role_of(c);
-        actor.role = role;
-        purpose = why;
+        purpose = role_of(c).1;
         if let Some(bg) = c.grant.as_ref().and_then(|g| g.break_glass.as_ref()) {
             break_glass = Some(bg.reason.clone());
             purpose = Some(PurposeOfUse::EmergencyTreatment);

@@ -113,6 +113,18 @@ pub const TEMPLATE: &str = r#"# radveil serve: the settings of the gateway for t
 # ai_training = "opt-in"
 # commercial = "opt-in"
 
+[export]
+# The privacy officer's research export from the portal (/portal/privacy/export): the
+# de-identification profile (TOML, as `radveil deid --profile` reads it) and its options.
+# Without a profile the portal makes no exports (`radveil export` still does). Outputs go to
+# exports/ in this directory. Flags: --export-profile, --export-option. For example:
+# profile = "site-profile.toml"
+# options = ["clean-descriptors"]
+#
+# The de-identification key's file (as `radveil deid --key-file`). Default: the environment
+# variable RADVEIL_KEY. Flag: --export-key-file. For example:
+# key_file = "/run/secrets/radveil-deid-key"
+
 [keys]
 # The key-encryption key's file (64 hex digits). Default: the environment variable
 # RADVEIL_KEK, else keys/kek in this directory, made on first run. Flag: --kek-file.
@@ -184,6 +196,9 @@ pub struct FileConfig {
     /// `[consent]`.
     #[serde(default)]
     pub consent: ConsentSection,
+    /// `[export]`.
+    #[serde(default)]
+    pub export: ExportSection,
     /// `[keys]`.
     #[serde(default)]
     pub keys: KeysSection,
@@ -261,6 +276,19 @@ impl ConsentSection {
             commercial: self.commercial.unwrap_or_default(),
         }
     }
+}
+
+/// `[export]`: the portal's research exports.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSection {
+    /// The de-identification profile's file.
+    pub profile: Option<PathBuf>,
+    /// Annex E options added to it.
+    #[serde(default)]
+    pub options: Vec<String>,
+    /// The de-identification key's file.
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[keys]`.

@@ -10,6 +10,7 @@
 pub mod consent;
 pub mod notices;
 pub mod pages;
+pub mod research;
 pub mod session;
 pub mod share;
 pub mod sharing;
@@ -41,6 +42,9 @@ pub struct PortalState {
     /// Images patients sent, held apart until staff attach them (`DATA/uploads.db`);
     /// `None`: uploads are off.
     pub uploads: Option<std::sync::Arc<upload::Uploads>>,
+    /// The privacy officer's research exports (`radveil serve --export-profile`); `None`:
+    /// exports are made with `radveil export` only.
+    pub exports: Option<std::sync::Arc<research::ExportSite>>,
     /// The site's night hours, for marking staff reading images at night.
     pub night: unusual::NightHours,
 }
@@ -63,6 +67,10 @@ pub fn routes() -> axum::Router<crate::AppState> {
         .route("/portal/audit", get(staff::audit))
         .route("/portal/privacy", get(staff::privacy))
         .route("/portal/shares/revoke", post(sharing::revoke))
+        .route(
+            "/portal/privacy/export",
+            get(research::page).post(research::start),
+        )
         .route(
             "/portal/upload",
             get(uploading::page).post(uploading::receive),

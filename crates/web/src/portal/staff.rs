@@ -397,6 +397,9 @@ pub fn links(p: &Principal) -> Vec<(&'static str, &'static str)> {
     if p.decide(AccessAction::SearchConsent, None).is_ok() {
         l.push(("/portal/privacy", "Privacy office"));
     }
+    if p.decide(AccessAction::Export, None).is_ok() {
+        l.push(("/portal/privacy/export", "Research export"));
+    }
     if p.decide(AccessAction::Store, None).is_ok() {
         l.push(("/portal/uploads", "Images sent by patients"));
     }
