@@ -295,6 +295,63 @@ def test_a_share_link_shows_one_study_until_revoked(portal):
     assert bob.get(f"{portal.base}/portal/share?study={shared}", timeout=30).status_code == 404
 
 
+def test_a_clinician_shares_a_patients_study_and_either_of_them_stops_it(portal):
+    """Issue 15, item 4: "a patient (or clinician) makes a link for one study"."""
+    shared = stow(portal, "PID-PORTAL-A", "CT HEAD ALICE")
+    dr = sign_in(portal.base, "drsmith")
+    assert "Share a study" in dr.get(portal.base + "/portal", timeout=30).text
+    found = dr.get(portal.base + "/portal/patient?patient=PID-PORTAL-A", timeout=30)
+    assert found.status_code == 200 and "CT HEAD ALICE" in found.text
+    assert f"/portal/share?study={shared}" in found.text
+    assert dr.get(f"{portal.base}/portal/share?study={new_uid()}", timeout=30).status_code == 404
+    link = make_link(dr, portal.base, shared, days="3")
+    friend = requests.Session()
+    assert friend.get(link, timeout=30).status_code == 200
+    assert friend.get(f"{portal.url}/studies/{shared}/metadata", timeout=30).status_code == 200
+    # Listed for the clinician (with the Patient ID) and for the patient (with its maker).
+    mine = dr.get(portal.base + "/portal/shares", timeout=30).text
+    assert "Links you made" in mine and "PID-PORTAL-A" in mine and "Works until" in mine
+    alice = sign_in(portal.base, "alice")
+    hers = alice.get(portal.base + "/portal/shares", timeout=30).text
+    assert "by Dr A. Smith (clinician)" in hers
+    log = alice.get(portal.base + "/portal/access-log", timeout=30).text
+    assert "Dr A. Smith (clinician) made a link (good until" in log, log
+    assert "Someone Dr A. Smith (clinician) shared a link with viewed your CT study" in log, log
+    assert "Dr A. Smith (clinician) searched the records and found your CT study" in log, log
+    # Neither a patient nor an auditor finds other patients' studies to share.
+    assert alice.get(portal.base + "/portal/patient?patient=PID-PORTAL-B",
+                     timeout=30).status_code == 403
+    audrey = sign_in(portal.base, "audrey")
+    assert audrey.get(portal.base + "/portal/patient?patient=PID-PORTAL-A",
+                      timeout=30).status_code == 403
+    assert "PID-PORTAL-A" not in audrey.get(portal.base + "/portal/shares", timeout=30).text
+    # The clinician stops it: the friend's session ends, the link no longer opens.
+    link_id = re.search(r'name="id" value="([0-9a-f]+)"', mine).group(1)
+    r = dr.post(portal.base + "/portal/shares/revoke", timeout=30,
+                data={"csrf": form_csrf(mine), "id": link_id})
+    assert r.status_code == 200 and "Stopped on" in r.text
+    assert friend.get(f"{portal.url}/studies/{shared}/metadata", timeout=30).status_code == 401
+    assert requests.get(link, timeout=30).status_code == 410
+    # Another of the clinician's links, stopped by the patient.
+    link = make_link(dr, portal.base, shared)
+    hers = alice.get(portal.base + "/portal/shares", timeout=30).text
+    live = re.findall(r'name="id" value="([0-9a-f]+)"', hers)
+    assert len(live) == 1
+    r = alice.post(portal.base + "/portal/shares/revoke", timeout=30,
+                   data={"csrf": form_csrf(hers), "id": live[0]})
+    assert r.status_code == 200 and "Stopped on" in r.text
+    assert requests.get(link, timeout=30).status_code == 410
+    # A patient's own link is not the clinician's to stop.
+    own = make_link(alice, portal.base, shared)
+    hers = alice.get(portal.base + "/portal/shares", timeout=30).text
+    own_id = re.findall(r'name="id" value="([0-9a-f]+)"', hers)[0]
+    mine = dr.get(portal.base + "/portal/shares", timeout=30).text
+    assert own_id not in mine
+    assert dr.post(portal.base + "/portal/shares/revoke", timeout=30,
+                   data={"csrf": form_csrf(mine), "id": own_id}).status_code == 404
+    assert requests.get(own, timeout=30).status_code == 200
+
+
 def test_a_share_link_with_a_pin_locks_after_five_wrong_ones(portal):
     shared = stow(portal, "PID-PORTAL-A", "CT HEAD ALICE")
     alice = sign_in(portal.base, "alice")

@@ -181,7 +181,8 @@ def test_a_patient_in_a_real_browser(portal, browser, radveil_bin, tmp_path):
     no_violations(d, "portal-share-stopped")
 
     # The staff's pages.
-    for login, path in (("audrey", "/portal/audit?unusual=on"),
+    for login, path in (("drsmith", "/portal/patient?patient=PID-PORTAL-A"),
+                        ("audrey", "/portal/audit?unusual=on"),
                         ("priya", "/portal/privacy?patient=PID-PORTAL-A")):
         sign_in(d, portal.base, login)
         d.get(portal.base + path)

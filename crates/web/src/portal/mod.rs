@@ -67,6 +67,7 @@ pub fn routes() -> axum::Router<crate::AppState> {
         .route("/portal/audit", get(staff::audit))
         .route("/portal/privacy", get(staff::privacy))
         .route("/portal/shares/revoke", post(sharing::revoke))
+        .route("/portal/patient", get(sharing::find))
         .route(
             "/portal/privacy/export",
             get(research::page).post(research::start),

@@ -265,18 +265,21 @@ pub(crate) fn date(d: &str) -> String {
 }
 
 /// One row of the study list.
-struct StudyRow {
-    uid: String,
-    date: Option<String>,
-    modalities: Option<String>,
-    body_parts: Vec<String>,
-    description: Option<String>,
-    images: Option<String>,
+pub(super) struct StudyRow {
+    pub(super) uid: String,
+    pub(super) date: Option<String>,
+    pub(super) modalities: Option<String>,
+    pub(super) body_parts: Vec<String>,
+    pub(super) description: Option<String>,
+    pub(super) images: Option<String>,
 }
 
 /// The patient's studies, newest first, from the QIDO catalogue (a study search and a
 /// series search for the body parts, both within the patient's scope).
-async fn studies(state: &AppState, scope: &Scope) -> Result<(Vec<StudyRow>, Vec<Value>), ()> {
+pub(super) async fn studies(
+    state: &AppState,
+    scope: &Scope,
+) -> Result<(Vec<StudyRow>, Vec<Value>), ()> {
     use crate::qido::{SearchQuery, Target};
     let params = |p: &[(&str, &str)]| -> Vec<(String, String)> {
         p.iter()

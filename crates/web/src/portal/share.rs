@@ -1,6 +1,6 @@
-//! Share links: a patient makes a link to one of their studies that anyone holding it can
-//! open in the viewer without an account, until it expires (7 days unless the patient
-//! chooses, 30 at most) or the patient revokes it; optionally it also needs a PIN, given
+//! Share links: a patient (or a clinician, for a patient's study) makes a link to one study
+//! that anyone holding it can open in the viewer without an account, until it expires (7
+//! days unless chosen otherwise, 30 at most) or the patient or its maker revokes it; optionally it also needs a PIN, given
 //! apart from the link. Whoever opens it gets a session that sees that study only, on
 //! DICOMweb reads only ([`crate::scope::Scope::Study`]); everything they read is in the
 //! audit trail, as "someone you shared a link with", in the patient's access log.
@@ -30,6 +30,8 @@ pub const MAX_DAYS: u64 = 30;
 pub const MAX_FAILURES: u32 = 5;
 /// Links one patient may have live at once.
 pub const MAX_LIVE_PER_PATIENT: usize = 50;
+/// Links one member of staff may have live at once.
+pub const MAX_LIVE_PER_MAKER: usize = 200;
 /// The shortest and longest PIN (digits).
 pub const PIN_DIGITS: (usize, usize) = (4, 12);
 
@@ -93,6 +95,47 @@ pub struct Share {
     pub pin: bool,
     /// Wrong PINs so far.
     pub failures: u32,
+    /// Who made it when not the patient: the staff member as the patient reads it
+    /// ("Dr A. Smith (clinician)"; sealed at rest).
+    pub made_by: Option<String>,
+}
+
+/// A link to be made ([`Shares::make`]).
+pub struct NewLink<'a> {
+    /// The patient's handle.
+    pub patient: Handle,
+    /// The patient's ID and issuer.
+    pub patient_id: (&'a str, &'a str),
+    /// The study's handle.
+    pub study: Handle,
+    /// The study's UID.
+    pub study_uid: &'a str,
+    /// How long it lasts (1 to [`MAX_DAYS`]).
+    pub days: u64,
+    /// The PIN it needs, if any.
+    pub pin: Option<&'a str>,
+    /// Who makes it when not the patient.
+    pub maker: Option<Maker<'a>>,
+}
+
+/// A member of staff making a link for a patient.
+#[derive(Clone, Copy)]
+pub struct Maker<'a> {
+    /// [`maker_key`] of their token's issuer and subject: how their links are found.
+    pub key: [u8; 32],
+    /// Their name as the patient reads it.
+    pub name: &'a str,
+}
+
+/// The key a staff member's links are kept under: SHA-256 of their token's issuer and
+/// subject (stable across sessions, not a name).
+pub fn maker_key(issuer: &str, subject: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"radveil share maker\0");
+    h.update(issuer.as_bytes());
+    h.update(b"\0");
+    h.update(subject.as_bytes());
+    h.finalize().into()
 }
 
 impl Share {
@@ -109,6 +152,8 @@ struct Sealed {
     issuer: String,
     pin_salt: Option<String>,
     pin_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    made_by: Option<String>,
 }
 
 /// The share links of one data folder.
@@ -169,6 +214,14 @@ impl Shares {
                  failures INTEGER NOT NULL DEFAULT 0, sealed BLOB NOT NULL);
              CREATE INDEX IF NOT EXISTS share_patient ON share(patient);",
         )?;
+        // Links made by staff (added after the first release: older files gain the column).
+        let has_maker = db
+            .prepare("SELECT 1 FROM pragma_table_info('share') WHERE name = 'maker'")?
+            .exists([])?;
+        if !has_maker {
+            db.execute_batch("ALTER TABLE share ADD COLUMN maker BLOB")?;
+        }
+        db.execute_batch("CREATE INDEX IF NOT EXISTS share_maker ON share(maker)")?;
         Ok(Shares {
             db: Mutex::new(db),
             key,
@@ -179,15 +232,27 @@ impl Shares {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What a row's seal binds: its hash, patient, study, creation and expiry (so none of
-    /// them can be edited, say to extend a link, without the row failing to open).
-    fn aad(hash: &[u8], patient: &[u8], study: &[u8], created: u64, expires: u64) -> Vec<u8> {
+    /// What a row's seal binds: its hash, patient, study, creation, expiry and maker (so
+    /// none of them can be edited, say to extend a link or hand it to another member of
+    /// staff, without the row failing to open).
+    fn aad(
+        hash: &[u8],
+        patient: &[u8],
+        study: &[u8],
+        created: u64,
+        expires: u64,
+        maker: Option<&[u8]>,
+    ) -> Vec<u8> {
         let mut a = AAD.to_vec();
         for part in [hash, patient, study] {
             a.extend_from_slice(part);
         }
         a.extend_from_slice(&created.to_be_bytes());
         a.extend_from_slice(&expires.to_be_bytes());
+        if let Some(m) = maker {
+            a.extend_from_slice(b"maker");
+            a.extend_from_slice(m);
+        }
         a
     }
 
@@ -204,6 +269,36 @@ impl Shares {
         pin: Option<&str>,
         now: u64,
     ) -> Result<(Zeroizing<String>, Share), ShareError> {
+        self.make(
+            &NewLink {
+                patient,
+                patient_id,
+                study,
+                study_uid,
+                days,
+                pin,
+                maker: None,
+            },
+            now,
+        )
+    }
+
+    /// Makes the link `l` at `now` (by its patient, or by the staff member `l.maker`).
+    /// Gives the link's secret (shown once) and the share.
+    pub fn make(
+        &self,
+        l: &NewLink<'_>,
+        now: u64,
+    ) -> Result<(Zeroizing<String>, Share), ShareError> {
+        let NewLink {
+            patient,
+            patient_id,
+            study,
+            study_uid,
+            days,
+            pin,
+            maker,
+        } = *l;
         if !(1..=MAX_DAYS).contains(&days) {
             return Err(ShareError::Invalid("a link lasts from 1 to 30 days"));
         }
@@ -213,8 +308,16 @@ impl Shares {
         let live = self.list(&patient)?.iter().filter(|s| s.live(now)).count();
         if live >= MAX_LIVE_PER_PATIENT {
             return Err(ShareError::Invalid(
-                "you have too many links open: revoke some first",
+                "too many links to this patient's images are open: stop some first",
             ));
+        }
+        if let Some(m) = &maker {
+            let live = self.made_by(&m.key)?.iter().filter(|s| s.live(now)).count();
+            if live >= MAX_LIVE_PER_MAKER {
+                return Err(ShareError::Invalid(
+                    "you have too many links open: stop some first",
+                ));
+            }
         }
         let secret =
             Zeroizing::new(radveil_access::oidc::random_text(32).map_err(|_| ShareError::Random)?);
@@ -234,6 +337,7 @@ impl Shares {
                 issuer: patient_id.1.to_string(),
                 pin_salt,
                 pin_hash,
+                made_by: maker.map(|m| m.name.to_string()),
             })
             .map_err(|_| ShareError::Invalid("the link could not be recorded"))?,
         );
@@ -242,12 +346,19 @@ impl Shares {
             .key
             .seal(
                 &sealed,
-                &Self::aad(&hash, &patient.0, &study.0, now, expires),
+                &Self::aad(
+                    &hash,
+                    &patient.0,
+                    &study.0,
+                    now,
+                    expires,
+                    maker.as_ref().map(|m| &m.key[..]),
+                ),
             )
             .map_err(|_| ShareError::Invalid("the link could not be sealed"))?;
         self.db().execute(
-            "INSERT INTO share (hash, patient, study, created, expires, sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![&hash[..], &patient.0[..], &study.0[..], now as i64, expires as i64, sealed],
+            "INSERT INTO share (hash, patient, study, created, expires, sealed, maker) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![&hash[..], &patient.0[..], &study.0[..], now as i64, expires as i64, sealed, maker.as_ref().map(|m| m.key.to_vec())],
         )?;
         let share = Share {
             id: hex(&hash[..8]),
@@ -260,6 +371,7 @@ impl Shares {
             revoked: None,
             pin: pin.is_some(),
             failures: 0,
+            made_by: maker.map(|m| m.name.to_string()),
         };
         Ok((secret, share))
     }
@@ -269,13 +381,14 @@ impl Shares {
         let patient: Vec<u8> = r.get(1)?;
         let study: Vec<u8> = r.get(2)?;
         let sealed: Vec<u8> = r.get(7)?;
+        let maker: Option<Vec<u8>> = r.get(8)?;
         let created = u64::try_from(r.get::<_, i64>(3)?).map_err(|_| ShareError::Tampered)?;
         let expires = u64::try_from(r.get::<_, i64>(4)?).map_err(|_| ShareError::Tampered)?;
         let plain = Zeroizing::new(
             self.key
                 .open(
                     &sealed,
-                    &Self::aad(&hash, &patient, &study, created, expires),
+                    &Self::aad(&hash, &patient, &study, created, expires, maker.as_deref()),
                 )
                 .ok_or(ShareError::Tampered)?,
         );
@@ -293,6 +406,7 @@ impl Shares {
             revoked: revoked.map(|t| t.max(0) as u64),
             pin: s.pin_hash.is_some(),
             failures: r.get::<_, i64>(6)?.clamp(0, u32::MAX as i64) as u32,
+            made_by: s.made_by.clone(),
         };
         Ok((share, s))
     }
@@ -301,7 +415,7 @@ impl Shares {
     pub fn list(&self, patient: &Handle) -> Result<Vec<Share>, ShareError> {
         let db = self.db();
         let mut st = db.prepare(
-            "SELECT hash, patient, study, created, expires, revoked, failures, sealed FROM share WHERE patient = ?1 ORDER BY created DESC",
+            "SELECT hash, patient, study, created, expires, revoked, failures, sealed, maker FROM share WHERE patient = ?1 ORDER BY created DESC",
         )?;
         let mut rows = st.query(params![&patient.0[..]])?;
         let mut out = Vec::new();
@@ -315,6 +429,33 @@ impl Shares {
             out.push(share);
         }
         Ok(out)
+    }
+
+    /// The links the staff member `maker` ([`maker_key`]) made, newest first.
+    pub fn made_by(&self, maker: &[u8; 32]) -> Result<Vec<Share>, ShareError> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT hash, patient, study, created, expires, revoked, failures, sealed, maker FROM share WHERE maker = ?1 ORDER BY created DESC",
+        )?;
+        let mut rows = st.query(params![&maker[..]])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(self.row(r)?.0);
+        }
+        Ok(out)
+    }
+
+    /// Revokes the link `id` that the staff member `maker` made; false when they made no
+    /// such link.
+    pub fn revoke_made_by(&self, maker: &[u8; 32], id: &str, now: u64) -> Result<bool, ShareError> {
+        if !self.made_by(maker)?.iter().any(|s| s.id == id) {
+            return Ok(false);
+        }
+        let n = self.db().execute(
+            "UPDATE share SET revoked = ?1 WHERE maker = ?2 AND hex(substr(hash, 1, 8)) = upper(?3) AND revoked IS NULL",
+            params![now as i64, &maker[..], id],
+        )?;
+        Ok(n > 0)
     }
 
     /// Revokes the patient's link `id`; false when they have no such link.
@@ -354,7 +495,7 @@ impl Shares {
         let found = {
             let db = self.db();
             let mut st = db.prepare(
-                "SELECT hash, patient, study, created, expires, revoked, failures, sealed FROM share WHERE hash = ?1",
+                "SELECT hash, patient, study, created, expires, revoked, failures, sealed, maker FROM share WHERE hash = ?1",
             )?;
             st.query_row(params![&hash[..]], |r| Ok(self.row(r)))
                 .optional()?
@@ -441,6 +582,85 @@ mod tests {
             .create(p, ("PID", ""), st, "1.2.3", 31, None, NOW)
             .is_err());
         assert!(s.create(p, ("PID", ""), st, "1.2.3", 0, None, NOW).is_err());
+    }
+
+    #[test]
+    fn a_clinicians_link_is_theirs_and_the_patients_to_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shares(dir.path());
+        let (p, st) = (Handle([1; 32]), Handle([2; 32]));
+        let dr = maker_key("https://idp", "dr-smith");
+        let other = maker_key("https://idp", "dr-jones");
+        let made = |s: &Shares| {
+            s.make(
+                &NewLink {
+                    patient: p,
+                    patient_id: ("PID", ""),
+                    study: st,
+                    study_uid: "1.2.3",
+                    days: 3,
+                    pin: None,
+                    maker: Some(Maker {
+                        key: dr,
+                        name: "Dr A. Smith (clinician)",
+                    }),
+                },
+                NOW,
+            )
+            .unwrap()
+        };
+        let (secret, share) = made(&s);
+        assert_eq!(share.made_by.as_deref(), Some("Dr A. Smith (clinician)"));
+        // Listed for its maker and its patient; nobody else's to stop.
+        assert_eq!(s.made_by(&dr).unwrap()[0].id, share.id);
+        assert_eq!(
+            s.list(&p).unwrap()[0].made_by.as_deref(),
+            Some("Dr A. Smith (clinician)")
+        );
+        assert!(s.made_by(&other).unwrap().is_empty());
+        assert!(!s.revoke_made_by(&other, &share.id, NOW).unwrap());
+        assert!(s.redeem(&secret, None, NOW).unwrap().is_ok());
+        assert!(s.revoke_made_by(&dr, &share.id, NOW).unwrap());
+        assert_eq!(s.redeem(&secret, None, NOW).unwrap(), Err(Refused::Revoked));
+        // The patient stops a clinician's link too.
+        let (secret, share) = made(&s);
+        assert!(s.revoke(&p, &share.id, NOW).unwrap());
+        assert_eq!(s.redeem(&secret, None, NOW).unwrap(), Err(Refused::Revoked));
+        // The maker is bound: a link handed to another member of staff does not open.
+        let (secret, _) = made(&s);
+        s.db()
+            .execute("UPDATE share SET maker = ?1", params![&other[..]])
+            .unwrap();
+        assert!(matches!(
+            s.redeem(&secret, None, NOW),
+            Err(ShareError::Tampered)
+        ));
+    }
+
+    #[test]
+    fn a_database_from_before_staff_links_gains_the_column_and_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SHARES_DB);
+        let key = Key::from_slice(&[7; 32]).unwrap();
+        {
+            let s = Shares::open(&path, key.clone()).unwrap();
+            s.db()
+                .execute_batch("DROP INDEX share_maker; ALTER TABLE share DROP COLUMN maker;")
+                .unwrap();
+        }
+        let s = Shares::open(&path, key).unwrap();
+        let (secret, _) = s
+            .create(
+                Handle([1; 32]),
+                ("PID", ""),
+                Handle([2; 32]),
+                "1.2",
+                7,
+                None,
+                NOW,
+            )
+            .unwrap();
+        assert!(s.redeem(&secret, None, NOW).unwrap().is_ok());
     }
 
     #[test]

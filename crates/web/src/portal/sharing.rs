@@ -1,5 +1,8 @@
 //! The share pages: a patient makes a link to one study (`/portal/share`), sees and revokes
-//! their links (`/portal/shares`); whoever holds a link opens it at `/s/{secret}` (with its
+//! their links (`/portal/shares`); a member of staff who may read images does the same for
+//! a study their access reaches, found by the patient's ID (`/portal/patient`), sees and
+//! stops the links they made, and the patient sees those links among theirs and can stop
+//! them too; whoever holds a link opens it at `/s/{secret}` (with its
 //! PIN when it needs one) and lands in the viewer on that study, seeing nothing else
 //! ([`super::share`] keeps the links; the session it opens sees one study). Each of these
 //! is an audit event the patient reads in their access log.
@@ -11,14 +14,15 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use maud::html;
-use radveil_access::{Action as AccessAction, PatientRef, Principal};
+use radveil_access::{Action as AccessAction, Compartment, PatientRef, Principal};
 use radveil_audit::Action;
 use radveil_store::{Handle, Level};
 
 use super::pages::{self, message, Page};
 use super::session::{self, constant_time_eq, now, set_cookie, Session, SHARE_COOKIE};
-use super::share::{Refused, Share, Shares, DEFAULT_DAYS};
+use super::share::{maker_key, Maker, NewLink, Refused, Share, Shares, DEFAULT_DAYS};
 use crate::app::AppState;
+use crate::audit::PatientOf;
 use crate::audit::What;
 use crate::auth::Caller;
 use crate::scope::Scope;
@@ -63,24 +67,74 @@ pub(crate) fn when(t: u64) -> String {
     )
 }
 
-/// The signed-in patient of a request, with their store handle.
-fn patient(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<(Session, PatientRef, Handle), Response> {
+/// Who makes and stops links: a patient, for their own studies, or a member of staff who
+/// may read images, for the studies their access reaches.
+enum Who {
+    Patient(Session, Handle),
+    Staff(Session, Compartment),
+}
+
+impl Who {
+    fn session(&self) -> &Session {
+        match self {
+            Who::Patient(s, _) | Who::Staff(s, _) => s,
+        }
+    }
+
+    /// A member of staff's key for their links, and their name as the patient reads it.
+    fn maker(&self) -> Option<([u8; 32], String)> {
+        let Who::Staff(s, _) = self else {
+            return None;
+        };
+        let p = &s.principal;
+        let name = s.name.clone().unwrap_or_else(|| p.subject.clone());
+        let role = p.roles.first().map(|r| r.name()).unwrap_or("staff");
+        Some((maker_key(&p.issuer, &p.subject), format!("{name} ({role})")))
+    }
+}
+
+/// The signed-in patient, or staff allowed to read images, or the page refusing them.
+fn who(state: &AppState, headers: &HeaderMap) -> Result<Who, Response> {
     let Some(s) = state.portal.sessions.of(headers) else {
         return Err(pages::signed_out(state));
     };
-    let Some(p) = pages::patient_of(&s) else {
-        return Err(message(
+    if let Some(p) = pages::patient_of(&s) {
+        let h = state.store.patient(p.id(), p.issuer());
+        return Ok(Who::Patient(s, h));
+    }
+    match s.principal.decide(AccessAction::Read, None) {
+        Ok(g) => Ok(Who::Staff(s, g.compartment)),
+        Err(_) => Err(message(
             StatusCode::FORBIDDEN,
-            "Not for staff accounts",
-            "Links are made by patients on their own account.",
+            "Not allowed",
+            "Links are made by patients, and by staff who may read images.",
             false,
-        ));
+        )),
+    }
+}
+
+/// The study `uid` when `who` may share it: its handle and its patient's (handle, ID,
+/// issuer).
+fn shareable(state: &AppState, who: &Who, uid: &str) -> Option<(Handle, PatientOf)> {
+    let study = state.store.uid(Level::Study, uid);
+    let owner = state.catalogue.patient_of(&study)?;
+    let allowed = match who {
+        Who::Patient(_, h) => owner.0 == *h,
+        Who::Staff(_, Compartment::All) => true,
+        Who::Staff(_, Compartment::Patient(p)) => {
+            state.store.patient(p.id(), p.issuer()) == owner.0
+        }
     };
-    let h = state.store.patient(p.id(), p.issuer());
-    Ok((s, p, h))
+    allowed.then_some((study, owner))
+}
+
+fn no_such_study() -> Response {
+    message(
+        StatusCode::NOT_FOUND,
+        "No such study",
+        "There is no such study you may share.",
+        false,
+    )
 }
 
 /// The audit record of a share event on `study` of the signed-in patient `p`.
@@ -103,34 +157,31 @@ pub async fn form(
     headers: HeaderMap,
     Query(q): Query<StudyQuery>,
 ) -> Response {
-    let (s, _, h) = match patient(&state, &headers) {
+    let who = match who(&state, &headers) {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let study = state.store.uid(Level::Study, &q.study);
-    if state
-        .catalogue
-        .patient_of(&study)
-        .is_none_or(|(owner, ..)| owner != h)
-    {
-        return message(
-            StatusCode::NOT_FOUND,
-            "No such study",
-            "There is no such study of yours.",
-            false,
-        );
-    }
+    let Some((study, owner)) = shareable(&state, &who, &q.study) else {
+        return no_such_study();
+    };
+    let s = who.session();
+    let staff = matches!(who, Who::Staff(..));
     let (modality, date, description) = state.catalogue.describe(&study);
     let name = format!(
         "{} {}",
         modality.unwrap_or_default(),
         date.as_deref().map(pages::date).unwrap_or_default()
     );
-    Page::new("Share a study")
-        .session(&s)
+    let page = Page::new("Share a study")
+        .session(s)
         .body(html! {
             h1 { "Share a study" }
-            p { "Make a link that lets someone (another doctor, a relative) look at this study, and nothing else, without an account. Anyone who has the link can open it until it ends, so send it only to the person you mean. You can stop it at any time." }
+            @if staff {
+                p { "Make a link that lets someone (a colleague elsewhere, the patient, their family) look at this study, and nothing else, without an account. Anyone who has the link can open it until it ends, so send it only to the person you mean. The patient sees the link among theirs and can stop it; so can you, on " a href="/portal/shares" { "the links you made" } "." }
+                p { "Patient ID " strong { (owner.1) } @if !owner.2.is_empty() { " (" (owner.2) ")" } }
+            } @else {
+                p { "Make a link that lets someone (another doctor, a relative) look at this study, and nothing else, without an account. Anyone who has the link can open it until it ends, so send it only to the person you mean. You can stop it at any time." }
+            }
             p { strong { (name) } " " (description.unwrap_or_default()) }
             form method="post" action="/portal/share" {
                 input type="hidden" name="csrf" value=(s.csrf);
@@ -152,7 +203,136 @@ pub async fn form(
                 button type="submit" { "Make the link" }
             }
         })
-        .render()
+        .render();
+    if !staff {
+        return page;
+    }
+    // Staff looking at a patient's study: in the audit trail and the patient's log.
+    let mut w = crate::audit::study(&state, &Scope::Patient(owner.0), &q.study, None, None, None);
+    w.action = Some(Action::Query);
+    let mut r = w.attach(page);
+    r.extensions_mut()
+        .insert(pages::caller(s, AccessAction::Search));
+    r
+}
+
+/// The form of `GET /portal/patient`.
+#[derive(serde::Deserialize)]
+pub struct PatientQuery {
+    #[serde(default)]
+    patient: String,
+    #[serde(default)]
+    issuer: String,
+}
+
+/// `GET /portal/patient?patient=ID&issuer=`: for staff who may read images, a patient's
+/// studies (within their access) with a link to share each; the search is audited as a
+/// query of that patient, so it is in the patient's access log.
+pub async fn find(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<PatientQuery>,
+) -> Response {
+    let who = match who(&state, &headers) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Who::Staff(s, compartment) = &who else {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Not for patients",
+            "Your own studies are on your home page.",
+            false,
+        );
+    };
+    let (patient, issuer) = (q.patient.trim(), q.issuer.trim());
+    let form = html! {
+        form method="get" action="/portal/patient" {
+            p {
+                label for="patient" { "Patient ID" } " " input id="patient" name="patient" type="text" required maxlength="64" value=(patient);
+                " " label for="issuer" { "Issuer (optional)" } " " input id="issuer" name="issuer" type="text" maxlength="64" value=(issuer);
+                " " button type="submit" { "Find" }
+            }
+        }
+    };
+    let page = |body: maud::Markup, status: StatusCode| {
+        Page::new("Share a patient's study")
+            .session(s)
+            .status(status)
+            .body(html! { h1 { "Share a patient's study" } (form) (body) })
+            .render()
+    };
+    if patient.is_empty() {
+        return page(html! {}, StatusCode::OK);
+    }
+    let Some(pr) = PatientRef::new(patient, issuer) else {
+        return page(
+            html! { p role="alert" { "A Patient ID and issuer are at most 64 characters of text." } },
+            StatusCode::BAD_REQUEST,
+        );
+    };
+    let h = state.store.patient(pr.id(), pr.issuer());
+    if let Compartment::Patient(mine) = compartment {
+        if state.store.patient(mine.id(), mine.issuer()) != h {
+            return page(
+                html! { p { "Your access does not reach this patient's images." } },
+                StatusCode::FORBIDDEN,
+            );
+        }
+    }
+    let scope = Scope::Patient(h);
+    let Ok((rows, results)) = pages::studies(&state, &scope).await else {
+        return message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "The studies could not be listed just now.",
+            false,
+        );
+    };
+    let body = html! {
+        @if rows.is_empty() {
+            p { "No studies of this patient are here." }
+        } @else {
+            table {
+                caption { "The patient's studies, newest first" }
+                thead { tr { th scope="col" { "Date" } th scope="col" { "Type" } th scope="col" { "Body part" } th scope="col" { "Description" } th scope="col" { "Images" } th scope="col" { "Share" } } }
+                tbody {
+                    @for r in &rows {
+                        tr {
+                            td { (r.date.as_deref().map(pages::date).unwrap_or_default()) }
+                            td { (r.modalities.as_deref().unwrap_or("")) }
+                            td { (r.body_parts.join(", ")) }
+                            td { (r.description.as_deref().unwrap_or("")) }
+                            td { (r.images.as_deref().unwrap_or("")) }
+                            td {
+                                a href={ "/portal/share?study=" (r.uid) } {
+                                    "Make a link" span class="visually-hidden" { " to the study of " (r.date.as_deref().map(pages::date).unwrap_or_default()) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let mut what = crate::qido::searched(
+        &state,
+        &scope,
+        &[("portal".to_string(), "patient's studies".to_string())],
+        &results,
+    );
+    what.action = Some(Action::Query);
+    if what.patients.is_empty() {
+        what.patients.push(radveil_audit::PatientAccess {
+            id: pr.id().to_string(),
+            issuer: (!pr.issuer().is_empty()).then(|| pr.issuer().to_string()),
+            ..radveil_audit::PatientAccess::default()
+        });
+    }
+    let mut r = what.attach(page(body, StatusCode::OK));
+    r.extensions_mut()
+        .insert(pages::caller(s, AccessAction::Search));
+    r
 }
 
 /// The form of `POST /portal/share`.
@@ -177,10 +357,11 @@ pub async fn create(
     headers: HeaderMap,
     Form(f): Form<CreateForm>,
 ) -> Response {
-    let (s, p, h) = match patient(&state, &headers) {
+    let who = match who(&state, &headers) {
         Ok(x) => x,
         Err(r) => return r,
     };
+    let s = who.session().clone();
     if !constant_time_eq(s.csrf.as_bytes(), f.csrf.as_bytes()) {
         return message(
             StatusCode::FORBIDDEN,
@@ -193,31 +374,24 @@ pub async fn create(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let study = state.store.uid(Level::Study, &f.study);
-    if state
-        .catalogue
-        .patient_of(&study)
-        .is_none_or(|(owner, ..)| owner != h)
-    {
-        return message(
-            StatusCode::NOT_FOUND,
-            "No such study",
-            "There is no such study of yours.",
-            false,
-        );
-    }
+    let Some((study, (h, patient_id, issuer))) = shareable(&state, &who, &f.study) else {
+        return no_such_study();
+    };
     let days = f.days.unwrap_or(DEFAULT_DAYS);
     let pin = f.pin.filter(|p| !p.is_empty());
     let uid = f.study.clone();
-    let who = (p.id().to_string(), p.issuer().to_string());
+    let maker = who.maker();
     let made = tokio::task::spawn_blocking(move || {
-        shares.create(
-            h,
-            (&who.0, &who.1),
-            study,
-            &uid,
-            days,
-            pin.as_deref(),
+        shares.make(
+            &NewLink {
+                patient: h,
+                patient_id: (&patient_id, &issuer),
+                study,
+                study_uid: &uid,
+                days,
+                pin: pin.as_deref(),
+                maker: maker.as_ref().map(|(key, name)| Maker { key: *key, name }),
+            },
             now(),
         )
     })
@@ -236,6 +410,7 @@ pub async fn create(
             )
         }
     };
+    let staff = matches!(who, Who::Staff(..));
     let url = link_url(&state, &headers, &secret);
     let detail = format!(
         "made a link{} (good until {}) to share",
@@ -248,7 +423,11 @@ pub async fn create(
             h1 { "Your link" }
             p { "Send this link to the person you want to show the study to. It works until " (when(share.expires)) "." @if share.pin { " They also need the PIN you chose." } }
             p { label for="link" { "Link" } " " input id="link" type="text" readonly value=(url) size="80"; }
-            p { "This is the only time the link is shown. You can stop it on " a href="/portal/shares" { "your links" } " page." }
+            @if staff {
+                p { "This is the only time the link is shown. The patient sees it among their links and can stop it; you can stop it on " a href="/portal/shares" { "the links you made" } "." }
+            } @else {
+                p { "This is the only time the link is shown. You can stop it on " a href="/portal/shares" { "your links" } " page." }
+            }
         })
         .render();
     let mut r = what(&state, &h, &f.study, detail).attach(page);
@@ -257,9 +436,10 @@ pub async fn create(
     r
 }
 
-/// `GET /portal/shares`: the patient's links.
+/// `GET /portal/shares`: the patient's links (theirs and those staff made to their
+/// studies), or the links a member of staff made.
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (s, _, h) = match patient(&state, &headers) {
+    let who = match who(&state, &headers) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -267,7 +447,17 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
         Ok(x) => x,
         Err(r) => return r,
     };
-    let links = match tokio::task::spawn_blocking(move || shares.list(&h)).await {
+    let s = who.session().clone();
+    let staff = matches!(who, Who::Staff(..));
+    let found = match (&who, who.maker()) {
+        (Who::Patient(_, h), _) => {
+            let h = *h;
+            tokio::task::spawn_blocking(move || shares.list(&h)).await
+        }
+        (_, Some((key, _))) => tokio::task::spawn_blocking(move || shares.made_by(&key)).await,
+        (Who::Staff(..), None) => return no_such_study(),
+    };
+    let links = match found {
         Ok(Ok(l)) => l,
         _ => {
             return message(
@@ -289,21 +479,34 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
             desc.unwrap_or_default()
         )
     };
-    Page::new("Your links")
+    let title = if staff {
+        "Links you made"
+    } else {
+        "Your links"
+    };
+    Page::new(title)
         .session(&s)
         .body(html! {
-            h1 { "Your links" }
+            h1 { (title) }
             @if links.is_empty() {
-                p { "You have not shared any study." }
+                @if staff {
+                    p { "You have not shared any study. To share one, " a href="/portal/patient" { "find the patient's studies" } "." }
+                } @else {
+                    p { "You have not shared any study." }
+                }
             } @else {
                 table {
-                    caption { "Links you made, newest first" }
-                    thead { tr { th scope="col" { "Study" } th scope="col" { "Made" } th scope="col" { "State" } th scope="col" { "Stop" } } }
+                    caption { @if staff { "Links you made, newest first" } @else { "Links to your studies, newest first" } }
+                    thead { tr { @if staff { th scope="col" { "Patient ID" } } th scope="col" { "Study" } th scope="col" { "Made" } th scope="col" { "State" } th scope="col" { "Stop" } } }
                     tbody {
                         @for sh in &links {
                             tr {
+                                @if staff { td { (sh.patient_id.0) } }
                                 td { (describe(sh)) }
-                                td { (when(sh.created)) }
+                                td {
+                                    (when(sh.created))
+                                    @if !staff { @if let Some(by) = &sh.made_by { " by " (by) } }
+                                }
                                 td {
                                     @if let Some(r) = sh.revoked { "Stopped on " (when(r)) }
                                     @else if t >= sh.expires { "Ended on " (when(sh.expires)) }
@@ -341,10 +544,11 @@ pub async fn revoke(
     headers: HeaderMap,
     Form(f): Form<RevokeForm>,
 ) -> Response {
-    let (s, _, h) = match patient(&state, &headers) {
+    let who = match who(&state, &headers) {
         Ok(x) => x,
         Err(r) => return r,
     };
+    let s = who.session().clone();
     if !constant_time_eq(s.csrf.as_bytes(), f.csrf.as_bytes()) {
         return message(
             StatusCode::FORBIDDEN,
@@ -358,18 +562,29 @@ pub async fn revoke(
         Err(r) => return r,
     };
     let id = f.id.clone();
+    let patient = match &who {
+        Who::Patient(_, h) => Some(*h),
+        Who::Staff(..) => None,
+    };
+    let maker = who.maker().map(|(key, _)| key);
     let done = tokio::task::spawn_blocking(move || {
-        let study = shares
-            .list(&h)?
+        let (mine, revoked) = match (patient, maker) {
+            (Some(h), _) => (shares.list(&h)?, shares.revoke(&h, &id, now())?),
+            (None, Some(key)) => (
+                shares.made_by(&key)?,
+                shares.revoke_made_by(&key, &id, now())?,
+            ),
+            (None, None) => (Vec::new(), false),
+        };
+        let found = mine
             .into_iter()
             .find(|x| x.id == id)
-            .map(|x| x.study_uid);
-        let revoked = shares.revoke(&h, &id, now())?;
-        Ok::<_, super::share::ShareError>((revoked, study))
+            .map(|x| (x.patient, x.study_uid));
+        Ok::<_, super::share::ShareError>((revoked, found))
     })
     .await;
     match done {
-        Ok(Ok((true, Some(study_uid)))) => {
+        Ok(Ok((true, Some((h, study_uid))))) => {
             state.portal.sessions.close_link(&f.id);
             let mut r = StatusCode::SEE_OTHER.into_response();
             r.headers_mut()
@@ -479,6 +694,11 @@ async fn redeem(state: AppState, secret: String, pin: Option<String>) -> Respons
             false,
         );
     };
+    // In the patient's log: "Someone you shared a link with", or the staff member's.
+    let name = match &share.made_by {
+        Some(by) => format!("Someone {by} shared a link with"),
+        None => SHARE_NAME.to_string(),
+    };
     let principal = Arc::new(Principal {
         issuer: SHARE_ISSUER.into(),
         subject: format!("share-link:{}", share.id),
@@ -486,11 +706,11 @@ async fn redeem(state: AppState, secret: String, pin: Option<String>) -> Respons
         roles: Vec::new(),
         scopes: radveil_access::smart::Scopes::parse(["patient/ImagingStudy.rs"]),
         patient: Some(patient_ref),
-        name: Some(SHARE_NAME.into()),
+        name: Some(name.clone()),
     });
     let opened = state.portal.sessions.open_scoped(
         Arc::clone(&principal),
-        Some(SHARE_NAME.into()),
+        Some(name),
         share.expires,
         Some((share.study, share.id.clone())),
     );

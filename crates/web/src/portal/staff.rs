@@ -403,5 +403,9 @@ pub fn links(p: &Principal) -> Vec<(&'static str, &'static str)> {
     if p.decide(AccessAction::Store, None).is_ok() {
         l.push(("/portal/uploads", "Images sent by patients"));
     }
+    if p.decide(AccessAction::Read, None).is_ok() {
+        l.push(("/portal/patient", "Share a study"));
+        l.push(("/portal/shares", "Links you made"));
+    }
     l
 }
