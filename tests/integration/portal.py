@@ -21,6 +21,7 @@ ACCOUNTS = {
     "alice": {"patient": "PID-PORTAL-A", "name": "Alice Example"},
     "bob": {"patient": "PID-PORTAL-B", "name": "Bob Example"},
     "drsmith": {"roles": ["clinician"], "name": "Dr A. Smith"},
+    "drjones": {"roles": ["clinician"], "name": "Dr B. Jones"},
     "audrey": {"roles": ["auditor"], "name": "Audrey Auditor"},
     "priya": {"roles": ["privacy-officer"], "name": "Priya Privacy"},
 }

@@ -13,6 +13,7 @@ import pytest
 
 from gateway import auth, new_uid, planted, requests, token
 from portal import Portal, sign_in
+from test_audit import fhir_schema  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -453,3 +454,83 @@ def test_the_portal_links_the_patients_copy_of_their_images(portal):
     assert r.status_code == 200, r.text[:200]
     names = zipfile.ZipFile(_io.BytesIO(r.content)).namelist()
     assert sum(n.endswith(".dcm") for n in names) == 2
+
+
+def careteam(cid: str, pid: str, members: list[str], status: str = "active") -> dict:
+    return {
+        "resourceType": "CareTeam", "id": cid, "status": status, "name": "Neurology",
+        "subject": {"identifier": {"value": pid}},
+        "participant": [{"role": [{"text": "attending"}],
+                         "member": {"identifier": {"value": m}, "display": "a clinician"}}
+                        for m in members],
+    }
+
+
+def test_a_clinician_outside_the_patients_care_team_is_marked(portal, radveil_bin, tmp_path,
+                                                               fhir_schema):
+    """Issue 15, item 1: "unusual access (someone outside the care team …) marked"; the care
+    team is the EHR's (FHIR CareTeam, PUT by its service), and a patient without one is not
+    marked."""
+    import json
+    from conftest import require_module
+    jsonschema = require_module("jsonschema")
+    alices = stow(portal, "PID-PORTAL-A", "CT HEAD ALICE")
+    bobs = stow(portal, "PID-PORTAL-B", "CT HEAD BOB")
+    data = portal.gateway.data
+    ehr = token(radveil_bin, data, "--subject", "ehr-interface", "--scope", "system/CareTeam.ru")
+    url = f"{portal.base}/fhir/CareTeam/ct-alice"
+    fhir = {"Content-Type": "application/fhir+json"}
+    r = requests.put(url, json=careteam("ct-alice", "PID-PORTAL-A", ["drsmith"]), timeout=30,
+                     headers=auth(ehr, **fhir))
+    assert r.status_code == 201, r.text
+    # What it answers is a FHIR R4 CareTeam (the schema can fail: a bad status does).
+    full = json.loads(fhir_schema.read_text())
+    schema = {"$schema": full["$schema"], "definitions": full["definitions"],
+              "$ref": "#/definitions/CareTeam"}
+    v = jsonschema.validators.validator_for(full)(schema)
+    assert [e.message for e in v.iter_errors(r.json())] == []
+    assert list(v.iter_errors({**r.json(), "status": "maybe"}))
+    got = requests.get(url, timeout=30, headers=auth(ehr))
+    assert got.status_code == 200 and got.json()["participant"][0]["member"]["identifier"][
+        "value"] == "drsmith"
+    # Refused: a clinician or a patient writing it, a team by reference, a body for another id.
+    dr_token = token(radveil_bin, data, "--role", "clinician", "--scope", "user/*.cruds")
+    pt_token = token(radveil_bin, data, "--patient", "PID-PORTAL-A", "--scope", "patient/*.cruds")
+    for t in (dr_token, pt_token):
+        assert requests.put(url, json=careteam("ct-alice", "PID-PORTAL-A", ["x"]), timeout=30,
+                            headers=auth(t, **fhir)).status_code == 403
+    by_ref = careteam("ct-alice", "PID-PORTAL-A", [])
+    by_ref["participant"] = [{"member": {"reference": "Practitioner/1"}}]
+    assert requests.put(url, json=by_ref, timeout=30, headers=auth(ehr, **fhir)).status_code == 422
+    assert requests.put(url, json=careteam("other", "PID-PORTAL-A", []), timeout=30,
+                        headers=auth(ehr, **fhir)).status_code == 400
+    # Dr Smith (on Alice's team) and Dr Jones (not) read Alice's study; Dr Jones reads Bob's
+    # (who has no care team recorded).
+    smith = sign_in(portal.base, "drsmith")
+    jones = sign_in(portal.base, "drjones")
+    assert smith.get(f"{portal.url}/studies/{alices}/metadata", timeout=30).status_code == 200
+    assert jones.get(f"{portal.url}/studies/{alices}/metadata", timeout=30).status_code == 200
+    assert jones.get(f"{portal.url}/studies/{bobs}/metadata", timeout=30).status_code == 200
+    alice = sign_in(portal.base, "alice")
+    log = alice.get(portal.base + "/portal/access-log", timeout=30).text
+    entries = re.findall(r"<li[^>]*>(.*?)</li>", log.split('<ol class="log"')[1])
+    marked = [e for e in entries if "Someone outside your care team" in e]
+    assert len(marked) == 1 and marked[0].startswith("Dr B. Jones"), entries
+    assert any(e.startswith("Dr A. Smith") and "outside" not in e for e in entries)
+    assert any("recorded who is on your care team: 1 member" in e for e in entries), entries
+    bob = sign_in(portal.base, "bob")
+    assert "outside your care team" not in bob.get(portal.base + "/portal/access-log",
+                                                   timeout=30).text
+    audrey = sign_in(portal.base, "audrey")
+    rows = audrey.get(portal.base + "/portal/audit?unusual=on", timeout=30).text.split("<tbody>")[1]
+    outside = [r for r in rows.split("<tr") if "Outside the care team" in r]
+    assert len(outside) == 1 and "Dr B. Jones" in outside[0], rows
+    # The team ends (a new version): Alice has no active team, so nothing is known.
+    r = requests.put(url, json=careteam("ct-alice", "PID-PORTAL-A", ["drsmith"], "inactive"),
+                     timeout=30, headers=auth(ehr, **fhir))
+    assert r.status_code == 200 and r.json()["meta"]["versionId"] == "2"
+    # Nothing of the team at rest in the clear.
+    for f in data.glob("careteam.db*"):
+        raw = f.read_bytes()
+        for secret in (b"PID-PORTAL-A", b"drsmith", b"ct-alice"):
+            assert secret not in raw, (f.name, secret)

@@ -125,6 +125,10 @@ pub enum Action {
     /// or `system/` scope, and always a role that permits it (a principal without roles
     /// never exports).
     Export,
+    /// Read a care team: SMART `r` on `CareTeam`.
+    ReadCareTeam,
+    /// Record a care team (`PUT`, from the EHR): SMART `u` on `CareTeam`.
+    WriteCareTeam,
 }
 
 impl Action {
@@ -139,6 +143,8 @@ impl Action {
             Action::SearchConsent => (Resource::Consent, Permissions::SEARCH),
             Action::WriteConsent => (Resource::Consent, Permissions::UPDATE),
             Action::Export => (Resource::ImagingStudy, Permissions::READ),
+            Action::ReadCareTeam => (Resource::CareTeam, Permissions::READ),
+            Action::WriteCareTeam => (Resource::CareTeam, Permissions::UPDATE),
         }
     }
 }
@@ -231,9 +237,12 @@ impl Principal {
         let (resource, wanted) = action.wants();
         let wide = self.scopes.grant(Context::User, &resource, wanted)
             || self.scopes.grant(Context::System, &resource, wanted);
-        // An export reaches every patient: never by a patient's scope.
-        let narrow =
-            action != Action::Export && self.scopes.grant(Context::Patient, &resource, wanted);
+        // An export reaches every patient, and care teams are the EHR's: never by a
+        // patient's scope.
+        let narrow = !matches!(
+            action,
+            Action::Export | Action::ReadCareTeam | Action::WriteCareTeam
+        ) && self.scopes.grant(Context::Patient, &resource, wanted);
         let normal = if wide {
             Ok(Compartment::All)
         } else if narrow {
@@ -337,6 +346,32 @@ mod tests {
         }
         let a = principal("user/AuditEvent.rs", &[Role::Auditor], None);
         assert!(a.decide(Action::ReadAudit, None).is_ok());
+    }
+
+    #[test]
+    fn care_teams_are_written_by_admins_and_services_never_by_patients_or_clinicians() {
+        let a = principal("user/CareTeam.ru", &[Role::Admin], None);
+        for act in [Action::ReadCareTeam, Action::WriteCareTeam] {
+            assert_eq!(a.decide(act, None).unwrap().compartment, Compartment::All);
+        }
+        let ehr = principal("system/CareTeam.u", &[], None);
+        assert!(ehr.decide(Action::WriteCareTeam, None).is_ok());
+        assert_eq!(ehr.decide(Action::ReadCareTeam, None), Err(Denied::Scope));
+        for role in [
+            Role::Clinician,
+            Role::PrivacyOfficer,
+            Role::Auditor,
+            Role::Researcher,
+        ] {
+            let p = principal("user/*.cruds", &[role], None);
+            assert_eq!(
+                p.decide(Action::WriteCareTeam, None),
+                Err(Denied::Role),
+                "{role:?}"
+            );
+        }
+        let p = principal("patient/*.cruds", &[], Some("PID-1"));
+        assert_eq!(p.decide(Action::WriteCareTeam, None), Err(Denied::Scope));
     }
 
     #[test]

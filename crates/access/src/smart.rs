@@ -23,6 +23,8 @@ pub enum Resource {
     AuditEvent,
     /// `Consent`: patients' consent to research, AI training and commercial use.
     Consent,
+    /// `CareTeam`: who treats a patient, as the EHR records it.
+    CareTeam,
     /// `*`: every resource type.
     Any,
     /// Another resource type (grants nothing here).
@@ -141,6 +143,7 @@ impl SmartScope {
             "ImagingStudy" => Resource::ImagingStudy,
             "AuditEvent" => Resource::AuditEvent,
             "Consent" => Resource::Consent,
+            "CareTeam" => Resource::CareTeam,
             "*" => Resource::Any,
             other => Resource::Other(other.to_string()),
         };

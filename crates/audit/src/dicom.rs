@@ -66,7 +66,7 @@ fn event_id(e: &Event) -> (&'static str, &'static str) {
         }
         Action::TokenRefused => ("110113", "Security Alert"),
         Action::AuditRead => ("110101", "Audit Log Used"),
-        Action::ConsentChange => ("110110", "Patient Record"),
+        Action::ConsentChange | Action::CareTeamChange => ("110110", "Patient Record"),
         Action::Export => ("110106", "Export"),
         Action::Share => ("110110", "Patient Record"),
         Action::Upload => ("110107", "Import"),

@@ -33,11 +33,14 @@ pub enum Action {
     /// apart, or a staff member's decision not to attach them; the detail says how many
     /// and what became of them. Attaching them is a [`Action::Store`] by the staff member.
     Upload,
+    /// A patient's care team recorded or changed (from the EHR, FHIR `CareTeam`); the
+    /// detail says what it now is.
+    CareTeamChange,
 }
 
 impl Action {
     /// Every action, in a fixed order.
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::Store,
         Action::Query,
         Action::Retrieve,
@@ -48,6 +51,7 @@ impl Action {
         Action::Export,
         Action::Share,
         Action::Upload,
+        Action::CareTeamChange,
     ];
 
     /// The word for this action (as in `--action`).
@@ -63,6 +67,7 @@ impl Action {
             Action::Export => "export",
             Action::Share => "share",
             Action::Upload => "upload",
+            Action::CareTeamChange => "careteam-change",
         }
     }
 
@@ -72,7 +77,7 @@ impl Action {
             Action::Store => "C",
             Action::Retrieve | Action::Export => "R",
             Action::Delete => "D",
-            Action::ConsentChange => "U",
+            Action::ConsentChange | Action::CareTeamChange => "U",
             Action::Share | Action::Upload => "C",
             Action::Query | Action::TokenRefused | Action::AuditRead => "E",
         }

@@ -44,7 +44,9 @@ fn kind(action: Action) -> (Value, Value, &'static str) {
         Action::Query => (rest, coding(RESTFUL, "search", "search"), "Query"),
         Action::Delete => (rest, coding(RESTFUL, "delete", "delete"), "Delete"),
         Action::AuditRead => (rest, coding(RESTFUL, "search", "search"), "Query"),
-        Action::ConsentChange => (rest, coding(RESTFUL, "update", "update"), "Update"),
+        Action::ConsentChange | Action::CareTeamChange => {
+            (rest, coding(RESTFUL, "update", "update"), "Update")
+        }
         Action::Share => (rest, coding(RESTFUL, "create", "create"), "Create"),
         Action::Export => (
             coding(DCM, "110106", "Export"),

@@ -125,6 +125,10 @@ pub fn for_patient(e: &Event, id: &str, issuer: Option<&str>) -> Option<String> 
         (Action::Delete, true) => format!("tried to delete {what} and it failed"),
         (Action::AuditRead, _) => "read the record of who has seen your images".into(),
         (Action::TokenRefused, _) => format!("was refused access to {what}"),
+        (Action::CareTeamChange, _) => match &e.detail {
+            Some(d) => format!("recorded who is on your care team: {d}"),
+            None => "recorded who is on your care team".into(),
+        },
         (Action::ConsentChange, _) => match &e.detail {
             Some(d) => format!("recorded a change to your consent: {d}"),
             None => "recorded a change to your consent".into(),

@@ -61,14 +61,14 @@ pub struct Invalid {
     pub why: String,
 }
 
-fn bad(why: impl Into<String>) -> Invalid {
+pub(crate) fn bad(why: impl Into<String>) -> Invalid {
     Invalid {
         status: 400,
         why: why.into(),
     }
 }
 
-fn unprocessable(why: impl Into<String>) -> Invalid {
+pub(crate) fn unprocessable(why: impl Into<String>) -> Invalid {
     Invalid {
         status: 422,
         why: why.into(),
@@ -310,24 +310,29 @@ fn date_bounds(d: &str) -> Option<(String, String, bool)> {
     }
 }
 
-fn obj<'a>(v: &'a Value, at: &str) -> Result<&'a Map<String, Value>, Invalid> {
+pub(crate) fn obj<'a>(v: &'a Value, at: &str) -> Result<&'a Map<String, Value>, Invalid> {
     v.as_object()
         .ok_or_else(|| bad(format!("{at}: an object expected")))
 }
 
-fn string<'a>(v: &'a Value, at: &str) -> Result<&'a str, Invalid> {
+pub(crate) fn string<'a>(v: &'a Value, at: &str) -> Result<&'a str, Invalid> {
     v.as_str()
         .ok_or_else(|| bad(format!("{at}: a string expected")))
 }
 
-fn array<'a>(v: &'a Value, at: &str) -> Result<&'a Vec<Value>, Invalid> {
+pub(crate) fn array<'a>(v: &'a Value, at: &str) -> Result<&'a Vec<Value>, Invalid> {
     v.as_array()
         .ok_or_else(|| bad(format!("{at}: an array expected")))
 }
 
 /// Refuses names outside `known` (400: not R4) and inside `refused` (422: R4, but not
 /// something this service enforces).
-fn only(m: &Map<String, Value>, at: &str, known: &[&str], refused: &[&str]) -> Result<(), Invalid> {
+pub(crate) fn only(
+    m: &Map<String, Value>,
+    at: &str,
+    known: &[&str],
+    refused: &[&str],
+) -> Result<(), Invalid> {
     for k in m.keys() {
         let k = k.as_str();
         if refused.contains(&k) {
@@ -383,12 +388,12 @@ fn provision_type(m: &Map<String, Value>, at: &str) -> Result<Option<bool>, Inva
     }
 }
 
-/// The Patient ID and issuer of the Reference `v`.
-fn patient(v: &Value) -> Result<PatientId, Invalid> {
-    let m = obj(v, "patient")?;
+/// The Patient ID and issuer of the Reference `v` (the element `at`, like `patient`).
+pub(crate) fn patient_at(v: &Value, at: &str) -> Result<PatientId, Invalid> {
+    let m = obj(v, at)?;
     only(
         m,
-        "patient",
+        at,
         &[
             "id",
             "extension",
@@ -400,17 +405,18 @@ fn patient(v: &Value) -> Result<PatientId, Invalid> {
         &[],
     )?;
     if m.contains_key("reference") {
-        return Err(unprocessable(
-            "patient: give the patient by identifier (Patient ID and issuer), not by reference",
-        ));
+        return Err(unprocessable(format!(
+            "{at}: give the patient by identifier (Patient ID and issuer), not by reference"
+        )));
     }
     let ident = m
         .get("identifier")
-        .ok_or_else(|| unprocessable("patient.identifier is required"))?;
-    let im = obj(ident, "patient.identifier")?;
+        .ok_or_else(|| unprocessable(format!("{at}.identifier is required")))?;
+    let at_id = format!("{at}.identifier");
+    let im = obj(ident, &at_id)?;
     only(
         im,
-        "patient.identifier",
+        &at_id,
         &[
             "id",
             "extension",
@@ -425,13 +431,13 @@ fn patient(v: &Value) -> Result<PatientId, Invalid> {
     )?;
     let value = string(
         im.get("value")
-            .ok_or_else(|| unprocessable("patient.identifier.value is required"))?,
-        "patient.identifier.value",
+            .ok_or_else(|| unprocessable(format!("{at_id}.value is required")))?,
+        &format!("{at_id}.value"),
     )?;
     let from_system = match im.get("system") {
         None => None,
         Some(s) => {
-            let s = string(s, "patient.identifier.system")?;
+            let s = string(s, &format!("{at_id}.system"))?;
             Some(match s.strip_prefix("urn:oid:") {
                 Some(oid) if is_oid(oid) => oid.to_string(),
                 _ => s.to_string(),
@@ -441,18 +447,18 @@ fn patient(v: &Value) -> Result<PatientId, Invalid> {
     let from_assigner = match im.get("assigner") {
         None => None,
         Some(a) => {
-            let am = obj(a, "patient.identifier.assigner")?;
+            let am = obj(a, &format!("{at_id}.assigner"))?;
             match am.get("display") {
                 None => None,
-                Some(d) => Some(string(d, "patient.identifier.assigner.display")?.to_string()),
+                Some(d) => Some(string(d, &format!("{at_id}.assigner.display"))?.to_string()),
             }
         }
     };
     let issuer = match (from_system, from_assigner) {
         (Some(s), Some(a)) if s != a => {
-            return Err(unprocessable(
-                "patient.identifier: system and assigner name different issuers",
-            ))
+            return Err(unprocessable(format!(
+                "{at_id}: system and assigner name different issuers"
+            )))
         }
         (Some(s), _) => s,
         (None, Some(a)) => a,
@@ -464,9 +470,9 @@ fn patient(v: &Value) -> Result<PatientId, Invalid> {
     };
     let lo = |s: &str| s.chars().count() <= 64 && !s.chars().any(|c| c.is_control() || c == '\\');
     if p.id.is_empty() || !lo(&p.id) || !lo(&p.issuer) {
-        return Err(unprocessable(
-            "patient.identifier: a Patient ID and issuer of at most 64 characters, no backslash or control character",
-        ));
+        return Err(unprocessable(format!(
+            "{at_id}: a Patient ID and issuer of at most 64 characters, no backslash or control character"
+        )));
     }
     Ok(p)
 }
@@ -565,9 +571,10 @@ pub fn parse(body: &[u8]) -> Result<Draft, Invalid> {
     if category.is_empty() {
         return Err(bad("category: at least one expected"));
     }
-    let patient = patient(
+    let patient = patient_at(
         m.get("patient")
             .ok_or_else(|| unprocessable("patient is required"))?,
+        "patient",
     )?;
     let date_time = match m.get("dateTime") {
         None => None,

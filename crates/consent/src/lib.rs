@@ -20,6 +20,9 @@
 //!   resources are kept only as keyed hashes. Nothing identifying is stored in plaintext.
 //! - **FHIR R4.** [`fhir`] writes a version as a `Consent` resource and parses one strictly.
 //!
+//! [`careteam`] keeps the patients' care teams as the EHR records them (FHIR `CareTeam`),
+//! sealed the same way, so that access by a clinician on none of them can be marked.
+//!
 //! [`Consents::decide`] is what exports call for every patient: the current version of each
 //! patient is cached (invalidated when another process writes the database), so deciding
 //! for thousands of patients costs a hash look-up each after the first.
@@ -27,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod careteam;
 mod db;
 pub mod fhir;
 #[cfg(test)]

@@ -516,6 +516,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     portal.shares = Some(open_shares(&args)?);
     portal.uploads = Some(open_uploads(&args)?);
     portal.exports = open_exports(&args)?;
+    portal.careteams = Some(open_careteams(&args)?);
     portal.night = radveil_web::portal::unusual::NightHours::parse(
         args.night_hours.as_deref().unwrap_or("22:00-06:00"),
         args.utc_offset.as_deref().unwrap_or("+00:00"),
@@ -786,6 +787,23 @@ fn open_uploads(args: &ServeArgs) -> Result<std::sync::Arc<radveil_web::portal::
     let uploads =
         Uploads::open(&path, key).with_context(|| format!("opening {}", path.display()))?;
     Ok(std::sync::Arc::new(uploads))
+}
+
+/// The care teams the EHR records (`DATA/careteam.db`), its key made on first use.
+fn open_careteams(
+    args: &ServeArgs,
+) -> Result<std::sync::Arc<radveil_consent::careteam::CareTeams>> {
+    use radveil_consent::careteam::{CareTeams, CARETEAM_DB, CARETEAM_KEY_FILE};
+    let key = key::key_file(
+        &args.data.join(CARETEAM_KEY_FILE),
+        "care-team key",
+        args.keys,
+        true,
+    )?;
+    let path = args.data.join(CARETEAM_DB);
+    let teams =
+        CareTeams::open(&path, key).with_context(|| format!("opening {}", path.display()))?;
+    Ok(std::sync::Arc::new(teams))
 }
 
 /// The privacy officer's exports (`--export-profile`), or `None` without a profile.

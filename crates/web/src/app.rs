@@ -154,6 +154,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/audit", get(crate::audit_routes::audit))
         .route("/me/access-log", get(crate::audit_routes::access_log))
+        .route(
+            "/fhir/CareTeam/{id}",
+            get(crate::fhir_careteam::read).put(crate::fhir_careteam::put),
+        )
         .route("/fhir/Consent", get(crate::fhir_consent::search))
         .route(
             "/fhir/Consent/{id}",

@@ -416,6 +416,7 @@ fn action_of(req: &Request) -> Option<Action> {
     // Consent: a PUT records a change, a GET reads (a search of the patient's records).
     if path == "/fhir" || path.starts_with("/fhir/") {
         return Some(match *req.method() {
+            axum::http::Method::PUT if path.starts_with("/fhir/CareTeam") => Action::CareTeamChange,
             axum::http::Method::PUT => Action::ConsentChange,
             _ => Action::Query,
         });
@@ -433,6 +434,8 @@ fn action_of(req: &Request) -> Option<Action> {
         }
         radveil_access::Action::WriteConsent => Action::ConsentChange,
         radveil_access::Action::Export => Action::Export,
+        radveil_access::Action::ReadCareTeam => Action::Query,
+        radveil_access::Action::WriteCareTeam => Action::CareTeamChange,
     })
 }
 

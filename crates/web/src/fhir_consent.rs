@@ -44,6 +44,9 @@ use crate::scope::Scope;
 /// The access-control action of a request under `/fhir`: `PUT` records, a `GET` of the
 /// Consent collection searches, any other request reads.
 pub fn action_of(method: &Method, path: &str) -> AccessAction {
+    if path == "/fhir/CareTeam" || path.starts_with("/fhir/CareTeam/") {
+        return crate::fhir_careteam::action_of(method);
+    }
     if method == Method::PUT {
         AccessAction::WriteConsent
     } else if path.trim_end_matches('/') == "/fhir/Consent" {
@@ -54,7 +57,7 @@ pub fn action_of(method: &Method, path: &str) -> AccessAction {
 }
 
 /// A FHIR JSON answer.
-fn fhir_json(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn fhir_json(status: StatusCode, body: &Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, FHIR_JSON)],
@@ -64,7 +67,7 @@ fn fhir_json(status: StatusCode, body: &Value) -> Response {
 }
 
 /// An OperationOutcome answer.
-fn outcome(status: StatusCode, code: &str, why: &str) -> Response {
+pub(crate) fn outcome(status: StatusCode, code: &str, why: &str) -> Response {
     fhir_json(status, &fhir::operation_outcome(code, why))
 }
 
@@ -114,7 +117,7 @@ async fn blocking<T: Send + 'static>(
 
 /// The audit record of what a request touched: the patient (when the caller may see them)
 /// and the kind of request.
-fn what(patient: Option<&PatientId>, query: &str) -> What {
+pub(crate) fn what(patient: Option<&PatientId>, query: &str) -> What {
     let mut w = What {
         query: Some(query.to_string()),
         ..What::default()

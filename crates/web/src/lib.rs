@@ -35,6 +35,7 @@ pub mod bulkdata;
 pub mod dicom_json;
 pub mod disk;
 pub mod download;
+pub mod fhir_careteam;
 pub mod fhir_consent;
 pub mod frames;
 pub mod ingest;

@@ -45,6 +45,9 @@ pub struct PortalState {
     /// The privacy officer's research exports (`radveil serve --export-profile`); `None`:
     /// exports are made with `radveil export` only.
     pub exports: Option<std::sync::Arc<research::ExportSite>>,
+    /// Who treats whom, as the EHR records it (`DATA/careteam.db`); `None`: nobody is
+    /// marked "outside the care team".
+    pub careteams: Option<std::sync::Arc<radveil_consent::careteam::CareTeams>>,
     /// The site's night hours, for marking staff reading images at night.
     pub night: unusual::NightHours,
 }

@@ -503,13 +503,15 @@ pub async fn access_log(State(state): State<AppState>, headers: HeaderMap) -> Re
     };
     let total = events.len();
     let night = state.portal.night;
+    let care =
+        super::unusual::CareTeamCheck::of(&state, &events, Some((p.id(), issuer.as_deref()))).await;
     let lines: Vec<(String, Vec<&str>)> = events
         .iter()
         .rev()
         .take(MAX_LOG_LINES)
         .filter_map(|(_, e)| {
             let line = radveil_audit::words::for_patient(e, p.id(), issuer.as_deref())?;
-            let marks = super::unusual::marks(e, Some((p.id(), issuer.as_deref())), &night);
+            let marks = super::unusual::marks(e, Some((p.id(), issuer.as_deref())), &night, &care);
             Some((
                 line,
                 marks

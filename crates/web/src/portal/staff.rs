@@ -149,11 +149,12 @@ pub async fn audit(
             ));
         }
     };
+    let care = super::unusual::CareTeamCheck::of(&state, &events, None).await;
     let mut rows: Vec<(&Event, Vec<&str>)> = events
         .iter()
         .rev()
         .map(|(_, e)| {
-            let marks = super::unusual::marks(e, None, &state.portal.night);
+            let marks = super::unusual::marks(e, None, &state.portal.night, &care);
             (
                 e,
                 marks

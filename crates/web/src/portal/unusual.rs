@@ -10,12 +10,16 @@
 //!   within the site's night hours (`[portal] night_hours`, local to `utc_offset`). Stores
 //!   at night are routine (modalities and routers send around the clock) and patients
 //!   reading their own images are not staff access, so neither is marked;
+//! - **outside the care team**: a clinician reading the images of a patient whose care
+//!   teams, as the EHR records them (`PUT /fhir/CareTeam`), are active and do not include
+//!   them. A patient with no care team recorded is not marked (nothing is known);
 //! - **refused or failed**: anything that did not succeed.
-//!
-//! "Outside the care team" needs a record of who treats whom, which radveil does not keep;
-//! it is not marked.
+
+use std::collections::HashSet;
 
 use radveil_audit::{Action, Event, Outcome, Role};
+
+use crate::app::AppState;
 
 /// Most patients one access may touch before it counts as bulk.
 pub const BULK_PATIENTS: usize = 10;
@@ -31,6 +35,8 @@ pub enum Mark {
     Bulk,
     /// Staff reading images in the site's night hours.
     NightTime,
+    /// A clinician on none of the patient's care teams.
+    OutsideCareTeam,
     /// Refused or failed.
     Refused,
 }
@@ -42,6 +48,7 @@ impl Mark {
             Mark::BreakGlass => "Emergency access (break-glass)",
             Mark::Bulk => "Bulk access",
             Mark::NightTime => "Night-time access",
+            Mark::OutsideCareTeam => "Someone outside your care team",
             Mark::Refused => "Refused or failed",
         }
     }
@@ -52,8 +59,98 @@ impl Mark {
             Mark::BreakGlass => "Break-glass",
             Mark::Bulk => "Bulk access",
             Mark::NightTime => "Night-time access",
+            Mark::OutsideCareTeam => "Outside the care team",
             Mark::Refused => "Refused or failed",
         }
+    }
+}
+
+/// Most patients of one event checked against their care teams (bulk access is marked
+/// anyway).
+const CARE_CHECKED_PER_EVENT: usize = 50;
+/// Most (patient, clinician) pairs one page resolves, the newest events first.
+const MAX_CARE_CHECKS: usize = 10_000;
+
+/// The subject of a clinician who read images successfully in `e`, whose care-team
+/// membership matters.
+fn clinician_reading(e: &Event) -> Option<&str> {
+    let reading = matches!(e.action, Action::Retrieve | Action::Query);
+    (e.actor.role == Some(Role::Clinician) && reading && e.outcome == Outcome::Success)
+        .then_some(e.actor.subject.as_deref())
+        .flatten()
+}
+
+/// Which clinicians' reads among some events were outside the patient's care teams,
+/// resolved against the care-team store in one blocking pass before marking.
+#[derive(Debug, Default)]
+pub struct CareTeamCheck {
+    /// (Patient ID, issuer, subject) of the reads outside.
+    outside: HashSet<(String, Option<String>, String)>,
+}
+
+impl CareTeamCheck {
+    /// Resolves the clinicians' reads among `events` (of `patient` only, when given).
+    pub async fn of(
+        state: &AppState,
+        events: &[(u64, Event)],
+        patient: Option<(&str, Option<&str>)>,
+    ) -> CareTeamCheck {
+        let Some(teams) = state.portal.careteams.clone() else {
+            return CareTeamCheck::default();
+        };
+        let mut asked: HashSet<(String, Option<String>, String)> = HashSet::new();
+        for (_, e) in events.iter().rev() {
+            if asked.len() >= MAX_CARE_CHECKS {
+                break;
+            }
+            let Some(subject) = clinician_reading(e) else {
+                continue;
+            };
+            for p in e.patients.iter().take(CARE_CHECKED_PER_EVENT) {
+                if patient.is_some_and(|(id, issuer)| p.id != id || p.issuer.as_deref() != issuer) {
+                    continue;
+                }
+                asked.insert((p.id.clone(), p.issuer.clone(), subject.to_string()));
+            }
+        }
+        if asked.is_empty() {
+            return CareTeamCheck::default();
+        }
+        let store = state.store.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            asked
+                .into_iter()
+                .filter(|(id, issuer, subject)| {
+                    let h = store.patient(id, issuer.as_deref().unwrap_or(""));
+                    match teams.is_member(&h, subject) {
+                        Ok(member) => member == Some(false),
+                        Err(e) => {
+                            tracing::error!(error = %e, "a care team could not be read");
+                            false
+                        }
+                    }
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        CareTeamCheck { outside: found }
+    }
+
+    fn outside(&self, e: &Event, patient: Option<(&str, Option<&str>)>) -> bool {
+        let Some(subject) = clinician_reading(e) else {
+            return false;
+        };
+        e.patients
+            .iter()
+            .take(CARE_CHECKED_PER_EVENT)
+            .filter(|p| {
+                patient.is_none_or(|(id, issuer)| p.id == id && p.issuer.as_deref() == issuer)
+            })
+            .any(|p| {
+                self.outside
+                    .contains(&(p.id.clone(), p.issuer.clone(), subject.to_string()))
+            })
     }
 }
 
@@ -137,9 +234,15 @@ impl NightHours {
     }
 }
 
-/// Why `e` is unusual, under the site's `night` hours. With `patient` (an ID and its
-/// issuer), bulk counts that patient's studies; without, every patient's.
-pub fn marks(e: &Event, patient: Option<(&str, Option<&str>)>, night: &NightHours) -> Vec<Mark> {
+/// Why `e` is unusual, under the site's `night` hours and the care teams resolved in
+/// `care`. With `patient` (an ID and its issuer), bulk counts that patient's studies and
+/// only their care team counts; without, every patient's.
+pub fn marks(
+    e: &Event,
+    patient: Option<(&str, Option<&str>)>,
+    night: &NightHours,
+    care: &CareTeamCheck,
+) -> Vec<Mark> {
     let mut m = Vec::new();
     if e.is_break_glass() {
         m.push(Mark::BreakGlass);
@@ -160,6 +263,9 @@ pub fn marks(e: &Event, patient: Option<(&str, Option<&str>)>, night: &NightHour
     let reading = matches!(e.action, Action::Retrieve | Action::Query);
     if staff && reading && night.contains(&e.time) {
         m.push(Mark::NightTime);
+    }
+    if care.outside(e, patient) {
+        m.push(Mark::OutsideCareTeam);
     }
     if e.outcome != Outcome::Success {
         m.push(Mark::Refused);
