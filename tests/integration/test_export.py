@@ -464,6 +464,12 @@ def test_a_privacy_officer_exports_from_the_portal_as_the_command_does(
                                  dicom_files(second[0], ".p7m")[0], "-inkey", k, "-recip", c],
                                 capture_output=True)
         assert opened.returncode == 0 and opened.stdout[128:132] == b"DICM", opened.stderr
+        # After a restart the page still lists both, from their reports.
+        p.restart()
+        priya = sign_in(p.base, "priya")
+        listed = priya.get(page, timeout=30).text
+        assert listed.count("done: export") == 2 and export_id in listed, listed
+        assert "(before the server last started)" in listed
         # The audit trail verifies, with the exports in it.
         assert p.gateway.stop() == 0
         r = run(radveil_bin, "audit", "verify", "--data", data)

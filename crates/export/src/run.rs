@@ -13,7 +13,7 @@ use radveil_pipeline::sealed::Sealing;
 use radveil_pipeline::{Outcome, Run};
 use radveil_standard::tags;
 use radveil_store::{Row, Store};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::lineage::{DeidUids, ExportRecord, Item, Lineage, LineageError};
 use crate::query::Query;
@@ -101,7 +101,7 @@ pub struct Places<'a> {
 }
 
 /// One reason instances were held back or failed, and how many.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {
     /// The reason, as the pipeline words it (tags and positions, never values).
     pub reason: String,
@@ -110,7 +110,7 @@ pub struct Reason {
 }
 
 /// What an export did: the report (JSON) and the summary line. No patient is named.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// The export's id.
     pub export: String,
@@ -119,7 +119,7 @@ pub struct Report {
     /// Who receives it.
     pub recipient: String,
     /// The project, when named.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
     /// What it is for.
     pub purpose: Purpose,

@@ -39,6 +39,8 @@ const REMEMBERED: usize = 50;
 const MAX_TEXT: usize = 64;
 /// Largest recipient certificate pasted into the form.
 const MAX_CERTIFICATE: usize = 64 * 1024;
+/// Largest export report read back from `DATA/exports`.
+const MAX_REPORT: u64 = 1 << 20;
 
 /// What the site set for exports: the profile, its options and key, where outputs go.
 pub struct ExportSite {
@@ -121,11 +123,57 @@ impl ExportSite {
         })
     }
 
+    /// The exports started since the gateway started, newest first, then the earlier ones
+    /// whose reports are in `DATA/exports` (at most [`REMEMBERED`] in all).
     fn list(&self) -> Vec<Started> {
-        self.started
+        let mut list: Vec<Started> = self
+            .started
             .lock()
             .map(|l| l.iter().rev().cloned().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let known: Vec<String> = list.iter().map(|s| s.folder.clone()).collect();
+        for (folder, report) in self.earlier() {
+            if list.len() >= REMEMBERED {
+                break;
+            }
+            if known.contains(&folder) {
+                continue;
+            }
+            list.push(Started {
+                folder,
+                by: String::new(),
+                time: report.time.clone(),
+                purpose: report.purpose,
+                recipient: report.recipient.clone(),
+                project: report.project.clone(),
+                encrypted: report.encrypted,
+                status: Status::Done(Box::new(report)),
+            });
+        }
+        list
+    }
+
+    /// The reports in `DATA/exports` (`FOLDER.json` beside each folder), newest first: only
+    /// names this page makes, regular files of at most 1 MiB that read as a report.
+    fn earlier(&self) -> Vec<(String, Report)> {
+        let Ok(dir) = std::fs::read_dir(&self.out) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = dir
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
+            .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            .collect();
+        names.sort_unstable_by(|a, b| b.cmp(a));
+        names
+            .into_iter()
+            .take(REMEMBERED)
+            .filter_map(|n| {
+                let bytes = read_report(&self.out.join(format!("{n}.json")))?;
+                let report: Report = serde_json::from_slice(&bytes).ok()?;
+                Some((n, report))
+            })
+            .collect()
     }
 }
 
@@ -234,17 +282,17 @@ fn form_page(s: &Session, site: &ExportSite, status: StatusCode, alert: Option<&
             }
             h2 { "Exports started here" }
             @if list.is_empty() {
-                p { "None since the server started. Earlier exports are in the lineage (radveil lineage)." }
+                p { "None yet." }
             } @else {
                 table {
-                    caption { "Newest first; outputs in the data folder's exports/ for the privacy office to send" }
+                    caption { "Newest first; outputs in the data folder's exports/ for the privacy office to send (all exports, whoever made them, are in the lineage: radveil lineage)" }
                     thead { tr { th scope="col" { "Folder" } th scope="col" { "Started" } th scope="col" { "By" } th scope="col" { "Recipient" } th scope="col" { "Purpose" } th scope="col" { "Result" } } }
                     tbody {
                         @for e in &list {
                             tr {
                                 td { (e.folder) @if e.encrypted { " (encrypted)" } }
                                 td { (e.time) }
-                                td { (e.by) }
+                                td { @if e.by.is_empty() { "(before the server last started)" } @else { (e.by) } }
                                 td { (e.recipient) @if let Some(p) = &e.project { " — " (p) } }
                                 td { (purpose_words(e.purpose)) }
                                 td {
@@ -555,6 +603,25 @@ fn run(j: Job<'_>) -> Result<Report, String> {
     Ok(report)
 }
 
+/// A report file's bytes: a regular file (never through a link) of at most
+/// [`MAX_REPORT`] bytes.
+fn read_report(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_REPORT {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_REPORT + 1).read_to_end(&mut bytes).ok()?;
+    (bytes.len() as u64 <= MAX_REPORT).then_some(bytes)
+}
+
 /// `DATA/exports`, made 0700 when missing.
 fn make_private_dir(dir: &std::path::Path) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
@@ -608,6 +675,47 @@ mod tests {
         assert!(keys(&form("", "", "CT\nMR")).is_err());
         assert!(keys(&form("", "", &"C".repeat(65))).is_err());
         assert!(text(" Acme Labs ", "recipient").unwrap() == "Acme Labs");
+    }
+
+    #[test]
+    fn earlier_reports_are_read_only_from_plain_files_that_are_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = ExportSite::new(SiteSettings {
+            profile: Vec::new(),
+            options: Vec::new(),
+            key: radveil_deid::Key::new(Zeroizing::new(vec![3u8; 32])).unwrap(),
+            out: dir.path().to_path_buf(),
+            lineage: (
+                dir.path().join("lineage.db"),
+                radveil_store::Key::from_slice(&[4; 32]).unwrap(),
+            ),
+            memory_limit: 1 << 20,
+            jobs: 1,
+        })
+        .unwrap();
+        let report = serde_json::json!({
+            "export": "ab", "time": "2026-12-04T15:00:00Z", "recipient": "Acme",
+            "purpose": "research", "profile": "00", "encrypted": false,
+            "counts": radveil_export::Counts::default(), "held_back": [], "failures": []
+        });
+        std::fs::write(
+            dir.path().join("20261204T150000Z-00000001.json"),
+            report.to_string(),
+        )
+        .unwrap();
+        // Not a report, a link to one, a name this page never makes: left out.
+        std::fs::write(dir.path().join("20261204T160000Z-00000002.json"), b"{}").unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("20261204T150000Z-00000001.json"),
+            dir.path().join("20261204T170000Z-00000003.json"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("../x.json"), b"{}").ok();
+        std::fs::write(dir.path().join("a b.json"), report.to_string()).unwrap();
+        let found = site.earlier();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "20261204T150000Z-00000001");
+        assert_eq!(site.list().len(), 1);
     }
 
     #[test]
