@@ -525,10 +525,21 @@ def test_a_clinician_outside_the_patients_care_team_is_marked(portal, radveil_bi
     rows = audrey.get(portal.base + "/portal/audit?unusual=on", timeout=30).text.split("<tbody>")[1]
     outside = [r for r in rows.split("<tr") if "Outside the care team" in r]
     assert len(outside) == 1 and "Dr B. Jones" in outside[0], rows
-    # The team ends (a new version): Alice has no active team, so nothing is known.
+    # The team ends (a new version, a second later than the reads: times are to the
+    # second). Reads are judged against the teams in force when they happened: Dr Jones's
+    # earlier read stays marked, his read now is not (no active team: nothing is known).
+    import time
+    time.sleep(1.1)
     r = requests.put(url, json=careteam("ct-alice", "PID-PORTAL-A", ["drsmith"], "inactive"),
                      timeout=30, headers=auth(ehr, **fhir))
     assert r.status_code == 200 and r.json()["meta"]["versionId"] == "2"
+    time.sleep(1.1)
+    assert jones.get(f"{portal.url}/studies/{alices}/metadata", timeout=30).status_code == 200
+    log = alice.get(portal.base + "/portal/access-log", timeout=30).text
+    entries = re.findall(r"<li[^>]*>(.*?)</li>", log.split('<ol class="log"')[1])
+    jones_reads = [e for e in entries if e.startswith("Dr B. Jones")]
+    assert len(jones_reads) == 2, entries
+    assert "outside your care team" not in jones_reads[0] and "outside your care team" in jones_reads[1]
     # Nothing of the team at rest in the clear.
     for f in data.glob("careteam.db*"):
         raw = f.read_bytes()

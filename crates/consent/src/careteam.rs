@@ -6,9 +6,11 @@
 //!
 //! A member is named by the identifier of their `participant.member` Reference, whose value
 //! is the user's subject in the site's OpenID provider (the `sub` of their tokens, which the
-//! audit trail records). Kept in `DATA/careteam.db` (SQLite, 0600): one row per care team
-//! (its logical id as a keyed hash, the patient's store handle, the version), the team
-//! sealed (AES-256-GCM under `DATA/keys/careteam-key`) with those as associated data.
+//! audit trail records). Kept in `DATA/careteam.db` (SQLite, 0600): one row per version of
+//! each care team (its logical id as a keyed hash, the patient's store handle, the version),
+//! the version sealed (AES-256-GCM under `DATA/keys/careteam-key`) with those as associated
+//! data. Every version is kept, so an access is judged against the teams in force when it
+//! happened ([`History::outside_at`]), not as they are now.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -35,6 +37,8 @@ pub const MAX_MEMBERS: usize = 500;
 pub const MAX_MEMBER: usize = 255;
 /// Most care teams one patient may have.
 pub const MAX_TEAMS_PER_PATIENT: usize = 100;
+/// Most versions kept of one patient's care teams (all teams together).
+pub const MAX_VERSIONS_PER_PATIENT: usize = 2000;
 /// Largest sealed team read back.
 const MAX_SEALED: usize = 1 << 20;
 const AAD_LABEL: &[u8] = b"radveil-careteam-v1";
@@ -84,8 +88,8 @@ pub enum CareTeamError {
     /// The id is a care team of another patient.
     #[error("this id is another patient's CareTeam")]
     OtherPatient,
-    /// Too many teams for one patient.
-    #[error("this patient has too many care teams")]
+    /// Too many teams, or versions of them, for one patient.
+    #[error("this patient has too many care teams or versions of them")]
     TooMany,
     /// Sealing failed, or the lock was poisoned.
     #[error("the care-team store failed")]
@@ -293,8 +297,8 @@ impl CareTeams {
         db.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;
              CREATE TABLE IF NOT EXISTS careteam (
-                 id BLOB PRIMARY KEY, patient BLOB NOT NULL, version INTEGER NOT NULL,
-                 sealed BLOB NOT NULL);
+                 id BLOB NOT NULL, patient BLOB NOT NULL, version INTEGER NOT NULL,
+                 sealed BLOB NOT NULL, PRIMARY KEY (id, version));
              CREATE INDEX IF NOT EXISTS careteam_patient ON careteam(patient);",
         )?;
         Ok(CareTeams {
@@ -342,7 +346,7 @@ impl CareTeams {
         let db = self.db()?;
         let row = db
             .query_row(
-                "SELECT id, patient, version, sealed FROM careteam WHERE id = ?1",
+                "SELECT id, patient, version, sealed FROM careteam WHERE id = ?1 ORDER BY version DESC LIMIT 1",
                 params![&h.0[..]],
                 |r| {
                     Ok((
@@ -373,25 +377,24 @@ impl CareTeams {
         let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current: Option<(Vec<u8>, i64)> = tx
             .query_row(
-                "SELECT patient, version FROM careteam WHERE id = ?1",
+                "SELECT patient, version FROM careteam WHERE id = ?1 ORDER BY version DESC LIMIT 1",
                 params![&h.0[..]],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
+        let (teams, versions): (i64, i64) = tx.query_row(
+            "SELECT count(DISTINCT id), count(*) FROM careteam WHERE patient = ?1",
+            params![&patient.0[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if versions as usize >= MAX_VERSIONS_PER_PATIENT {
+            return Err(CareTeamError::TooMany);
+        }
         let version = match current {
             Some((p, _)) if p != patient.0 => return Err(CareTeamError::OtherPatient),
             Some((_, v)) => u64::try_from(v).map_err(|_| CareTeamError::Sealed)? + 1,
-            None => {
-                let n: i64 = tx.query_row(
-                    "SELECT count(*) FROM careteam WHERE patient = ?1",
-                    params![&patient.0[..]],
-                    |r| r.get(0),
-                )?;
-                if n as usize >= MAX_TEAMS_PER_PATIENT {
-                    return Err(CareTeamError::TooMany);
-                }
-                1
-            }
+            None if teams as usize >= MAX_TEAMS_PER_PATIENT => return Err(CareTeamError::TooMany),
+            None => 1,
         };
         let team = CareTeam {
             id: id.to_string(),
@@ -408,45 +411,85 @@ impl CareTeams {
             .seal(&plain, &aad(&h, patient, version))
             .map_err(|_| CareTeamError::Failed)?;
         tx.execute(
-            "INSERT INTO careteam (id, patient, version, sealed) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(id) DO UPDATE SET version = excluded.version, sealed = excluded.sealed",
+            "INSERT INTO careteam (id, patient, version, sealed) VALUES (?1, ?2, ?3, ?4)",
             params![&h.0[..], &patient.0[..], version as i64, sealed],
         )?;
         tx.commit()?;
         Ok(team)
     }
 
-    /// Whether `subject` is on an active care team of `patient`: `None` when the patient
-    /// has no active care team recorded (nothing is known).
-    pub fn is_member(
-        &self,
-        patient: &Handle,
-        subject: &str,
-    ) -> Result<Option<bool>, CareTeamError> {
+    /// Every version of `patient`'s care teams, to judge accesses at their time.
+    pub fn history(&self, patient: &Handle) -> Result<History, CareTeamError> {
         let rows: Vec<Row> = {
             let db = self.db()?;
             let mut st = db.prepare(
                 "SELECT id, patient, version, sealed FROM careteam WHERE patient = ?1 LIMIT ?2",
             )?;
             let rows = st
-                .query_map(params![&patient.0[..], MAX_TEAMS_PER_PATIENT as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
+                .query_map(
+                    params![&patient.0[..], MAX_VERSIONS_PER_PATIENT as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )?
                 .collect::<Result<_, _>>()?;
             rows
         };
+        let mut versions = rows
+            .into_iter()
+            .map(|(i, p, v, s)| self.open_row(&i, &p, v, &s))
+            .collect::<Result<Vec<_>, _>>()?;
+        versions.sort_by(|a, b| (&a.id, a.version).cmp(&(&b.id, b.version)));
+        Ok(History { versions })
+    }
+
+    /// Whether `subject` is on an active care team of `patient` now: `None` when the
+    /// patient has no active care team (nothing is known).
+    pub fn is_member(
+        &self,
+        patient: &Handle,
+        subject: &str,
+    ) -> Result<Option<bool>, CareTeamError> {
+        Ok(self.history(patient)?.member_at(subject, None))
+    }
+}
+
+/// Every version of one patient's care teams.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// By id, then version.
+    versions: Vec<CareTeam>,
+}
+
+impl History {
+    /// Whether `subject` was on an active care team in force at `time` (RFC 3339 UTC, as
+    /// the audit trail writes it; `None`: now): for each team, its latest version recorded
+    /// at or before then. `None` when no active team was in force (nothing was known).
+    pub fn member_at(&self, subject: &str, time: Option<&str>) -> Option<bool> {
         let mut any = false;
-        for (i, p, v, s) in rows {
-            let t = self.open_row(&i, &p, v, &s)?;
-            if !t.active {
-                continue;
+        let mut at = 0;
+        while at < self.versions.len() {
+            let id = &self.versions[at].id;
+            let end = self.versions[at..]
+                .iter()
+                .position(|v| &v.id != id)
+                .map_or(self.versions.len(), |n| at + n);
+            let in_force = self.versions[at..end]
+                .iter()
+                .rev()
+                .find(|v| time.is_none_or(|t| v.recorded.as_str() <= t));
+            if let Some(v) = in_force.filter(|v| v.active) {
+                any = true;
+                if v.members.iter().any(|m| m == subject) {
+                    return Some(true);
+                }
             }
-            any = true;
-            if t.members.iter().any(|m| m == subject) {
-                return Ok(Some(true));
-            }
+            at = end;
         }
-        Ok(any.then_some(false))
+        any.then_some(false)
+    }
+
+    /// Whether an access by `subject` at `time` was outside the care teams then in force.
+    pub fn outside_at(&self, subject: &str, time: &str) -> bool {
+        self.member_at(subject, Some(time)) == Some(false)
     }
 }
 
@@ -541,6 +584,40 @@ mod tests {
         let fhir = to_fhir(&t.get("ct-1").unwrap().unwrap());
         assert_eq!(fhir["status"], "inactive");
         assert_eq!(fhir["meta"]["versionId"], "2");
+    }
+
+    #[test]
+    fn an_access_is_judged_against_the_teams_in_force_at_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = teams(dir.path());
+        let p = Handle([1; 32]);
+        let put = |status: &str, members: &[&str], when: &str| {
+            t.put(
+                "ct-1",
+                &p,
+                parse(&team(status, members)).unwrap(),
+                when.into(),
+            )
+            .unwrap()
+        };
+        put("active", &["dr-smith"], "2026-03-01T00:00:00Z");
+        put("active", &["dr-smith", "dr-jones"], "2026-06-01T00:00:00Z");
+        put(
+            "inactive",
+            &["dr-smith", "dr-jones"],
+            "2026-09-01T00:00:00Z",
+        );
+        let h = t.history(&p).unwrap();
+        // Before any team: nothing known.
+        assert!(!h.outside_at("dr-jones", "2026-02-01T00:00:00Z"));
+        // Dr Jones joined in June: outside in April, inside in July.
+        assert!(h.outside_at("dr-jones", "2026-04-01T00:00:00Z"));
+        assert!(!h.outside_at("dr-jones", "2026-07-01T00:00:00Z"));
+        assert!(!h.outside_at("dr-smith", "2026-04-01T00:00:00Z"));
+        // The team ended in September: nothing known after, marks before stay.
+        assert!(!h.outside_at("dr-lee", "2026-10-01T00:00:00Z"));
+        assert!(h.outside_at("dr-lee", "2026-08-01T00:00:00Z"));
+        assert_eq!(h.member_at("dr-lee", None), None);
     }
 
     #[test]

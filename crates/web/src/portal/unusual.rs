@@ -11,13 +11,15 @@
 //!   at night are routine (modalities and routers send around the clock) and patients
 //!   reading their own images are not staff access, so neither is marked;
 //! - **outside the care team**: a clinician reading the images of a patient whose care
-//!   teams, as the EHR records them (`PUT /fhir/CareTeam`), are active and do not include
-//!   them. A patient with no care team recorded is not marked (nothing is known);
+//!   teams in force at the time, as the EHR records them (`PUT /fhir/CareTeam`), are active
+//!   and do not include them. A patient with no active care team then is not marked
+//!   (nothing was known);
 //! - **refused or failed**: anything that did not succeed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use radveil_audit::{Action, Event, Outcome, Role};
+use radveil_consent::careteam::History;
 
 use crate::app::AppState;
 
@@ -68,7 +70,7 @@ impl Mark {
 /// Most patients of one event checked against their care teams (bulk access is marked
 /// anyway).
 const CARE_CHECKED_PER_EVENT: usize = 50;
-/// Most (patient, clinician) pairs one page resolves, the newest events first.
+/// Most patients whose care teams one page reads, the newest events first.
 const MAX_CARE_CHECKS: usize = 10_000;
 
 /// The subject of a clinician who read images successfully in `e`, whose care-team
@@ -80,16 +82,18 @@ fn clinician_reading(e: &Event) -> Option<&str> {
         .flatten()
 }
 
-/// Which clinicians' reads among some events were outside the patient's care teams,
-/// resolved against the care-team store in one blocking pass before marking.
+/// The care-team histories of the patients whose images clinicians read among some
+/// events, read from the care-team store in one blocking pass before marking; each read is
+/// then judged against the teams in force at its time.
 #[derive(Debug, Default)]
 pub struct CareTeamCheck {
-    /// (Patient ID, issuer, subject) of the reads outside.
-    outside: HashSet<(String, Option<String>, String)>,
+    /// By (Patient ID, issuer).
+    histories: HashMap<(String, Option<String>), History>,
 }
 
 impl CareTeamCheck {
-    /// Resolves the clinicians' reads among `events` (of `patient` only, when given).
+    /// Reads the histories of the patients of the clinicians' reads among `events` (of
+    /// `patient` only, when given), the newest events first, at most [`MAX_CARE_CHECKS`].
     pub async fn of(
         state: &AppState,
         events: &[(u64, Event)],
@@ -98,35 +102,35 @@ impl CareTeamCheck {
         let Some(teams) = state.portal.careteams.clone() else {
             return CareTeamCheck::default();
         };
-        let mut asked: HashSet<(String, Option<String>, String)> = HashSet::new();
+        let mut asked: HashSet<(String, Option<String>)> = HashSet::new();
         for (_, e) in events.iter().rev() {
             if asked.len() >= MAX_CARE_CHECKS {
                 break;
             }
-            let Some(subject) = clinician_reading(e) else {
+            if clinician_reading(e).is_none() {
                 continue;
-            };
+            }
             for p in e.patients.iter().take(CARE_CHECKED_PER_EVENT) {
                 if patient.is_some_and(|(id, issuer)| p.id != id || p.issuer.as_deref() != issuer) {
                     continue;
                 }
-                asked.insert((p.id.clone(), p.issuer.clone(), subject.to_string()));
+                asked.insert((p.id.clone(), p.issuer.clone()));
             }
         }
         if asked.is_empty() {
             return CareTeamCheck::default();
         }
         let store = state.store.clone();
-        let found = tokio::task::spawn_blocking(move || {
+        let histories = tokio::task::spawn_blocking(move || {
             asked
                 .into_iter()
-                .filter(|(id, issuer, subject)| {
-                    let h = store.patient(id, issuer.as_deref().unwrap_or(""));
-                    match teams.is_member(&h, subject) {
-                        Ok(member) => member == Some(false),
+                .filter_map(|(id, issuer)| {
+                    let h = store.patient(&id, issuer.as_deref().unwrap_or(""));
+                    match teams.history(&h) {
+                        Ok(history) => Some(((id, issuer), history)),
                         Err(e) => {
                             tracing::error!(error = %e, "a care team could not be read");
-                            false
+                            None
                         }
                     }
                 })
@@ -134,7 +138,7 @@ impl CareTeamCheck {
         })
         .await
         .unwrap_or_default();
-        CareTeamCheck { outside: found }
+        CareTeamCheck { histories }
     }
 
     fn outside(&self, e: &Event, patient: Option<(&str, Option<&str>)>) -> bool {
@@ -148,8 +152,9 @@ impl CareTeamCheck {
                 patient.is_none_or(|(id, issuer)| p.id == id && p.issuer.as_deref() == issuer)
             })
             .any(|p| {
-                self.outside
-                    .contains(&(p.id.clone(), p.issuer.clone(), subject.to_string()))
+                self.histories
+                    .get(&(p.id.clone(), p.issuer.clone()))
+                    .is_some_and(|h| h.outside_at(subject, &e.time))
             })
     }
 }
