@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use crate::fhir::{
     array, bad, obj, only, patient_at, patient_reference, string, unprocessable, Invalid,
+    IDENTIFIER_KEYS, REFERENCE_KEYS,
 };
 use crate::{is_fhir_id, PatientId};
 
@@ -179,19 +180,7 @@ pub fn parse(body: &[u8]) -> Result<Draft, Invalid> {
             };
             let at = format!("{at}.member");
             let mm = obj(member, &at)?;
-            only(
-                mm,
-                &at,
-                &[
-                    "id",
-                    "extension",
-                    "reference",
-                    "type",
-                    "identifier",
-                    "display",
-                ],
-                &[],
-            )?;
+            only(mm, &at, REFERENCE_KEYS, &[])?;
             let ident = mm.get("identifier").ok_or_else(|| {
                 unprocessable(format!(
                     "{at}: give the member by identifier (their subject at the site's OpenID provider)"
@@ -199,21 +188,7 @@ pub fn parse(body: &[u8]) -> Result<Draft, Invalid> {
             })?;
             let at = format!("{at}.identifier");
             let im = obj(ident, &at)?;
-            only(
-                im,
-                &at,
-                &[
-                    "id",
-                    "extension",
-                    "use",
-                    "type",
-                    "system",
-                    "value",
-                    "period",
-                    "assigner",
-                ],
-                &[],
-            )?;
+            only(im, &at, IDENTIFIER_KEYS, &[])?;
             let value = string(
                 im.get("value")
                     .ok_or_else(|| unprocessable(format!("{at}.value is required")))?,
@@ -280,18 +255,7 @@ fn aad(id: &Handle, patient: &Handle, version: u64) -> Vec<u8> {
 impl CareTeams {
     /// Opens (making it 0600) the care-team database at `path`.
     pub fn open(path: &Path, key: Key) -> Result<CareTeams, CareTeamError> {
-        if std::fs::symlink_metadata(path).is_err() {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(path)
-                .map_err(|_| CareTeamError::Failed)?;
-        } else if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
-            return Err(CareTeamError::Failed);
-        }
+        radveil_store::create_private(path).map_err(|_| CareTeamError::Failed)?;
         let db = rusqlite::Connection::open(path)?;
         db.busy_timeout(std::time::Duration::from_secs(10))?;
         db.execute_batch(

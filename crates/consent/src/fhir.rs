@@ -388,22 +388,31 @@ fn provision_type(m: &Map<String, Value>, at: &str) -> Result<Option<bool>, Inva
     }
 }
 
+/// The elements of a FHIR R4 Identifier.
+pub(crate) const IDENTIFIER_KEYS: &[&str] = &[
+    "id",
+    "extension",
+    "use",
+    "type",
+    "system",
+    "value",
+    "period",
+    "assigner",
+];
+/// The elements of a FHIR R4 Reference.
+pub(crate) const REFERENCE_KEYS: &[&str] = &[
+    "id",
+    "extension",
+    "reference",
+    "type",
+    "identifier",
+    "display",
+];
+
 /// The Patient ID and issuer of the Reference `v` (the element `at`, like `patient`).
 pub(crate) fn patient_at(v: &Value, at: &str) -> Result<PatientId, Invalid> {
     let m = obj(v, at)?;
-    only(
-        m,
-        at,
-        &[
-            "id",
-            "extension",
-            "reference",
-            "type",
-            "identifier",
-            "display",
-        ],
-        &[],
-    )?;
+    only(m, at, REFERENCE_KEYS, &[])?;
     if m.contains_key("reference") {
         return Err(unprocessable(format!(
             "{at}: give the patient by identifier (Patient ID and issuer), not by reference"
@@ -414,21 +423,7 @@ pub(crate) fn patient_at(v: &Value, at: &str) -> Result<PatientId, Invalid> {
         .ok_or_else(|| unprocessable(format!("{at}.identifier is required")))?;
     let at_id = format!("{at}.identifier");
     let im = obj(ident, &at_id)?;
-    only(
-        im,
-        &at_id,
-        &[
-            "id",
-            "extension",
-            "use",
-            "type",
-            "system",
-            "value",
-            "period",
-            "assigner",
-        ],
-        &[],
-    )?;
+    only(im, &at_id, IDENTIFIER_KEYS, &[])?;
     let value = string(
         im.get("value")
             .ok_or_else(|| unprocessable(format!("{at_id}.value is required")))?,

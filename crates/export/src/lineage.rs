@@ -176,30 +176,6 @@ fn item_aad(export: &str, instance: &Handle, patient: &Handle, consent: u64) -> 
     a
 }
 
-/// Creates an empty file with mode 0600 when nothing is at `path`; a link or anything but
-/// a regular file there is refused, never followed.
-fn create_private(path: &Path) -> Result<(), LineageError> {
-    use rustix::fs::{Mode, OFlags};
-    match rustix::fs::open(
-        path,
-        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    ) {
-        Ok(_) => Ok(()),
-        Err(rustix::io::Errno::EXIST) => {
-            if std::fs::symlink_metadata(path)?.is_file() {
-                Ok(())
-            } else {
-                Err(LineageError::Corrupt(format!(
-                    "{} is not a regular file",
-                    path.display()
-                )))
-            }
-        }
-        Err(e) => Err(LineageError::Io(e.into())),
-    }
-}
-
 fn handle(b: Vec<u8>) -> Result<Handle, LineageError> {
     Handle::from_slice(&b).map_err(|_| LineageError::Corrupt("a handle is not 32 bytes".into()))
 }
@@ -207,7 +183,10 @@ fn handle(b: Vec<u8>) -> Result<Handle, LineageError> {
 impl Lineage {
     /// Opens (creating on first use, mode 0600) the lineage database at `path` with its key.
     pub fn open(path: &Path, key: Key) -> Result<Lineage, LineageError> {
-        create_private(path)?;
+        radveil_store::create_private(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => LineageError::Corrupt(e.to_string()),
+            _ => LineageError::Io(e),
+        })?;
         let db = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE

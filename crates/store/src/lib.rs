@@ -38,6 +38,7 @@ pub use index::Row;
 use index::{Index, Inserted};
 use keystore::KeyStore;
 pub use objects::Objects;
+pub use sqlite::create_private;
 
 /// What can go wrong in the store. Messages name handles and files, never an identifier.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,10 @@ const BUSY_WAIT: Duration = Duration::from_secs(30);
 /// Opens the database file at `path`, creating it (mode 0600, exclusively, no symlink
 /// followed) when missing.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    create_private(path)?;
+    create_private(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Io(e),
+    })?;
     let db = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -27,9 +30,10 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     Ok(db)
 }
 
-/// Creates an empty file with mode 0600 when nothing is at `path`; a symbolic link there
-/// is an error, not followed.
-fn create_private(path: &Path) -> Result<(), StoreError> {
+/// Creates an empty file with mode 0600 when nothing is at `path` (the databases of a data
+/// folder: the index, consents, lineage, shares, uploads, care teams); a symbolic link or
+/// anything but a regular file there is an error (`InvalidData`), never followed.
+pub fn create_private(path: &Path) -> std::io::Result<()> {
     use rustix::fs::{Mode, OFlags};
     match rustix::fs::open(
         path,
@@ -38,16 +42,15 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     ) {
         Ok(_) => Ok(()),
         Err(rustix::io::Errno::EXIST) => {
-            let meta = std::fs::symlink_metadata(path)?;
-            if meta.is_file() {
+            if std::fs::symlink_metadata(path)?.is_file() {
                 Ok(())
             } else {
-                Err(StoreError::Corrupt(format!(
-                    "{} is not a regular file",
-                    path.display()
-                )))
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is not a regular file", path.display()),
+                ))
             }
         }
-        Err(e) => Err(StoreError::Io(e.into())),
+        Err(e) => Err(e.into()),
     }
 }

@@ -188,23 +188,9 @@ pub fn valid_pin(pin: &str) -> bool {
 impl Shares {
     /// Opens (making it 0600 on first use) the share database at `path`.
     pub fn open(path: &Path, key: Key) -> Result<Shares, ShareError> {
-        if std::fs::symlink_metadata(path).is_err() {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(path)
-                .map_err(|_| ShareError::Invalid("the share database could not be made"))?;
-        } else if !std::fs::symlink_metadata(path)
-            .map(|m| m.is_file())
-            .unwrap_or(false)
-        {
-            return Err(ShareError::Invalid(
-                "the share database is not a regular file",
-            ));
-        }
+        radveil_store::create_private(path).map_err(|_| {
+            ShareError::Invalid("the share database could not be made, or is not a regular file")
+        })?;
         let db = Connection::open(path)?;
         db.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;

@@ -204,23 +204,9 @@ const COLUMNS: &str = "id, patient, created, status, decided, files, bytes, seal
 impl Uploads {
     /// Opens (making it 0600 on first use) the upload database at `path`.
     pub fn open(path: &Path, key: Key) -> Result<Uploads, UploadError> {
-        if std::fs::symlink_metadata(path).is_err() {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(path)
-                .map_err(|_| UploadError::Invalid("the upload database could not be made"))?;
-        } else if !std::fs::symlink_metadata(path)
-            .map(|m| m.is_file())
-            .unwrap_or(false)
-        {
-            return Err(UploadError::Invalid(
-                "the upload database is not a regular file",
-            ));
-        }
+        radveil_store::create_private(path).map_err(|_| {
+            UploadError::Invalid("the upload database could not be made, or is not a regular file")
+        })?;
         let db = Connection::open(path)?;
         db.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;
