@@ -101,12 +101,19 @@ impl ExportSite {
         })
     }
 
-    fn remember(&self, s: Started) {
-        if let Ok(mut list) = self.started.lock() {
-            list.push(s);
-            let extra = list.len().saturating_sub(REMEMBERED);
-            list.drain(..extra);
+    /// Records `s` as running, unless an export is running already (checked and recorded
+    /// under one lock, so two forms sent at once start one export).
+    fn try_start(&self, s: Started) -> bool {
+        let Ok(mut list) = self.started.lock() else {
+            return false;
+        };
+        if list.iter().any(|s| matches!(s.status, Status::Running)) {
+            return false;
         }
+        list.push(s);
+        let extra = list.len().saturating_sub(REMEMBERED);
+        list.drain(..extra);
+        true
     }
 
     fn finish(&self, folder: &str, status: Status) {
@@ -115,12 +122,6 @@ impl ExportSite {
                 s.status = status;
             }
         }
-    }
-
-    fn running(&self) -> bool {
-        self.started.lock().map_or(true, |l| {
-            l.iter().any(|s| matches!(s.status, Status::Running))
-        })
     }
 
     /// The exports started since the gateway started, newest first, then the earlier ones
@@ -466,19 +467,11 @@ pub async fn start(
             _ => return bad("The certificate is not a PEM certificate the export can encrypt to."),
         }
     };
-    if site.running() {
-        return form_page(
-            &s,
-            &site,
-            StatusCode::CONFLICT,
-            Some("An export is running: start the next one when it is done."),
-        );
-    }
     let caller = pages::caller(&s, AccessAction::Export);
     let actor = crate::audit::actor_of(&caller);
     let time = radveil_ledger::rfc3339_now();
     let folder = new_folder(&time);
-    site.remember(Started {
+    let started = site.try_start(Started {
         folder: folder.clone(),
         by: s
             .name
@@ -491,6 +484,14 @@ pub async fn start(
         encrypted: !certs.is_empty(),
         status: Status::Running,
     });
+    if !started {
+        return form_page(
+            &s,
+            &site,
+            StatusCode::CONFLICT,
+            Some("An export is running: start the next one when it is done."),
+        );
+    }
     let work = {
         let (site, folder, store) = (Arc::clone(&site), folder.clone(), state.store.clone());
         let runtime = tokio::runtime::Handle::current();
@@ -716,6 +717,39 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].0, "20261204T150000Z-00000001");
         assert_eq!(site.list().len(), 1);
+    }
+
+    #[test]
+    fn one_export_runs_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = ExportSite::new(SiteSettings {
+            profile: Vec::new(),
+            options: Vec::new(),
+            key: radveil_deid::Key::new(Zeroizing::new(vec![3u8; 32])).unwrap(),
+            out: dir.path().to_path_buf(),
+            lineage: (
+                dir.path().join("lineage.db"),
+                radveil_store::Key::from_slice(&[4; 32]).unwrap(),
+            ),
+            memory_limit: 1 << 20,
+            jobs: 1,
+        })
+        .unwrap();
+        let started = |folder: &str| Started {
+            folder: folder.into(),
+            by: "Priya".into(),
+            time: "2026-12-04T15:00:00Z".into(),
+            purpose: Purpose::Research,
+            recipient: "Acme".into(),
+            project: None,
+            encrypted: false,
+            status: Status::Running,
+        };
+        assert!(site.try_start(started("a")));
+        assert!(!site.try_start(started("b")));
+        site.finish("a", Status::Failed("stopped".into()));
+        assert!(site.try_start(started("c")));
+        assert_eq!(site.list().len(), 2);
     }
 
     #[test]
