@@ -114,11 +114,25 @@ def main() -> None:
         p.restart()
         print(f"restart on {a.studies:,} studies and {entries(data):,} events: "
               f"{time.perf_counter() - t0:.2f} s to serve", flush=True)
+        # A care team for the measured patient without the bench's clinician: the access log
+        # then reads its history and marks those reads "outside the care team".
+        ehr = token(binary, data, "--subject", "ehr", "--scope", "system/CareTeam.u")
+        team = {"resourceType": "CareTeam", "id": "ct-bench", "status": "active",
+                "subject": {"identifier": {"value": "PID-PORTAL-A"}},
+                "participant": [{"member": {"identifier": {"value": "drsmith"}}}]}
+        r = requests.put(p.base + "/fhir/CareTeam/ct-bench", json=team, timeout=60,
+                         headers=auth(ehr, **{"Content-Type": "application/fhir+json"}))
+        assert r.status_code in (200, 201), r.text
         s = sign_in(p.base, "alice")
-        for path in ("/portal", "/portal/access-log", "/portal/consent", "/portal/shares"):
+        for path in ("/portal", "/portal/access-log", "/portal/consent", "/portal/shares",
+                     "/portal/upload"):
             r = timed(s, p.base + path, a.n)
             print(f"{path:22} p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  max {r['max']:6.1f} ms  "
                   f"({r['bytes']:,} B)", flush=True)
+        dr = sign_in(p.base, "drsmith")
+        r = timed(dr, p.base + "/portal/patient?patient=PID-PORTAL-A", a.n)
+        print(f"{'clinician, one patient':22} p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  "
+              f"max {r['max']:6.1f} ms", flush=True)
         audrey = sign_in(p.base, "audrey")
         r = timed(audrey, p.base + "/portal/audit?patient=PID-PORTAL-A", max(10, a.n // 10))
         print(f"{'auditor, one patient':22} p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  "
