@@ -42,13 +42,11 @@ const MAX_CERTIFICATE: usize = 64 * 1024;
 /// Largest export report read back from `DATA/exports`.
 const MAX_REPORT: u64 = 1 << 20;
 
-/// What the site set for exports: the profile, its options and key, where outputs go.
+/// What the site set for exports: the de-identifier made from its profile, where outputs go.
 pub struct ExportSite {
-    /// The profile file's bytes (read at start: an export uses the profile the gateway
-    /// started with).
-    profile: Vec<u8>,
-    options: Vec<String>,
-    key: radveil_deid::Key,
+    /// The de-identifier of the site's profile, made once at start (every export uses the
+    /// profile the gateway started with).
+    recipe: radveil_export::recipe::Recipe,
     /// `DATA/exports`.
     out: PathBuf,
     /// The lineage database and its key (each export opens its own connection).
@@ -88,11 +86,8 @@ impl ExportSite {
     /// The site's export settings, the profile checked now (a profile that cannot be used
     /// stops the gateway's start, not the first export).
     pub fn new(s: SiteSettings) -> Result<ExportSite, radveil_export::recipe::RecipeError> {
-        radveil_export::recipe::recipe(&s.profile, &s.options, s.key.clone())?;
         Ok(ExportSite {
-            profile: s.profile,
-            options: s.options,
-            key: s.key,
+            recipe: radveil_export::recipe::recipe(&s.profile, &s.options, s.key)?,
             out: s.out,
             lineage: s.lineage,
             memory_limit: s.memory_limit,
@@ -547,16 +542,14 @@ struct Job<'a> {
     certs: &'a [radveil_integrity::envelope::Certificate],
 }
 
-/// Runs one export (on a blocking thread): the recipe, the output folder, the lineage
-/// connection, then [`radveil_export::run::export`]; the report written beside the folder.
+/// Runs one export (on a blocking thread): the output folder, the lineage connection, then
+/// [`radveil_export::run::export`]; the report written beside the folder.
 fn run(j: Job<'_>) -> Result<Report, String> {
-    let recipe =
-        radveil_export::recipe::recipe(&j.site.profile, &j.site.options, j.site.key.clone())
-            .map_err(|e| format!("the profile: {e}"))?;
+    let recipe = &j.site.recipe;
     make_private_dir(&j.site.out)?;
     let out = j.site.out.join(j.folder);
     let run = radveil_pipeline::Run::new(
-        recipe.deidentifier,
+        recipe.deidentifier.clone(),
         &out,
         &radveil_pipeline::Settings {
             memory_limit: j.site.memory_limit,
@@ -678,22 +671,27 @@ mod tests {
         assert!(text(" Acme Labs ", "recipient").unwrap() == "Acme Labs");
     }
 
-    #[test]
-    fn earlier_reports_are_read_only_from_plain_files_that_are_reports() {
-        let dir = tempfile::tempdir().unwrap();
-        let site = ExportSite::new(SiteSettings {
+    /// An export site writing below `dir`, with an empty profile.
+    fn test_site(dir: &std::path::Path) -> ExportSite {
+        ExportSite::new(SiteSettings {
             profile: Vec::new(),
             options: Vec::new(),
             key: radveil_deid::Key::new(Zeroizing::new(vec![3u8; 32])).unwrap(),
-            out: dir.path().to_path_buf(),
+            out: dir.to_path_buf(),
             lineage: (
-                dir.path().join("lineage.db"),
+                dir.join("lineage.db"),
                 radveil_store::Key::from_slice(&[4; 32]).unwrap(),
             ),
             memory_limit: 1 << 20,
             jobs: 1,
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn earlier_reports_are_read_only_from_plain_files_that_are_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = test_site(dir.path());
         let report = serde_json::json!({
             "export": "ab", "time": "2026-12-04T15:00:00Z", "recipient": "Acme",
             "purpose": "research", "profile": "00", "encrypted": false,
@@ -722,19 +720,7 @@ mod tests {
     #[test]
     fn one_export_runs_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let site = ExportSite::new(SiteSettings {
-            profile: Vec::new(),
-            options: Vec::new(),
-            key: radveil_deid::Key::new(Zeroizing::new(vec![3u8; 32])).unwrap(),
-            out: dir.path().to_path_buf(),
-            lineage: (
-                dir.path().join("lineage.db"),
-                radveil_store::Key::from_slice(&[4; 32]).unwrap(),
-            ),
-            memory_limit: 1 << 20,
-            jobs: 1,
-        })
-        .unwrap();
+        let site = test_site(dir.path());
         let started = |folder: &str| Started {
             folder: folder.into(),
             by: "Priya".into(),
