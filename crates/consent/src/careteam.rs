@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::fhir::{
-    array, bad, obj, only, patient_at, patient_reference, string, unprocessable, Invalid,
-    IDENTIFIER_KEYS, REFERENCE_KEYS,
+    array, bad, logical_id, obj, only, patient_at, patient_reference, resource, string,
+    unprocessable, Invalid, IDENTIFIER_KEYS, REFERENCE_KEYS,
 };
-use crate::{is_fhir_id, PatientId};
+use crate::PatientId;
 
 /// The file of the care-team database under the gateway's data folder.
 pub const CARETEAM_DB: &str = "careteam.db";
@@ -105,10 +105,7 @@ pub fn parse(body: &[u8]) -> Result<Draft, Invalid> {
         return Err(bad("the CareTeam is too large"));
     }
     let v: Value = serde_json::from_slice(body).map_err(|_| bad("not JSON"))?;
-    let m = obj(&v, "CareTeam")?;
-    if m.get("resourceType").and_then(Value::as_str) != Some("CareTeam") {
-        return Err(bad("resourceType: CareTeam expected"));
-    }
+    let m = resource(&v, "CareTeam")?;
     only(
         m,
         "CareTeam",
@@ -139,16 +136,7 @@ pub fn parse(body: &[u8]) -> Result<Draft, Invalid> {
         ],
         &["modifierExtension", "implicitRules"],
     )?;
-    let id = match m.get("id") {
-        None => None,
-        Some(v) => {
-            let s = string(v, "id")?;
-            if !is_fhir_id(s) {
-                return Err(bad("id: not a FHIR id"));
-            }
-            Some(s.to_string())
-        }
-    };
+    let id = logical_id(m)?;
     let active = match m.get("status").map(|s| string(s, "status")).transpose()? {
         Some("active") => true,
         Some("proposed" | "suspended" | "inactive" | "entered-in-error") => false,

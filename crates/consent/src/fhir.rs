@@ -388,6 +388,27 @@ fn provision_type(m: &Map<String, Value>, at: &str) -> Result<Option<bool>, Inva
     }
 }
 
+/// The JSON object of a resource of type `kind`.
+pub(crate) fn resource<'a>(v: &'a Value, kind: &str) -> Result<&'a Map<String, Value>, Invalid> {
+    let m = obj(v, kind)?;
+    if m.get("resourceType").and_then(Value::as_str) != Some(kind) {
+        return Err(bad(format!("resourceType: {kind} expected")));
+    }
+    Ok(m)
+}
+
+/// A resource's logical `id`, if it has one (a FHIR id).
+pub(crate) fn logical_id(m: &Map<String, Value>) -> Result<Option<String>, Invalid> {
+    let Some(v) = m.get("id") else {
+        return Ok(None);
+    };
+    let s = string(v, "id")?;
+    if !is_fhir_id(s) {
+        return Err(bad("id: not a FHIR id"));
+    }
+    Ok(Some(s.to_string()))
+}
+
 /// The elements of a FHIR R4 Identifier.
 pub(crate) const IDENTIFIER_KEYS: &[&str] = &[
     "id",
@@ -492,10 +513,7 @@ pub fn parse(body: &[u8]) -> Result<Draft, Invalid> {
         });
     }
     let v: Value = serde_json::from_slice(body).map_err(|_| bad("not JSON"))?;
-    let m = obj(&v, "Consent")?;
-    if m.get("resourceType").and_then(Value::as_str) != Some("Consent") {
-        return Err(bad("resourceType: Consent expected"));
-    }
+    let m = resource(&v, "Consent")?;
     only(
         m,
         "Consent",
@@ -529,16 +547,7 @@ pub fn parse(body: &[u8]) -> Result<Draft, Invalid> {
         ],
         &["modifierExtension", "implicitRules"],
     )?;
-    let id = match m.get("id") {
-        None => None,
-        Some(v) => {
-            let s = string(v, "id")?;
-            if !is_fhir_id(s) {
-                return Err(bad("id: not a FHIR id"));
-            }
-            Some(s.to_string())
-        }
-    };
+    let id = logical_id(m)?;
     let status = match m.get("status").map(|s| string(s, "status")).transpose()? {
         Some("active") => Status::Active,
         Some("inactive") => Status::Inactive,

@@ -12,10 +12,9 @@ use axum::response::Response;
 use radveil_access::Action as AccessAction;
 use radveil_audit::Action;
 use radveil_consent::careteam::{self, CareTeamError};
-use radveil_consent::fhir::FHIR_JSON;
 
 use crate::app::AppState;
-use crate::fhir_consent::{fhir_json, outcome, what};
+use crate::fhir_consent::{fhir_body, fhir_json, not_fhir_json, outcome, what};
 
 /// The access-control action of a request under `/fhir/CareTeam`.
 pub fn action_of(method: &Method) -> AccessAction {
@@ -94,29 +93,12 @@ pub async fn put(
     if !radveil_consent::is_fhir_id(&id) {
         return outcome(StatusCode::BAD_REQUEST, "invalid", "not a FHIR id");
     }
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    if !matches!(media.as_deref(), Some(FHIR_JSON | "application/json")) {
-        return outcome(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not-supported",
-            "a CareTeam is sent as application/fhir+json",
-        );
+    if let Some(r) = not_fhir_json(&headers, "CareTeam") {
+        return r;
     }
-    let Ok(bytes) = axum::body::to_bytes(body, careteam::MAX_BODY).await else {
-        return outcome(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-costly",
-            "a CareTeam is at most 256 KiB",
-        );
+    let bytes = match fhir_body(body, careteam::MAX_BODY, "CareTeam").await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let draft = match careteam::parse(&bytes) {
         Ok(d) => d,

@@ -66,6 +66,43 @@ pub(crate) fn fhir_json(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
+/// The 415 answer naming the resource `kind` expected, unless the request says it sends
+/// FHIR JSON (or JSON).
+pub(crate) fn not_fhir_json(headers: &HeaderMap, kind: &str) -> Option<Response> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    (!matches!(media.as_deref(), Some(FHIR_JSON | "application/json"))).then(|| {
+        outcome(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            &format!("a {kind} is sent as application/fhir+json"),
+        )
+    })
+}
+
+/// The body of a PUT of a `kind` resource, at most `max` bytes; else the 413 answer.
+pub(crate) async fn fhir_body(
+    body: Body,
+    max: usize,
+    kind: &str,
+) -> Result<axum::body::Bytes, Response> {
+    axum::body::to_bytes(body, max).await.map_err(|_| {
+        outcome(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-costly",
+            &format!("a {kind} is at most {} KiB", max / 1024),
+        )
+    })
+}
+
 /// An OperationOutcome answer.
 pub(crate) fn outcome(status: StatusCode, code: &str, why: &str) -> Response {
     fhir_json(status, &fhir::operation_outcome(code, why))
@@ -420,22 +457,8 @@ pub async fn put(
     if !radveil_consent::is_fhir_id(&id) {
         return outcome(StatusCode::BAD_REQUEST, "invalid", "not a FHIR id");
     }
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    if !matches!(json.as_deref(), Some(FHIR_JSON | "application/json")) {
-        return outcome(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not-supported",
-            "a Consent is sent as application/fhir+json",
-        );
+    if let Some(r) = not_fhir_json(&headers, "Consent") {
+        return r;
     }
     let Ok(expected) = if_match(&headers) else {
         return outcome(
@@ -444,15 +467,9 @@ pub async fn put(
             "If-Match: W/\"version\" expected",
         );
     };
-    let bytes = match axum::body::to_bytes(body, fhir::MAX_BODY).await {
+    let bytes = match fhir_body(body, fhir::MAX_BODY, "Consent").await {
         Ok(b) => b,
-        Err(_) => {
-            return outcome(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-costly",
-                "a Consent is at most 64 KiB",
-            )
-        }
+        Err(r) => return r,
     };
     let draft = match fhir::parse(&bytes) {
         Ok(d) => d,
