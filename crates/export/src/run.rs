@@ -179,7 +179,8 @@ enum Unit {
 /// (Not wiped after use: the pipeline's own buffers of the same images are not either, and
 /// wiping half a megabyte a byte at a time costs a tenth of an export.)
 pub(crate) fn open(shared: &Shared<'_>, row: &Row) -> Result<Vec<u8>, Done> {
-    match shared.runtime.block_on(shared.store.open_row(row)) {
+    let _entered = shared.runtime.enter();
+    match shared.store.open_row_here(row) {
         Ok(b) => Ok(b),
         // Names the object by its handle only.
         Err(e) => Err(Done::Failed(format!(

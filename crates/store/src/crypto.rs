@@ -146,16 +146,17 @@ impl Key {
             }
             let nonce = Nonce::try_assume_unique_for_key(&buf[skip..body]).ok()?;
             let key = self.aead().ok()?;
+            // Decrypted to the front of the buffer in the same pass (no second move of a
+            // large object to drop the prefix and nonce).
             let n = key
-                .open_in_place(nonce, Aad::from(aad), &mut buf[body..])
+                .open_within(nonce, Aad::from(aad), &mut buf[..], body..)
                 .ok()?
                 .len();
-            Some((body, n))
+            Some(n)
         })();
         match opened {
-            Some((body, n)) => {
-                buf.truncate(body + n);
-                buf.drain(..body);
+            Some(n) => {
+                buf.truncate(n);
                 true
             }
             None => {

@@ -472,6 +472,14 @@ impl Store {
         blocking(move || open_object(&inner, &r)).await
     }
 
+    /// [`Store::open_row`] on the calling thread, for a caller that owns its threads (a
+    /// research export's workers): no hand-off to the runtime's blocking pool per object.
+    /// The thread must not be one of the runtime's async workers, and must have entered the
+    /// runtime (`Runtime::enter`): an object-store backend drives its calls on it.
+    pub fn open_row_here(&self, r: &Row) -> Result<Vec<u8>, StoreError> {
+        open_object(&self.inner, r)
+    }
+
     /// The bytes of one instance for a reader allowed to see `allowed` rows, in one
     /// blocking task: its row looked up alone and checked to belong to the study (and
     /// series) named, then (when `allowed` says the reader may see it) its object opened
