@@ -40,6 +40,7 @@ pub use profile::{Override, Profile, ProfileError};
 pub use radveil_standard::ProfileOption;
 
 use clean::PhiTokens;
+use part10::charset::CharacterSet;
 
 /// The version recorded in De-identification Method.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -466,6 +467,9 @@ impl Deidentifier {
         if let Some(e) = run.failure.take() {
             return Err(DeidError::Read(e));
         }
+        if let Some(why) = run.unclear.take() {
+            return Err(DeidError::HeldBack(why));
+        }
         // Every value that leaves is valid for its VR: what was kept as it came is checked,
         // cleaned where that keeps its meaning, else removed, emptied or held back.
         run.validate(&mut ds, &mut path)?;
@@ -679,6 +683,12 @@ struct Run<'d, 'g, 'm> {
     failure: Option<part10::Error>,
     requirements: Option<Arc<IodRequirements>>,
     tokens: PhiTokens,
+    /// The Specific Character Set of the data set being walked (an item's own, else its
+    /// parent's): how its text is read when cleaned.
+    charset: CharacterSet,
+    /// The first text that could not be cleaned with certainty (bytes that do not decode):
+    /// the object is held back.
+    unclear: Option<String>,
     date_offset: i64,
     patient_pseudonym: String,
     counts: ActionCounts,
@@ -723,6 +733,8 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
             failure: None,
             requirements: standard::iod_requirements(sop_class),
             tokens: PhiTokens::default(),
+            charset: charset_of(ds, &CharacterSet::default()),
+            unclear: None,
             date_offset: d.key.date_offset_days(&identity),
             patient_pseudonym,
             counts: ActionCounts::default(),
@@ -743,6 +755,8 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
     /// Gathers the identifying values of the object (anything the profile does not keep, of
     /// a VR that names, identifies or dates someone) to clean them out of kept text.
     fn collect_tokens(&mut self, ds: &DataSet<'_>) {
+        let here = charset_of(ds, &self.charset);
+        let outer = std::mem::replace(&mut self.charset, here);
         for el in &ds.elements {
             match &el.value {
                 Value::Sequence(items) => {
@@ -764,33 +778,43 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
                     if kept || (row.is_none() && vr != Vr::PN) {
                         continue;
                     }
-                    match vr {
-                        Vr::PN => {
-                            for v in b.split(|&c| c == b'\\') {
-                                self.tokens.add_person_name(v);
-                            }
+                    if !matches!(
+                        vr,
+                        Vr::PN
+                            | Vr::DA
+                            | Vr::DT
+                            | Vr::LO
+                            | Vr::SH
+                            | Vr::LT
+                            | Vr::ST
+                            | Vr::UT
+                            | Vr::UC
+                            | Vr::AE
+                    ) {
+                        continue;
+                    }
+                    // Identifiers and addresses, not descriptions (which are cleaned
+                    // themselves and would otherwise blank ordinary words).
+                    if matches!(
+                        vr,
+                        Vr::LO | Vr::SH | Vr::LT | Vr::ST | Vr::UT | Vr::UC | Vr::AE
+                    ) && row.is_some_and(|r| r.options[7].is_some())
+                    {
+                        continue;
+                    }
+                    let text = clean::decode_for_cleaning(&self.charset, b).text();
+                    for v in text.split('\\') {
+                        match vr {
+                            Vr::PN => self.tokens.add_person_name(v),
+                            Vr::DA | Vr::DT => self.tokens.add_date(v),
+                            _ => self.tokens.add(v, false),
                         }
-                        Vr::DA | Vr::DT => {
-                            for v in b.split(|&c| c == b'\\') {
-                                self.tokens.add_date(v);
-                            }
-                        }
-                        Vr::LO | Vr::SH | Vr::LT | Vr::ST | Vr::UT | Vr::UC | Vr::AE => {
-                            // Identifiers and addresses (not descriptions, which are cleaned
-                            // themselves and would otherwise blank ordinary words).
-                            let descriptive = row.is_some_and(|r| r.options[7].is_some());
-                            if !descriptive {
-                                for v in b.split(|&c| c == b'\\') {
-                                    self.tokens.add(v, false);
-                                }
-                            }
-                        }
-                        _ => {}
                     }
                 }
                 Value::Fragments(_) => {}
             }
         }
+        self.charset = outer;
     }
 
     /// The VR that says what a value means: the dictionary's where the element was read as UN.
@@ -935,6 +959,8 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
     }
 
     fn dataset(&mut self, ds: &mut DataSet<'_>, path: &mut Vec<u32>, ctx: Context) {
+        let here = charset_of(ds, &self.charset);
+        let outer = std::mem::replace(&mut self.charset, here);
         // Private creators of this data set, by (group, block).
         let mut creators: HashMap<(u16, u8), String> = HashMap::new();
         for el in &ds.elements {
@@ -991,6 +1017,7 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
             }
         }
         ds.elements = out;
+        self.charset = outer;
     }
 
     /// Applies the Retain Safe Private option to one private data element; returns whether
@@ -1498,14 +1525,8 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
 
     /// Cleans free text: identifying values of this object and identifying patterns blanked.
     fn clean_text(&mut self, el: &mut Element<'_>) {
-        let Some(b) = el.bytes() else { return };
-        let mut v = b.to_vec();
-        let a = self.tokens.scrub(&mut v);
-        let p = clean::scrub_patterns(&mut v);
         self.counts.cleaned += 1;
-        if a || p {
-            el.value = Value::Bytes(Cow::Owned(v));
-        }
+        self.scrub(el, true);
     }
 
     /// Kept text still loses identifying values found elsewhere in the object.
@@ -1513,12 +1534,40 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
         if self.tokens.is_empty() {
             return;
         }
-        let Some(b) = el.bytes() else { return };
-        let mut v = b.to_vec();
-        if self.tokens.scrub(&mut v) {
+        if self.scrub(el, false) {
             self.counts.cleaned += 1;
+        }
+    }
+
+    /// Blanks the object's identifying values (and, with `patterns`, identifying patterns)
+    /// in one text element, read in its data set's character set; returns whether anything
+    /// changed. Text whose bytes do not decode cannot be called clean: the object is then
+    /// held back (noted in `unclear`).
+    fn scrub(&mut self, el: &mut Element<'_>, patterns: bool) -> bool {
+        let Some(b) = el.bytes() else { return false };
+        let mut v = b.to_vec();
+        let tokens = (!self.tokens.is_empty()).then_some(&self.tokens);
+        let r = clean::scrub(&mut v, &self.charset, tokens, patterns);
+        if r.undecodable && self.unclear.is_none() {
+            self.unclear = Some(format!(
+                "{} holds text that does not decode in its Specific Character Set, so it cannot be cleaned",
+                part10::tag_name(el.tag)
+            ));
+        }
+        if r.changed {
             el.value = Value::Bytes(Cow::Owned(v));
         }
+        r.changed
+    }
+}
+
+/// The character set of a data set: its own Specific Character Set, else `outer` (an
+/// item's parent's). A term radveil does not know reads as the default repertoire here;
+/// the kept attribute's check holds such an object back.
+fn charset_of(ds: &DataSet<'_>, outer: &CharacterSet) -> CharacterSet {
+    match ds.get(tags::SPECIFIC_CHARACTER_SET).and_then(|e| e.bytes()) {
+        Some(b) => CharacterSet::from_value(b).unwrap_or_default(),
+        None => outer.clone(),
     }
 }
 

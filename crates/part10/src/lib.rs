@@ -32,6 +32,7 @@ use radveil_standard::tags;
 pub use radveil_standard::Vr;
 
 mod budget;
+pub mod charset;
 pub use budget::{BudgetError, Grant, MemoryBudget, DEFAULT_WAIT};
 
 /// Tag of Item (FFFE,E000).
