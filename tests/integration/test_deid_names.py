@@ -268,3 +268,25 @@ def test_undecodable_text_is_held_back(radveil, key_file, tmp_path):
     assert "panicked" not in r.stderr
     assert recs and recs[0]["status"] == "held", recs
     assert "Specific Character Set" in recs[0]["reason"]
+
+
+def test_unknown_standard_attribute_is_removed(radveil, key_file, tmp_path):
+    """An even-group element missing from the dictionary, in implicit VR (so it arrives as
+    UN), holding the patient's name: removed, and the report says so."""
+    src = tmp_path / "in"
+    src.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientName = "Ferreira^Joana"
+    ds.add_new(0x00109999, "LO", "FERREIRA JOANA follow-up")
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    ds.save_as(src / "unknown.dcm", enforce_file_format=True)
+    assert b"FERREIRA JOANA" in (src / "unknown.dcm").read_bytes()
+    out = tmp_path / "out"
+    r, recs = radveil.deid([src], out, key_file)
+    assert "panicked" not in r.stderr
+    assert recs and recs[0]["status"] == "written", recs
+    data = Path(recs[0]["output"]).read_bytes()
+    assert b"FERREIRA" not in data.upper() and b"JOANA" not in data.upper()
+    assert recs[0]["actions"]["unknown_removed"] >= 1, recs[0]["actions"]

@@ -139,6 +139,11 @@ pub struct ActionCounts {
     pub private_kept: u32,
     /// Site rules applied.
     pub overridden: u32,
+    /// Standard (even-group) attributes the data dictionary does not know, removed: what
+    /// they hold cannot be judged.
+    pub unknown_removed: u32,
+    /// Unknown standard attributes kept by a site rule (their text scrubbed).
+    pub unknown_kept: u32,
 }
 
 /// The de-identified identity of an object: what the caller names its output after.
@@ -650,6 +655,12 @@ fn describes_pixels(tag: u32) -> bool {
     )
 }
 
+/// A standard (even-group) attribute the data dictionary does not know (group lengths
+/// aside, which are dropped anyway).
+fn is_unknown(el: &Element<'_>) -> bool {
+    !el.is_private() && el.tag & 0xFFFF != 0 && standard::dictionary_entry(el.tag).is_none()
+}
+
 /// Attributes of code sequences: controlled vocabulary, never replaced with dummies.
 fn is_code_attribute(tag: u32) -> bool {
     matches!(
@@ -866,7 +877,7 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
         }
     }
 
-    fn resolve(&self, el: &Element<'_>, path: &[u32], ctx: Context) -> Act {
+    fn resolve(&mut self, el: &Element<'_>, path: &[u32], ctx: Context) -> Act {
         let vr = self.semantic_vr(el);
         let Some(row) = standard::profile_row(el.tag) else {
             return self.unlisted(el, vr, path, ctx);
@@ -923,7 +934,13 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
     /// Attributes Table E.1-1 does not list: kept, except that the long tail of names and
     /// dates is treated like the listed ones, and free text inside replaced or cleaned
     /// sequences follows its sequence.
-    fn unlisted(&self, el: &Element<'_>, vr: Vr, path: &[u32], ctx: Context) -> Act {
+    fn unlisted(&mut self, el: &Element<'_>, vr: Vr, path: &[u32], ctx: Context) -> Act {
+        if is_unknown(el) {
+            // Not in the data dictionary (a newer edition's, or made up): removed unless a
+            // site rule keeps it (see `element`).
+            self.counts.unknown_removed += 1;
+            return self.floor(Act::Remove, path);
+        }
         let act = match vr {
             Vr::PN => Act::Dummy,
             Vr::DA | Vr::DT => {
@@ -1110,7 +1127,19 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
         if let Some(o) = self.d.config.profile.overrides.get(&el.tag) {
             self.counts.overridden += 1;
             let act = match o {
-                Override::Keep => return true,
+                Override::Keep => {
+                    if is_unknown(el) {
+                        self.counts.unknown_kept += 1;
+                    }
+                    // Kept as the site asks, less the object's identifying values.
+                    if matches!(el.value, Value::Bytes(_))
+                        && (is_free_text(self.semantic_vr(el))
+                            || matches!(self.semantic_vr(el), Vr::UN | Vr::OB))
+                    {
+                        self.scrub_kept(el);
+                    }
+                    return true;
+                }
                 Override::Remove => self.floor(Act::Remove, path),
                 Override::Empty => self.floor(Act::Empty, path),
                 Override::Replace(v) => {

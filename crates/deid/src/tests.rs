@@ -1340,3 +1340,40 @@ fn a_parsed_file_is_written_in_the_transfer_syntax_of_its_meta() {
         Err(DeidError::HeldBack(_))
     ));
 }
+
+/// An even-group element the dictionary does not know, read as UN (implicit VR).
+fn unknown_name() -> Element<'static> {
+    Element {
+        tag: 0x0010_9999,
+        vr: Vr::UN,
+        value: Value::Bytes(Cow::Borrowed(b"DOE^JANE FOLLOW-UP ")),
+    }
+}
+
+#[test]
+fn unknown_standard_attributes_are_removed() {
+    assert!(standard::dictionary_entry(0x0010_9999).is_none());
+    let mut ds = ct();
+    ds.put(unknown_name());
+    let (out, back) = run(&deid_with(&[ProfileOption::CleanDescriptors]), &ds);
+    assert!(back.get(0x0010_9999).is_none());
+    assert!(!contains(&out.bytes, "JANE"));
+    assert_eq!(out.counts.unknown_removed, 1);
+    // Known ones are not counted: an overlay in another group of 60xx is known.
+    assert!(standard::dictionary_entry(0x6002_3000).is_some());
+}
+
+#[test]
+fn unknown_attributes_kept_by_a_site_rule_are_scrubbed() {
+    let config = Config {
+        profile: Profile::from_toml("[attributes]\n\"(0010,9999)\" = \"keep\"\n").unwrap(),
+        ..Config::default()
+    };
+    let d = Deidentifier::new(key(7), config).unwrap();
+    let mut ds = ct();
+    ds.put(unknown_name());
+    let (out, back) = run(&d, &ds);
+    let kept = back.get(0x0010_9999).and_then(|e| e.bytes()).unwrap();
+    assert!(kept.starts_with(b"XXX^XXXX FOLLOW-UP "), "{kept:?}");
+    assert_eq!(out.counts.unknown_kept, 1);
+}
