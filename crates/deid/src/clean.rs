@@ -490,7 +490,8 @@ fn is_date(y: u32, yy: bool, m: u32, d: u32, dates: &[(u16, u8, u8)], any: bool)
 /// Marks dates written in text: three runs (day, month, year in the orders people write
 /// them; the month a number or a name; an ordinal suffix on the day) or one run of six or
 /// eight digits.
-fn mark_dates(chars: &[TextChar], blank: &mut [bool], dates: &[(u16, u8, u8)], any: bool) {
+fn mark_dates(chars: &[TextChar], blank: &mut [bool], dates: &[(u16, u8, u8)], any: bool) -> bool {
+    let mut marked = false;
     let runs = runs(chars);
     let num = |r: &Run| -> Option<(u32, bool)> {
         (r.digits && (1..=4).contains(&r.text.len()))
@@ -505,7 +506,7 @@ fn mark_dates(chars: &[TextChar], blank: &mut [bool], dates: &[(u16, u8, u8)], a
             let t = &r0.text;
             let p = |a: usize, b: usize| t[a..b].parse::<u32>().unwrap_or(0);
             let found = if t.len() == 8 {
-                is_date(p(0, 4), false, p(4, 6), p(6, 8), dates, false)
+                is_date(p(0, 4), false, p(4, 6), p(6, 8), dates, any)
                     || is_date(p(4, 8), false, p(2, 4), p(0, 2), dates, false)
                     || is_date(p(4, 8), false, p(0, 2), p(2, 4), dates, false)
             } else {
@@ -515,6 +516,7 @@ fn mark_dates(chars: &[TextChar], blank: &mut [bool], dates: &[(u16, u8, u8)], a
             };
             if found {
                 mark_range(chars, blank, r0.first, r0.last);
+                marked = true;
             }
             i += 1;
             continue;
@@ -572,12 +574,14 @@ fn mark_dates(chars: &[TextChar], blank: &mut [bool], dates: &[(u16, u8, u8)], a
             if found {
                 let last = runs[j - 1].last.max(c.last);
                 mark_range(chars, blank, a.first, last);
+                marked = true;
                 i = j;
                 continue;
             }
         }
         i += 1;
     }
+    marked
 }
 
 /// The ASCII digit a character stands for (fullwidth digits too), if any.
@@ -596,7 +600,8 @@ fn digit(c: char) -> Option<char> {
 
 /// Marks patterns that identify whatever object they appear in: dates written with
 /// separators or as eight digits, runs of five or more digits, and e-mail addresses.
-fn mark_patterns(chars: &[TextChar], blank: &mut [bool]) {
+fn mark_patterns(chars: &[TextChar], blank: &mut [bool]) -> Found {
+    let mut found = Found::default();
     let n = chars.len();
     let alnum = |i: usize| chars[i].ch.is_alphanumeric();
     let mut i = 0;
@@ -623,6 +628,8 @@ fn mark_patterns(chars: &[TextChar], blank: &mut [bool]) {
                 && groups.iter().all(|&g| (1..=4).contains(&g));
             let long_number = groups.iter().any(|&g| g >= 5);
             if (date_like || long_number) && ndigits >= 5 {
+                found.dates |= date_like;
+                found.numbers |= long_number;
                 for k in i..j {
                     if digit(chars[k].ch).is_some() {
                         blank[k] = true;
@@ -634,6 +641,9 @@ fn mark_patterns(chars: &[TextChar], blank: &mut [bool]) {
             i += 1;
         }
     }
+    found.phones = mark_phones(chars, blank);
+    found.addresses = mark_addresses(chars, blank);
+    found.titled_names = mark_titled_names(chars, blank);
     // e-mail addresses: blank the whole word around an '@'.
     let mut k = 0;
     while k < n {
@@ -647,10 +657,235 @@ fn mark_patterns(chars: &[TextChar], blank: &mut [bool]) {
                 e += 1;
             }
             blank[s..e].iter_mut().for_each(|b| *b = true);
+            found.emails = true;
             k = e;
         }
         k += 1;
     }
+    found
+}
+
+/// Which identifying patterns a text holds (see [`find_patterns`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Found {
+    /// A date: with a month name in any order, or numeric with a four-digit year, or eight
+    /// digits that read as one.
+    pub dates: bool,
+    /// A run of five or more digits (record numbers and other IDs).
+    pub numbers: bool,
+    /// An e-mail address.
+    pub emails: bool,
+    /// A phone number.
+    pub phones: bool,
+    /// A street address.
+    pub addresses: bool,
+    /// A name after a title (`Dr. Watson`).
+    pub titled_names: bool,
+}
+
+/// The identifying patterns in a decoded text, as cleaning finds them (for checking text
+/// that some other tool wrote).
+pub fn find_patterns(chars: &[TextChar]) -> Found {
+    let mut blank = vec![false; chars.len()];
+    let mut found = mark_patterns(chars, &mut blank);
+    found.dates |= mark_dates(chars, &mut blank, &[], true);
+    found
+}
+
+/// Marks phone numbers: digits in groups separated by spaces, dashes, dots or
+/// parentheses, optionally after `+`, seven to fifteen digits in at least two groups, no
+/// group longer than five (longer runs are record numbers).
+fn mark_phones(chars: &[TextChar], blank: &mut [bool]) -> bool {
+    let n = chars.len();
+    let ch = |i: usize| chars[i].ch;
+    let mut any = false;
+    let mut i = 0;
+    while i < n {
+        let starts = digit(ch(i)).is_some() || ch(i) == '+' || ch(i) == '(';
+        if !starts || (i > 0 && ch(i - 1).is_alphanumeric()) {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        let (mut digits, mut groups, mut longest, mut run) = (0usize, 0usize, 0usize, 0usize);
+        while j < n
+            && (digit(ch(j)).is_some() || matches!(ch(j), '+' | '(' | ')' | '-' | '.' | ' '))
+        {
+            if digit(ch(j)).is_some() {
+                if run == 0 {
+                    groups += 1;
+                }
+                run += 1;
+                digits += 1;
+                longest = longest.max(run);
+            } else {
+                run = 0;
+                if ch(j) == ' ' && j + 1 < n && ch(j + 1) == ' ' {
+                    break;
+                }
+            }
+            j += 1;
+        }
+        let ends_clean = j >= n || !ch(j).is_alphanumeric();
+        if ends_clean && (7..=15).contains(&digits) && groups >= 2 && longest <= 5 {
+            for (c, b) in chars[i..j].iter().zip(&mut blank[i..j]) {
+                *b |= digit(c.ch).is_some();
+            }
+            any = true;
+        }
+        i = j.max(i + 1);
+    }
+    any
+}
+
+/// Words of a text: runs of letters and digits (and `'`, `.` inside), with their span.
+fn words(chars: &[TextChar], split: impl Fn(char) -> bool) -> Vec<(usize, usize, String)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in chars.iter().enumerate() {
+        if split(c.ch) {
+            if let Some(s) = start.take() {
+                out.push((s, i - 1, chars[s..i].iter().map(|c| c.ch).collect()));
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        out.push((
+            s,
+            chars.len() - 1,
+            chars[s..].iter().map(|c| c.ch).collect(),
+        ));
+    }
+    out
+}
+
+/// Titles people's names follow in clinical text.
+const TITLES: &[&str] = &[
+    "dr",
+    "doctor",
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "prof",
+    "professor",
+    "herr",
+    "frau",
+    "pan",
+    "pani",
+    "mme",
+    "mlle",
+    "dott",
+    "sig",
+    "sra",
+    "sr",
+];
+
+/// Marks a capitalised word after a title (`Dr Smith`, `Mrs. O'Brien`, `Prof. Nowak`).
+/// `MR`, `DR` and `MS` in capitals without a dot are modalities (`MR BRAIN`), not titles.
+fn mark_titled_names(chars: &[TextChar], blank: &mut [bool]) -> bool {
+    let ws = words(chars, char::is_whitespace);
+    let mut any = false;
+    for pair in ws.windows(2) {
+        let (t, (s, e, w)) = (&pair[0].2, &pair[1]);
+        let dotted = t.ends_with('.');
+        let title = folded_key(t.trim_end_matches('.'));
+        if !TITLES.contains(&title.as_str()) || (!dotted && t.chars().all(|c| !c.is_lowercase())) {
+            continue;
+        }
+        let first_upper = w.chars().next().is_some_and(char::is_uppercase);
+        let letters = w.chars().filter(|c| c.is_alphabetic()).count();
+        let blanked = folded_key(w).chars().all(|c| c == 'x');
+        if first_upper && letters >= 2 && !blanked && !w.chars().any(|c| c.is_ascii_digit()) {
+            mark_range(chars, blank, *s, *e);
+            any = true;
+        }
+    }
+    any
+}
+
+/// Street words, folded.
+const STREET: &[&str] = &[
+    "street",
+    "st",
+    "road",
+    "rd",
+    "avenue",
+    "ave",
+    "lane",
+    "ln",
+    "drive",
+    "boulevard",
+    "blvd",
+    "court",
+    "place",
+    "square",
+    "strasse",
+    "str",
+    "weg",
+    "gasse",
+    "allee",
+    "platz",
+    "rue",
+    "calle",
+    "via",
+    "viale",
+    "piazza",
+    "ulica",
+    "ul",
+    "aleja",
+    "al",
+    "straat",
+    "laan",
+];
+
+/// Marks street addresses: a house number, one or two capitalised words and a street word
+/// (`12 Baker Street`), a street word, a name and a number (`ul. Długa 5`), or a compound
+/// street name and a number (`Hauptstraße 12`).
+fn mark_addresses(chars: &[TextChar], blank: &mut [bool]) -> bool {
+    let ws = words(chars, |c| !c.is_alphanumeric());
+    let w = |k: usize| ws.get(k).map_or("", |x| x.2.as_str());
+    let number = |w: &str| {
+        let digits = w.chars().take_while(char::is_ascii_digit).count();
+        (1..=5).contains(&digits) && w.chars().count() - digits <= 1
+    };
+    let cap = |w: &str| {
+        w.chars().next().is_some_and(char::is_uppercase)
+            && w.chars().filter(|c| c.is_alphabetic()).count() >= 2
+    };
+    let street = |w: &str| STREET.contains(&folded_key(w).as_str());
+    let compound = |w: &str| {
+        let f = folded_key(w);
+        f.len() > 6
+            && [
+                "strasse", "weg", "gasse", "allee", "platz", "straat", "laan",
+            ]
+            .iter()
+            .any(|s| f.ends_with(s))
+    };
+    let mut any = false;
+    for i in 0..ws.len() {
+        let mut span = None;
+        for names in 1..=2 {
+            let caps = |from: usize| (from..from + names).all(|k| cap(w(k)));
+            let a = number(w(i)) && caps(i + 1) && street(w(i + 1 + names));
+            let b = street(w(i)) && caps(i + 1) && number(w(i + 1 + names));
+            if a || b {
+                span = Some(i + 1 + names);
+                break;
+            }
+        }
+        if span.is_none() && compound(w(i)) && number(w(i + 1)) {
+            span = Some(i + 1);
+        }
+        if let Some(last) = span {
+            mark_range(chars, blank, ws[i].0, ws[last].1);
+            any = true;
+        }
+    }
+    any
 }
 
 #[cfg(test)]
@@ -787,6 +1022,26 @@ mod tests {
         assert_eq!(clean(&t, "SAG T2"), "SAG T2");
         let t = name("Smith^John");
         assert_eq!(clean(&t, "HEAD Brown White"), "HEAD Brown White");
+    }
+
+    #[test]
+    fn phones_addresses_and_titled_names_are_blanked() {
+        let t = PhiTokens::default();
+        assert_eq!(clean(&t, "call (555) 123-4567"), "call (XXX) XXX-XXXX");
+        assert_eq!(clean(&t, "tel +48 12 345 67 89"), "tel +XX XX XXX XX XX");
+        assert_eq!(
+            clean(&t, "512 x 512, 1.25 mm, 120 kV"),
+            "512 x 512, 1.25 mm, 120 kV"
+        );
+        assert_eq!(
+            clean(&t, "lives at 12 Baker Street"),
+            "lives at XX XXXXX XXXXXX"
+        );
+        assert_eq!(clean(&t, "ul. Długa 5"), "XX. XXXXXX X"); // ł is two bytes
+        assert_eq!(clean(&t, "ST segment 2"), "ST segment 2");
+        assert_eq!(clean(&t, "read by Dr. Watson"), "read by Dr. XXXXXX");
+        assert_eq!(clean(&t, "MR BRAIN W/O"), "MR BRAIN W/O");
+        assert_eq!(clean(&t, "DR CHEST PA"), "DR CHEST PA");
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod exporting;
 mod inputs;
 mod key;
 mod ledger;
+mod scanning;
 mod serving;
 mod signing;
 mod timestamping;
@@ -84,6 +85,11 @@ enum Command {
     Export(exporting::ExportArgs),
     /// List the exports that hold a patient's images; write withdrawal notices for them.
     Lineage(exporting::LineageArgs),
+    /// Report what identifying content is left in a de-identified set, whoever made it:
+    /// names, dates, phone numbers, addresses and IDs in text at any depth, attributes
+    /// Annex E says must go, vendor UID roots; with --quasi, k-anonymity. Exit 0 when
+    /// nothing is found, 1 otherwise.
+    Scan(scanning::ScanArgs),
     /// Write a new random de-identification key to FILE (mode 0600; never overwrites).
     Keygen {
         /// Where to write the key.
@@ -182,6 +188,7 @@ fn main() -> ExitCode {
         Command::Token(args) => serving::token(args),
         Command::Export(args) => exporting::export(args),
         Command::Lineage(args) => exporting::lineage(args),
+        Command::Scan(args) => scanning::scan(args),
     };
     match result {
         Ok(code) => code,
