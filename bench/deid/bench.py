@@ -138,6 +138,11 @@ def main() -> int:
                         a.runs, True, f"cp by xargs -P {a.jobs}"),
         "radveil": (lambda o: [a.radveil, "deid", str(src), "--out", str(o), "--key-file", str(key),
                                "--jobs", str(a.jobs)], a.runs, True, f"--jobs {a.jobs}"),
+        # The research configuration's text cleaning: names and dates in written forms,
+        # phones, addresses, titled names in every descriptor (issue 17).
+        "radveil-clean": (lambda o: [a.radveil, "deid", str(src), "--out", str(o), "--key-file", str(key),
+                                     "--jobs", str(a.jobs), "--option", "clean-descriptors"],
+                          a.runs, True, f"--jobs {a.jobs} --option clean-descriptors"),
         "gdcmanon-e": (lambda o: ["gdcmanon", "-e", "-r", "--continue", "-c", str(cert),
                                   "-i", str(src), "-o", str(o)],
                        a.runs, bool(shutil.which("gdcmanon")) and cert.exists(), "basic profile, throwaway cert"),

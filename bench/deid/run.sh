@@ -8,7 +8,7 @@
 #                       exists, else bench/out); the corpus is reused between runs
 #   BENCH_RUNS=3        runs per tool (median); dicognito always runs once
 #   BENCH_MEM_SCALE=4   also measure radveil's peak RSS on a corpus this many times larger (0: off)
-#   BENCH_ONLY=a,b      only these tools (cp,cp-parallel,radveil,gdcmanon-e,gdcmanon-dumb,dicognito,dcmanon)
+#   BENCH_ONLY=a,b      only these tools (cp,cp-parallel,radveil,radveil-clean,gdcmanon-e,gdcmanon-dumb,dicognito,dcmanon)
 #   BENCH_NO_LEAKS=1    skip scanning outputs for planted PHI tokens
 #   BENCH_INSTALL=1     pip install dicognito into .venv and `cargo install dicom-anonymization`
 #                       if missing (off by default: nothing is installed otherwise)

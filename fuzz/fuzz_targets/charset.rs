@@ -1,7 +1,8 @@
 //! Decodes arbitrary text in an arbitrary Specific Character Set (the input's first line)
-//! and blanks every letter and digit (what cleaning blanks; delimiters stay): never panics, keeps the value's length, and what was
-//! decodable stays decodable with as many characters (how de-identification cleans text in
-//! place).
+//! and blanks every letter and digit (what cleaning blanks; delimiters stay): never panics,
+//! keeps the value's length, and what was decodable stays decodable (a multi-byte character
+//! becomes as many `X`s as it had bytes, so never fewer characters) — how de-identification
+//! cleans text in place.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,6 +25,6 @@ fuzz_target!(|data: &[u8]| {
     let after = set.decode(&blanked);
     if before.undecodable == 0 {
         assert_eq!(after.undecodable, 0, "a blanked character no longer decodes");
-        assert_eq!(after.chars.len(), before.chars.len());
+        assert!(after.chars.len() >= before.chars.len());
     }
 });
