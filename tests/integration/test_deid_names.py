@@ -290,3 +290,51 @@ def test_unknown_standard_attribute_is_removed(radveil, key_file, tmp_path):
     data = Path(recs[0]["output"]).read_bytes()
     assert b"FERREIRA" not in data.upper() and b"JOANA" not in data.upper()
     assert recs[0]["actions"]["unknown_removed"] >= 1, recs[0]["actions"]
+
+
+def test_rt_and_waveform_text_name_nobody(radveil, key_file, tmp_path):
+    """Class 5: staff named nowhere else in the object, in RT descriptors (Clean
+    Descriptors), a TEXT item of Acquisition Context and a waveform annotation (Clean
+    Structured Content): their names go, the clinical words stay."""
+    src = tmp_path / "in"
+    src.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rt = pydicom.dcmread(get_testdata_file("rtplan.dcm"))
+        ecg = pydicom.dcmread(get_testdata_file("waveform_ecg.dcm"))
+    rt.PatientName = "Doe^Jane"
+    rt.RTPlanLabel = "Anna Nowak v2"
+    rt.RTPlanName = "PROSTATE IMRT"
+    rt.RTPlanDescription = "reviewed by Dr. Kowalski, boost 2 Gy"
+    item = pydicom.Dataset()
+    item.ValueType = "TEXT"
+    item.TextValue = "approved John Smith, left breast"
+    item.ConceptNameCodeSequence = [pydicom.Dataset()]
+    item.ConceptNameCodeSequence[0].CodeValue = "121106"
+    item.ConceptNameCodeSequence[0].CodingSchemeDesignator = "DCM"
+    item.ConceptNameCodeSequence[0].CodeMeaning = "Comment"
+    rt.AcquisitionContextSequence = [item]
+    rt.save_as(src / "rt.dcm", enforce_file_format=True)
+    ecg.PatientName = "Roe^Richard"
+    ann = pydicom.Dataset()
+    ann.UnformattedTextValue = "per Mary Johnson: sinus rhythm"
+    ann.ReferencedWaveformChannels = [1, 1]
+    ecg.WaveformAnnotationSequence = [ann]
+    ecg.save_as(src / "ecg.dcm", enforce_file_format=True)
+    out = tmp_path / "out"
+    r, recs = radveil.deid([src], out, key_file, "--option", "clean-descriptors",
+                           "--option", "clean-structured-content")
+    assert "panicked" not in r.stderr
+    by = {Path(rec["input"]).stem: rec for rec in recs}
+    staff = ["nowak", "kowalski", "smith", "johnson", "anna", "mary"]
+    for name, clinical in (("rt", ["v2", "PROSTATE IMRT", "boost 2 Gy", "left breast"]),
+                           ("ecg", ["sinus rhythm"])):
+        rec = by[name]
+        assert rec["status"] == "written", f"{name}: {rec['status']} {rec.get('reason')}"
+        values = texts(Path(rec["output"]))
+        for kw, t in values:
+            for s in staff:
+                assert s not in words(t).lower() or s not in fold(t).split(), f"{name}: {kw} names {s}"
+        joined = " ".join(t for _, t in values)
+        for w in clinical:
+            assert w in joined, f"{name}: the clinical words {w!r} went: {joined[:300]}"

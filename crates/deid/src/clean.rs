@@ -644,6 +644,7 @@ fn mark_patterns(chars: &[TextChar], blank: &mut [bool]) -> Found {
     found.phones = mark_phones(chars, blank);
     found.addresses = mark_addresses(chars, blank);
     found.titled_names = mark_titled_names(chars, blank);
+    found.names = mark_name_pairs(chars, blank);
     // e-mail addresses: blank the whole word around an '@'.
     let mut k = 0;
     while k < n {
@@ -681,6 +682,97 @@ pub struct Found {
     pub addresses: bool,
     /// A name after a title (`Dr. Watson`).
     pub titled_names: bool,
+    /// A first name and a surname of the lexicon next to each other (`John Smith`,
+    /// `SMITH^JOHN`, `Kowalczyk, Anna`).
+    pub names: bool,
+}
+
+/// The person-name lexicon (`tools/gen_names.py`): US Census 1990 first names and
+/// surnames, and the words that are not taken as names on their own.
+struct Lexicon {
+    first: std::collections::HashSet<&'static str>,
+    last: std::collections::HashSet<&'static str>,
+    not: std::collections::HashSet<&'static str>,
+}
+
+fn lexicon() -> &'static Lexicon {
+    static L: std::sync::OnceLock<Lexicon> = std::sync::OnceLock::new();
+    L.get_or_init(|| {
+        let set = |text: &'static str| {
+            text.lines()
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .collect()
+        };
+        Lexicon {
+            first: set(include_str!("../data/first-names.txt")),
+            last: set(include_str!("../data/surnames.txt")),
+            not: set(include_str!("../data/not-names.txt")),
+        }
+    })
+}
+
+/// Marks people named by a first name and a surname of the lexicon next to each other:
+/// `John Smith`, `John Q. Smith`, `JOHN SMITH`, `Smith, John`, `SMITH^JOHN`, `SMITH_JOHN`.
+/// In text with lower-case letters both must be capitalised and at most one may be a word
+/// that is also ordinary (`Mark Johnson`, not `Black White`); in capitals neither may
+/// (`ZOE HEAD` is a name and a body part). A name alone is not
+/// taken: without context it cannot be told from a word.
+fn mark_name_pairs(chars: &[TextChar], blank: &mut [bool]) -> bool {
+    let lex = lexicon();
+    let ws = words(chars, |c| !c.is_alphabetic());
+    if ws.len() < 2 {
+        return false;
+    }
+    let mixed = chars.iter().any(|c| c.ch.is_lowercase());
+    let folded: Vec<String> = ws.iter().map(|w| folded_key(&w.2)).collect();
+    let ok = |k: usize| {
+        let w = &ws[k].2;
+        w.chars().count() >= 2 && (!mixed || w.chars().next().is_some_and(char::is_uppercase))
+    };
+    let gap = |a: usize, b: usize| -> String {
+        chars[ws[a].1 + 1..ws[b].0].iter().map(|c| c.ch).collect()
+    };
+    let mut any = false;
+    for i in 0..ws.len() - 1 {
+        // An initial between first name and surname (`John Q. Smith`).
+        let mut j = i + 1;
+        if ws[j].2.chars().count() == 1
+            && j + 1 < ws.len()
+            && matches!(gap(j, j + 1).as_str(), " " | ". ")
+        {
+            j += 1;
+        }
+        if !ok(i) || !ok(j) {
+            continue;
+        }
+        let (a, b) = (folded[i].as_str(), folded[j].as_str());
+        // Two different words; a first name of at least three letters (`PA PA`, `In Der`).
+        if a == b {
+            continue;
+        }
+        // In capitals (`ZOE HEAD`) an ordinary word is never half a name; in mixed case
+        // capitalisation tells, so one of the two may be (`Mark Johnson`).
+        let ordinary = usize::from(lex.not.contains(a)) + usize::from(lex.not.contains(b));
+        if ordinary > usize::from(mixed) {
+            continue;
+        }
+        let g = gap(i, i + 1);
+        let forward = matches!(g.as_str(), " " | "_" | "  ")
+            && a.chars().count() >= 3
+            && lex.first.contains(a)
+            && lex.last.contains(b);
+        let inverted = matches!(g.as_str(), ", " | "," | "^" | "_" | " ")
+            && j == i + 1
+            && lex.last.contains(a)
+            && b.chars().count() >= 3
+            && lex.first.contains(b)
+            && (g != " " || !mixed);
+        if forward || inverted {
+            mark_range(chars, blank, ws[i].0, ws[j].1);
+            any = true;
+        }
+    }
+    any
 }
 
 /// The identifying patterns in a decoded text, as cleaning finds them (for checking text
@@ -1042,6 +1134,32 @@ mod tests {
         assert_eq!(clean(&t, "read by Dr. Watson"), "read by Dr. XXXXXX");
         assert_eq!(clean(&t, "MR BRAIN W/O"), "MR BRAIN W/O");
         assert_eq!(clean(&t, "DR CHEST PA"), "DR CHEST PA");
+    }
+
+    #[test]
+    fn people_named_nowhere_else_are_blanked() {
+        let t = PhiTokens::default();
+        assert_eq!(clean(&t, "plan by John Smith v2"), "plan by XXXX XXXXX v2");
+        assert_eq!(clean(&t, "JOHN Q. SMITH"), "XXXX X. XXXXX");
+        assert_eq!(clean(&t, "reviewed: Smith, John"), "reviewed: XXXXX, XXXX");
+        assert_eq!(clean(&t, "SMITH^JOHN"), "XXXXX^XXXX");
+        assert_eq!(clean(&t, "Mark Johnson"), "XXXX XXXXXXX");
+        // Ordinary words and imaging text stay.
+        for keep in [
+            "Black White",
+            "Chest PA PA",
+            "Weißenkirchen In Der Wachau",
+            "HEAD NECK",
+            "CHEST PA",
+            "MR BRAIN W/O",
+            "the long axis",
+            "AX T2 FLAIR",
+            "Brown White Head",
+            "SAG T1 MPRAGE",
+            "left knee",
+        ] {
+            assert_eq!(clean(&t, keep), keep);
+        }
     }
 
     #[test]

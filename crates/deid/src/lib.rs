@@ -941,6 +941,14 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
             self.counts.unknown_removed += 1;
             return self.floor(Act::Remove, path);
         }
+        // Waveform annotations are structured content the table does not list (free text
+        // such as "per Dr …: sinus rhythm"): cleaned under Clean Structured Content, like
+        // the Acquisition Context Sequence.
+        if el.tag == tags::WAVEFORM_ANNOTATION_SEQUENCE
+            && self.d.has(ProfileOption::CleanStructuredContent)
+        {
+            return self.floor(Act::Clean, path);
+        }
         let act = match vr {
             Vr::PN => Act::Dummy,
             Vr::DA | Vr::DT => {

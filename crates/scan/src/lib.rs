@@ -409,7 +409,7 @@ impl Scanner {
             if found.addresses {
                 self.find(Kind::Address);
             }
-            if found.titled_names {
+            if found.titled_names || found.names {
                 self.find(Kind::PersonName);
             }
         }
