@@ -377,6 +377,14 @@ impl Scanner {
     }
 
     fn text(&mut self, el: &Element<'_>, vr: Vr, b: &[u8]) {
+        // A PDF's text is mostly in Flate-compressed streams: those are read too.
+        let inflated;
+        let b = if el.tag == tags::ENCAPSULATED_DOCUMENT && b.starts_with(b"%PDF") {
+            inflated = pdf_text(b);
+            &inflated[..]
+        } else {
+            b
+        };
         let decoded = if el.tag == tags::ENCAPSULATED_DOCUMENT {
             // A document (CDA, text, PDF): read as UTF-8 where it is, else Latin-1.
             let set = CharacterSet::from_terms([if std::str::from_utf8(b).is_ok() {
@@ -434,6 +442,48 @@ impl Scanner {
             }
         }
     }
+}
+
+/// Most bytes a PDF's streams may inflate to, all together (bounded work per file).
+const PDF_INFLATE_LIMIT: u64 = 16 << 20;
+
+/// A PDF's bytes followed by its Flate streams inflated (up to [`PDF_INFLATE_LIMIT`] in
+/// all; a stream that does not inflate is skipped): text drawn with `(John Smith) Tj` is
+/// then plain to the detectors.
+fn pdf_text(pdf: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = pdf.to_vec();
+    let mut left = PDF_INFLATE_LIMIT;
+    let mut at = 0;
+    while left > 0 {
+        let Some(s) = find(&pdf[at..], b"stream") else {
+            break;
+        };
+        let mut start = at + s + b"stream".len();
+        if pdf.get(start) == Some(&b'\r') {
+            start += 1;
+        }
+        if pdf.get(start) == Some(&b'\n') {
+            start += 1;
+        }
+        let Some(e) = find(&pdf[start..], b"endstream") else {
+            break;
+        };
+        let body = &pdf[start..start + e];
+        at = start + e + b"endstream".len();
+        let mut inflated = Vec::new();
+        let mut z = flate2::read::ZlibDecoder::new(body).take(left);
+        if z.read_to_end(&mut inflated).is_ok() {
+            left = left.saturating_sub(inflated.len() as u64);
+            out.push(b'\n');
+            out.extend_from_slice(&inflated);
+        }
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The VR that says what a value means: the dictionary's where it was read as UN.

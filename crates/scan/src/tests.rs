@@ -39,3 +39,21 @@ fn names_look_real_or_not() {
     assert!(!looks_like_a_name("XXXX^XXX"));
     assert!(!looks_like_a_name(""));
 }
+
+#[test]
+fn pdf_streams_are_read() {
+    use std::io::Write;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(b"BT /F1 12 Tf (Report for John Smith) Tj ET")
+        .unwrap();
+    let stream = z.finish().unwrap();
+    let mut pdf = b"%PDF-1.4\n1 0 obj << /Filter /FlateDecode >>\nstream\n".to_vec();
+    pdf.extend_from_slice(&stream);
+    pdf.extend_from_slice(b"\nendstream\nendobj\n%%EOF");
+    assert!(!String::from_utf8_lossy(&pdf).contains("John Smith"));
+    let text = pdf_text(&pdf);
+    assert!(String::from_utf8_lossy(&text).contains("Report for John Smith"));
+    // A stream that does not inflate is skipped; a bomb stops at the limit.
+    let bad = b"%PDF-1.4\nstream\nnot zlib\nendstream\n".to_vec();
+    assert_eq!(pdf_text(&bad).len(), bad.len());
+}
