@@ -173,11 +173,11 @@ fn one(
         Ok(i) => i,
         Err(e) => return failed(e.to_string()),
     };
-    let loaded = match input::load(opened, scratch, budget, 0) {
+    let mut loaded = match input::load(opened, scratch, budget, 0) {
         Ok(l) => l,
         Err(e) => return failed(e.to_string()),
     };
-    match radveil_scan::scan(loaded.bytes) {
+    match radveil_scan::scan_in(loaded.bytes, &mut loaded.grant) {
         Ok(s) => (
             FileReport {
                 file: file.clone(),

@@ -151,11 +151,23 @@ const DUMMY_NAMES: &[&str] = &[
 ];
 
 /// Scans one Part 10 file's bytes (the part before a trailing Pixel Data element is
-/// enough: pixel data is not text).
+/// enough: pixel data is not text), with the reader's default limits.
 pub fn scan(file: &[u8]) -> Result<Scanned, ScanError> {
     let mut inflated = Vec::new();
     let (meta, ds, _) = part10::read_file(file, &mut inflated, Limits::default())?;
-    let options = declared_options(&ds);
+    Ok(scan_parsed(&meta.elements, &ds))
+}
+
+/// [`scan`], charging an inflated data set and the element tree to `grant` (a deflate
+/// bomb or a tree of tiny elements fails its file instead of exhausting memory).
+pub fn scan_in(file: &[u8], grant: &mut part10::Grant<'_>) -> Result<Scanned, ScanError> {
+    let mut inflated = Vec::new();
+    let (meta, ds, _) = part10::read_file_in(file, &mut inflated, Limits::default(), grant)?;
+    Ok(scan_parsed(&meta.elements, &ds))
+}
+
+fn scan_parsed(meta: &DataSet<'_>, ds: &DataSet<'_>) -> Scanned {
+    let options = declared_options(ds);
     let mut s = Scanner {
         findings: BTreeSet::new(),
         options,
@@ -164,16 +176,16 @@ pub fn scan(file: &[u8]) -> Result<Scanned, ScanError> {
         charset: CharacterSet::default(),
         path: Vec::new(),
     };
-    s.collect(&ds);
+    s.collect(ds);
     s.charset = CharacterSet::default();
     s.path.push("meta".into());
-    s.dataset(&meta.elements);
+    s.dataset(meta);
     s.path.clear();
-    s.dataset(&ds);
-    Ok(Scanned {
+    s.dataset(ds);
+    Scanned {
         findings: s.findings.into_iter().collect(),
-        quasi: quasi::Record::of(&ds),
-    })
+        quasi: quasi::Record::of(ds),
+    }
 }
 
 /// The Annex E options the object says were applied (CID 7050 codes in De-identification
