@@ -93,12 +93,18 @@ pub struct TextChar {
     seven_bit_pair: Pair,
 }
 
-/// Which 7-bit two-byte set a character is of, if any.
+/// How a character is blanked: `X` per byte, or (where an ASCII byte would be read
+/// otherwise) a neutral character of its own set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pair {
     None,
     Jis0208,
     Jis0212,
+    /// A two-byte G1 character (KS X 1001, GB 2312) while G0 is a 7-bit two-byte set:
+    /// FULLWIDTH X of both sets.
+    HighPair,
+    /// A one-byte G1 character while G0 is a 7-bit two-byte set: this byte instead.
+    High(u8),
 }
 
 /// The JIS X 0212 character a blanked one becomes (the set has no Latin letters in row 3).
@@ -120,6 +126,8 @@ impl TextChar {
             // JIS X 0208 row 3, cell 56: FULLWIDTH LATIN CAPITAL LETTER X.
             (Pair::Jis0208, 2) => bytes.copy_from_slice(&[0x23, 0x58]),
             (Pair::Jis0212, 2) => bytes.copy_from_slice(&JIS0212_BLANK),
+            (Pair::HighPair, 2) => bytes.copy_from_slice(&[0xA3, 0xD8]),
+            (Pair::High(b), 1) => bytes.fill(b),
             _ => bytes.fill(b'X'),
         }
     }
@@ -335,9 +343,20 @@ impl CharacterSet {
                     None => (None, 1),
                 },
             };
+            // While G0 holds a 7-bit two-byte set, an ASCII `X` would pair with the next
+            // byte: a G1 character is blanked with one of its own set.
+            let pair = if matches!(g0, G0::Jis0208 | G0::Jis0212) {
+                match g1 {
+                    G1::Ksx1001 | G1::Gb2312 if len == 2 => Pair::HighPair,
+                    G1::Katakana => Pair::High(0xB0),
+                    _ => Pair::High(0xA0),
+                }
+            } else {
+                Pair::None
+            };
             match c {
-                Some(c) => push(&mut out, c, i, len, Pair::None),
-                None => push(&mut out, '\u{FFFD}', i, len, Pair::None),
+                Some(c) => push(&mut out, c, i, len, pair),
+                None => push(&mut out, '\u{FFFD}', i, len, pair),
             }
             i = i.saturating_add(len);
         }
@@ -566,6 +585,23 @@ mod tests {
         let after = set.decode(&b);
         assert_eq!(after.undecodable, 0);
         assert_ne!(after.chars[0].ch, d.chars[0].ch);
+    }
+
+    #[test]
+    fn a_g1_character_inside_a_jis_run_is_blanked_in_g1() {
+        // Found by the fuzzer: ÿÿ in G1 (Latin-1) while G0 holds JIS X 0208.
+        let v = b"\x1b$BB@\x1b-A\xff\xffO:\x1b(B";
+        let set = cs("\\ISO 2022 IR 87\\ISO 2022 IR 100");
+        let d = set.decode(v);
+        assert_eq!(d.undecodable, 0);
+        let mut b = v.to_vec();
+        for c in d.chars.iter().filter(|c| c.ch == '\u{FF}') {
+            c.blank(&mut b);
+        }
+        let after = set.decode(&b);
+        assert_eq!(after.undecodable, 0);
+        assert_eq!(after.chars.len(), d.chars.len());
+        assert_eq!(after.text(), "太\u{A0}\u{A0}郎");
     }
 
     #[test]
