@@ -102,7 +102,7 @@ enum Pair {
     Jis0212,
     /// A two-byte G1 character (KS X 1001, GB 2312) while G0 is a 7-bit two-byte set:
     /// FULLWIDTH X of both sets.
-    HighPair,
+    HighTwo,
     /// A one-byte G1 character while G0 is a 7-bit two-byte set: this byte instead.
     High(u8),
 }
@@ -126,7 +126,7 @@ impl TextChar {
             // JIS X 0208 row 3, cell 56: FULLWIDTH LATIN CAPITAL LETTER X.
             (Pair::Jis0208, 2) => bytes.copy_from_slice(&[0x23, 0x58]),
             (Pair::Jis0212, 2) => bytes.copy_from_slice(&JIS0212_BLANK),
-            (Pair::HighPair, 2) => bytes.copy_from_slice(&[0xA3, 0xD8]),
+            (Pair::HighTwo, 2) => bytes.copy_from_slice(&[0xA3, 0xD8]),
             (Pair::High(b), 1) => bytes.fill(b),
             _ => bytes.fill(b'X'),
         }
@@ -347,7 +347,7 @@ impl CharacterSet {
             // byte: a G1 character is blanked with one of its own set.
             let pair = if matches!(g0, G0::Jis0208 | G0::Jis0212) {
                 match g1 {
-                    G1::Ksx1001 | G1::Gb2312 if len == 2 => Pair::HighPair,
+                    G1::Ksx1001 | G1::Gb2312 if len == 2 => Pair::HighTwo,
                     G1::Katakana => Pair::High(0xB0),
                     _ => Pair::High(0xA0),
                 }
