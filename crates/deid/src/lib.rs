@@ -744,7 +744,7 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
             failure: None,
             requirements: standard::iod_requirements(sop_class),
             tokens: PhiTokens::default(),
-            charset: charset_of(ds, &CharacterSet::default()),
+            charset: CharacterSet::of(ds, &CharacterSet::default()),
             unclear: None,
             date_offset: d.key.date_offset_days(&identity),
             patient_pseudonym,
@@ -766,7 +766,7 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
     /// Gathers the identifying values of the object (anything the profile does not keep, of
     /// a VR that names, identifies or dates someone) to clean them out of kept text.
     fn collect_tokens(&mut self, ds: &DataSet<'_>) {
-        let here = charset_of(ds, &self.charset);
+        let here = CharacterSet::of(ds, &self.charset);
         let outer = std::mem::replace(&mut self.charset, here);
         for el in &ds.elements {
             match &el.value {
@@ -984,7 +984,7 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
     }
 
     fn dataset(&mut self, ds: &mut DataSet<'_>, path: &mut Vec<u32>, ctx: Context) {
-        let here = charset_of(ds, &self.charset);
+        let here = CharacterSet::of(ds, &self.charset);
         let outer = std::mem::replace(&mut self.charset, here);
         // Private creators of this data set, by (group, block).
         let mut creators: HashMap<(u16, u8), String> = HashMap::new();
@@ -1595,16 +1595,6 @@ impl<'d, 'g, 'm> Run<'d, 'g, 'm> {
             el.value = Value::Bytes(Cow::Owned(v));
         }
         r.changed
-    }
-}
-
-/// The character set of a data set: its own Specific Character Set, else `outer` (an
-/// item's parent's). A term radveil does not know reads as the default repertoire here;
-/// the kept attribute's check holds such an object back.
-fn charset_of(ds: &DataSet<'_>, outer: &CharacterSet) -> CharacterSet {
-    match ds.get(tags::SPECIFIC_CHARACTER_SET).and_then(|e| e.bytes()) {
-        Some(b) => CharacterSet::from_value(b).unwrap_or_default(),
-        None => outer.clone(),
     }
 }
 

@@ -217,6 +217,19 @@ impl CharacterSet {
         CharacterSet::from_terms(text.split('\\'))
     }
 
+    /// The character set of a data set: its own Specific Character Set, else `outer` (an
+    /// item's parent's). A term that is not defined reads as the default repertoire here;
+    /// a caller that keeps the attribute checks its value.
+    pub fn of(ds: &crate::DataSet<'_>, outer: &CharacterSet) -> CharacterSet {
+        match ds
+            .get(radveil_standard::tags::SPECIFIC_CHARACTER_SET)
+            .and_then(crate::Element::bytes)
+        {
+            Some(b) => CharacterSet::from_value(b).unwrap_or_default(),
+            None => outer.clone(),
+        }
+    }
+
     /// Whether this is the default repertoire (no Specific Character Set, or an empty one).
     pub fn is_default(&self) -> bool {
         *self == CharacterSet::default()

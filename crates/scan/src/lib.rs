@@ -230,13 +230,8 @@ impl Scanner {
 
     /// The object's own names and IDs, to find them again in other text.
     fn collect(&mut self, ds: &DataSet<'_>) {
-        let outer = self.charset.clone();
-        if let Some(b) = ds
-            .get(tags::SPECIFIC_CHARACTER_SET)
-            .and_then(Element::bytes)
-        {
-            self.charset = CharacterSet::from_value(b).unwrap_or_default();
-        }
+        let here = CharacterSet::of(ds, &self.charset);
+        let outer = std::mem::replace(&mut self.charset, here);
         for el in &ds.elements {
             match &el.value {
                 Value::Sequence(items) => items.iter().for_each(|i| self.collect(i)),
@@ -266,13 +261,8 @@ impl Scanner {
     }
 
     fn dataset(&mut self, ds: &DataSet<'_>) {
-        let outer = self.charset.clone();
-        if let Some(b) = ds
-            .get(tags::SPECIFIC_CHARACTER_SET)
-            .and_then(Element::bytes)
-        {
-            self.charset = CharacterSet::from_value(b).unwrap_or_default();
-        }
+        let here = CharacterSet::of(ds, &self.charset);
+        let outer = std::mem::replace(&mut self.charset, here);
         for el in &ds.elements {
             self.path.push(part10::tag_name(el.tag));
             self.element(el);
